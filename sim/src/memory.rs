@@ -1,0 +1,88 @@
+//! Memory per rank: parameters, gradients, optimizer state, activations and KV cache.
+//!
+//! Training (bytes per parameter): weights `dtype_bytes`, gradients `grad_bytes_per_param`, optimizer
+//! `optimizer_bytes_per_param` (12 for mixed-precision Adam: ≥ 6× the bf16 weights). ZeRO stage 1 shards the
+//! optimizer state over the data-parallel replicas of each parameter, stage 2 also the gradients, stage 3
+//! also the weights. Dense parameters are replicated on every rank; a routed expert on `gpus / ep_size`
+//! ranks. Activations per layer and token follow Korthikanti et al. (34·d bytes for a bf16 transformer layer
+//! with flash attention), plus `(2·d + 3·d_ff)·dtype` bytes per routed token for the MoE block; activation
+//! checkpointing keeps only each layer's input (2·d bytes per token) plus one layer's working set.
+
+use crate::scenario::Scenario;
+use crate::scenario::file::Mode;
+use serde::{Deserialize, Serialize};
+
+pub const GIB: f64 = (1u64 << 30) as f64;
+
+/// One rank's memory, in GiB.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct MemoryBreakdown {
+    pub params_gib: f64,
+    pub grads_gib: f64,
+    pub optimizer_gib: f64,
+    pub activations_gib: f64,
+    pub kv_cache_gib: f64,
+    pub total_gib: f64,
+}
+
+/// Parameters held by one rank, split by how many ranks replicate them.
+#[derive(Debug, Clone, Copy)]
+pub struct ParamsOnRank {
+    /// Parameters replicated on every rank (attention, dense FFN, shared experts, gates, embeddings).
+    pub dense: f64,
+    /// Parameters of routed experts on this rank.
+    pub experts: f64,
+    /// Data-parallel replicas of the dense parameters.
+    pub dense_replicas: f64,
+    /// Replicas of each routed expert.
+    pub expert_replicas: f64,
+}
+
+/// Memory of a rank that holds `p` parameters and receives at most `peak_routed_tokens` tokens in one MoE layer.
+pub fn rank_memory(s: &Scenario, p: ParamsOnRank, peak_routed_tokens: f64) -> MemoryBreakdown {
+    let m = &s.model;
+    let dtype = m.dtype_bytes as f64;
+    let d = m.d_model as f64;
+    let tokens = s.tokens_per_rank() as f64;
+    let layers = m.layers as f64;
+    let moe_layers = m.moe_layers() as f64;
+    let routed_bytes = peak_routed_tokens * (2.0 * d + 3.0 * m.expert_d_ff as f64) * dtype;
+    let layer_full = tokens * 34.0 * d * dtype / 2.0 + routed_bytes;
+    let mut out = MemoryBreakdown::default();
+    match s.workload.mode {
+        Mode::Training => {
+            let t = &s.training;
+            let shard = |replicas: f64, from_stage: u8| {
+                if t.zero_stage >= from_stage {
+                    replicas
+                } else {
+                    1.0
+                }
+            };
+            let per_param = |bytes: f64, from_stage: u8| {
+                bytes
+                    * (p.dense / shard(p.dense_replicas, from_stage)
+                        + p.experts / shard(p.expert_replicas, from_stage))
+            };
+            out.params_gib = per_param(dtype, 3) / GIB;
+            out.grads_gib = per_param(t.grad_bytes_per_param, 2) / GIB;
+            out.optimizer_gib = per_param(t.optimizer_bytes_per_param, 1) / GIB;
+            let act = if t.activation_checkpointing {
+                layers * tokens * 2.0 * d * dtype + layer_full
+            } else {
+                layers * tokens * 34.0 * d * dtype / 2.0 + moe_layers * routed_bytes
+            };
+            // Micro-batches run one after another: one micro-batch's activations are live at a time.
+            out.activations_gib = act / GIB;
+        }
+        Mode::Prefill | Mode::Decode => {
+            out.params_gib = (p.dense + p.experts) * dtype / GIB;
+            out.activations_gib = layer_full / GIB;
+            let context = m.micro_batch as f64 * m.seq_len as f64;
+            out.kv_cache_gib = context * layers * m.kv_bytes_per_token_per_layer as f64 / GIB;
+        }
+    }
+    out.total_gib =
+        out.params_gib + out.grads_gib + out.optimizer_gib + out.activations_gib + out.kv_cache_gib;
+    out
+}

@@ -1,0 +1,98 @@
+//! Choosing a strategy under the scenario's objective, and the plan file that records the choice.
+
+use crate::result::{SimulationReport, StrategyResult};
+use crate::scenario::Scenario;
+use crate::scenario::file::Metric;
+use crate::stats::Distribution;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// The index of the best strategy that fits in memory, or `None` if every one runs out of memory.
+/// Ties go to the strategy listed first.
+pub fn choose(report: &SimulationReport, s: &Scenario) -> Option<usize> {
+    let score = |r: &StrategyResult| match s.objective.metric {
+        Metric::TokensPerS => -r.tokens_per_s,
+        Metric::StepTimeMean => r.step_time_ms.mean,
+        Metric::StepTimeP50 => r.step_time_ms.p50,
+        Metric::StepTimeP99 => r.step_time_ms.p99,
+    };
+    report
+        .results
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| !r.oom)
+        .min_by(|(i, a), (j, b)| score(a).total_cmp(&score(b)).then(i.cmp(j)))
+        .map(|(i, _)| i)
+}
+
+/// What `plan` writes: the chosen strategy, its parameters and placement, and what moesim predicts.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Plan {
+    pub moesim_version: String,
+    pub scenario: String,
+    pub seed: u64,
+    pub objective: Metric,
+    pub chosen: String,
+    pub kind: String,
+    pub parameters: PlanParameters,
+    /// Experts on each rank of one EP group.
+    pub placement: PlanPlacement,
+    pub predicted: Prediction,
+    /// The scenario as resolved (presets merged), so the plan can be reproduced and validated.
+    pub resolved_scenario: Scenario,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PlanParameters {
+    pub ep_size: usize,
+    pub capacity_factor: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PlanPlacement {
+    pub gpus: usize,
+    pub ep_size: usize,
+    /// `gpu_experts[i]`: experts on rank i of every EP group.
+    pub gpu_experts: Vec<Vec<usize>>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Prediction {
+    pub step_time_ms: Distribution,
+    pub tokens_per_s: f64,
+    pub memory_peak_gib: f64,
+    pub breakdown_ms: BTreeMap<String, f64>,
+    /// Per rank: expert tokens received per iteration (mean), for validation on hardware.
+    pub tokens_received_per_rank: Vec<f64>,
+}
+
+/// The plan for result `chosen` of `report`.
+pub fn make_plan(s: &Scenario, report: &SimulationReport, chosen: usize) -> Plan {
+    let r = &report.results[chosen];
+    let st = &s.strategies[chosen];
+    Plan {
+        moesim_version: env!("CARGO_PKG_VERSION").into(),
+        scenario: s.name.clone(),
+        seed: s.seed,
+        objective: s.objective.metric,
+        chosen: r.strategy.clone(),
+        kind: r.kind.clone(),
+        parameters: PlanParameters {
+            ep_size: st.ep_size,
+            capacity_factor: st.capacity_factor,
+        },
+        placement: PlanPlacement {
+            gpus: s.cluster.gpus(),
+            ep_size: r.ep_size,
+            gpu_experts: r.placement.clone(),
+        },
+        predicted: Prediction {
+            step_time_ms: r.step_time_ms,
+            tokens_per_s: r.tokens_per_s,
+            memory_peak_gib: r.memory_peak_gib,
+            breakdown_ms: r.breakdown_ms.clone(),
+            tokens_received_per_rank: r.per_rank.iter().map(|p| p.tokens_received).collect(),
+        },
+        resolved_scenario: s.clone(),
+    }
+}

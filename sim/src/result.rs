@@ -1,0 +1,79 @@
+//! Simulation results: plain data that the CLI, reports and TUI all read.
+
+use crate::collective::Cause;
+use crate::memory::MemoryBreakdown;
+use crate::stats::Distribution;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// All strategies of one scenario.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SimulationReport {
+    pub scenario: String,
+    pub results: Vec<StrategyResult>,
+    /// Set by `plan`: the strategy chosen under the objective.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub chosen: Option<String>,
+}
+
+/// One strategy's simulated run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StrategyResult {
+    pub strategy: String,
+    pub kind: String,
+    pub iterations: usize,
+    pub step_time_ms: Distribution,
+    /// Mean milliseconds per iteration on the critical path, per phase.
+    pub breakdown_ms: BTreeMap<String, f64>,
+    /// Ranks that were the iteration's straggler, most often first.
+    pub stragglers: Vec<Straggler>,
+    pub memory_peak_gib: f64,
+    pub oom: bool,
+    pub tokens_per_s: f64,
+    pub events: u64,
+    /// Wall-clock seconds this simulation took (absent with `--no-timing`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sim_seconds: Option<f64>,
+    /// Memory of the rank with the peak, by kind.
+    pub memory: MemoryBreakdown,
+    /// Fraction of routed tokens dropped by the capacity factor.
+    pub dropped_fraction: f64,
+    /// Bytes per iteration that left their GPU in forward all-to-alls.
+    pub network_bytes_per_iteration: f64,
+    pub per_rank: Vec<RankSummary>,
+    pub per_iteration: Vec<IterationSummary>,
+    /// Experts on each rank of one EP group (the same in every group and layer for static EP).
+    pub placement: Vec<Vec<usize>>,
+    pub ep_size: usize,
+}
+
+/// A rank that held iterations up.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Straggler {
+    pub rank: usize,
+    /// Fraction of iterations in which this rank was the straggler.
+    pub critical_share: f64,
+    /// What held it most often.
+    pub cause: Cause,
+}
+
+/// Per-rank means over iterations.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RankSummary {
+    pub rank: usize,
+    /// Tokens its experts received per iteration.
+    pub tokens_received: f64,
+    /// Compute-stream busy time per iteration.
+    pub busy_ms: f64,
+    /// Step time minus busy time.
+    pub idle_ms: f64,
+}
+
+/// One iteration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct IterationSummary {
+    pub step_ms: f64,
+    /// The straggler of this iteration, if it was not balanced.
+    pub critical_rank: Option<usize>,
+    pub cause: Option<Cause>,
+}

@@ -1,0 +1,180 @@
+//! The cluster being simulated: GPUs, their links, and the presets scenarios start from.
+//!
+//! Datasheet numbers come from `moesim_calibrate::datasheet`; this file only arranges them into systems.
+
+use moesim_calibrate::datasheet::{self, GpuDatasheet};
+use serde::{Deserialize, Serialize};
+
+/// How GPUs are wired together.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Fabric {
+    /// NVSwitch inside a node; one NIC per GPU on a rail-optimised leaf/spine network between nodes.
+    RailOptimized,
+    /// GPUs on a PCIe switch inside one node (peer traffic over PCIe), NICs as for rail-optimised.
+    Pcie,
+    /// One non-blocking switch; every GPU has `ideal_link_gbytes_per_s` each way and latency `ideal_latency_us`.
+    Ideal,
+}
+
+/// A fully resolved cluster description.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Cluster {
+    pub name: String,
+    pub fabric: Fabric,
+    pub nodes: usize,
+    pub gpus_per_node: usize,
+    /// Datasheet GPU name (`h100`, `a100`, ...), for reports.
+    pub gpu: String,
+    pub peak_tflops: f64,
+    pub hbm_gbytes_per_s: f64,
+    pub gpu_memory_gib: f64,
+    pub compute_efficiency: f64,
+    pub memory_efficiency: f64,
+    pub launch_overhead_us: f64,
+    /// Intra-node GPU↔GPU bandwidth per GPU, each way (NVLink through NVSwitch, or PCIe).
+    pub nvlink_gbytes_per_s: f64,
+    pub nvlink_latency_us: f64,
+    /// NIC bandwidth per GPU, each way (gigabits per second, as NICs are sold).
+    pub nic_gbits_per_s: f64,
+    pub nic_latency_us: f64,
+    /// Leaf-to-spine oversubscription (1.0: full bisection).
+    pub spine_oversubscription: f64,
+    /// Host↔GPU PCIe bandwidth each way, pinned memory.
+    pub pcie_gbytes_per_s: f64,
+    pub host_memory_gib: f64,
+    pub host_memory_gbytes_per_s: f64,
+    /// Ideal fabric only: each GPU's injection bandwidth each way.
+    pub ideal_link_gbytes_per_s: f64,
+    /// Ideal fabric only: end-to-end latency α of one transfer.
+    pub ideal_latency_us: f64,
+    /// Per-rank speed factors (1.0 nominal; 0.5 takes twice as long to compute).
+    pub slow_ranks: Vec<SlowRank>,
+    /// Coefficient of variation of per-(iteration, rank) compute-time noise (log-normal, mean 1).
+    pub compute_noise_cv: f64,
+}
+
+/// A rank that computes slower (or faster) than nominal.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlowRank {
+    pub rank: usize,
+    pub speed: f64,
+}
+
+impl Cluster {
+    pub fn gpus(&self) -> usize {
+        self.nodes * self.gpus_per_node
+    }
+
+    /// Speed factor of a rank (1.0 unless listed in `slow_ranks`).
+    pub fn speed_of(&self, rank: usize) -> f64 {
+        self.slow_ranks
+            .iter()
+            .find(|s| s.rank == rank)
+            .map_or(1.0, |s| s.speed)
+    }
+
+    /// The roofline cost model of this cluster's GPU.
+    pub fn roofline(&self) -> moesim_calibrate::Roofline {
+        moesim_calibrate::Roofline {
+            name: format!("datasheet {}", self.gpu),
+            peak_tflops: self.peak_tflops,
+            hbm_gbytes_per_s: self.hbm_gbytes_per_s,
+            compute_efficiency: self.compute_efficiency,
+            memory_efficiency: self.memory_efficiency,
+            launch_overhead_us: self.launch_overhead_us,
+        }
+    }
+}
+
+/// Names of the cluster presets.
+pub const CLUSTER_PRESETS: &[&str] = &[
+    "dgx-h100",
+    "dgx-a100",
+    "hgx-h200",
+    "hgx-b200",
+    "pcie-workstation",
+    "ideal",
+];
+
+fn dgx(name: &str, gpu_key: &str, gpu: &GpuDatasheet, nic_gbits: f64) -> Cluster {
+    Cluster {
+        name: name.into(),
+        fabric: Fabric::RailOptimized,
+        nodes: 1,
+        gpus_per_node: 8,
+        gpu: gpu_key.into(),
+        peak_tflops: gpu.peak_bf16_tflops,
+        hbm_gbytes_per_s: gpu.hbm_gbytes_per_s,
+        gpu_memory_gib: gpu.memory_gib,
+        compute_efficiency: 0.7,
+        memory_efficiency: 0.8,
+        launch_overhead_us: datasheet::KERNEL_LAUNCH_US,
+        nvlink_gbytes_per_s: gpu.nvlink_gbytes_per_s_each_way,
+        nvlink_latency_us: datasheet::NVLINK_LATENCY_US,
+        nic_gbits_per_s: nic_gbits,
+        nic_latency_us: datasheet::IB_LATENCY_US,
+        spine_oversubscription: 1.0,
+        pcie_gbytes_per_s: gpu.pcie_gbytes_per_s_each_way,
+        host_memory_gib: 2048.0,
+        host_memory_gbytes_per_s: 400.0,
+        ideal_link_gbytes_per_s: 0.0,
+        ideal_latency_us: 0.0,
+        slow_ranks: Vec::new(),
+        compute_noise_cv: 0.0,
+    }
+}
+
+/// A cluster preset by name (one node; scenarios set `nodes`).
+pub fn cluster_preset(name: &str) -> Option<Cluster> {
+    let c = match name {
+        "dgx-h100" => dgx(
+            name,
+            "h100",
+            &datasheet::H100_SXM,
+            datasheet::IB_NDR_GBITS_PER_S,
+        ),
+        "dgx-a100" => dgx(
+            name,
+            "a100",
+            &datasheet::A100_SXM,
+            datasheet::IB_HDR_GBITS_PER_S,
+        ),
+        "hgx-h200" => dgx(
+            name,
+            "h200",
+            &datasheet::H200_SXM,
+            datasheet::IB_NDR_GBITS_PER_S,
+        ),
+        "hgx-b200" => dgx(
+            name,
+            "b200",
+            &datasheet::B200,
+            2.0 * datasheet::IB_NDR_GBITS_PER_S,
+        ),
+        "pcie-workstation" => {
+            let mut c = dgx(name, "rtx6000-ada", &datasheet::RTX_6000_ADA, 200.0);
+            c.fabric = Fabric::Pcie;
+            c.gpus_per_node = 4;
+            c.nvlink_latency_us = datasheet::PCIE_LATENCY_US;
+            c.host_memory_gib = 256.0;
+            c.host_memory_gbytes_per_s = 90.0;
+            c
+        }
+        "ideal" => {
+            let mut c = dgx(name, "ideal", &datasheet::H100_SXM, 0.0);
+            c.fabric = Fabric::Ideal;
+            c.gpu = "ideal".into();
+            c.compute_efficiency = 1.0;
+            c.memory_efficiency = 1.0;
+            c.hbm_gbytes_per_s = f64::INFINITY;
+            c.launch_overhead_us = 0.0;
+            c.ideal_link_gbytes_per_s = 100.0;
+            c.ideal_latency_us = 10.0;
+            c
+        }
+        _ => return None,
+    };
+    Some(c)
+}

@@ -1,0 +1,208 @@
+//! The scenario file as written: every field optional where a preset can supply it.
+//!
+//! Unknown keys are rejected (`deny_unknown_fields`) so a typo never silently falls back to a default.
+
+use super::cluster::{Fabric, SlowRank};
+use moesim_traces::Skew;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScenarioFile {
+    pub name: Option<String>,
+    pub description: Option<String>,
+    pub seed: Option<u64>,
+    pub model: ModelSection,
+    pub cluster: ClusterSection,
+    #[serde(default)]
+    pub workload: WorkloadSection,
+    #[serde(default)]
+    pub training: TrainingSection,
+    #[serde(default, rename = "strategy")]
+    pub strategies: Vec<StrategySection>,
+    #[serde(default)]
+    pub objective: ObjectiveSection,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSection {
+    pub preset: Option<String>,
+    pub name: Option<String>,
+    pub layers: Option<usize>,
+    pub first_dense_layers: Option<usize>,
+    pub d_model: Option<u64>,
+    pub expert_d_ff: Option<u64>,
+    pub dense_d_ff: Option<u64>,
+    pub experts: Option<usize>,
+    pub top_k: Option<usize>,
+    pub shared_experts: Option<usize>,
+    pub expert_matrices: Option<u64>,
+    pub attn_params_per_layer: Option<u64>,
+    pub kv_bytes_per_token_per_layer: Option<u64>,
+    pub vocab: Option<u64>,
+    pub dtype_bytes: Option<u32>,
+    pub seq_len: Option<u64>,
+    pub micro_batch: Option<u64>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterSection {
+    pub preset: Option<String>,
+    pub name: Option<String>,
+    pub fabric: Option<Fabric>,
+    pub nodes: Option<usize>,
+    pub gpus_per_node: Option<usize>,
+    pub gpu: Option<String>,
+    pub peak_tflops: Option<f64>,
+    pub hbm_gbytes_per_s: Option<f64>,
+    pub gpu_memory_gib: Option<f64>,
+    pub compute_efficiency: Option<f64>,
+    pub memory_efficiency: Option<f64>,
+    pub launch_overhead_us: Option<f64>,
+    pub nvlink_gbytes_per_s: Option<f64>,
+    pub nvlink_latency_us: Option<f64>,
+    pub nic_gbits_per_s: Option<f64>,
+    pub nic_latency_us: Option<f64>,
+    pub spine_oversubscription: Option<f64>,
+    pub pcie_gbytes_per_s: Option<f64>,
+    pub host_memory_gib: Option<f64>,
+    pub host_memory_gbytes_per_s: Option<f64>,
+    pub ideal_link_gbytes_per_s: Option<f64>,
+    pub ideal_latency_us: Option<f64>,
+    pub slow_ranks: Option<Vec<SlowRank>>,
+    pub compute_noise_cv: Option<f64>,
+}
+
+/// What is being run: a training step, or an inference prefill or decode step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    #[default]
+    Training,
+    Prefill,
+    Decode,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkloadSection {
+    #[serde(default)]
+    pub mode: Mode,
+    #[serde(default = "default_iterations")]
+    pub iterations: usize,
+    #[serde(default = "one")]
+    pub micro_batches: usize,
+    /// Synthetic skew; ignored when `trace` is set.
+    #[serde(default = "default_skew")]
+    pub skew: Skew,
+    #[serde(default = "yes")]
+    pub shuffle_per_layer: bool,
+    /// A routing trace to replay instead of synthetic routing.
+    pub trace: Option<String>,
+}
+
+impl Default for WorkloadSection {
+    fn default() -> Self {
+        WorkloadSection {
+            mode: Mode::Training,
+            iterations: default_iterations(),
+            micro_batches: 1,
+            skew: default_skew(),
+            shuffle_per_layer: true,
+            trace: None,
+        }
+    }
+}
+
+fn default_iterations() -> usize {
+    20
+}
+fn one() -> usize {
+    1
+}
+fn yes() -> bool {
+    true
+}
+fn default_skew() -> Skew {
+    Skew::Uniform
+}
+
+/// Memory and optimizer settings of a training run.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainingSection {
+    /// ZeRO stage for data-parallel state: 0 replicated, 1 optimizer sharded, 2 + gradients, 3 + parameters.
+    #[serde(default = "default_zero")]
+    pub zero_stage: u8,
+    /// Keep only layer inputs in forward and recompute the rest in backward (costs one extra dense forward).
+    #[serde(default)]
+    pub activation_checkpointing: bool,
+    /// Optimizer bytes per parameter (mixed-precision Adam: fp32 master, m and v = 12).
+    #[serde(default = "default_optimizer_bytes")]
+    pub optimizer_bytes_per_param: f64,
+    /// Gradient bytes per parameter.
+    #[serde(default = "default_grad_bytes")]
+    pub grad_bytes_per_param: f64,
+}
+
+impl Default for TrainingSection {
+    fn default() -> Self {
+        TrainingSection {
+            zero_stage: default_zero(),
+            activation_checkpointing: false,
+            optimizer_bytes_per_param: default_optimizer_bytes(),
+            grad_bytes_per_param: default_grad_bytes(),
+        }
+    }
+}
+
+fn default_zero() -> u8 {
+    1
+}
+fn default_optimizer_bytes() -> f64 {
+    12.0
+}
+fn default_grad_bytes() -> f64 {
+    2.0
+}
+
+/// The strategy families moesim models.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StrategyKind {
+    /// Static expert parallelism.
+    Ep,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct StrategySection {
+    pub name: String,
+    pub kind: StrategyKind,
+    /// EP degree: experts are split over groups of this many consecutive ranks (default: min(GPUs, experts)).
+    pub ep_size: Option<usize>,
+    /// Token dropping above `capacity_factor × mean tokens per expert` (none if unset).
+    pub capacity_factor: Option<f64>,
+}
+
+/// What `plan` optimises.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Metric {
+    #[default]
+    TokensPerS,
+    StepTimeMean,
+    StepTimeP50,
+    StepTimeP99,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ObjectiveSection {
+    #[serde(default)]
+    pub metric: Metric,
+    /// Memory a rank may use; defaults to the GPU's capacity.
+    pub memory_limit_gib: Option<f64>,
+}

@@ -1,0 +1,540 @@
+//! Scenarios: what to simulate, parsed from TOML text, with presets resolved and every field validated.
+//!
+//! Life cycle: text → [`file::ScenarioFile`] (syntax and types, with spans) → `--set` overrides →
+//! presets merged → [`Scenario`] (validated, every field concrete). This module does no I/O: the caller
+//! reads the file and passes its name and text.
+
+pub mod cluster;
+pub mod error;
+pub mod file;
+pub mod locate;
+pub mod model;
+pub mod overrides;
+
+use cluster::{Cluster, Fabric, cluster_preset};
+pub use error::ScenarioError;
+use file::{Metric, Mode, ObjectiveSection, ScenarioFile, StrategyKind, TrainingSection};
+use model::{Model, model_preset};
+use moesim_traces::Skew;
+use serde::{Deserialize, Serialize};
+
+/// A validated scenario.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Scenario {
+    pub name: String,
+    pub description: String,
+    pub seed: u64,
+    pub model: Model,
+    pub cluster: Cluster,
+    pub workload: Workload,
+    pub training: TrainingSection,
+    pub strategies: Vec<Strategy>,
+    pub objective: Objective,
+}
+
+/// The routing workload and run length.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Workload {
+    pub mode: Mode,
+    pub iterations: usize,
+    pub micro_batches: usize,
+    pub skew: Skew,
+    pub shuffle_per_layer: bool,
+    /// Trace path as written in the scenario (relative to the scenario file).
+    pub trace: Option<String>,
+}
+
+/// One strategy to simulate.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Strategy {
+    pub name: String,
+    pub kind: StrategyKind,
+    pub ep_size: usize,
+    pub capacity_factor: Option<f64>,
+}
+
+/// What `plan` optimises, under which memory limit.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Objective {
+    pub metric: Metric,
+    pub memory_limit_gib: f64,
+}
+
+impl Scenario {
+    /// Tokens processed per rank per micro-batch in this mode.
+    pub fn tokens_per_rank(&self) -> u64 {
+        match self.workload.mode {
+            Mode::Training | Mode::Prefill => self.model.micro_batch * self.model.seq_len,
+            Mode::Decode => self.model.micro_batch,
+        }
+    }
+
+    /// Tokens the whole cluster processes per iteration.
+    pub fn tokens_per_iteration(&self) -> u64 {
+        self.tokens_per_rank() * self.workload.micro_batches as u64 * self.cluster.gpus() as u64
+    }
+}
+
+/// Parses and validates a scenario. `file` names it in errors; `overrides` are `KEY=VALUE` strings.
+pub fn parse_scenario(
+    file: &str,
+    text: &str,
+    overrides: &[String],
+) -> Result<Scenario, ScenarioError> {
+    let err = |msg: String| ScenarioError::new(file, text, msg);
+    let raw: ScenarioFile = toml::from_str(text).map_err(|e| {
+        let msg = e.message().trim().to_string();
+        err(format!("invalid scenario: {msg}")).at(e.span(), msg)
+    })?;
+    let raw = if overrides.is_empty() {
+        raw
+    } else {
+        let mut doc: toml::Table =
+            toml::from_str(text).map_err(|e| err(format!("invalid scenario: {e}")))?;
+        for o in overrides {
+            overrides::apply_override(&mut doc, o).map_err(err)?;
+        }
+        let with = overrides.join(" ");
+        ScenarioFile::deserialize(doc).map_err(|e| {
+            err(format!(
+                "invalid scenario after --set {with}: {}",
+                e.message().trim()
+            ))
+            .help("check the key path and the value's type")
+        })?
+    };
+    Resolver { file, text }.resolve(raw)
+}
+
+struct Resolver<'a> {
+    file: &'a str,
+    text: &'a str,
+}
+
+impl Resolver<'_> {
+    fn error(
+        &self,
+        path: &str,
+        message: impl Into<String>,
+        label: impl Into<String>,
+    ) -> ScenarioError {
+        ScenarioError::new(
+            self.file,
+            self.text,
+            format!("invalid scenario: {}: {}", path, message.into()),
+        )
+        .at(locate::locate(self.text, path), label)
+    }
+
+    fn resolve(&self, raw: ScenarioFile) -> Result<Scenario, ScenarioError> {
+        let model = self.model(&raw)?;
+        let cluster = self.cluster(&raw)?;
+        let w = &raw.workload;
+        if w.iterations == 0 {
+            return Err(self.error(
+                "workload.iterations",
+                "must be at least 1",
+                "expected a positive count",
+            ));
+        }
+        if w.micro_batches == 0 {
+            return Err(self.error(
+                "workload.micro_batches",
+                "must be at least 1",
+                "expected a positive count",
+            ));
+        }
+        let bad_skew = match w.skew {
+            Skew::Uniform | Skew::Balanced => None,
+            Skew::Zipf { s } => (!(s >= 0.0 && s.is_finite())).then_some("zipf s must be ≥ 0"),
+            Skew::LogNormal { sigma } => {
+                (!(sigma >= 0.0 && sigma.is_finite())).then_some("sigma must be ≥ 0")
+            }
+            Skew::Dirichlet { alpha } => {
+                (!(alpha > 0.0 && alpha.is_finite())).then_some("alpha must be > 0")
+            }
+        };
+        if let Some(msg) = bad_skew {
+            return Err(self.error("workload.skew", msg, msg));
+        }
+        let workload = Workload {
+            mode: w.mode,
+            iterations: w.iterations,
+            micro_batches: w.micro_batches,
+            skew: w.skew,
+            shuffle_per_layer: w.shuffle_per_layer,
+            trace: w.trace.clone(),
+        };
+        let training = self.training(&raw.training)?;
+        let strategies = self.strategies(&raw, &model, &cluster)?;
+        let objective = self.objective(&raw.objective, &cluster)?;
+        Ok(Scenario {
+            name: raw.name.clone().unwrap_or_else(|| {
+                std::path::Path::new(self.file)
+                    .file_stem()
+                    .map_or("scenario".into(), |s| s.to_string_lossy().into())
+            }),
+            description: raw.description.clone().unwrap_or_default(),
+            seed: raw.seed.unwrap_or(0),
+            model,
+            cluster,
+            workload,
+            training,
+            strategies,
+            objective,
+        })
+    }
+
+    fn model(&self, raw: &ScenarioFile) -> Result<Model, ScenarioError> {
+        let s = &raw.model;
+        let mut m = match &s.preset {
+            Some(p) => model_preset(p).ok_or_else(|| {
+                self.error(
+                    "model.preset",
+                    format!("unknown model preset `{p}`"),
+                    "unknown preset",
+                )
+                .help(format!(
+                    "known presets: {}",
+                    model::MODEL_PRESETS.join(", ")
+                ))
+            })?,
+            None => {
+                let required = [
+                    ("layers", s.layers.is_some()),
+                    ("d_model", s.d_model.is_some()),
+                    ("expert_d_ff", s.expert_d_ff.is_some()),
+                    ("experts", s.experts.is_some()),
+                    ("top_k", s.top_k.is_some()),
+                ];
+                if let Some((field, _)) = required.iter().find(|(_, set)| !set) {
+                    return Err(self
+                        .error(
+                            &format!("model.{field}"),
+                            "missing (no preset given)",
+                            "this table needs it",
+                        )
+                        .help(format!(
+                            "set model.preset to one of {} or give every shape field",
+                            model::MODEL_PRESETS.join(", ")
+                        )));
+                }
+                let d = s.d_model.unwrap_or(0);
+                Model {
+                    name: "custom".into(),
+                    layers: 0,
+                    first_dense_layers: 0,
+                    d_model: d,
+                    expert_d_ff: 0,
+                    dense_d_ff: 4 * d,
+                    experts: 0,
+                    top_k: 0,
+                    shared_experts: 0,
+                    expert_matrices: 3,
+                    attn_params_per_layer: 4 * d * d,
+                    kv_bytes_per_token_per_layer: 4 * d,
+                    vocab: 32000,
+                    dtype_bytes: 2,
+                    seq_len: 4096,
+                    micro_batch: 1,
+                }
+            }
+        };
+        macro_rules! take {
+            ($($f:ident),*) => { $( if let Some(v) = s.$f.clone() { m.$f = v; } )* };
+        }
+        take!(
+            name,
+            layers,
+            first_dense_layers,
+            d_model,
+            expert_d_ff,
+            dense_d_ff,
+            experts,
+            top_k,
+            shared_experts,
+            expert_matrices,
+            attn_params_per_layer,
+            kv_bytes_per_token_per_layer,
+            vocab,
+            dtype_bytes,
+            seq_len,
+            micro_batch
+        );
+        let positive: [(&str, u64); 7] = [
+            ("layers", m.layers as u64),
+            ("d_model", m.d_model),
+            ("expert_d_ff", m.expert_d_ff),
+            ("experts", m.experts as u64),
+            ("top_k", m.top_k as u64),
+            ("seq_len", m.seq_len),
+            ("micro_batch", m.micro_batch),
+        ];
+        for (f, v) in positive {
+            if v == 0 {
+                return Err(self.error(
+                    &format!("model.{f}"),
+                    "must be at least 1",
+                    "expected a positive number",
+                ));
+            }
+        }
+        if m.top_k > m.experts {
+            return Err(self.error(
+                "model.top_k",
+                format!(
+                    "top_k = {} exceeds the number of experts ({})",
+                    m.top_k, m.experts
+                ),
+                format!("expected at most {}", m.experts),
+            ));
+        }
+        if m.first_dense_layers >= m.layers {
+            return Err(self.error(
+                "model.first_dense_layers",
+                format!(
+                    "{} dense layers leave no MoE layer out of {}",
+                    m.first_dense_layers, m.layers
+                ),
+                format!("expected less than {}", m.layers),
+            ));
+        }
+        if !(2..=3).contains(&m.expert_matrices) {
+            return Err(self.error(
+                "model.expert_matrices",
+                "must be 2 (GELU FFN) or 3 (SwiGLU)",
+                "expected 2 or 3",
+            ));
+        }
+        if ![1, 2, 4].contains(&m.dtype_bytes) {
+            return Err(self.error(
+                "model.dtype_bytes",
+                "must be 1, 2 or 4",
+                "expected 1, 2 or 4",
+            ));
+        }
+        Ok(m)
+    }
+
+    fn cluster(&self, raw: &ScenarioFile) -> Result<Cluster, ScenarioError> {
+        let s = &raw.cluster;
+        let preset = s.preset.clone().unwrap_or_else(|| "ideal".into());
+        let mut c = cluster_preset(&preset).ok_or_else(|| {
+            self.error(
+                "cluster.preset",
+                format!("unknown cluster preset `{preset}`"),
+                "unknown preset",
+            )
+            .help(format!(
+                "known presets: {}",
+                cluster::CLUSTER_PRESETS.join(", ")
+            ))
+        })?;
+        macro_rules! take {
+            ($($f:ident),*) => { $( if let Some(v) = s.$f.clone() { c.$f = v; } )* };
+        }
+        take!(
+            name,
+            fabric,
+            nodes,
+            gpus_per_node,
+            gpu,
+            peak_tflops,
+            hbm_gbytes_per_s,
+            gpu_memory_gib,
+            compute_efficiency,
+            memory_efficiency,
+            launch_overhead_us,
+            nvlink_gbytes_per_s,
+            nvlink_latency_us,
+            nic_gbits_per_s,
+            nic_latency_us,
+            spine_oversubscription,
+            pcie_gbytes_per_s,
+            host_memory_gib,
+            host_memory_gbytes_per_s,
+            ideal_link_gbytes_per_s,
+            ideal_latency_us,
+            slow_ranks,
+            compute_noise_cv
+        );
+        if c.nodes == 0 || c.gpus_per_node == 0 {
+            let f = if c.nodes == 0 {
+                "cluster.nodes"
+            } else {
+                "cluster.gpus_per_node"
+            };
+            return Err(self.error(f, "a cluster needs at least one GPU", "expected at least 1"));
+        }
+        let mut positive = vec![
+            ("peak_tflops", c.peak_tflops),
+            ("hbm_gbytes_per_s", c.hbm_gbytes_per_s),
+            ("gpu_memory_gib", c.gpu_memory_gib),
+            ("nvlink_gbytes_per_s", c.nvlink_gbytes_per_s),
+            ("pcie_gbytes_per_s", c.pcie_gbytes_per_s),
+            ("spine_oversubscription", c.spine_oversubscription),
+        ];
+        if c.nodes > 1 && c.fabric != Fabric::Ideal {
+            positive.push(("nic_gbits_per_s", c.nic_gbits_per_s));
+        }
+        if c.fabric == Fabric::Ideal {
+            positive.push(("ideal_link_gbytes_per_s", c.ideal_link_gbytes_per_s));
+        }
+        for (f, v) in positive {
+            if v.is_nan() || v <= 0.0 {
+                return Err(self.error(
+                    &format!("cluster.{f}"),
+                    format!("must be positive, got {v}"),
+                    "expected a positive number",
+                ));
+            }
+        }
+        let non_negative = [
+            ("nvlink_latency_us", c.nvlink_latency_us),
+            ("nic_latency_us", c.nic_latency_us),
+            ("launch_overhead_us", c.launch_overhead_us),
+            ("ideal_latency_us", c.ideal_latency_us),
+            ("compute_noise_cv", c.compute_noise_cv),
+            ("host_memory_gib", c.host_memory_gib),
+            ("host_memory_gbytes_per_s", c.host_memory_gbytes_per_s),
+        ];
+        for (f, v) in non_negative {
+            if v.is_nan() || v < 0.0 || v.is_infinite() {
+                return Err(self.error(
+                    &format!("cluster.{f}"),
+                    format!("must be ≥ 0 and finite, got {v}"),
+                    "expected a non-negative number",
+                ));
+            }
+        }
+        for (f, v) in [
+            ("compute_efficiency", c.compute_efficiency),
+            ("memory_efficiency", c.memory_efficiency),
+        ] {
+            if v.is_nan() || v <= 0.0 || v > 1.0 {
+                return Err(self.error(
+                    &format!("cluster.{f}"),
+                    format!("must be in (0, 1], got {v}"),
+                    "expected a fraction",
+                ));
+            }
+        }
+        for (i, sr) in c.slow_ranks.iter().enumerate() {
+            if sr.rank >= c.gpus() {
+                return Err(self.error(
+                    "cluster.slow_ranks",
+                    format!(
+                        "entry {i}: rank {} does not exist ({} GPUs)",
+                        sr.rank,
+                        c.gpus()
+                    ),
+                    format!("expected a rank below {}", c.gpus()),
+                ));
+            }
+            if sr.speed.is_nan() || sr.speed <= 0.0 || sr.speed.is_infinite() {
+                return Err(self.error(
+                    "cluster.slow_ranks",
+                    format!("entry {i}: speed must be positive"),
+                    "expected a positive speed",
+                ));
+            }
+        }
+        Ok(c)
+    }
+
+    fn training(&self, t: &TrainingSection) -> Result<TrainingSection, ScenarioError> {
+        if t.zero_stage > 3 {
+            return Err(self.error(
+                "training.zero_stage",
+                "must be 0, 1, 2 or 3",
+                "expected 0..=3",
+            ));
+        }
+        for (f, v) in [
+            ("optimizer_bytes_per_param", t.optimizer_bytes_per_param),
+            ("grad_bytes_per_param", t.grad_bytes_per_param),
+        ] {
+            if v.is_nan() || v < 0.0 {
+                return Err(self.error(
+                    &format!("training.{f}"),
+                    "must be ≥ 0",
+                    "expected a non-negative number",
+                ));
+            }
+        }
+        Ok(*t)
+    }
+
+    fn strategies(
+        &self,
+        raw: &ScenarioFile,
+        m: &Model,
+        c: &Cluster,
+    ) -> Result<Vec<Strategy>, ScenarioError> {
+        if raw.strategies.is_empty() {
+            return Err(ScenarioError::new(
+                self.file,
+                self.text,
+                "invalid scenario: no [[strategy]] to simulate",
+            )
+            .help("add e.g.\n[[strategy]]\nname = \"ep\"\nkind = \"ep\""));
+        }
+        let mut out: Vec<Strategy> = Vec::new();
+        for (i, s) in raw.strategies.iter().enumerate() {
+            let p = |f: &str| format!("strategy[{i}].{f}");
+            if s.name.trim().is_empty() {
+                return Err(self.error(&p("name"), "must not be empty", "expected a name"));
+            }
+            if out.iter().any(|o| o.name == s.name) {
+                return Err(self.error(
+                    &p("name"),
+                    format!("duplicate strategy name `{}`", s.name),
+                    "already used",
+                ));
+            }
+            let gpus = c.gpus();
+            let ep_size = s.ep_size.unwrap_or_else(|| gpus.min(m.experts));
+            if ep_size == 0 || gpus % ep_size != 0 || m.experts % ep_size != 0 {
+                return Err(self.error(
+                    &p("ep_size"),
+                    format!(
+                        "ep_size = {ep_size} must divide both the GPU count ({gpus}) and the expert count ({})",
+                        m.experts
+                    ),
+                    "expected a common divisor",
+                ));
+            }
+            if let Some(cf) = s.capacity_factor
+                && (cf.is_nan() || cf <= 0.0)
+            {
+                return Err(self.error(
+                    &p("capacity_factor"),
+                    "must be positive",
+                    "expected a positive factor",
+                ));
+            }
+            out.push(Strategy {
+                name: s.name.clone(),
+                kind: s.kind,
+                ep_size,
+                capacity_factor: s.capacity_factor,
+            });
+        }
+        Ok(out)
+    }
+
+    fn objective(&self, o: &ObjectiveSection, c: &Cluster) -> Result<Objective, ScenarioError> {
+        let limit = o.memory_limit_gib.unwrap_or(c.gpu_memory_gib);
+        if limit.is_nan() || limit <= 0.0 {
+            return Err(self.error(
+                "objective.memory_limit_gib",
+                "must be positive",
+                "expected GiB",
+            ));
+        }
+        Ok(Objective {
+            metric: o.metric,
+            memory_limit_gib: limit,
+        })
+    }
+}

@@ -1,0 +1,232 @@
+//! The MoE model being run: its shape, and the presets scenarios start from.
+
+use serde::{Deserialize, Serialize};
+
+/// A fully resolved model description.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Model {
+    pub name: String,
+    /// Transformer layers in total (dense and MoE).
+    pub layers: usize,
+    /// The first `first_dense_layers` layers have a dense FFN instead of experts (DeepSeek-V3: 3).
+    pub first_dense_layers: usize,
+    pub d_model: u64,
+    /// Hidden width of one routed expert.
+    pub expert_d_ff: u64,
+    /// Hidden width of the dense FFN in the first dense layers.
+    pub dense_d_ff: u64,
+    /// Routed experts per MoE layer.
+    pub experts: usize,
+    pub top_k: usize,
+    /// Always-active shared experts per MoE layer (DeepSeekMoE), each as wide as a routed expert.
+    pub shared_experts: usize,
+    /// Weight matrices per expert: 3 for SwiGLU (gate, up, down), 2 for a GELU FFN.
+    pub expert_matrices: u64,
+    /// Attention parameters per layer (Q, K, V, O projections; MLA or GQA shapes folded in).
+    pub attn_params_per_layer: u64,
+    /// KV-cache bytes per token per layer (decode reads this for every context token).
+    pub kv_bytes_per_token_per_layer: u64,
+    pub vocab: u64,
+    /// Bytes per parameter and activation element (2 for bf16).
+    pub dtype_bytes: u32,
+    pub seq_len: u64,
+    /// Sequences per rank per micro-batch.
+    pub micro_batch: u64,
+}
+
+impl Model {
+    pub fn moe_layers(&self) -> usize {
+        self.layers - self.first_dense_layers
+    }
+
+    /// Parameters of one routed expert.
+    pub fn expert_params(&self) -> u64 {
+        self.expert_matrices * self.d_model * self.expert_d_ff
+    }
+
+    /// Bytes of one routed expert's weights.
+    pub fn expert_bytes(&self) -> u64 {
+        self.expert_params() * self.dtype_bytes as u64
+    }
+
+    /// Parameters that every data-parallel rank holds a copy of (everything but the routed experts).
+    pub fn dense_params(&self) -> u64 {
+        let l = self.layers as u64;
+        let attn = l * self.attn_params_per_layer;
+        let dense_ffn = self.first_dense_layers as u64 * 3 * self.d_model * self.dense_d_ff;
+        let moe = self.moe_layers() as u64;
+        let shared = moe * self.shared_experts as u64 * self.expert_params();
+        let gates = moe * self.d_model * self.experts as u64;
+        let embeddings = 2 * self.vocab * self.d_model;
+        attn + dense_ffn + shared + gates + embeddings
+    }
+
+    /// All parameters.
+    pub fn total_params(&self) -> u64 {
+        self.dense_params() + self.moe_layers() as u64 * self.experts as u64 * self.expert_params()
+    }
+
+    /// Bytes one token occupies on the wire in an all-to-all (its hidden state).
+    pub fn token_bytes(&self) -> u64 {
+        self.d_model * self.dtype_bytes as u64
+    }
+}
+
+/// Names of the model presets.
+pub const MODEL_PRESETS: &[&str] = &[
+    "mixtral-8x7b",
+    "deepseek-v3",
+    "qwen3-30b-a3b",
+    "olmoe-1b-7b",
+    "gpt-moe-s",
+];
+
+/// A model preset by name.
+pub fn model_preset(name: &str) -> Option<Model> {
+    let m = match name {
+        // 32 layers, GQA 32 query / 8 KV heads of 128.
+        "mixtral-8x7b" => Model {
+            name: name.into(),
+            layers: 32,
+            first_dense_layers: 0,
+            d_model: 4096,
+            expert_d_ff: 14336,
+            dense_d_ff: 14336,
+            experts: 8,
+            top_k: 2,
+            shared_experts: 0,
+            expert_matrices: 3,
+            attn_params_per_layer: 4096 * (4096 + 2 * 1024) + 4096 * 4096,
+            kv_bytes_per_token_per_layer: 2 * 1024 * 2,
+            vocab: 32000,
+            dtype_bytes: 2,
+            seq_len: 4096,
+            micro_batch: 1,
+        },
+        // 61 layers, first 3 dense (FFN 18432), 256 routed + 1 shared expert of 2048, top-8, MLA attention
+        // (q_lora 1536, kv_lora 512, 128 heads of 128+64): about 187 M attention parameters per layer.
+        "deepseek-v3" => Model {
+            name: name.into(),
+            layers: 61,
+            first_dense_layers: 3,
+            d_model: 7168,
+            expert_d_ff: 2048,
+            dense_d_ff: 18432,
+            experts: 256,
+            top_k: 8,
+            shared_experts: 1,
+            expert_matrices: 3,
+            attn_params_per_layer: 7168 * 1536
+                + 1536 * 128 * 192
+                + 7168 * (512 + 64)
+                + 512 * 128 * 256
+                + 128 * 128 * 7168,
+            kv_bytes_per_token_per_layer: (512 + 64) * 2,
+            vocab: 129280,
+            dtype_bytes: 2,
+            seq_len: 4096,
+            micro_batch: 1,
+        },
+        // 48 layers, 128 experts of 768, top-8, GQA 32 query / 4 KV heads of 128.
+        "qwen3-30b-a3b" => Model {
+            name: name.into(),
+            layers: 48,
+            first_dense_layers: 0,
+            d_model: 2048,
+            expert_d_ff: 768,
+            dense_d_ff: 6144,
+            experts: 128,
+            top_k: 8,
+            shared_experts: 0,
+            expert_matrices: 3,
+            attn_params_per_layer: 2048 * 4096 + 2 * 2048 * 512 + 4096 * 2048,
+            kv_bytes_per_token_per_layer: 2 * 512 * 2,
+            vocab: 151936,
+            dtype_bytes: 2,
+            seq_len: 4096,
+            micro_batch: 1,
+        },
+        // 16 layers, 64 experts of 1024, top-8, MHA.
+        "olmoe-1b-7b" => Model {
+            name: name.into(),
+            layers: 16,
+            first_dense_layers: 0,
+            d_model: 2048,
+            expert_d_ff: 1024,
+            dense_d_ff: 8192,
+            experts: 64,
+            top_k: 8,
+            shared_experts: 0,
+            expert_matrices: 3,
+            attn_params_per_layer: 4 * 2048 * 2048,
+            kv_bytes_per_token_per_layer: 2 * 2048 * 2,
+            vocab: 50304,
+            dtype_bytes: 2,
+            seq_len: 4096,
+            micro_batch: 1,
+        },
+        // Hecate's GPT-MoE-S: d 768, 12 layers, 64 experts, top-2, GELU experts of width 2·d, sequence 2048.
+        "gpt-moe-s" => Model {
+            name: name.into(),
+            layers: 12,
+            first_dense_layers: 0,
+            d_model: 768,
+            expert_d_ff: 1536,
+            dense_d_ff: 3072,
+            experts: 64,
+            top_k: 2,
+            shared_experts: 0,
+            expert_matrices: 2,
+            attn_params_per_layer: 4 * 768 * 768,
+            kv_bytes_per_token_per_layer: 2 * 768 * 2,
+            vocab: 50257,
+            dtype_bytes: 2,
+            seq_len: 2048,
+            micro_batch: 8,
+        },
+        _ => return None,
+    };
+    Some(m)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn presets_match_published_sizes() {
+        // Mixtral-8x7B: 46.7 B parameters.
+        let m = model_preset("mixtral-8x7b").unwrap();
+        assert!(
+            (m.total_params() as f64 / 1e9 - 46.7).abs() < 0.5,
+            "{}",
+            m.total_params()
+        );
+        // DeepSeek-V3: 671 B parameters (without the MTP module).
+        let d = model_preset("deepseek-v3").unwrap();
+        assert!(
+            (d.total_params() as f64 / 1e9 - 671.0).abs() < 12.0,
+            "{}",
+            d.total_params()
+        );
+        // A bf16 SwiGLU Mixtral expert is 352 MB, a DeepSeek-V3 expert 88 MB.
+        assert_eq!(m.expert_bytes(), 3 * 4096 * 14336 * 2);
+        assert!((d.expert_bytes() as f64 / 1e6 - 88.1).abs() < 0.2);
+        // Qwen3-30B-A3B: 30.5 B; OLMoE-1B-7B: 6.9 B.
+        let q = model_preset("qwen3-30b-a3b").unwrap();
+        assert!(
+            (q.total_params() as f64 / 1e9 - 30.5).abs() < 1.0,
+            "{}",
+            q.total_params()
+        );
+        let o = model_preset("olmoe-1b-7b").unwrap();
+        assert!(
+            (o.total_params() as f64 / 1e9 - 6.9).abs() < 0.3,
+            "{}",
+            o.total_params()
+        );
+        for name in MODEL_PRESETS {
+            assert!(model_preset(name).is_some());
+        }
+    }
+}

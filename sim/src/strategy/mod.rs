@@ -1,0 +1,4 @@
+//! Strategies: how each one lowers an iteration into operations.
+
+pub mod ep;
+pub mod shared;

@@ -1,0 +1,61 @@
+//! `moesim simulate`.
+
+use crate::{ScenarioArgs, load, output, table};
+use miette::miette;
+use moesim_sim::runner::{RunOptions, simulate_scenario};
+use std::process::ExitCode;
+
+pub fn run(
+    args: &ScenarioArgs,
+    strategy: Option<&str>,
+    json: bool,
+    quiet: bool,
+) -> miette::Result<ExitCode> {
+    let mut s = load::scenario(args)?;
+    if let Some(name) = strategy {
+        let known: Vec<String> = s.strategies.iter().map(|x| x.name.clone()).collect();
+        s.strategies.retain(|x| x.name == name);
+        if s.strategies.is_empty() {
+            return Err(miette!(
+                "{}: no strategy named `{name}` (the scenario has: {})",
+                args.scenario.display(),
+                known.join(", ")
+            ));
+        }
+    }
+    let routing = load::routing(args, &s)?;
+    let bar = output::progress((s.workload.iterations * s.strategies.len()) as u64, quiet);
+    bar.set_message(s.name.clone());
+    let tick = || bar.inc(1);
+    let report = simulate_scenario(
+        &s,
+        routing.as_ref(),
+        None,
+        RunOptions {
+            timing: !args.no_timing,
+            progress: Some(&tick),
+        },
+    );
+    bar.finish_and_clear();
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).expect("serialisable")
+        );
+    } else {
+        println!(
+            "{} — {} on {} × {} ({} GPUs), {}",
+            s.name,
+            s.model.name,
+            s.cluster.nodes,
+            s.cluster.name,
+            s.cluster.gpus(),
+            routing.describe()
+        );
+        print!("{}", table::comparison(&report.results, None));
+        for r in &report.results {
+            println!("{}: {}", r.strategy, table::breakdown(r));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

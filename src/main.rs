@@ -1,0 +1,96 @@
+//! `moesim`: the command line over the moesim crates. It parses flags, reads and writes files, and hands
+//! everything else to the library crates.
+
+mod commands;
+mod load;
+mod output;
+mod table;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "moesim",
+    version,
+    about = "Discrete-event simulator and cluster planner for Mixture-of-Experts systems"
+)]
+struct Cli {
+    /// Worker threads for parallel simulation (default: all cores). Results do not depend on it.
+    #[arg(long, global = true)]
+    threads: Option<usize>,
+    /// No progress bar on stderr.
+    #[arg(long, short, global = true)]
+    quiet: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Flags shared by commands that simulate a scenario.
+#[derive(clap::Args, Clone)]
+pub struct ScenarioArgs {
+    /// The scenario file (TOML).
+    pub scenario: std::path::PathBuf,
+    /// Override a scenario field by its dotted path, e.g. `--set model.top_k=4` (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+    /// Replay this routing trace instead of the scenario's workload.
+    #[arg(long, value_name = "PATH")]
+    pub trace: Option<std::path::PathBuf>,
+    /// Omit wall-clock timings so the output is byte-for-byte reproducible.
+    #[arg(long)]
+    pub no_timing: bool,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Simulate the scenario's strategies and print their figures.
+    Simulate {
+        #[command(flatten)]
+        args: ScenarioArgs,
+        /// Simulate only this strategy.
+        #[arg(long)]
+        strategy: Option<String>,
+        /// Print one JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Simulate every strategy, choose the best under the objective, and write plan.json.
+    Plan {
+        #[command(flatten)]
+        args: ScenarioArgs,
+        /// Where to write plan.json.
+        #[arg(long, default_value = "out")]
+        out: std::path::PathBuf,
+        /// Print one JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Some(n) = cli.threads
+        && let Err(e) = rayon::ThreadPoolBuilder::new()
+            .num_threads(n.max(1))
+            .build_global()
+    {
+        eprintln!("moesim: cannot start {n} threads: {e}");
+        return ExitCode::FAILURE;
+    }
+    let result = match cli.command {
+        Command::Simulate {
+            args,
+            strategy,
+            json,
+        } => commands::simulate::run(&args, strategy.as_deref(), json, cli.quiet),
+        Command::Plan { args, out, json } => commands::plan::run(&args, &out, json, cli.quiet),
+    };
+    match result {
+        Ok(code) => code,
+        Err(report) => {
+            eprintln!("{report:?}");
+            ExitCode::FAILURE
+        }
+    }
+}

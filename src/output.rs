@@ -1,0 +1,38 @@
+//! Writing results: whole files only (written to a temporary name, then renamed), progress on stderr.
+
+use indicatif::{ProgressBar, ProgressStyle};
+use miette::{IntoDiagnostic, WrapErr};
+use std::path::Path;
+
+/// Writes `contents` to `path` atomically: a reader never sees a partial file.
+pub fn write_atomic(path: &Path, contents: &[u8]) -> miette::Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .into_diagnostic()
+            .wrap_err_with(|| format!("cannot create directory {}", dir.display()))?;
+    }
+    let tmp = path.with_extension(format!(
+        "{}.tmp",
+        path.extension().and_then(|e| e.to_str()).unwrap_or("")
+    ));
+    std::fs::write(&tmp, contents)
+        .into_diagnostic()
+        .wrap_err_with(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, path)
+        .into_diagnostic()
+        .wrap_err_with(|| format!("cannot write {}", path.display()))
+}
+
+/// A progress bar over `total` simulated iterations on stderr (hidden when quiet or not a terminal).
+pub fn progress(total: u64, quiet: bool) -> ProgressBar {
+    if quiet {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(total);
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {msg} [{bar:30}] {pos}/{len} iterations ({eta})")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    bar
+}
