@@ -29,12 +29,13 @@ pub fn routing(args: &ScenarioArgs, s: &Scenario) -> miette::Result<Box<dyn Rout
                 .join(t)
         })
     });
+    let synthetic = moesim_sim::runner::synthetic_routing(s);
     if let Some(t) = trace {
-        return Err(miette!(
-            "{}: trace replay is not available in this build yet (workload.trace / --trace); \
-             remove it to use the scenario's synthetic workload",
-            t.display()
-        ));
+        // The trace replaces the synthetic generator on the same shape (ranks × tokens × micro-batches).
+        let replay =
+            moesim_traces::TraceRouting::open(&t, synthetic.shape(), synthetic.iterations())
+                .map_err(|e| miette!("{e}"))?;
+        return Ok(Box::new(replay));
     }
-    Ok(Box::new(moesim_sim::runner::synthetic_routing(s)))
+    Ok(Box::new(synthetic))
 }

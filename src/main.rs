@@ -4,6 +4,7 @@
 mod commands;
 mod load;
 mod output;
+mod profile_load;
 mod table;
 
 use clap::{Parser, Subcommand};
@@ -66,10 +67,22 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Import, export, inspect, fit, rescale and generate routing traces.
+    #[command(subcommand)]
+    Trace(commands::trace::TraceCommand),
+    /// Measure this host's GPU (GEMMs, copies, launch overhead, NCCL) and write a profile (needs a GPU).
+    Calibrate(commands::calibrate::CalibrateArgs),
+    /// Run a plan's per-rank expert work on this host's GPU and compare it with the prediction (needs a GPU).
+    Validate(commands::validate::ValidateArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Wrap error text to the terminal only on a terminal: logs and tests get whole lines.
+    let wrap = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let _ = miette::set_hook(Box::new(move |_| {
+        Box::new(miette::MietteHandlerOpts::new().wrap_lines(wrap).build())
+    }));
     if let Some(n) = cli.threads
         && let Err(e) = rayon::ThreadPoolBuilder::new()
             .num_threads(n.max(1))
@@ -85,6 +98,9 @@ fn main() -> ExitCode {
             json,
         } => commands::simulate::run(&args, strategy.as_deref(), json, cli.quiet),
         Command::Plan { args, out, json } => commands::plan::run(&args, &out, json, cli.quiet),
+        Command::Trace(cmd) => commands::trace::run(cmd, cli.quiet),
+        Command::Calibrate(a) => commands::calibrate::run(&a, cli.quiet),
+        Command::Validate(a) => commands::validate::run(&a, cli.quiet),
     };
     match result {
         Ok(code) => code,

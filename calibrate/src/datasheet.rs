@@ -92,6 +92,15 @@ pub const PCIE_LATENCY_US: f64 = 3.0;
 /// Typical kernel launch overhead on a recent driver.
 pub const KERNEL_LAUNCH_US: f64 = 4.0;
 
+/// Host memory of a DGX/HGX-class server (2 TiB DDR5) and its bandwidth (two sockets, 8-channel DDR5).
+pub const SERVER_HOST_MEMORY_GIB: f64 = 2048.0;
+pub const SERVER_HOST_MEMORY_GBYTES_PER_S: f64 = 400.0;
+/// Host memory of a workstation (256 GiB) and its bandwidth (desktop-class DDR5).
+pub const WORKSTATION_HOST_MEMORY_GIB: f64 = 256.0;
+pub const WORKSTATION_HOST_MEMORY_GBYTES_PER_S: f64 = 90.0;
+/// A workstation's one 200 Gb/s NIC per GPU, should several be networked.
+pub const WORKSTATION_NIC_GBITS_PER_S: f64 = 200.0;
+
 /// Converts gigabits per second to bytes per second.
 pub fn gbits_to_bytes_per_s(gbits_per_s: f64) -> f64 {
     gbits_per_s * 1e9 / 8.0

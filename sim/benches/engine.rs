@@ -1,1 +1,120 @@
-fn main() {}
+//! Engine and reference-scenario benchmarks: `cargo bench -p moesim-sim --bench engine`.
+//!
+//! Throughput is reported as items/s where an item is one engine event (an operation finishing).
+
+use divan::Bencher;
+use divan::counter::ItemsCount;
+use moesim_sim::Scenario;
+use moesim_sim::engine::Engine;
+use moesim_sim::runner::{RunOptions, simulate_scenario, synthetic_routing};
+use moesim_sim::scenario::parse_scenario;
+use moesim_sim::strategy::ep::{EpModel, EpWorkspace};
+use moesim_sim::topology::Topology;
+
+fn main() {
+    divan::main();
+}
+
+fn scenario(name: &str) -> Scenario {
+    let path = format!("{}/../scenarios/{name}", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(&path).expect("scenario");
+    parse_scenario(&path, &text, &[]).expect("valid scenario")
+}
+
+/// The shape EP lowers to: `ranks` chains of compute/comm operations joined by a barrier per layer.
+fn layered_graph(e: &mut Engine, ranks: u32, layers: u32) {
+    e.clear();
+    e.set_resources(2 * ranks as usize);
+    let mut prev: Vec<Option<u32>> = vec![None; ranks as usize];
+    for layer in 0..layers {
+        let mut ops = Vec::with_capacity(ranks as usize);
+        for r in 0..ranks {
+            let op = e.add_op(Some(r), 1_000 + ((r * 7919 + layer * 104_729) % 997) as u64);
+            if let Some(p) = prev[r as usize] {
+                e.add_dep(p, op);
+            }
+            ops.push(op);
+        }
+        let b = e.add_op(None, 0);
+        for &op in &ops {
+            e.add_dep(op, b);
+        }
+        for r in 0..ranks {
+            let op = e.add_op(Some(ranks + r), 500);
+            e.add_dep(b, op);
+            prev[r as usize] = Some(op);
+        }
+    }
+}
+
+#[divan::bench(args = [8, 64, 256])]
+fn engine_events(bencher: Bencher, ranks: u32) {
+    let mut e = Engine::new();
+    layered_graph(&mut e, ranks, 200);
+    let events = e.op_count() as u64;
+    bencher
+        .counter(ItemsCount::new(events))
+        .bench_local(|| e.run());
+}
+
+#[divan::bench]
+fn engine_build_and_run_256_ranks(bencher: Bencher) {
+    let mut e = Engine::new();
+    layered_graph(&mut e, 256, 200);
+    let events = e.op_count() as u64;
+    bencher.counter(ItemsCount::new(events)).bench_local(|| {
+        layered_graph(&mut e, 256, 200);
+        e.run()
+    });
+}
+
+/// One iteration of the DeepSeek-V3 reference scenario (256 GPUs), routing generation included.
+#[divan::bench(sample_count = 10, sample_size = 1)]
+fn bench_dsv3_one_iteration(bencher: Bencher) {
+    let s = scenario("bench-dsv3.toml");
+    let topo = Topology::build(&s.cluster);
+    let cost = s.cluster.roofline();
+    let routing = synthetic_routing(&s);
+    let model = EpModel::new(&s, &s.strategies[0], &topo, &cost, &routing);
+    let mut ws = EpWorkspace::default();
+    let events = model.simulate_iteration(0, &mut ws).outcome.events;
+    bencher
+        .counter(ItemsCount::new(events))
+        .bench_local(|| model.simulate_iteration(1, &mut ws));
+}
+
+/// The whole reference scenario: 100 iterations on all cores.
+#[divan::bench(sample_count = 1, sample_size = 1)]
+fn bench_dsv3_full(bencher: Bencher) {
+    let s = scenario("bench-dsv3.toml");
+    let routing = synthetic_routing(&s);
+    bencher.bench_local(|| {
+        simulate_scenario(
+            &s,
+            &routing,
+            None,
+            RunOptions {
+                timing: false,
+                progress: None,
+            },
+        )
+    });
+}
+
+/// The quickstart (three strategies, 30 iterations).
+#[divan::bench(sample_count = 5, sample_size = 1)]
+fn quickstart(bencher: Bencher) {
+    let s = scenario("quickstart.toml");
+    let routing = synthetic_routing(&s);
+    bencher.bench_local(|| {
+        simulate_scenario(
+            &s,
+            &routing,
+            None,
+            RunOptions {
+                timing: false,
+                progress: None,
+            },
+        )
+    });
+}

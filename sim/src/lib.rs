@@ -26,6 +26,7 @@
 //! ```
 
 pub mod collective;
+pub mod collective_sparse;
 pub mod engine;
 pub mod iteration;
 pub mod memory;

@@ -21,9 +21,19 @@ pub enum Phase {
     Optimizer,
     /// Synchronisation points (zero duration).
     Barrier,
+    /// FSSDP SparseAllGather: owners broadcast experts to the ranks that materialize them.
+    Spag,
+    /// FSSDP SparseReduceScatter: replicas' gradients reduced back to each expert's owner.
+    Sprs,
+    /// Offloading: expert weights copied from host memory or SSD to the GPU (demand fetch or prefetch).
+    ExpertFetch,
+    /// FSSDP heterogeneous re-sharding: owners' parameters and optimizer state moved to new owners.
+    Reshard,
 }
 
 impl Phase {
+    /// Phases every result reports; `Spag`, `Sprs`, `Reshard` (FSSDP) and `ExpertFetch` (offloading) are
+    /// reported only by the strategies that have them.
     pub const REPORTED: [Phase; 6] = [
         Phase::DenseCompute,
         Phase::Dispatch,
@@ -32,7 +42,7 @@ impl Phase {
         Phase::GradSync,
         Phase::Optimizer,
     ];
-    pub const COUNT: usize = 7;
+    pub const COUNT: usize = 11;
 
     pub fn name(self) -> &'static str {
         match self {
@@ -43,6 +53,10 @@ impl Phase {
             Phase::GradSync => "grad_sync",
             Phase::Optimizer => "optimizer",
             Phase::Barrier => "barrier",
+            Phase::Spag => "spag",
+            Phase::Sprs => "sprs",
+            Phase::ExpertFetch => "expert_fetch",
+            Phase::Reshard => "reshard",
         }
     }
 

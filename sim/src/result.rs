@@ -3,6 +3,8 @@
 use crate::collective::Cause;
 use crate::memory::MemoryBreakdown;
 use crate::stats::Distribution;
+pub use crate::strategy::fssdp::FssdpStats;
+pub use crate::strategy::offload::OffloadStats;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -45,6 +47,12 @@ pub struct StrategyResult {
     /// Experts on each rank of one EP group (the same in every group and layer for static EP).
     pub placement: Vec<Vec<usize>>,
     pub ep_size: usize,
+    /// FSSDP figures (kind "fssdp" only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fssdp: Option<FssdpStats>,
+    /// Offloading figures (kind "offload" only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offload: Option<OffloadStats>,
 }
 
 /// A rank that held iterations up.

@@ -5,12 +5,17 @@
 
 use crate::collective::Cause;
 use crate::engine::to_ms;
+use crate::iteration::IterationGraph;
 use crate::memory::MemoryBreakdown;
 use crate::phase::Phase;
 use crate::result::{IterationSummary, RankSummary, SimulationReport, Straggler, StrategyResult};
+use crate::scenario::file::StrategyKind;
 use crate::scenario::{Scenario, Strategy};
 use crate::stats::Distribution;
-use crate::strategy::ep::{EpModel, EpWorkspace};
+use crate::strategy::ep::{EpIteration, EpModel, EpWorkspace};
+use crate::strategy::fssdp::{FssdpIteration, FssdpModel, FssdpWorkspace};
+use crate::strategy::offload::tokens::TokenRouting;
+use crate::strategy::offload::{self, OffloadModel, StepFacts};
 use crate::topology::Topology;
 use moesim_calibrate::CostModel;
 use moesim_traces::{RoutingSource, SyntheticRouting, SyntheticSpec};
@@ -57,19 +62,8 @@ pub fn simulate_scenario(
     cost: Option<&dyn CostModel>,
     opts: RunOptions,
 ) -> SimulationReport {
-    let topo = Topology::build(&s.cluster);
-    let roofline = s.cluster.roofline();
-    let cost = cost.unwrap_or(&roofline);
-    let results = s
-        .strategies
-        .iter()
-        .map(|st| simulate_strategy(s, st, &topo, cost, routing, opts))
-        .collect();
-    SimulationReport {
-        scenario: s.name.clone(),
-        results,
-        chosen: None,
-    }
+    simulate_scenario_with_tokens(s, routing, None, cost, opts)
+        .expect("synthetic per-token routing fits its own scenario")
 }
 
 /// Simulates one strategy.
@@ -88,6 +82,14 @@ pub fn simulate_strategy(
         "routing workload shape does not match the scenario"
     );
     let iterations = s.workload.iterations.min(routing.iterations());
+    match strategy.kind {
+        StrategyKind::Ep => {}
+        StrategyKind::Fssdp => return simulate_fssdp(s, strategy, topo, cost, routing, opts),
+        StrategyKind::Offload => {
+            let tokens = TokenRouting::synthetic(s);
+            return simulate_offload(s, strategy, cost, &tokens, opts);
+        }
+    }
     let model = EpModel::new(s, strategy, topo, cost, routing);
     let runs: Vec<_> = (0..iterations)
         .into_par_iter()
@@ -99,13 +101,184 @@ pub fn simulate_strategy(
             r
         })
         .collect();
+    let peak_tokens = runs
+        .iter()
+        .flat_map(|r| r.peak_layer_tokens.iter().copied())
+        .max()
+        .unwrap_or(0);
+    let memory = model.memory(peak_tokens);
+    summarize(
+        s,
+        strategy,
+        "ep",
+        &runs,
+        memory,
+        model.placement(),
+        &[],
+        started,
+        opts,
+    )
+}
 
+/// Simulates an FSSDP strategy.
+pub fn simulate_fssdp(
+    s: &Scenario,
+    strategy: &Strategy,
+    topo: &Topology,
+    cost: &dyn CostModel,
+    routing: &dyn RoutingSource,
+    opts: RunOptions,
+) -> StrategyResult {
+    let started = Instant::now();
+    let iterations = s.workload.iterations.min(routing.iterations());
+    let model = FssdpModel::new(s, strategy, topo, cost, routing);
+    let runs: Vec<FssdpIteration> = (0..iterations)
+        .into_par_iter()
+        .map_init(FssdpWorkspace::default, |ws, it| {
+            let r = model.simulate_iteration(it, ws);
+            if let Some(p) = opts.progress {
+                p();
+            }
+            r
+        })
+        .collect();
+    let stats = model.stats(&runs);
+    let peak_tokens = runs
+        .iter()
+        .flat_map(|r| r.base.peak_layer_tokens.iter().copied())
+        .max()
+        .unwrap_or(0);
+    let memory = model.memory(peak_tokens, stats.materialized_on_rank_max);
+    let base: Vec<EpIteration> = runs.into_iter().map(|r| r.base).collect();
+    let mut result = summarize(
+        s,
+        strategy,
+        "fssdp",
+        &base,
+        memory,
+        model.placement(),
+        &[Phase::Spag, Phase::Sprs, Phase::Reshard],
+        started,
+        opts,
+    );
+    result.fssdp = Some(stats);
+    result
+}
+
+/// Simulates every strategy of a scenario like [`simulate_scenario`], with offloading strategies replaying
+/// `tokens` (a per-token trace the caller read) instead of the scenario's synthetic per-token routing.
+/// Fails, before simulating anything, when `tokens` does not fit the model.
+pub fn simulate_scenario_with_tokens(
+    s: &Scenario,
+    routing: &dyn RoutingSource,
+    tokens: Option<&TokenRouting>,
+    cost: Option<&dyn CostModel>,
+    opts: RunOptions,
+) -> Result<SimulationReport, String> {
+    if let Some(t) = tokens {
+        t.check(s.model.moe_layers(), s.model.experts)?;
+    }
+    let topo = Topology::build(&s.cluster);
+    let roofline = s.cluster.roofline();
+    let cost = cost.unwrap_or(&roofline);
+    // Offloading strategies share one per-token routing: the caller's, or one synthetic draw.
+    let synthetic = (tokens.is_none()
+        && s.strategies
+            .iter()
+            .any(|st| st.kind == StrategyKind::Offload))
+    .then(|| TokenRouting::synthetic(s));
+    let tokens = tokens.or(synthetic.as_ref());
+    let results = s
+        .strategies
+        .iter()
+        .map(|st| match (st.kind, tokens) {
+            (StrategyKind::Offload, Some(t)) => simulate_offload(s, st, cost, t, opts),
+            _ => simulate_strategy(s, st, &topo, cost, routing, opts),
+        })
+        .collect();
+    Ok(SimulationReport {
+        scenario: s.name.clone(),
+        results,
+        chosen: None,
+    })
+}
+
+/// Simulates an offloading strategy on per-token routing.
+///
+/// Panics if the routing does not fit the model (see [`TokenRouting::check`]; the scenario's own synthetic
+/// routing always fits).
+pub fn simulate_offload(
+    s: &Scenario,
+    strategy: &Strategy,
+    cost: &dyn CostModel,
+    tokens: &TokenRouting,
+    opts: RunOptions,
+) -> StrategyResult {
+    let started = Instant::now();
+    if let Err(e) = tokens.check(s.model.moe_layers(), s.model.experts) {
+        panic!("{e}");
+    }
+    let knobs = strategy
+        .offload
+        .as_ref()
+        .expect("an offload strategy has offloading knobs");
+    // Steps are deduplicated and split to the cache's capacity, so the replay cannot refuse them.
+    let model = OffloadModel::new(s, knobs, cost, tokens)
+        .unwrap_or_else(|e| panic!("expert cache replay: {e}"));
+    let runs: Vec<(EpIteration, StepFacts)> = (0..model.steps())
+        .into_par_iter()
+        .map_init(IterationGraph::default, |graph, it| {
+            let r = model.simulate_step(it, graph);
+            if let Some(p) = opts.progress {
+                p();
+            }
+            r
+        })
+        .collect();
+    let (base, facts): (Vec<EpIteration>, Vec<StepFacts>) = runs.into_iter().unzip();
+    let peak = base
+        .iter()
+        .flat_map(|r| r.peak_layer_tokens.first().copied())
+        .max()
+        .unwrap_or(0);
+    let (memory, cache_gib) = model.memory(peak);
+    let steps_ms: Vec<f64> = base.iter().map(offload::step_ms).collect();
+    let stats = model.stats(&facts, &steps_ms, cache_gib);
+    let mut result = summarize(
+        s,
+        strategy,
+        "offload",
+        &base,
+        memory,
+        vec![(0..s.model.experts).collect()],
+        &[Phase::ExpertFetch],
+        started,
+        opts,
+    );
+    result.offload = Some(stats);
+    result
+}
+
+/// Aggregates per-iteration records into a result.
+#[allow(clippy::too_many_arguments)]
+fn summarize(
+    s: &Scenario,
+    strategy: &Strategy,
+    kind: &str,
+    runs: &[EpIteration],
+    memory: MemoryBreakdown,
+    placement: Vec<Vec<usize>>,
+    extra_phases: &[Phase],
+    started: Instant,
+    opts: RunOptions,
+) -> StrategyResult {
     let g = s.cluster.gpus();
     let n = runs.len().max(1) as f64;
     let step_ms: Vec<f64> = runs.iter().map(|r| to_ms(r.outcome.step)).collect();
     let step_time_ms = Distribution::of(&step_ms);
     let breakdown_ms: BTreeMap<String, f64> = Phase::REPORTED
         .iter()
+        .chain(extra_phases)
         .map(|p| {
             (
                 p.name().to_string(),
@@ -118,7 +291,7 @@ pub fn simulate_strategy(
         .collect();
 
     let mut straggles: BTreeMap<usize, BTreeMap<Cause, usize>> = BTreeMap::new();
-    for r in &runs {
+    for r in runs {
         if let Some((rank, cause)) = r.outcome.straggler {
             *straggles.entry(rank).or_default().entry(cause).or_default() += 1;
         }
@@ -145,12 +318,6 @@ pub fn simulate_strategy(
             .then(a.rank.cmp(&b.rank))
     });
 
-    let peak_tokens = runs
-        .iter()
-        .flat_map(|r| r.peak_layer_tokens.iter().copied())
-        .max()
-        .unwrap_or(0);
-    let memory: MemoryBreakdown = model.memory(peak_tokens);
     let per_rank = (0..g)
         .map(|rank| {
             let busy = runs
@@ -187,7 +354,7 @@ pub fn simulate_strategy(
     };
     StrategyResult {
         strategy: strategy.name.clone(),
-        kind: "ep".into(),
+        kind: kind.into(),
         iterations: runs.len(),
         step_time_ms,
         breakdown_ms,
@@ -206,7 +373,9 @@ pub fn simulate_strategy(
         network_bytes_per_iteration: runs.iter().map(|r| r.network_bytes).sum::<f64>() / n,
         per_rank,
         per_iteration,
-        placement: model.placement(),
+        placement,
         ep_size: strategy.ep_size,
+        fssdp: None,
+        offload: None,
     }
 }

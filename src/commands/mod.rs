@@ -1,2 +1,5 @@
+pub mod calibrate;
 pub mod plan;
 pub mod simulate;
+pub mod trace;
+pub mod validate;

@@ -24,13 +24,14 @@ pub fn run(
         }
     }
     let routing = load::routing(args, &s)?;
+    let cost = crate::profile_load::cost_model(&args.scenario, &s)?;
     let bar = output::progress((s.workload.iterations * s.strategies.len()) as u64, quiet);
     bar.set_message(s.name.clone());
     let tick = || bar.inc(1);
     let report = simulate_scenario(
         &s,
         routing.as_ref(),
-        None,
+        cost.as_ref().map(|c| c as &dyn moesim_calibrate::CostModel),
         RunOptions {
             timing: !args.no_timing,
             progress: Some(&tick),

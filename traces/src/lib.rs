@@ -13,10 +13,36 @@
 //! // Every token picks top-k experts: each rank sends tokens_per_rank × top_k assignments per layer.
 //! assert_eq!(it.rank_counts(0, 1, 2).iter().map(|&c| c as u64).sum::<u64>(), 512 * 2);
 //! ```
+//!
+//! Modules, one concept each:
+//! - [`routing`]: the iteration-level model the simulator consumes; [`synthetic`] and [`dynamics`]: the
+//!   counts-level generator and its drift / layer-correlation / null-expert options; [`rng`]: seeding.
+//! - [`trace`]: the trace data model (per-token and aggregated), [`native`]: the native file format,
+//!   [`import`] / [`export`]: interchange formats, [`error`]: errors naming file, place and expectation.
+//! - [`stats`]: skew, imbalance, drift, locality and hit rates; [`cache`]: expert-cache replay (LRU, LFU,
+//!   LRFU, Belady).
+//! - [`tokengen`]: per-token synthetic workloads; [`fit`]: fitting them to traces and rescaling;
+//!   [`replay`]: a trace as a [`RoutingSource`].
 
+pub mod cache;
+pub mod dynamics;
+pub mod error;
+pub mod export;
+pub mod fit;
+pub mod import;
+pub mod native;
+pub mod replay;
 pub mod rng;
 pub mod routing;
+pub mod stats;
 pub mod synthetic;
+pub mod tokengen;
+pub mod trace;
 
+pub use cache::{CacheCounts, CacheError, CachePolicy, RequestSeq, replay_cache};
+pub use dynamics::Dynamics;
+pub use error::{TraceError, TraceResult};
+pub use replay::TraceRouting;
 pub use routing::{IterationRouting, RoutingShape, RoutingSource};
 pub use synthetic::{Skew, SyntheticRouting, SyntheticSpec};
+pub use trace::{CountsTrace, Sequence, TokenTrace, Trace, TraceKind, TraceMeta};

@@ -7,6 +7,7 @@
 //! variance is large, which keeps 256-rank workloads fast), then nudged so the rank's total is exactly
 //! `tokens × top_k`.
 
+use crate::dynamics::Dynamics;
 use crate::rng::{SimRng, rng_for};
 use crate::{IterationRouting, RoutingShape, RoutingSource};
 use rand::RngExt;
@@ -49,6 +50,9 @@ pub struct SyntheticRouting {
     spec: SyntheticSpec,
     /// Per layer: probability that one token picks each expert (sums to top_k, each ≤ 1).
     pick_probability: Vec<Vec<f64>>,
+    dynamics: Dynamics,
+    /// With time-varying dynamics: per iteration, per layer, the pick probabilities.
+    over_time: Option<Vec<Vec<Vec<f64>>>>,
 }
 
 const STREAM_POPULARITY: u64 = 1;
@@ -56,20 +60,67 @@ const STREAM_SAMPLING: u64 = 2;
 
 impl SyntheticRouting {
     pub fn new(shape: RoutingShape, iterations: usize, spec: SyntheticSpec) -> Self {
-        let pick_probability = (0..shape.moe_layers)
+        Self::with_dynamics(shape, iterations, spec, Dynamics::default())
+    }
+
+    /// A workload whose popularity drifts over iterations, correlates across layers and/or routes some
+    /// choices to null experts (see [`Dynamics`]). Time-varying dynamics precompute
+    /// `iterations × layers × experts` probabilities. Invalid dynamics (see [`Dynamics::validate`]) are
+    /// clamped into range.
+    pub fn with_dynamics(
+        shape: RoutingShape,
+        iterations: usize,
+        spec: SyntheticSpec,
+        dynamics: Dynamics,
+    ) -> Self {
+        let mut d = dynamics;
+        for v in [
+            &mut d.drift_persistence,
+            &mut d.burst_prob,
+            &mut d.layer_correlation,
+            &mut d.null_expert_prob,
+        ] {
+            *v = if v.is_nan() { 0.0 } else { v.clamp(0.0, 1.0) };
+        }
+        d.drift_sigma = if d.drift_sigma.is_nan() {
+            0.0
+        } else {
+            d.drift_sigma.max(0.0)
+        };
+        let mut weights: Vec<Vec<f64>> = (0..shape.moe_layers)
             .map(|layer| {
                 let mut rng = rng_for(spec.seed, &[STREAM_POPULARITY, layer as u64]);
-                let weights =
-                    popularity(&spec.skew, shape.experts, &mut rng, spec.shuffle_per_layer);
-                pick_probabilities(&weights, shape.top_k)
+                popularity(&spec.skew, shape.experts, &mut rng, spec.shuffle_per_layer)
             })
             .collect();
+        d.correlate_layers(&mut weights);
+        let pick_probability = weights
+            .iter()
+            .map(|w| pick_probabilities(w, shape.top_k))
+            .collect();
+        let over_time = (d.varies_over_time() && spec.skew != Skew::Balanced).then(|| {
+            d.weights_over_time(&weights, iterations, spec.seed)
+                .into_iter()
+                .map(|layers| {
+                    layers
+                        .iter()
+                        .map(|w| pick_probabilities(w, shape.top_k))
+                        .collect()
+                })
+                .collect()
+        });
         SyntheticRouting {
             shape,
             iterations,
             spec,
             pick_probability,
+            dynamics: d,
+            over_time,
         }
+    }
+
+    pub fn dynamics(&self) -> &Dynamics {
+        &self.dynamics
     }
 
     /// Per layer: the probability that one token picks each expert.
@@ -149,13 +200,18 @@ fn sample_count(n: u64, p: f64, rng: &mut SimRng) -> u64 {
 
 /// Samples one rank's counts: each ≤ tokens, summing to exactly tokens × k.
 pub fn sample_rank(q: &[f64], tokens: u64, k: usize, rng: &mut SimRng, out: &mut [u32]) {
+    sample_rank_to(q, tokens, tokens * k.min(q.len()) as u64, rng, out)
+}
+
+/// Samples one rank's counts: each ≤ tokens, summing to exactly `target`.
+pub fn sample_rank_to(q: &[f64], tokens: u64, target: u64, rng: &mut SimRng, out: &mut [u32]) {
     let mut sum = 0i64;
     for (o, &p) in out.iter_mut().zip(q) {
         let c = sample_count(tokens, p, rng);
         *o = c as u32;
         sum += c as i64;
     }
-    let target = (tokens * k.min(q.len()) as u64) as i64;
+    let target = target as i64;
     let mut diff = target - sum;
     if out.is_empty() {
         return;
@@ -164,7 +220,9 @@ pub fn sample_rank(q: &[f64], tokens: u64, k: usize, rng: &mut SimRng, out: &mut
     let n = out.len();
     let mut i = rng.random_range(0..n);
     let mut guard = 0usize;
-    while diff != 0 && guard < 4 * n + 4 * diff.unsigned_abs() as usize {
+    // Each full pass moves |diff| one step closer to zero unless no expert can move.
+    let limit = n * (diff.unsigned_abs() as usize + 1);
+    while diff != 0 && guard < limit {
         let c = out[i] as u64;
         if diff > 0 && c < tokens && q[i] > 0.0 {
             out[i] += 1;
@@ -206,7 +264,10 @@ impl RoutingSource for SyntheticRouting {
                     self.spec.seed,
                     &[STREAM_SAMPLING, iteration as u64, mb as u64, layer as u64],
                 );
-                let q = &self.pick_probability[layer];
+                let q = match &self.over_time {
+                    Some(t) => &t[iteration.min(t.len().saturating_sub(1))][layer],
+                    None => &self.pick_probability[layer],
+                };
                 if self.spec.skew == Skew::Balanced {
                     for rank in 0..s.ranks {
                         balanced_rank(
@@ -218,14 +279,29 @@ impl RoutingSource for SyntheticRouting {
                     }
                     continue;
                 }
+                let null = self.dynamics.null_expert_prob;
                 for rank in 0..s.ranks {
-                    sample_rank(
-                        q,
-                        s.tokens_per_rank,
-                        s.top_k,
-                        &mut rng,
-                        out.rank_counts_mut(mb, layer, rank),
-                    );
+                    if null > 0.0 {
+                        // each (token, slot) goes to a null expert with probability `null`
+                        let slots = s.tokens_per_rank * s.top_k.min(s.experts) as u64;
+                        let routed = slots - sample_count(slots, null, &mut rng);
+                        let scaled: Vec<f64> = q.iter().map(|p| p * (1.0 - null)).collect();
+                        sample_rank_to(
+                            &scaled,
+                            s.tokens_per_rank,
+                            routed,
+                            &mut rng,
+                            out.rank_counts_mut(mb, layer, rank),
+                        );
+                    } else {
+                        sample_rank(
+                            q,
+                            s.tokens_per_rank,
+                            s.top_k,
+                            &mut rng,
+                            out.rank_counts_mut(mb, layer, rank),
+                        );
+                    }
                 }
             }
         }
@@ -239,7 +315,24 @@ impl RoutingSource for SyntheticRouting {
             Skew::LogNormal { sigma } => format!("lognormal(sigma={sigma})"),
             Skew::Dirichlet { alpha } => format!("dirichlet(alpha={alpha})"),
         };
-        format!("synthetic {skew}, seed {}", self.spec.seed)
+        let d = &self.dynamics;
+        let mut extra = String::new();
+        if d.drift_sigma > 0.0 {
+            extra += &format!(", drift σ={} ρ={}", d.drift_sigma, d.drift_persistence);
+        }
+        if d.rotate_every > 0 {
+            extra += &format!(", rotation every {} iterations", d.rotate_every);
+        }
+        if d.burst_prob > 0.0 {
+            extra += &format!(", bursts p={} ×{}", d.burst_prob, d.burst_factor);
+        }
+        if d.layer_correlation > 0.0 {
+            extra += &format!(", layer correlation {}", d.layer_correlation);
+        }
+        if d.null_expert_prob > 0.0 {
+            extra += &format!(", null experts p={}", d.null_expert_prob);
+        }
+        format!("synthetic {skew}{extra}, seed {}", self.spec.seed)
     }
 }
 
@@ -324,6 +417,90 @@ mod tests {
             0
         );
         assert!(loads[0] as f64 > 2.0 * mean);
+    }
+
+    fn with(d: Dynamics) -> SyntheticRouting {
+        SyntheticRouting::with_dynamics(
+            shape(),
+            12,
+            SyntheticSpec {
+                skew: Skew::Zipf { s: 1.2 },
+                seed: 4,
+                shuffle_per_layer: true,
+            },
+            d,
+        )
+    }
+
+    fn hottest(loads: &[u64]) -> usize {
+        loads.iter().enumerate().max_by_key(|(_, l)| **l).unwrap().0
+    }
+
+    #[test]
+    fn default_dynamics_change_nothing() {
+        let spec = SyntheticSpec {
+            skew: Skew::LogNormal { sigma: 1.0 },
+            seed: 8,
+            shuffle_per_layer: true,
+        };
+        let a = SyntheticRouting::new(shape(), 3, spec);
+        let b = SyntheticRouting::with_dynamics(shape(), 3, spec, Dynamics::default());
+        assert_eq!(a.iteration(2), b.iteration(2));
+    }
+
+    #[test]
+    fn rotation_moves_the_hot_expert() {
+        let r = with(Dynamics {
+            rotate_every: 3,
+            ..Dynamics::default()
+        });
+        let h0 = hottest(&r.iteration(0).expert_loads(0, 0));
+        assert_eq!(hottest(&r.iteration(2).expert_loads(0, 0)), h0);
+        assert_eq!(hottest(&r.iteration(3).expert_loads(0, 0)), (h0 + 1) % 16);
+        assert_eq!(hottest(&r.iteration(6).expert_loads(0, 0)), (h0 + 2) % 16);
+    }
+
+    #[test]
+    fn drift_changes_shares_between_iterations() {
+        let tv = |r: &SyntheticRouting| {
+            let a = r.iteration(4).expert_loads(0, 1);
+            let b = r.iteration(5).expert_loads(0, 1);
+            crate::stats::tv_distance(&a, &b)
+        };
+        let still = tv(&with(Dynamics::default()));
+        let moving = tv(&with(Dynamics {
+            drift_sigma: 1.0,
+            drift_persistence: 0.0,
+            ..Dynamics::default()
+        }));
+        assert!(moving > still + 0.1, "{still} {moving}");
+    }
+
+    #[test]
+    fn null_experts_reduce_assignments_and_layers_correlate() {
+        let r = with(Dynamics {
+            null_expert_prob: 0.25,
+            ..Dynamics::default()
+        });
+        let it = r.iteration(0);
+        let total = it.total_assignments() as f64;
+        let full = (2 * 3 * 8 * 1000 * 4) as f64;
+        assert!((total / full - 0.75).abs() < 0.01, "{}", total / full);
+        for mb in 0..2 {
+            for l in 0..3 {
+                for rk in 0..8 {
+                    assert!(it.rank_counts(mb, l, rk).iter().all(|&c| c <= 1000));
+                }
+            }
+        }
+        let c = with(Dynamics {
+            layer_correlation: 1.0,
+            ..Dynamics::default()
+        });
+        let it = c.iteration(0);
+        let h = hottest(&it.expert_loads(0, 0));
+        assert_eq!(hottest(&it.expert_loads(0, 1)), h);
+        assert_eq!(hottest(&it.expert_loads(0, 2)), h);
     }
 
     #[test]

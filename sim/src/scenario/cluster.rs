@@ -26,6 +26,10 @@ pub struct Cluster {
     pub gpus_per_node: usize,
     /// Datasheet GPU name (`h100`, `a100`, ...), for reports.
     pub gpu: String,
+    /// GPU profile pricing device work instead of the roofline fields: a shipped profile name
+    /// (`h100-datasheet`, ...) or a path relative to the scenario file (see docs/calibration.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<String>,
     pub peak_tflops: f64,
     pub hbm_gbytes_per_s: f64,
     pub gpu_memory_gib: f64,
@@ -44,6 +48,15 @@ pub struct Cluster {
     pub pcie_gbytes_per_s: f64,
     pub host_memory_gib: f64,
     pub host_memory_gbytes_per_s: f64,
+    /// NVMe SSD capacity per node (offloading tier below host DRAM).
+    #[serde(default)]
+    pub nvme_gib: f64,
+    /// NVMe read bandwidth per node.
+    #[serde(default)]
+    pub nvme_gbytes_per_s: f64,
+    /// Host CPU peak for expert GEMMs (offloading's compute-on-CPU), all cores.
+    #[serde(default)]
+    pub cpu_tflops: f64,
     /// Ideal fabric only: each GPU's injection bandwidth each way.
     pub ideal_link_gbytes_per_s: f64,
     /// Ideal fabric only: end-to-end latency α of one transfer.
@@ -105,6 +118,7 @@ fn dgx(name: &str, gpu_key: &str, gpu: &GpuDatasheet, nic_gbits: f64) -> Cluster
         nodes: 1,
         gpus_per_node: 8,
         gpu: gpu_key.into(),
+        profile: None,
         peak_tflops: gpu.peak_bf16_tflops,
         hbm_gbytes_per_s: gpu.hbm_gbytes_per_s,
         gpu_memory_gib: gpu.memory_gib,
@@ -117,8 +131,11 @@ fn dgx(name: &str, gpu_key: &str, gpu: &GpuDatasheet, nic_gbits: f64) -> Cluster
         nic_latency_us: datasheet::IB_LATENCY_US,
         spine_oversubscription: 1.0,
         pcie_gbytes_per_s: gpu.pcie_gbytes_per_s_each_way,
-        host_memory_gib: 2048.0,
-        host_memory_gbytes_per_s: 400.0,
+        host_memory_gib: datasheet::SERVER_HOST_MEMORY_GIB,
+        host_memory_gbytes_per_s: datasheet::SERVER_HOST_MEMORY_GBYTES_PER_S,
+        nvme_gib: 15_360.0,
+        nvme_gbytes_per_s: 25.0,
+        cpu_tflops: 4.0,
         ideal_link_gbytes_per_s: 0.0,
         ideal_latency_us: 0.0,
         slow_ranks: Vec::new(),
@@ -154,12 +171,20 @@ pub fn cluster_preset(name: &str) -> Option<Cluster> {
             2.0 * datasheet::IB_NDR_GBITS_PER_S,
         ),
         "pcie-workstation" => {
-            let mut c = dgx(name, "rtx6000-ada", &datasheet::RTX_6000_ADA, 200.0);
+            let mut c = dgx(
+                name,
+                "rtx6000-ada",
+                &datasheet::RTX_6000_ADA,
+                datasheet::WORKSTATION_NIC_GBITS_PER_S,
+            );
             c.fabric = Fabric::Pcie;
             c.gpus_per_node = 4;
             c.nvlink_latency_us = datasheet::PCIE_LATENCY_US;
-            c.host_memory_gib = 256.0;
-            c.host_memory_gbytes_per_s = 90.0;
+            c.host_memory_gib = datasheet::WORKSTATION_HOST_MEMORY_GIB;
+            c.host_memory_gbytes_per_s = datasheet::WORKSTATION_HOST_MEMORY_GBYTES_PER_S;
+            c.nvme_gib = 4096.0;
+            c.nvme_gbytes_per_s = 7.0;
+            c.cpu_tflops = 1.5;
             c
         }
         "ideal" => {

@@ -55,6 +55,7 @@ pub struct ClusterSection {
     pub nodes: Option<usize>,
     pub gpus_per_node: Option<usize>,
     pub gpu: Option<String>,
+    pub profile: Option<String>,
     pub peak_tflops: Option<f64>,
     pub hbm_gbytes_per_s: Option<f64>,
     pub gpu_memory_gib: Option<f64>,
@@ -69,6 +70,9 @@ pub struct ClusterSection {
     pub pcie_gbytes_per_s: Option<f64>,
     pub host_memory_gib: Option<f64>,
     pub host_memory_gbytes_per_s: Option<f64>,
+    pub nvme_gib: Option<f64>,
+    pub nvme_gbytes_per_s: Option<f64>,
+    pub cpu_tflops: Option<f64>,
     pub ideal_link_gbytes_per_s: Option<f64>,
     pub ideal_latency_us: Option<f64>,
     pub slow_ranks: Option<Vec<SlowRank>>,
@@ -174,6 +178,10 @@ fn default_grad_bytes() -> f64 {
 pub enum StrategyKind {
     /// Static expert parallelism.
     Ep,
+    /// Fully sharded sparse data parallelism (Hecate): experts sharded, sparsely materialized per iteration.
+    Fssdp,
+    /// Experts offloaded to host memory or SSD behind a per-layer GPU expert cache (inference).
+    Offload,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -185,6 +193,48 @@ pub struct StrategySection {
     pub ep_size: Option<usize>,
     /// Token dropping above `capacity_factor × mean tokens per expert` (none if unset).
     pub capacity_factor: Option<f64>,
+
+    // FSSDP knobs (kind = "fssdp").
+    /// Iterations in the moving-average load forecast (default 5).
+    pub forecast_window: Option<usize>,
+    /// Memory cap m: experts a rank may materialize per layer beyond those it owns.
+    pub memory_cap_experts: Option<usize>,
+    /// Overlap degree t: experts one spAG can hide behind the dense compute (derived when unset).
+    pub overlap_degree: Option<usize>,
+    /// Free materialized copies after forward and re-gather them in backward.
+    pub rematerialize: Option<bool>,
+    /// Re-plan on the actual routing after the gate when a critical-path spAG pays for itself.
+    pub calibrate: Option<bool>,
+    /// Iterations between heterogeneous re-shardings of owners (0: never; default 100).
+    pub reshard_interval: Option<usize>,
+
+    // Offloading knobs (kind = "offload").
+    /// Cache replacement policy: lru, lfu, belady or score.
+    pub cache_policy: Option<String>,
+    /// Experts of each layer the GPU cache holds (or in all layers together with `cache_scope = "shared"`).
+    pub cache_experts_per_layer: Option<usize>,
+    /// `per-layer` (default) or `shared` (one cache of `cache_experts_per_layer × layers` for all layers).
+    pub cache_scope: Option<String>,
+    /// `none`, `pregate` (next-layer pre-gating with `prefetch_accuracy`) or `oracle` (trace-driven).
+    pub prefetch: Option<String>,
+    /// Fraction of next-layer experts pre-gating predicts correctly (default 0.9).
+    pub prefetch_accuracy: Option<f64>,
+    /// What a missed expert costs: `fetch` over PCIe, `cpu` compute, or `auto` (the faster).
+    pub miss_action: Option<String>,
+    /// Host buffers: `pinned` (full PCIe bandwidth) or `pageable` (about half).
+    pub host_memory: Option<String>,
+    /// Where offloaded experts live: `dram` (default) or `ssd`.
+    pub expert_tier: Option<String>,
+    /// Bits per expert weight: one number for all experts, or one per expert (EdgeMoE, MC-MoE).
+    pub expert_bits: Option<ExpertBits>,
+}
+
+/// Per-expert bit-width: one for all, or one per expert of a layer.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum ExpertBits {
+    All(f64),
+    PerExpert(Vec<f64>),
 }
 
 /// What `plan` optimises.

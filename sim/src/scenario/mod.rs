@@ -4,9 +4,14 @@
 //! presets merged → [`Scenario`] (validated, every field concrete). This module does no I/O: the caller
 //! reads the file and passes its name and text.
 
+// A scenario error carries the file's text so it can be rendered with the offending line; errors are rare
+// and returned once, so their size does not matter.
+#![allow(clippy::result_large_err)]
+
 pub mod cluster;
 pub mod error;
 pub mod file;
+pub mod knobs;
 pub mod locate;
 pub mod model;
 pub mod overrides;
@@ -51,6 +56,12 @@ pub struct Strategy {
     pub kind: StrategyKind,
     pub ep_size: usize,
     pub capacity_factor: Option<f64>,
+    /// Set for kind "fssdp".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fssdp: Option<knobs::FssdpKnobs>,
+    /// Set for kind "offload".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offload: Option<knobs::OffloadKnobs>,
 }
 
 /// What `plan` optimises, under which memory limit.
@@ -353,11 +364,17 @@ impl Resolver<'_> {
             pcie_gbytes_per_s,
             host_memory_gib,
             host_memory_gbytes_per_s,
+            nvme_gib,
+            nvme_gbytes_per_s,
+            cpu_tflops,
             ideal_link_gbytes_per_s,
             ideal_latency_us,
             slow_ranks,
             compute_noise_cv
         );
+        if s.profile.is_some() {
+            c.profile = s.profile.clone();
+        }
         if c.nodes == 0 || c.gpus_per_node == 0 {
             let f = if c.nodes == 0 {
                 "cluster.nodes"
@@ -397,6 +414,9 @@ impl Resolver<'_> {
             ("compute_noise_cv", c.compute_noise_cv),
             ("host_memory_gib", c.host_memory_gib),
             ("host_memory_gbytes_per_s", c.host_memory_gbytes_per_s),
+            ("nvme_gib", c.nvme_gib),
+            ("nvme_gbytes_per_s", c.nvme_gbytes_per_s),
+            ("cpu_tflops", c.cpu_tflops),
         ];
         for (f, v) in non_negative {
             if v.is_nan() || v < 0.0 || v.is_infinite() {
@@ -493,8 +513,18 @@ impl Resolver<'_> {
                 ));
             }
             let gpus = c.gpus();
-            let ep_size = s.ep_size.unwrap_or_else(|| gpus.min(m.experts));
-            if ep_size == 0 || gpus % ep_size != 0 || m.experts % ep_size != 0 {
+            let (fssdp, offload) = self.strategy_knobs(i, s, m, c, raw.workload.mode)?;
+            let ep_size = match s.kind {
+                StrategyKind::Ep => s.ep_size.unwrap_or_else(|| gpus.min(m.experts)),
+                // FSSDP shards over every rank; offloading keeps every expert reachable from each GPU.
+                StrategyKind::Fssdp => gpus,
+                StrategyKind::Offload => 1,
+            };
+            if s.kind == StrategyKind::Ep
+                && (ep_size == 0
+                    || !gpus.is_multiple_of(ep_size)
+                    || !m.experts.is_multiple_of(ep_size))
+            {
                 return Err(self.error(
                     &p("ep_size"),
                     format!(
@@ -518,6 +548,8 @@ impl Resolver<'_> {
                 kind: s.kind,
                 ep_size,
                 capacity_factor: s.capacity_factor,
+                fssdp,
+                offload,
             });
         }
         Ok(out)

@@ -341,7 +341,7 @@ impl<'a> EpModel<'a> {
         }
         if training {
             let b = graph.barrier(ws.prev.iter().flatten().copied());
-            for r in 0..g {
+            for (r, &slowdown) in slow.iter().enumerate() {
                 let info = OpInfo {
                     phase: Phase::GradSync,
                     rank: r as u32,
@@ -360,7 +360,7 @@ impl<'a> EpModel<'a> {
                 ws.prev[r] = Some(graph.op(
                     r,
                     Stream::Compute,
-                    scaled(self.optimizer_s, slow[r]),
+                    scaled(self.optimizer_s, slowdown),
                     info,
                     &[sync],
                 ));

@@ -1,4 +1,6 @@
 //! Strategies: how each one lowers an iteration into operations.
 
 pub mod ep;
+pub mod fssdp;
+pub mod offload;
 pub mod shared;

@@ -62,7 +62,7 @@ pub fn rank_slowdown(s: &Scenario, iteration: usize, rank: usize) -> f64 {
     }
     let sigma2 = (1.0 + cv * cv).ln();
     let dist = LogNormal::new(-sigma2 / 2.0, sigma2.sqrt()).expect("finite sigma");
-    let mut rng = rng_for(s.seed, &[0x6e6f_6973_65, iteration as u64, rank as u64]);
+    let mut rng = rng_for(s.seed, &[0x006e_6f69_7365, iteration as u64, rank as u64]);
     base * dist.sample(&mut rng)
 }
 

@@ -1,0 +1,363 @@
+//! Fully sharded sparse data parallelism (FSSDP, from Hecate), training. This file holds the run-wide model
+//! (forecast, ownership epochs, plans, memory, figures); `lower` turns one iteration into operations.
+//!
+//! Every expert of every MoE layer has one owner rank that stores its weights, gradient and optimizer state
+//! (one global copy, [`sharding`]). Each iteration and layer, a materialization plan ([`mod@materialize`]) from a
+//! moving-average load forecast decides which other ranks get a temporary copy; SparseAllGather (spAG, per-
+//! expert broadcasts, [`crate::collective_sparse`]) delivers them while the layer's dense compute runs, tokens
+//! go to the nearest copy ([`dispatch`]), and in backward SparseReduceScatter (spRS, per-expert reduces) sums
+//! the replicas' gradients back to the owners while the dense backward runs. Owners then step the optimizer.
+//!
+//! Lowering per rank (two streams, Compute and Comm; the Comm stream is FIFO, so spAG, all-to-alls and spRS
+//! queue behind each other as they share the network):
+//! forward layer l: `dense_l ∥ spAG_l` → barrier → dispatch → experts → barrier → combine;
+//! backward layer l: dispatch' → experts (2×) → combine' → `spRS_l ∥ dense'_l`; with re-materialization,
+//! copies are freed after forward and `spAG_l` runs again in backward beside the dense backward that precedes
+//! layer l's MoE block. Optional calibration re-plans on the actual gate output and adds a critical-path spAG
+//! when the predicted expert and all-to-all time saved exceeds it. Heterogeneous re-sharding every
+//! `reshard_interval` iterations moves owners' weights and optimizer state (charged as an all-to-all at the
+//! start of the iteration). Training ends with the dense gradient all-reduce and the owners' optimizer step.
+//!
+//! The forecast of iteration i averages the loads of iterations `i−w .. i−1`; before iteration 0 the
+//! workload is taken as stationary (history = iteration 0), i.e. the simulated window starts warm.
+
+pub mod dispatch;
+mod lower;
+pub mod materialize;
+pub mod sharding;
+
+use crate::collective::{AllToAllScratch, all_reduce_s};
+use crate::collective_sparse::{SparseBatch, SparseScratch};
+use crate::engine::to_ms;
+use crate::iteration::IterationGraph;
+use crate::memory::{GIB, MemoryBreakdown, ParamsOnRank, rank_memory};
+use crate::phase::Phase;
+use crate::scenario::knobs::FssdpKnobs;
+use crate::scenario::{Scenario, Strategy};
+use crate::strategy::ep::{EpIteration, EpModel};
+use crate::strategy::shared::dense_forward_s;
+use crate::topology::Topology;
+use dispatch::Dispatch;
+use materialize::{LayerPlacement, materialize, overlap_degree};
+use moesim_calibrate::CostModel;
+use moesim_traces::{IterationRouting, RoutingSource};
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+use sharding::Owners;
+
+/// Everything about an FSSDP run that does not change between iterations.
+pub struct FssdpModel<'a> {
+    pub scenario: &'a Scenario,
+    pub knobs: &'a FssdpKnobs,
+    pub topo: &'a Topology,
+    pub cost: &'a dyn CostModel,
+    pub routing: &'a dyn RoutingSource,
+    ranks: usize,
+    gpus_per_node: usize,
+    experts: usize,
+    moe_layers: usize,
+    /// The overlap degree t in use.
+    pub overlap_degree: usize,
+    dense_fwd_s: [f64; 2],
+    lm_head_s: f64,
+    grad_sync_s: f64,
+    expert_bytes: f64,
+    grad_bytes: f64,
+    /// Per iteration: forward loads per (layer, expert), summed over micro-batches.
+    loads: Vec<Vec<f64>>,
+    /// Owners per re-sharding epoch.
+    epochs: Vec<Owners>,
+}
+
+/// Per-iteration buffers, reused across iterations on one thread.
+#[derive(Default)]
+pub struct FssdpWorkspace {
+    graph: IterationGraph,
+    routing: Option<IterationRouting>,
+    a2a: AllToAllScratch,
+    sparse: SparseScratch,
+    batch: SparseBatch,
+    dispatch: Dispatch,
+    bytes_t: Vec<f64>,
+}
+
+/// One FSSDP iteration's outcome.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FssdpIteration {
+    pub base: EpIteration,
+    /// Expert copies materialized beyond the owners, summed over layers.
+    pub materialized: usize,
+    /// The most copies one rank holds at once (all layers, or one layer with re-materialization).
+    pub peak_materialized_on_rank: usize,
+    pub spag_bytes: f64,
+    pub sprs_bytes: f64,
+    /// Time spAGs held the dispatch barrier beyond the dense compute they overlap.
+    pub exposed_spag_s: f64,
+    /// Layers (× micro-batches) where calibration added a critical-path spAG.
+    pub calibrated: usize,
+    pub reshard_bytes: f64,
+}
+
+/// FSSDP figures of a run, for the result.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FssdpStats {
+    /// Expert copies materialized per MoE layer (all ranks together), mean over layers and iterations.
+    pub materialized_per_layer_mean: f64,
+    /// SparseAllGather bytes delivered per iteration (re-gathers included), mean.
+    pub spag_bytes: u64,
+    /// SparseReduceScatter bytes per iteration, mean.
+    pub sprs_bytes: u64,
+    /// spAG time not hidden behind dense compute, per iteration, mean.
+    pub exposed_spag_ms: f64,
+    /// spRS time on the critical path per iteration, mean.
+    pub sprs_critical_ms: f64,
+    pub overlap_degree: usize,
+    pub memory_cap_experts: usize,
+    pub rematerialize: bool,
+    /// Most experts (all layers) one rank owns.
+    pub owned_experts_max: usize,
+    /// Most materialized copies one rank holds at once.
+    pub materialized_on_rank_max: usize,
+    /// Weights and gradient buffers of those copies.
+    pub materialized_gib: f64,
+    /// Layers per iteration re-planned by calibration, mean.
+    pub calibrated_layers_mean: f64,
+    /// Bytes moved by heterogeneous re-sharding per iteration, mean.
+    pub reshard_bytes: u64,
+}
+
+impl<'a> FssdpModel<'a> {
+    pub fn new(
+        scenario: &'a Scenario,
+        strategy: &'a Strategy,
+        topo: &'a Topology,
+        cost: &'a dyn CostModel,
+        routing: &'a dyn RoutingSource,
+    ) -> Self {
+        let s = scenario;
+        let knobs = strategy
+            .fssdp
+            .as_ref()
+            .expect("an fssdp strategy has FSSDP knobs");
+        let m = &s.model;
+        let ranks = s.cluster.gpus();
+        let gpus_per_node = s.cluster.gpus_per_node;
+        let experts = m.experts;
+        let moe_layers = m.moe_layers();
+        let dense_fwd_s = [
+            dense_forward_s(s, cost, false),
+            dense_forward_s(s, cost, true),
+        ];
+        let lm_head_s = cost.gemm_s(s.tokens_per_rank(), m.vocab, m.d_model, m.dtype_bytes);
+        let expert_bytes = m.expert_bytes() as f64;
+        let grad_bytes = m.expert_params() as f64 * s.training.grad_bytes_per_param;
+        let bandwidth = if s.cluster.nodes > 1 {
+            topo.route_bandwidth(0, gpus_per_node)
+        } else if ranks > 1 {
+            topo.route_bandwidth(0, 1)
+        } else {
+            0.0
+        };
+        let t = knobs
+            .overlap_degree
+            .unwrap_or_else(|| overlap_degree(dense_fwd_s[1], bandwidth, expert_bytes, experts));
+        let zero3 = if s.training.zero_stage >= 3 { 1.5 } else { 1.0 };
+        let all: Vec<usize> = (0..ranks).collect();
+        let grad_sync_s = all_reduce_s(
+            topo,
+            &all,
+            m.dense_params() as f64 * s.training.grad_bytes_per_param * zero3,
+        );
+        let iterations = s.workload.iterations.min(routing.iterations());
+        let loads: Vec<Vec<f64>> = (0..iterations)
+            .into_par_iter()
+            .map(|it| {
+                let r = routing.iteration(it);
+                let mut out = vec![0.0; moe_layers * experts];
+                for mb in 0..r.shape.micro_batches {
+                    for l in 0..moe_layers {
+                        for (e, v) in r.expert_loads(mb, l).into_iter().enumerate() {
+                            out[l * experts + e] += v as f64;
+                        }
+                    }
+                }
+                out
+            })
+            .collect();
+        let mut model = FssdpModel {
+            scenario,
+            knobs,
+            topo,
+            cost,
+            routing,
+            ranks,
+            gpus_per_node,
+            experts,
+            moe_layers,
+            overlap_degree: t,
+            dense_fwd_s,
+            lm_head_s,
+            grad_sync_s,
+            expert_bytes,
+            grad_bytes,
+            loads,
+            epochs: Vec::new(),
+        };
+        let mut epochs = vec![sharding::homogeneous(moe_layers, experts, ranks)];
+        let n = knobs.reshard_interval;
+        if n > 0 {
+            let mut k = 1;
+            while k * n < iterations {
+                let f = model.forecast_all(k * n);
+                epochs.push(sharding::heterogeneous(
+                    &f,
+                    moe_layers,
+                    experts,
+                    ranks,
+                    gpus_per_node,
+                ));
+                k += 1;
+            }
+        }
+        model.epochs = epochs;
+        model
+    }
+
+    /// Forecast loads of every (layer, expert) for iteration `it`: the mean of the previous window.
+    fn forecast_all(&self, it: usize) -> Vec<f64> {
+        let w = self.knobs.forecast_window;
+        let mut f = vec![0.0; self.moe_layers * self.experts];
+        for j in 0..w {
+            let src = it
+                .saturating_sub(j + 1)
+                .min(self.loads.len().saturating_sub(1));
+            for (a, b) in f.iter_mut().zip(&self.loads[src]) {
+                *a += b / w as f64;
+            }
+        }
+        f
+    }
+
+    fn epoch(&self, it: usize) -> usize {
+        match self.knobs.reshard_interval {
+            0 => 0,
+            n => (it / n).min(self.epochs.len() - 1),
+        }
+    }
+
+    /// Owners in force during iteration `it`.
+    pub fn owners(&self, it: usize) -> &[u32] {
+        &self.epochs[self.epoch(it)]
+    }
+
+    /// The materialization plan of every MoE layer for iteration `it`.
+    pub fn plan(&self, it: usize) -> Vec<LayerPlacement> {
+        let f = self.forecast_all(it);
+        let owners = self.owners(it);
+        let e = self.experts;
+        let m = self.knobs.memory_cap_experts;
+        (0..self.moe_layers)
+            .map(|l| {
+                materialize(
+                    &f[l * e..(l + 1) * e],
+                    &owners[l * e..(l + 1) * e],
+                    self.ranks,
+                    self.gpus_per_node,
+                    self.overlap_degree,
+                    m,
+                )
+            })
+            .collect()
+    }
+
+    /// Parameters on the rank that owns the most experts (before materialized copies).
+    pub fn params_on_rank(&self) -> ParamsOnRank {
+        let s = self.scenario;
+        let owned = self.owned_experts_max();
+        ParamsOnRank {
+            dense: s.model.dense_params() as f64,
+            experts: owned as f64 * s.model.expert_params() as f64,
+            dense_replicas: self.ranks as f64,
+            expert_replicas: 1.0,
+        }
+    }
+
+    /// The most experts one rank owns over all layers, in any epoch.
+    pub fn owned_experts_max(&self) -> usize {
+        self.epochs
+            .iter()
+            .flat_map(|o| sharding::owned_per_rank(o, self.ranks))
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Memory of the peak rank: its owned experts' full state, plus weights and gradient buffers of
+    /// `materialized` copies, plus activations for `peak_layer_tokens` routed tokens.
+    pub fn memory(&self, peak_layer_tokens: u64, materialized: usize) -> MemoryBreakdown {
+        let s = self.scenario;
+        let mut mem = rank_memory(s, self.params_on_rank(), peak_layer_tokens as f64);
+        let p = materialized as f64 * s.model.expert_params() as f64;
+        mem.params_gib += p * s.model.dtype_bytes as f64 / GIB;
+        mem.grads_gib += p * s.training.grad_bytes_per_param / GIB;
+        mem.total_gib = mem.params_gib
+            + mem.grads_gib
+            + mem.optimizer_gib
+            + mem.activations_gib
+            + mem.kv_cache_gib;
+        mem
+    }
+
+    /// Bytes of weights and gradient buffers of `copies` materialized experts.
+    pub fn materialized_gib(&self, copies: usize) -> f64 {
+        let s = self.scenario;
+        copies as f64
+            * s.model.expert_params() as f64
+            * (s.model.dtype_bytes as f64 + s.training.grad_bytes_per_param)
+            / GIB
+    }
+
+    /// Owner placement of the first MoE layer (in force at iteration 0), as experts per rank.
+    pub fn placement(&self) -> Vec<Vec<usize>> {
+        let mut out = vec![Vec::new(); self.ranks];
+        for (e, &o) in self.epochs[0][..self.experts].iter().enumerate() {
+            out[o as usize].push(e);
+        }
+        out
+    }
+
+    /// Aggregates iterations into the FSSDP figures of the result.
+    pub fn stats(&self, runs: &[FssdpIteration]) -> FssdpStats {
+        let n = runs.len().max(1) as f64;
+        let peak = runs
+            .iter()
+            .map(|r| r.peak_materialized_on_rank)
+            .max()
+            .unwrap_or(0);
+        FssdpStats {
+            materialized_per_layer_mean: runs.iter().map(|r| r.materialized as f64).sum::<f64>()
+                / n
+                / self.moe_layers as f64,
+            spag_bytes: (runs.iter().map(|r| r.spag_bytes).sum::<f64>() / n).round() as u64,
+            sprs_bytes: (runs.iter().map(|r| r.sprs_bytes).sum::<f64>() / n).round() as u64,
+            exposed_spag_ms: runs.iter().map(|r| r.exposed_spag_s).sum::<f64>() / n * 1e3,
+            sprs_critical_ms: runs
+                .iter()
+                .map(|r| to_ms(r.base.outcome.breakdown[Phase::Sprs.index()]))
+                .sum::<f64>()
+                / n,
+            overlap_degree: self.overlap_degree,
+            memory_cap_experts: self.knobs.memory_cap_experts,
+            rematerialize: self.knobs.rematerialize,
+            owned_experts_max: self.owned_experts_max(),
+            materialized_on_rank_max: peak,
+            materialized_gib: self.materialized_gib(peak),
+            calibrated_layers_mean: runs.iter().map(|r| r.calibrated as f64).sum::<f64>() / n,
+            reshard_bytes: (runs.iter().map(|r| r.reshard_bytes).sum::<f64>() / n).round() as u64,
+        }
+    }
+}
+
+/// The routing shape FSSDP needs (the same as EP's: per source rank and expert).
+pub fn routing_shape(s: &Scenario) -> moesim_traces::RoutingShape {
+    EpModel::routing_shape(s)
+}

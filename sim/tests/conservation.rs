@@ -1,0 +1,64 @@
+//! Conservation: every routed token is received (or dropped, when a capacity factor says so), and bytes on
+//! the wire add up.
+
+mod common;
+use common::{run, scenario};
+
+#[test]
+fn every_routed_token_is_received_by_an_expert() {
+    let s = scenario("quickstart.toml", &["workload.iterations=3"]);
+    let results = run(&s);
+    let assignments_per_iteration = (s.cluster.gpus() as u64
+        * s.tokens_per_rank()
+        * s.model.top_k as u64
+        * s.model.moe_layers() as u64) as f64;
+    for r in &results {
+        let received: f64 = r.per_rank.iter().map(|p| p.tokens_received).sum();
+        let kept = assignments_per_iteration * (1.0 - r.dropped_fraction);
+        assert!(
+            (received - kept).abs() < 1e-6 * kept,
+            "{}: {received} vs {kept}",
+            r.strategy
+        );
+        if r.strategy.contains("cf") {
+            assert!(r.dropped_fraction > 0.0);
+        } else {
+            assert_eq!(r.dropped_fraction, 0.0);
+        }
+    }
+}
+
+#[test]
+fn network_bytes_equal_the_tokens_that_leave_their_gpu() {
+    // Balanced routing: each rank keeps exactly 1/ep_size of its assignments local.
+    let s = scenario("ideal-switch.toml", &[]);
+    let r = &run(&s)[0];
+    let g = s.cluster.gpus() as f64;
+    let leaving = g
+        * s.tokens_per_rank() as f64
+        * s.model.top_k as f64
+        * (1.0 - 1.0 / g)
+        * s.model.token_bytes() as f64;
+    assert!((r.network_bytes_per_iteration - leaving).abs() < 1e-6 * leaving);
+}
+
+#[test]
+fn capacity_factor_caps_every_expert() {
+    let s = scenario(
+        "quickstart.toml",
+        &["workload.iterations=2", "strategy.2.capacity_factor=1.0"],
+    );
+    let r = run(&s)
+        .into_iter()
+        .find(|r| r.strategy == "ep16-cf1.25")
+        .unwrap();
+    // With capacity 1.0 and one expert group over all ranks holding 4 experts each, no rank receives more
+    // than 4 × the mean per-expert load.
+    let mean_per_expert = (s.cluster.gpus() as u64 * s.tokens_per_rank() * s.model.top_k as u64)
+        as f64
+        / s.model.experts as f64;
+    let cap_per_rank_per_layer = 4.0 * mean_per_expert.ceil();
+    for p in &r.per_rank {
+        assert!(p.tokens_received <= cap_per_rank_per_layer * s.model.moe_layers() as f64 + 1e-9);
+    }
+}

@@ -1,0 +1,315 @@
+//! The `moesim` binary end to end: the JSON interface, plan files, determinism and bad input.
+
+use assert_cmd::Command;
+use predicates::prelude::*;
+use std::path::{Path, PathBuf};
+
+fn moesim() -> Command {
+    Command::cargo_bin("moesim").expect("binary built")
+}
+
+fn repo(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
+}
+
+fn json(out: &[u8]) -> serde_json::Value {
+    serde_json::from_slice(out).expect("stdout is one JSON object")
+}
+
+#[test]
+fn simulate_json_has_the_documented_fields() {
+    let out = moesim()
+        .args([
+            "simulate",
+            "--json",
+            "--quiet",
+            "--set",
+            "workload.iterations=3",
+        ])
+        .arg(repo("scenarios/quickstart.toml"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v = json(&out.stdout);
+    assert_eq!(v["scenario"], "quickstart");
+    let results = v["results"].as_array().unwrap();
+    assert_eq!(results.len(), 3);
+    for r in results {
+        assert_eq!(r["kind"], "ep");
+        assert_eq!(r["iterations"], 3);
+        for k in ["mean", "p50", "p90", "p99", "max"] {
+            assert!(r["step_time_ms"][k].as_f64().unwrap() > 0.0, "{k}");
+        }
+        for phase in [
+            "dispatch",
+            "expert_compute",
+            "combine",
+            "dense_compute",
+            "grad_sync",
+        ] {
+            assert!(r["breakdown_ms"][phase].as_f64().unwrap() > 0.0, "{phase}");
+        }
+        assert!(r["stragglers"].is_array());
+        assert!(r["memory_peak_gib"].as_f64().unwrap() > 0.0);
+        assert!(r["oom"].is_boolean());
+        assert!(r["tokens_per_s"].as_f64().unwrap() > 0.0);
+        assert!(r["events"].as_u64().unwrap() > 0);
+        assert!(r["sim_seconds"].as_f64().unwrap() >= 0.0);
+    }
+}
+
+#[test]
+fn simulate_one_strategy_and_reject_an_unknown_one() {
+    let out = moesim()
+        .args([
+            "simulate",
+            "--json",
+            "-q",
+            "--strategy",
+            "ep8-intra-node",
+            "--set",
+            "workload.iterations=2",
+        ])
+        .arg(repo("scenarios/quickstart.toml"))
+        .output()
+        .unwrap();
+    assert_eq!(json(&out.stdout)["results"].as_array().unwrap().len(), 1);
+    moesim()
+        .args(["simulate", "-q", "--strategy", "nope"])
+        .arg(repo("scenarios/quickstart.toml"))
+        .assert()
+        .failure()
+        .stderr(
+            predicate::str::contains("no strategy named `nope`")
+                .and(predicate::str::contains("ep16")),
+        );
+}
+
+#[test]
+fn plan_writes_plan_json_and_reports_the_choice() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = moesim()
+        .args([
+            "plan",
+            "--json",
+            "-q",
+            "--set",
+            "workload.iterations=4",
+            "--out",
+        ])
+        .arg(dir.path())
+        .arg(repo("scenarios/quickstart.toml"))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let v = json(&out.stdout);
+    let chosen = v["chosen"].as_str().unwrap().to_string();
+    // The chosen strategy has the highest tokens/s among those that fit.
+    let best = v["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| !r["oom"].as_bool().unwrap())
+        .max_by(|a, b| {
+            a["tokens_per_s"]
+                .as_f64()
+                .unwrap()
+                .total_cmp(&b["tokens_per_s"].as_f64().unwrap())
+        })
+        .unwrap();
+    assert_eq!(best["strategy"], chosen.as_str());
+    let plan: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("plan.json")).unwrap())
+            .unwrap();
+    assert_eq!(plan["chosen"], chosen.as_str());
+    let experts: usize = plan["placement"]["gpu_experts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g.as_array().unwrap().len())
+        .sum();
+    assert_eq!(experts, 64, "every expert placed once per EP group");
+    assert_eq!(plan["predicted"]["tokens_per_s"], best["tokens_per_s"]);
+}
+
+#[test]
+fn plan_refuses_when_everything_runs_out_of_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    moesim()
+        .args([
+            "plan",
+            "-q",
+            "--set",
+            "workload.iterations=1",
+            "--set",
+            "objective.memory_limit_gib=0.5",
+            "--out",
+        ])
+        .arg(dir.path())
+        .arg(repo("scenarios/quickstart.toml"))
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("runs out of memory"));
+    assert!(!dir.path().join("plan.json").exists());
+}
+
+#[test]
+fn same_seed_gives_byte_identical_json_on_one_and_two_threads() {
+    let run = |threads: &str| {
+        moesim()
+            .args([
+                "--threads",
+                threads,
+                "simulate",
+                "--json",
+                "-q",
+                "--no-timing",
+                "--set",
+                "workload.iterations=6",
+            ])
+            .arg(repo("scenarios/quickstart.toml"))
+            .output()
+            .unwrap()
+            .stdout
+    };
+    let one = run("1");
+    let two = run("2");
+    assert!(!one.is_empty());
+    assert_eq!(one, two);
+    // A different seed changes the routing and so the output.
+    let other = moesim()
+        .args([
+            "simulate",
+            "--json",
+            "-q",
+            "--no-timing",
+            "--set",
+            "workload.iterations=6",
+            "--set",
+            "seed=43",
+        ])
+        .arg(repo("scenarios/quickstart.toml"))
+        .output()
+        .unwrap()
+        .stdout;
+    assert_ne!(one, other);
+}
+
+/// Writes a scenario file and runs `simulate` on it; returns stderr after checking the failure shape.
+fn bad(text: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(&path, text).unwrap();
+    let out = moesim()
+        .args(["simulate", "-q"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(out.stdout.is_empty(), "no partial output on stdout");
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(err.contains("bad.toml"), "names the file: {err}");
+    err
+}
+
+const STRATEGY: &str = "[[strategy]]\nname = \"ep\"\nkind = \"ep\"\n";
+
+#[test]
+fn unknown_key_points_at_its_line() {
+    let err = bad(&format!(
+        "[model]\npreset = \"mixtral-8x7b\"\ntopk = 2\n[cluster]\npreset = \"dgx-h100\"\n{STRATEGY}"
+    ));
+    assert!(err.contains("unknown field `topk`"), "{err}");
+    assert!(err.contains("bad.toml:3:1"), "{err}");
+}
+
+#[test]
+fn wrong_type_points_at_its_line() {
+    let err = bad(&format!(
+        "[model]\npreset = \"mixtral-8x7b\"\n[cluster]\npreset = \"dgx-h100\"\nnodes = \"two\"\n{STRATEGY}"
+    ));
+    assert!(err.contains("expected usize"), "{err}");
+    assert!(err.contains("bad.toml:5:9"), "{err}");
+}
+
+#[test]
+fn top_k_above_experts_is_rejected_at_its_line() {
+    let err = bad(&format!(
+        "[model]\npreset = \"mixtral-8x7b\"\ntop_k = 9\n[cluster]\npreset = \"dgx-h100\"\n{STRATEGY}"
+    ));
+    assert!(
+        err.contains("top_k = 9 exceeds the number of experts (8)"),
+        "{err}"
+    );
+    assert!(err.contains("bad.toml:3:9"), "{err}");
+}
+
+#[test]
+fn zero_gpus_is_rejected() {
+    let err = bad(&format!(
+        "[model]\npreset = \"mixtral-8x7b\"\n[cluster]\npreset = \"dgx-h100\"\nnodes = 0\n{STRATEGY}"
+    ));
+    assert!(
+        err.contains("cluster.nodes") && err.contains("at least one GPU"),
+        "{err}"
+    );
+    assert!(err.contains("bad.toml:5:9"), "{err}");
+}
+
+#[test]
+fn negative_bandwidth_is_rejected() {
+    let err = bad(&format!(
+        "[model]\npreset = \"mixtral-8x7b\"\n[cluster]\npreset = \"dgx-h100\"\nnodes = 2\nnic_gbits_per_s = -400\n{STRATEGY}"
+    ));
+    assert!(
+        err.contains("cluster.nic_gbits_per_s: must be positive, got -400"),
+        "{err}"
+    );
+    assert!(err.contains("bad.toml:6:19"), "{err}");
+}
+
+#[test]
+fn negative_count_and_bad_ep_size_are_rejected() {
+    let err = bad(&format!(
+        "[model]\npreset = \"mixtral-8x7b\"\nlayers = -3\n[cluster]\npreset = \"dgx-h100\"\n{STRATEGY}"
+    ));
+    assert!(err.contains("bad.toml:3:10"), "{err}");
+    let err = bad(
+        "[model]\npreset = \"mixtral-8x7b\"\n[cluster]\npreset = \"dgx-h100\"\n[[strategy]]\nname = \"ep\"\nkind = \"ep\"\nep_size = 3\n",
+    );
+    assert!(err.contains("ep_size = 3 must divide"), "{err}");
+    assert!(err.contains("bad.toml:8:11"), "{err}");
+}
+
+#[test]
+fn unknown_preset_lists_the_known_ones() {
+    let err = bad(&format!(
+        "[model]\npreset = \"gpt-5\"\n[cluster]\npreset = \"dgx-h100\"\n{STRATEGY}"
+    ));
+    assert!(
+        err.contains("unknown model preset `gpt-5`") && err.contains("deepseek-v3"),
+        "{err}"
+    );
+}
+
+#[test]
+fn missing_file_and_bad_override_are_clear() {
+    moesim()
+        .args(["simulate", "no/such/scenario.toml"])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains(
+            "cannot read scenario no/such/scenario.toml",
+        ));
+    moesim()
+        .args(["simulate", "-q", "--set", "model.top_k"])
+        .arg(repo("scenarios/quickstart.toml"))
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("expected KEY=VALUE"));
+}

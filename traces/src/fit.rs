@@ -1,0 +1,410 @@
+//! Fitting synthetic parameters to a trace, and rescaling a trace to other ranks and lengths.
+//!
+//! [`fit_tokens`] estimates a [`TokenModel`] whose generated traces reproduce a per-token trace's
+//! statistics: skew (mean per-layer Gini of expert loads → Zipf `s`), token locality (fraction of the
+//! previous token's experts reused → `locality`), drift (total-variation distance between consecutive
+//! windows of `window` tokens at lags 1 and 4 → drift σ and persistence) and variable experts per token (→ `null_expert_prob`). Each
+//! parameter is found by bisection on statistics measured on traces the model itself generates, so the
+//! sampling noise of a finite trace is part of the fit. Layer correlation, rotation and bursts are not
+//! fitted (left at 0).
+//!
+//! [`rescale`] uses a fitted model to produce a workload for another number of ranks and iterations that
+//! keeps those statistics: consecutive generated tokens fill `tokens_per_rank` per rank, rank after rank,
+//! iteration after iteration (the same order replay uses), streamed one iteration at a time.
+
+use crate::stats::{skew, tv_distance};
+use crate::synthetic::{Skew, pick_probabilities};
+use crate::tokengen::{Drift, TokenModel};
+use crate::trace::{CountsTrace, TokenTrace, Trace};
+use serde::{Deserialize, Serialize};
+
+/// The statistics a fit matches.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Measured {
+    /// Mean per-layer Gini of expert loads.
+    pub gini: f64,
+    /// Mean per-layer max/mean expert load.
+    pub load_max_over_mean: f64,
+    /// Fraction of the previous token's experts reused (within sequences).
+    pub locality: f64,
+    /// Mean TV distance between consecutive windows of `window` tokens.
+    pub drift_tv: f64,
+    /// Mean TV distance between windows 4 apart.
+    pub drift_tv_lag4: f64,
+    /// Mean experts per token-layer row.
+    pub mean_experts_per_token: f64,
+}
+
+/// Measures a token trace (`window` tokens per drift window).
+pub fn measure(t: &TokenTrace, window: usize) -> Measured {
+    let m = &t.meta;
+    let (mut gini, mut mom, mut loc, mut drift, mut drift4) = (0.0, 0.0, 0.0, 0.0, 0.0);
+    let (mut reused, mut prev_total) = (0u64, 0u64);
+    for l in 0..m.layers {
+        let seq = t.layer_requests(l);
+        let mut loads = vec![0u64; m.experts];
+        for &e in &seq.experts {
+            loads[e as usize] += 1;
+        }
+        let (a, g, _, _) = skew(&loads);
+        gini += g;
+        mom += a;
+        let w = window.max(1);
+        let windows: Vec<Vec<u64>> = (0..seq.steps() / w)
+            .map(|i| {
+                let mut v = vec![0u64; m.experts];
+                for &e in &seq.experts[seq.offsets[i * w]..seq.offsets[(i + 1) * w]] {
+                    v[e as usize] += 1;
+                }
+                v
+            })
+            .collect();
+        let lag = |d: usize| -> f64 {
+            if windows.len() > d {
+                (d..windows.len())
+                    .map(|i| tv_distance(&windows[i - d], &windows[i]))
+                    .sum::<f64>()
+                    / (windows.len() - d) as f64
+            } else {
+                0.0
+            }
+        };
+        drift += lag(1);
+        drift4 += lag(4);
+        let (mut r, mut n) = (0u64, 0u64);
+        for s in &t.sequences {
+            for tok in 1..s.tokens {
+                let (a, b) = (s.row(l, tok - 1), s.row(l, tok));
+                n += a.len() as u64;
+                r += b.iter().filter(|e| a.contains(e)).count() as u64;
+            }
+        }
+        reused += r;
+        prev_total += n;
+        if n > 0 {
+            loc += r as f64 / n as f64;
+        }
+    }
+    let layers = m.layers.max(1) as f64;
+    let _ = (reused, prev_total);
+    let rows = t.rows().max(1) as f64;
+    Measured {
+        gini: gini / layers,
+        load_max_over_mean: mom / layers,
+        locality: loc / layers,
+        drift_tv: drift / layers,
+        drift_tv_lag4: drift4 / layers,
+        mean_experts_per_token: t.sequences.iter().map(|s| s.experts.len()).sum::<usize>() as f64
+            / rows,
+    }
+}
+
+/// Fit settings.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct FitOptions {
+    /// Tokens per drift window (also the drift block of the fitted model).
+    pub window: usize,
+    /// Seed of the fitted model.
+    pub seed: u64,
+    /// Tokens generated per evaluation during the search.
+    pub fit_tokens: usize,
+    /// Layers generated per evaluation during the search.
+    pub fit_layers: usize,
+}
+
+impl Default for FitOptions {
+    fn default() -> Self {
+        FitOptions {
+            window: 256,
+            seed: 1,
+            fit_tokens: 8_192,
+            fit_layers: 2,
+        }
+    }
+}
+
+/// A fitted model and how well it matches.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Fit {
+    pub model: TokenModel,
+    /// Mean tokens per sequence of the fitted trace (generation uses it).
+    pub tokens_per_sequence: usize,
+    pub sequences: usize,
+    /// The trace's statistics.
+    pub target: Measured,
+    /// The statistics of a trace of the same size generated by `model`.
+    pub achieved: Measured,
+}
+
+fn bisect(mut lo: f64, mut hi: f64, iters: usize, target: f64, f: impl Fn(f64) -> f64) -> f64 {
+    if f(lo) >= target {
+        return lo;
+    }
+    if f(hi) <= target {
+        return hi;
+    }
+    for _ in 0..iters {
+        let mid = 0.5 * (lo + hi);
+        if f(mid) < target {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    0.5 * (lo + hi)
+}
+
+/// Fits a [`TokenModel`] to a per-token trace.
+pub fn fit_tokens(t: &TokenTrace, opts: &FitOptions) -> Result<Fit, String> {
+    let m = &t.meta;
+    if t.tokens() == 0 || m.top_k == 0 {
+        return Err("the trace holds no tokens".into());
+    }
+    let target = measure(t, opts.window);
+    let tps = (t.tokens() / t.sequences.len().max(1)).max(2);
+    let n_seq_eval = (opts.fit_tokens.max(10 * opts.window) / tps).max(1);
+    let null = (1.0 - target.mean_experts_per_token / m.top_k as f64).clamp(0.0, 0.95);
+    let null = if null < 1e-9 { 0.0 } else { null };
+    let mut model = TokenModel {
+        layers: m.layers.min(opts.fit_layers.max(1)),
+        experts: m.experts,
+        top_k: m.top_k,
+        skew: Skew::Zipf { s: 0.0 },
+        shuffle_per_layer: true,
+        locality: 0.0,
+        layer_correlation: 0.0,
+        null_expert_prob: null,
+        drift: Drift {
+            block_tokens: opts.window.max(1),
+            ..Drift::default()
+        },
+        seed: opts.seed,
+    };
+    let eval = |mm: &TokenModel| {
+        let g = mm.generate(n_seq_eval, tps).expect("valid model");
+        measure(&g, opts.window)
+    };
+    for _round in 0..2 {
+        let base = model;
+        let s = bisect(0.0, 4.0, 12, target.gini, |s| {
+            eval(&TokenModel {
+                skew: Skew::Zipf { s },
+                ..base
+            })
+            .gini
+        });
+        model.skew = Skew::Zipf { s };
+        let base = model;
+        model.locality = bisect(0.0, 1.0, 12, target.locality, |p| {
+            eval(&TokenModel {
+                locality: p,
+                ..base
+            })
+            .locality
+        });
+        // σ matches the lag-1 drift for each candidate persistence; the persistence that best matches the
+        // lag-4 drift wins.
+        let base = model;
+        let mut best = (f64::INFINITY, base.drift);
+        for rho in [0.0, 0.5, 0.8, 0.95] {
+            let with = |sig: f64| TokenModel {
+                drift: Drift {
+                    sigma: sig,
+                    persistence: rho,
+                    ..base.drift
+                },
+                ..base
+            };
+            let sig = bisect(0.0, 3.0, 12, target.drift_tv, |sig| {
+                eval(&with(sig)).drift_tv
+            });
+            let got = eval(&with(sig));
+            let err = (got.drift_tv_lag4 - target.drift_tv_lag4).abs()
+                + (got.drift_tv - target.drift_tv).abs();
+            if err < best.0 {
+                best = (err, with(sig).drift);
+            }
+        }
+        model.drift = best.1;
+    }
+    model.layers = m.layers;
+    let achieved = measure(&model.generate(t.sequences.len(), tps)?, opts.window);
+    Ok(Fit {
+        model,
+        tokens_per_sequence: tps,
+        sequences: t.sequences.len(),
+        target,
+        achieved,
+    })
+}
+
+/// Fits the skew of a counts trace (Zipf `s` matching the mean per-layer Gini of expert loads); no locality
+/// or drift.
+pub fn fit_counts(c: &CountsTrace, opts: &FitOptions) -> Fit {
+    let loads = c.expert_loads();
+    let n = loads.len().max(1) as f64;
+    let gini = loads.iter().map(|l| skew(l).1).sum::<f64>() / n;
+    let mom = loads.iter().map(|l| skew(l).0).sum::<f64>() / n;
+    let k = c.meta.top_k.max(1);
+    let e = c.meta.experts;
+    let expected_gini = |s: f64| {
+        let w: Vec<f64> = (0..e).map(|i| 1.0 / ((i + 1) as f64).powf(s)).collect();
+        let q = pick_probabilities(&w, k);
+        let scaled: Vec<u64> = q.iter().map(|x| (x * 1e9) as u64).collect();
+        skew(&scaled).1
+    };
+    let s = bisect(0.0, 4.0, 40, gini, expected_gini);
+    let target = Measured {
+        gini,
+        load_max_over_mean: mom,
+        locality: 0.0,
+        drift_tv: 0.0,
+        drift_tv_lag4: 0.0,
+        mean_experts_per_token: k as f64,
+    };
+    let model = TokenModel {
+        layers: c.meta.layers,
+        experts: e,
+        top_k: k,
+        skew: Skew::Zipf { s },
+        shuffle_per_layer: true,
+        locality: 0.0,
+        layer_correlation: 0.0,
+        null_expert_prob: 0.0,
+        drift: Drift {
+            block_tokens: opts.window.max(1),
+            ..Drift::default()
+        },
+        seed: opts.seed,
+    };
+    Fit {
+        model,
+        tokens_per_sequence: 1024,
+        sequences: c.iterations,
+        target,
+        achieved: target,
+    }
+}
+
+/// Fits either kind of trace.
+pub fn fit(t: &Trace, opts: &FitOptions) -> Result<Fit, String> {
+    match t {
+        Trace::Tokens(tt) => fit_tokens(tt, opts),
+        Trace::Counts(c) => Ok(fit_counts(c, opts)),
+    }
+}
+
+/// The target of a rescale.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RescaleSpec {
+    pub ranks: usize,
+    pub iterations: usize,
+    pub tokens_per_rank: u64,
+    /// Tokens per generated sequence (locality holds within a sequence).
+    pub tokens_per_sequence: usize,
+}
+
+/// Streams a rescaled counts workload: `sink` receives each iteration's `[layer][rank][expert]` counts.
+pub fn rescale(
+    model: &TokenModel,
+    spec: &RescaleSpec,
+    mut sink: impl FnMut(&[u64]),
+) -> Result<(), String> {
+    let (ll, e) = (model.layers, model.experts);
+    let tps = spec.tokens_per_sequence.max(1);
+    let per_iter = spec.ranks as u64 * spec.tokens_per_rank;
+    let total = per_iter * spec.iterations as u64;
+    if total == 0 {
+        return Err(
+            "nothing to generate: ranks, iterations and tokens per rank must be ≥ 1".into(),
+        );
+    }
+    let n_seq = total.div_ceil(tps as u64) as usize;
+    let mut buf = vec![0u64; ll * spec.ranks * e];
+    let mut g = 0u64; // global token index
+    let mut done = 0usize;
+    model.generate_with(n_seq, tps, |s| {
+        for tok in 0..s.tokens {
+            if done == spec.iterations {
+                return;
+            }
+            let in_iter = g % per_iter;
+            let rank = (in_iter / spec.tokens_per_rank) as usize;
+            for l in 0..ll {
+                let o = (l * spec.ranks + rank) * e;
+                for &x in s.row(l, tok) {
+                    buf[o + x as usize] += 1;
+                }
+            }
+            g += 1;
+            if g.is_multiple_of(per_iter) {
+                sink(&buf);
+                buf.iter_mut().for_each(|x| *x = 0);
+                done += 1;
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn model(s: f64, locality: f64) -> TokenModel {
+        TokenModel {
+            layers: 2,
+            experts: 32,
+            top_k: 4,
+            skew: Skew::Zipf { s },
+            shuffle_per_layer: true,
+            locality,
+            layer_correlation: 0.0,
+            null_expert_prob: 0.0,
+            drift: Drift::default(),
+            seed: 3,
+        }
+    }
+
+    #[test]
+    fn fit_recovers_known_parameters() {
+        let truth = model(1.0, 0.4).generate(20, 500).unwrap();
+        let f = fit_tokens(
+            &truth,
+            &FitOptions {
+                seed: 99,
+                ..FitOptions::default()
+            },
+        )
+        .unwrap();
+        let Skew::Zipf { s } = f.model.skew else {
+            panic!()
+        };
+        assert!((s - 1.0).abs() < 0.15, "s {s}");
+        assert!(
+            (f.model.locality - 0.4).abs() < 0.05,
+            "locality {}",
+            f.model.locality
+        );
+        assert!((f.achieved.gini - f.target.gini).abs() < 0.03);
+        assert!((f.achieved.locality - f.target.locality).abs() < 0.03);
+    }
+
+    #[test]
+    fn rescale_streams_exact_totals() {
+        let m = model(1.0, 0.3);
+        let spec = RescaleSpec {
+            ranks: 3,
+            iterations: 4,
+            tokens_per_rank: 50,
+            tokens_per_sequence: 64,
+        };
+        let mut iters = Vec::new();
+        rescale(&m, &spec, |c| iters.push(c.to_vec())).unwrap();
+        assert_eq!(iters.len(), 4);
+        for it in &iters {
+            for chunk in it.chunks(32) {
+                assert_eq!(chunk.iter().sum::<u64>(), 50 * 4);
+            }
+        }
+    }
+}
