@@ -66,10 +66,17 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Place experts (with replicas) on GPUs from a load history, beside the EPLB baseline.
+    Place(commands::place::PlaceArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Wrap error text to the terminal only on a terminal: logs and tests get whole lines.
+    let wrap = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let _ = miette::set_hook(Box::new(move |_| {
+        Box::new(miette::MietteHandlerOpts::new().wrap_lines(wrap).build())
+    }));
     if let Some(n) = cli.threads
         && let Err(e) = rayon::ThreadPoolBuilder::new()
             .num_threads(n.max(1))
@@ -85,6 +92,7 @@ fn main() -> ExitCode {
             json,
         } => commands::simulate::run(&args, strategy.as_deref(), json, cli.quiet),
         Command::Plan { args, out, json } => commands::plan::run(&args, &out, json, cli.quiet),
+        Command::Place(args) => commands::place::run(&args),
     };
     match result {
         Ok(code) => code,

@@ -173,7 +173,13 @@ pub fn all_to_all(
             };
             best.holder = holder;
             best.cause = cause;
-            best.excess_s = (s.busy[l as usize] - mean_of(l)).max(0.0);
+            let excess = s.busy[l as usize] - mean_of(l);
+            // Below a part per million of the link's busy time is rounding, not imbalance.
+            best.excess_s = if excess > 1e-6 * s.busy[l as usize] {
+                excess
+            } else {
+                0.0
+            };
         }
         per_rank.push(best);
     }
@@ -205,12 +211,8 @@ pub fn all_reduce_s(topo: &Topology, ranks: &[usize], bytes: f64) -> f64 {
         let bw = topo.route_bandwidth(a, b);
         let lat = topo.route_latency_s(a, b);
         let l = local as f64;
-        let steps = if nodes > 1 {
-            2.0 * (l - 1.0) / l
-        } else {
-            2.0 * (l - 1.0) / l
-        };
-        t += steps * bytes / bw + 2.0 * (l - 1.0) * lat;
+        // Reduce-scatter and all-gather inside the node (a full ring all-reduce when it is the only node).
+        t += 2.0 * (l - 1.0) / l * bytes / bw + 2.0 * (l - 1.0) * lat;
     }
     if nodes > 1 {
         let firsts: Vec<usize> = per_node.values().map(|v| v[0]).collect();

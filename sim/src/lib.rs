@@ -30,6 +30,7 @@ pub mod engine;
 pub mod iteration;
 pub mod memory;
 pub mod phase;
+pub mod placement;
 pub mod plan;
 pub mod result;
 pub mod runner;

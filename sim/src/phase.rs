@@ -21,18 +21,21 @@ pub enum Phase {
     Optimizer,
     /// Synchronisation points (zero duration).
     Barrier,
+    /// EP with replication: expert copies (and their optimizer state) moved to a new placement.
+    Rebalance,
 }
 
 impl Phase {
-    pub const REPORTED: [Phase; 6] = [
+    pub const REPORTED: [Phase; 7] = [
         Phase::DenseCompute,
         Phase::Dispatch,
         Phase::ExpertCompute,
         Phase::Combine,
         Phase::GradSync,
         Phase::Optimizer,
+        Phase::Rebalance,
     ];
-    pub const COUNT: usize = 7;
+    pub const COUNT: usize = 8;
 
     pub fn name(self) -> &'static str {
         match self {
@@ -43,6 +46,7 @@ impl Phase {
             Phase::GradSync => "grad_sync",
             Phase::Optimizer => "optimizer",
             Phase::Barrier => "barrier",
+            Phase::Rebalance => "rebalance",
         }
     }
 

@@ -45,6 +45,22 @@ pub struct StrategyResult {
     /// Experts on each rank of one EP group (the same in every group and layer for static EP).
     pub placement: Vec<Vec<usize>>,
     pub ep_size: usize,
+    /// EP with replication: the final plan per MoE layer and what re-planning cost.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replication: Option<ReplicationResult>,
+}
+
+/// What an `ep-replicated` run placed and moved.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReplicationResult {
+    pub slots_per_gpu: usize,
+    pub replan_interval: usize,
+    pub method: crate::scenario::file::PlacementMethod,
+    pub token_split: crate::scenario::file::TokenSplit,
+    /// Expert copies moved (all layers, one EP group) at each re-plan.
+    pub moved_copies_per_replan: Vec<usize>,
+    /// `placement_per_layer[layer][rank]`: experts on each rank of one EP group in the final plan.
+    pub placement_per_layer: Vec<Vec<Vec<usize>>>,
 }
 
 /// A rank that held iterations up.

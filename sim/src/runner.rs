@@ -187,7 +187,11 @@ pub fn simulate_strategy(
     };
     StrategyResult {
         strategy: strategy.name.clone(),
-        kind: "ep".into(),
+        kind: match strategy.kind {
+            crate::scenario::file::StrategyKind::Ep => "ep",
+            crate::scenario::file::StrategyKind::EpReplicated => "ep-replicated",
+        }
+        .into(),
         iterations: runs.len(),
         step_time_ms,
         breakdown_ms,
@@ -208,5 +212,15 @@ pub fn simulate_strategy(
         per_iteration,
         placement: model.placement(),
         ep_size: strategy.ep_size,
+        replication: strategy
+            .replication
+            .map(|r| crate::result::ReplicationResult {
+                slots_per_gpu: r.slots_per_gpu,
+                replan_interval: r.replan_interval,
+                method: r.method,
+                token_split: r.token_split,
+                moved_copies_per_replan: model.moved_copies_per_replan().to_vec(),
+                placement_per_layer: model.placement_per_layer(),
+            }),
     }
 }

@@ -1,2 +1,3 @@
+pub mod place;
 pub mod plan;
 pub mod simulate;

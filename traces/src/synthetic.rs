@@ -164,7 +164,9 @@ pub fn sample_rank(q: &[f64], tokens: u64, k: usize, rng: &mut SimRng, out: &mut
     let n = out.len();
     let mut i = rng.random_range(0..n);
     let mut guard = 0usize;
-    while diff != 0 && guard < 4 * n + 4 * diff.unsigned_abs() as usize {
+    // Each full pass moves |diff| one step closer to zero unless no expert can move.
+    let limit = n * (diff.unsigned_abs() as usize + 1);
+    while diff != 0 && guard < limit {
         let c = out[i] as u64;
         if diff > 0 && c < tokens && q[i] > 0.0 {
             out[i] += 1;

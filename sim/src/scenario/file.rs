@@ -174,6 +174,30 @@ fn default_grad_bytes() -> f64 {
 pub enum StrategyKind {
     /// Static expert parallelism.
     Ep,
+    /// Expert parallelism with replicated hot experts, re-planned from a load forecast.
+    EpReplicated,
+}
+
+/// Who builds an `ep-replicated` placement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PlacementMethod {
+    /// moesim's planner (duplicate-free, node-spread, local search, stable re-plans).
+    #[default]
+    Moesim,
+    /// DeepSeek's EPLB (the baseline production runtimes ship).
+    Eplb,
+}
+
+/// How an expert's tokens are split over its copies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TokenSplit {
+    /// Evenly over all copies.
+    #[default]
+    Even,
+    /// Evenly over the copies in the source's node if there are any, else over all copies.
+    LocalFirst,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -185,6 +209,16 @@ pub struct StrategySection {
     pub ep_size: Option<usize>,
     /// Token dropping above `capacity_factor × mean tokens per expert` (none if unset).
     pub capacity_factor: Option<f64>,
+
+    // EP with replication (kind = "ep-replicated").
+    /// Expert slots per GPU (default: experts / ep_size + 1).
+    pub slots_per_gpu: Option<usize>,
+    /// Iterations between re-plans (default 10; the first plan is made after the first interval).
+    pub replan_interval: Option<usize>,
+    /// Iterations the load forecast averages (default: all seen).
+    pub forecast_window: Option<usize>,
+    pub placement: Option<PlacementMethod>,
+    pub token_split: Option<TokenSplit>,
 }
 
 /// What `plan` optimises.

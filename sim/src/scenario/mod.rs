@@ -51,6 +51,18 @@ pub struct Strategy {
     pub kind: StrategyKind,
     pub ep_size: usize,
     pub capacity_factor: Option<f64>,
+    /// Replication settings (kind `ep-replicated` only).
+    pub replication: Option<Replication>,
+}
+
+/// How `ep-replicated` places and re-plans copies of experts.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Replication {
+    pub slots_per_gpu: usize,
+    pub replan_interval: usize,
+    pub forecast_window: usize,
+    pub method: file::PlacementMethod,
+    pub token_split: file::TokenSplit,
 }
 
 /// What `plan` optimises, under which memory limit.
@@ -494,16 +506,73 @@ impl Resolver<'_> {
             }
             let gpus = c.gpus();
             let ep_size = s.ep_size.unwrap_or_else(|| gpus.min(m.experts));
-            if ep_size == 0 || gpus % ep_size != 0 || m.experts % ep_size != 0 {
+            let replicated = s.kind == StrategyKind::EpReplicated;
+            let experts_ok = replicated || m.experts.is_multiple_of(ep_size.max(1));
+            if ep_size == 0 || !gpus.is_multiple_of(ep_size) || !experts_ok {
                 return Err(self.error(
                     &p("ep_size"),
-                    format!(
-                        "ep_size = {ep_size} must divide both the GPU count ({gpus}) and the expert count ({})",
-                        m.experts
-                    ),
+                    if replicated {
+                        format!("ep_size = {ep_size} must divide the GPU count ({gpus})")
+                    } else {
+                        format!(
+                            "ep_size = {ep_size} must divide both the GPU count ({gpus}) and the expert count ({})",
+                            m.experts
+                        )
+                    },
                     "expected a common divisor",
                 ));
             }
+            let replication_knobs = [
+                ("slots_per_gpu", s.slots_per_gpu.is_some()),
+                ("replan_interval", s.replan_interval.is_some()),
+                ("forecast_window", s.forecast_window.is_some()),
+                ("placement", s.placement.is_some()),
+                ("token_split", s.token_split.is_some()),
+            ];
+            if !replicated && let Some((knob, _)) = replication_knobs.iter().find(|(_, set)| *set) {
+                return Err(self.error(
+                    &p(knob),
+                    format!("`{knob}` applies only to kind = \"ep-replicated\""),
+                    "not a knob of this kind",
+                ));
+            }
+            let replication = if replicated {
+                let slots = s.slots_per_gpu.unwrap_or(m.experts.div_ceil(ep_size) + 1);
+                if slots * ep_size < m.experts || slots > m.experts || slots == 0 {
+                    return Err(self.error(
+                        &p("slots_per_gpu"),
+                        format!(
+                            "{slots} slots on {ep_size} GPUs cannot hold {} experts once each without two copies on one GPU",
+                            m.experts
+                        ),
+                        format!("expected {}..={}", m.experts.div_ceil(ep_size), m.experts),
+                    ));
+                }
+                let interval = s.replan_interval.unwrap_or(10);
+                if interval == 0 {
+                    return Err(self.error(
+                        &p("replan_interval"),
+                        "must be at least 1",
+                        "expected iterations",
+                    ));
+                }
+                if s.forecast_window == Some(0) {
+                    return Err(self.error(
+                        &p("forecast_window"),
+                        "must be at least 1",
+                        "expected iterations",
+                    ));
+                }
+                Some(Replication {
+                    slots_per_gpu: slots,
+                    replan_interval: interval,
+                    forecast_window: s.forecast_window.unwrap_or(usize::MAX),
+                    method: s.placement.unwrap_or_default(),
+                    token_split: s.token_split.unwrap_or_default(),
+                })
+            } else {
+                None
+            };
             if let Some(cf) = s.capacity_factor
                 && (cf.is_nan() || cf <= 0.0)
             {
@@ -518,6 +587,7 @@ impl Resolver<'_> {
                 kind: s.kind,
                 ep_size,
                 capacity_factor: s.capacity_factor,
+                replication,
             });
         }
         Ok(out)

@@ -1,4 +1,5 @@
 //! Strategies: how each one lowers an iteration into operations.
 
 pub mod ep;
+pub mod layout;
 pub mod shared;
