@@ -27,6 +27,7 @@
 
 pub mod collective;
 pub mod engine;
+pub mod forecast;
 pub mod iteration;
 pub mod memory;
 pub mod phase;

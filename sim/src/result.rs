@@ -48,6 +48,9 @@ pub struct StrategyResult {
     /// EP with replication: the final plan per MoE layer and what re-planning cost.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub replication: Option<ReplicationResult>,
+    /// Straggler prediction for the window after `workload.plan_until`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub forecast: Option<crate::forecast::ForecastResult>,
 }
 
 /// What an `ep-replicated` run placed and moved.

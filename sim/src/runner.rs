@@ -5,6 +5,7 @@
 
 use crate::collective::Cause;
 use crate::engine::to_ms;
+use crate::forecast::{self, ForecastRouting};
 use crate::memory::MemoryBreakdown;
 use crate::phase::Phase;
 use crate::result::{IterationSummary, RankSummary, SimulationReport, Straggler, StrategyResult};
@@ -72,6 +73,24 @@ pub fn simulate_scenario(
     }
 }
 
+/// Simulates iterations `range` of a model in parallel, in order.
+fn run_iterations(
+    model: &EpModel,
+    range: std::ops::Range<usize>,
+    opts: RunOptions,
+) -> Vec<crate::strategy::ep::EpIteration> {
+    range
+        .into_par_iter()
+        .map_init(EpWorkspace::default, |ws, it| {
+            let r = model.simulate_iteration(it, ws);
+            if let Some(p) = opts.progress {
+                p();
+            }
+            r
+        })
+        .collect()
+}
+
 /// Simulates one strategy.
 pub fn simulate_strategy(
     s: &Scenario,
@@ -89,17 +108,30 @@ pub fn simulate_strategy(
     );
     let iterations = s.workload.iterations.min(routing.iterations());
     let model = EpModel::new(s, strategy, topo, cost, routing);
-    let runs: Vec<_> = (0..iterations)
-        .into_par_iter()
-        .map_init(EpWorkspace::default, |ws, it| {
-            let r = model.simulate_iteration(it, ws);
-            if let Some(p) = opts.progress {
-                p();
-            }
-            r
-        })
-        .collect();
-
+    let runs = run_iterations(&model, 0..iterations, opts);
+    let summaries = |runs: &[crate::strategy::ep::EpIteration]| -> Vec<IterationSummary> {
+        runs.iter()
+            .map(|r| IterationSummary {
+                step_ms: to_ms(r.outcome.step),
+                critical_rank: r.outcome.straggler.map(|x| x.0),
+                cause: r.outcome.straggler.map(|x| x.1),
+            })
+            .collect()
+    };
+    let forecast = s
+        .workload
+        .plan_until
+        .filter(|&u| u < iterations)
+        .map(|until| {
+            // The predictor sees iterations before `until` and draws the rest; its compute noise is its own.
+            let mut predicted_scenario = s.clone();
+            predicted_scenario.seed = moesim_traces::rng::derive_seed(s.seed, &[0x7072_6564]);
+            let forecast_routing = ForecastRouting::fit(routing, until, predicted_scenario.seed);
+            let predictor =
+                EpModel::new(&predicted_scenario, strategy, topo, cost, &forecast_routing);
+            let predicted = run_iterations(&predictor, until..iterations, opts);
+            forecast::compare(until, &summaries(&predicted), &summaries(&runs[until..]))
+        });
     let g = s.cluster.gpus();
     let n = runs.len().max(1) as f64;
     let step_ms: Vec<f64> = runs.iter().map(|r| to_ms(r.outcome.step)).collect();
@@ -170,14 +202,7 @@ pub fn simulate_strategy(
             }
         })
         .collect();
-    let per_iteration = runs
-        .iter()
-        .map(|r| IterationSummary {
-            step_ms: to_ms(r.outcome.step),
-            critical_rank: r.outcome.straggler.map(|x| x.0),
-            cause: r.outcome.straggler.map(|x| x.1),
-        })
-        .collect();
+    let per_iteration = summaries(&runs);
     let routed: u64 = runs.iter().map(|r| r.routed).sum();
     let dropped: u64 = runs.iter().map(|r| r.dropped).sum();
     let tokens_per_s = if step_time_ms.mean > 0.0 {
@@ -222,5 +247,6 @@ pub fn simulate_strategy(
                 moved_copies_per_replan: model.moved_copies_per_replan().to_vec(),
                 placement_per_layer: model.placement_per_layer(),
             }),
+        forecast,
     }
 }

@@ -101,6 +101,9 @@ pub struct WorkloadSection {
     pub shuffle_per_layer: bool,
     /// A routing trace to replay instead of synthetic routing.
     pub trace: Option<String>,
+    /// Predict the window after this iteration from the routing before it, and report the error against
+    /// the simulated window (straggler prediction).
+    pub plan_until: Option<usize>,
 }
 
 impl Default for WorkloadSection {
@@ -112,6 +115,7 @@ impl Default for WorkloadSection {
             skew: default_skew(),
             shuffle_per_layer: true,
             trace: None,
+            plan_until: None,
         }
     }
 }

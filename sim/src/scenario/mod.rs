@@ -42,6 +42,8 @@ pub struct Workload {
     pub shuffle_per_layer: bool,
     /// Trace path as written in the scenario (relative to the scenario file).
     pub trace: Option<String>,
+    /// Straggler prediction: forecast the iterations from here on from those before.
+    pub plan_until: Option<usize>,
 }
 
 /// One strategy to simulate.
@@ -176,7 +178,20 @@ impl Resolver<'_> {
             skew: w.skew,
             shuffle_per_layer: w.shuffle_per_layer,
             trace: w.trace.clone(),
+            plan_until: w.plan_until,
         };
+        if let Some(u) = w.plan_until
+            && (u == 0 || u >= w.iterations)
+        {
+            return Err(self.error(
+                "workload.plan_until",
+                format!(
+                    "{u} leaves no history or no window to predict ({} iterations)",
+                    w.iterations
+                ),
+                format!("expected 1..{}", w.iterations),
+            ));
+        }
         let training = self.training(&raw.training)?;
         let strategies = self.strategies(&raw, &model, &cluster)?;
         let objective = self.objective(&raw.objective, &cluster)?;
