@@ -65,6 +65,12 @@ enum Command {
         /// Print one JSON object instead of a table.
         #[arg(long)]
         json: bool,
+        /// Expand every strategy over its knobs and search all candidates.
+        #[arg(long)]
+        search: bool,
+        /// With --search: how many of the best candidates to print.
+        #[arg(long, default_value_t = 10)]
+        top: usize,
     },
     /// Place experts (with replicas) on GPUs from a load history, beside the EPLB baseline.
     Place(commands::place::PlaceArgs),
@@ -91,7 +97,13 @@ fn main() -> ExitCode {
             strategy,
             json,
         } => commands::simulate::run(&args, strategy.as_deref(), json, cli.quiet),
-        Command::Plan { args, out, json } => commands::plan::run(&args, &out, json, cli.quiet),
+        Command::Plan {
+            args,
+            out,
+            json,
+            search,
+            top,
+        } => commands::plan::run(&args, &out, json, cli.quiet, search.then_some(top)),
         Command::Place(args) => commands::place::run(&args),
     };
     match result {

@@ -36,6 +36,7 @@ pub mod plan;
 pub mod result;
 pub mod runner;
 pub mod scenario;
+pub mod search;
 pub mod stats;
 pub mod strategy;
 pub mod topology;

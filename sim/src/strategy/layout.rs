@@ -75,20 +75,20 @@ mod tests {
         };
         let l = LayerLayout::from_placement(&p, 2);
         let node = |r: usize| r / 2;
-        let mut got = vec![0u32; 4];
+        let mut got = [0u32; 4];
         l.split(3, 0, 10, TokenSplit::Even, node, |t, c| got[t] += c);
         assert_eq!(got.iter().sum::<u32>(), 10);
         assert!(got[..3].iter().all(|&c| c == 3 || c == 4));
-        let mut got = vec![0u32; 4];
+        let mut got = [0u32; 4];
         l.split(1, 0, 10, TokenSplit::LocalFirst, node, |t, c| got[t] += c);
-        assert_eq!(got, vec![5, 5, 0, 0]);
+        assert_eq!(got, [5, 5, 0, 0]);
         // Rank 3's node holds one copy (rank 2): it gets everything.
-        let mut got = vec![0u32; 4];
+        let mut got = [0u32; 4];
         l.split(3, 0, 9, TokenSplit::LocalFirst, node, |t, c| got[t] += c);
-        assert_eq!(got, vec![0, 0, 9, 0]);
+        assert_eq!(got, [0, 0, 9, 0]);
         // No copy of expert 1 in rank 0's node: all copies (here rank 3) share.
-        let mut got = vec![0u32; 4];
+        let mut got = [0u32; 4];
         l.split(0, 1, 9, TokenSplit::LocalFirst, node, |t, c| got[t] += c);
-        assert_eq!(got, vec![0, 0, 0, 9]);
+        assert_eq!(got, [0, 0, 0, 9]);
     }
 }
