@@ -36,6 +36,7 @@ pub mod runner;
 pub mod scenario;
 pub mod stats;
 pub mod strategy;
+pub mod timeline;
 pub mod topology;
 
 pub use scenario::Scenario;

@@ -1,2 +1,5 @@
 pub mod plan;
+pub mod report;
 pub mod simulate;
+pub mod sweep;
+pub mod timeline;

@@ -1,0 +1,145 @@
+//! Everything one scenario's report shows, simulated and gathered: the strategies' results, per-rank
+//! figures per iteration, routing load under each placement, and the capacity curve.
+
+use crate::capacity::{CapacityPoint, capacity_curve};
+use crate::load::{LoadStats, load_stats};
+use moesim_sim::Scenario;
+use moesim_sim::engine::to_ms;
+use moesim_sim::plan::choose;
+use moesim_sim::result::SimulationReport;
+use moesim_sim::runner::{RunOptions, simulate_scenario};
+use moesim_sim::scenario::{ScenarioError, parse_scenario};
+use moesim_sim::timeline::iteration_timelines;
+use moesim_traces::RoutingSource;
+use serde::{Deserialize, Serialize};
+
+/// Where a scenario came from, so that a report can be reproduced.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Inputs {
+    /// The scenario file as named on the command line.
+    pub file: String,
+    /// Its text.
+    pub text: String,
+    /// `--set` overrides applied to it.
+    pub overrides: Vec<String>,
+    /// One line about the routing workload (`RoutingSource::describe`).
+    pub workload: String,
+    /// FNV-1a 64 of the routing counts of every simulated iteration, in hex.
+    pub workload_checksum: String,
+    /// Which cost model priced the operations.
+    pub cost_profile: String,
+    pub moesim_version: String,
+}
+
+/// Per-rank values of every iteration of one strategy: `[rank][iteration]`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RankIterations {
+    pub busy_ms: Vec<Vec<f64>>,
+    pub tokens: Vec<Vec<f64>>,
+}
+
+/// What to compute besides the plain simulation.
+#[derive(Debug, Clone, Default)]
+pub struct CollectOptions {
+    /// Node counts of the capacity curve (none: no curve).
+    pub capacity_nodes: Vec<usize>,
+}
+
+/// One scenario, simulated and gathered.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ScenarioData {
+    pub scenario: Scenario,
+    pub inputs: Inputs,
+    pub report: SimulationReport,
+    /// Index of the strategy `plan` would choose (`None`: all out of memory).
+    pub chosen: Option<usize>,
+    /// Per strategy, when the strategy kind supports per-iteration timelines.
+    pub rank_iterations: Vec<Option<RankIterations>>,
+    /// Per strategy, when it has a placement.
+    #[serde(skip)]
+    pub loads: Vec<Option<LoadStats>>,
+    pub capacity: Vec<CapacityPoint>,
+}
+
+/// FNV-1a over the routing counts of the first `iterations` iterations: two reports with the same
+/// checksum saw the same tokens go to the same experts.
+pub fn workload_checksum(routing: &dyn RoutingSource, iterations: usize) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for it in 0..iterations.min(routing.iterations()) {
+        for c in routing.iteration(it).counts {
+            for b in c.to_le_bytes() {
+                h ^= b as u64;
+                h = h.wrapping_mul(0x0100_0000_01b3);
+            }
+        }
+    }
+    format!("{h:016x}")
+}
+
+/// Simulates the scenario in `text` (named `file`, with `overrides`) on `routing` and gathers what its
+/// report shows. `progress` is called once per simulated iteration.
+pub fn collect(
+    file: &str,
+    text: &str,
+    overrides: &[String],
+    routing: &dyn RoutingSource,
+    opts: &CollectOptions,
+    moesim_version: &str,
+    progress: Option<&(dyn Fn() + Sync)>,
+) -> Result<ScenarioData, ScenarioError> {
+    let s = parse_scenario(file, text, overrides)?;
+    let run = RunOptions {
+        timing: false,
+        progress,
+    };
+    let mut report = simulate_scenario(&s, routing, None, run);
+    let chosen = choose(&report, &s);
+    report.chosen = chosen.map(|i| report.results[i].strategy.clone());
+    let rank_iterations = s
+        .strategies
+        .iter()
+        .zip(&report.results)
+        .map(|(st, r)| {
+            let tl = iteration_timelines(&s, st, routing, None, 0..r.iterations).ok()?;
+            let ranks = s.cluster.gpus();
+            Some(RankIterations {
+                busy_ms: (0..ranks)
+                    .map(|k| tl.iter().map(|t| to_ms(t.busy[k])).collect())
+                    .collect(),
+                tokens: (0..ranks)
+                    .map(|k| tl.iter().map(|t| t.tokens_received[k] as f64).collect())
+                    .collect(),
+            })
+        })
+        .collect();
+    let loads = report
+        .results
+        .iter()
+        .map(|r| (!r.placement.is_empty()).then(|| load_stats(routing, r.iterations, &r.placement)))
+        .collect();
+    let capacity = if opts.capacity_nodes.is_empty() {
+        Vec::new()
+    } else {
+        capacity_curve(file, text, overrides, &opts.capacity_nodes, progress)?
+    };
+    Ok(ScenarioData {
+        inputs: Inputs {
+            file: file.to_string(),
+            text: text.to_string(),
+            overrides: overrides.to_vec(),
+            workload: routing.describe(),
+            workload_checksum: workload_checksum(routing, s.workload.iterations),
+            cost_profile: format!(
+                "datasheet roofline: {} ({} TFLOP/s peak, {} GB/s HBM)",
+                s.cluster.gpu, s.cluster.peak_tflops, s.cluster.hbm_gbytes_per_s
+            ),
+            moesim_version: moesim_version.to_string(),
+        },
+        scenario: s,
+        report,
+        chosen,
+        rank_iterations,
+        loads,
+        capacity,
+    })
+}
