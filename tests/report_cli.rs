@@ -66,7 +66,12 @@ fn report_tables_equal_the_simulation_and_every_figure_checks() {
         .assert()
         .success()
         .stdout(predicates::str::contains("index.html"));
-    for f in ["index.md", "index.html", "quickstart/results.json"] {
+    for f in [
+        "index.md",
+        "index.html",
+        "quickstart/results.json",
+        "quickstart/timeline.trace.json",
+    ] {
         assert!(out.join(f).is_file(), "{f} missing");
     }
     for fig in [
@@ -375,4 +380,28 @@ fn merge_refuses_a_missing_shard_and_shards_refuse_bad_indices() {
         .assert()
         .failure()
         .stderr(predicates::str::contains("--shard-count"));
+}
+
+#[test]
+fn the_documented_example_sweep_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let example = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/docs/examples/nodes-skew.sweep.toml"
+    );
+    moesim()
+        .args(["sweep", example, "--shard-index", "0", "--shard-count", "9"])
+        .arg("--out")
+        .arg(dir.path())
+        .assert()
+        .success()
+        .stdout(predicates::str::contains("1 of 9 points"));
+    let shard: Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("shard-0000-of-0009.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        shard["points"][0]["overrides"],
+        serde_json::json!(["cluster.nodes=2", "workload.skew.s=0.6"])
+    );
 }

@@ -3,6 +3,7 @@
 
 use crate::capacity::{CapacityPoint, capacity_curve};
 use crate::load::{LoadStats, load_stats};
+use crate::trace::chrome_trace;
 use moesim_sim::Scenario;
 use moesim_sim::engine::to_ms;
 use moesim_sim::plan::choose;
@@ -59,7 +60,14 @@ pub struct ScenarioData {
     #[serde(skip)]
     pub loads: Vec<Option<LoadStats>>,
     pub capacity: Vec<CapacityPoint>,
+    /// Chrome trace of the first iterations of the chosen strategy (or the first), when its kind has
+    /// timelines.
+    #[serde(skip)]
+    pub trace: Option<(String, serde_json::Value)>,
 }
+
+/// How many iterations the report's timeline shows.
+pub const TRACE_ITERATIONS: usize = 2;
 
 /// FNV-1a over the routing counts of the first `iterations` iterations: two reports with the same
 /// checksum saw the same tokens go to the same experts.
@@ -117,6 +125,15 @@ pub fn collect(
         .iter()
         .map(|r| (!r.placement.is_empty()).then(|| load_stats(routing, r.iterations, &r.placement)))
         .collect();
+    let shown = chosen.unwrap_or(0);
+    let trace = s.strategies.get(shown).and_then(|st| {
+        let n = report.results[shown].iterations.min(TRACE_ITERATIONS);
+        let tl = iteration_timelines(&s, st, routing, None, 0..n).ok()?;
+        Some((
+            st.name.clone(),
+            chrome_trace(&st.name, s.cluster.gpus(), &tl),
+        ))
+    });
     let capacity = if opts.capacity_nodes.is_empty() {
         Vec::new()
     } else {
@@ -141,5 +158,6 @@ pub fn collect(
         rank_iterations,
         loads,
         capacity,
+        trace,
     })
 }

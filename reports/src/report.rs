@@ -38,6 +38,15 @@ pub fn slug(s: &str) -> String {
     if v.is_empty() { "unnamed".into() } else { v }
 }
 
+/// A value's name as scenario files spell it (`tokens-per-s`, `training`).
+fn spelled(v: impl serde::Serialize) -> String {
+    match serde_json::to_value(v) {
+        Ok(serde_json::Value::String(s)) => s,
+        Ok(other) => other.to_string(),
+        Err(_) => String::new(),
+    }
+}
+
 fn f(v: f64, digits: usize) -> String {
     format!("{v:.digits$}")
 }
@@ -70,6 +79,12 @@ pub fn render_report(
             files.push(OutputFile {
                 path: format!("{dir}/{}.png", fig.name),
                 bytes: fig.png,
+            });
+        }
+        if let Some((_, trace)) = &d.trace {
+            files.push(OutputFile {
+                path: format!("{dir}/timeline.trace.json"),
+                bytes: serde_json::to_vec(trace).map_err(|e| e.to_string())?,
             });
         }
         files.push(OutputFile {
@@ -216,19 +231,19 @@ fn scenario_section(
         blocks.push(Block::Paragraph(s.description.clone()));
     }
     blocks.push(Block::Paragraph(format!(
-        "{} on {} × {} ({} GPUs), {:?} mode, {} iterations; {}.",
+        "{} on {} × {} ({} GPUs), {} mode, {} iterations; {}.",
         s.model.name,
         s.cluster.nodes,
         s.cluster.name,
         s.cluster.gpus(),
-        s.workload.mode,
+        spelled(s.workload.mode),
         s.workload.iterations,
         d.inputs.workload
     )));
     blocks.push(Block::Paragraph(match d.chosen {
         Some(i) => format!(
-            "Chosen under the objective ({:?}): {} — {:.0} tokens/s, p99 step {:.3} ms, {:.2} GiB per GPU of {:.1}.",
-            s.objective.metric, results[i].strategy, results[i].tokens_per_s, results[i].step_time_ms.p99,
+            "Chosen under the objective ({}): {} — {:.0} tokens/s, p99 step {:.3} ms, {:.2} GiB per GPU of {:.1}.",
+            spelled(s.objective.metric), results[i].strategy, results[i].tokens_per_s, results[i].step_time_ms.p99,
             results[i].memory_peak_gib, limit
         ),
         None => format!("Every strategy runs out of memory (limit {limit:.1} GiB per GPU)."),
@@ -331,6 +346,13 @@ fn scenario_section(
             .collect(),
     });
 
+    if let Some((name, _)) = &d.trace {
+        blocks.push(Block::Paragraph(format!(
+            "Timeline of {name}, first {} iterations: {dir}/timeline.trace.json (Chrome trace JSON: open it in \
+             ui.perfetto.dev or chrome://tracing; one track per GPU compute stream and per GPU network port).",
+            crate::collect::TRACE_ITERATIONS
+        )));
+    }
     blocks.push(heading(2, "Stragglers"));
     blocks.push(Block::Table {
         header: ["strategy", "rank", "share of iterations", "cause"]

@@ -7,6 +7,7 @@ use moesim_reports::check::{check_png, check_svg};
 use moesim_reports::collect::{CollectOptions, collect};
 use moesim_reports::report::{ReportOptions, render_report};
 use moesim_reports::sweep::SweepResult;
+use moesim_reports::trace::validate_chrome_trace;
 use moesim_sim::scenario::parse_scenario;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -127,7 +128,8 @@ fn files_under(dir: &Path) -> miette::Result<Vec<PathBuf>> {
     Ok(out)
 }
 
-/// Checks a written report: both pages exist, every figure they link exists, SVGs parse, PNGs decode.
+/// Checks a written report: both pages exist, every figure they link exists, SVGs parse, PNGs decode,
+/// timelines (`*.trace.json`) follow the Chrome trace format.
 fn check(dir: &Path) -> miette::Result<ExitCode> {
     let mut problems = Vec::new();
     let md = std::fs::read_to_string(dir.join("index.md")).unwrap_or_else(|_| {
@@ -147,7 +149,7 @@ fn check(dir: &Path) -> miette::Result<ExitCode> {
             problems.push(format!("index.md links {link}, which is missing"));
         }
     }
-    let (mut svgs, mut pngs) = (0, 0);
+    let (mut svgs, mut pngs, mut traces) = (0, 0, 0);
     for p in files_under(dir)? {
         let name = p.strip_prefix(dir).unwrap_or(&p).display().to_string();
         match p.extension().and_then(|e| e.to_str()) {
@@ -165,6 +167,13 @@ fn check(dir: &Path) -> miette::Result<ExitCode> {
                     problems.push(format!("{name}: {e}"));
                 }
             }
+            Some("json") if name.ends_with(".trace.json") => {
+                traces += 1;
+                let text = std::fs::read_to_string(&p).unwrap_or_default();
+                if let Err(e) = validate_chrome_trace(&text) {
+                    problems.push(format!("{name}: not a valid Chrome trace: {e}"));
+                }
+            }
             Some("tmp") => problems.push(format!("{name}: a partly written file")),
             _ => {}
         }
@@ -176,7 +185,7 @@ fn check(dir: &Path) -> miette::Result<ExitCode> {
     }
     if problems.is_empty() {
         println!(
-            "{}: ok ({svgs} SVG, {pngs} PNG, index.md, index.html)",
+            "{}: ok ({svgs} SVG, {pngs} PNG, {traces} timelines, index.md, index.html)",
             dir.display()
         );
         Ok(ExitCode::SUCCESS)

@@ -32,6 +32,15 @@ impl Heatmap {
     }
 }
 
+/// Labels whole-numbered ticks only (cell indices).
+fn integer_label(v: &f64) -> String {
+    if (v - v.round()).abs() < 1e-6 && *v >= 0.0 {
+        format!("{:.0}", v.round())
+    } else {
+        String::new()
+    }
+}
+
 impl Chart for Heatmap {
     fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> DrawResult
     where
@@ -48,7 +57,8 @@ impl Chart for Heatmap {
             .margin(16)
             .x_label_area_size(56)
             .y_label_area_size(70)
-            .build_cartesian_2d(0f64..cols as f64, 0f64..rows as f64)?;
+            // Cells are centred on integers, so tick labels name the cell beside them.
+            .build_cartesian_2d(-0.5f64..cols as f64 - 0.5, -0.5f64..rows as f64 - 0.5)?;
         chart
             .configure_mesh()
             .disable_mesh()
@@ -58,15 +68,18 @@ impl Chart for Heatmap {
             .label_style((FAMILY, TICKS))
             .x_labels(cols.min(12))
             .y_labels(rows.min(16))
-            .x_label_formatter(&|v| format!("{:.0}", v.floor()))
-            .y_label_formatter(&|v| format!("{:.0}", v.floor()))
+            .x_label_formatter(&integer_label)
+            .y_label_formatter(&integer_label)
             .draw()?;
         chart.draw_series(self.values.iter().enumerate().flat_map(|(r, row)| {
             row.iter().enumerate().filter_map(move |(c, v)| {
                 let v = (*v)?;
                 let color = palette::sequential((v - lo) / span);
                 Some(Rectangle::new(
-                    [(c as f64, r as f64), (c as f64 + 1.0, r as f64 + 1.0)],
+                    [
+                        (c as f64 - 0.5, r as f64 - 0.5),
+                        (c as f64 + 0.5, r as f64 + 0.5),
+                    ],
                     color.filled(),
                 ))
             })
