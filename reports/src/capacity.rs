@@ -8,6 +8,7 @@
 
 use moesim_sim::result::StrategyResult;
 use moesim_sim::runner::{RunOptions, simulate_strategy, synthetic_routing};
+use moesim_sim::scenario::overrides::apply_override;
 use moesim_sim::scenario::{ScenarioError, parse_scenario};
 use moesim_sim::topology::Topology;
 use serde::{Deserialize, Serialize};
@@ -76,22 +77,27 @@ pub fn capacity_curve(
     node_counts: &[usize],
     progress: Option<&(dyn Fn() + Sync)>,
 ) -> Result<Vec<CapacityPoint>, ScenarioError> {
+    // Which strategies set ep_size explicitly (in the file or by an override): those keep it, and have no
+    // point where it does not tile the cluster.
+    let mut doc: toml::Table = toml::from_str(text).unwrap_or_default();
+    for o in overrides {
+        // A bad override is reported by parse_scenario below, with its context.
+        let _ = apply_override(&mut doc, o);
+    }
+    let explicit: Vec<Option<i64>> = doc
+        .get("strategy")
+        .and_then(|v| v.as_array())
+        .map(|a| {
+            a.iter()
+                .map(|s| s.get("ep_size").and_then(|e| e.as_integer()))
+                .collect()
+        })
+        .unwrap_or_default();
     let mut points = Vec::new();
     for &nodes in node_counts {
         let mut sets = overrides.to_vec();
         sets.push(format!("cluster.nodes={nodes}"));
-        // Parse once to learn which explicit ep_sizes no longer tile the cluster; give those a valid
-        // stand-in so the scenario resolves, and leave them out.
-        let raw: toml::Table = toml::from_str(text).unwrap_or_default();
-        let explicit: Vec<Option<i64>> = raw
-            .get("strategy")
-            .and_then(|v| v.as_array())
-            .map(|a| {
-                a.iter()
-                    .map(|s| s.get("ep_size").and_then(|e| e.as_integer()))
-                    .collect()
-            })
-            .unwrap_or_default();
+        // Resolve the cluster with every explicit ep_size set to 1 (always valid) to learn its GPU count.
         let probe = parse_scenario(file, text, &{
             let mut p = sets.clone();
             for (i, _) in explicit.iter().enumerate().filter(|(_, e)| e.is_some()) {
@@ -242,6 +248,14 @@ kind = "ep"
                 );
             }
         }
+    }
+
+    #[test]
+    fn an_ep_size_set_by_override_is_respected() {
+        let sets = ["strategy.auto.ep_size=16".to_string()];
+        let points = capacity_curve("c.toml", TEXT, &sets, &[1, 2], None).unwrap();
+        assert!(!points.iter().any(|p| p.nodes == 1 && p.strategy == "auto"));
+        assert!(points.iter().any(|p| p.nodes == 2 && p.strategy == "auto"));
     }
 
     #[test]

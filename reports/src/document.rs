@@ -24,6 +24,13 @@ pub enum Block {
         lang: String,
         text: String,
     },
+    /// A paragraph that links a file of the report: `before [text](href) after`.
+    Link {
+        before: String,
+        text: String,
+        href: String,
+        after: String,
+    },
 }
 
 /// A titled page.
@@ -74,6 +81,14 @@ pub fn markdown(doc: &Document) -> String {
             Block::Code { lang, text } => {
                 out.push_str(&format!("```{lang}\n{}\n```\n\n", text.trim_end()));
             }
+            Block::Link {
+                before,
+                text,
+                href,
+                after,
+            } => {
+                out.push_str(&format!("{before}[{text}]({href}){after}\n\n"));
+            }
         }
     }
     out
@@ -88,8 +103,8 @@ pub fn escape(s: &str) -> String {
 }
 
 const STYLE: &str = "body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}\
-table{border-collapse:collapse;margin:1em 0}th,td{border:1px solid #ccc;padding:4px 8px;text-align:right}\
-th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}figure{margin:1.5em 0}\
+table{border-collapse:collapse;margin:1em 0}th,td{border:1px solid #ccc;padding:4px 8px;text-align:left}\
+td.n{text-align:right}th{background:#f3f3f3}figure{margin:1.5em 0}\
 figure svg{max-width:100%;height:auto}figcaption{color:#555;font-style:italic}\
 pre{background:#f6f6f6;padding:1em;overflow-x:auto}";
 
@@ -115,7 +130,10 @@ pub fn html(doc: &Document) -> String {
                 for r in rows {
                     out.push_str("<tr>");
                     for c in r {
-                        out.push_str(&format!("<td>{}</td>", escape(c)));
+                        // Numbers align right so their digits line up; words align left.
+                        let number = c.trim_end_matches('%').parse::<f64>().is_ok();
+                        let class = if number { " class=\"n\"" } else { "" };
+                        out.push_str(&format!("<td{class}>{}</td>", escape(c)));
                     }
                     out.push_str("</tr>\n");
                 }
@@ -135,6 +153,20 @@ pub fn html(doc: &Document) -> String {
                 out.push_str(&format!(
                     "<figure>\n{svg}\n<figcaption>{} (<a href=\"{dir}/{name}.svg\">SVG</a>, <a href=\"{dir}/{name}.png\">PNG</a>)</figcaption>\n</figure>\n",
                     escape(caption)
+                ));
+            }
+            Block::Link {
+                before,
+                text,
+                href,
+                after,
+            } => {
+                out.push_str(&format!(
+                    "<p>{}<a href=\"{}\">{}</a>{}</p>\n",
+                    escape(before),
+                    escape(href),
+                    escape(text),
+                    escape(after)
                 ));
             }
             Block::Code { text, .. } => {
@@ -175,6 +207,12 @@ mod tests {
                     lang: "toml".into(),
                     text: "a = 1\n".into(),
                 },
+                Block::Link {
+                    before: "see ".into(),
+                    text: "the trace".into(),
+                    href: "q/t.json".into(),
+                    after: ".".into(),
+                },
             ],
         }
     }
@@ -188,13 +226,15 @@ mod tests {
         assert!(md.contains("![CDF](quick/cdf.svg)"));
         assert!(md.contains("[PNG](quick/cdf.png)"));
         assert!(md.contains("```toml\na = 1\n```"));
+        assert!(md.contains("see [the trace](q/t.json).\n"));
     }
 
     #[test]
     fn html_inlines_svg_and_escapes_text() {
         let h = html(&doc());
         assert!(h.contains("<title>R &amp; D</title>"));
-        assert!(h.contains("<td>&lt;2&gt;</td>"));
+        assert!(h.contains("<td class=\"n\">1</td><td>&lt;2&gt;</td>"));
+        assert!(h.contains("<p>see <a href=\"q/t.json\">the trace</a>.</p>"));
         assert!(h.contains("<figure>\n<svg width=\"1\" height=\"1\"><rect/></svg>"));
         assert!(
             !h.contains("http://") && !h.contains("https://"),

@@ -347,11 +347,14 @@ fn scenario_section(
     });
 
     if let Some((name, _)) = &d.trace {
-        blocks.push(Block::Paragraph(format!(
-            "Timeline of {name}, first {} iterations: {dir}/timeline.trace.json (Chrome trace JSON: open it in \
-             ui.perfetto.dev or chrome://tracing; one track per GPU compute stream and per GPU network port).",
-            crate::collect::TRACE_ITERATIONS
-        )));
+        blocks.push(Block::Link {
+            before: format!("Timeline of {name}, first {} iterations: ", crate::collect::TRACE_ITERATIONS),
+            text: "timeline.trace.json".into(),
+            href: format!("{dir}/timeline.trace.json"),
+            after: " (Chrome trace JSON: open it in ui.perfetto.dev or chrome://tracing; one track per GPU \
+                    compute stream and per GPU network port)."
+                .into(),
+        });
     }
     blocks.push(heading(2, "Stragglers"));
     blocks.push(Block::Table {
