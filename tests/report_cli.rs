@@ -405,3 +405,49 @@ fn the_documented_example_sweep_runs() {
         serde_json::json!(["cluster.nodes=2", "workload.skew.s=0.6"])
     );
 }
+
+/// Every file under `dir`, relative path → bytes.
+fn files(dir: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                let rel = p.strip_prefix(dir).unwrap().display().to_string();
+                out.insert(rel, std::fs::read(&p).unwrap());
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn reports_are_byte_identical_whatever_the_thread_count() {
+    let dir = tempfile::tempdir().unwrap();
+    for threads in ["1", "3"] {
+        moesim()
+            .args([
+                "--threads",
+                threads,
+                "report",
+                QUICKSTART,
+                "--set",
+                "workload.iterations=3",
+                "--capacity-nodes",
+                "2",
+            ])
+            .arg("--out")
+            .arg(dir.path().join(threads))
+            .assert()
+            .success();
+    }
+    let (a, b) = (files(&dir.path().join("1")), files(&dir.path().join("3")));
+    assert!(a.len() > 20, "{} files", a.len());
+    assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
+    for (name, bytes) in &a {
+        assert!(bytes == &b[name], "{name} differs between 1 and 3 threads");
+    }
+}
