@@ -347,6 +347,13 @@ fn sharded_sweep_merged_equals_the_unsharded_run() {
         .success();
     let md = std::fs::read_to_string(report.join("index.md")).unwrap();
     assert_eq!(md_table(&md, "# Sweep nodes-skew", "point").len(), 4 * 3);
+    assert!(md.contains("(sweep-nodes-skew/throughput.svg)"));
+    moesim()
+        .arg("report")
+        .arg("--check")
+        .arg(&report)
+        .assert()
+        .success();
 }
 
 #[test]

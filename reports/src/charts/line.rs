@@ -50,6 +50,7 @@ impl Chart for LineChart {
     {
         let pts = || self.series.iter().flat_map(|s| s.points.iter());
         let (x0, x1) = bounds(pts().map(|p| p.0)).unwrap_or((0.0, 1.0));
+        let integral_x = pts().all(|p| p.0.fract() == 0.0);
         let (mut y0, mut y1) = bounds(pts().map(|p| p.1)).unwrap_or((0.0, 1.0));
         if let Some((l, _)) = &self.limit {
             y0 = y0.min(*l);
@@ -76,7 +77,14 @@ impl Chart for LineChart {
             .y_desc(self.y_label.as_str())
             .axis_desc_style((FAMILY, AXIS))
             .label_style((FAMILY, TICKS))
-            .x_label_formatter(&|v| short(*v))
+            .x_label_formatter(&|v| {
+                // Counts on the x axis (GPUs, layers, points) get no fractional ticks.
+                if integral_x && (v - v.round()).abs() > 1e-9 {
+                    String::new()
+                } else {
+                    short(*v)
+                }
+            })
             .y_label_formatter(&|v| short(*v))
             .light_line_style(WHITE.mix(0.0))
             .draw()?;

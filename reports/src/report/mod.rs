@@ -105,13 +105,14 @@ pub fn render_report(
     )];
     let mut files = Vec::new();
     let mut dirs = BTreeSet::new();
-    for d in scenarios {
-        let mut dir = slug(&d.scenario.name);
+    let mut unique = |name: &str| {
+        let mut dir = slug(name);
         while !dirs.insert(dir.clone()) {
             dir.push('_');
         }
-        let (b, figures) = scenario_section(d, &dir, opts)?;
-        blocks.extend(b);
+        dir
+    };
+    let keep = |files: &mut Vec<OutputFile>, dir: &str, figures: Vec<Figure>| {
         for fig in figures {
             files.push(OutputFile {
                 path: format!("{dir}/{}.svg", fig.name),
@@ -122,6 +123,12 @@ pub fn render_report(
                 bytes: fig.png,
             });
         }
+    };
+    for d in scenarios {
+        let dir = unique(&d.scenario.name);
+        let (b, figures) = scenario_section(d, &dir, opts)?;
+        blocks.extend(b);
+        keep(&mut files, &dir, figures);
         if let Some((_, trace)) = &d.trace {
             files.push(OutputFile {
                 path: format!("{dir}/timeline.trace.json"),
@@ -134,7 +141,14 @@ pub fn render_report(
         });
     }
     for (name, sweep) in sweeps {
-        blocks.extend(sweep::section(name, sweep));
+        let mut sec = Section {
+            dir: unique(&format!("sweep-{name}")),
+            blocks: Vec::new(),
+            figures: Vec::new(),
+        };
+        sweep::section(&mut sec, name, sweep)?;
+        blocks.extend(sec.blocks);
+        keep(&mut files, &sec.dir, sec.figures);
     }
     let doc = Document {
         title: "moesim capacity report".into(),
