@@ -6,10 +6,12 @@ use crate::load::{LoadStats, load_stats};
 use crate::trace::chrome_trace;
 use moesim_sim::Scenario;
 use moesim_sim::engine::to_ms;
+use moesim_sim::memory::rank_memory;
 use moesim_sim::plan::choose;
 use moesim_sim::result::SimulationReport;
 use moesim_sim::runner::{RunOptions, simulate_scenario};
 use moesim_sim::scenario::{ScenarioError, parse_scenario};
+use moesim_sim::strategy::ep::params_on_rank;
 use moesim_sim::timeline::iteration_timelines;
 use moesim_traces::RoutingSource;
 use serde::{Deserialize, Serialize};
@@ -37,6 +39,10 @@ pub struct Inputs {
 pub struct RankIterations {
     pub busy_ms: Vec<Vec<f64>>,
     pub tokens: Vec<Vec<f64>>,
+    /// Per rank: peak memory (GiB) over the iterations, where the strategy's memory model is known
+    /// per rank (EP: the same parameters on every rank, activations sized by the rank's own peak routed
+    /// tokens); empty otherwise. Its maximum is the strategy's `memory_peak_gib`.
+    pub memory_gib: Vec<f64>,
 }
 
 /// What to compute besides the plain simulation.
@@ -117,6 +123,17 @@ pub fn collect(
                 tokens: (0..ranks)
                     .map(|k| tl.iter().map(|t| t.tokens_received[k] as f64).collect())
                     .collect(),
+                memory_gib: if r.kind == "ep" {
+                    let params = params_on_rank(&s, st.ep_size);
+                    (0..ranks)
+                        .map(|k| {
+                            let peak = tl.iter().map(|t| t.peak_layer_tokens[k]).max().unwrap_or(0);
+                            rank_memory(&s, params, peak as f64).total_gib
+                        })
+                        .collect()
+                } else {
+                    Vec::new()
+                },
             })
         })
         .collect();
@@ -160,4 +177,93 @@ pub fn collect(
         capacity,
         trace,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use moesim_sim::runner::synthetic_routing;
+
+    const TEXT: &str = r#"
+[model]
+preset = "olmoe-1b-7b"
+layers = 3
+seq_len = 1024
+[cluster]
+preset = "dgx-h100"
+nodes = 2
+compute_noise_cv = 0.03
+[workload]
+iterations = 3
+skew = { distribution = "zipf", s = 1.1 }
+[[strategy]]
+name = "ep16"
+kind = "ep"
+ep_size = 16
+[[strategy]]
+name = "ep8"
+kind = "ep"
+ep_size = 8
+capacity_factor = 1.5
+"#;
+
+    fn data() -> ScenarioData {
+        let s = parse_scenario("c.toml", TEXT, &[]).unwrap();
+        collect(
+            "c.toml",
+            TEXT,
+            &[],
+            &synthetic_routing(&s),
+            &CollectOptions::default(),
+            "t",
+            None,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn per_rank_views_agree_with_the_aggregates() {
+        let d = data();
+        for (r, ri) in d.report.results.iter().zip(&d.rank_iterations) {
+            let ri = ri.as_ref().expect("EP has timelines");
+            assert_eq!(ri.busy_ms.len(), 16);
+            let peak = ri.memory_gib.iter().copied().fold(0.0, f64::max);
+            assert!(
+                (peak - r.memory_peak_gib).abs() < 1e-9,
+                "{}: {peak} vs {}",
+                r.strategy,
+                r.memory_peak_gib
+            );
+            assert!(
+                ri.memory_gib.iter().any(|m| *m < peak),
+                "skewed routing: not every GPU is the fullest"
+            );
+            for (k, summary) in r.per_rank.iter().enumerate() {
+                let busy = ri.busy_ms[k].iter().sum::<f64>() / 3.0;
+                let tokens = ri.tokens[k].iter().sum::<f64>() / 3.0;
+                assert!((busy - summary.busy_ms).abs() <= 1e-9 * summary.busy_ms);
+                assert!(
+                    (tokens - summary.tokens_received).abs()
+                        <= 1e-9 * summary.tokens_received.max(1.0)
+                );
+            }
+        }
+        assert_eq!(
+            d.chosen.map(|i| d.report.results[i].strategy.clone()),
+            d.report.chosen
+        );
+        assert!(d.trace.is_some());
+        assert!(d.capacity.is_empty());
+    }
+
+    #[test]
+    fn the_checksum_follows_the_routing() {
+        let s = parse_scenario("c.toml", TEXT, &[]).unwrap();
+        let other = parse_scenario("c.toml", TEXT, &["seed=1".into()]).unwrap();
+        let a = workload_checksum(&synthetic_routing(&s), 3);
+        assert_eq!(a, workload_checksum(&synthetic_routing(&s), 3));
+        assert_ne!(a, workload_checksum(&synthetic_routing(&other), 3));
+        assert_ne!(a, workload_checksum(&synthetic_routing(&s), 2));
+        assert_eq!(a.len(), 16);
+    }
 }

@@ -181,6 +181,7 @@ mod tests {
             ops,
             busy: vec![],
             tokens_received: vec![],
+            peak_layer_tokens: vec![],
             straggler: None,
         }
     }

@@ -43,6 +43,8 @@ pub struct IterationTimeline {
     pub busy: Vec<SimTime>,
     /// Per rank: tokens its experts received, summed over layers and micro-batches.
     pub tokens_received: Vec<u64>,
+    /// Per rank: the most tokens its experts received in one MoE layer (what its activations must hold).
+    pub peak_layer_tokens: Vec<u64>,
     /// The iteration's straggler and why, if it was not balanced.
     pub straggler: Option<(usize, Cause)>,
 }
@@ -123,6 +125,7 @@ pub fn iteration_timelines(
                 ops,
                 busy: run.outcome.busy,
                 tokens_received: run.tokens_received,
+                peak_layer_tokens: run.peak_layer_tokens,
                 straggler: run.outcome.straggler,
             }
         })

@@ -60,6 +60,9 @@ impl Chart for LineChart {
             y0 = y0.min(0.0);
         }
         let yr = padded(y0, y1);
+        // Room above the data for the legend (upper left), one line per entry.
+        let entries = self.series.len() + self.limit.is_some() as usize;
+        let yr = yr.start..yr.end + (yr.end - yr.start) * 0.075 * entries as f64;
         let yr = if self.y_from_zero {
             0.0f64.min(y0)..yr.end
         } else {
@@ -79,10 +82,10 @@ impl Chart for LineChart {
             .label_style((FAMILY, TICKS))
             .x_label_formatter(&|v| {
                 // Counts on the x axis (GPUs, layers, points) get no fractional ticks.
-                if integral_x && (v - v.round()).abs() > 1e-9 {
-                    String::new()
-                } else {
-                    short(*v)
+                match (integral_x, (v - v.round()).abs() < 1e-9) {
+                    (true, true) => format!("{v:.0}"),
+                    (true, false) => String::new(),
+                    (false, _) => short(*v),
                 }
             })
             .y_label_formatter(&|v| short(*v))
@@ -147,7 +150,7 @@ pub(crate) fn short(v: f64) -> String {
         format!("{:.1}M", v / 1e6)
     } else if a >= 1e4 {
         format!("{:.0}k", v / 1e3)
-    } else if a >= 100.0 || v.fract() == 0.0 {
+    } else if a >= 100.0 || a == 0.0 || (a >= 10.0 && v.fract() == 0.0) {
         format!("{v:.0}")
     } else if a >= 10.0 {
         format!("{v:.1}")
@@ -169,7 +172,8 @@ mod tests {
         assert_eq!(short(0.256), "0.26");
         assert_eq!(short(640.0), "640");
         assert_eq!(short(16.0), "16");
-        assert_eq!(short(-2.0), "-2");
+        assert_eq!(short(1.0), "1.00", "like its neighbours 0.80 and 1.20");
+        assert_eq!(short(-20.0), "-20");
     }
 
     #[test]

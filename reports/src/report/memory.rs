@@ -2,7 +2,7 @@
 
 use super::Section;
 use super::format::{f, heading};
-use crate::charts::StackedBars;
+use crate::charts::{LineChart, Series, StackedBars};
 use crate::collect::ScenarioData;
 use crate::document::Block;
 use crate::figure::{SIZE, render};
@@ -49,6 +49,34 @@ pub(super) fn section(sec: &mut Section, d: &ScenarioData) -> Result<(), String>
         "Peak memory per GPU by kind, against the memory limit (dashed).",
         SIZE,
     )?);
+    let per_rank: Vec<Series> = results
+        .iter()
+        .zip(&d.rank_iterations)
+        .filter_map(|(r, ri)| {
+            let m = &ri.as_ref()?.memory_gib;
+            (!m.is_empty()).then(|| Series {
+                name: r.strategy.clone(),
+                points: m.iter().enumerate().map(|(k, v)| (k as f64, *v)).collect(),
+            })
+        })
+        .collect();
+    if !per_rank.is_empty() {
+        let chart = LineChart {
+            title: "Peak memory per GPU".into(),
+            x_label: "GPU".into(),
+            y_label: "GiB".into(),
+            series: per_rank,
+            limit: Some((limit, format!("limit {limit:.0} GiB"))),
+            y_from_zero: true,
+            steps: false,
+        };
+        sec.figure(render(
+            &chart,
+            "memory_per_rank",
+            "Peak memory of every GPU against the memory limit: GPUs that receive more tokens hold more activations.",
+            SIZE,
+        )?);
+    }
     sec.push(Block::Table {
         header: [
             "strategy",
