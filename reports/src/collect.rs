@@ -73,7 +73,7 @@ pub struct ScenarioData {
 }
 
 /// How many iterations the report's timeline shows.
-pub const TRACE_ITERATIONS: usize = 2;
+pub const TRACE_ITERATIONS: usize = 1;
 
 /// FNV-1a over the routing counts of the first `iterations` iterations: two reports with the same
 /// checksum saw the same tokens go to the same experts.

@@ -119,7 +119,10 @@ pub(super) fn section(sec: &mut Section, d: &ScenarioData) -> Result<(), String>
 
     if let Some((name, _)) = &d.trace {
         sec.push(Block::Link {
-            before: format!("Timeline of {name}, first {} iterations: ", crate::collect::TRACE_ITERATIONS),
+            before: format!(
+                "Timeline of {name}, iterations 0..{}: ",
+                crate::collect::TRACE_ITERATIONS
+            ),
             text: "timeline.trace.json".into(),
             href: format!("{dir}/timeline.trace.json"),
             after: " (Chrome trace JSON: open it in ui.perfetto.dev or chrome://tracing; one track per GPU \
