@@ -2,9 +2,10 @@
 //! GPUs for the target throughput".
 //!
 //! Each point is an ordinary simulation of the scenario with `--set cluster.nodes=N` added to its
-//! overrides. A strategy whose `ep_size` does not divide the GPU count at that size has no point there
-//! (its EP groups would not tile the cluster); strategies without an `ep_size` follow the cluster
-//! (`min(GPUs, experts)`), as they do in the scenario itself.
+//! overrides. Strategies without an `ep_size` follow the cluster (`min(GPUs, experts)`), as they do in the
+//! scenario itself. A strategy whose `ep_size` (given or defaulted) does not divide both the GPU count and
+//! the expert count at a size has no point there: its EP groups would not tile the cluster, and the
+//! scenario itself would not resolve at that size.
 
 use moesim_sim::result::StrategyResult;
 use moesim_sim::runner::{RunOptions, simulate_strategy, synthetic_routing};
@@ -97,19 +98,18 @@ pub fn capacity_curve(
     for &nodes in node_counts {
         let mut sets = overrides.to_vec();
         sets.push(format!("cluster.nodes={nodes}"));
-        // Resolve the cluster with every explicit ep_size set to 1 (always valid) to learn its GPU count.
+        // Resolve the cluster with every ep_size set to 1 (always valid) to learn its GPU and expert counts.
         let probe = parse_scenario(file, text, &{
             let mut p = sets.clone();
-            for (i, _) in explicit.iter().enumerate().filter(|(_, e)| e.is_some()) {
-                p.push(format!("strategy.{i}.ep_size=1"));
-            }
+            p.extend((0..explicit.len()).map(|i| format!("strategy.{i}.ep_size=1")));
             p
         })?;
-        let gpus = probe.cluster.gpus();
+        let (gpus, experts) = (probe.cluster.gpus(), probe.model.experts);
         let mut skip = Vec::new();
         for (i, e) in explicit.iter().enumerate() {
-            if let Some(e) = *e
-                && (e <= 0 || !gpus.is_multiple_of(e as usize))
+            // The size the scenario asks for, or the default it would resolve to at this size.
+            let ep = e.unwrap_or(gpus.min(experts) as i64);
+            if ep <= 0 || !gpus.is_multiple_of(ep as usize) || !experts.is_multiple_of(ep as usize)
             {
                 sets.push(format!("strategy.{i}.ep_size=1"));
                 skip.push(i);
@@ -248,6 +248,15 @@ kind = "ep"
                 );
             }
         }
+    }
+
+    #[test]
+    fn sizes_where_a_strategy_cannot_tile_leave_only_that_strategy_out() {
+        // Three nodes: 24 GPUs. ep16 does not divide 24; the default min(24, 64) = 24 does not divide 64.
+        let points = capacity_curve("c.toml", TEXT, &[], &[3], None).unwrap();
+        let names: Vec<&str> = points.iter().map(|p| p.strategy.as_str()).collect();
+        assert_eq!(names, ["ep8"]);
+        assert_eq!(points[0].gpus, 24);
     }
 
     #[test]
