@@ -18,6 +18,11 @@ pub(super) fn section(
     let limit = d.scenario.objective.memory_limit_gib;
     if !d.capacity.is_empty() {
         sec.push(heading(2, "Capacity: how many GPUs"));
+        sec.push(Block::Paragraph(
+            "Each point is a separate simulation of the scenario at that cluster size (--set cluster.nodes=N), \
+             on its synthetic workload; a strategy whose EP groups cannot tile a size has no point there."
+                .into(),
+        ));
         let names: Vec<String> = d
             .capacity
             .iter()
