@@ -87,7 +87,7 @@ impl Chart for StackedBars {
         chart.draw_series(totals.iter().enumerate().map(|(c, t)| {
             Text::new(
                 short(*t),
-                (c as f64 - 0.1, *t + top * 0.01),
+                (c as f64 - 0.1, *t + top * 0.055),
                 (FAMILY, TICKS).into_font(),
             )
         }))?;
