@@ -54,6 +54,8 @@ enum Command {
         /// Print one JSON object instead of a table.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        timeline: commands::timeline::TimelineArgs,
     },
     /// Simulate every strategy, choose the best under the objective, and write plan.json.
     Plan {
@@ -74,6 +76,10 @@ enum Command {
     },
     /// Place experts (with replicas) on GPUs from a load history, beside the EPLB baseline.
     Place(commands::place::PlaceArgs),
+    /// Write a capacity report (Markdown, HTML, SVG/PNG figures) for scenarios and merged sweeps.
+    Report(commands::report::ReportArgs),
+    /// Run one shard of a sweep of scenario variants, or merge the shards (`moesim sweep merge DIR`).
+    Sweep(commands::sweep::SweepArgs),
 }
 
 fn main() -> ExitCode {
@@ -96,7 +102,13 @@ fn main() -> ExitCode {
             args,
             strategy,
             json,
-        } => commands::simulate::run(&args, strategy.as_deref(), json, cli.quiet),
+            timeline,
+        } => {
+            commands::simulate::run(&args, strategy.as_deref(), json, cli.quiet).and_then(|code| {
+                commands::timeline::run(&args, strategy.as_deref(), &timeline, cli.quiet)
+                    .map(|()| code)
+            })
+        }
         Command::Plan {
             args,
             out,
@@ -105,6 +117,8 @@ fn main() -> ExitCode {
             top,
         } => commands::plan::run(&args, &out, json, cli.quiet, search.then_some(top)),
         Command::Place(args) => commands::place::run(&args),
+        Command::Report(a) => commands::report::run(&a, cli.quiet),
+        Command::Sweep(a) => commands::sweep::run(&a, cli.quiet),
     };
     match result {
         Ok(code) => code,

@@ -39,6 +39,7 @@ pub mod scenario;
 pub mod search;
 pub mod stats;
 pub mod strategy;
+pub mod timeline;
 pub mod topology;
 
 pub use scenario::Scenario;

@@ -1,3 +1,6 @@
 pub mod place;
 pub mod plan;
+pub mod report;
 pub mod simulate;
+pub mod sweep;
+pub mod timeline;

@@ -79,6 +79,13 @@ pub struct EpWorkspace {
     scratch_ops: Vec<OpId>,
 }
 
+impl EpWorkspace {
+    /// The operation graph of the last simulated iteration, with its timings (for timeline export).
+    pub fn graph(&self) -> &IterationGraph {
+        &self.graph
+    }
+}
+
 /// One EP iteration's outcome with its routing facts.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EpIteration {
