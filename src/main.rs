@@ -55,6 +55,8 @@ enum Command {
         /// Print one JSON object instead of a table.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        timeline: commands::timeline::TimelineArgs,
     },
     /// Simulate every strategy, choose the best under the objective, and write plan.json.
     Plan {
@@ -66,6 +68,12 @@ enum Command {
         /// Print one JSON object instead of a table.
         #[arg(long)]
         json: bool,
+        /// Expand every strategy over its knobs and search all candidates.
+        #[arg(long)]
+        search: bool,
+        /// With --search: how many of the best candidates to print.
+        #[arg(long, default_value_t = 10)]
+        top: usize,
     },
     /// Import, export, inspect, fit, rescale and generate routing traces.
     #[command(subcommand)]
@@ -74,6 +82,12 @@ enum Command {
     Calibrate(commands::calibrate::CalibrateArgs),
     /// Run a plan's per-rank expert work on this host's GPU and compare it with the prediction (needs a GPU).
     Validate(commands::validate::ValidateArgs),
+    /// Place experts (with replicas) on GPUs from a load history, beside the EPLB baseline.
+    Place(commands::place::PlaceArgs),
+    /// Write a capacity report (Markdown, HTML, SVG/PNG figures) for scenarios and merged sweeps.
+    Report(commands::report::ReportArgs),
+    /// Run one shard of a sweep of scenario variants, or merge the shards (`moesim sweep merge DIR`).
+    Sweep(commands::sweep::SweepArgs),
 }
 
 fn main() -> ExitCode {
@@ -96,11 +110,26 @@ fn main() -> ExitCode {
             args,
             strategy,
             json,
-        } => commands::simulate::run(&args, strategy.as_deref(), json, cli.quiet),
-        Command::Plan { args, out, json } => commands::plan::run(&args, &out, json, cli.quiet),
+            timeline,
+        } => {
+            commands::simulate::run(&args, strategy.as_deref(), json, cli.quiet).and_then(|code| {
+                commands::timeline::run(&args, strategy.as_deref(), &timeline, cli.quiet)
+                    .map(|()| code)
+            })
+        }
+        Command::Plan {
+            args,
+            out,
+            json,
+            search,
+            top,
+        } => commands::plan::run(&args, &out, json, cli.quiet, search.then_some(top)),
         Command::Trace(cmd) => commands::trace::run(cmd, cli.quiet),
         Command::Calibrate(a) => commands::calibrate::run(&a, cli.quiet),
         Command::Validate(a) => commands::validate::run(&a, cli.quiet),
+        Command::Place(args) => commands::place::run(&args),
+        Command::Report(a) => commands::report::run(&a, cli.quiet),
+        Command::Sweep(a) => commands::sweep::run(&a, cli.quiet),
     };
     match result {
         Ok(code) => code,

@@ -25,14 +25,21 @@ pub fn write_atomic(path: &Path, contents: &[u8]) -> miette::Result<()> {
 
 /// A progress bar over `total` simulated iterations on stderr (hidden when quiet or not a terminal).
 pub fn progress(total: u64, quiet: bool) -> ProgressBar {
+    progress_items(total, "iterations", quiet)
+}
+
+/// A progress bar over `total` things called `unit`.
+pub fn progress_items(total: u64, unit: &str, quiet: bool) -> ProgressBar {
     if quiet {
         return ProgressBar::hidden();
     }
     let bar = ProgressBar::new(total);
     bar.set_style(
-        ProgressStyle::with_template("{spinner} {msg} [{bar:30}] {pos}/{len} iterations ({eta})")
-            .expect("valid template")
-            .progress_chars("=> "),
+        ProgressStyle::with_template(&format!(
+            "{{spinner}} {{msg}} [{{bar:30}}] {{pos}}/{{len}} {unit} ({{eta}})"
+        ))
+        .expect("valid template")
+        .progress_chars("=> "),
     );
     bar
 }

@@ -28,15 +28,19 @@
 pub mod collective;
 pub mod collective_sparse;
 pub mod engine;
+pub mod forecast;
 pub mod iteration;
 pub mod memory;
 pub mod phase;
+pub mod placement;
 pub mod plan;
 pub mod result;
 pub mod runner;
 pub mod scenario;
+pub mod search;
 pub mod stats;
 pub mod strategy;
+pub mod timeline;
 pub mod topology;
 
 pub use scenario::Scenario;

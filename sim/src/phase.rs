@@ -29,11 +29,13 @@ pub enum Phase {
     ExpertFetch,
     /// FSSDP heterogeneous re-sharding: owners' parameters and optimizer state moved to new owners.
     Reshard,
+    /// EP with replication: expert copies (and their optimizer state) moved to a new placement.
+    Rebalance,
 }
 
 impl Phase {
-    /// Phases every result reports; `Spag`, `Sprs`, `Reshard` (FSSDP) and `ExpertFetch` (offloading) are
-    /// reported only by the strategies that have them.
+    /// Phases every result reports; `Spag`, `Sprs`, `Reshard` (FSSDP), `ExpertFetch` (offloading) and
+    /// `Rebalance` (EP with replication) are reported only by the strategies that have them.
     pub const REPORTED: [Phase; 6] = [
         Phase::DenseCompute,
         Phase::Dispatch,
@@ -42,7 +44,7 @@ impl Phase {
         Phase::GradSync,
         Phase::Optimizer,
     ];
-    pub const COUNT: usize = 11;
+    pub const COUNT: usize = 12;
 
     pub fn name(self) -> &'static str {
         match self {
@@ -57,6 +59,7 @@ impl Phase {
             Phase::Sprs => "sprs",
             Phase::ExpertFetch => "expert_fetch",
             Phase::Reshard => "reshard",
+            Phase::Rebalance => "rebalance",
         }
     }
 

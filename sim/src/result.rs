@@ -53,6 +53,25 @@ pub struct StrategyResult {
     /// Offloading figures (kind "offload" only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub offload: Option<OffloadStats>,
+    /// EP with replication: the final plan per MoE layer and what re-planning cost.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replication: Option<ReplicationResult>,
+    /// Straggler prediction for the window after `workload.plan_until`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forecast: Option<crate::forecast::ForecastResult>,
+}
+
+/// What an `ep-replicated` run placed and moved.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReplicationResult {
+    pub slots_per_gpu: usize,
+    pub replan_interval: usize,
+    pub method: crate::scenario::file::PlacementMethod,
+    pub token_split: crate::scenario::file::TokenSplit,
+    /// Expert copies moved (all layers, one EP group) at each re-plan.
+    pub moved_copies_per_replan: Vec<usize>,
+    /// `placement_per_layer[layer][rank]`: experts on each rank of one EP group in the final plan.
+    pub placement_per_layer: Vec<Vec<Vec<usize>>>,
 }
 
 /// A rank that held iterations up.

@@ -5,6 +5,7 @@
 
 use crate::collective::Cause;
 use crate::engine::to_ms;
+use crate::forecast::{self, ForecastRouting};
 use crate::iteration::IterationGraph;
 use crate::memory::MemoryBreakdown;
 use crate::phase::Phase;
@@ -83,7 +84,7 @@ pub fn simulate_strategy(
     );
     let iterations = s.workload.iterations.min(routing.iterations());
     match strategy.kind {
-        StrategyKind::Ep => {}
+        StrategyKind::Ep | StrategyKind::EpReplicated => {}
         StrategyKind::Fssdp => return simulate_fssdp(s, strategy, topo, cost, routing, opts),
         StrategyKind::Offload => {
             let tokens = TokenRouting::synthetic(s);
@@ -91,7 +92,63 @@ pub fn simulate_strategy(
         }
     }
     let model = EpModel::new(s, strategy, topo, cost, routing);
-    let runs: Vec<_> = (0..iterations)
+    let runs = run_ep_iterations(&model, 0..iterations, opts);
+    let peak_tokens = runs
+        .iter()
+        .flat_map(|r| r.peak_layer_tokens.iter().copied())
+        .max()
+        .unwrap_or(0);
+    let memory = model.memory(peak_tokens);
+    let replicated = strategy.kind == StrategyKind::EpReplicated;
+    let mut result = summarize(
+        s,
+        strategy,
+        if replicated { "ep-replicated" } else { "ep" },
+        &runs,
+        memory,
+        model.placement(),
+        if replicated { &[Phase::Rebalance] } else { &[] },
+        started,
+        opts,
+    );
+    result.replication = strategy
+        .replication
+        .map(|r| crate::result::ReplicationResult {
+            slots_per_gpu: r.slots_per_gpu,
+            replan_interval: r.replan_interval,
+            method: r.method,
+            token_split: r.token_split,
+            moved_copies_per_replan: model.moved_copies_per_replan().to_vec(),
+            placement_per_layer: model.placement_per_layer(),
+        });
+    result.forecast = s
+        .workload
+        .plan_until
+        .filter(|&u| u < iterations)
+        .map(|until| {
+            // The predictor sees iterations before `until` and draws the rest; its compute noise is its own.
+            let mut predicted_scenario = s.clone();
+            predicted_scenario.seed = moesim_traces::rng::derive_seed(s.seed, &[0x7072_6564]);
+            let forecast_routing = ForecastRouting::fit(routing, until, predicted_scenario.seed);
+            let predictor =
+                EpModel::new(&predicted_scenario, strategy, topo, cost, &forecast_routing);
+            let predicted = run_ep_iterations(&predictor, until..iterations, opts);
+            forecast::compare(
+                until,
+                &summaries(&predicted),
+                &result.per_iteration[until..],
+            )
+        });
+    result
+}
+
+/// Simulates iterations `range` of an EP model in parallel, collected in order.
+fn run_ep_iterations(
+    model: &EpModel,
+    range: std::ops::Range<usize>,
+    opts: RunOptions,
+) -> Vec<EpIteration> {
+    range
         .into_par_iter()
         .map_init(EpWorkspace::default, |ws, it| {
             let r = model.simulate_iteration(it, ws);
@@ -100,24 +157,18 @@ pub fn simulate_strategy(
             }
             r
         })
-        .collect();
-    let peak_tokens = runs
-        .iter()
-        .flat_map(|r| r.peak_layer_tokens.iter().copied())
-        .max()
-        .unwrap_or(0);
-    let memory = model.memory(peak_tokens);
-    summarize(
-        s,
-        strategy,
-        "ep",
-        &runs,
-        memory,
-        model.placement(),
-        &[],
-        started,
-        opts,
-    )
+        .collect()
+}
+
+/// One summary line per iteration.
+fn summaries(runs: &[EpIteration]) -> Vec<IterationSummary> {
+    runs.iter()
+        .map(|r| IterationSummary {
+            step_ms: to_ms(r.outcome.step),
+            critical_rank: r.outcome.straggler.map(|x| x.0),
+            cause: r.outcome.straggler.map(|x| x.1),
+        })
+        .collect()
 }
 
 /// Simulates an FSSDP strategy.
@@ -337,14 +388,7 @@ fn summarize(
             }
         })
         .collect();
-    let per_iteration = runs
-        .iter()
-        .map(|r| IterationSummary {
-            step_ms: to_ms(r.outcome.step),
-            critical_rank: r.outcome.straggler.map(|x| x.0),
-            cause: r.outcome.straggler.map(|x| x.1),
-        })
-        .collect();
+    let per_iteration = summaries(runs);
     let routed: u64 = runs.iter().map(|r| r.routed).sum();
     let dropped: u64 = runs.iter().map(|r| r.dropped).sum();
     let tokens_per_s = if step_time_ms.mean > 0.0 {
@@ -377,5 +421,7 @@ fn summarize(
         ep_size: strategy.ep_size,
         fssdp: None,
         offload: None,
+        replication: None,
+        forecast: None,
     }
 }

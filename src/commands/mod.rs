@@ -1,5 +1,9 @@
 pub mod calibrate;
+pub mod place;
 pub mod plan;
+pub mod report;
 pub mod simulate;
+pub mod sweep;
+pub mod timeline;
 pub mod trace;
 pub mod validate;

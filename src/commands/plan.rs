@@ -7,23 +7,40 @@ use moesim_sim::runner::{RunOptions, simulate_scenario};
 use std::path::Path;
 use std::process::ExitCode;
 
-pub fn run(args: &ScenarioArgs, out: &Path, json: bool, quiet: bool) -> miette::Result<ExitCode> {
+pub fn run(
+    args: &ScenarioArgs,
+    out: &Path,
+    json: bool,
+    quiet: bool,
+    search: Option<usize>,
+) -> miette::Result<ExitCode> {
     let s = load::scenario(args)?;
     let routing = load::routing(args, &s)?;
     let cost = crate::profile_load::cost_model(&args.scenario, &s)?;
-    let bar = output::progress((s.workload.iterations * s.strategies.len()) as u64, quiet);
-    bar.set_message(s.name.clone());
-    let tick = || bar.inc(1);
-    let mut report = simulate_scenario(
-        &s,
-        routing.as_ref(),
-        cost.as_ref().map(|c| c as &dyn moesim_calibrate::CostModel),
-        RunOptions {
-            timing: !args.no_timing,
-            progress: Some(&tick),
-        },
-    );
-    bar.finish_and_clear();
+    let cost = cost.as_ref().map(|c| c as &dyn moesim_calibrate::CostModel);
+    let opts = |progress| RunOptions {
+        timing: !args.no_timing,
+        progress,
+    };
+    let (s, mut report) = match search {
+        Some(_) => {
+            let n = moesim_sim::search::candidates(&s).len();
+            let bar = output::progress_items(n as u64, "candidates", quiet);
+            bar.set_message(format!("{} search", s.name));
+            let tick = || bar.inc(1);
+            let r = moesim_sim::search::search(&s, routing.as_ref(), cost, opts(Some(&tick)));
+            bar.finish_and_clear();
+            r
+        }
+        None => {
+            let bar = output::progress((s.workload.iterations * s.strategies.len()) as u64, quiet);
+            bar.set_message(s.name.clone());
+            let tick = || bar.inc(1);
+            let report = simulate_scenario(&s, routing.as_ref(), cost, opts(Some(&tick)));
+            bar.finish_and_clear();
+            (s, report)
+        }
+    };
     let chosen = choose(&report, &s);
     report.chosen = chosen.map(|i| report.results[i].strategy.clone());
     let plan_path = out.join("plan.json");
@@ -51,7 +68,23 @@ pub fn run(args: &ScenarioArgs, out: &Path, json: bool, quiet: bool) -> miette::
             s.cluster.gpus(),
             routing.describe()
         );
-        print!("{}", table::comparison(&report.results, chosen));
+        match search {
+            Some(top) => {
+                let ranked = moesim_sim::search::ranking(&report, &s);
+                println!(
+                    "searched {} candidates; the best {}:",
+                    report.results.len(),
+                    top.min(ranked.len())
+                );
+                let shown: Vec<_> = ranked
+                    .iter()
+                    .take(top)
+                    .map(|&i| report.results[i].clone())
+                    .collect();
+                print!("{}", table::comparison(&shown, chosen.map(|_| 0)));
+            }
+            None => print!("{}", table::comparison(&report.results, chosen)),
+        }
         if let Some(i) = chosen {
             println!(
                 "\nchosen: {} — {}",

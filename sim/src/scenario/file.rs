@@ -105,6 +105,9 @@ pub struct WorkloadSection {
     pub shuffle_per_layer: bool,
     /// A routing trace to replay instead of synthetic routing.
     pub trace: Option<String>,
+    /// Predict the window after this iteration from the routing before it, and report the error against
+    /// the simulated window (straggler prediction).
+    pub plan_until: Option<usize>,
 }
 
 impl Default for WorkloadSection {
@@ -116,6 +119,7 @@ impl Default for WorkloadSection {
             skew: default_skew(),
             shuffle_per_layer: true,
             trace: None,
+            plan_until: None,
         }
     }
 }
@@ -182,6 +186,30 @@ pub enum StrategyKind {
     Fssdp,
     /// Experts offloaded to host memory or SSD behind a per-layer GPU expert cache (inference).
     Offload,
+    /// Expert parallelism with replicated hot experts, re-planned from a load forecast.
+    EpReplicated,
+}
+
+/// Who builds an `ep-replicated` placement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PlacementMethod {
+    /// moesim's planner (duplicate-free, node-spread, local search, stable re-plans).
+    #[default]
+    Moesim,
+    /// DeepSeek's EPLB (the baseline production runtimes ship).
+    Eplb,
+}
+
+/// How an expert's tokens are split over its copies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TokenSplit {
+    /// Evenly over all copies.
+    #[default]
+    Even,
+    /// Evenly over the copies in the source's node if there are any, else over all copies.
+    LocalFirst,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -194,9 +222,18 @@ pub struct StrategySection {
     /// Token dropping above `capacity_factor × mean tokens per expert` (none if unset).
     pub capacity_factor: Option<f64>,
 
-    // FSSDP knobs (kind = "fssdp").
-    /// Iterations in the moving-average load forecast (default 5).
+    // EP with replication (kind = "ep-replicated").
+    /// Expert slots per GPU (default: experts / ep_size + 1).
+    pub slots_per_gpu: Option<usize>,
+    /// Iterations between re-plans (default 10; the first plan is made after the first interval).
+    pub replan_interval: Option<usize>,
+    pub placement: Option<PlacementMethod>,
+    pub token_split: Option<TokenSplit>,
+
+    /// Iterations in the moving-average load forecast (fssdp: default 5; ep-replicated: default all seen).
     pub forecast_window: Option<usize>,
+
+    // FSSDP knobs (kind = "fssdp").
     /// Memory cap m: experts a rank may materialize per layer beyond those it owns.
     pub memory_cap_experts: Option<usize>,
     /// Overlap degree t: experts one spAG can hide behind the dense compute (derived when unset).

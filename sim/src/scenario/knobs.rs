@@ -138,6 +138,7 @@ impl Resolver<'_> {
         ];
         let kind_name = match s.kind {
             StrategyKind::Ep => "ep",
+            StrategyKind::EpReplicated => "ep-replicated",
             StrategyKind::Fssdp => "fssdp",
             StrategyKind::Offload => "offload",
         };
@@ -158,6 +159,12 @@ impl Resolver<'_> {
         match s.kind {
             StrategyKind::Ep => {
                 reject(&fssdp_set, "fssdp")?;
+                reject(&offload_set, "offload")?;
+                Ok((None, None))
+            }
+            StrategyKind::EpReplicated => {
+                // forecast_window is a knob of both; the rest of FSSDP's are not.
+                reject(&fssdp_set[1..], "fssdp")?;
                 reject(&offload_set, "offload")?;
                 Ok((None, None))
             }

@@ -47,6 +47,8 @@ pub struct Workload {
     pub shuffle_per_layer: bool,
     /// Trace path as written in the scenario (relative to the scenario file).
     pub trace: Option<String>,
+    /// Straggler prediction: forecast the iterations from here on from those before.
+    pub plan_until: Option<usize>,
 }
 
 /// One strategy to simulate.
@@ -62,6 +64,18 @@ pub struct Strategy {
     /// Set for kind "offload".
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub offload: Option<knobs::OffloadKnobs>,
+    /// Replication settings (kind `ep-replicated` only).
+    pub replication: Option<Replication>,
+}
+
+/// How `ep-replicated` places and re-plans copies of experts.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Replication {
+    pub slots_per_gpu: usize,
+    pub replan_interval: usize,
+    pub forecast_window: usize,
+    pub method: file::PlacementMethod,
+    pub token_split: file::TokenSplit,
 }
 
 /// What `plan` optimises, under which memory limit.
@@ -175,7 +189,20 @@ impl Resolver<'_> {
             skew: w.skew,
             shuffle_per_layer: w.shuffle_per_layer,
             trace: w.trace.clone(),
+            plan_until: w.plan_until,
         };
+        if let Some(u) = w.plan_until
+            && (u == 0 || u >= w.iterations)
+        {
+            return Err(self.error(
+                "workload.plan_until",
+                format!(
+                    "{u} leaves no history or no window to predict ({} iterations)",
+                    w.iterations
+                ),
+                format!("expected 1..{}", w.iterations),
+            ));
+        }
         let training = self.training(&raw.training)?;
         let strategies = self.strategies(&raw, &model, &cluster)?;
         let objective = self.objective(&raw.objective, &cluster)?;
@@ -514,26 +541,87 @@ impl Resolver<'_> {
             }
             let gpus = c.gpus();
             let (fssdp, offload) = self.strategy_knobs(i, s, m, c, raw.workload.mode)?;
+            let replicated = s.kind == StrategyKind::EpReplicated;
             let ep_size = match s.kind {
-                StrategyKind::Ep => s.ep_size.unwrap_or_else(|| gpus.min(m.experts)),
+                StrategyKind::Ep | StrategyKind::EpReplicated => {
+                    s.ep_size.unwrap_or_else(|| gpus.min(m.experts))
+                }
                 // FSSDP shards over every rank; offloading keeps every expert reachable from each GPU.
                 StrategyKind::Fssdp => gpus,
                 StrategyKind::Offload => 1,
             };
-            if s.kind == StrategyKind::Ep
-                && (ep_size == 0
-                    || !gpus.is_multiple_of(ep_size)
-                    || !m.experts.is_multiple_of(ep_size))
-            {
+            let ep_kind = matches!(s.kind, StrategyKind::Ep | StrategyKind::EpReplicated);
+            // Copies let ep-replicated hold any expert count; plain EP splits experts evenly.
+            let experts_ok = replicated || m.experts.is_multiple_of(ep_size.max(1));
+            if ep_kind && (ep_size == 0 || !gpus.is_multiple_of(ep_size) || !experts_ok) {
                 return Err(self.error(
                     &p("ep_size"),
-                    format!(
-                        "ep_size = {ep_size} must divide both the GPU count ({gpus}) and the expert count ({})",
-                        m.experts
-                    ),
+                    if replicated {
+                        format!("ep_size = {ep_size} must divide the GPU count ({gpus})")
+                    } else {
+                        format!(
+                            "ep_size = {ep_size} must divide both the GPU count ({gpus}) and the expert count ({})",
+                            m.experts
+                        )
+                    },
                     "expected a common divisor",
                 ));
             }
+            let replication_knobs = [
+                ("slots_per_gpu", s.slots_per_gpu.is_some()),
+                ("replan_interval", s.replan_interval.is_some()),
+                // forecast_window belongs to FSSDP too (checked with its knobs).
+                (
+                    "forecast_window",
+                    s.forecast_window.is_some() && s.kind != StrategyKind::Fssdp,
+                ),
+                ("placement", s.placement.is_some()),
+                ("token_split", s.token_split.is_some()),
+            ];
+            if !replicated && let Some((knob, _)) = replication_knobs.iter().find(|(_, set)| *set) {
+                return Err(self.error(
+                    &p(knob),
+                    format!("`{knob}` applies only to kind = \"ep-replicated\""),
+                    "not a knob of this kind",
+                ));
+            }
+            let replication = if replicated {
+                let slots = s.slots_per_gpu.unwrap_or(m.experts.div_ceil(ep_size) + 1);
+                if slots * ep_size < m.experts || slots > m.experts || slots == 0 {
+                    return Err(self.error(
+                        &p("slots_per_gpu"),
+                        format!(
+                            "{slots} slots on {ep_size} GPUs cannot hold {} experts once each without two copies on one GPU",
+                            m.experts
+                        ),
+                        format!("expected {}..={}", m.experts.div_ceil(ep_size), m.experts),
+                    ));
+                }
+                let interval = s.replan_interval.unwrap_or(10);
+                if interval == 0 {
+                    return Err(self.error(
+                        &p("replan_interval"),
+                        "must be at least 1",
+                        "expected iterations",
+                    ));
+                }
+                if s.forecast_window == Some(0) {
+                    return Err(self.error(
+                        &p("forecast_window"),
+                        "must be at least 1",
+                        "expected iterations",
+                    ));
+                }
+                Some(Replication {
+                    slots_per_gpu: slots,
+                    replan_interval: interval,
+                    forecast_window: s.forecast_window.unwrap_or(usize::MAX),
+                    method: s.placement.unwrap_or_default(),
+                    token_split: s.token_split.unwrap_or_default(),
+                })
+            } else {
+                None
+            };
             if let Some(cf) = s.capacity_factor
                 && (cf.is_nan() || cf <= 0.0)
             {
@@ -550,6 +638,7 @@ impl Resolver<'_> {
                 capacity_factor: s.capacity_factor,
                 fssdp,
                 offload,
+                replication,
             });
         }
         Ok(out)

@@ -8,20 +8,33 @@
 //! (dense parameters over all ranks, expert parameters over their replicas) and the optimizer step.
 //! With a capacity factor, an expert keeps at most `capacity_factor × mean tokens per expert` of its group's
 //! tokens (each source's share scaled down alike); the rest are dropped and neither sent nor computed.
+//!
+//! `ep-replicated` gives every GPU `slots_per_gpu` expert slots and places copies of hot experts from a load
+//! forecast (`crate::placement`): the first window uses a plan for uniform load, and every
+//! `replan_interval` iterations a new plan is made from the loads of all earlier iterations. A source's
+//! tokens for an expert split over its copies (evenly, or within the source's node first). Moving copies
+//! costs their weights (and, in training, optimizer state) over the network at the start of the iteration
+//! that uses the new plan (phase `rebalance`); copies of an expert all-reduce their gradients.
 
 use crate::collective::{AllToAllScratch, Cause, RankTransfer, all_reduce_s, all_to_all};
 use crate::engine::{OpId, SimTime, ps};
 use crate::iteration::{IterationGraph, IterationOutcome, OpInfo, Stream};
 use crate::memory::{MemoryBreakdown, ParamsOnRank, rank_memory};
 use crate::phase::Phase;
+use crate::placement::forecast::{Forecast, forecast};
+use crate::placement::search::{PlaceOptions, place_with_history};
+use crate::placement::{LayerPlacement, eplb::eplb};
 use crate::scenario::file::Mode;
+use crate::scenario::file::{PlacementMethod, TokenSplit};
 use crate::scenario::{Scenario, Strategy};
+use crate::strategy::layout::{LayerLayout, Layout};
 use crate::strategy::shared::{
     dense_forward_s, experts_forward_s, optimizer_s, rank_slowdown, scaled,
 };
 use crate::topology::Topology;
 use moesim_calibrate::CostModel;
 use moesim_traces::{IterationRouting, RoutingShape, RoutingSource};
+use rayon::prelude::*;
 
 /// Everything about an EP run that does not change between iterations.
 pub struct EpModel<'a> {
@@ -31,10 +44,20 @@ pub struct EpModel<'a> {
     pub cost: &'a dyn CostModel,
     pub routing: &'a dyn RoutingSource,
     ep_size: usize,
-    experts_per_rank: usize,
+    slots_per_gpu: usize,
+    token_split: TokenSplit,
+    /// Iterations each layout serves.
+    window: usize,
+    /// One layout per planning window.
+    layouts: Vec<Layout>,
+    /// Per window: seconds each group rank spends receiving moved copies before the window's first iteration.
+    rebalance_s: Vec<Vec<f64>>,
+    /// Per window: expert copies moved at its start (all layers, one group).
+    moved_copies: Vec<usize>,
     dense_fwd_s: [f64; 2],
     lm_head_s: f64,
-    grad_sync_s: f64,
+    /// Per window: gradient synchronisation seconds.
+    grad_sync_s: Vec<f64>,
     optimizer_s: f64,
 }
 
@@ -47,12 +70,20 @@ pub struct EpWorkspace {
     kept: Vec<u32>,
     bytes: Vec<f64>,
     bytes_t: Vec<f64>,
-    local_tokens: Vec<u32>,
+    tokens_at: Vec<u32>,
+    slot_tokens: Vec<u32>,
     dispatch: Vec<RankTransfer>,
     combine: Vec<RankTransfer>,
     expert_s: Vec<f64>,
     prev: Vec<Option<OpId>>,
     scratch_ops: Vec<OpId>,
+}
+
+impl EpWorkspace {
+    /// The operation graph of the last simulated iteration, with its timings (for timeline export).
+    pub fn graph(&self) -> &IterationGraph {
+        &self.graph
+    }
 }
 
 /// One EP iteration's outcome with its routing facts.
@@ -80,29 +111,183 @@ impl<'a> EpModel<'a> {
         let s = scenario;
         let g = s.cluster.gpus();
         let ep_size = strategy.ep_size;
-        let experts_per_rank = s.model.experts / ep_size;
+        let m = &s.model;
+        let experts = m.experts;
+        let moe_layers = m.moe_layers();
+        let rep = strategy.replication;
+        let slots_per_gpu = rep.map_or(experts / ep_size, |r| r.slots_per_gpu);
+        let iterations = s.workload.iterations.min(routing.iterations());
+        let window = rep.map_or(usize::MAX, |r| r.replan_interval);
+        let windows = if rep.is_some() {
+            iterations.div_ceil(window).max(1)
+        } else {
+            1
+        };
+        let gpus_per_node = s.cluster.gpus_per_node.min(ep_size);
+
+        // Placements: static EP is contiguous; replicated EP plans window 0 for uniform load, then each
+        // window from the loads of every earlier iteration (all groups share one placement).
+        let mut placements: Vec<Vec<LayerPlacement>> = Vec::with_capacity(windows);
+        if let Some(r) = rep {
+            let history: Vec<Vec<Vec<f64>>> = (0..((windows - 1) * window).min(iterations))
+                .into_par_iter()
+                .map(|it| {
+                    let routing_it = routing.iteration(it);
+                    (0..moe_layers)
+                        .map(|l| {
+                            let mut loads = vec![0.0; experts];
+                            for mb in 0..routing_it.shape.micro_batches {
+                                for (e, x) in routing_it.expert_loads(mb, l).into_iter().enumerate()
+                                {
+                                    loads[e] += x as f64;
+                                }
+                            }
+                            loads
+                        })
+                        .collect()
+                })
+                .collect();
+            let mut o = PlaceOptions::new(ep_size, r.slots_per_gpu, gpus_per_node);
+            // A dispatch that serves tokens inside their node needs the same number of copies per node.
+            o.node_balanced = r.token_split == TokenSplit::LocalFirst;
+            for w in 0..windows {
+                let seen = &history[..(w * window).min(history.len())];
+                let layer_plans: Vec<LayerPlacement> = (0..moe_layers)
+                    .into_par_iter()
+                    .map(|l| {
+                        let past: Vec<&[f64]> = seen.iter().map(|it| it[l].as_slice()).collect();
+                        let mean = if past.is_empty() {
+                            vec![1.0; experts]
+                        } else {
+                            forecast(
+                                &past,
+                                Forecast::MovingAverage {
+                                    window: r.forecast_window,
+                                },
+                            )
+                            .0
+                        };
+                        let prev = placements.last().map(|p: &Vec<LayerPlacement>| &p[l]);
+                        match r.method {
+                            PlacementMethod::Eplb => eplb(&mean, ep_size, r.slots_per_gpu),
+                            PlacementMethod::Moesim => {
+                                let recent = &past[past.len().saturating_sub(if ep_size <= 64 {
+                                    16
+                                } else {
+                                    0
+                                })..];
+                                place_with_history(&mean, recent, &o, prev)
+                            }
+                        }
+                    })
+                    .collect();
+                placements.push(layer_plans);
+            }
+        } else {
+            placements.push(vec![
+                LayerPlacement::contiguous(experts, ep_size);
+                moe_layers
+            ]);
+        }
+        let layouts: Vec<Layout> = placements
+            .iter()
+            .map(|ls| Layout {
+                layers: ls
+                    .iter()
+                    .map(|p| LayerLayout::from_placement(p, experts))
+                    .collect(),
+            })
+            .collect();
+
+        // Moving copies between windows: weights, plus gradients' optimizer state in training.
+        let training = s.workload.mode == Mode::Training;
+        let move_bytes = m.expert_params() as f64
+            * (m.dtype_bytes as f64
+                + if training {
+                    s.training.optimizer_bytes_per_param
+                } else {
+                    0.0
+                });
+        let mut rebalance_s = vec![vec![0.0; ep_size]];
+        let mut moved_copies = vec![0usize];
+        for w in 1..placements.len() {
+            let mut per_rank = vec![0.0; ep_size];
+            let mut moved = 0;
+            for (l, now) in placements[w].iter().enumerate() {
+                let before = &placements[w - 1][l];
+                for (t, slots) in now.gpu_experts.iter().enumerate() {
+                    let mut had = before.gpu_experts[t].clone();
+                    for &e in slots {
+                        if let Some(i) = had.iter().position(|&x| x == e) {
+                            had.swap_remove(i);
+                            continue;
+                        }
+                        moved += 1;
+                        // From the nearest previous holder (same node if any).
+                        let holders = &layouts[w - 1].layers[l].replicas[e];
+                        let src = holders
+                            .iter()
+                            .copied()
+                            .find(|&h| h / gpus_per_node == t / gpus_per_node)
+                            .or_else(|| holders.first().copied())
+                            .unwrap_or(t);
+                        if src != t {
+                            per_rank[t] += topo.route_latency_s(src, t)
+                                + move_bytes / topo.route_bandwidth(src, t);
+                        }
+                    }
+                }
+            }
+            rebalance_s.push(per_rank);
+            moved_copies.push(moved);
+        }
+
         let dense_fwd_s = [
             dense_forward_s(s, cost, false),
             dense_forward_s(s, cost, true),
         ];
-        let m = &s.model;
         let lm_head_s = cost.gemm_s(s.tokens_per_rank(), m.vocab, m.d_model, m.dtype_bytes);
-        let p = params_on_rank(s, ep_size);
-        let (grad_sync_s, optimizer_time) = if s.workload.mode == Mode::Training {
+        let p = params_on_rank(s, slots_per_gpu);
+        let (grad_sync_s, optimizer_time) = if training {
             let t = &s.training;
             let zero3 = if t.zero_stage >= 3 { 1.5 } else { 1.0 };
             let all: Vec<usize> = (0..g).collect();
             let dense = all_reduce_s(topo, &all, p.dense * t.grad_bytes_per_param * zero3);
-            let replicas: Vec<usize> = (0..g).step_by(ep_size).collect();
-            let experts = all_reduce_s(topo, &replicas, p.experts * t.grad_bytes_per_param * zero3);
+            let expert_bytes = m.expert_params() as f64 * t.grad_bytes_per_param * zero3;
+            let groups = g / ep_size;
+            let per_window = layouts
+                .iter()
+                .map(|layout| {
+                    // Every copy of an expert (in every group) all-reduces its gradient. Gradients with the
+                    // same set of copies share one bucketed all-reduce (as DDP buckets them); a rank runs
+                    // its buckets one after another and the slowest rank sets the pace.
+                    let mut buckets: std::collections::BTreeMap<&[usize], f64> = Default::default();
+                    for ll in &layout.layers {
+                        for holders in &ll.replicas {
+                            *buckets.entry(holders.as_slice()).or_default() += expert_bytes;
+                        }
+                    }
+                    let mut per_rank = vec![0.0f64; ep_size];
+                    for (holders, bytes) in buckets {
+                        let copies: Vec<usize> = (0..groups)
+                            .flat_map(|k| holders.iter().map(move |&h| k * ep_size + h))
+                            .collect();
+                        let t = all_reduce_s(topo, &copies, bytes);
+                        for &h in holders {
+                            per_rank[h] += t;
+                        }
+                    }
+                    dense + per_rank.into_iter().fold(0.0, f64::max)
+                })
+                .collect();
             let updated = if t.zero_stage >= 1 {
                 p.dense / p.dense_replicas + p.experts / p.expert_replicas
             } else {
                 p.dense + p.experts
             };
-            (dense + experts, optimizer_s(s, cost, updated))
+            (per_window, optimizer_s(s, cost, updated))
         } else {
-            (0.0, 0.0)
+            (vec![0.0; layouts.len()], 0.0)
         };
         EpModel {
             scenario,
@@ -111,12 +296,26 @@ impl<'a> EpModel<'a> {
             cost,
             routing,
             ep_size,
-            experts_per_rank,
+            slots_per_gpu,
+            token_split: rep.map_or(TokenSplit::Even, |r| r.token_split),
+            window,
+            layouts,
+            rebalance_s,
+            moved_copies,
             dense_fwd_s,
             lm_head_s,
             grad_sync_s,
             optimizer_s: optimizer_time,
         }
+    }
+
+    fn window_of(&self, iteration: usize) -> usize {
+        (iteration / self.window).min(self.layouts.len() - 1)
+    }
+
+    /// Expert copies moved at each re-plan (window starts after the first).
+    pub fn moved_copies_per_replan(&self) -> &[usize] {
+        &self.moved_copies[1..]
     }
 
     /// The routing shape this strategy needs from its workload.
@@ -131,23 +330,30 @@ impl<'a> EpModel<'a> {
         }
     }
 
-    /// Which GPU holds expert `e` for the group starting at rank `group_start`.
-    pub fn owner(&self, group_start: usize, expert: usize) -> usize {
-        group_start + expert / self.experts_per_rank
+    /// Experts on each rank of one EP group, per MoE layer, in the last planning window.
+    pub fn placement_per_layer(&self) -> Vec<Vec<Vec<usize>>> {
+        self.layouts
+            .last()
+            .expect("a layout")
+            .layers
+            .iter()
+            .map(|l| l.slots.clone())
+            .collect()
     }
 
-    /// The static placement: experts on each rank of one EP group.
+    /// Experts on each rank of one EP group in the first MoE layer of the last window.
     pub fn placement(&self) -> Vec<Vec<usize>> {
-        (0..self.ep_size)
-            .map(|r| (r * self.experts_per_rank..(r + 1) * self.experts_per_rank).collect())
-            .collect()
+        self.placement_per_layer()
+            .into_iter()
+            .next()
+            .unwrap_or_default()
     }
 
     /// Memory of the rank with the most routed tokens.
     pub fn memory(&self, peak_layer_tokens: u64) -> MemoryBreakdown {
         rank_memory(
             self.scenario,
-            params_on_rank(self.scenario, self.ep_size),
+            params_on_rank(self.scenario, self.slots_per_gpu),
             peak_layer_tokens as f64,
         )
     }
@@ -196,6 +402,9 @@ impl<'a> EpModel<'a> {
         let mut tokens_received = vec![0u64; g];
         let mut peak_layer_tokens = vec![0u64; g];
         let (mut routed, mut dropped, mut network_bytes) = (0u64, 0u64, 0.0f64);
+        let window = self.window_of(iteration);
+        let layout = &self.layouts[window];
+        let first_of_window = window > 0 && iteration == window * self.window;
         let group_ranks: Vec<Vec<usize>> = (0..g / ep)
             .map(|k| (k * ep..(k + 1) * ep).collect())
             .collect();
@@ -227,14 +436,25 @@ impl<'a> EpModel<'a> {
                     }
                     ws.bytes.clear();
                     ws.bytes.resize(ep * ep, 0.0);
-                    ws.local_tokens.clear();
-                    ws.local_tokens.resize(experts, 0);
+                    ws.tokens_at.clear();
+                    ws.tokens_at.resize(ep * experts, 0);
+                    let gpn = s.cluster.gpus_per_node;
+                    let node_of = |r: usize| (start + r) / gpn;
                     for i in 0..ep {
                         for e in 0..experts {
                             let c = ws.kept[i * experts + e];
-                            ws.local_tokens[e] += c;
-                            ws.bytes[i * ep + (self.owner(start, e) - start)] +=
-                                c as f64 * token_bytes;
+                            let (bytes, tokens_at) = (&mut ws.bytes, &mut ws.tokens_at);
+                            layout.layers[layer].split(
+                                i,
+                                e,
+                                c,
+                                self.token_split,
+                                node_of,
+                                |t, share| {
+                                    tokens_at[t * experts + e] += share;
+                                    bytes[i * ep + t] += share as f64 * token_bytes;
+                                },
+                            );
                         }
                     }
                     ws.bytes_t.clear();
@@ -251,12 +471,16 @@ impl<'a> EpModel<'a> {
                         let cell = (mb * moe_layers + layer) * g + r;
                         ws.dispatch[cell] = d.per_rank[i];
                         ws.combine[cell] = c.per_rank[i];
-                        let local = &ws.local_tokens
-                            [i * self.experts_per_rank..(i + 1) * self.experts_per_rank];
-                        let recv: u64 = local.iter().map(|&x| x as u64).sum();
+                        ws.slot_tokens.clear();
+                        ws.slot_tokens.extend(
+                            layout.layers[layer].slots[i]
+                                .iter()
+                                .map(|&e| ws.tokens_at[i * experts + e]),
+                        );
+                        let recv: u64 = ws.slot_tokens.iter().map(|&x| x as u64).sum();
                         tokens_received[r] += recv;
                         peak_layer_tokens[r] = peak_layer_tokens[r].max(recv);
-                        ws.expert_s[cell] = experts_forward_s(s, self.cost, local);
+                        ws.expert_s[cell] = experts_forward_s(s, self.cost, &ws.slot_tokens);
                     }
                 }
             }
@@ -267,6 +491,19 @@ impl<'a> EpModel<'a> {
         graph.reset(g, 2);
         ws.prev.clear();
         ws.prev.resize(g, None);
+        if first_of_window {
+            for r in 0..g {
+                let secs = self.rebalance_s[window][r % ep];
+                let info = OpInfo {
+                    phase: Phase::Rebalance,
+                    rank: r as u32,
+                    holder: r as u32,
+                    cause: Cause::InboundLink,
+                    excess: 0,
+                };
+                ws.prev[r] = Some(graph.op(r, Stream::Comm, ps(secs), info, &[]));
+            }
+        }
         let layers = s.model.layers;
         let first_moe = s.model.first_dense_layers;
         let training = s.workload.mode == Mode::Training;
@@ -349,7 +586,7 @@ impl<'a> EpModel<'a> {
                     cause: Cause::Network,
                     excess: 0,
                 };
-                let sync = graph.op(r, Stream::Comm, ps(self.grad_sync_s), info, &[b]);
+                let sync = graph.op(r, Stream::Comm, ps(self.grad_sync_s[window]), info, &[b]);
                 let info = OpInfo {
                     phase: Phase::Optimizer,
                     rank: r as u32,
@@ -446,20 +683,21 @@ impl<'a> EpModel<'a> {
         }
     }
 
-    /// Simulated time per iteration spent in the gradient all-reduce (before overlap).
+    /// Simulated time per iteration spent in the gradient all-reduce in the first window.
     pub fn grad_sync_time(&self) -> SimTime {
-        ps(self.grad_sync_s)
+        ps(self.grad_sync_s[0])
     }
 }
 
-/// Parameters on one rank under EP with groups of `ep_size`.
-pub fn params_on_rank(s: &Scenario, ep_size: usize) -> ParamsOnRank {
+/// Parameters on one rank holding `slots` experts per MoE layer.
+pub fn params_on_rank(s: &Scenario, slots: usize) -> ParamsOnRank {
     let m = &s.model;
     let g = s.cluster.gpus();
     ParamsOnRank {
         dense: m.dense_params() as f64,
-        experts: (m.moe_layers() * (m.experts / ep_size)) as f64 * m.expert_params() as f64,
+        experts: (m.moe_layers() * slots) as f64 * m.expert_params() as f64,
         dense_replicas: g as f64,
-        expert_replicas: (g / ep_size) as f64,
+        // Mean copies per expert across the cluster.
+        expert_replicas: (g * slots) as f64 / m.experts as f64,
     }
 }

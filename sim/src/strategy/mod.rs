@@ -2,5 +2,6 @@
 
 pub mod ep;
 pub mod fssdp;
+pub mod layout;
 pub mod offload;
 pub mod shared;

@@ -1,0 +1,293 @@
+//! Capacity curves: the scenario simulated at several cluster sizes, per strategy — the answer to "how many
+//! GPUs for the target throughput".
+//!
+//! Each point is an ordinary simulation of the scenario with `--set cluster.nodes=N` added to its
+//! overrides. Strategies without an `ep_size` follow the cluster (`min(GPUs, experts)`), as they do in the
+//! scenario itself. A strategy whose `ep_size` (given or defaulted) does not divide both the GPU count and
+//! the expert count at a size has no point there: its EP groups would not tile the cluster, and the
+//! scenario itself would not resolve at that size.
+
+use moesim_sim::result::StrategyResult;
+use moesim_sim::runner::{RunOptions, simulate_strategy, synthetic_routing};
+use moesim_sim::scenario::overrides::apply_override;
+use moesim_sim::scenario::{ScenarioError, parse_scenario};
+use moesim_sim::topology::Topology;
+use serde::{Deserialize, Serialize};
+
+/// One strategy at one cluster size.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CapacityPoint {
+    pub nodes: usize,
+    pub gpus: usize,
+    pub strategy: String,
+    pub kind: String,
+    pub step_time_ms_mean: f64,
+    pub step_time_ms_p99: f64,
+    pub tokens_per_s: f64,
+    /// Memory of the GPU with the most (GiB).
+    pub memory_peak_gib: f64,
+    /// `gpus × memory_peak_gib`: what the whole cluster must hold, at most.
+    pub total_memory_gib: f64,
+    pub memory_limit_gib: f64,
+    pub oom: bool,
+}
+
+impl CapacityPoint {
+    /// The point of `r`, simulated on `nodes` nodes of `gpus` GPUs in total.
+    pub fn of(r: &StrategyResult, nodes: usize, gpus: usize, memory_limit_gib: f64) -> Self {
+        CapacityPoint {
+            nodes,
+            gpus,
+            strategy: r.strategy.clone(),
+            kind: r.kind.clone(),
+            step_time_ms_mean: r.step_time_ms.mean,
+            step_time_ms_p99: r.step_time_ms.p99,
+            tokens_per_s: r.tokens_per_s,
+            memory_peak_gib: r.memory_peak_gib,
+            total_memory_gib: r.memory_peak_gib * gpus as f64,
+            memory_limit_gib,
+            oom: r.oom,
+        }
+    }
+}
+
+/// The node counts a capacity curve visits by default: from one node up to four times the scenario's.
+pub fn default_node_counts(scenario_nodes: usize) -> Vec<usize> {
+    let mut v: Vec<usize> = [
+        1,
+        scenario_nodes / 2,
+        scenario_nodes,
+        2 * scenario_nodes,
+        4 * scenario_nodes,
+    ]
+    .into_iter()
+    .filter(|&n| n >= 1)
+    .collect();
+    v.sort_unstable();
+    v.dedup();
+    v
+}
+
+/// Simulates the scenario (`file`, `text`, `overrides` as for [`parse_scenario`]) at every node count,
+/// on its synthetic workload; points come back ordered by node count, then by strategy order.
+/// `progress` is called once per simulated iteration.
+pub fn capacity_curve(
+    file: &str,
+    text: &str,
+    overrides: &[String],
+    node_counts: &[usize],
+    progress: Option<&(dyn Fn() + Sync)>,
+) -> Result<Vec<CapacityPoint>, ScenarioError> {
+    // Which strategies set ep_size explicitly (in the file or by an override): those keep it, and have no
+    // point where it does not tile the cluster.
+    let mut doc: toml::Table = toml::from_str(text).unwrap_or_default();
+    for o in overrides {
+        // A bad override is reported by parse_scenario below, with its context.
+        let _ = apply_override(&mut doc, o);
+    }
+    let explicit: Vec<Option<i64>> = doc
+        .get("strategy")
+        .and_then(|v| v.as_array())
+        .map(|a| {
+            a.iter()
+                .map(|s| s.get("ep_size").and_then(|e| e.as_integer()))
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut points = Vec::new();
+    for &nodes in node_counts {
+        let mut sets = overrides.to_vec();
+        sets.push(format!("cluster.nodes={nodes}"));
+        // Resolve the cluster with every ep_size set to 1 (always valid) to learn its GPU and expert counts.
+        let probe = parse_scenario(file, text, &{
+            let mut p = sets.clone();
+            p.extend((0..explicit.len()).map(|i| format!("strategy.{i}.ep_size=1")));
+            p
+        })?;
+        let (gpus, experts) = (probe.cluster.gpus(), probe.model.experts);
+        let mut skip = Vec::new();
+        for (i, e) in explicit.iter().enumerate() {
+            // The size the scenario asks for, or the default it would resolve to at this size.
+            let ep = e.unwrap_or(gpus.min(experts) as i64);
+            if ep <= 0 || !gpus.is_multiple_of(ep as usize) || !experts.is_multiple_of(ep as usize)
+            {
+                sets.push(format!("strategy.{i}.ep_size=1"));
+                skip.push(i);
+            }
+        }
+        let s = parse_scenario(file, text, &sets)?;
+        let topo = Topology::build(&s.cluster);
+        let roofline = s.cluster.roofline();
+        let routing = synthetic_routing(&s);
+        for (i, st) in s.strategies.iter().enumerate() {
+            if skip.contains(&i) {
+                continue;
+            }
+            let r = simulate_strategy(
+                &s,
+                st,
+                &topo,
+                &roofline,
+                &routing,
+                RunOptions {
+                    timing: false,
+                    progress,
+                },
+            );
+            points.push(CapacityPoint::of(
+                &r,
+                s.cluster.nodes,
+                gpus,
+                s.objective.memory_limit_gib,
+            ));
+        }
+    }
+    Ok(points)
+}
+
+/// The fewest GPUs at which `strategy` reaches `tokens_per_s` without running out of memory.
+pub fn gpus_for(points: &[CapacityPoint], strategy: &str, tokens_per_s: f64) -> Option<usize> {
+    points
+        .iter()
+        .filter(|p| p.strategy == strategy && !p.oom && p.tokens_per_s >= tokens_per_s)
+        .map(|p| p.gpus)
+        .min()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use moesim_sim::runner::simulate_scenario;
+
+    const TEXT: &str = r#"
+[model]
+preset = "olmoe-1b-7b"
+layers = 2
+seq_len = 1024
+[cluster]
+preset = "dgx-h100"
+nodes = 2
+[workload]
+iterations = 3
+skew = { distribution = "zipf", s = 0.8 }
+[[strategy]]
+name = "ep16"
+kind = "ep"
+ep_size = 16
+[[strategy]]
+name = "ep8"
+kind = "ep"
+ep_size = 8
+[[strategy]]
+name = "auto"
+kind = "ep"
+"#;
+
+    #[test]
+    fn points_equal_separate_simulations_at_those_sizes() {
+        let points = capacity_curve("c.toml", TEXT, &[], &[1, 2, 4], None).unwrap();
+        for nodes in [1usize, 2, 4] {
+            let s = parse_scenario(
+                "c.toml",
+                &TEXT.replace("nodes = 2", &format!("nodes = {nodes}")),
+                &[],
+            );
+            // At one node ep16 cannot tile 8 GPUs: the scenario itself is invalid there.
+            let s = match s {
+                Ok(s) => s,
+                Err(_) => {
+                    assert_eq!(nodes, 1);
+                    parse_scenario(
+                        "c.toml",
+                        TEXT,
+                        &["cluster.nodes=1".into(), "strategy.0.ep_size=8".into()],
+                    )
+                    .unwrap()
+                }
+            };
+            let report = simulate_scenario(
+                &s,
+                &synthetic_routing(&s),
+                None,
+                RunOptions {
+                    timing: false,
+                    progress: None,
+                },
+            );
+            let at: Vec<&CapacityPoint> = points.iter().filter(|p| p.nodes == nodes).collect();
+            let expected: Vec<CapacityPoint> = report
+                .results
+                .iter()
+                .filter(|r| !(nodes == 1 && r.strategy == "ep16"))
+                .map(|r| {
+                    CapacityPoint::of(r, nodes, s.cluster.gpus(), s.objective.memory_limit_gib)
+                })
+                .collect();
+            assert_eq!(at.len(), expected.len(), "nodes {nodes}");
+            for (a, e) in at.iter().zip(&expected) {
+                assert_eq!(*a, e);
+            }
+        }
+    }
+
+    #[test]
+    fn more_gpus_never_lower_total_memory() {
+        let points = capacity_curve("c.toml", TEXT, &[], &[1, 2, 4, 8], None).unwrap();
+        for name in ["ep16", "ep8", "auto"] {
+            let curve: Vec<&CapacityPoint> = points.iter().filter(|p| p.strategy == name).collect();
+            assert!(curve.len() >= 3, "{name}");
+            assert!(curve.windows(2).all(|w| w[0].gpus < w[1].gpus));
+            for w in curve.windows(2) {
+                assert!(
+                    w[1].total_memory_gib >= w[0].total_memory_gib,
+                    "{name}: {} GiB at {} GPUs, {} GiB at {} GPUs",
+                    w[0].total_memory_gib,
+                    w[0].gpus,
+                    w[1].total_memory_gib,
+                    w[1].gpus
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn sizes_where_a_strategy_cannot_tile_leave_only_that_strategy_out() {
+        // Three nodes: 24 GPUs. ep16 does not divide 24; the default min(24, 64) = 24 does not divide 64.
+        let points = capacity_curve("c.toml", TEXT, &[], &[3], None).unwrap();
+        let names: Vec<&str> = points.iter().map(|p| p.strategy.as_str()).collect();
+        assert_eq!(names, ["ep8"]);
+        assert_eq!(points[0].gpus, 24);
+    }
+
+    #[test]
+    fn an_ep_size_set_by_override_is_respected() {
+        let sets = ["strategy.auto.ep_size=16".to_string()];
+        let points = capacity_curve("c.toml", TEXT, &sets, &[1, 2], None).unwrap();
+        assert!(!points.iter().any(|p| p.nodes == 1 && p.strategy == "auto"));
+        assert!(points.iter().any(|p| p.nodes == 2 && p.strategy == "auto"));
+    }
+
+    #[test]
+    fn strategies_that_do_not_tile_are_left_out_and_gpus_for_finds_the_smallest() {
+        let points = capacity_curve("c.toml", TEXT, &[], &[1, 2], None).unwrap();
+        assert!(!points.iter().any(|p| p.nodes == 1 && p.strategy == "ep16"));
+        assert!(points.iter().any(|p| p.nodes == 1 && p.strategy == "ep8"));
+        let one_node = points
+            .iter()
+            .find(|p| p.nodes == 1 && p.strategy == "ep8")
+            .unwrap();
+        let two_nodes = points
+            .iter()
+            .find(|p| p.nodes == 2 && p.strategy == "ep8")
+            .unwrap();
+        assert!(!one_node.oom && !two_nodes.oom);
+        // Any throughput one node reaches needs 8 GPUs; more than one node reaches needs 16.
+        assert_eq!(gpus_for(&points, "ep8", one_node.tokens_per_s), Some(8));
+        if two_nodes.tokens_per_s > one_node.tokens_per_s {
+            assert_eq!(gpus_for(&points, "ep8", two_nodes.tokens_per_s), Some(16));
+        }
+        assert_eq!(gpus_for(&points, "ep8", f64::INFINITY), None);
+        assert_eq!(default_node_counts(2), vec![1, 2, 4, 8]);
+        assert_eq!(default_node_counts(1), vec![1, 2, 4]);
+    }
+}

@@ -1,0 +1,73 @@
+//! Placing every layer of a model from a load history, in parallel, with the EPLB baseline beside it.
+
+use super::eplb::eplb;
+use super::forecast::{Forecast, forecast};
+use super::search::{PlaceOptions, place_with_history};
+use super::{LayerPlacement, balancedness};
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+/// Tokens per (iteration, layer, expert), oldest iteration first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LoadHistory {
+    pub layers: usize,
+    pub experts: usize,
+    /// `iterations[i][layer][expert]`.
+    pub iterations: Vec<Vec<Vec<f64>>>,
+}
+
+/// Knobs of a whole-model placement.
+#[derive(Debug, Clone, Copy)]
+pub struct ModelPlaceOptions {
+    pub place: PlaceOptions,
+    pub forecast: Forecast,
+    /// Past iterations the refinement replays (0: plan on the forecast alone).
+    pub history_samples: usize,
+}
+
+/// One layer's plan and its figures.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LayerPlan {
+    pub layer: usize,
+    pub placement: LayerPlacement,
+    pub baseline: LayerPlacement,
+    /// Balancedness on the forecast.
+    pub balancedness: f64,
+    pub baseline_balancedness: f64,
+}
+
+/// Plans every layer on the history's iterations `..until` (all when `None`).
+pub fn plan_layers(h: &LoadHistory, o: &ModelPlaceOptions, until: Option<usize>) -> Vec<LayerPlan> {
+    let seen = &h.iterations[..until.unwrap_or(h.iterations.len()).min(h.iterations.len())];
+    (0..h.layers)
+        .into_par_iter()
+        .map(|layer| {
+            let past: Vec<&[f64]> = seen.iter().map(|it| it[layer].as_slice()).collect();
+            let (mean, _) = forecast(&past, o.forecast);
+            let samples = &past[past.len().saturating_sub(o.history_samples)..];
+            let placement = place_with_history(&mean, samples, &o.place, None);
+            let baseline = eplb(&mean, o.place.gpus, o.place.slots_per_gpu);
+            LayerPlan {
+                layer,
+                balancedness: balancedness(&placement.gpu_loads(&mean)),
+                baseline_balancedness: balancedness(&baseline.gpu_loads(&mean)),
+                placement,
+                baseline,
+            }
+        })
+        .collect()
+}
+
+/// Mean balancedness of `plans` (ours, baseline) over the iterations `from..` of the history.
+pub fn evaluate(h: &LoadHistory, plans: &[LayerPlan], from: usize) -> Option<(f64, f64)> {
+    let later = h.iterations.get(from..).filter(|l| !l.is_empty())?;
+    let (mut ours, mut base, mut n) = (0.0, 0.0, 0.0);
+    for it in later {
+        for p in plans {
+            ours += balancedness(&p.placement.gpu_loads(&it[p.layer]));
+            base += balancedness(&p.baseline.gpu_loads(&it[p.layer]));
+            n += 1.0;
+        }
+    }
+    Some((ours / n, base / n))
+}

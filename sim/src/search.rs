@@ -1,0 +1,271 @@
+//! Strategy and knob search: every strategy of the scenario is a family, expanded over its knobs; every
+//! candidate is simulated (in parallel) and ranked by the scenario's objective, within the memory limit.
+//!
+//! Families and knobs searched:
+//! - `ep`: EP degree (each divisor of both the GPU and the expert count); capacity factor only where the
+//!   scenario's strategy drops tokens (its factor c, then 1.5·c, 2·c and no dropping: the search never
+//!   drops more tokens than the user allowed);
+//! - `ep-replicated`: EP degree, slots per GPU (from the minimum to twice it), re-plan interval (5, 10,
+//!   25), forecast window (5 iterations, all), token split (even, local-first), placement (moesim, EPLB);
+//! - `fssdp`: memory cap m (half, as given, double), re-materialization (off, on), forecast window (5, 20);
+//! - `offload`: cache experts per layer (five sizes from top-k to all), policy (LRU, LFU, LRFU — Belady
+//!   needs the future and is a bound, not a candidate), prefetch (none, pre-gating), miss handling (fetch,
+//!   auto: fetch or compute on the CPU, whichever is faster).
+//!
+//! Candidates are named by their knobs (`ep8-cf1.25`, `ep-replicated/ep16-s8-r10-wall-local-moesim`);
+//! families that expand to the same candidate contribute it once.
+
+use crate::plan::choose;
+use crate::result::{SimulationReport, StrategyResult};
+use crate::runner::{RunOptions, simulate_strategy};
+use crate::scenario::file::{PlacementMethod, StrategyKind, TokenSplit};
+use crate::scenario::{Replication, Scenario, Strategy};
+use crate::topology::Topology;
+use moesim_calibrate::CostModel;
+use moesim_traces::RoutingSource;
+use rayon::prelude::*;
+
+/// The candidates a scenario's strategies expand to, in a fixed order.
+pub fn candidates(s: &Scenario) -> Vec<Strategy> {
+    let g = s.cluster.gpus();
+    let e = s.model.experts;
+    let divisors = |n: usize| (1..=n).filter(move |d| n.is_multiple_of(*d));
+    let mut out = Vec::new();
+    for base in &s.strategies {
+        match base.kind {
+            StrategyKind::Ep => {
+                let factors: Vec<Option<f64>> = match base.capacity_factor {
+                    None => vec![None],
+                    Some(c) => vec![Some(c), Some(1.5 * c), Some(2.0 * c), None],
+                };
+                for ep in divisors(g).filter(|d| e.is_multiple_of(*d)) {
+                    for &cf in &factors {
+                        let cf_name = cf.map_or(String::new(), |c| format!("-cf{c}"));
+                        out.push(Strategy {
+                            name: format!("ep{ep}{cf_name}"),
+                            kind: StrategyKind::Ep,
+                            ep_size: ep,
+                            capacity_factor: cf,
+                            replication: None,
+                            fssdp: None,
+                            offload: None,
+                        });
+                    }
+                }
+            }
+            StrategyKind::EpReplicated => {
+                for ep in divisors(g).filter(|d| *d > 1) {
+                    let min = e.div_ceil(ep);
+                    let max = (2 * min).min(e);
+                    let step = (max - min).div_ceil(5).max(1);
+                    for slots in (min..=max).step_by(step) {
+                        for replan in [5, 10, 25] {
+                            for window in [5, usize::MAX] {
+                                for split in [TokenSplit::Even, TokenSplit::LocalFirst] {
+                                    for method in [PlacementMethod::Moesim, PlacementMethod::Eplb] {
+                                        let w = if window == usize::MAX {
+                                            "all".to_string()
+                                        } else {
+                                            window.to_string()
+                                        };
+                                        out.push(Strategy {
+                                            name: format!(
+                                                "ep-replicated/ep{ep}-s{slots}-r{replan}-w{w}-{}-{}",
+                                                if split == TokenSplit::Even { "even" } else { "local" },
+                                                if method == PlacementMethod::Moesim { "moesim" } else { "eplb" }
+                                            ),
+                                            kind: StrategyKind::EpReplicated,
+                                            ep_size: ep,
+                                            capacity_factor: None,
+                                            replication: Some(Replication {
+                                                slots_per_gpu: slots,
+                                                replan_interval: replan,
+                                                forecast_window: window,
+                                                method,
+                                                token_split: split,
+                                            }),
+                                            fssdp: None,
+                                            offload: None,
+                                        });
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            StrategyKind::Fssdp => {
+                let k = base
+                    .fssdp
+                    .clone()
+                    .expect("an fssdp strategy has fssdp knobs");
+                for cap in [
+                    (k.memory_cap_experts / 2).max(1),
+                    k.memory_cap_experts,
+                    2 * k.memory_cap_experts,
+                ] {
+                    for remat in [false, true] {
+                        for window in [5, 20] {
+                            let mut knobs = k.clone();
+                            knobs.memory_cap_experts = cap.min(e);
+                            knobs.rematerialize = remat;
+                            knobs.forecast_window = window;
+                            out.push(Strategy {
+                                name: format!(
+                                    "fssdp/m{}-w{window}{}",
+                                    knobs.memory_cap_experts,
+                                    if remat { "-remat" } else { "" }
+                                ),
+                                fssdp: Some(knobs),
+                                ..base.clone()
+                            });
+                        }
+                    }
+                }
+            }
+            StrategyKind::Offload => {
+                let k = base
+                    .offload
+                    .clone()
+                    .expect("an offload strategy has offloading knobs");
+                let top_k = s.model.top_k;
+                let sizes: Vec<usize> = {
+                    let mut v: Vec<usize> = (0..=4).map(|i| top_k + (e - top_k) * i / 4).collect();
+                    v.dedup();
+                    v
+                };
+                use crate::scenario::knobs::{MissAction, Prefetch};
+                use moesim_traces::CachePolicy;
+                // Belady needs the future: a bound, not a policy a runtime can run, so it is not searched.
+                for size in sizes {
+                    for policy in [CachePolicy::Lru, CachePolicy::Lfu, CachePolicy::Lrfu] {
+                        for prefetch in [Prefetch::None, Prefetch::Pregate] {
+                            for miss in [MissAction::Fetch, MissAction::Auto] {
+                                let mut knobs = k.clone();
+                                knobs.cache_experts_per_layer = size;
+                                knobs.policy = policy;
+                                knobs.prefetch = prefetch;
+                                knobs.miss_action = miss;
+                                out.push(Strategy {
+                                    name: format!(
+                                        "offload/c{size}-{}-{}-{}",
+                                        serde_json::to_value(policy)
+                                            .ok()
+                                            .and_then(|v| v.as_str().map(String::from))
+                                            .unwrap_or_default(),
+                                        if prefetch == Prefetch::None {
+                                            "noprefetch"
+                                        } else {
+                                            "pregate"
+                                        },
+                                        if miss == MissAction::Fetch {
+                                            "fetch"
+                                        } else {
+                                            "auto"
+                                        }
+                                    ),
+                                    offload: Some(knobs),
+                                    ..base.clone()
+                                });
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let mut seen = std::collections::HashSet::new();
+    out.retain(|c| seen.insert(c.name.clone()));
+    out
+}
+
+/// Simulates every candidate; returns them as a report (in candidate order) with the chosen one set, and
+/// the scenario whose strategies are the candidates (so a plan can be made from it).
+pub fn search(
+    s: &Scenario,
+    routing: &dyn RoutingSource,
+    cost: Option<&dyn CostModel>,
+    opts: RunOptions,
+) -> (Scenario, SimulationReport) {
+    let topo = Topology::build(&s.cluster);
+    let roofline = s.cluster.roofline();
+    let cost = cost.unwrap_or(&roofline);
+    let mut expanded = s.clone();
+    expanded.strategies = candidates(s);
+    let results: Vec<StrategyResult> = expanded
+        .strategies
+        .par_iter()
+        .map(|st| {
+            let r = simulate_strategy(
+                &expanded,
+                st,
+                &topo,
+                cost,
+                routing,
+                RunOptions {
+                    progress: None,
+                    ..opts
+                },
+            );
+            if let Some(p) = opts.progress {
+                p();
+            }
+            r
+        })
+        .collect();
+    let mut report = SimulationReport {
+        scenario: s.name.clone(),
+        results,
+        chosen: None,
+    };
+    report.chosen = choose(&report, &expanded).map(|i| report.results[i].strategy.clone());
+    (expanded, report)
+}
+
+/// Indices of the results ranked best first under the objective (OOM last).
+pub fn ranking(report: &SimulationReport, s: &Scenario) -> Vec<usize> {
+    use crate::scenario::file::Metric;
+    let score = |r: &StrategyResult| match s.objective.metric {
+        Metric::TokensPerS => -r.tokens_per_s,
+        Metric::StepTimeMean => r.step_time_ms.mean,
+        Metric::StepTimeP50 => r.step_time_ms.p50,
+        Metric::StepTimeP99 => r.step_time_ms.p99,
+    };
+    let mut idx: Vec<usize> = (0..report.results.len()).collect();
+    idx.sort_by(|&a, &b| {
+        let (ra, rb) = (&report.results[a], &report.results[b]);
+        ra.oom
+            .cmp(&rb.oom)
+            .then(score(ra).total_cmp(&score(rb)))
+            .then(a.cmp(&b))
+    });
+    idx
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scenario::parse_scenario;
+
+    #[test]
+    fn quickstart_expands_to_hundreds_of_valid_candidates() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../scenarios/quickstart.toml");
+        let s = parse_scenario(path, &std::fs::read_to_string(path).unwrap(), &[]).unwrap();
+        let c = candidates(&s);
+        assert!(c.len() >= 500, "{}", c.len());
+        let mut names: Vec<&str> = c.iter().map(|x| x.name.as_str()).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), c.len(), "unique names");
+        for st in &c {
+            let g = s.cluster.gpus();
+            assert!(g.is_multiple_of(st.ep_size));
+            if let Some(r) = st.replication {
+                assert!(
+                    r.slots_per_gpu * st.ep_size >= s.model.experts
+                        && r.slots_per_gpu <= s.model.experts
+                );
+            }
+        }
+    }
+}

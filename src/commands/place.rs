@@ -1,0 +1,288 @@
+//! `moesim place`: expert placement with replication for existing runtimes, beside the EPLB baseline.
+
+use crate::output;
+use miette::{IntoDiagnostic, WrapErr, miette};
+use moesim_sim::placement::forecast::Forecast;
+use moesim_sim::placement::plan_layers::{LoadHistory, ModelPlaceOptions, evaluate, plan_layers};
+use moesim_sim::placement::search::PlaceOptions;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+#[derive(clap::Args)]
+pub struct PlaceArgs {
+    /// Load history: long CSV `iteration,layer,expert,tokens`, or one row per layer of per-expert tokens.
+    #[arg(long)]
+    pub loads: PathBuf,
+    #[arg(long)]
+    pub gpus: usize,
+    #[arg(long)]
+    pub slots_per_gpu: usize,
+    /// Nodes the GPUs are spread over (copies of an expert are spread over nodes).
+    #[arg(long, default_value_t = 1)]
+    pub nodes: usize,
+    /// Forecast window in iterations (moving average; default: the whole history).
+    #[arg(long)]
+    pub window: Option<usize>,
+    /// Past iterations the refinement replays (default 16 up to 64 GPUs, else 0).
+    #[arg(long)]
+    pub history_samples: Option<usize>,
+    /// Plan on iterations before this one and report balancedness on the rest.
+    #[arg(long)]
+    pub evaluate_from: Option<usize>,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Also write the JSON here.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+pub fn run(a: &PlaceArgs) -> miette::Result<ExitCode> {
+    let h = read_loads(&a.loads)?;
+    if a.gpus == 0 || a.slots_per_gpu == 0 || a.nodes == 0 {
+        return Err(miette!(
+            "--gpus, --slots-per-gpu and --nodes must be at least 1"
+        ));
+    }
+    if !a.gpus.is_multiple_of(a.nodes) {
+        return Err(miette!(
+            "--gpus {} is not a multiple of --nodes {}",
+            a.gpus,
+            a.nodes
+        ));
+    }
+    if h.experts > a.gpus * a.slots_per_gpu {
+        return Err(miette!(
+            "{}: {} experts do not fit in {} GPUs × {} slots; expected --slots-per-gpu ≥ {}",
+            a.loads.display(),
+            h.experts,
+            a.gpus,
+            a.slots_per_gpu,
+            h.experts.div_ceil(a.gpus)
+        ));
+    }
+    if a.slots_per_gpu > h.experts {
+        return Err(miette!(
+            "--slots-per-gpu {} exceeds the {} experts of {}: a GPU would hold two copies of one expert",
+            a.slots_per_gpu,
+            h.experts,
+            a.loads.display()
+        ));
+    }
+    if let Some(f) = a.evaluate_from
+        && (f == 0 || f >= h.iterations.len())
+    {
+        return Err(miette!(
+            "--evaluate-from {f}: expected 1..{} (the history has {} iterations)",
+            h.iterations.len(),
+            h.iterations.len()
+        ));
+    }
+    let o = ModelPlaceOptions {
+        place: PlaceOptions::new(a.gpus, a.slots_per_gpu, a.gpus / a.nodes),
+        forecast: Forecast::MovingAverage {
+            window: a.window.unwrap_or(usize::MAX).max(1),
+        },
+        history_samples: a
+            .history_samples
+            .unwrap_or(if a.gpus <= 64 { 16 } else { 0 }),
+    };
+    let plans = plan_layers(&h, &o, a.evaluate_from);
+    let overall = |f: fn(&moesim_sim::placement::plan_layers::LayerPlan) -> f64| {
+        plans.iter().map(f).sum::<f64>() / plans.len() as f64
+    };
+    let later = a.evaluate_from.and_then(|f| evaluate(&h, &plans, f));
+    let duplicates = plans.iter().filter(|p| p.baseline.has_duplicates()).count();
+    let json = serde_json::json!({
+        "gpus": a.gpus,
+        "slots_per_gpu": a.slots_per_gpu,
+        "layers": plans.iter().map(|p| serde_json::json!({
+            "layer": p.layer,
+            "gpu_experts": p.placement.gpu_experts,
+            "balancedness": p.balancedness,
+            "eplb_balancedness": p.baseline_balancedness,
+        })).collect::<Vec<_>>(),
+        "balancedness": overall(|p| p.balancedness),
+        "eplb_balancedness": overall(|p| p.baseline_balancedness),
+        "eplb_layers_with_duplicates": duplicates,
+        "evaluation": later.map(|(ours, base)| serde_json::json!({
+            "from_iteration": a.evaluate_from, "balancedness": ours, "eplb_balancedness": base })),
+        "token_split": "even over an expert's copies",
+    });
+    let text = serde_json::to_string_pretty(&json).expect("serialisable");
+    if let Some(out) = &a.out {
+        output::write_atomic(out, text.as_bytes())?;
+    }
+    if a.json {
+        println!("{text}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{} layers × {} experts on {} GPUs × {} slots ({} node(s)); balancedness = mean / max GPU load, on the forecast",
+        h.layers, h.experts, a.gpus, a.slots_per_gpu, a.nodes
+    );
+    println!("{:>5}  {:>8}  {:>8}", "layer", "moesim", "EPLB");
+    for p in &plans {
+        println!(
+            "{:>5}  {:>8.3}  {:>8.3}{}",
+            p.layer,
+            p.balancedness,
+            p.baseline_balancedness,
+            if p.baseline.has_duplicates() {
+                "  (EPLB puts two copies of an expert on one GPU)"
+            } else {
+                ""
+            }
+        );
+    }
+    println!(
+        "{:>5}  {:>8.3}  {:>8.3}",
+        "all",
+        overall(|p| p.balancedness),
+        overall(|p| p.baseline_balancedness)
+    );
+    if let Some((ours, base)) = later {
+        println!(
+            "on iterations {}..{} (not seen when planning): moesim {ours:.3}, EPLB {base:.3}",
+            a.evaluate_from.unwrap_or(0),
+            h.iterations.len()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Reads a load history; errors name the file, line and what was expected.
+fn read_loads(path: &Path) -> miette::Result<LoadHistory> {
+    let text = std::fs::read_to_string(path)
+        .into_diagnostic()
+        .wrap_err_with(|| format!("cannot read loads {}", path.display()))?;
+    let err = |line: usize, msg: String| miette!("{}:{line}: {msg}", path.display());
+    let mut lines = text
+        .lines()
+        .enumerate()
+        .map(|(i, l)| (i + 1, l.trim()))
+        .filter(|(_, l)| !l.is_empty() && !l.starts_with('#'));
+    let Some((first_no, first)) = lines.next() else {
+        return Err(err(1, "empty file; expected a load history".into()));
+    };
+    let header: Vec<String> = first
+        .split(',')
+        .map(|c| c.trim().to_ascii_lowercase())
+        .collect();
+    let number = |line: usize, field: &str, what: &str| -> miette::Result<f64> {
+        let v: f64 = field.trim().parse().map_err(|_| {
+            err(
+                line,
+                format!("`{}` is not a number; expected {what}", field.trim()),
+            )
+        })?;
+        if !v.is_finite() || v < 0.0 {
+            return Err(err(
+                line,
+                format!("{v} is negative or not finite; expected {what} ≥ 0"),
+            ));
+        }
+        Ok(v)
+    };
+    if header.iter().any(|h| h == "iteration") {
+        let col = |name: &str| {
+            header.iter().position(|h| h == name).ok_or_else(|| {
+                err(
+                    first_no,
+                    format!("missing column `{name}`; expected iteration,layer,expert,tokens"),
+                )
+            })
+        };
+        let (ci, cl, ce, ct) = (
+            col("iteration")?,
+            col("layer")?,
+            col("expert")?,
+            col("tokens")?,
+        );
+        let mut rows = Vec::new();
+        for (no, line) in lines {
+            let f: Vec<&str> = line.split(',').collect();
+            if f.len() != header.len() {
+                return Err(err(
+                    no,
+                    format!(
+                        "{} fields; expected {} as in the header",
+                        f.len(),
+                        header.len()
+                    ),
+                ));
+            }
+            let idx = |c: usize, what: &str| -> miette::Result<usize> {
+                f[c].trim().parse().map_err(|_| {
+                    err(
+                        no,
+                        format!(
+                            "`{}` is not a non-negative integer; expected {what}",
+                            f[c].trim()
+                        ),
+                    )
+                })
+            };
+            rows.push((
+                idx(ci, "an iteration")?,
+                idx(cl, "a layer")?,
+                idx(ce, "an expert id")?,
+                number(no, f[ct], "a token count")?,
+            ));
+        }
+        if rows.is_empty() {
+            return Err(err(first_no, "no rows after the header".into()));
+        }
+        let iters: std::collections::BTreeSet<usize> = rows.iter().map(|r| r.0).collect();
+        let layers = rows.iter().map(|r| r.1).max().unwrap_or(0) + 1;
+        let experts = rows.iter().map(|r| r.2).max().unwrap_or(0) + 1;
+        let index: std::collections::BTreeMap<usize, usize> =
+            iters.iter().enumerate().map(|(i, &it)| (it, i)).collect();
+        let mut iterations = vec![vec![vec![0.0; experts]; layers]; iters.len()];
+        for (it, l, e, t) in rows {
+            iterations[index[&it]][l][e] += t;
+        }
+        Ok(LoadHistory {
+            layers,
+            experts,
+            iterations,
+        })
+    } else {
+        // A matrix: one row per layer (an optional header row of names is skipped); one iteration.
+        let mut matrix = Vec::new();
+        let all = if header.iter().all(|h| h.parse::<f64>().is_ok()) {
+            Some((first_no, first))
+        } else {
+            None
+        };
+        for (no, line) in all.into_iter().chain(lines) {
+            let row: Vec<f64> = line
+                .split(',')
+                .map(|f| number(no, f, "a token count"))
+                .collect::<miette::Result<_>>()?;
+            if let Some(prev) = matrix.first().map(|r: &Vec<f64>| r.len())
+                && prev != row.len()
+            {
+                return Err(err(
+                    no,
+                    format!(
+                        "{} experts in this row; expected {prev} as in the first",
+                        row.len()
+                    ),
+                ));
+            }
+            matrix.push(row);
+        }
+        if matrix.is_empty() {
+            return Err(err(
+                first_no,
+                "no rows; expected one row of per-expert tokens per layer".into(),
+            ));
+        }
+        Ok(LoadHistory {
+            layers: matrix.len(),
+            experts: matrix[0].len(),
+            iterations: vec![matrix],
+        })
+    }
+}

@@ -1,0 +1,202 @@
+//! `moesim place`: the JSON interface, the constraints, and clear errors for bad load files.
+
+use assert_cmd::Command;
+use predicates::prelude::*;
+
+fn moesim() -> Command {
+    Command::cargo_bin("moesim").expect("binary built")
+}
+
+fn write(dir: &tempfile::TempDir, name: &str, text: &str) -> std::path::PathBuf {
+    let p = dir.path().join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+/// A long-format history: 4 layers × 16 experts × 6 iterations with a hot expert per layer.
+fn history() -> String {
+    let mut s = String::from("iteration,layer,expert,tokens\n");
+    for it in 0..6 {
+        for layer in 0..4 {
+            for e in 0..16 {
+                let hot = if e == (layer * 5) % 16 { 400 } else { 0 };
+                s.push_str(&format!(
+                    "{it},{layer},{e},{}\n",
+                    20 + hot + (e * 7 + it * 3) % 11
+                ));
+            }
+        }
+    }
+    s
+}
+
+#[test]
+fn json_has_exactly_s_slots_per_gpu_and_no_duplicates() {
+    let dir = tempfile::tempdir().unwrap();
+    let loads = write(&dir, "loads.csv", &history());
+    let out = moesim()
+        .args([
+            "place",
+            "--gpus",
+            "4",
+            "--slots-per-gpu",
+            "6",
+            "--nodes",
+            "2",
+            "--json",
+            "--loads",
+        ])
+        .arg(&loads)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["gpus"], 4);
+    let layers = v["layers"].as_array().unwrap();
+    assert_eq!(layers.len(), 4);
+    for (i, l) in layers.iter().enumerate() {
+        assert_eq!(l["layer"], i);
+        let gpus = l["gpu_experts"].as_array().unwrap();
+        assert_eq!(gpus.len(), 4);
+        let mut seen = std::collections::BTreeSet::new();
+        for g in gpus {
+            let experts: Vec<u64> = g
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e.as_u64().unwrap())
+                .collect();
+            assert_eq!(experts.len(), 6);
+            let unique: std::collections::BTreeSet<u64> = experts.iter().copied().collect();
+            assert_eq!(unique.len(), 6, "two copies of one expert on a GPU");
+            seen.extend(unique);
+        }
+        assert_eq!(seen.len(), 16, "every expert placed");
+        // The hot expert gets more than one copy.
+        let hot = ((i * 5) % 16) as u64;
+        let copies = gpus
+            .iter()
+            .filter(|g| {
+                g.as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|e| e.as_u64() == Some(hot))
+            })
+            .count();
+        assert!(copies > 1);
+    }
+    assert!(v["balancedness"].as_f64().unwrap() >= v["eplb_balancedness"].as_f64().unwrap() - 1e-9);
+}
+
+#[test]
+fn a_one_row_per_layer_matrix_works_and_prints_the_baseline() {
+    let dir = tempfile::tempdir().unwrap();
+    let loads = write(&dir, "m.csv", "e0,e1,e2,e3\n100,10,10,10\n5,5,80,5\n");
+    moesim()
+        .args(["place", "--gpus", "2", "--slots-per-gpu", "3", "--loads"])
+        .arg(&loads)
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("EPLB").and(predicate::str::contains("all")));
+}
+
+#[test]
+fn bad_load_files_name_the_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        (
+            "neg.csv",
+            "iteration,layer,expert,tokens\n0,0,0,5\n0,0,1,-3\n",
+            "neg.csv:3",
+            "≥ 0",
+        ),
+        (
+            "text.csv",
+            "iteration,layer,expert,tokens\n0,0,x,5\n",
+            "text.csv:2",
+            "expected an expert id",
+        ),
+        (
+            "ragged.csv",
+            "iteration,layer,expert,tokens\n0,0,0\n",
+            "ragged.csv:2",
+            "3 fields; expected 4",
+        ),
+        (
+            "cols.csv",
+            "iteration,layer,tokens\n0,0,4\n",
+            "cols.csv:1",
+            "missing column `expert`",
+        ),
+        (
+            "rows.csv",
+            "1,2,3\n4,5\n",
+            "rows.csv:2",
+            "2 experts in this row; expected 3",
+        ),
+        ("empty.csv", "", "empty.csv:1", "empty file"),
+    ];
+    for (name, text, at, what) in cases {
+        let p = write(&dir, name, text);
+        moesim()
+            .args(["place", "--gpus", "2", "--slots-per-gpu", "2", "--loads"])
+            .arg(&p)
+            .assert()
+            .failure()
+            .stderr(
+                predicate::str::contains(at)
+                    .and(predicate::str::contains(what))
+                    .and(predicate::str::contains("panicked").not()),
+            );
+    }
+}
+
+#[test]
+fn impossible_shapes_are_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let loads = write(&dir, "loads.csv", &history());
+    moesim()
+        .args(["place", "--gpus", "2", "--slots-per-gpu", "4", "--loads"])
+        .arg(&loads)
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains(
+            "16 experts do not fit in 2 GPUs × 4 slots",
+        ));
+    moesim()
+        .args(["place", "--gpus", "2", "--slots-per-gpu", "17", "--loads"])
+        .arg(&loads)
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("two copies of one expert"));
+}
+
+#[test]
+fn evaluation_on_later_iterations_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let loads = write(&dir, "loads.csv", &history());
+    let out = moesim()
+        .args([
+            "place",
+            "--gpus",
+            "4",
+            "--slots-per-gpu",
+            "5",
+            "--json",
+            "--evaluate-from",
+            "4",
+            "--loads",
+        ])
+        .arg(&loads)
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let e = &v["evaluation"];
+    assert_eq!(e["from_iteration"], 4);
+    assert!(e["balancedness"].as_f64().unwrap() > 0.5);
+    assert!(e["eplb_balancedness"].as_f64().unwrap() > 0.0);
+}
