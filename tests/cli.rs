@@ -37,9 +37,13 @@ fn simulate_json_has_the_documented_fields() {
     let v = json(&out.stdout);
     assert_eq!(v["scenario"], "quickstart");
     let results = v["results"].as_array().unwrap();
-    assert_eq!(results.len(), 3);
+    assert_eq!(results.len(), 4);
     for r in results {
-        assert_eq!(r["kind"], "ep");
+        assert!(
+            r["kind"] == "ep" || r["kind"] == "ep-replicated",
+            "{}",
+            r["kind"]
+        );
         assert_eq!(r["iterations"], 3);
         for k in ["mean", "p50", "p90", "p99", "max"] {
             assert!(r["step_time_ms"][k].as_f64().unwrap() > 0.0, "{k}");

@@ -346,7 +346,11 @@ fn sharded_sweep_merged_equals_the_unsharded_run() {
         .assert()
         .success();
     let md = std::fs::read_to_string(report.join("index.md")).unwrap();
-    assert_eq!(md_table(&md, "# Sweep nodes-skew", "point").len(), 4 * 3);
+    assert_eq!(
+        md_table(&md, "# Sweep nodes-skew", "point").len(),
+        4 * 4,
+        "4 points × the quickstart's 4 strategies"
+    );
     assert!(md.contains("(sweep-nodes-skew/throughput.svg)"));
     moesim()
         .arg("report")

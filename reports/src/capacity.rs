@@ -78,51 +78,49 @@ pub fn capacity_curve(
     node_counts: &[usize],
     progress: Option<&(dyn Fn() + Sync)>,
 ) -> Result<Vec<CapacityPoint>, ScenarioError> {
-    // Which strategies set ep_size explicitly (in the file or by an override): those keep it, and have no
-    // point where it does not tile the cluster.
+    // The scenario as given: its GPUs per node and experts do not change with the node count.
+    let base = parse_scenario(file, text, overrides)?;
+    let (gpus_per_node, experts) = (base.cluster.gpus_per_node, base.model.experts);
     let mut doc: toml::Table = toml::from_str(text).unwrap_or_default();
     for o in overrides {
-        // A bad override is reported by parse_scenario below, with its context.
-        let _ = apply_override(&mut doc, o);
+        apply_override(&mut doc, o).expect("the scenario parsed with these overrides");
     }
-    let explicit: Vec<Option<i64>> = doc
+    let entries: Vec<toml::Value> = doc
         .get("strategy")
         .and_then(|v| v.as_array())
-        .map(|a| {
-            a.iter()
-                .map(|s| s.get("ep_size").and_then(|e| e.as_integer()))
-                .collect()
-        })
+        .cloned()
         .unwrap_or_default();
     let mut points = Vec::new();
     for &nodes in node_counts {
-        let mut sets = overrides.to_vec();
-        sets.push(format!("cluster.nodes={nodes}"));
-        // Resolve the cluster with every ep_size set to 1 (always valid) to learn its GPU and expert counts.
-        let probe = parse_scenario(file, text, &{
-            let mut p = sets.clone();
-            p.extend((0..explicit.len()).map(|i| format!("strategy.{i}.ep_size=1")));
-            p
-        })?;
-        let (gpus, experts) = (probe.cluster.gpus(), probe.model.experts);
-        let mut skip = Vec::new();
-        for (i, e) in explicit.iter().enumerate() {
-            // The size the scenario asks for, or the default it would resolve to at this size.
-            let ep = e.unwrap_or(gpus.min(experts) as i64);
-            if ep <= 0 || !gpus.is_multiple_of(ep as usize) || !experts.is_multiple_of(ep as usize)
-            {
-                sets.push(format!("strategy.{i}.ep_size=1"));
-                skip.push(i);
+        let gpus = nodes * gpus_per_node;
+        // Strategies whose EP degree (given, or the default min(GPUs, experts)) does not tile this cluster
+        // have no point at this size; FSSDP and offloading have no EP degree and always fit.
+        let fits = |e: &toml::Value| {
+            let kind = e.get("kind").and_then(|k| k.as_str()).unwrap_or("ep");
+            if kind != "ep" && kind != "ep-replicated" {
+                return true;
             }
+            let ep = e
+                .get("ep_size")
+                .and_then(|x| x.as_integer())
+                .unwrap_or(gpus.min(experts) as i64);
+            ep > 0
+                && gpus.is_multiple_of(ep as usize)
+                && (kind == "ep-replicated" || experts.is_multiple_of(ep as usize))
+        };
+        let kept: Vec<toml::Value> = entries.iter().filter(|e| fits(e)).cloned().collect();
+        if kept.is_empty() {
+            continue;
         }
-        let s = parse_scenario(file, text, &sets)?;
+        let mut at_size = doc.clone();
+        at_size.insert("strategy".into(), toml::Value::Array(kept));
+        apply_override(&mut at_size, &format!("cluster.nodes={nodes}")).expect("a table");
+        let text_at_size = toml::to_string(&at_size).expect("a TOML table serialises");
+        let s = parse_scenario(file, &text_at_size, &[])?;
         let topo = Topology::build(&s.cluster);
         let roofline = s.cluster.roofline();
         let routing = synthetic_routing(&s);
-        for (i, st) in s.strategies.iter().enumerate() {
-            if skip.contains(&i) {
-                continue;
-            }
+        for st in &s.strategies {
             let r = simulate_strategy(
                 &s,
                 st,

@@ -11,7 +11,7 @@ use moesim_sim::plan::choose;
 use moesim_sim::result::SimulationReport;
 use moesim_sim::runner::{RunOptions, simulate_scenario};
 use moesim_sim::scenario::{ScenarioError, parse_scenario};
-use moesim_sim::strategy::ep::params_on_rank;
+use moesim_sim::strategy::ep::{params_on_rank, slots_per_rank};
 use moesim_sim::timeline::iteration_timelines;
 use moesim_traces::RoutingSource;
 use serde::{Deserialize, Serialize};
@@ -123,8 +123,8 @@ pub fn collect(
                 tokens: (0..ranks)
                     .map(|k| tl.iter().map(|t| t.tokens_received[k] as f64).collect())
                     .collect(),
-                memory_gib: if r.kind == "ep" {
-                    let params = params_on_rank(&s, st.ep_size);
+                memory_gib: if r.kind == "ep" || r.kind == "ep-replicated" {
+                    let params = params_on_rank(&s, slots_per_rank(&s, st));
                     (0..ranks)
                         .map(|k| {
                             let peak = tl.iter().map(|t| t.peak_layer_tokens[k]).max().unwrap_or(0);

@@ -88,7 +88,7 @@ pub fn iteration_timelines(
             available,
         });
     }
-    if strategy.kind != StrategyKind::Ep {
+    if !matches!(strategy.kind, StrategyKind::Ep | StrategyKind::EpReplicated) {
         return Err(TimelineError::Unsupported(strategy.name.clone()));
     }
     let topo = Topology::build(&s.cluster);

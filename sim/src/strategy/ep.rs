@@ -689,6 +689,15 @@ impl<'a> EpModel<'a> {
     }
 }
 
+/// Expert slots per rank and MoE layer of an EP strategy (static or replicated).
+pub fn slots_per_rank(s: &Scenario, strategy: &Strategy) -> usize {
+    strategy
+        .replication
+        .map_or(s.model.experts / strategy.ep_size.max(1), |r| {
+            r.slots_per_gpu
+        })
+}
+
 /// Parameters on one rank holding `slots` experts per MoE layer.
 pub fn params_on_rank(s: &Scenario, slots: usize) -> ParamsOnRank {
     let m = &s.model;
