@@ -27,6 +27,17 @@ pub struct OpInfo {
 }
 
 impl OpInfo {
+    /// A rank's part of a collective: held by the owner of the busiest link it waited on.
+    pub fn transfer(phase: Phase, rank: usize, t: &crate::collective::RankTransfer) -> Self {
+        OpInfo {
+            phase,
+            rank: rank as u32,
+            holder: t.holder as u32,
+            cause: t.cause,
+            excess: crate::engine::ps(t.excess_s),
+        }
+    }
+
     pub fn barrier() -> Self {
         OpInfo {
             phase: Phase::Barrier,

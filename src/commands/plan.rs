@@ -3,7 +3,7 @@
 use crate::{ScenarioArgs, load, output, table};
 use moesim_sim::plan::{choose, make_plan};
 use moesim_sim::result::StrategyResult;
-use moesim_sim::runner::{RunOptions, simulate_scenario};
+use moesim_sim::runner::{RunOptions, simulate_scenario_with_tokens};
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -36,7 +36,15 @@ pub fn run(
             let bar = output::progress((s.workload.iterations * s.strategies.len()) as u64, quiet);
             bar.set_message(s.name.clone());
             let tick = || bar.inc(1);
-            let report = simulate_scenario(&s, routing.as_ref(), cost, opts(Some(&tick)));
+            let tokens = load::tokens(args, &s)?;
+            let report = simulate_scenario_with_tokens(
+                &s,
+                routing.as_ref(),
+                tokens.as_ref(),
+                cost,
+                opts(Some(&tick)),
+            )
+            .map_err(|e| miette::miette!("{}: {e}", args.scenario.display()))?;
             bar.finish_and_clear();
             (s, report)
         }

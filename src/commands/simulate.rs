@@ -2,7 +2,7 @@
 
 use crate::{ScenarioArgs, load, output, table};
 use miette::miette;
-use moesim_sim::runner::{RunOptions, simulate_scenario};
+use moesim_sim::runner::{RunOptions, simulate_scenario_with_tokens};
 use std::process::ExitCode;
 
 pub fn run(
@@ -28,15 +28,18 @@ pub fn run(
     let bar = output::progress((s.workload.iterations * s.strategies.len()) as u64, quiet);
     bar.set_message(s.name.clone());
     let tick = || bar.inc(1);
-    let report = simulate_scenario(
+    let tokens = load::tokens(args, &s)?;
+    let report = simulate_scenario_with_tokens(
         &s,
         routing.as_ref(),
+        tokens.as_ref(),
         cost.as_ref().map(|c| c as &dyn moesim_calibrate::CostModel),
         RunOptions {
             timing: !args.no_timing,
             progress: Some(&tick),
         },
-    );
+    )
+    .map_err(|e| miette!("{}: {e}", args.scenario.display()))?;
     bar.finish_and_clear();
     if json {
         println!(

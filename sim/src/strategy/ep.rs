@@ -642,13 +642,7 @@ impl<'a> EpModel<'a> {
             ops.clear();
             for &r in ranks {
                 let t = first[cell0 + r];
-                let info = OpInfo {
-                    phase: first_phase,
-                    rank: r as u32,
-                    holder: t.holder as u32,
-                    cause: t.cause,
-                    excess: ps(t.excess_s),
-                };
+                let info = OpInfo::transfer(first_phase, r, &t);
                 ops.push(graph.op(r, Stream::Comm, ps(t.time_s), info, &[b]));
             }
             let mean: f64 = ranks
@@ -671,13 +665,7 @@ impl<'a> EpModel<'a> {
             let b2 = graph.barrier(ops.iter().copied());
             for &r in ranks {
                 let t = second[cell0 + r];
-                let info = OpInfo {
-                    phase: second_phase,
-                    rank: r as u32,
-                    holder: t.holder as u32,
-                    cause: t.cause,
-                    excess: ps(t.excess_s),
-                };
+                let info = OpInfo::transfer(second_phase, r, &t);
                 prev[r] = Some(graph.op(r, Stream::Comm, ps(t.time_s), info, &[b2]));
             }
         }

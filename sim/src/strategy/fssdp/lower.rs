@@ -244,13 +244,7 @@ impl FssdpModel<'_> {
             }
             let x = all_to_all(self.topo, &all, &bytes, &mut ws.a2a);
             for (r, (t, p)) in x.per_rank.iter().zip(prev.iter_mut()).enumerate() {
-                let info = OpInfo {
-                    phase: Phase::Reshard,
-                    rank: r as u32,
-                    holder: t.holder as u32,
-                    cause: t.cause,
-                    excess: ps(t.excess_s),
-                };
+                let info = OpInfo::transfer(Phase::Reshard, r, &t);
                 *p = Some(graph.op(r, Stream::Comm, ps(t.time_s), info, &[]));
             }
             let b = graph.barrier(prev.iter().flatten().copied());
@@ -471,13 +465,7 @@ impl FssdpModel<'_> {
         let mut ops = Vec::with_capacity(g);
         for r in 0..g {
             let t = dispatch[cell0 + r];
-            let info = OpInfo {
-                phase: first_phase,
-                rank: r as u32,
-                holder: t.holder as u32,
-                cause: t.cause,
-                excess: ps(t.excess_s),
-            };
+            let info = OpInfo::transfer(first_phase, r, &t);
             ops.push(graph.op(r, Stream::Comm, ps(t.time_s), info, &[b]));
         }
         let mean = (0..g).map(|r| expert_s[cell0 + r] * slow[r]).sum::<f64>() / g as f64;
@@ -495,13 +483,7 @@ impl FssdpModel<'_> {
         let b2 = graph.barrier(ops.iter().copied());
         for r in 0..g {
             let t = combine[cell0 + r];
-            let info = OpInfo {
-                phase: second_phase,
-                rank: r as u32,
-                holder: t.holder as u32,
-                cause: t.cause,
-                excess: ps(t.excess_s),
-            };
+            let info = OpInfo::transfer(second_phase, r, &t);
             prev[r] = Some(graph.op(r, Stream::Comm, ps(t.time_s), info, &[b2]));
         }
     }
