@@ -244,7 +244,7 @@ impl FssdpModel<'_> {
             }
             let x = all_to_all(self.topo, &all, &bytes, &mut ws.a2a);
             for (r, (t, p)) in x.per_rank.iter().zip(prev.iter_mut()).enumerate() {
-                let info = OpInfo::transfer(Phase::Reshard, r, &t);
+                let info = OpInfo::transfer(Phase::Reshard, r, t);
                 *p = Some(graph.op(r, Stream::Comm, ps(t.time_s), info, &[]));
             }
             let b = graph.barrier(prev.iter().flatten().copied());
