@@ -9,7 +9,7 @@ use moesim_sim::engine::to_ms;
 use moesim_sim::memory::rank_memory;
 use moesim_sim::plan::choose;
 use moesim_sim::result::SimulationReport;
-use moesim_sim::runner::{RunOptions, simulate_scenario};
+use moesim_sim::runner::RunOptions;
 use moesim_sim::scenario::{ScenarioError, parse_scenario};
 use moesim_sim::strategy::ep::{params_on_rank, slots_per_rank};
 use moesim_sim::timeline::iteration_timelines;
@@ -50,6 +50,9 @@ pub struct RankIterations {
 pub struct CollectOptions {
     /// Node counts of the capacity curve (none: no curve).
     pub capacity_nodes: Vec<usize>,
+    /// Per-token routing for offloading strategies (a trace the caller read); `None`: the scenario's
+    /// synthetic per-token routing.
+    pub tokens: Option<moesim_sim::strategy::offload::tokens::TokenRouting>,
 }
 
 /// One scenario, simulated and gathered.
@@ -66,6 +69,9 @@ pub struct ScenarioData {
     #[serde(skip)]
     pub loads: Vec<Option<LoadStats>>,
     pub capacity: Vec<CapacityPoint>,
+    /// Offloading: hit rate and TPOT per cache policy and size (empty without an offloading strategy).
+    #[serde(default)]
+    pub cache_curve: Vec<crate::cache_curve::CachePoint>,
     /// Chrome trace of the first iterations of the chosen strategy (or the first), when its kind has
     /// timelines.
     #[serde(skip)]
@@ -106,7 +112,28 @@ pub fn collect(
         timing: false,
         progress,
     };
-    let mut report = simulate_scenario(&s, routing, None, run);
+    let mut report = moesim_sim::runner::simulate_scenario_with_tokens(
+        &s,
+        routing,
+        opts.tokens.as_ref(),
+        None,
+        run,
+    )
+    .map_err(|e| ScenarioError::new(file, text, e))?;
+    let cache_curve = if s
+        .strategies
+        .iter()
+        .any(|st| st.kind == moesim_sim::scenario::file::StrategyKind::Offload)
+    {
+        let synthetic = moesim_sim::strategy::offload::tokens::TokenRouting::synthetic(&s);
+        crate::cache_curve::cache_curve(
+            &s,
+            &s.cluster.roofline(),
+            opts.tokens.as_ref().unwrap_or(&synthetic),
+        )
+    } else {
+        Vec::new()
+    };
     let chosen = choose(&report, &s);
     report.chosen = chosen.map(|i| report.results[i].strategy.clone());
     let rank_iterations = s
@@ -175,6 +202,7 @@ pub fn collect(
         rank_iterations,
         loads,
         capacity,
+        cache_curve,
         trace,
     })
 }

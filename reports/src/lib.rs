@@ -38,6 +38,7 @@
 //! assert!(files.iter().any(|f| f.path == "doc/step_time_cdf.png"));
 //! ```
 
+pub mod cache_curve;
 pub mod capacity;
 pub mod charts;
 pub mod check;

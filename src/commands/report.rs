@@ -87,6 +87,7 @@ pub fn run(a: &ReportArgs, quiet: bool) -> miette::Result<ExitCode> {
             routing.as_ref(),
             &CollectOptions {
                 capacity_nodes: nodes,
+                tokens: load::tokens(&args, &s)?,
             },
             env!("CARGO_PKG_VERSION"),
             Some(&tick),

@@ -1,20 +1,13 @@
-//! Inputs: what is needed to reproduce the report, and what it does not cover yet.
+//! Inputs: what is needed to reproduce the report.
 
 use super::Section;
 use super::format::heading;
 use crate::collect::ScenarioData;
 use crate::document::Block;
 
-/// What the report does not cover yet, and its inputs.
+/// The report's inputs.
 pub(super) fn section(sec: &mut Section, d: &ScenarioData) -> Result<(), String> {
     let s = &d.scenario;
-    sec.push(heading(2, "Not covered yet"));
-    sec.push(Block::Paragraph(
-        "Offloading figures (hit rate and TPOT vs expert-cache size per policy) appear once the offloading \
-         strategy lands; strategies of any kind already appear in the tables and step-time figures above."
-            .into(),
-    ));
-
     sec.push(heading(2, "Inputs"));
     let i = &d.inputs;
     sec.push(Block::Table {

@@ -8,6 +8,7 @@ mod capacity;
 mod format;
 mod inputs;
 mod memory;
+mod offload;
 mod step_time;
 mod stragglers;
 mod sweep;
@@ -88,6 +89,7 @@ fn scenario_section(
     balance::section(&mut sec, d)?;
     memory::section(&mut sec, d)?;
     capacity::section(&mut sec, d, opts)?;
+    offload::section(&mut sec, d)?;
     inputs::section(&mut sec, d)?;
     Ok((sec.blocks, sec.figures))
 }
