@@ -44,7 +44,7 @@ impl Default for RunOptions<'_> {
 
 /// The synthetic workload a scenario describes (used when it names no trace).
 pub fn synthetic_routing(s: &Scenario) -> SyntheticRouting {
-    SyntheticRouting::new(
+    SyntheticRouting::with_dynamics(
         EpModel::routing_shape(s),
         s.workload.iterations,
         SyntheticSpec {
@@ -52,6 +52,7 @@ pub fn synthetic_routing(s: &Scenario) -> SyntheticRouting {
             seed: s.seed,
             shuffle_per_layer: s.workload.shuffle_per_layer,
         },
+        s.workload.dynamics,
     )
 }
 

@@ -105,6 +105,10 @@ pub struct WorkloadSection {
     pub shuffle_per_layer: bool,
     /// A routing trace to replay instead of synthetic routing.
     pub trace: Option<String>,
+    /// How synthetic expert popularity changes over iterations and layers (drift, hot-spot rotation,
+    /// bursts, layer correlation, null experts); all off by default.
+    #[serde(default)]
+    pub dynamics: moesim_traces::Dynamics,
     /// Predict the window after this iteration from the routing before it, and report the error against
     /// the simulated window (straggler prediction).
     pub plan_until: Option<usize>,
@@ -119,6 +123,7 @@ impl Default for WorkloadSection {
             skew: default_skew(),
             shuffle_per_layer: true,
             trace: None,
+            dynamics: Default::default(),
             plan_until: None,
         }
     }

@@ -47,6 +47,9 @@ pub struct Workload {
     pub shuffle_per_layer: bool,
     /// Trace path as written in the scenario (relative to the scenario file).
     pub trace: Option<String>,
+    /// Synthetic popularity dynamics.
+    #[serde(default)]
+    pub dynamics: moesim_traces::Dynamics,
     /// Straggler prediction: forecast the iterations from here on from those before.
     pub plan_until: Option<usize>,
 }
@@ -189,8 +192,12 @@ impl Resolver<'_> {
             skew: w.skew,
             shuffle_per_layer: w.shuffle_per_layer,
             trace: w.trace.clone(),
+            dynamics: w.dynamics,
             plan_until: w.plan_until,
         };
+        if let Err(msg) = w.dynamics.validate() {
+            return Err(self.error("workload.dynamics", msg.clone(), msg));
+        }
         if let Some(u) = w.plan_until
             && (u == 0 || u >= w.iterations)
         {
