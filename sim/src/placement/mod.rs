@@ -5,11 +5,13 @@
 //! the sum of `load[e] / replicas[e]` over its slots. Builders:
 //! - [`eplb::eplb`]: the built-in baseline, DeepSeek's EPLB (greedy replication, then greedy packing;
 //!   blind to duplicates, the network and the previous plan);
-//! - [`search::place`]: moesim's planner (robust forecast, duplicate-free, node-spread packing, local search,
-//!   incremental re-planning that keeps experts where they are unless moving pays).
+//! - [`search::place`]: moesim's planner (duplicate-free, node-spread packing, local search, refinement on
+//!   past iterations, incremental re-planning that keeps experts where they are unless moving pays); small
+//!   fresh instances are also solved exactly by [`milp::assign`] and the better plan kept.
 
 pub mod eplb;
 pub mod forecast;
+pub mod milp;
 pub mod plan_layers;
 pub mod search;
 
