@@ -36,14 +36,14 @@ pub fn assign(
         .minimise(t)
         .using(microlp)
         .with_time_limit(time_limit_s);
-    for e in 0..experts {
-        let placed: Expression = x[e].iter().copied().sum();
-        model = model.with(constraint!(placed == copies[e] as f64));
+    for (row, &n) in x.iter().zip(copies) {
+        let placed: Expression = row.iter().copied().sum();
+        model = model.with(constraint!(placed == n as f64));
     }
     for g in 0..gpus {
-        let filled: Expression = (0..experts).map(|e| x[e][g]).sum();
+        let filled: Expression = x.iter().map(|row| row[g]).sum();
         model = model.with(constraint!(filled == slots as f64));
-        let load: Expression = (0..experts).map(|e| w[e] * x[e][g]).sum();
+        let load: Expression = x.iter().zip(w).map(|(row, &we)| we * row[g]).sum();
         model = model.with(constraint!(load <= t));
     }
     let solution = model.solve().ok()?;
