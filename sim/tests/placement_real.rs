@@ -131,3 +131,49 @@ fn beats_eplb_on_later_iterations_of_deepseek_v2_lite_and_moves_less() {
         );
     }
 }
+
+/// Loads per iteration of a per-token trace, `per_iteration` sequences per iteration.
+fn trace_history(t: &moesim_traces::TokenTrace, per_iteration: usize) -> Vec<Vec<Vec<f64>>> {
+    let (layers, experts) = (t.meta.layers, t.meta.experts);
+    t.sequences
+        .chunks(per_iteration)
+        .map(|chunk| {
+            let mut loads = vec![vec![0.0; experts]; layers];
+            for s in chunk {
+                for (layer, l) in loads.iter_mut().enumerate() {
+                    for tok in 0..s.tokens {
+                        for &e in s.row(layer, tok) {
+                            l[e as usize] += 1.0;
+                        }
+                    }
+                }
+            }
+            loads
+        })
+        .collect()
+}
+
+#[test]
+fn beats_eplb_on_a_synthetic_workload_fitted_to_deepseek_v2_lite() {
+    let Some(dir) = trace_dir() else { return };
+    use moesim_traces::import::{Format, ImportOptions, import};
+    let moesim_traces::Trace::Tokens(real) =
+        import(Format::CsvTokens, &dir, &ImportOptions::default()).unwrap()
+    else {
+        panic!("a per-token trace")
+    };
+    let fit = moesim_traces::fit::fit_tokens(&real, &Default::default()).unwrap();
+    // A longer run than the real trace: 200 sequences of the fitted length, 4 per iteration.
+    let synthetic = fit.model.generate(200, fit.tokens_per_sequence).unwrap();
+    let history = trace_history(&synthetic, 4);
+    assert_eq!(history.len(), 50);
+    for (gpus, slots) in [(8, 9), (16, 5)] {
+        let e = replay(&history, gpus, slots, 3, 5);
+        eprintln!(
+            "fitted, {gpus} GPUs × {slots} slots: balancedness ours {:.3} vs EPLB {:.3}; moves ours {:.1} vs EPLB {:.1}",
+            e.ours, e.eplb, e.ours_moves, e.eplb_moves
+        );
+        assert!(e.ours > e.eplb, "{gpus}×{slots}: {} <= {}", e.ours, e.eplb);
+        assert!(e.ours_moves < e.eplb_moves);
+    }
+}
