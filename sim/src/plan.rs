@@ -46,14 +46,24 @@ pub struct Plan {
 pub struct PlanParameters {
     pub ep_size: usize,
     pub capacity_factor: Option<f64>,
+    /// EP with replication: slots, re-plan interval, forecast window, placement method, token split.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replication: Option<crate::scenario::Replication>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fssdp: Option<crate::scenario::knobs::FssdpKnobs>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offload: Option<crate::scenario::knobs::OffloadKnobs>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PlanPlacement {
     pub gpus: usize,
     pub ep_size: usize,
-    /// `gpu_experts[i]`: experts on rank i of every EP group.
+    /// `gpu_experts[i]`: experts on rank i of every EP group (first MoE layer for ep-replicated).
     pub gpu_experts: Vec<Vec<usize>>,
+    /// EP with replication: `gpu_experts_per_layer[layer][i]`, the final plan of every MoE layer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu_experts_per_layer: Option<Vec<Vec<Vec<usize>>>>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -80,11 +90,18 @@ pub fn make_plan(s: &Scenario, report: &SimulationReport, chosen: usize) -> Plan
         parameters: PlanParameters {
             ep_size: st.ep_size,
             capacity_factor: st.capacity_factor,
+            replication: st.replication,
+            fssdp: st.fssdp.clone(),
+            offload: st.offload.clone(),
         },
         placement: PlanPlacement {
             gpus: s.cluster.gpus(),
             ep_size: r.ep_size,
             gpu_experts: r.placement.clone(),
+            gpu_experts_per_layer: r
+                .replication
+                .as_ref()
+                .map(|x| x.placement_per_layer.clone()),
         },
         predicted: Prediction {
             step_time_ms: r.step_time_ms,

@@ -80,7 +80,7 @@ pub fn candidates(s: &Scenario) -> Vec<Strategy> {
                                             replication: Some(Replication {
                                                 slots_per_gpu: slots,
                                                 replan_interval: replan,
-                                                forecast_window: window,
+                                                forecast_window: (window != usize::MAX).then_some(window),
                                                 method,
                                                 token_split: split,
                                             }),

@@ -76,7 +76,9 @@ pub struct Strategy {
 pub struct Replication {
     pub slots_per_gpu: usize,
     pub replan_interval: usize,
-    pub forecast_window: usize,
+    /// Iterations the forecast averages (`None`: every iteration seen).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forecast_window: Option<usize>,
     pub method: file::PlacementMethod,
     pub token_split: file::TokenSplit,
 }
@@ -622,7 +624,7 @@ impl Resolver<'_> {
                 Some(Replication {
                     slots_per_gpu: slots,
                     replan_interval: interval,
-                    forecast_window: s.forecast_window.unwrap_or(usize::MAX),
+                    forecast_window: s.forecast_window,
                     method: s.placement.unwrap_or_default(),
                     token_split: s.token_split.unwrap_or_default(),
                 })

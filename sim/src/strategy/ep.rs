@@ -162,7 +162,7 @@ impl<'a> EpModel<'a> {
                             forecast(
                                 &past,
                                 Forecast::MovingAverage {
-                                    window: r.forecast_window,
+                                    window: r.forecast_window.unwrap_or(usize::MAX),
                                 },
                             )
                             .0
