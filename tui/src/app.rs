@@ -4,11 +4,12 @@
 use crate::export;
 use crate::knob::{Knob, knobs};
 use crate::session::{Request, Session};
+use crate::timeline_job::{TimelineInput, TimelineJobs, TimelineKey, TimelineResult};
 use crate::worker::Worker;
 use moesim_sim::result::{SimulationReport, StrategyResult};
-use moesim_sim::timeline::{IterationTimeline, iteration_timelines};
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// The views, in tab order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,11 +70,10 @@ impl Picker {
     }
 }
 
-/// The timeline of one (strategy, iteration), computed when a view needs it.
+/// The timeline of one (session, strategy, iteration), computed when a view needs it.
 pub struct TimelineCache {
-    pub strategy: usize,
-    pub iteration: usize,
-    pub result: Result<IterationTimeline, String>,
+    pub key: TimelineKey,
+    pub result: TimelineResult,
 }
 
 /// Everything the UI shows and remembers.
@@ -107,6 +107,7 @@ pub struct App {
     /// The text being typed into the selected knob.
     pub edit: Option<String>,
     pub timeline: Option<TimelineCache>,
+    timeline_jobs: TimelineJobs,
     /// Where exports go.
     pub out_dir: PathBuf,
     /// Where the picker looks.
@@ -138,6 +139,7 @@ impl App {
             knob: 0,
             edit: None,
             timeline: None,
+            timeline_jobs: TimelineJobs::default(),
             out_dir,
             scenario_dir,
             worker,
@@ -171,24 +173,31 @@ impl App {
         self.worker.busy(self.answered)
     }
 
-    /// Takes a finished load, if any; returns whether the state changed.
+    /// Takes a finished load or timeline, if any; returns whether the state changed.
     pub fn poll(&mut self) -> bool {
-        match self.worker.poll() {
-            Some(o) => {
-                self.answered = o.generation;
-                self.accept(o.result);
-                true
-            }
-            None => false,
+        let mut changed = false;
+        if let Some(o) = self.worker.poll() {
+            self.answered = o.generation;
+            self.accept(o.result);
+            changed = true;
         }
+        if let Some((key, result)) = self.timeline_jobs.poll() {
+            self.timeline = Some(TimelineCache { key, result });
+            changed = true;
+        }
+        changed
     }
 
-    /// Blocks until the running load finishes and takes it (tests).
+    /// Blocks until the running load and the timeline it needs are done, and takes them (tests).
     pub fn wait(&mut self) {
         if self.busy() {
             let o = self.worker.wait();
             self.answered = o.generation;
             self.accept(o.result);
+        }
+        self.ensure_timeline();
+        if let Some((key, result)) = self.timeline_jobs.wait() {
+            self.timeline = Some(TimelineCache { key, result });
         }
     }
 
@@ -450,44 +459,46 @@ impl App {
         self.worker.start(request);
     }
 
-    /// Computes the selected iteration's timeline when the Ranks or Timeline view needs it.
+    /// The timeline the current selection needs.
+    fn timeline_key(&self) -> TimelineKey {
+        TimelineKey {
+            session: self.answered,
+            strategy: self.strategy,
+            iteration: self.iteration,
+        }
+    }
+
+    /// Starts computing the selected iteration's timeline (in the background) when the Ranks or Timeline
+    /// view needs it and it is neither cached nor on its way.
     pub fn ensure_timeline(&mut self) {
         if !matches!(self.view, View::Ranks | View::Timeline) {
+            return;
+        }
+        let key = self.timeline_key();
+        if self.current_timeline().is_some() || self.timeline_jobs.pending() == Some(key) {
             return;
         }
         let Some(s) = &self.session else {
             return;
         };
-        if self
-            .timeline
-            .as_ref()
-            .is_some_and(|t| t.strategy == self.strategy && t.iteration == self.iteration)
-        {
-            return;
-        }
         let Some(st) = s.scenario.strategies.get(self.strategy) else {
             return;
         };
-        let it = self.iteration;
-        let cost = s
-            .cost
-            .as_deref()
-            .map(|c| c as &dyn moesim_calibrate::CostModel);
-        let result = iteration_timelines(&s.scenario, st, s.routing.as_ref(), cost, it..it + 1)
-            .map_err(|e| e.to_string())
-            .and_then(|mut v| v.pop().ok_or_else(|| "no iteration".to_string()));
-        self.timeline = Some(TimelineCache {
-            strategy: self.strategy,
-            iteration: it,
-            result,
-        });
+        let input = TimelineInput {
+            scenario: s.scenario.clone(),
+            strategy: st.clone(),
+            routing: Arc::clone(&s.routing),
+            cost: s.cost.clone(),
+        };
+        self.timeline_jobs.start(key, input);
     }
 
-    /// The selected iteration's timeline, if computed and available.
-    pub fn current_timeline(&self) -> Option<&Result<IterationTimeline, String>> {
+    /// The selected iteration's timeline, if computed (`None` while it is being computed).
+    pub fn current_timeline(&self) -> Option<&TimelineResult> {
+        let key = self.timeline_key();
         self.timeline
             .as_ref()
-            .filter(|t| t.strategy == self.strategy && t.iteration == self.iteration)
+            .filter(|t| t.key == key)
             .map(|t| &t.result)
     }
 

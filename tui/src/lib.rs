@@ -10,6 +10,7 @@ pub mod export;
 pub mod knob;
 pub mod session;
 pub mod terminal;
+pub mod timeline_job;
 pub mod ui;
 pub mod views;
 pub mod worker;

@@ -14,6 +14,7 @@ use moesim_traces::import::{Format, ImportOptions, import};
 use moesim_traces::{RoutingSource, Trace, TraceRouting};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// What the worker needs to (re-)simulate: the file, its text and the overrides on top of it.
 #[derive(Debug, Clone, PartialEq)]
@@ -54,8 +55,16 @@ pub struct Session {
     pub workload: Result<WorkloadSummary, String>,
 }
 
-/// Parses, loads the routing and simulates every strategy. Errors come back as text for the UI to show.
-pub fn load(request: Request) -> Result<Session, String> {
+/// How far a load has got: simulated iterations (all strategies) out of the total, for the status line.
+#[derive(Debug, Default)]
+pub struct Progress {
+    pub done: AtomicUsize,
+    pub total: AtomicUsize,
+}
+
+/// Parses, loads the routing and simulates every strategy, counting iterations into `progress`. Errors
+/// come back as text for the UI to show.
+pub fn load(request: Request, progress: &Progress) -> Result<Session, String> {
     let name = request.path.display().to_string();
     let scenario = parse_scenario(&name, &request.text, &request.overrides)
         .map_err(|e| describe_scenario_error(&e))?;
@@ -92,9 +101,16 @@ pub fn load(request: Request) -> Result<Session, String> {
         _ => None,
     };
     let cost = cost_model(&request.path, &scenario)?.map(Arc::new);
+    progress.total.store(
+        scenario.workload.iterations * scenario.strategies.len(),
+        Ordering::Relaxed,
+    );
+    let tick = || {
+        progress.done.fetch_add(1, Ordering::Relaxed);
+    };
     let opts = RunOptions {
         timing: false,
-        progress: None,
+        progress: Some(&tick),
     };
     let mut report = simulate_scenario_with_tokens(
         &scenario,
@@ -106,7 +122,16 @@ pub fn load(request: Request) -> Result<Session, String> {
     .map_err(|e| format!("{name}: {e}"))?;
     let chosen = choose(&report, &scenario);
     report.chosen = chosen.map(|i| report.results[i].strategy.clone());
-    let workload = summarize(routing.as_ref(), trace.as_deref(), scenario.cluster.gpus());
+    let source = match &trace_path {
+        Some(p) => format!("trace {}", crate::app::file_name(p)),
+        None => routing.describe(),
+    };
+    let workload = summarize(
+        routing.as_ref(),
+        trace.as_deref(),
+        scenario.cluster.gpus(),
+        source,
+    );
     Ok(Session {
         cost,
         workload,

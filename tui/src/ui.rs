@@ -103,7 +103,11 @@ impl App {
             }
         }
         if self.busy() {
-            spans.push(Span::from(" · simulating…").fg(Color::Yellow));
+            let text = match self.worker.progress() {
+                (done, total) if total > 0 => format!(" · simulating… {done}/{total} iterations"),
+                _ => " · simulating…".to_string(),
+            };
+            spans.push(Span::from(text).fg(Color::Yellow));
         }
         if !self.status.is_empty() {
             spans.push(Span::from(format!(" · {}", self.status)));

@@ -1,7 +1,9 @@
 //! Re-simulation off the UI thread: each request runs on its own thread and its outcome comes back over a
 //! channel, tagged with a generation so that an answer to a superseded request is dropped.
 
-use crate::session::{Request, Session, load};
+use crate::session::{Progress, Request, Session, load};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, Sender, TryRecvError, channel};
 
 /// A finished load: which request it answers and what came of it.
@@ -16,8 +18,13 @@ pub struct Worker {
     rx: Receiver<Outcome>,
     generation: u64,
     /// How a request becomes a session; tests swap in a slow one.
-    loader: fn(Request) -> Result<Session, String>,
+    loader: Loader,
+    /// Progress of the newest request.
+    progress: Arc<Progress>,
 }
+
+/// Turns a request into a session, counting simulated iterations.
+pub type Loader = fn(Request, &Progress) -> Result<Session, String>;
 
 impl Default for Worker {
     fn default() -> Self {
@@ -27,13 +34,14 @@ impl Default for Worker {
 
 impl Worker {
     /// A worker that runs `loader` for each request.
-    pub fn with_loader(loader: fn(Request) -> Result<Session, String>) -> Self {
+    pub fn with_loader(loader: Loader) -> Self {
         let (tx, rx) = channel();
         Worker {
             tx,
             rx,
             generation: 0,
             loader,
+            progress: Arc::default(),
         }
     }
 
@@ -43,9 +51,12 @@ impl Worker {
         let generation = self.generation;
         let tx = self.tx.clone();
         let loader = self.loader;
+        self.progress = Arc::default();
+        let progress = Arc::clone(&self.progress);
         std::thread::spawn(move || {
             // A panic in the simulator must not take the UI down: report it like an error.
-            let result = std::panic::catch_unwind(move || loader(request)).unwrap_or_else(|p| {
+            let run = std::panic::AssertUnwindSafe(move || loader(request, &progress));
+            let result = std::panic::catch_unwind(run).unwrap_or_else(|p| {
                 let msg = p
                     .downcast_ref::<&str>()
                     .map(|s| s.to_string())
@@ -61,6 +72,14 @@ impl Worker {
     /// Whether the newest request is still running.
     pub fn busy(&self, answered: u64) -> bool {
         answered < self.generation
+    }
+
+    /// Iterations simulated and in all, for the newest request (total 0 until the scenario is parsed).
+    pub fn progress(&self) -> (usize, usize) {
+        (
+            self.progress.done.load(Ordering::Relaxed),
+            self.progress.total.load(Ordering::Relaxed),
+        )
     }
 
     /// The newest generation started.

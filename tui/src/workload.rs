@@ -33,16 +33,21 @@ pub struct WorkloadSummary {
     pub curves: Vec<Curve>,
 }
 
-/// The summary of `routing` (and of `trace` when it is a per-token trace), over `ranks` GPUs.
+/// The summary of `routing` (and of `trace` when it is a per-token trace), over `ranks` GPUs; `source`
+/// names the workload.
 pub fn summarize(
     routing: &dyn RoutingSource,
     trace: Option<&Trace>,
     ranks: usize,
+    source: String,
 ) -> Result<WorkloadSummary, String> {
     if let Some(t @ Trace::Tokens(_)) = trace {
-        return from_tokens(t, ranks, routing.describe());
+        return from_tokens(t, ranks, source);
     }
-    Ok(from_routing(routing, ranks))
+    Ok(WorkloadSummary {
+        source,
+        ..from_routing(routing, ranks)
+    })
 }
 
 fn from_tokens(t: &Trace, ranks: usize, source: String) -> Result<WorkloadSummary, String> {

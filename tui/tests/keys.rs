@@ -51,10 +51,14 @@ fn arrows_select_a_strategy_and_the_breakdown_follows() {
 fn scrubbing_iterations_updates_the_ranks_view() {
     let (_dir, mut app) = small();
     keys(&mut app, "2");
+    app.wait();
     let before = screen_text(&app, 80, 24);
     assert!(before.contains("iteration 1/6"), "{before}");
     key(&mut app, KeyCode::Right);
     key(&mut app, KeyCode::Right);
+    // The per-rank table waits for the iteration's timeline, computed in the background.
+    assert!(app.current_timeline().is_none());
+    app.wait();
     let after = screen_text(&app, 80, 24);
     assert!(after.contains("iteration 3/6"), "{after}");
     let r = app.selected().unwrap();
@@ -79,6 +83,7 @@ fn scrubbing_iterations_updates_the_ranks_view() {
 fn timeline_zooms_and_pans() {
     let (_dir, mut app) = small();
     keys(&mut app, "3");
+    app.wait();
     let whole = screen_text(&app, 160, 48);
     keys(&mut app, "++");
     assert_eq!(app.zoom, 4);
@@ -196,7 +201,9 @@ fn save_plan_and_write_report_export_files() {
     let s = app.session.as_ref().unwrap();
     assert_eq!(json["chosen"], s.report.results[s.chosen.unwrap()].strategy);
     assert!(app.status.contains("plan saved"), "{}", app.status);
-    keys(&mut app, "2w");
+    keys(&mut app, "2");
+    app.wait();
+    keys(&mut app, "w");
     let report = std::fs::read_to_string(dir.path().join("out/small-ranks.md")).unwrap();
     assert!(report.contains("ranks in iteration 1"), "{report}");
 }

@@ -5,15 +5,15 @@ mod common;
 
 use common::*;
 use moesim_tui::App;
-use moesim_tui::session::{Request, Session, load};
+use moesim_tui::session::{Progress, Request, Session, load};
 use moesim_tui::worker::Worker;
 use ratatui::crossterm::event::KeyCode;
 use std::time::{Duration, Instant};
 
 /// A scenario that takes at least 1.5 s to simulate.
-fn slow(r: Request) -> Result<Session, String> {
+fn slow(r: Request, p: &Progress) -> Result<Session, String> {
     std::thread::sleep(Duration::from_millis(1500));
-    load(r)
+    load(r, p)
 }
 
 #[test]
@@ -54,6 +54,8 @@ fn the_ui_answers_keys_and_draws_while_a_slow_simulation_runs() {
     let s = app.session.as_ref().unwrap();
     assert_eq!(s.request.overrides, vec!["cluster.nodes=2"]);
     assert_eq!(s.scenario.cluster.gpus(), 16);
+    // Progress counted every iteration of both strategies.
+    assert_eq!(app.worker.progress(), (12, 12));
 }
 
 #[test]

@@ -11,7 +11,7 @@ fn app_in(view: View) -> (tempfile::TempDir, moesim_tui::App) {
     let (dir, path) = scenario_file("small.toml", SMALL);
     let mut app = loaded(&path, &dir.path().join("out"));
     app.switch(view.index());
-    app.ensure_timeline();
+    app.wait();
     (dir, app)
 }
 

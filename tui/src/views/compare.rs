@@ -50,7 +50,7 @@ fn table(app: &App, s: &Session, area: Rect, buf: &mut Buffer) {
             r.strategy.clone(),
             format!("{:.2}", r.step_time_ms.p50),
             format!("{:.2}", r.step_time_ms.p99),
-            format!("{:.0}", r.tokens_per_s),
+            super::rate(r.tokens_per_s),
             delta(before, r.tokens_per_s),
             format!(
                 "{:.1}{}",

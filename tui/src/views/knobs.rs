@@ -58,8 +58,8 @@ pub fn render(app: &App, s: &Session, area: Rect, buf: &mut Buffer) {
         let fmt = |v: Option<f64>, d: usize| v.map_or("—".to_string(), |v| format!("{v:.d$}"));
         Row::new([
             r.strategy.clone(),
-            fmt(tps, 0),
-            format!("{:.0}", r.tokens_per_s),
+            tps.map_or("—".to_string(), super::rate),
+            super::rate(r.tokens_per_s),
             delta(tps, r.tokens_per_s),
             fmt(p50, 2),
             format!("{:.2}", r.step_time_ms.p50),
