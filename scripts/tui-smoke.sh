@@ -82,11 +82,32 @@ tmux send-keys -t "$session" s
 wait_for 'plan saved to'
 [[ -s "$tmp/out/plan.json" ]] || fail "plan.json was not written"
 
-# 4. `q` quits with status 0.
-tmux send-keys -t "$session" q
-for _ in $(seq 1 50); do
-    [[ -s "$tmp/exit" ]] && break
-    sleep 0.2
+# 4. `q` quits with status 0 and leaves the alternate screen (the pane no longer shows the tabs).
+# exited_cleanly KEY: sends KEY, waits for the exit status, checks it is 0 and the UI is gone.
+exited_cleanly() {
+    tmux send-keys -t "$session" "$1"
+    for _ in $(seq 1 50); do
+        [[ -s "$tmp/exit" ]] && break
+        sleep 0.2
+    done
+    pane > "$tmp/pane" 2> /dev/null || true
+    [[ "$(cat "$tmp/exit" 2> /dev/null)" == 0 ]] || fail "moesim tui did not exit with status 0 after $1"
+    ! grep -q '1 Compare' "$tmp/pane" || fail "the terminal was not restored after $1"
+    rm -f "$tmp/exit"
+    tmux kill-session -t "$session"
+}
+exited_cleanly q
+
+# 5. Without a file: the picker lists scenarios/; Enter on quickstart.toml opens it; Ctrl-C quits.
+tmux -u new-session -d -s "$session" -x 120 -y 40 \
+    "'$MOESIM' tui --out '$tmp/out'; echo \$? > '$tmp/exit'; sleep 30"
+wait_for 'open a scenario'
+grep -q 'quickstart.toml' "$tmp/pane" || fail "the picker does not list quickstart.toml"
+for f in scenarios/*.toml; do
+    [[ "$f" == scenarios/quickstart.toml ]] && break
+    tmux send-keys -t "$session" Down
 done
-[[ "$(cat "$tmp/exit" 2> /dev/null)" == 0 ]] || fail "moesim tui did not exit cleanly after q"
+tmux send-keys -t "$session" Enter
+wait_for 'quickstart — olmoe'
+exited_cleanly C-c
 echo "tui-smoke: ok"

@@ -77,3 +77,27 @@ fn a_newer_request_supersedes_a_running_one() {
     app.poll();
     assert_eq!(app.session.as_ref().unwrap().scenario.cluster.nodes, 3);
 }
+
+fn panics(_: Request, _: &Progress) -> Result<Session, String> {
+    panic!("boom in the simulator")
+}
+
+#[test]
+fn a_panicking_simulation_is_an_error_on_screen_not_a_crash() {
+    let (dir, path) = scenario_file("small.toml", SMALL);
+    let mut app = App::new(
+        Worker::with_loader(panics),
+        dir.path().join("out"),
+        dir.path().to_path_buf(),
+    );
+    app.open(&path);
+    app.wait();
+    assert!(app.session.is_none());
+    let text = screen_text(&app, 80, 24);
+    assert!(
+        text.contains("the simulation panicked: boom in the simulator"),
+        "{text}"
+    );
+    keys(&mut app, "q");
+    assert!(app.quit);
+}
