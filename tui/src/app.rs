@@ -360,6 +360,12 @@ impl App {
         self.layer = self.layer.min(self.layers() - 1);
         self.knob = self.knob.min(self.knobs().len().saturating_sub(1));
         self.pan = self.pan.clamp(0.0, 1.0 - 1.0 / self.zoom as f64);
+        if let Some(Ok(t)) = self.current_timeline() {
+            let mut rows: Vec<_> = t.ops.iter().map(|o| (o.rank, o.stream as u8)).collect();
+            rows.sort_unstable();
+            rows.dedup();
+            self.row_offset = self.row_offset.min(rows.len().saturating_sub(1));
+        }
     }
 
     pub fn up(&mut self) {

@@ -99,6 +99,16 @@ fn timeline_zooms_and_pans() {
     keys(&mut app, "---");
     assert_eq!(app.zoom, 1);
     assert_eq!(app.pan, 0.0);
+    // Rows scroll, and stop at the last of the 16 (8 ranks × compute and comm).
+    assert!(screen_text(&app, 80, 24).contains("rows 1–"));
+    for _ in 0..40 {
+        key(&mut app, KeyCode::Down);
+    }
+    assert_eq!(app.row_offset, 15);
+    let text = screen_text(&app, 80, 24);
+    assert!(text.contains("rows 16–16/16"), "{text}");
+    assert!(text.contains("r7  comm"), "{text}");
+    assert!(!text.contains("r0  compute"), "{text}");
 }
 
 #[test]

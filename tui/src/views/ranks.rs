@@ -53,8 +53,15 @@ pub fn render(app: &App, _s: &Session, area: Rect, buf: &mut Buffer) {
 }
 
 fn critical(rank: Option<usize>, cause: Option<moesim_sim::collective::Cause>) -> String {
+    use moesim_sim::collective::Cause;
+    // Short cause names so the per-iteration column fits an 80-column terminal.
+    let short = |c: Cause| match c {
+        Cause::InboundLink => "in link",
+        Cause::OutboundLink => "out link",
+        other => other.as_str(),
+    };
     match (rank, cause) {
-        (Some(r), Some(c)) => format!("r{r} ({})", c.as_str()),
+        (Some(r), Some(c)) => format!("r{r} ({})", short(c)),
         (Some(r), None) => format!("r{r}"),
         _ => "balanced".into(),
     }

@@ -78,9 +78,11 @@ fn gantt(app: &App, t: &IterationTimeline, area: Rect, buf: &mut Buffer) {
     let from = app.pan * step;
     let span = step / app.zoom as f64;
     let to_col = |time: u64| ((time as f64 - from) / span * cols).floor();
+    let offset = app.row_offset.min(rows.len().saturating_sub(1));
+    let shown = (rows.len() - offset).min(rows_area.height as usize);
+    let range = format!("rows {}–{}/{}", offset + 1, offset + shown, rows.len());
     Line::from(format!(
-        "{:>w$}{:.3} ms{:>pad$}{:.3} ms",
-        "",
+        "{range:<w$}{:.3} ms{:>pad$}{:.3} ms",
         to_ms(from as u64),
         "",
         to_ms((from + span) as u64),
@@ -88,7 +90,6 @@ fn gantt(app: &App, t: &IterationTimeline, area: Rect, buf: &mut Buffer) {
         pad = (cols as usize).saturating_sub(20)
     ))
     .render(axis, buf);
-    let offset = app.row_offset.min(rows.len().saturating_sub(1));
     for (y, &(rank, stream)) in rows
         .iter()
         .skip(offset)
