@@ -10,6 +10,7 @@ use moesim_sim::result::{SimulationReport, StrategyResult};
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::mpsc::{Receiver, channel};
 
 /// The views, in tab order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -114,6 +115,8 @@ pub struct App {
     pub scenario_dir: PathBuf,
     pub worker: Worker,
     answered: u64,
+    /// The capacity report being written in the background: where it goes, or why it failed.
+    report_job: Option<Receiver<Result<PathBuf, String>>>,
 }
 
 impl App {
@@ -144,6 +147,7 @@ impl App {
             scenario_dir,
             worker,
             answered: 0,
+            report_job: None,
         }
     }
 
@@ -183,6 +187,10 @@ impl App {
         }
         if let Some((key, result)) = self.timeline_jobs.poll() {
             self.timeline = Some(TimelineCache { key, result });
+            changed = true;
+        }
+        if let Some(done) = self.report_job.as_ref().and_then(|rx| rx.try_recv().ok()) {
+            self.report_done(done);
             changed = true;
         }
         changed
@@ -280,6 +288,7 @@ impl App {
             KeyCode::Char('o') => self.open_picker(),
             KeyCode::Char('s') => self.save_plan(),
             KeyCode::Char('w') => self.write_report(),
+            KeyCode::Char('W') => self.write_capacity_report(),
             KeyCode::Char('r') => self.resimulate(Vec::new()),
             KeyCode::Up | KeyCode::Char('k') => self.up(),
             KeyCode::Down | KeyCode::Char('j') => self.down(),
@@ -516,6 +525,43 @@ impl App {
         self.status = match export::save_plan(s, &self.out_dir) {
             Ok(p) => format!("plan saved to {}", p.display()),
             Err(e) => format!("cannot save the plan: {e}"),
+        };
+    }
+
+    /// `W`: writes the full capacity report of the current scenario in the background.
+    pub fn write_capacity_report(&mut self) {
+        let Some(s) = &self.session else {
+            return;
+        };
+        if self.report_job.is_some() {
+            self.status = "a report is already being written".into();
+            return;
+        }
+        let (tx, rx) = channel();
+        let (request, routing, dir) = (
+            s.request.clone(),
+            Arc::clone(&s.routing),
+            self.out_dir.clone(),
+        );
+        std::thread::spawn(move || {
+            let _ = tx.send(export::capacity_report(&request, routing, &dir));
+        });
+        self.report_job = Some(rx);
+        self.status = "writing the capacity report…".into();
+    }
+
+    /// Blocks until the capacity report is written (tests).
+    pub fn wait_report(&mut self) {
+        if let Some(done) = self.report_job.as_ref().and_then(|rx| rx.recv().ok()) {
+            self.report_done(done);
+        }
+    }
+
+    fn report_done(&mut self, done: Result<PathBuf, String>) {
+        self.report_job = None;
+        self.status = match done {
+            Ok(p) => format!("capacity report written to {}", p.display()),
+            Err(e) => format!("cannot write the capacity report: {e}"),
         };
     }
 

@@ -1,13 +1,17 @@
-//! Export from the TUI: the chosen strategy's plan.json (the same file `moesim plan` writes) and a report
-//! of what is on screen.
+//! Export from the TUI: the chosen strategy's plan.json (the same file `moesim plan` writes), a report of
+//! what is on screen, and the full capacity report (`moesim report`'s HTML, Markdown and figures).
 
 use crate::app::App;
-use crate::session::Session;
+use crate::session::{Request, Session};
+use moesim_reports::collect::{CollectOptions, collect};
+use moesim_reports::report::{ReportOptions, render_report};
 use moesim_sim::plan::make_plan;
+use moesim_traces::RoutingSource;
 use ratatui::buffer::Buffer;
 use ratatui::layout::Rect;
 use ratatui::widgets::Widget;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// Writes `dir/plan.json` for the strategy the objective chooses.
 pub fn save_plan(s: &Session, dir: &Path) -> Result<PathBuf, String> {
@@ -63,6 +67,37 @@ pub fn write_report(app: &App, screen: &str, dir: &Path) -> Result<PathBuf, Stri
     let path = dir.join(format!("{name}-{view}.md"));
     write(&path, &md)?;
     Ok(path)
+}
+
+/// Simulates and renders the capacity report of `request` (its overrides included) into `dir/report/`,
+/// as `moesim report` does; slow (it re-simulates and draws figures), so the app runs it on a thread.
+pub fn capacity_report(
+    request: &Request,
+    routing: Arc<dyn RoutingSource>,
+    dir: &Path,
+) -> Result<PathBuf, String> {
+    let name = request.path.display().to_string();
+    let data = collect(
+        &name,
+        &request.text,
+        &request.overrides,
+        routing.as_ref(),
+        &CollectOptions::default(),
+        env!("CARGO_PKG_VERSION"),
+        None,
+    )
+    .map_err(|e| e.to_string())?;
+    let files =
+        render_report(&[data], &[], &ReportOptions::default()).map_err(|e| e.to_string())?;
+    let root = dir.join("report");
+    for f in &files {
+        let path = root.join(&f.path);
+        if let Some(d) = path.parent() {
+            std::fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
+        }
+        std::fs::write(&path, &f.bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    Ok(root.join("index.html"))
 }
 
 fn write(path: &Path, text: &str) -> Result<(), String> {

@@ -9,7 +9,7 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Clear, List, ListItem, Paragraph, Tabs, Widget, Wrap};
 
 /// The keys, as the help overlay and docs/tui.md list them.
-pub const HELP: [(&str, &str); 16] = [
+pub const HELP: [(&str, &str); 17] = [
     ("1-6, Tab", "switch view (Shift-Tab: back)"),
     (
         "↑ ↓ / j k",
@@ -32,6 +32,7 @@ pub const HELP: [(&str, &str); 16] = [
     ("r", "re-simulate"),
     ("s", "save plan.json of the chosen strategy"),
     ("w", "write a report of the current view"),
+    ("W", "write the full capacity report (HTML, figures)"),
     ("o", "open the scenario picker"),
     ("?", "this help"),
     ("q, Ctrl-C", "quit"),

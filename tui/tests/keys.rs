@@ -216,6 +216,21 @@ fn save_plan_and_write_report_export_files() {
     keys(&mut app, "w");
     let report = std::fs::read_to_string(dir.path().join("out/small-ranks.md")).unwrap();
     assert!(report.contains("ranks in iteration 1"), "{report}");
+    keys(&mut app, "W");
+    assert!(
+        app.status.contains("writing the capacity report"),
+        "{}",
+        app.status
+    );
+    app.wait_report();
+    assert!(
+        app.status.contains("capacity report written"),
+        "{}",
+        app.status
+    );
+    let index = std::fs::read_to_string(dir.path().join("out/report/index.md")).unwrap();
+    assert!(index.contains("ep8-replicated"), "{index}");
+    assert!(dir.path().join("out/report/index.html").is_file());
 }
 
 #[test]
