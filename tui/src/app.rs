@@ -7,7 +7,9 @@ use crate::session::{Request, Session};
 use crate::timeline_job::{TimelineInput, TimelineJobs, TimelineKey, TimelineResult};
 use crate::worker::Worker;
 use moesim_sim::result::{SimulationReport, StrategyResult};
-use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+use ratatui::crossterm::event::{
+    KeyCode, KeyEvent, KeyModifiers, MouseButton, MouseEvent, MouseEventKind,
+};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, channel};
@@ -303,6 +305,31 @@ impl App {
         }
         self.clamp();
         self.ensure_timeline();
+    }
+
+    /// Mouse: a click on a tab shows that view; the wheel does what ↑/↓ do.
+    pub fn on_mouse(&mut self, m: MouseEvent) {
+        if self.help || self.edit.is_some() {
+            return;
+        }
+        match m.kind {
+            MouseEventKind::ScrollUp => self.on_key(KeyEvent::from(KeyCode::Up)),
+            MouseEventKind::ScrollDown => self.on_key(KeyEvent::from(KeyCode::Down)),
+            MouseEventKind::Down(MouseButton::Left) if m.row == 0 && self.picker.is_none() => {
+                // Tabs are drawn as "1 Compare 2 Ranks …": each title and one space.
+                let mut x = 0;
+                for (i, v) in View::ALL.iter().enumerate() {
+                    let w = format!("{} {}", i + 1, v.title()).chars().count() as u16;
+                    if m.column < x + w {
+                        self.switch(i);
+                        self.ensure_timeline();
+                        return;
+                    }
+                    x += w + 1;
+                }
+            }
+            _ => {}
+        }
     }
 
     fn on_picker_key(&mut self, code: KeyCode) {

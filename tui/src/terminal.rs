@@ -1,10 +1,13 @@
 //! The real terminal: raw mode and the alternate screen on start, restored on exit, on a panic of the UI
-//! thread (panic hook) and on Ctrl-C (a key event in raw mode, handled by the app as quit).
+//! thread (panic hook) and on Ctrl-C (a key event in raw mode, handled by the app as quit). Mouse capture
+//! is on: tabs are clickable and the wheel scrolls.
 
 use crate::app::App;
 use crate::worker::Worker;
 use ratatui::Terminal;
-use ratatui::crossterm::event::{self, Event, KeyEventKind};
+use ratatui::crossterm::event::{
+    self, DisableMouseCapture, EnableMouseCapture, Event, KeyEventKind,
+};
 use ratatui::crossterm::terminal::{
     EnterAlternateScreen, LeaveAlternateScreen, disable_raw_mode, enable_raw_mode,
 };
@@ -23,7 +26,7 @@ pub fn run(scenario: Option<&Path>, out_dir: PathBuf) -> std::io::Result<()> {
     }
     install_panic_hook();
     enable_raw_mode()?;
-    let result = execute!(stdout(), EnterAlternateScreen)
+    let result = execute!(stdout(), EnterAlternateScreen, EnableMouseCapture)
         .and_then(|()| Terminal::new(CrosstermBackend::new(stdout())))
         .and_then(|mut t| event_loop(&mut t, &mut app));
     restore();
@@ -41,11 +44,12 @@ where
 {
     while !app.quit {
         terminal.draw(|f| f.render_widget(&*app, f.area()))?;
-        if event::poll(Duration::from_millis(100))?
-            && let Event::Key(k) = event::read()?
-            && k.kind == KeyEventKind::Press
-        {
-            app.on_key(k);
+        if event::poll(Duration::from_millis(100))? {
+            match event::read()? {
+                Event::Key(k) if k.kind == KeyEventKind::Press => app.on_key(k),
+                Event::Mouse(m) => app.on_mouse(m),
+                _ => {}
+            }
         }
         app.poll();
     }
@@ -55,7 +59,12 @@ where
 /// Leaves raw mode and the alternate screen; safe to call more than once.
 pub fn restore() {
     let _ = disable_raw_mode();
-    let _ = execute!(stdout(), LeaveAlternateScreen, cursor::Show);
+    let _ = execute!(
+        stdout(),
+        DisableMouseCapture,
+        LeaveAlternateScreen,
+        cursor::Show
+    );
 }
 
 /// A panic on the UI thread restores the terminal before the message prints. Panics on worker threads

@@ -293,3 +293,27 @@ fn a_missing_file_is_an_error_on_screen() {
     let text = screen_text(&app, 80, 24);
     assert!(text.contains("cannot read scenario"), "{text}");
 }
+
+#[test]
+fn clicking_a_tab_switches_and_the_wheel_selects() {
+    use ratatui::crossterm::event::{MouseButton, MouseEvent, MouseEventKind};
+    let (_dir, mut app) = small();
+    let mouse = |kind, column, row| MouseEvent {
+        kind,
+        column,
+        row,
+        modifiers: KeyModifiers::NONE,
+    };
+    // Find the tab's column on screen, then click it.
+    let tabs = screen(&app, 80, 24)[0].clone();
+    let col = tabs.find("4 Placement").unwrap() as u16 + 2;
+    app.on_mouse(mouse(MouseEventKind::Down(MouseButton::Left), col, 0));
+    assert_eq!(app.view, View::Placement);
+    app.on_mouse(mouse(MouseEventKind::ScrollDown, 10, 10));
+    assert_eq!(app.strategy, 1);
+    app.on_mouse(mouse(MouseEventKind::ScrollUp, 10, 10));
+    assert_eq!(app.strategy, 0);
+    // A click below the tab bar does not switch.
+    app.on_mouse(mouse(MouseEventKind::Down(MouseButton::Left), 2, 5));
+    assert_eq!(app.view, View::Placement);
+}

@@ -136,3 +136,29 @@ fn help_overlay_lists_the_keys() {
     keys(&mut app, "x");
     assert!(!screen_text(&app, 80, 24).contains("save plan.json"));
 }
+
+/// Tiny and odd terminal sizes draw without panicking, in every view and with the overlays.
+#[test]
+fn every_view_survives_tiny_terminals() {
+    let (_dir, mut app) = app_in(View::Compare);
+    for view in View::ALL {
+        app.switch(view.index());
+        app.wait();
+        for help in [false, true] {
+            app.help = help;
+            for (w, h) in [(1, 1), (10, 3), (20, 5), (40, 10), (81, 25), (200, 60)] {
+                let text = screen_text(&app, w, h);
+                assert_eq!(text.lines().count(), h as usize);
+            }
+        }
+    }
+    app.help = false;
+    app.error = Some("a long error message that has to wrap inside a small box".into());
+    for (w, h) in [(1, 1), (3, 3), (20, 5)] {
+        assert_eq!(screen_text(&app, w, h).lines().count(), h as usize);
+    }
+    app.open_picker();
+    for (w, h) in [(1, 1), (3, 3), (20, 5)] {
+        assert_eq!(screen_text(&app, w, h).lines().count(), h as usize);
+    }
+}
