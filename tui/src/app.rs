@@ -3,6 +3,7 @@
 
 use crate::export;
 use crate::knob::{Knob, knobs};
+pub use crate::picker::Picker;
 use crate::session::{Request, Session};
 use crate::timeline_job::{TimelineInput, TimelineJobs, TimelineKey, TimelineResult};
 use crate::worker::Worker;
@@ -48,28 +49,6 @@ impl View {
 
     pub fn index(self) -> usize {
         View::ALL.iter().position(|v| *v == self).unwrap_or(0)
-    }
-}
-
-/// The scenario picker shown when no file was given (or on `o`).
-#[derive(Debug, Clone, PartialEq)]
-pub struct Picker {
-    pub files: Vec<PathBuf>,
-    pub selected: usize,
-}
-
-impl Picker {
-    /// The `*.toml` files of `dir`, sorted by name.
-    pub fn scan(dir: &Path) -> Picker {
-        let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-            .map(|rd| {
-                rd.filter_map(|e| e.ok().map(|e| e.path()))
-                    .filter(|p| p.extension().is_some_and(|x| x == "toml"))
-                    .collect()
-            })
-            .unwrap_or_default();
-        files.sort();
-        Picker { files, selected: 0 }
     }
 }
 

@@ -8,6 +8,7 @@
 pub mod app;
 pub mod export;
 pub mod knob;
+pub mod picker;
 pub mod session;
 pub mod terminal;
 pub mod timeline_job;
