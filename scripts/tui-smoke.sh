@@ -22,8 +22,11 @@ if [[ -z "${MOESIM:-}" ]]; then
 fi
 
 tmp="$(mktemp -d)"
-session="moesim-tui-smoke-$$"
-trap 'tmux kill-session -t "$session" 2> /dev/null || true; rm -rf "$tmp"' EXIT
+session="moesim-tui-smoke"
+# A private tmux server, so the script neither sees nor disturbs anyone's sessions.
+socket="moesim-tui-smoke-$$"
+tmux() { command tmux -L "$socket" "$@"; }
+trap 'tmux kill-server 2> /dev/null || true; rm -rf "$tmp"' EXIT
 
 pane() { tmux capture-pane -p -t "$session"; }
 fail() {
