@@ -71,10 +71,18 @@ pub fn render(app: &App, s: &Session, area: Rect, buf: &mut Buffer) {
     } else {
         " previous run → this run (change a knob to compare) ".into()
     };
+    let name = s
+        .report
+        .results
+        .iter()
+        .map(|r| r.strategy.chars().count())
+        .max()
+        .unwrap_or(8)
+        .clamp(8, 24) as u16;
     Table::new(
         rows,
         [
-            Constraint::Min(10),
+            Constraint::Length(name),
             Constraint::Length(9),
             Constraint::Length(9),
             Constraint::Length(7),
