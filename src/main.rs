@@ -88,6 +88,8 @@ enum Command {
     Report(commands::report::ReportArgs),
     /// Run one shard of a sweep of scenario variants, or merge the shards (`moesim sweep merge DIR`).
     Sweep(commands::sweep::SweepArgs),
+    /// Explore a scenario interactively in the terminal: compare, ranks, timeline, placement, trace, knobs.
+    Tui(commands::tui::TuiArgs),
 }
 
 fn main() -> ExitCode {
@@ -130,6 +132,7 @@ fn main() -> ExitCode {
         Command::Place(args) => commands::place::run(&args),
         Command::Report(a) => commands::report::run(&a, cli.quiet),
         Command::Sweep(a) => commands::sweep::run(&a, cli.quiet),
+        Command::Tui(a) => commands::tui::run(&a),
     };
     match result {
         Ok(code) => code,

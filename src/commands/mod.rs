@@ -6,4 +6,5 @@ pub mod simulate;
 pub mod sweep;
 pub mod timeline;
 pub mod trace;
+pub mod tui;
 pub mod validate;

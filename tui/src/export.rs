@@ -1,0 +1,108 @@
+//! Export from the TUI: the chosen strategy's plan.json (the same file `moesim plan` writes), a report of
+//! what is on screen, and the full capacity report (`moesim report`'s HTML, Markdown and figures).
+
+use crate::app::App;
+use crate::session::{Request, Session};
+use moesim_reports::collect::{CollectOptions, collect};
+use moesim_reports::report::{ReportOptions, render_report};
+use moesim_sim::plan::make_plan;
+use moesim_traces::RoutingSource;
+use ratatui::buffer::Buffer;
+use ratatui::layout::Rect;
+use ratatui::widgets::Widget;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Writes `dir/plan.json` for the strategy the objective chooses.
+pub fn save_plan(s: &Session, dir: &Path) -> Result<PathBuf, String> {
+    let chosen = s
+        .chosen
+        .ok_or("every strategy runs out of memory; there is no plan")?;
+    let plan = make_plan(&s.scenario, &s.report, chosen);
+    let json = serde_json::to_string_pretty(&plan).map_err(|e| e.to_string())?;
+    let path = dir.join("plan.json");
+    write(&path, &json)?;
+    Ok(path)
+}
+
+/// The app drawn into a `width`×`height` buffer, as plain text lines (trailing blanks trimmed).
+pub fn screen_text(app: &App, width: u16, height: u16) -> String {
+    let area = Rect::new(0, 0, width, height);
+    let mut buf = Buffer::empty(area);
+    app.render(area, &mut buf);
+    let mut out = String::new();
+    for y in 0..height {
+        let line: String = (0..width)
+            .map(|x| buf[(x, y)].symbol().to_string())
+            .collect();
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// Writes `dir/<scenario>-<view>.md`: the scenario, its overrides and the screen text.
+pub fn write_report(app: &App, screen: &str, dir: &Path) -> Result<PathBuf, String> {
+    let name = app
+        .session
+        .as_ref()
+        .map_or("moesim".to_string(), |s| s.scenario.name.clone());
+    let view = app.view.title().to_lowercase();
+    let mut md = format!("# {name} — {}\n\n", app.view.title());
+    if let Some(s) = &app.session {
+        md.push_str(&format!(
+            "Scenario file: `{}`\n\n",
+            s.request.path.display()
+        ));
+        if !s.request.overrides.is_empty() {
+            md.push_str(&format!(
+                "Overrides: `--set {}`\n\n",
+                s.request.overrides.join(" --set ")
+            ));
+        }
+    }
+    md.push_str("```text\n");
+    md.push_str(screen);
+    md.push_str("```\n");
+    let path = dir.join(format!("{name}-{view}.md"));
+    write(&path, &md)?;
+    Ok(path)
+}
+
+/// Simulates and renders the capacity report of `request` (its overrides included) into `dir/report/`,
+/// as `moesim report` does; slow (it re-simulates and draws figures), so the app runs it on a thread.
+pub fn capacity_report(
+    request: &Request,
+    routing: Arc<dyn RoutingSource>,
+    dir: &Path,
+) -> Result<PathBuf, String> {
+    let name = request.path.display().to_string();
+    let data = collect(
+        &name,
+        &request.text,
+        &request.overrides,
+        routing.as_ref(),
+        &CollectOptions::default(),
+        env!("CARGO_PKG_VERSION"),
+        None,
+    )
+    .map_err(|e| e.to_string())?;
+    let files =
+        render_report(&[data], &[], &ReportOptions::default()).map_err(|e| e.to_string())?;
+    let root = dir.join("report");
+    for f in &files {
+        let path = root.join(&f.path);
+        if let Some(d) = path.parent() {
+            std::fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
+        }
+        std::fs::write(&path, &f.bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    Ok(root.join("index.html"))
+}
+
+fn write(path: &Path, text: &str) -> Result<(), String> {
+    if let Some(d) = path.parent() {
+        std::fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
+    }
+    std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))
+}

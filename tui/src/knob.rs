@@ -1,0 +1,213 @@
+//! Knobs: the scenario parameters the Knobs view edits, each bound to the `--set` key that changes it.
+
+use moesim_sim::Scenario;
+use moesim_sim::scenario::file::StrategyKind;
+use moesim_traces::CachePolicy;
+
+/// One editable parameter.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Knob {
+    pub label: &'static str,
+    /// The override key, e.g. `strategy.3.slots_per_gpu`.
+    pub key: String,
+    pub value: String,
+    /// The value must divide this (EP size divides the GPU count), so steps go from divisor to divisor.
+    pub divides: Option<usize>,
+}
+
+impl Knob {
+    /// The `KEY=VALUE` override setting this knob to `value` (`--set` reads bare words as strings).
+    pub fn assignment(&self, value: &str) -> String {
+        format!("{}={}", self.key, value.trim())
+    }
+
+    /// The value one step up (`up`) or down: integers by one (never below 1) or to the next divisor,
+    /// factors by a quarter, policies cycled.
+    pub fn step(&self, up: bool) -> Option<String> {
+        let policies = CachePolicy::ALL;
+        if let Some(i) = policies.iter().position(|p| p.name() == self.value) {
+            let n = policies.len();
+            let next = if up { (i + 1) % n } else { (i + n - 1) % n };
+            return Some(policies[next].name().to_string());
+        }
+        if let Ok(v) = self.value.parse::<usize>() {
+            let next = match self.divides {
+                Some(n) if up => (v + 1..=n).find(|d| n % d == 0).unwrap_or(v),
+                Some(n) => (1..v).rev().find(|d| n % d == 0).unwrap_or(v),
+                None if up => v + 1,
+                None => v.saturating_sub(1).max(1),
+            };
+            return Some(next.to_string());
+        }
+        let v = self.value.parse::<f64>().ok()?;
+        let next = if up { v + 0.25 } else { (v - 0.25).max(0.25) };
+        Some(format!("{next}"))
+    }
+}
+
+/// The knobs of strategy `i` of `s`, then the cluster's.
+pub fn knobs(s: &Scenario, i: usize) -> Vec<Knob> {
+    let mut out = Vec::new();
+    let gpus = s.cluster.gpus();
+    let mut add = |label, field: &str, value: String| {
+        out.push(Knob {
+            label,
+            key: format!("strategy.{i}.{field}"),
+            divides: (field == "ep_size").then_some(gpus),
+            value,
+        })
+    };
+    if let Some(st) = s.strategies.get(i) {
+        match st.kind {
+            StrategyKind::Ep | StrategyKind::EpReplicated => {
+                add("EP size", "ep_size", st.ep_size.to_string());
+                if let Some(cf) = st.capacity_factor {
+                    add("capacity factor", "capacity_factor", format!("{cf}"));
+                }
+            }
+            _ => {}
+        }
+        if let Some(r) = st.replication {
+            add(
+                "slots per GPU",
+                "slots_per_gpu",
+                r.slots_per_gpu.to_string(),
+            );
+            add(
+                "re-plan interval",
+                "replan_interval",
+                r.replan_interval.to_string(),
+            );
+        }
+        if let Some(f) = &st.fssdp {
+            add(
+                "FSSDP memory cap (copies/layer)",
+                "memory_cap_experts",
+                f.memory_cap_experts.to_string(),
+            );
+        }
+        if let Some(o) = &st.offload {
+            add(
+                "cache size (experts/layer)",
+                "cache_experts_per_layer",
+                o.cache_experts_per_layer.to_string(),
+            );
+            add("cache policy", "cache_policy", o.policy.name().to_string());
+        }
+    }
+    out.push(Knob {
+        label: "nodes",
+        key: "cluster.nodes".into(),
+        value: s.cluster.nodes.to_string(),
+        divides: None,
+    });
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn knob(value: &str) -> Knob {
+        Knob {
+            label: "x",
+            key: "strategy.0.x".into(),
+            value: value.into(),
+            divides: None,
+        }
+    }
+
+    #[test]
+    fn steps_integers_policies_and_factors() {
+        assert_eq!(knob("8").step(true).as_deref(), Some("9"));
+        assert_eq!(knob("1").step(false).as_deref(), Some("1"));
+        assert_eq!(knob("lru").step(true).as_deref(), Some("lfu"));
+        assert_eq!(knob("lru").step(false).as_deref(), Some("belady"));
+        assert_eq!(knob("1.25").step(true).as_deref(), Some("1.5"));
+        let ep = Knob {
+            divides: Some(16),
+            ..knob("4")
+        };
+        assert_eq!(ep.step(true).as_deref(), Some("8"));
+        assert_eq!(ep.step(false).as_deref(), Some("2"));
+        let full = Knob {
+            divides: Some(16),
+            ..knob("16")
+        };
+        assert_eq!(full.step(true).as_deref(), Some("16"));
+    }
+
+    const TRAINING: &str = r#"
+[model]
+preset = "olmoe-1b-7b"
+layers = 2
+[cluster]
+preset = "dgx-h100"
+[workload]
+iterations = 2
+[[strategy]]
+name = "rep"
+kind = "ep-replicated"
+ep_size = 8
+slots_per_gpu = 9
+replan_interval = 5
+[[strategy]]
+name = "fssdp"
+kind = "fssdp"
+"#;
+
+    const DECODE: &str = r#"
+[model]
+preset = "olmoe-1b-7b"
+layers = 2
+[cluster]
+preset = "dgx-h100"
+[workload]
+mode = "decode"
+iterations = 2
+[[strategy]]
+name = "off"
+kind = "offload"
+cache_policy = "lru"
+cache_experts_per_layer = 16
+"#;
+
+    /// Every knob of every kind, stepped up, is an override the scenario accepts and that changes the knob.
+    #[test]
+    fn every_knob_is_a_working_override() {
+        use moesim_sim::scenario::parse_scenario;
+        let cases: [(&str, usize, &[&str]); 3] = [
+            (
+                TRAINING,
+                0,
+                &["EP size", "slots per GPU", "re-plan interval", "nodes"],
+            ),
+            (TRAINING, 1, &["FSSDP memory cap (copies/layer)", "nodes"]),
+            (
+                DECODE,
+                0,
+                &["cache size (experts/layer)", "cache policy", "nodes"],
+            ),
+        ];
+        for (text, i, labels) in cases {
+            let s = parse_scenario("k.toml", text, &[]).unwrap();
+            let ks = knobs(&s, i);
+            assert_eq!(ks.iter().map(|k| k.label).collect::<Vec<_>>(), labels);
+            for k in ks {
+                let v = k.step(true).unwrap();
+                let changed = parse_scenario("k.toml", text, &[k.assignment(&v)])
+                    .unwrap_or_else(|e| panic!("{}: {e}", k.key));
+                let after = knobs(&changed, i)
+                    .into_iter()
+                    .find(|n| n.key == k.key)
+                    .unwrap();
+                assert_eq!(after.value, v, "{}", k.key);
+            }
+        }
+    }
+
+    #[test]
+    fn assignments_name_the_key() {
+        assert_eq!(knob("8").assignment(" 9 "), "strategy.0.x=9");
+    }
+}

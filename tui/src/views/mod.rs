@@ -1,0 +1,59 @@
+//! One module per view; each draws from the [`crate::app::App`] state and the loaded session.
+
+pub mod compare;
+pub mod knobs;
+pub mod placement;
+pub mod ranks;
+pub mod timeline;
+pub mod trace;
+
+use moesim_sim::result::SimulationReport;
+
+/// A rate with about four significant digits: offloading runs a few tokens/s, EP clusters millions.
+pub fn rate(v: f64) -> String {
+    match v.abs() {
+        a if a >= 1000.0 => format!("{v:.0}"),
+        a if a >= 10.0 => format!("{v:.1}"),
+        _ => format!("{v:.2}"),
+    }
+}
+
+/// Relative change of `now` against `before`, as "+1.2%" (empty when there is nothing to compare).
+pub fn delta(before: Option<f64>, now: f64) -> String {
+    match before {
+        Some(b) if b != 0.0 && (now - b).abs() > 1e-12 * b.abs() => {
+            format!("{:+.1}%", (now - b) / b * 100.0)
+        }
+        Some(_) => "=".into(),
+        None => String::new(),
+    }
+}
+
+/// A strategy's figure in the previous report, matched by name.
+pub fn previous_figure(
+    previous: Option<&SimulationReport>,
+    strategy: &str,
+    f: impl Fn(&moesim_sim::result::StrategyResult) -> f64,
+) -> Option<f64> {
+    previous?
+        .results
+        .iter()
+        .find(|r| r.strategy == strategy)
+        .map(f)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates_keep_significant_digits_and_deltas_have_signs() {
+        assert_eq!(rate(584208.4), "584208");
+        assert_eq!(rate(27.26), "27.3");
+        assert_eq!(rate(3.456), "3.46");
+        assert_eq!(delta(Some(100.0), 110.0), "+10.0%");
+        assert_eq!(delta(Some(100.0), 95.0), "-5.0%");
+        assert_eq!(delta(Some(100.0), 100.0), "=");
+        assert_eq!(delta(None, 1.0), "");
+    }
+}
