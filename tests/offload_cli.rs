@@ -76,3 +76,52 @@ fn offload_scenario_hit_rates_equal_trace_stats() {
         "{lru4} {belady4}"
     );
 }
+
+#[test]
+fn plan_search_replays_the_trace_for_offloading_candidates() {
+    let Some(trace) = shared_trace() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let native = dir.path().join("mixtral.moetrace");
+    moesim()
+        .args(["trace", "import", "--from", "jsonl-tokens"])
+        .arg(&trace)
+        .arg(&native)
+        .assert()
+        .success();
+    let stats = moesim()
+        .args(["trace", "stats", "--json", "--cache-sizes", "5"])
+        .arg(&native)
+        .output()
+        .unwrap();
+    let stats: serde_json::Value = serde_json::from_slice(&stats.stdout).unwrap();
+    let lru5 = stats["overall"]["lru_hit_rate"]["5"].as_f64().unwrap();
+    let scenario = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/offload-mixtral.toml");
+    let out = moesim()
+        .args(["plan", "--search", "--json", "-q", "--no-timing", "--out"])
+        .arg(dir.path())
+        .arg(&scenario)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let c5_lru: Vec<f64> = v["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| {
+            r["strategy"]
+                .as_str()
+                .unwrap()
+                .starts_with("offload/c5-lru-")
+        })
+        .map(|r| r["offload"]["hit_rate"].as_f64().unwrap())
+        .collect();
+    assert!(!c5_lru.is_empty());
+    for h in c5_lru {
+        assert!((h - lru5).abs() < 1e-12, "{h} vs trace stats {lru5}");
+    }
+}

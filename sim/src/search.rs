@@ -181,9 +181,13 @@ pub fn candidates(s: &Scenario) -> Vec<Strategy> {
 
 /// Simulates every candidate; returns them as a report (in candidate order) with the chosen one set, and
 /// the scenario whose strategies are the candidates (so a plan can be made from it).
+///
+/// Offloading candidates replay `tokens` (a per-token trace the caller read) when given, else the
+/// scenario's synthetic per-token routing.
 pub fn search(
     s: &Scenario,
     routing: &dyn RoutingSource,
+    tokens: Option<&crate::strategy::offload::tokens::TokenRouting>,
     cost: Option<&dyn CostModel>,
     opts: RunOptions,
 ) -> (Scenario, SimulationReport) {
@@ -196,17 +200,16 @@ pub fn search(
         .strategies
         .par_iter()
         .map(|st| {
-            let r = simulate_strategy(
-                &expanded,
-                st,
-                &topo,
-                cost,
-                routing,
-                RunOptions {
-                    progress: None,
-                    ..opts
-                },
-            );
+            let quiet = RunOptions {
+                progress: None,
+                ..opts
+            };
+            let r = match (st.kind, tokens) {
+                (StrategyKind::Offload, Some(t)) => {
+                    crate::runner::simulate_offload(&expanded, st, cost, t, quiet)
+                }
+                _ => simulate_strategy(&expanded, st, &topo, cost, routing, quiet),
+            };
             if let Some(p) = opts.progress {
                 p();
             }

@@ -28,7 +28,14 @@ pub fn run(
             let bar = output::progress_items(n as u64, "candidates", quiet);
             bar.set_message(format!("{} search", s.name));
             let tick = || bar.inc(1);
-            let r = moesim_sim::search::search(&s, routing.as_ref(), cost, opts(Some(&tick)));
+            let tokens = load::tokens(args, &s)?;
+            let r = moesim_sim::search::search(
+                &s,
+                routing.as_ref(),
+                tokens.as_ref(),
+                cost,
+                opts(Some(&tick)),
+            );
             bar.finish_and_clear();
             r
         }
