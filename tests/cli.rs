@@ -223,71 +223,68 @@ fn bad(text: &str) -> String {
 
 const STRATEGY: &str = "[[strategy]]\nname = \"ep\"\nkind = \"ep\"\n";
 
-#[test]
-fn unknown_key_points_at_its_line() {
-    let err = bad(&format!(
-        "[model]\npreset = \"mixtral-8x7b\"\ntopk = 2\n[cluster]\npreset = \"dgx-h100\"\n{STRATEGY}"
-    ));
-    assert!(err.contains("unknown field `topk`"), "{err}");
-    assert!(err.contains("bad.toml:3:1"), "{err}");
+/// A scenario of the mixtral preset on one DGX H100 with `model` and `cluster` lines added, and one EP
+/// strategy with `strategy` lines added.
+fn scenario_with(model: &str, cluster: &str, strategy: &str) -> String {
+    format!(
+        "[model]\npreset = \"mixtral-8x7b\"\n{model}[cluster]\npreset = \"dgx-h100\"\n{cluster}{STRATEGY}{strategy}"
+    )
 }
 
+/// Each bad scenario fails with every expected fragment in its message, and points at `file:line:col`.
 #[test]
-fn wrong_type_points_at_its_line() {
-    let err = bad(&format!(
-        "[model]\npreset = \"mixtral-8x7b\"\n[cluster]\npreset = \"dgx-h100\"\nnodes = \"two\"\n{STRATEGY}"
-    ));
-    assert!(err.contains("expected usize"), "{err}");
-    assert!(err.contains("bad.toml:5:9"), "{err}");
-}
-
-#[test]
-fn top_k_above_experts_is_rejected_at_its_line() {
-    let err = bad(&format!(
-        "[model]\npreset = \"mixtral-8x7b\"\ntop_k = 9\n[cluster]\npreset = \"dgx-h100\"\n{STRATEGY}"
-    ));
-    assert!(
-        err.contains("top_k = 9 exceeds the number of experts (8)"),
-        "{err}"
-    );
-    assert!(err.contains("bad.toml:3:9"), "{err}");
-}
-
-#[test]
-fn zero_gpus_is_rejected() {
-    let err = bad(&format!(
-        "[model]\npreset = \"mixtral-8x7b\"\n[cluster]\npreset = \"dgx-h100\"\nnodes = 0\n{STRATEGY}"
-    ));
-    assert!(
-        err.contains("cluster.nodes") && err.contains("at least one GPU"),
-        "{err}"
-    );
-    assert!(err.contains("bad.toml:5:9"), "{err}");
-}
-
-#[test]
-fn negative_bandwidth_is_rejected() {
-    let err = bad(&format!(
-        "[model]\npreset = \"mixtral-8x7b\"\n[cluster]\npreset = \"dgx-h100\"\nnodes = 2\nnic_gbits_per_s = -400\n{STRATEGY}"
-    ));
-    assert!(
-        err.contains("cluster.nic_gbits_per_s: must be positive, got -400"),
-        "{err}"
-    );
-    assert!(err.contains("bad.toml:6:19"), "{err}");
-}
-
-#[test]
-fn negative_count_and_bad_ep_size_are_rejected() {
-    let err = bad(&format!(
-        "[model]\npreset = \"mixtral-8x7b\"\nlayers = -3\n[cluster]\npreset = \"dgx-h100\"\n{STRATEGY}"
-    ));
-    assert!(err.contains("bad.toml:3:10"), "{err}");
-    let err = bad(
-        "[model]\npreset = \"mixtral-8x7b\"\n[cluster]\npreset = \"dgx-h100\"\n[[strategy]]\nname = \"ep\"\nkind = \"ep\"\nep_size = 3\n",
-    );
-    assert!(err.contains("ep_size = 3 must divide"), "{err}");
-    assert!(err.contains("bad.toml:8:11"), "{err}");
+fn bad_scenarios_name_the_field_and_point_at_its_line() {
+    let cases: &[(&str, String, &[&str], &str)] = &[
+        (
+            "unknown key",
+            scenario_with("topk = 2\n", "", ""),
+            &["unknown field `topk`"],
+            "bad.toml:3:1",
+        ),
+        (
+            "wrong type",
+            scenario_with("", "nodes = \"two\"\n", ""),
+            &["expected usize"],
+            "bad.toml:5:9",
+        ),
+        (
+            "top-k above experts",
+            scenario_with("top_k = 9\n", "", ""),
+            &["top_k = 9 exceeds the number of experts (8)"],
+            "bad.toml:3:9",
+        ),
+        (
+            "zero GPUs",
+            scenario_with("", "nodes = 0\n", ""),
+            &["cluster.nodes", "at least one GPU"],
+            "bad.toml:5:9",
+        ),
+        (
+            "negative bandwidth",
+            scenario_with("", "nodes = 2\nnic_gbits_per_s = -400\n", ""),
+            &["cluster.nic_gbits_per_s: must be positive, got -400"],
+            "bad.toml:6:19",
+        ),
+        (
+            "negative count",
+            scenario_with("layers = -3\n", "", ""),
+            &["layers"],
+            "bad.toml:3:10",
+        ),
+        (
+            "bad ep_size",
+            scenario_with("", "", "ep_size = 3\n"),
+            &["ep_size = 3 must divide"],
+            "bad.toml:8:11",
+        ),
+    ];
+    for (what, text, fragments, at) in cases {
+        let err = bad(text);
+        for f in *fragments {
+            assert!(err.contains(f), "{what}: missing `{f}` in {err}");
+        }
+        assert!(err.contains(at), "{what}: not pointing at {at}: {err}");
+    }
 }
 
 #[test]

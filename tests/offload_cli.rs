@@ -19,24 +19,33 @@ fn shared_trace() -> Option<PathBuf> {
     None
 }
 
+/// `moesim trace stats --json` at cache `sizes` of the shared trace, imported to native in `dir`.
+fn trace_stats(trace: &Path, dir: &Path, sizes: &str) -> serde_json::Value {
+    let native = dir.join("mixtral.moetrace");
+    moesim()
+        .args(["trace", "import", "--from", "jsonl-tokens"])
+        .arg(trace)
+        .arg(&native)
+        .assert()
+        .success();
+    let out = moesim()
+        .args(["trace", "stats", "--json", "--cache-sizes", sizes])
+        .arg(&native)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 #[test]
 fn offload_scenario_hit_rates_equal_trace_stats() {
     let Some(trace) = shared_trace() else { return };
     let dir = tempfile::tempdir().unwrap();
-    let native = dir.path().join("mixtral.moetrace");
-    moesim()
-        .args(["trace", "import", "--from", "jsonl-tokens"])
-        .arg(&trace)
-        .arg(&native)
-        .assert()
-        .success();
-    let stats = moesim()
-        .args(["trace", "stats", "--json", "--cache-sizes", "4,6"])
-        .arg(&native)
-        .output()
-        .unwrap();
-    assert!(stats.status.success());
-    let stats: serde_json::Value = serde_json::from_slice(&stats.stdout).unwrap();
+    let stats = trace_stats(&trace, dir.path(), "4,6");
     let scenario = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/offload-mixtral.toml");
     let out = moesim()
         .args(["simulate", "--json", "-q", "--no-timing"])
@@ -81,19 +90,7 @@ fn offload_scenario_hit_rates_equal_trace_stats() {
 fn plan_search_replays_the_trace_for_offloading_candidates() {
     let Some(trace) = shared_trace() else { return };
     let dir = tempfile::tempdir().unwrap();
-    let native = dir.path().join("mixtral.moetrace");
-    moesim()
-        .args(["trace", "import", "--from", "jsonl-tokens"])
-        .arg(&trace)
-        .arg(&native)
-        .assert()
-        .success();
-    let stats = moesim()
-        .args(["trace", "stats", "--json", "--cache-sizes", "5"])
-        .arg(&native)
-        .output()
-        .unwrap();
-    let stats: serde_json::Value = serde_json::from_slice(&stats.stdout).unwrap();
+    let stats = trace_stats(&trace, dir.path(), "5");
     let lru5 = stats["overall"]["lru_hit_rate"]["5"].as_f64().unwrap();
     let scenario = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/offload-mixtral.toml");
     let out = moesim()

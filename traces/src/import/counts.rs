@@ -117,15 +117,7 @@ pub(crate) fn import_csv_counts(
             notes.push("no rank column: one source rank".into());
         }
         for rec in rd.records() {
-            let rec = rec.map_err(|e| {
-                let line = e.position().map_or(0, |p| p.line());
-                TraceError::at(
-                    f,
-                    format!("line {line}"),
-                    format!("malformed CSV row (ragged or bad quoting): {e}"),
-                )
-            })?;
-            let line = rec.position().map_or(0, |p| p.line());
+            let (rec, line) = super::csv_record(f, rec)?;
             let at = || format!("line {line}");
             let it = parse_count(f, at, "column `iteration`", &rec[ic])?;
             let layer = parse_count(f, at, "column `layer`", &rec[lc])?;

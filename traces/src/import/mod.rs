@@ -136,6 +136,23 @@ pub fn input_files(input: &Path) -> TraceResult<Vec<PathBuf>> {
     Ok(files)
 }
 
+/// A CSV record or an error naming the file and line, and the line number of the record.
+pub(crate) fn csv_record(
+    f: &Path,
+    rec: Result<csv::StringRecord, csv::Error>,
+) -> TraceResult<(csv::StringRecord, u64)> {
+    let rec = rec.map_err(|e| {
+        let line = e.position().map_or(0, |p| p.line());
+        TraceError::at(
+            f,
+            format!("line {line}"),
+            format!("malformed CSV row (ragged or bad quoting): {e}"),
+        )
+    })?;
+    let line = rec.position().map_or(0, |p| p.line());
+    Ok((rec, line))
+}
+
 /// Natural order: digit runs compare as numbers (`prompt_2` < `prompt_10`).
 pub fn natural_cmp(a: &str, b: &str) -> std::cmp::Ordering {
     let (mut a, mut b) = (a.as_bytes(), b.as_bytes());

@@ -554,15 +554,7 @@ pub(crate) fn import_csv(
         let stem = file_stem(f);
         let mut next_token: HashMap<(u32, u32), u64> = HashMap::new();
         for rec in rd.records() {
-            let rec = rec.map_err(|e| {
-                let line = e.position().map_or(0, |p| p.line());
-                TraceError::at(
-                    f,
-                    format!("line {line}"),
-                    format!("malformed CSV row (ragged or bad quoting): {e}"),
-                )
-            })?;
-            let line = rec.position().map_or(0, |p| p.line());
+            let (rec, line) = super::csv_record(f, rec)?;
             let at = || format!("line {line}");
             let seq_name = if sc.is_empty() {
                 stem.clone()
