@@ -91,6 +91,10 @@ pub const IB_LATENCY_US: f64 = 5.0;
 pub const PCIE_LATENCY_US: f64 = 3.0;
 /// Typical kernel launch overhead on a recent driver.
 pub const KERNEL_LAUNCH_US: f64 = 4.0;
+/// Share of a Hopper GPU's SMs that expert-parallel communication kernels hold while they run: DeepSeek-V3
+/// dedicates 20 of the H800's 132 SMs to its all-to-all kernels (DeepSeek-V3 technical report, §3.2.2;
+/// DeepEP's README uses the same 20-SM setting).
+pub const COMM_KERNEL_SM_FRACTION: f64 = 20.0 / 132.0;
 
 /// Host memory of a DGX/HGX-class server (2 TiB DDR5) and its bandwidth (two sockets, 8-channel DDR5).
 pub const SERVER_HOST_MEMORY_GIB: f64 = 2048.0;

@@ -6,7 +6,7 @@ use crate::load::{LoadStats, load_stats};
 use crate::trace::chrome_trace;
 use moesim_sim::Scenario;
 use moesim_sim::engine::to_ms;
-use moesim_sim::memory::rank_memory;
+use moesim_sim::memory::{RoutedTokens, rank_memory};
 use moesim_sim::plan::choose;
 use moesim_sim::result::SimulationReport;
 use moesim_sim::runner::RunOptions;
@@ -154,8 +154,21 @@ pub fn collect(
                     let params = params_on_rank(&s, slots_per_rank(&s, st));
                     (0..ranks)
                         .map(|k| {
-                            let peak = tl.iter().map(|t| t.peak_layer_tokens[k]).max().unwrap_or(0);
-                            rank_memory(&s, params, peak as f64).total_gib
+                            let routed = RoutedTokens {
+                                peak_layer: tl
+                                    .iter()
+                                    .map(|t| t.peak_layer_tokens[k])
+                                    .max()
+                                    .unwrap_or(0)
+                                    as f64,
+                                all_layers: tl
+                                    .iter()
+                                    .map(|t| t.activation_tokens[k])
+                                    .max()
+                                    .unwrap_or(0)
+                                    as f64,
+                            };
+                            rank_memory(&s, params, routed).total_gib
                         })
                         .collect()
                 } else {

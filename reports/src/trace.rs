@@ -1,10 +1,11 @@
 //! Chrome trace event format (the JSON that ui.perfetto.dev and chrome://tracing open): simulated
 //! iterations as one track per GPU stream, and a checker for the format.
 //!
-//! Layout: one process per GPU (`pid` = rank, named "GPU r"), one thread per stream (`tid` 0 compute,
-//! 1 comm: the GPU's all-to-all and gradient traffic, which the simulator times per GPU port, so this track
-//! is the GPU's NIC/NVLink port), and one more process "iterations" with a span per iteration. Iterations
-//! are laid end to end: iteration i starts where iteration i−1's step ended. Times are microseconds.
+//! Layout: one process per GPU (`pid` = rank, named "GPU r"), one thread per stream (`tid` = the stream's
+//! index: compute, comm, comm-aux, h2d, d2h, host-cpu), one more process "iterations" with a span per
+//! iteration, and under the flow network backend a process "links" with one thread per link and a span per
+//! flow on it. Iterations are laid end to end: iteration i starts where iteration i−1's step ended. Times are
+//! microseconds.
 
 use moesim_sim::engine::SimTime;
 use moesim_sim::iteration::Stream;
@@ -19,7 +20,7 @@ fn us(t: SimTime) -> f64 {
 /// The trace of consecutive iterations of one strategy on `gpus` GPUs, as a JSON document.
 pub fn chrome_trace(strategy: &str, gpus: usize, iterations: &[IterationTimeline]) -> Value {
     let mut events = Vec::new();
-    let streams = [Stream::Compute, Stream::Comm];
+    let streams = Stream::ALL;
     for rank in 0..gpus {
         events.push(
             json!({"name": "process_name", "ph": "M", "pid": rank, "tid": 0,
@@ -31,7 +32,7 @@ pub fn chrome_trace(strategy: &str, gpus: usize, iterations: &[IterationTimeline
         );
         for s in streams {
             events.push(
-                json!({"name": "thread_name", "ph": "M", "pid": rank, "tid": s as u8,
+                json!({"name": "thread_name", "ph": "M", "pid": rank, "tid": s.index(),
                 "args": {"name": stream_name(s)}}),
             );
         }
@@ -45,6 +46,8 @@ pub fn chrome_trace(strategy: &str, gpus: usize, iterations: &[IterationTimeline
         json!({"name": "process_sort_index", "ph": "M", "pid": marker, "tid": 0,
         "args": {"sort_index": gpus}}),
     );
+    let links_pid = gpus + 1;
+    let mut link_names: BTreeMap<u32, String> = BTreeMap::new();
     let mut offset: SimTime = 0;
     for it in iterations {
         events.push(
@@ -55,15 +58,36 @@ pub fn chrome_trace(strategy: &str, gpus: usize, iterations: &[IterationTimeline
                      "cause": it.straggler.map(|s| s.1.as_str())}}),
         );
         let mut ops = it.ops.clone();
-        ops.sort_by_key(|o| (o.rank, o.stream as u8, o.start, o.finish));
+        ops.sort_by_key(|o| (o.rank, o.stream, o.start, o.finish));
         for o in ops {
             events.push(
                 json!({"name": o.phase.name(), "cat": stream_name(o.stream), "ph": "X",
-                "pid": o.rank, "tid": o.stream as u8, "ts": us(offset + o.start),
+                "pid": o.rank, "tid": o.stream.index(), "ts": us(offset + o.start),
                 "dur": us(o.finish - o.start), "args": {"iteration": it.iteration}}),
             );
         }
+        for l in &it.links {
+            link_names.entry(l.link).or_insert_with(|| l.name.clone());
+            events.push(
+                json!({"name": format!("{}→{}", l.src, l.dst), "cat": "link", "ph": "X",
+                "pid": links_pid, "tid": l.link, "ts": us(offset + l.start),
+                "dur": us(l.finish - l.start),
+                "args": {"iteration": it.iteration, "bytes": l.bytes}}),
+            );
+        }
         offset += it.step;
+    }
+    if !link_names.is_empty() {
+        events.push(
+            json!({"name": "process_name", "ph": "M", "pid": links_pid, "tid": 0,
+            "args": {"name": "links"}}),
+        );
+        for (id, name) in &link_names {
+            events.push(
+                json!({"name": "thread_name", "ph": "M", "pid": links_pid, "tid": id,
+                "args": {"name": name}}),
+            );
+        }
     }
     json!({
         "traceEvents": events,
@@ -179,9 +203,11 @@ mod tests {
             iteration: i,
             step,
             ops,
+            links: vec![],
             busy: vec![],
             tokens_received: vec![],
             peak_layer_tokens: vec![],
+            activation_tokens: vec![],
             straggler: None,
         }
     }

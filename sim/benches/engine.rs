@@ -5,7 +5,8 @@
 use divan::Bencher;
 use divan::counter::ItemsCount;
 use moesim_sim::Scenario;
-use moesim_sim::engine::Engine;
+use moesim_sim::engine::{Engine, Resource, Stream};
+use moesim_sim::network::{AnalyticNetwork, NetworkKind};
 use moesim_sim::runner::{RunOptions, simulate_scenario, synthetic_routing};
 use moesim_sim::scenario::parse_scenario;
 use moesim_sim::strategy::ep::{EpModel, EpWorkspace};
@@ -23,24 +24,26 @@ fn scenario(name: &str) -> Scenario {
 
 /// The shape EP lowers to: `ranks` chains of compute/comm operations joined by a barrier per layer.
 fn layered_graph(e: &mut Engine, ranks: u32, layers: u32) {
-    e.clear();
-    e.set_resources(2 * ranks as usize);
+    e.reset(ranks as usize, 0.0);
     let mut prev: Vec<Option<u32>> = vec![None; ranks as usize];
     for layer in 0..layers {
         let mut ops = Vec::with_capacity(ranks as usize);
         for r in 0..ranks {
-            let op = e.add_op(Some(r), 1_000 + ((r * 7919 + layer * 104_729) % 997) as u64);
+            let op = e.add_work(
+                Resource::new(r as usize, Stream::Compute),
+                1_000 + ((r * 7919 + layer * 104_729) % 997) as u64,
+            );
             if let Some(p) = prev[r as usize] {
                 e.add_dep(p, op);
             }
             ops.push(op);
         }
-        let b = e.add_op(None, 0);
+        let b = e.add_barrier();
         for &op in &ops {
             e.add_dep(op, b);
         }
         for r in 0..ranks {
-            let op = e.add_op(Some(ranks + r), 500);
+            let op = e.add_work(Resource::new(r as usize, Stream::Comm), 500);
             e.add_dep(b, op);
             prev[r as usize] = Some(op);
         }
@@ -54,7 +57,7 @@ fn engine_events(bencher: Bencher, ranks: u32) {
     let events = e.op_count() as u64;
     bencher
         .counter(ItemsCount::new(events))
-        .bench_local(|| e.run());
+        .bench_local(|| e.run(&mut AnalyticNetwork::default()));
 }
 
 #[divan::bench]
@@ -64,7 +67,7 @@ fn engine_build_and_run_256_ranks(bencher: Bencher) {
     let events = e.op_count() as u64;
     bencher.counter(ItemsCount::new(events)).bench_local(|| {
         layered_graph(&mut e, 256, 200);
-        e.run()
+        e.run(&mut AnalyticNetwork::default())
     });
 }
 
@@ -101,7 +104,39 @@ fn bench_dsv3_full(bencher: Bencher) {
     });
 }
 
-/// The quickstart (three strategies, 30 iterations).
+/// The whole reference scenario under the flow network backend (a few iterations: flows are costly).
+#[divan::bench(sample_count = 1, sample_size = 1)]
+fn bench_dsv3_flow_one_iteration(bencher: Bencher) {
+    let mut s = scenario("bench-dsv3.toml");
+    s.cluster.network = NetworkKind::Flow;
+    let topo = Topology::build(&s.cluster);
+    let cost = s.cluster.roofline();
+    let routing = synthetic_routing(&s);
+    let model = EpModel::new(&s, &s.strategies[0], &topo, &cost, &routing);
+    let mut ws = EpWorkspace::default();
+    bencher.bench_local(|| model.simulate_iteration(1, &mut ws));
+}
+
+/// The quickstart under the flow network backend.
+#[divan::bench(sample_count = 3, sample_size = 1)]
+fn quickstart_flow(bencher: Bencher) {
+    let mut s = scenario("quickstart.toml");
+    s.cluster.network = NetworkKind::Flow;
+    let routing = synthetic_routing(&s);
+    bencher.bench_local(|| {
+        simulate_scenario(
+            &s,
+            &routing,
+            None,
+            RunOptions {
+                timing: false,
+                progress: None,
+            },
+        )
+    });
+}
+
+/// The quickstart (four strategies, 30 iterations).
 #[divan::bench(sample_count = 5, sample_size = 1)]
 fn quickstart(bencher: Bencher) {
     let s = scenario("quickstart.toml");

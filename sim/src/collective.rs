@@ -1,14 +1,18 @@
-//! Collectives on the topology, at the analytic (bottleneck-link α–β) fidelity.
+//! Collectives lowered into transfers, shared by every strategy: all-to-all(v) (direct, or hierarchical as
+//! DeepEP's normal kernels run it), ring and hierarchical all-reduce, reduce-scatter, all-gather and
+//! point-to-point sends. Each builder returns [`CollectiveSpec`]s: parts with their analytic
+//! (bottleneck-link α–β) durations and straggler attribution, plus the flows the flow backend runs.
 //!
-//! All-to-all(v): every (source, destination) pair's bytes are put on the links of its route; each link then
-//! needs `load / bandwidth`. A transfer finishes after its route latency plus the busiest link it crosses
-//! (links are fluid-shared, so a link drains all its flows together), and a rank's part of the collective
-//! ends when every transfer it sends or receives has finished. A skewed all-to-all is therefore held by its
-//! most loaded link, not by the average, and every rank that sends to a hot rank waits on that rank's
-//! inbound link. All-reduce: hierarchical ring (intra-node reduce-scatter, inter-node ring, intra-node
-//! all-gather) over the route bandwidths.
+//! Analytic pricing: every flow's bytes load the links of its route; a flow finishes after its latency plus
+//! the busiest link it crosses (links are fluid-shared, so a link drains all its flows together), and a
+//! rank's part ends when every flow it sends or receives has finished. A skewed all-to-all is therefore held
+//! by its most loaded link, not by the average. The direct all-to-all of a byte matrix aggregates link loads
+//! per tier (GPU port, NIC, spine) instead of walking each pair's route: the same numbers, much faster
+//! (a test checks both against each other).
 
-use crate::topology::{Port, Topology};
+use crate::engine::{SimTime, Stream, ps};
+use crate::network::{CollectiveSpec, FlowSpec, NetworkKind, PartSpec};
+use crate::topology::{LinkKind, Port, Topology};
 use serde::{Deserialize, Serialize};
 
 /// What held a rank's part of a collective.
@@ -32,7 +36,19 @@ impl Cause {
     }
 }
 
-/// One rank's part of an all-to-all.
+/// How an all-to-all moves tokens (`a2a` of a strategy).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum A2aAlgorithm {
+    /// Every (token, expert) copy goes straight to its GPU.
+    #[default]
+    Direct,
+    /// One copy per destination node over the NIC (to the same-rail GPU there), forwarded over NVLink to
+    /// the GPUs of that node; tokens deduplicated per node and per GPU.
+    Hierarchical,
+}
+
+/// One rank's part of a collective at the analytic fidelity.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RankTransfer {
     /// Seconds from the collective's start until this rank's sends and receives are done.
@@ -44,26 +60,171 @@ pub struct RankTransfer {
     pub excess_s: f64,
 }
 
-/// Reusable buffers for all-to-all evaluation.
+impl RankTransfer {
+    pub fn idle(rank: usize) -> Self {
+        RankTransfer {
+            time_s: 0.0,
+            holder: rank,
+            cause: Cause::Network,
+            excess_s: 0.0,
+        }
+    }
+
+    /// This rank's part as the engine runs it.
+    pub fn part(&self, rank: usize, stream: Stream) -> PartSpec {
+        PartSpec {
+            rank: rank as u32,
+            stream,
+            analytic: ps(self.time_s),
+            holder: self.holder as u32,
+            cause: self.cause,
+            excess: ps(self.excess_s),
+        }
+    }
+}
+
+/// Reusable buffers for collective pricing.
 #[derive(Debug, Default)]
 pub struct AllToAllScratch {
     load: Vec<f64>,
-    busy: Vec<f64>,
-    touched: Vec<u32>,
 }
 
-/// Outcome of one all-to-all.
+/// Outcome of one all-to-all at the analytic fidelity.
 #[derive(Debug, Clone, Default)]
 pub struct AllToAllOutcome {
     pub per_rank: Vec<RankTransfer>,
-    /// Bytes carried per link (indexed by link id; links not crossed are 0).
+    /// Bytes summed over every link crossed.
     pub link_bytes_total: f64,
     /// Bytes that left their source GPU.
     pub network_bytes: f64,
+    /// Bytes that crossed a NIC (left their node).
+    pub nic_bytes: f64,
 }
 
-/// Evaluates an all-to-all(v) among `ranks` (global GPU ids); `bytes[i * n + j]` is what participant i sends
-/// to participant j (the diagonal stays on the GPU and costs nothing).
+/// A transfer to price: bytes from `src` to `dst` (global GPUs), `messages` route latencies in sequence.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Transfer {
+    pub src: usize,
+    pub dst: usize,
+    pub bytes: f64,
+    pub messages: f64,
+}
+
+/// Mean busy time of the participants' GPU ports per (link kind, egress?): the yardstick for how much
+/// longer than an average port the binding link was busy.
+fn port_means(
+    topo: &Topology,
+    ranks: &[usize],
+    busy: impl Fn(u32) -> f64,
+) -> Vec<((LinkKind, bool), f64)> {
+    let mut acc: Vec<((LinkKind, bool), f64, usize)> = Vec::new();
+    for &r in ranks {
+        for &l in topo.gpu_ports(r) {
+            let link = &topo.links[l as usize];
+            let key = (link.kind, matches!(link.gpu_port, Some(Port::Egress(_))));
+            match acc.iter_mut().find(|(k, _, _)| *k == key) {
+                Some(e) => {
+                    e.1 += busy(l);
+                    e.2 += 1;
+                }
+                None => acc.push((key, busy(l), 1)),
+            }
+        }
+    }
+    acc.into_iter().map(|(k, s, n)| (k, s / n as f64)).collect()
+}
+
+/// Attribution of a part held by link `l` (busy `busy_l`).
+fn attribute(
+    topo: &Topology,
+    rank: usize,
+    l: u32,
+    busy_l: f64,
+    means: &[((LinkKind, bool), f64)],
+    t: &mut RankTransfer,
+) {
+    let link = &topo.links[l as usize];
+    let (holder, cause) = match link.gpu_port {
+        Some(Port::Egress(g)) => (g, Cause::OutboundLink),
+        Some(Port::Ingress(g)) => (g, Cause::InboundLink),
+        None => (rank, Cause::Network),
+    };
+    let key = (link.kind, matches!(link.gpu_port, Some(Port::Egress(_))));
+    let mean = means
+        .iter()
+        .find(|(k, _)| *k == key)
+        .map_or(0.0, |(_, m)| *m);
+    t.holder = holder;
+    t.cause = cause;
+    let excess = busy_l - mean;
+    // Below a part per million of the link's busy time is rounding, not imbalance.
+    t.excess_s = if excess > 1e-6 * busy_l { excess } else { 0.0 };
+}
+
+/// Prices arbitrary transfers among `ranks` (global GPUs) by walking their routes: per rank of `ranks`,
+/// when its sends and receives are done. Ranks of a transfer that are not in `ranks` are ignored.
+pub fn price_transfers(
+    topo: &Topology,
+    ranks: &[usize],
+    transfers: &[Transfer],
+    s: &mut AllToAllScratch,
+) -> AllToAllOutcome {
+    s.load.clear();
+    s.load.resize(topo.links.len(), 0.0);
+    let mut out = AllToAllOutcome {
+        per_rank: ranks.iter().map(|&r| RankTransfer::idle(r)).collect(),
+        ..Default::default()
+    };
+    for t in transfers {
+        if t.bytes <= 0.0 || t.src == t.dst {
+            continue;
+        }
+        out.network_bytes += t.bytes;
+        if topo.node_of(t.src) != topo.node_of(t.dst) {
+            out.nic_bytes += t.bytes;
+        }
+        for &l in topo.route(t.src, t.dst) {
+            s.load[l as usize] += t.bytes;
+            out.link_bytes_total += t.bytes;
+        }
+    }
+    let load = &s.load;
+    let busy = |l: u32| load[l as usize] / topo.links[l as usize].capacity();
+    let means = port_means(topo, ranks, busy);
+    let index_of = |g: usize| ranks.iter().position(|&r| r == g);
+    let mut binding = vec![u32::MAX; ranks.len()];
+    for t in transfers {
+        if t.bytes <= 0.0 || t.src == t.dst {
+            continue;
+        }
+        let (mut worst, mut worst_link) = (0.0f64, u32::MAX);
+        for &l in topo.route(t.src, t.dst) {
+            if busy(l) > worst {
+                worst = busy(l);
+                worst_link = l;
+            }
+        }
+        let time = t.messages * topo.route_latency_s(t.src, t.dst) + worst;
+        for g in [t.src, t.dst] {
+            if let Some(i) = index_of(g)
+                && time > out.per_rank[i].time_s
+            {
+                out.per_rank[i].time_s = time;
+                binding[i] = worst_link;
+            }
+        }
+    }
+    for (i, &l) in binding.iter().enumerate() {
+        if l != u32::MAX {
+            attribute(topo, ranks[i], l, busy(l), &means, &mut out.per_rank[i]);
+        }
+    }
+    out
+}
+
+/// Evaluates a direct all-to-all(v) among `ranks` (global GPU ids); `bytes[i * n + j]` is what participant
+/// i sends to participant j (the diagonal stays on the GPU and costs nothing). Link loads are aggregated
+/// per tier: a GPU's local port (NVLink/PCIe/ideal switch), its NIC, and its rail's spine uplinks.
 pub fn all_to_all(
     topo: &Topology,
     ranks: &[usize],
@@ -72,157 +233,423 @@ pub fn all_to_all(
 ) -> AllToAllOutcome {
     let n = ranks.len();
     debug_assert_eq!(bytes.len(), n * n);
-    if s.load.len() != topo.links.len() {
-        s.load = vec![0.0; topo.links.len()];
-        s.busy = vec![0.0; topo.links.len()];
-    }
-    for &l in &s.touched {
-        s.load[l as usize] = 0.0;
-        s.busy[l as usize] = 0.0;
-    }
-    s.touched.clear();
-    let mut network_bytes = 0.0;
-    let mut link_bytes_total = 0.0;
-    for i in 0..n {
-        for j in 0..n {
-            let b = bytes[i * n + j];
-            if i == j || b <= 0.0 {
-                continue;
-            }
-            network_bytes += b;
-            for &l in topo.route(ranks[i], ranks[j]) {
-                if s.load[l as usize] == 0.0 {
-                    s.touched.push(l);
+    s.load.clear();
+    s.load.resize(topo.links.len(), 0.0);
+    let gpn = topo.gpus_per_node();
+    let ports: Vec<_> = ranks.iter().map(|&r| topo.ports(r)).collect();
+    let nodes: Vec<usize> = ranks.iter().map(|&r| r / gpn).collect();
+    let rails: Vec<usize> = ranks.iter().map(|&r| r % gpn).collect();
+    let spine: Vec<Option<(u32, u32)>> = (0..gpn).map(|r| topo.spine_links(r)).collect();
+    let local = |i: usize, j: usize| nodes[i] == nodes[j] || ports[i].nic_out == u32::MAX;
+    let mut out = AllToAllOutcome::default();
+    {
+        let load = &mut s.load;
+        for i in 0..n {
+            let row = &bytes[i * n..(i + 1) * n];
+            let (mut local_out, mut nic_out, mut spine_out) = (0.0, 0.0, 0.0);
+            for (j, &b) in row.iter().enumerate() {
+                if j == i || b <= 0.0 {
+                    continue;
                 }
-                s.load[l as usize] += b;
-                link_bytes_total += b;
+                if local(i, j) {
+                    local_out += b;
+                    load[ports[j].local_in as usize] += b;
+                } else {
+                    nic_out += b;
+                    load[ports[j].nic_in as usize] += b;
+                    if rails[i] != rails[j]
+                        && let (Some(_), Some((_, down))) = (spine[rails[i]], spine[rails[j]])
+                    {
+                        spine_out += b;
+                        load[down as usize] += b;
+                    }
+                }
             }
+            if local_out > 0.0 {
+                load[ports[i].local_out as usize] += local_out;
+            }
+            if nic_out > 0.0 {
+                load[ports[i].nic_out as usize] += nic_out;
+            }
+            if spine_out > 0.0
+                && let Some((up, _)) = spine[rails[i]]
+            {
+                load[up as usize] += spine_out;
+            }
+            out.network_bytes += local_out + nic_out;
+            out.nic_bytes += nic_out;
+            out.link_bytes_total += 2.0 * (local_out + nic_out + spine_out);
         }
     }
-    for &l in &s.touched {
-        let link = &topo.links[l as usize];
-        s.busy[l as usize] = s.load[l as usize] / link.bytes_per_s;
-    }
-    // Mean busy time of the participants' ports of each (kind, direction), idle ports included: the
-    // yardstick for how much longer than an average port the binding link was busy.
-    let mut port_mean: Vec<((crate::topology::LinkKind, bool), f64, usize)> = Vec::new();
-    for &r in ranks {
-        for &l in topo.gpu_ports(r) {
-            let link = &topo.links[l as usize];
-            let key = (link.kind, matches!(link.gpu_port, Some(Port::Egress(_))));
-            match port_mean.iter_mut().find(|(k, _, _)| *k == key) {
-                Some(e) => {
-                    e.1 += s.busy[l as usize];
-                    e.2 += 1;
-                }
-                None => port_mean.push((key, s.busy[l as usize], 1)),
+    let load = &s.load;
+    let busy = |l: u32| load[l as usize] / topo.links[l as usize].capacity();
+    let means = port_means(topo, ranks, busy);
+    // Busiest link on the route i → j and its id.
+    let route_busy = |i: usize, j: usize| -> (f64, u32) {
+        let mut best = (0.0f64, u32::MAX);
+        let mut see = |l: u32| {
+            let b = busy(l);
+            if b > best.0 {
+                best = (b, l);
             }
+        };
+        if local(i, j) {
+            see(ports[i].local_out);
+            see(ports[j].local_in);
+        } else {
+            see(ports[i].nic_out);
+            if rails[i] != rails[j]
+                && let (Some((up, _)), Some((_, down))) = (spine[rails[i]], spine[rails[j]])
+            {
+                see(up);
+                see(down);
+            }
+            see(ports[j].nic_in);
         }
-    }
-    let mean_of = |l: u32| {
-        let link = &topo.links[l as usize];
-        let key = (link.kind, matches!(link.gpu_port, Some(Port::Egress(_))));
-        port_mean
-            .iter()
-            .find(|(k, _, _)| *k == key)
-            .map_or(0.0, |(_, sum, n)| sum / *n as f64)
+        best
     };
-
-    let mut per_rank = Vec::with_capacity(n);
+    out.per_rank = Vec::with_capacity(n);
     for i in 0..n {
-        let mut best = RankTransfer {
-            time_s: 0.0,
-            holder: ranks[i],
-            cause: Cause::Network,
-            excess_s: 0.0,
-        };
-        let mut best_link = None;
-        let mut consider = |src: usize, dst: usize, best: &mut RankTransfer| {
-            let route = topo.route(src, dst);
-            let mut worst = 0.0f64;
-            let mut worst_link = u32::MAX;
-            for &l in route {
-                if s.busy[l as usize] > worst {
-                    worst = s.busy[l as usize];
-                    worst_link = l;
-                }
-            }
-            let t = topo.route_latency_s(src, dst) + worst;
-            if t > best.time_s {
-                best.time_s = t;
-                best_link = Some(worst_link);
-            }
-        };
+        let mut t = RankTransfer::idle(ranks[i]);
+        let mut link = u32::MAX;
         for j in 0..n {
             if i == j {
                 continue;
             }
             if bytes[i * n + j] > 0.0 {
-                consider(ranks[i], ranks[j], &mut best);
+                let (b, l) = route_busy(i, j);
+                let time = topo.route_latency_s(ranks[i], ranks[j]) + b;
+                if time > t.time_s {
+                    t.time_s = time;
+                    link = l;
+                }
             }
             if bytes[j * n + i] > 0.0 {
-                consider(ranks[j], ranks[i], &mut best);
+                let (b, l) = route_busy(j, i);
+                let time = topo.route_latency_s(ranks[j], ranks[i]) + b;
+                if time > t.time_s {
+                    t.time_s = time;
+                    link = l;
+                }
             }
         }
-        if let Some(l) = best_link.filter(|&l| l != u32::MAX) {
-            let link = &topo.links[l as usize];
-            let (holder, cause) = match link.gpu_port {
-                Some(Port::Egress(g)) => (g, Cause::OutboundLink),
-                Some(Port::Ingress(g)) => (g, Cause::InboundLink),
-                None => (ranks[i], Cause::Network),
-            };
-            best.holder = holder;
-            best.cause = cause;
-            let excess = s.busy[l as usize] - mean_of(l);
-            // Below a part per million of the link's busy time is rounding, not imbalance.
-            best.excess_s = if excess > 1e-6 * s.busy[l as usize] {
-                excess
-            } else {
-                0.0
-            };
+        if link != u32::MAX {
+            attribute(topo, ranks[i], link, busy(link), &means, &mut t);
         }
-        per_rank.push(best);
+        out.per_rank.push(t);
     }
-    AllToAllOutcome {
-        per_rank,
-        link_bytes_total,
-        network_bytes,
+    out
+}
+
+/// Builds collectives for one network backend: flows are attached only when the flow backend runs them.
+#[derive(Debug, Clone, Copy)]
+pub struct Collectives<'t> {
+    pub topo: &'t Topology,
+    pub network: NetworkKind,
+}
+
+impl<'t> Collectives<'t> {
+    pub fn new(topo: &'t Topology, network: NetworkKind) -> Self {
+        Collectives { topo, network }
+    }
+
+    fn with_flows(&self) -> bool {
+        self.network == NetworkKind::Flow
+    }
+
+    /// The spec of transfers among `ranks`, priced analytically, parts on `stream`.
+    fn spec(
+        &self,
+        ranks: &[usize],
+        priced: &AllToAllOutcome,
+        transfers: impl Iterator<Item = Transfer>,
+        stream: Stream,
+    ) -> CollectiveSpec {
+        let parts = ranks
+            .iter()
+            .zip(&priced.per_rank)
+            .map(|(&r, t)| t.part(r, stream))
+            .collect();
+        let flows = if self.with_flows() {
+            let index_of =
+                |g: usize| ranks.iter().position(|&r| r == g).expect("participant") as u32;
+            transfers
+                .filter(|t| t.bytes > 0.0 && t.src != t.dst)
+                .map(|t| FlowSpec {
+                    src_part: index_of(t.src),
+                    dst_part: index_of(t.dst),
+                    src: t.src as u32,
+                    dst: t.dst as u32,
+                    bytes: t.bytes,
+                    latency: ps(t.messages * self.topo.route_latency_s(t.src, t.dst)),
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        CollectiveSpec {
+            parts,
+            flows,
+            bytes: priced.network_bytes,
+        }
+    }
+
+    /// Transfers priced together as one collective.
+    pub fn transfers(
+        &self,
+        ranks: &[usize],
+        transfers: &[Transfer],
+        stream: Stream,
+        s: &mut AllToAllScratch,
+    ) -> (CollectiveSpec, AllToAllOutcome) {
+        let priced = price_transfers(self.topo, ranks, transfers, s);
+        let spec = self.spec(ranks, &priced, transfers.iter().copied(), stream);
+        (spec, priced)
+    }
+
+    /// A direct all-to-all(v) of a byte matrix (see [`all_to_all`]).
+    pub fn all_to_all(
+        &self,
+        ranks: &[usize],
+        bytes: &[f64],
+        stream: Stream,
+        s: &mut AllToAllScratch,
+    ) -> (CollectiveSpec, AllToAllOutcome) {
+        let priced = all_to_all(self.topo, ranks, bytes, s);
+        let n = ranks.len();
+        let spec = self.spec(
+            ranks,
+            &priced,
+            (0..n * n).map(|k| Transfer {
+                src: ranks[k / n],
+                dst: ranks[k % n],
+                bytes: bytes[k],
+                messages: 1.0,
+            }),
+            stream,
+        );
+        (spec, priced)
+    }
+
+    /// A hierarchical all-to-all: `to_gpu[i * n + j]` bytes from participant i for GPU j (deduplicated per
+    /// GPU), `to_node[i * n + j]` bytes from participant i for the node of participant j (deduplicated per
+    /// node; only the entry of the first participant on each node is read). Inside a node a source sends
+    /// straight to each GPU; to another node it sends once over its NIC to the participant with its own
+    /// rail there (or the node's first participant), which forwards over NVLink. Both stages run at once
+    /// (DeepEP pipelines them in chunks), so a part lasts as long as its slowest stage.
+    pub fn hierarchical_all_to_all(
+        &self,
+        ranks: &[usize],
+        to_gpu: &[f64],
+        to_node: &[f64],
+        stream: Stream,
+        s: &mut AllToAllScratch,
+    ) -> (CollectiveSpec, AllToAllOutcome) {
+        let transfers = hierarchical_transfers(self.topo, ranks, to_gpu, to_node);
+        self.transfers(ranks, &transfers, stream, s)
+    }
+
+    /// Stages of an all-reduce of `bytes` among `ranks`: a ring inside one node; across nodes the
+    /// hierarchical form (intra-node ring reduce-scatter, one ring per rail across nodes over the shard,
+    /// intra-node ring all-gather) when every node holds the same number of participants, else one ring.
+    pub fn all_reduce(
+        &self,
+        ranks: &[usize],
+        bytes: f64,
+        stream: Stream,
+        s: &mut AllToAllScratch,
+    ) -> Vec<CollectiveSpec> {
+        // A GPU holding two copies (EPLB may place them) reduces them locally first.
+        let mut unique = ranks.to_vec();
+        unique.sort_unstable();
+        unique.dedup();
+        let ranks = &unique[..];
+        if ranks.len() < 2 || bytes <= 0.0 {
+            return Vec::new();
+        }
+        let groups = node_groups(self.topo, ranks);
+        let local = groups[0].len();
+        if groups.len() == 1 || groups.iter().any(|g| g.len() != local) {
+            return vec![self.ring(ranks, bytes, 2.0, s, stream)];
+        }
+        let mut stages = Vec::new();
+        if local > 1 {
+            stages.push(self.rings(&groups, bytes, 1.0, s, stream));
+        }
+        let rails: Vec<Vec<usize>> = (0..local)
+            .map(|k| groups.iter().map(|g| g[k]).collect())
+            .collect();
+        stages.push(self.rings(&rails, bytes / local as f64, 2.0, s, stream));
+        if local > 1 {
+            stages.push(self.rings(&groups, bytes, 1.0, s, stream));
+        }
+        stages
+    }
+
+    /// A ring reduce-scatter of `bytes` (each rank ends with `bytes / n`).
+    pub fn reduce_scatter(
+        &self,
+        ranks: &[usize],
+        bytes: f64,
+        stream: Stream,
+        s: &mut AllToAllScratch,
+    ) -> CollectiveSpec {
+        self.ring(ranks, bytes, 1.0, s, stream)
+    }
+
+    /// A ring all-gather of `bytes` in all (each rank contributes `bytes / n`).
+    pub fn all_gather(
+        &self,
+        ranks: &[usize],
+        bytes: f64,
+        stream: Stream,
+        s: &mut AllToAllScratch,
+    ) -> CollectiveSpec {
+        self.ring(ranks, bytes, 1.0, s, stream)
+    }
+
+    /// A point-to-point send of `bytes` from `src` to `dst` (pipeline stages).
+    pub fn send(
+        &self,
+        src: usize,
+        dst: usize,
+        bytes: f64,
+        stream: Stream,
+        s: &mut AllToAllScratch,
+    ) -> CollectiveSpec {
+        let t = [Transfer {
+            src,
+            dst,
+            bytes,
+            messages: 1.0,
+        }];
+        self.transfers(&[src, dst], &t, stream, s).0
+    }
+
+    /// One ring over `ranks` moving `passes × (n−1)/n × bytes` from each rank to its successor in
+    /// `passes × (n−1)` steps (1 pass: reduce-scatter or all-gather; 2: all-reduce).
+    fn ring(
+        &self,
+        ranks: &[usize],
+        bytes: f64,
+        passes: f64,
+        s: &mut AllToAllScratch,
+        stream: Stream,
+    ) -> CollectiveSpec {
+        self.rings(&[ranks.to_vec()], bytes, passes, s, stream)
+    }
+
+    /// Several disjoint rings priced together (they share links).
+    fn rings(
+        &self,
+        rings: &[Vec<usize>],
+        bytes: f64,
+        passes: f64,
+        s: &mut AllToAllScratch,
+        stream: Stream,
+    ) -> CollectiveSpec {
+        let mut transfers = Vec::new();
+        let mut all = Vec::new();
+        for ring in rings {
+            let n = ring.len();
+            all.extend_from_slice(ring);
+            if n < 2 {
+                continue;
+            }
+            let steps = passes * (n as f64 - 1.0);
+            for k in 0..n {
+                transfers.push(Transfer {
+                    src: ring[k],
+                    dst: ring[(k + 1) % n],
+                    bytes: steps / n as f64 * bytes,
+                    messages: steps,
+                });
+            }
+        }
+        self.transfers(&all, &transfers, stream, s).0
     }
 }
 
-/// Time of an all-reduce of `bytes` among `ranks` (hierarchical ring).
-pub fn all_reduce_s(topo: &Topology, ranks: &[usize], bytes: f64) -> f64 {
-    if ranks.len() < 2 || bytes <= 0.0 {
-        return 0.0;
-    }
+/// Participants grouped by node, in node order (ranks ascending inside a node).
+fn node_groups(topo: &Topology, ranks: &[usize]) -> Vec<Vec<usize>> {
     let mut per_node: std::collections::BTreeMap<usize, Vec<usize>> = Default::default();
     for &r in ranks {
         per_node.entry(topo.node_of(r)).or_default().push(r);
     }
-    let nodes = per_node.len();
-    let local = per_node.values().map(Vec::len).max().unwrap_or(1);
-    let mut t = 0.0;
-    if local > 1 {
-        let (a, b) = per_node
-            .values()
-            .find(|v| v.len() > 1)
-            .map(|v| (v[0], v[1]))
-            .expect("a node with two ranks");
-        let bw = topo.route_bandwidth(a, b);
-        let lat = topo.route_latency_s(a, b);
-        let l = local as f64;
-        // Reduce-scatter and all-gather inside the node (a full ring all-reduce when it is the only node).
-        t += 2.0 * (l - 1.0) / l * bytes / bw + 2.0 * (l - 1.0) * lat;
+    per_node
+        .into_values()
+        .map(|mut v| {
+            v.sort_unstable();
+            v
+        })
+        .collect()
+}
+
+/// The transfers of a hierarchical all-to-all (see [`Collectives::hierarchical_all_to_all`]).
+pub fn hierarchical_transfers(
+    topo: &Topology,
+    ranks: &[usize],
+    to_gpu: &[f64],
+    to_node: &[f64],
+) -> Vec<Transfer> {
+    let n = ranks.len();
+    let node = |i: usize| topo.node_of(ranks[i]);
+    let mut out = Vec::new();
+    for i in 0..n {
+        for j in 0..n {
+            if i != j && node(i) == node(j) && to_gpu[i * n + j] > 0.0 {
+                out.push(Transfer {
+                    src: ranks[i],
+                    dst: ranks[j],
+                    bytes: to_gpu[i * n + j],
+                    messages: 1.0,
+                });
+            }
+        }
+        let mut seen_nodes: Vec<usize> = Vec::new();
+        for j in 0..n {
+            let y = node(j);
+            if y == node(i) || seen_nodes.contains(&y) {
+                continue;
+            }
+            seen_nodes.push(y);
+            let first = (0..n).find(|&k| node(k) == y).expect("j is on y");
+            let relay = (0..n)
+                .find(|&k| node(k) == y && topo.rail_of(ranks[k]) == topo.rail_of(ranks[i]))
+                .unwrap_or(first);
+            let b = to_node[i * n + first];
+            if b > 0.0 {
+                out.push(Transfer {
+                    src: ranks[i],
+                    dst: ranks[relay],
+                    bytes: b,
+                    messages: 1.0,
+                });
+            }
+            for k in (0..n).filter(|&k| node(k) == y && k != relay) {
+                if to_gpu[i * n + k] > 0.0 {
+                    out.push(Transfer {
+                        src: ranks[relay],
+                        dst: ranks[k],
+                        bytes: to_gpu[i * n + k],
+                        messages: 1.0,
+                    });
+                }
+            }
+        }
     }
-    if nodes > 1 {
-        let firsts: Vec<usize> = per_node.values().map(|v| v[0]).collect();
-        let bw = topo.route_bandwidth(firsts[0], firsts[1]);
-        let lat = topo.route_latency_s(firsts[0], firsts[1]);
-        let n = nodes as f64;
-        let shard = bytes / local as f64;
-        t += 2.0 * (n - 1.0) / n * shard / bw + 2.0 * (n - 1.0) * lat;
-    }
-    t
+    out
+}
+
+/// Time of an all-reduce of `bytes` among `ranks` at the analytic fidelity (its stages one after another).
+pub fn all_reduce_s(topo: &Topology, ranks: &[usize], bytes: f64) -> f64 {
+    let c = Collectives::new(topo, NetworkKind::Analytic);
+    let mut s = AllToAllScratch::default();
+    c.all_reduce(ranks, bytes, Stream::Comm, &mut s)
+        .iter()
+        .map(|spec| spec.parts.iter().map(|p| p.analytic).max().unwrap_or(0))
+        .sum::<SimTime>() as f64
+        * 1e-12
 }
 
 #[cfg(test)]
@@ -235,6 +662,12 @@ mod tests {
         c.gpus_per_node = g;
         c.ideal_link_gbytes_per_s = gbs;
         c.ideal_latency_us = alpha_us;
+        Topology::build(&c)
+    }
+
+    fn dgx(nodes: usize) -> Topology {
+        let mut c = cluster_preset("dgx-h100").unwrap();
+        c.nodes = nodes;
         Topology::build(&c)
     }
 
@@ -282,6 +715,45 @@ mod tests {
     }
 
     #[test]
+    fn tier_aggregation_equals_walking_every_route() {
+        // Two and four DGX nodes, a skewed matrix with zeros: the fast path and the route walk agree.
+        for nodes in [2, 4] {
+            let topo = dgx(nodes);
+            let n = topo.gpus();
+            let ranks: Vec<usize> = (0..n).collect();
+            let bytes: Vec<f64> = (0..n * n)
+                .map(|k| {
+                    let h = (k as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 40;
+                    if h.is_multiple_of(7) {
+                        0.0
+                    } else {
+                        (h % 1000) as f64 * 1e4
+                    }
+                })
+                .collect();
+            let mut s = AllToAllScratch::default();
+            let fast = all_to_all(&topo, &ranks, &bytes, &mut s);
+            let transfers: Vec<Transfer> = (0..n * n)
+                .map(|k| Transfer {
+                    src: k / n,
+                    dst: k % n,
+                    bytes: bytes[k],
+                    messages: 1.0,
+                })
+                .collect();
+            let slow = price_transfers(&topo, &ranks, &transfers, &mut s);
+            assert!((fast.network_bytes - slow.network_bytes).abs() < 1e-3);
+            assert!((fast.link_bytes_total - slow.link_bytes_total).abs() < 1e-3);
+            assert!((fast.nic_bytes - slow.nic_bytes).abs() < 1e-3);
+            for (a, b) in fast.per_rank.iter().zip(&slow.per_rank) {
+                assert!((a.time_s - b.time_s).abs() < 1e-12, "{a:?} vs {b:?}");
+                assert_eq!((a.holder, a.cause), (b.holder, b.cause));
+                assert!((a.excess_s - b.excess_s).abs() < 1e-12);
+            }
+        }
+    }
+
+    #[test]
     fn all_reduce_ring_on_ideal_switch() {
         let topo = ideal(4, 100.0, 0.0);
         let t = all_reduce_s(&topo, &[0, 1, 2, 3], 8e9);
@@ -289,5 +761,60 @@ mod tests {
         // Doubling bandwidth halves it.
         let t2 = all_reduce_s(&ideal(4, 200.0, 0.0), &[0, 1, 2, 3], 8e9);
         assert!((t / t2 - 2.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn hierarchical_all_reduce_is_three_stages_of_known_size() {
+        // 2 nodes × 8: intra RS (7/8·B over NVLink), per-rail ring over the shard (2·1/2·B/8 over the NIC),
+        // intra AG (7/8·B), each plus its steps' latencies.
+        let topo = dgx(2);
+        let ranks: Vec<usize> = (0..16).collect();
+        let b = 8e9;
+        let nv = topo.route_bandwidth(0, 1);
+        let nic = topo.route_bandwidth(0, 8);
+        let (lat_nv, lat_nic) = (topo.route_latency_s(0, 1), topo.route_latency_s(0, 8));
+        let expect = 2.0 * (7.0 / 8.0 * b / nv + 7.0 * lat_nv) + (b / 8.0 / nic + 2.0 * lat_nic);
+        let t = all_reduce_s(&topo, &ranks, b);
+        assert!((t - expect).abs() / expect < 1e-9, "{t} vs {expect}");
+    }
+
+    #[test]
+    fn hierarchical_all_to_all_sends_each_token_over_the_nic_once_per_node() {
+        // 2 nodes × 8 GPUs. Rank 0 has 100 tokens (1 KB each); every token goes to 4 experts, all on
+        // GPUs 8..12 of node 1 (two experts on GPU 8, one each on 9 and 10). Direct sends 400 copies over
+        // the NIC; hierarchical sends 100 (one per token to node 1), then forwards 100 to each of 9 and 10.
+        let topo = dgx(2);
+        let ranks: Vec<usize> = (0..16).collect();
+        let n = 16;
+        let tok = 1024.0;
+        let mut copies = vec![0.0; n * n];
+        copies[8] = 200.0 * tok;
+        copies[9] = 100.0 * tok;
+        copies[10] = 100.0 * tok;
+        let mut to_gpu = vec![0.0; n * n];
+        to_gpu[8] = 100.0 * tok;
+        to_gpu[9] = 100.0 * tok;
+        to_gpu[10] = 100.0 * tok;
+        let mut to_node = vec![0.0; n * n];
+        to_node[8] = 100.0 * tok; // node 1's first participant stands for the node
+        let c = Collectives::new(&topo, NetworkKind::Flow);
+        let mut s = AllToAllScratch::default();
+        let (_, direct) = c.all_to_all(&ranks, &copies, Stream::Comm, &mut s);
+        let (spec, hier) =
+            c.hierarchical_all_to_all(&ranks, &to_gpu, &to_node, Stream::Comm, &mut s);
+        assert_eq!(direct.nic_bytes, 400.0 * tok);
+        assert_eq!(hier.nic_bytes, 100.0 * tok);
+        // The NIC copy lands on GPU 8 (rank 0's rail on node 1), which forwards to 9 and 10 over NVLink.
+        let nic: Vec<_> = spec.flows.iter().filter(|f| f.src == 0).collect();
+        assert_eq!(nic.len(), 1);
+        assert_eq!((nic[0].dst, nic[0].bytes), (8, 100.0 * tok));
+        let fwd: f64 = spec
+            .flows
+            .iter()
+            .filter(|f| f.src == 8)
+            .map(|f| f.bytes)
+            .sum();
+        assert_eq!(fwd, 200.0 * tok);
+        assert!(hier.per_rank[0].time_s < direct.per_rank[0].time_s);
     }
 }

@@ -12,6 +12,8 @@
 //! A rank's part ends when every hop it sends or receives has finished.
 
 use crate::collective::{Cause, RankTransfer};
+use crate::engine::{Stream, ps};
+use crate::network::{CollectiveSpec, FlowSpec, NetworkKind};
 use crate::topology::{Port, Topology};
 
 /// A batch of per-expert broadcasts (or reduces), built with [`SparseBatch::push`].
@@ -218,6 +220,69 @@ pub fn sparse_collective(
         t.excess_s = if excess > 1e-6 * busy(l) { excess } else { 0.0 };
     }
     out
+}
+
+/// The batch last priced with `s` as a collective: one part per rank that sends or receives a hop, and
+/// (for the flow backend) one flow per hop, delivered after the chain's latency up to and through it.
+pub fn sparse_spec(
+    topo: &Topology,
+    out: &SparseOutcome,
+    batch: &SparseBatch,
+    s: &SparseScratch,
+    network: NetworkKind,
+    stream: Stream,
+) -> CollectiveSpec {
+    let g = topo.gpus();
+    let mut part_of = vec![u32::MAX; g];
+    let mut parts = Vec::new();
+    for &(a, b, _) in &s.hops {
+        for r in [a as usize, b as usize] {
+            if part_of[r] == u32::MAX {
+                part_of[r] = 0;
+            }
+        }
+    }
+    for (r, slot) in part_of.iter_mut().enumerate() {
+        if *slot != u32::MAX {
+            *slot = parts.len() as u32;
+            parts.push(out.per_rank[r].part(r, stream));
+        }
+    }
+    let flows = if network == NetworkKind::Flow {
+        // Hops were pushed expert by expert in batch order; recover each hop's bytes the same way.
+        let mut flows = Vec::with_capacity(s.hops.len());
+        let mut hop = 0;
+        for i in 0..batch.len() {
+            let bytes = batch.bytes[i];
+            if bytes <= 0.0 || batch.targets_of(i).is_empty() {
+                continue;
+            }
+            let mut targets: Vec<u32> = batch.targets_of(i).to_vec();
+            targets.sort_unstable();
+            targets.dedup();
+            for _ in 0..targets.len() {
+                let (a, b, lat0) = s.hops[hop];
+                hop += 1;
+                flows.push(FlowSpec {
+                    src_part: part_of[a as usize],
+                    dst_part: part_of[b as usize],
+                    src: a,
+                    dst: b,
+                    bytes,
+                    latency: ps(lat0 + topo.route_latency_s(a as usize, b as usize)),
+                });
+            }
+        }
+        debug_assert_eq!(hop, s.hops.len());
+        flows
+    } else {
+        Vec::new()
+    };
+    CollectiveSpec {
+        parts,
+        flows,
+        bytes: out.bytes,
+    }
 }
 
 /// The chain of one broadcast: the owner, its node's targets, then each other node's targets in node order

@@ -1,18 +1,29 @@
-//! The discrete-event engine: operations with fixed durations, dependencies and FIFO resources.
+//! The discrete-event engine: operations on typed resources, collectives priced by a [`Network`], and
+//! communication kernels that take a share of the GPU's SMs from compute.
 //!
-//! Life cycle: (1) add operations and dependencies; (2) [`Engine::run`]; (3) read start/finish times, the
-//! critical predecessor of every operation and the event count.
+//! Life cycle: (1) add operations, collectives and dependencies; (2) [`Engine::run`] with a network
+//! backend; (3) read start/finish times, the critical predecessor of every operation and the event count.
 //!
-//! Ordering guarantees: the event queue is keyed by (time, sequence number); events at the same time are
-//! processed in the order they were scheduled, so a run is a pure function of the operations and
-//! dependencies as added. An operation becomes ready when its last dependency finishes; it then starts at
-//! once if its resource (a GPU compute stream, a link, a copy engine) is free, otherwise it queues FIFO.
-//! Each operation remembers its *critical predecessor*: the dependency that finished last, or the operation
-//! ahead of it on its resource when it had to queue. Following those links back from the last operation
-//! gives the critical path.
+//! - A **resource** is a `(rank, stream)` pair ([`Resource`]). A stream runs its operations in the order they
+//!   were added (issue order, as a CUDA stream does): an operation starts when its dependencies have finished
+//!   and every operation added before it on the same stream has finished.
+//! - An operation is **work** (a duration from the cost model), a **barrier** (zero time, no resource) or a
+//!   **part** of a collective: one rank's share of a set of transfers ([`crate::network::CollectiveSpec`]).
+//!   A collective begins when the last of its parts has started (a rendezvous: NCCL and DeepEP kernels wait
+//!   for their peers); the [`Network`] then says when each part is done.
+//! - While a rank runs a communication kernel (any part on a stream that [`Stream::takes_sms`]), its compute
+//!   stream runs at `1 − comm_sm_fraction` of full speed: the kernel holds that share of the SMs.
+//!
+//! Ordering guarantees: events are keyed by (time, sequence number) and same-time events are processed in
+//! the order they were scheduled, so a run is a pure function of what was added. Every operation remembers
+//! its *critical predecessor*: the dependency that finished last, or the operation ahead of it on its stream
+//! when it had to wait for the stream, or (for a part that waited for its peers) the predecessor of the part
+//! that arrived last. Following those links back from the last operation gives the critical path.
 //!
 //! Time is integer picoseconds ([`SimTime`]) so that sums are exact and ties are real ties.
 
+use crate::network::{CollectiveSpec, Network};
+use serde::{Deserialize, Serialize};
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
@@ -30,8 +41,86 @@ pub fn to_ms(t: SimTime) -> f64 {
 }
 
 pub type OpId = u32;
-pub type ResourceId = u32;
+pub type CollectiveId = u32;
 const NONE: u32 = u32::MAX;
+
+/// A stream of a rank: where an operation runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Stream {
+    /// The GPU's compute stream (GEMMs, attention, elementwise kernels).
+    Compute,
+    /// The main communication stream (all-to-all, sparse collectives, pipeline sends).
+    Comm,
+    /// A second communication stream (data-parallel gradient reduction beside the all-to-alls).
+    CommAux,
+    /// The host-to-device copy engine (PCIe).
+    H2d,
+    /// The device-to-host copy engine.
+    D2h,
+    /// The host CPU (offloaded expert compute).
+    HostCpu,
+}
+
+impl Stream {
+    pub const ALL: [Stream; 6] = [
+        Stream::Compute,
+        Stream::Comm,
+        Stream::CommAux,
+        Stream::H2d,
+        Stream::D2h,
+        Stream::HostCpu,
+    ];
+    pub const COUNT: usize = 6;
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Stream::Compute => "compute",
+            Stream::Comm => "comm",
+            Stream::CommAux => "comm-aux",
+            Stream::H2d => "h2d",
+            Stream::D2h => "d2h",
+            Stream::HostCpu => "host-cpu",
+        }
+    }
+
+    /// Communication kernels run on SMs (NCCL, DeepEP); copy engines and the host do not.
+    pub fn takes_sms(self) -> bool {
+        matches!(self, Stream::Comm | Stream::CommAux)
+    }
+
+    /// Whether operations on this stream count as communication in the exposed/hidden split.
+    pub fn is_communication(self) -> bool {
+        matches!(
+            self,
+            Stream::Comm | Stream::CommAux | Stream::H2d | Stream::D2h
+        )
+    }
+}
+
+/// A typed resource: one stream of one rank.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Resource {
+    pub rank: u32,
+    pub stream: Stream,
+}
+
+impl Resource {
+    pub fn new(rank: usize, stream: Stream) -> Self {
+        Resource {
+            rank: rank as u32,
+            stream,
+        }
+    }
+
+    fn index(self) -> usize {
+        self.rank as usize * Stream::COUNT + self.stream.index()
+    }
+}
 
 /// Timing of one operation after a run.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -42,10 +131,30 @@ pub struct OpTiming {
     pub critical_pred: Option<OpId>,
 }
 
+#[derive(Debug, Clone, Copy)]
+enum OpKind {
+    /// Fixed work: picoseconds at full speed.
+    Work(SimTime),
+    Barrier,
+    /// Part `1` of collective `0`.
+    Part(CollectiveId, u32),
+}
+
+#[derive(Debug, Clone, Default)]
+struct CollectiveState {
+    /// Operations of the parts, in part order.
+    ops: Vec<OpId>,
+    arrived: u32,
+    /// The part that started last.
+    last: u32,
+}
+
 /// A reusable engine: `clear` keeps allocations for the next run.
 #[derive(Debug, Default)]
 pub struct Engine {
-    duration: Vec<SimTime>,
+    ranks: usize,
+    comm_sm_fraction: f64,
+    kind: Vec<OpKind>,
     resource: Vec<u32>,
     indegree: Vec<u32>,
     pending: Vec<u32>,
@@ -53,13 +162,30 @@ pub struct Engine {
     edges: Vec<(OpId, u32)>,
     timing: Vec<OpTiming>,
     ready_at: Vec<SimTime>,
-    // Per resource: busy flag and an intrusive FIFO of waiting operations.
-    res_busy: Vec<bool>,
+    ready: Vec<bool>,
+    /// Next operation on the same resource, in issue order.
+    next_on_resource: Vec<u32>,
+    // Per resource: first and last operation in issue order (while building), the head not yet started
+    // (while running), busy flag, and the last operation that ran.
+    res_first: Vec<u32>,
+    res_last_added: Vec<u32>,
     res_head: Vec<u32>,
-    res_tail: Vec<u32>,
-    res_last: Vec<u32>,
-    next_waiting: Vec<u32>,
-    heap: BinaryHeap<Reverse<(SimTime, u64, OpId)>>,
+    res_busy: Vec<bool>,
+    res_last_run: Vec<u32>,
+    collectives: Vec<CollectiveState>,
+    specs: Vec<CollectiveSpec>,
+    // SM sharing: per rank, communication kernels running and the compute operation running.
+    comm_active: Vec<u32>,
+    running_compute: Vec<u32>,
+    // Per running compute operation: work left (ps at full speed), since when, at what rate, and the
+    // version of its scheduled finish event (older events are stale).
+    work_left: Vec<f64>,
+    since: Vec<SimTime>,
+    rate: Vec<f64>,
+    version: Vec<u32>,
+    heap: BinaryHeap<Reverse<(SimTime, u64, OpId, u32)>>,
+    seq: u64,
+    done_parts: Vec<(CollectiveId, u32)>,
     events: u64,
 }
 
@@ -68,41 +194,99 @@ impl Engine {
         Self::default()
     }
 
-    /// Forgets all operations, keeping capacity.
-    pub fn clear(&mut self) {
-        self.duration.clear();
+    /// Forgets all operations, keeping capacity, and declares `ranks` ranks (every stream of each).
+    pub fn reset(&mut self, ranks: usize, comm_sm_fraction: f64) {
+        self.ranks = ranks;
+        self.comm_sm_fraction = comm_sm_fraction.clamp(0.0, 0.95);
+        self.kind.clear();
         self.resource.clear();
         self.indegree.clear();
-        self.pending.clear();
         self.first_succ.clear();
         self.edges.clear();
-        self.timing.clear();
-        self.ready_at.clear();
-        self.next_waiting.clear();
-        self.heap.clear();
+        self.next_on_resource.clear();
+        self.collectives.clear();
+        self.specs.clear();
+        let n = ranks * Stream::COUNT;
+        self.res_first.clear();
+        self.res_first.resize(n, NONE);
+        self.res_last_added.clear();
+        self.res_last_added.resize(n, NONE);
         self.events = 0;
     }
 
-    /// Declares `n` resources (ids `0..n`).
-    pub fn set_resources(&mut self, n: usize) {
-        self.res_busy.clear();
-        self.res_busy.resize(n, false);
-        self.res_head.clear();
-        self.res_head.resize(n, NONE);
-        self.res_tail.clear();
-        self.res_tail.resize(n, NONE);
-        self.res_last.clear();
-        self.res_last.resize(n, NONE);
+    pub fn ranks(&self) -> usize {
+        self.ranks
     }
 
-    /// Adds an operation that holds `resource` (if any) for `duration`.
-    pub fn add_op(&mut self, resource: Option<ResourceId>, duration: SimTime) -> OpId {
-        let id = self.duration.len() as OpId;
-        self.duration.push(duration);
-        self.resource.push(resource.unwrap_or(NONE));
+    fn push_op(&mut self, kind: OpKind, resource: Option<Resource>) -> OpId {
+        let id = self.kind.len() as OpId;
+        self.kind.push(kind);
         self.indegree.push(0);
         self.first_succ.push(NONE);
+        self.next_on_resource.push(NONE);
+        match resource {
+            Some(r) => {
+                let ri = r.index();
+                assert!(
+                    (r.rank as usize) < self.ranks,
+                    "rank {} of {}",
+                    r.rank,
+                    self.ranks
+                );
+                self.resource.push(ri as u32);
+                let last = self.res_last_added[ri];
+                if last == NONE {
+                    self.res_first[ri] = id;
+                } else {
+                    self.next_on_resource[last as usize] = id;
+                }
+                self.res_last_added[ri] = id;
+            }
+            None => self.resource.push(NONE),
+        }
         id
+    }
+
+    /// Adds work that holds `resource` for `duration` (at full speed).
+    pub fn add_work(&mut self, resource: Resource, duration: SimTime) -> OpId {
+        self.push_op(OpKind::Work(duration), Some(resource))
+    }
+
+    /// Adds a zero-duration synchronisation point (on no resource).
+    pub fn add_barrier(&mut self) -> OpId {
+        self.push_op(OpKind::Barrier, None)
+    }
+
+    /// Adds a collective; returns one operation per part, in the spec's part order, each on its part's
+    /// (rank, stream).
+    pub fn add_collective(&mut self, spec: CollectiveSpec) -> Vec<OpId> {
+        debug_assert!(
+            {
+                let mut r: Vec<_> = spec.parts.iter().map(|p| (p.rank, p.stream)).collect();
+                r.sort_unstable();
+                r.windows(2).all(|w| w[0] != w[1])
+            },
+            "a collective has two parts on one stream: it could never begin"
+        );
+        let c = self.collectives.len() as CollectiveId;
+        let ops: Vec<OpId> = spec
+            .parts
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                self.push_op(
+                    OpKind::Part(c, i as u32),
+                    Some(Resource::new(p.rank as usize, p.stream)),
+                )
+            })
+            .collect();
+        self.collectives.push(CollectiveState {
+            ops: ops.clone(),
+            arrived: 0,
+            last: 0,
+        });
+        self.specs.push(spec);
+        ops
     }
 
     /// `after` may start only once `before` has finished.
@@ -115,21 +299,42 @@ impl Engine {
     }
 
     pub fn op_count(&self) -> usize {
-        self.duration.len()
-    }
-
-    pub fn duration(&self, op: OpId) -> SimTime {
-        self.duration[op as usize]
+        self.kind.len()
     }
 
     /// The resource an operation holds, if any.
-    pub fn resource_of(&self, op: OpId) -> Option<ResourceId> {
+    pub fn resource_of(&self, op: OpId) -> Option<Resource> {
         let r = self.resource[op as usize];
-        (r != NONE).then_some(r)
+        (r != NONE).then(|| Resource {
+            rank: r / Stream::COUNT as u32,
+            stream: Stream::ALL[r as usize % Stream::COUNT],
+        })
+    }
+
+    /// The collective and part index of a part operation.
+    pub fn part_of(&self, op: OpId) -> Option<(CollectiveId, usize)> {
+        match self.kind[op as usize] {
+            OpKind::Part(c, p) => Some((c, p as usize)),
+            _ => None,
+        }
+    }
+
+    pub fn collective(&self, c: CollectiveId) -> &CollectiveSpec {
+        &self.specs[c as usize]
+    }
+
+    pub fn collectives(&self) -> &[CollectiveSpec] {
+        &self.specs
     }
 
     pub fn timing(&self, op: OpId) -> OpTiming {
         self.timing[op as usize]
+    }
+
+    /// Time an operation occupied its stream (finish − start).
+    pub fn elapsed(&self, op: OpId) -> SimTime {
+        let t = self.timing[op as usize];
+        t.finish - t.start
     }
 
     /// Events processed by the last run (one per operation finish).
@@ -137,108 +342,245 @@ impl Engine {
         self.events
     }
 
-    /// Runs every operation; returns the makespan. Panics only on a dependency cycle (a lowering bug).
-    pub fn run(&mut self) -> SimTime {
-        let n = self.duration.len();
+    /// Runs every operation on `net`; returns the makespan. Panics only on a dependency cycle or a
+    /// collective whose parts can never all start (a lowering bug).
+    pub fn run(&mut self, net: &mut dyn Network) -> SimTime {
+        let n = self.kind.len();
         self.pending.clear();
         self.pending.extend_from_slice(&self.indegree);
         self.timing.clear();
         self.timing.resize(n, OpTiming::default());
         self.ready_at.clear();
         self.ready_at.resize(n, 0);
-        self.next_waiting.clear();
-        self.next_waiting.resize(n, NONE);
-        self.res_busy.fill(false);
-        self.res_head.fill(NONE);
-        self.res_tail.fill(NONE);
-        self.res_last.fill(NONE);
+        self.ready.clear();
+        self.ready.resize(n, false);
+        self.work_left.clear();
+        self.work_left.resize(n, 0.0);
+        self.since.clear();
+        self.since.resize(n, 0);
+        self.rate.clear();
+        self.rate.resize(n, 1.0);
+        self.version.clear();
+        self.version.resize(n, 0);
+        let nr = self.ranks * Stream::COUNT;
+        self.res_head.clear();
+        self.res_head.extend_from_slice(&self.res_first);
+        self.res_busy.clear();
+        self.res_busy.resize(nr, false);
+        self.res_last_run.clear();
+        self.res_last_run.resize(nr, NONE);
+        self.comm_active.clear();
+        self.comm_active.resize(self.ranks, 0);
+        self.running_compute.clear();
+        self.running_compute.resize(self.ranks, NONE);
+        for c in &mut self.collectives {
+            c.arrived = 0;
+        }
         self.heap.clear();
+        self.seq = 0;
         self.events = 0;
-        let mut seq = 0u64;
+        net.reset();
         for op in 0..n as OpId {
             if self.pending[op as usize] == 0 {
-                self.make_ready(op, 0, &mut seq);
+                self.make_ready(op, 0, net);
             }
         }
         let mut makespan = 0;
         let mut finished = 0usize;
-        while let Some(Reverse((t, _, op))) = self.heap.pop() {
-            self.events += 1;
+        let mut done = std::mem::take(&mut self.done_parts);
+        loop {
+            let heap_t = self.heap.peek().map(|Reverse((t, ..))| *t);
+            let net_t = net.next_time();
+            let t = match (heap_t, net_t) {
+                (None, None) => break,
+                (Some(h), Some(x)) => h.min(x),
+                (Some(h), None) => h,
+                (None, Some(x)) => x,
+            };
+            if net_t == Some(t) && heap_t.is_none_or(|h| h >= t) {
+                done.clear();
+                net.complete(t, &mut done);
+                for &(c, p) in &done {
+                    let op = self.collectives[c as usize].ops[p as usize];
+                    finished += 1;
+                    makespan = makespan.max(t);
+                    self.finish(op, t, net);
+                }
+                continue;
+            }
+            let Reverse((t, _, op, version)) = self.heap.pop().expect("peeked");
+            if version != self.version[op as usize] {
+                continue;
+            }
             finished += 1;
             makespan = makespan.max(t);
-            let r = self.resource[op as usize];
-            if r != NONE {
-                let r = r as usize;
-                self.res_busy[r] = false;
-                self.res_last[r] = op;
-                let next = self.res_head[r];
-                if next != NONE {
-                    self.res_head[r] = self.next_waiting[next as usize];
-                    if self.res_head[r] == NONE {
-                        self.res_tail[r] = NONE;
-                    }
-                    self.timing[next as usize].critical_pred = Some(op);
-                    self.start(next, t, &mut seq);
-                }
-            }
-            let mut e = self.first_succ[op as usize];
-            while e != NONE {
-                let (succ, next) = self.edges[e as usize];
-                let s = succ as usize;
-                if t >= self.ready_at[s] {
-                    // Ties keep the earlier-finishing (first-released) predecessor: deterministic.
-                    if t > self.ready_at[s] || self.timing[s].critical_pred.is_none() {
-                        self.timing[s].critical_pred = Some(op);
-                    }
-                    self.ready_at[s] = t;
-                }
-                self.pending[s] -= 1;
-                if self.pending[s] == 0 {
-                    self.make_ready(succ, t, &mut seq);
-                }
-                e = next;
-            }
+            self.finish(op, t, net);
         }
+        self.done_parts = done;
         assert_eq!(
             finished,
             n,
-            "dependency cycle: {} of {} operations never became ready",
+            "dependency cycle or unmatched collective: {} of {} operations never finished",
             n - finished,
             n
         );
         makespan
     }
 
-    fn make_ready(&mut self, op: OpId, t: SimTime, seq: &mut u64) {
-        let r = self.resource[op as usize];
-        if r == NONE {
-            self.start(op, t, seq);
-            return;
+    fn finish(&mut self, op: OpId, t: SimTime, net: &mut dyn Network) {
+        self.events += 1;
+        let o = op as usize;
+        self.timing[o].finish = t;
+        let r = self.resource[o];
+        if r != NONE {
+            let ri = r as usize;
+            let rank = ri / Stream::COUNT;
+            let stream = Stream::ALL[ri % Stream::COUNT];
+            self.res_busy[ri] = false;
+            self.res_last_run[ri] = op;
+            if stream == Stream::Compute {
+                self.running_compute[rank] = NONE;
+            }
+            if matches!(self.kind[o], OpKind::Part(..)) && stream.takes_sms() {
+                self.comm_active[rank] -= 1;
+                if self.comm_active[rank] == 0 {
+                    self.rerate_compute(rank, t);
+                }
+            }
+            let next = self.next_on_resource[o];
+            self.res_head[ri] = next;
+            if next != NONE && self.ready[next as usize] {
+                self.start(next, t, net);
+            }
         }
-        let r = r as usize;
-        if !self.res_busy[r] {
-            self.start(op, t, seq);
-        } else if self.res_tail[r] == NONE {
-            self.res_head[r] = op;
-            self.res_tail[r] = op;
-        } else {
-            let tail = self.res_tail[r];
-            self.next_waiting[tail as usize] = op;
-            self.res_tail[r] = op;
+        let mut e = self.first_succ[o];
+        while e != NONE {
+            let (succ, next) = self.edges[e as usize];
+            let s = succ as usize;
+            if t >= self.ready_at[s] {
+                // Ties keep the earlier-finishing (first-released) predecessor: deterministic.
+                if t > self.ready_at[s] || self.timing[s].critical_pred.is_none() {
+                    self.timing[s].critical_pred = Some(op);
+                }
+                self.ready_at[s] = t;
+            }
+            self.pending[s] -= 1;
+            if self.pending[s] == 0 {
+                self.make_ready(succ, t, net);
+            }
+            e = next;
         }
     }
 
-    fn start(&mut self, op: OpId, t: SimTime, seq: &mut u64) {
+    fn make_ready(&mut self, op: OpId, t: SimTime, net: &mut dyn Network) {
+        let o = op as usize;
+        self.ready[o] = true;
+        self.ready_at[o] = t;
+        let r = self.resource[o];
+        if r == NONE {
+            self.start(op, t, net);
+            return;
+        }
+        let ri = r as usize;
+        if !self.res_busy[ri] && self.res_head[ri] == op {
+            self.start(op, t, net);
+        }
+    }
+
+    fn schedule(&mut self, op: OpId, at: SimTime) {
+        let v = self.version[op as usize];
+        self.heap.push(Reverse((at, self.seq, op, v)));
+        self.seq += 1;
+    }
+
+    fn start(&mut self, op: OpId, t: SimTime, net: &mut dyn Network) {
         let o = op as usize;
         let r = self.resource[o];
         if r != NONE {
-            self.res_busy[r as usize] = true;
+            let ri = r as usize;
+            self.res_busy[ri] = true;
+            if t > self.ready_at[o] {
+                // It waited for its stream: the operation ahead of it held it up.
+                let prev = self.res_last_run[ri];
+                if prev != NONE {
+                    self.timing[o].critical_pred = Some(prev);
+                }
+            }
         }
-        let finish = t + self.duration[o];
         self.timing[o].start = t;
-        self.timing[o].finish = finish;
-        self.heap.push(Reverse((finish, *seq, op)));
-        *seq += 1;
+        match self.kind[o] {
+            OpKind::Barrier => self.schedule(op, t),
+            OpKind::Work(d) => {
+                let ri = r as usize;
+                let rank = ri / Stream::COUNT;
+                if Stream::ALL[ri % Stream::COUNT] == Stream::Compute && self.comm_sm_fraction > 0.0
+                {
+                    self.running_compute[rank] = op;
+                    self.work_left[o] = d as f64;
+                    self.since[o] = t;
+                    self.rate[o] = 1.0;
+                    if self.comm_active[rank] > 0 {
+                        self.rate[o] = 1.0 - self.comm_sm_fraction;
+                    }
+                    let at = t + (d as f64 / self.rate[o]).round() as SimTime;
+                    self.schedule(op, at);
+                } else {
+                    self.schedule(op, t + d);
+                }
+            }
+            OpKind::Part(c, _) => {
+                let ri = r as usize;
+                let rank = ri / Stream::COUNT;
+                if Stream::ALL[ri % Stream::COUNT].takes_sms() {
+                    self.comm_active[rank] += 1;
+                    if self.comm_active[rank] == 1 {
+                        self.rerate_compute(rank, t);
+                    }
+                }
+                let cs = &mut self.collectives[c as usize];
+                cs.arrived += 1;
+                if let OpKind::Part(_, p) = self.kind[o] {
+                    cs.last = p;
+                }
+                if cs.arrived as usize == cs.ops.len() {
+                    // Rendezvous: parts that waited for their peers start with the collective, held up by
+                    // whatever held up the last one.
+                    let last_pred = self.timing[o].critical_pred;
+                    for &p in &self.collectives[c as usize].ops {
+                        let pt = &mut self.timing[p as usize];
+                        if pt.start < t {
+                            pt.start = t;
+                            pt.critical_pred = last_pred;
+                        }
+                    }
+                    net.begin(t, c, &self.specs[c as usize]);
+                }
+            }
+        }
+    }
+
+    /// The rank's communication activity changed at `t`: re-time its running compute operation.
+    fn rerate_compute(&mut self, rank: usize, t: SimTime) {
+        if self.comm_sm_fraction <= 0.0 {
+            return;
+        }
+        let op = self.running_compute[rank];
+        if op == NONE {
+            return;
+        }
+        let o = op as usize;
+        let rate = if self.comm_active[rank] > 0 {
+            1.0 - self.comm_sm_fraction
+        } else {
+            1.0
+        };
+        self.work_left[o] =
+            (self.work_left[o] - (t - self.since[o]) as f64 * self.rate[o]).max(0.0);
+        self.since[o] = t;
+        self.rate[o] = rate;
+        self.version[o] += 1;
+        let at = t + (self.work_left[o] / rate).round() as SimTime;
+        self.schedule(op, at);
     }
 
     /// The critical path ending at `last`, from its first operation to `last`.
@@ -262,46 +604,101 @@ impl Engine {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::network::{AnalyticNetwork, PartSpec};
+
+    fn work(e: &mut Engine, rank: usize, stream: Stream, d: SimTime) -> OpId {
+        e.add_work(Resource::new(rank, stream), d)
+    }
 
     #[test]
     fn chain_and_join() {
         let mut e = Engine::new();
-        e.set_resources(2);
-        let a = e.add_op(Some(0), 10);
-        let b = e.add_op(Some(1), 30);
-        let c = e.add_op(None, 5);
+        e.reset(2, 0.0);
+        let a = work(&mut e, 0, Stream::Compute, 10);
+        let b = work(&mut e, 1, Stream::Compute, 30);
+        let c = e.add_barrier();
+        let d = work(&mut e, 0, Stream::Comm, 5);
         e.add_dep(a, c);
         e.add_dep(b, c);
-        assert_eq!(e.run(), 35);
-        assert_eq!(e.timing(c).start, 30);
-        assert_eq!(e.timing(c).critical_pred, Some(b));
-        assert_eq!(e.critical_path(c), vec![b, c]);
-        assert_eq!(e.events(), 3);
+        e.add_dep(c, d);
+        assert_eq!(e.run(&mut AnalyticNetwork::default()), 35);
+        assert_eq!(e.timing(d).start, 30);
+        assert_eq!(e.critical_path(d), vec![b, c, d]);
+        assert_eq!(e.events(), 4);
     }
 
     #[test]
-    fn resource_serialises_fifo_and_records_the_blocker() {
+    fn a_stream_runs_in_issue_order_and_records_the_blocker() {
         let mut e = Engine::new();
-        e.set_resources(1);
-        let a = e.add_op(Some(0), 10);
-        let b = e.add_op(Some(0), 10);
-        let c = e.add_op(Some(0), 10);
-        assert_eq!(e.run(), 30);
-        assert_eq!(
-            (e.timing(a).start, e.timing(b).start, e.timing(c).start),
-            (0, 10, 20)
-        );
-        assert_eq!(e.timing(c).critical_pred, Some(b));
-        assert_eq!(e.critical_path(c), vec![a, b, c]);
+        e.reset(1, 0.0);
+        let gate = work(&mut e, 0, Stream::Comm, 50);
+        let a = work(&mut e, 0, Stream::Compute, 10);
+        let b = work(&mut e, 0, Stream::Compute, 10);
+        // `a` waits for `gate`; `b` is ready at 0 but was issued after `a`, so it waits too.
+        e.add_dep(gate, a);
+        assert_eq!(e.run(&mut AnalyticNetwork::default()), 70);
+        assert_eq!((e.timing(a).start, e.timing(b).start), (50, 60));
+        assert_eq!(e.timing(b).critical_pred, Some(a));
+        assert_eq!(e.critical_path(b), vec![gate, a, b]);
+    }
+
+    #[test]
+    fn a_collective_begins_when_its_last_part_starts() {
+        let mut e = Engine::new();
+        e.reset(2, 0.0);
+        let slow = work(&mut e, 1, Stream::Compute, 100);
+        let spec = CollectiveSpec::analytic(vec![
+            PartSpec::new(0, Stream::Comm, 20),
+            PartSpec::new(1, Stream::Comm, 30),
+        ]);
+        let parts = e.add_collective(spec);
+        e.add_dep(slow, parts[1]);
+        assert_eq!(e.run(&mut AnalyticNetwork::default()), 130);
+        assert_eq!(e.timing(parts[0]).start, 100);
+        assert_eq!(e.timing(parts[0]).finish, 120);
+        assert_eq!(e.timing(parts[0]).critical_pred, Some(slow));
+    }
+
+    #[test]
+    fn communication_kernels_slow_concurrent_compute_by_their_sm_share() {
+        // Compute of 100 alone; a 40-long collective on the same rank overlaps its first part.
+        let mut e = Engine::new();
+        e.reset(1, 0.25);
+        let c = work(&mut e, 0, Stream::Compute, 100);
+        let parts = e.add_collective(CollectiveSpec::analytic(vec![PartSpec::new(
+            0,
+            Stream::Comm,
+            40,
+        )]));
+        e.run(&mut AnalyticNetwork::default());
+        // 40 ps at 0.75 speed does 30 of work; the remaining 70 run at full speed: 110 in all.
+        assert_eq!(e.timing(c).finish, 110);
+        assert_eq!(e.timing(parts[0]).finish, 40);
+        // Without the share nothing slows.
+        let mut e2 = Engine::new();
+        e2.reset(1, 0.0);
+        let c2 = work(&mut e2, 0, Stream::Compute, 100);
+        e2.add_collective(CollectiveSpec::analytic(vec![PartSpec::new(
+            0,
+            Stream::Comm,
+            40,
+        )]));
+        e2.run(&mut AnalyticNetwork::default());
+        assert_eq!(e2.timing(c2).finish, 100);
     }
 
     #[test]
     fn rerun_is_identical() {
         let mut e = Engine::new();
-        e.set_resources(3);
+        e.reset(3, 0.1);
         let mut prev = None;
         for i in 0..100u32 {
-            let op = e.add_op(Some(i % 3), (i as u64 * 7919) % 97);
+            let stream = if i % 5 == 0 {
+                Stream::Comm
+            } else {
+                Stream::Compute
+            };
+            let op = work(&mut e, (i % 3) as usize, stream, (i as u64 * 7919) % 97);
             if let Some(p) = prev
                 && i % 4 != 0
             {
@@ -309,9 +706,9 @@ mod tests {
             }
             prev = Some(op);
         }
-        let m1 = e.run();
+        let m1 = e.run(&mut AnalyticNetwork::default());
         let t1: Vec<_> = (0..100).map(|o| e.timing(o)).collect();
-        let m2 = e.run();
+        let m2 = e.run(&mut AnalyticNetwork::default());
         let t2: Vec<_> = (0..100).map(|o| e.timing(o)).collect();
         assert_eq!(m1, m2);
         assert_eq!(t1, t2);

@@ -1,17 +1,25 @@
 //! One iteration as an operation graph, and what its run tells: step time, the critical path broken into
-//! phases, the straggler, and per-rank busy time.
+//! phases, the straggler, per-rank busy time, and communication exposed on (or hidden from) the step.
 //!
 //! Strategies lower an iteration into an [`IterationGraph`] (operations tagged with [`OpInfo`]); the graph
-//! runs on the [`Engine`] and [`IterationGraph::analyse`] walks the critical path.
+//! runs on the [`Engine`] with the scenario's network backend and [`IterationGraph::analyse`] walks the
+//! critical path.
 //!
 //! Straggler attribution: every operation carries an *excess*, how much longer it took than the average
 //! rank's corresponding operation (its own compute, or the busiest link it waited on versus the mean port).
 //! Along the critical path the excess is summed per holding rank; the iteration's straggler is the rank with
 //! the largest sum, and its cause the kind of excess that dominated. A balanced iteration has no straggler.
+//!
+//! Exposed and hidden communication: per rank, the time its communication streams (collectives, copies)
+//! were busy, split into the part during which its compute stream was also busy (hidden) and the rest
+//! (exposed); the outcome reports the mean over ranks.
 
 use crate::collective::Cause;
-use crate::engine::{Engine, OpId, ResourceId, SimTime};
+pub use crate::engine::Stream;
+use crate::engine::{Engine, OpId, Resource, SimTime};
+use crate::network::{AnalyticNetwork, CollectiveSpec, FlowNetwork, FlowRecord, NetworkKind};
 use crate::phase::Phase;
+use crate::topology::Topology;
 
 /// What an operation is, for analysis.
 #[derive(Debug, Clone, Copy)]
@@ -27,14 +35,14 @@ pub struct OpInfo {
 }
 
 impl OpInfo {
-    /// A rank's part of a collective: held by the owner of the busiest link it waited on.
-    pub fn transfer(phase: Phase, rank: usize, t: &crate::collective::RankTransfer) -> Self {
+    /// Work on `rank` held by itself.
+    pub fn compute(phase: Phase, rank: usize, excess: SimTime) -> Self {
         OpInfo {
             phase,
             rank: rank as u32,
-            holder: t.holder as u32,
-            cause: t.cause,
-            excess: crate::engine::ps(t.excess_s),
+            holder: rank as u32,
+            cause: Cause::Compute,
+            excess,
         }
     }
 
@@ -55,7 +63,11 @@ pub struct IterationGraph {
     pub engine: Engine,
     pub info: Vec<OpInfo>,
     ranks: usize,
-    streams_per_rank: usize,
+    network: NetworkKind,
+    record_flows: bool,
+    flow_records: Vec<FlowRecord>,
+    flows: u64,
+    network_bytes: f64,
     deps: Vec<OpId>,
 }
 
@@ -66,33 +78,49 @@ pub struct IterationOutcome {
     pub breakdown: [SimTime; Phase::COUNT],
     pub straggler: Option<(usize, Cause)>,
     pub events: u64,
+    /// Flows the flow backend ran (0 under the analytic backend).
+    pub flows: u64,
     /// Per rank: time its compute stream was busy.
     pub busy: Vec<SimTime>,
-}
-
-/// Which stream of a rank an operation runs on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Stream {
-    Compute = 0,
-    Comm = 1,
-    Copy = 2,
+    /// Mean over ranks: communication time not overlapped by the rank's compute.
+    pub comm_exposed: SimTime,
+    /// Mean over ranks: communication time overlapped by the rank's compute.
+    pub comm_hidden: SimTime,
+    /// Bytes that left their GPU in the iteration's collectives.
+    pub network_bytes: f64,
 }
 
 impl IterationGraph {
-    /// Empties the graph for an iteration on `ranks` ranks with `streams_per_rank` streams each.
-    pub fn reset(&mut self, ranks: usize, streams_per_rank: usize) {
-        self.engine.clear();
-        self.engine.set_resources(ranks * streams_per_rank);
+    /// Empties the graph for an iteration on `ranks` ranks, priced by `network`, with communication
+    /// kernels taking `comm_sm_fraction` of the SMs while they run.
+    pub fn reset(&mut self, ranks: usize, network: NetworkKind, comm_sm_fraction: f64) {
+        self.engine.reset(ranks, comm_sm_fraction);
         self.info.clear();
         self.ranks = ranks;
-        self.streams_per_rank = streams_per_rank;
+        self.network = network;
+        self.flow_records.clear();
+        self.network_bytes = 0.0;
     }
 
-    pub fn resource(&self, rank: usize, stream: Stream) -> ResourceId {
-        (stream as usize * self.ranks + rank) as ResourceId
+    /// Keep every flow's record (flow backend) for per-link timelines.
+    pub fn record_flows(&mut self, on: bool) {
+        self.record_flows = on;
     }
 
-    /// Adds an operation on `rank`'s `stream` after `deps`.
+    pub fn ranks(&self) -> usize {
+        self.ranks
+    }
+
+    pub fn network(&self) -> NetworkKind {
+        self.network
+    }
+
+    /// Flows of the last run, if recorded.
+    pub fn flow_records(&self) -> &[FlowRecord] {
+        &self.flow_records
+    }
+
+    /// Adds work of `duration` on `rank`'s `stream` after `deps`.
     pub fn op(
         &mut self,
         rank: usize,
@@ -101,9 +129,7 @@ impl IterationGraph {
         info: OpInfo,
         deps: &[OpId],
     ) -> OpId {
-        let id = self
-            .engine
-            .add_op(Some(self.resource(rank, stream)), duration);
+        let id = self.engine.add_work(Resource::new(rank, stream), duration);
         self.info.push(info);
         for &d in deps {
             self.engine.add_dep(d, id);
@@ -113,7 +139,7 @@ impl IterationGraph {
 
     /// Adds a zero-duration synchronisation point after all of `deps`.
     pub fn barrier(&mut self, deps: impl IntoIterator<Item = OpId>) -> OpId {
-        let id = self.engine.add_op(None, 0);
+        let id = self.engine.add_barrier();
         self.info.push(OpInfo::barrier());
         self.deps.clear();
         self.deps.extend(deps);
@@ -123,9 +149,56 @@ impl IterationGraph {
         id
     }
 
-    /// Runs the graph and analyses its critical path.
-    pub fn analyse(&mut self) -> IterationOutcome {
-        let step = self.engine.run();
+    /// Adds a collective of `phase`; part `i` starts after `deps(i)`. Returns the parts' operations.
+    pub fn collective<'d>(
+        &mut self,
+        phase: Phase,
+        spec: CollectiveSpec,
+        mut deps: impl FnMut(usize) -> &'d [OpId],
+    ) -> Vec<OpId> {
+        let infos: Vec<OpInfo> = spec
+            .parts
+            .iter()
+            .map(|p| OpInfo {
+                phase,
+                rank: p.rank,
+                holder: p.holder,
+                cause: p.cause,
+                excess: p.excess,
+            })
+            .collect();
+        self.network_bytes += spec.bytes;
+        let ops = self.engine.add_collective(spec);
+        self.info.extend(infos);
+        for (i, &op) in ops.iter().enumerate() {
+            for &d in deps(i) {
+                self.engine.add_dep(d, op);
+            }
+        }
+        ops
+    }
+
+    /// Runs the graph and analyses its critical path. The flow backend needs the topology its
+    /// collectives' routes come from; without one (a graph with no transfers) the analytic backend runs.
+    pub fn analyse(&mut self, topo: Option<&Topology>) -> IterationOutcome {
+        let step = match (self.network, topo) {
+            (NetworkKind::Analytic, _) | (NetworkKind::Flow, None) => {
+                self.engine.run(&mut AnalyticNetwork::default())
+            }
+            (NetworkKind::Flow, Some(topo)) => {
+                let mut net = FlowNetwork::new(topo).recording(self.record_flows);
+                let step = self.engine.run(&mut net);
+                self.flows = net.flows_started();
+                self.flow_records.clear();
+                self.flow_records.extend_from_slice(net.records());
+                step
+            }
+        };
+        let flows = if self.network == NetworkKind::Flow {
+            self.flows
+        } else {
+            0
+        };
         let mut breakdown = [0; Phase::COUNT];
         let mut excess_by_rank: Vec<(SimTime, [SimTime; 4])> = vec![(0, [0; 4]); self.ranks];
         if let Some(last) = self.engine.last_op() {
@@ -161,22 +234,99 @@ impl IterationGraph {
                         .expect("4");
                 (r, causes[ci])
             });
+        // Per rank: compute intervals and communication intervals, each in start order.
+        let mut compute: Vec<Vec<(SimTime, SimTime)>> = vec![Vec::new(); self.ranks];
+        let mut comm: Vec<Vec<(SimTime, SimTime)>> = vec![Vec::new(); self.ranks];
+        let mut comm_streams: Vec<u8> = vec![0; self.ranks];
         let mut busy = vec![0; self.ranks];
-        for op in 0..self.info.len() {
-            let info = self.info[op];
-            let r = self.engine.resource_of(op as OpId);
-            if let Some(r) = r
-                && (r as usize) < self.ranks
-            {
-                busy[info.rank as usize] += self.engine.duration(op as OpId);
+        for op in 0..self.info.len() as OpId {
+            let Some(r) = self.engine.resource_of(op) else {
+                continue;
+            };
+            let t = self.engine.timing(op);
+            if t.finish <= t.start {
+                continue;
+            }
+            let rank = r.rank as usize;
+            if r.stream == Stream::Compute {
+                busy[rank] += t.finish - t.start;
+                compute[rank].push((t.start, t.finish));
+            } else if r.stream.is_communication() {
+                comm[rank].push((t.start, t.finish));
+                comm_streams[rank] |= 1 << r.stream.index();
             }
         }
+        let (mut exposed, mut hidden) = (0u128, 0u128);
+        for rank in 0..self.ranks {
+            let c = &mut comm[rank];
+            if comm_streams[rank].count_ones() > 1 {
+                c.sort_unstable();
+            }
+            let (e, h) = split_overlap(c, &compute[rank]);
+            exposed += e as u128;
+            hidden += h as u128;
+        }
+        let n = self.ranks.max(1) as u128;
         IterationOutcome {
             step,
             breakdown,
             straggler,
             events: self.engine.events(),
+            flows,
             busy,
+            comm_exposed: (exposed / n) as SimTime,
+            comm_hidden: (hidden / n) as SimTime,
+            network_bytes: self.network_bytes,
         }
+    }
+}
+
+/// Measure of the union of `comm` (sorted by start) split into (outside, inside) the union of `compute`
+/// (sorted, disjoint).
+fn split_overlap(
+    comm: &[(SimTime, SimTime)],
+    compute: &[(SimTime, SimTime)],
+) -> (SimTime, SimTime) {
+    let (mut exposed, mut hidden) = (0, 0);
+    let mut k = 0;
+    let mut covered_to = 0;
+    for &(s0, f) in comm {
+        let s = s0.max(covered_to);
+        if f <= s {
+            continue;
+        }
+        covered_to = f;
+        while k < compute.len() && compute[k].1 <= s {
+            k += 1;
+        }
+        let mut inside = 0;
+        let mut j = k;
+        while j < compute.len() && compute[j].0 < f {
+            let a = compute[j].0.max(s);
+            let b = compute[j].1.min(f);
+            if b > a {
+                inside += b - a;
+            }
+            j += 1;
+        }
+        hidden += inside;
+        exposed += (f - s) - inside;
+    }
+    (exposed, hidden)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overlap_split_counts_each_instant_once() {
+        let compute = [(0, 10), (20, 30)];
+        // [5,25) overlaps compute on [5,10) and [20,25): 10 hidden, 10 exposed; [24,40) adds [25,40): 5
+        // more hidden ([25,30)) and 10 exposed.
+        let comm = [(5, 25), (24, 40)];
+        assert_eq!(split_overlap(&comm, &compute), (20, 15));
+        assert_eq!(split_overlap(&[], &compute), (0, 0));
+        assert_eq!(split_overlap(&[(40, 50)], &compute), (10, 0));
     }
 }

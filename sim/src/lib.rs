@@ -31,6 +31,7 @@ pub mod engine;
 pub mod forecast;
 pub mod iteration;
 pub mod memory;
+pub mod network;
 pub mod phase;
 pub mod placement;
 pub mod plan;

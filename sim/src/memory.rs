@@ -38,15 +38,26 @@ pub struct ParamsOnRank {
     pub expert_replicas: f64,
 }
 
-/// Memory of a rank that holds `p` parameters and receives at most `peak_routed_tokens` tokens in one MoE layer.
-pub fn rank_memory(s: &Scenario, p: ParamsOnRank, peak_routed_tokens: f64) -> MemoryBreakdown {
+/// Routed tokens a rank's activations hold.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct RoutedTokens {
+    /// The most its experts received in one MoE layer (one layer's working set).
+    pub peak_layer: f64,
+    /// The most its experts received over all MoE layers of one micro-batch (stored for backward without
+    /// checkpointing). Each rank's own per-layer tokens: the hot rank changes from layer to layer.
+    pub all_layers: f64,
+}
+
+/// Memory of a rank that holds `p` parameters and whose experts receive `routed` tokens.
+pub fn rank_memory(s: &Scenario, p: ParamsOnRank, routed: RoutedTokens) -> MemoryBreakdown {
+    let peak_routed_tokens = routed.peak_layer;
     let m = &s.model;
     let dtype = m.dtype_bytes as f64;
     let d = m.d_model as f64;
     let tokens = s.tokens_per_rank() as f64;
     let layers = m.layers as f64;
-    let moe_layers = m.moe_layers() as f64;
-    let routed_bytes = peak_routed_tokens * (2.0 * d + 3.0 * m.expert_d_ff as f64) * dtype;
+    let per_routed_token = (2.0 * d + 3.0 * m.expert_d_ff as f64) * dtype;
+    let routed_bytes = peak_routed_tokens * per_routed_token;
     let layer_full = tokens * 34.0 * d * dtype / 2.0 + routed_bytes;
     let mut out = MemoryBreakdown::default();
     match s.workload.mode {
@@ -70,7 +81,8 @@ pub fn rank_memory(s: &Scenario, p: ParamsOnRank, peak_routed_tokens: f64) -> Me
             let act = if t.activation_checkpointing {
                 layers * tokens * 2.0 * d * dtype + layer_full
             } else {
-                layers * tokens * 34.0 * d * dtype / 2.0 + moe_layers * routed_bytes
+                layers * tokens * 34.0 * d * dtype / 2.0
+                    + routed.all_layers.max(peak_routed_tokens) * per_routed_token
             };
             // Micro-batches run one after another: one micro-batch's activations are live at a time.
             out.activations_gib = act / GIB;

@@ -27,12 +27,25 @@ pub struct StrategyResult {
     pub step_time_ms: Distribution,
     /// Mean milliseconds per iteration on the critical path, per phase.
     pub breakdown_ms: BTreeMap<String, f64>,
+    /// Mean over ranks and iterations: communication time (collectives, copies) during which the rank's
+    /// compute stream was idle — what the step waits on.
+    #[serde(default)]
+    pub comm_exposed_ms: f64,
+    /// Mean over ranks and iterations: communication time overlapped by the rank's own compute.
+    #[serde(default)]
+    pub comm_hidden_ms: f64,
+    /// The network backend that priced transfers (`analytic` or `flow`).
+    #[serde(default)]
+    pub network: String,
     /// Ranks that were the iteration's straggler, most often first.
     pub stragglers: Vec<Straggler>,
     pub memory_peak_gib: f64,
     pub oom: bool,
     pub tokens_per_s: f64,
     pub events: u64,
+    /// Flows the flow backend simulated (0 under the analytic backend).
+    #[serde(default)]
+    pub flows: u64,
     /// Wall-clock seconds this simulation took (absent with `--no-timing`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sim_seconds: Option<f64>,
@@ -40,13 +53,17 @@ pub struct StrategyResult {
     pub memory: MemoryBreakdown,
     /// Fraction of routed tokens dropped by the capacity factor.
     pub dropped_fraction: f64,
-    /// Bytes per iteration that left their GPU in forward all-to-alls.
+    /// Bytes per iteration that left their GPU in every collective: forward and backward all-to-alls,
+    /// gradient synchronisation, sparse collectives, re-sharding and moved expert copies.
     pub network_bytes_per_iteration: f64,
     pub per_rank: Vec<RankSummary>,
     pub per_iteration: Vec<IterationSummary>,
     /// Experts on each rank of one EP group (the same in every group and layer for static EP).
     pub placement: Vec<Vec<usize>>,
     pub ep_size: usize,
+    /// Parts each micro-batch was split into for communication/compute overlap.
+    #[serde(default = "one")]
+    pub overlap_micro_batches: usize,
     /// FSSDP figures (kind "fssdp" only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fssdp: Option<FssdpStats>,
@@ -103,4 +120,8 @@ pub struct IterationSummary {
     /// The straggler of this iteration, if it was not balanced.
     pub critical_rank: Option<usize>,
     pub cause: Option<Cause>,
+}
+
+fn one() -> usize {
+    1
 }

@@ -1,22 +1,25 @@
-//! Runs a scenario: every strategy, every iteration (in parallel, deterministically), and aggregates.
+//! Runs a scenario: every strategy, every iteration (in parallel, deterministically), and aggregates —
+//! one generic loop over [`StrategyModel`] for every strategy kind.
 //!
 //! Iterations are independent (each ends at the optimizer's synchronisation), so they run on rayon's pool;
 //! results are collected in iteration order, so output does not depend on the thread count.
 
 use crate::collective::Cause;
-use crate::engine::to_ms;
+use crate::engine::{SimTime, to_ms};
 use crate::forecast::{self, ForecastRouting};
-use crate::iteration::IterationGraph;
 use crate::memory::MemoryBreakdown;
+use crate::network::NetworkKind;
 use crate::phase::Phase;
 use crate::result::{IterationSummary, RankSummary, SimulationReport, Straggler, StrategyResult};
 use crate::scenario::file::StrategyKind;
 use crate::scenario::{Scenario, Strategy};
 use crate::stats::Distribution;
-use crate::strategy::ep::{EpIteration, EpModel, EpWorkspace};
-use crate::strategy::fssdp::{FssdpIteration, FssdpModel, FssdpWorkspace};
+use crate::strategy::ep::EpModel;
+use crate::strategy::fssdp::FssdpModel;
+use crate::strategy::model::StrategyModel;
+use crate::strategy::offload::OffloadModel;
 use crate::strategy::offload::tokens::TokenRouting;
-use crate::strategy::offload::{self, OffloadModel, StepFacts};
+use crate::strategy::record::IterationRecord;
 use crate::topology::Topology;
 use moesim_calibrate::CostModel;
 use moesim_traces::{RoutingSource, SyntheticRouting, SyntheticSpec};
@@ -77,144 +80,96 @@ pub fn simulate_strategy(
     routing: &dyn RoutingSource,
     opts: RunOptions,
 ) -> StrategyResult {
-    let started = Instant::now();
     assert_eq!(
         routing.shape(),
         EpModel::routing_shape(s),
         "routing workload shape does not match the scenario"
     );
-    let iterations = s.workload.iterations.min(routing.iterations());
     match strategy.kind {
-        StrategyKind::Ep | StrategyKind::EpReplicated => {}
-        StrategyKind::Fssdp => return simulate_fssdp(s, strategy, topo, cost, routing, opts),
+        StrategyKind::Ep | StrategyKind::EpReplicated => {
+            let model = EpModel::new(s, strategy, topo, cost, routing);
+            let mut result = run(&model, s, strategy, opts);
+            let iterations = model.iterations();
+            result.forecast = s
+                .workload
+                .plan_until
+                .filter(|&u| u < iterations)
+                .map(|until| {
+                    // The predictor sees iterations before `until` and draws the rest; its compute noise is
+                    // its own.
+                    let mut predicted_scenario = s.clone();
+                    predicted_scenario.seed =
+                        moesim_traces::rng::derive_seed(s.seed, &[0x7072_6564]);
+                    let forecast_routing =
+                        ForecastRouting::fit(routing, until, predicted_scenario.seed);
+                    let predictor =
+                        EpModel::new(&predicted_scenario, strategy, topo, cost, &forecast_routing);
+                    let predicted = run_iterations(&predictor, until..iterations, opts);
+                    forecast::compare(
+                        until,
+                        &predicted.iter().map(summary).collect::<Vec<_>>(),
+                        &result.per_iteration[until..],
+                    )
+                });
+            result
+        }
+        StrategyKind::Fssdp => {
+            let model = FssdpModel::new(s, strategy, topo, cost, routing);
+            run(&model, s, strategy, opts)
+        }
         StrategyKind::Offload => {
             let tokens = TokenRouting::synthetic(s);
-            return simulate_offload(s, strategy, cost, &tokens, opts);
+            simulate_offload(s, strategy, cost, &tokens, opts)
         }
     }
-    let model = EpModel::new(s, strategy, topo, cost, routing);
-    let runs = run_ep_iterations(&model, 0..iterations, opts);
-    let peak_tokens = runs
-        .iter()
-        .flat_map(|r| r.peak_layer_tokens.iter().copied())
-        .max()
-        .unwrap_or(0);
-    let memory = model.memory(peak_tokens);
-    let replicated = strategy.kind == StrategyKind::EpReplicated;
-    let mut result = summarize(
-        s,
-        strategy,
-        if replicated { "ep-replicated" } else { "ep" },
-        &runs,
-        memory,
-        model.placement(),
-        if replicated { &[Phase::Rebalance] } else { &[] },
-        started,
-        opts,
-    );
-    result.replication = strategy
-        .replication
-        .map(|r| crate::result::ReplicationResult {
-            slots_per_gpu: r.slots_per_gpu,
-            replan_interval: r.replan_interval,
-            method: r.method,
-            token_split: r.token_split,
-            moved_copies_per_replan: model.moved_copies_per_replan().to_vec(),
-            placement_per_layer: model.placement_per_layer(),
-        });
-    result.forecast = s
-        .workload
-        .plan_until
-        .filter(|&u| u < iterations)
-        .map(|until| {
-            // The predictor sees iterations before `until` and draws the rest; its compute noise is its own.
-            let mut predicted_scenario = s.clone();
-            predicted_scenario.seed = moesim_traces::rng::derive_seed(s.seed, &[0x7072_6564]);
-            let forecast_routing = ForecastRouting::fit(routing, until, predicted_scenario.seed);
-            let predictor =
-                EpModel::new(&predicted_scenario, strategy, topo, cost, &forecast_routing);
-            let predicted = run_ep_iterations(&predictor, until..iterations, opts);
-            forecast::compare(
-                until,
-                &summaries(&predicted),
-                &result.per_iteration[until..],
-            )
-        });
-    result
 }
 
-/// Simulates iterations `range` of an EP model in parallel, collected in order.
-fn run_ep_iterations(
-    model: &EpModel,
-    range: std::ops::Range<usize>,
-    opts: RunOptions,
-) -> Vec<EpIteration> {
-    range
-        .into_par_iter()
-        .map_init(EpWorkspace::default, |ws, it| {
-            let r = model.simulate_iteration(it, ws);
-            if let Some(p) = opts.progress {
-                p();
-            }
-            r
-        })
-        .collect()
-}
-
-/// One summary line per iteration.
-fn summaries(runs: &[EpIteration]) -> Vec<IterationSummary> {
-    runs.iter()
-        .map(|r| IterationSummary {
-            step_ms: to_ms(r.outcome.step),
-            critical_rank: r.outcome.straggler.map(|x| x.0),
-            cause: r.outcome.straggler.map(|x| x.1),
-        })
-        .collect()
-}
-
-/// Simulates an FSSDP strategy.
-pub fn simulate_fssdp(
+/// Runs every iteration of `model` and aggregates them into a result.
+pub fn run<M: StrategyModel>(
+    model: &M,
     s: &Scenario,
     strategy: &Strategy,
-    topo: &Topology,
-    cost: &dyn CostModel,
-    routing: &dyn RoutingSource,
     opts: RunOptions,
 ) -> StrategyResult {
     let started = Instant::now();
-    let iterations = s.workload.iterations.min(routing.iterations());
-    let model = FssdpModel::new(s, strategy, topo, cost, routing);
-    let runs: Vec<FssdpIteration> = (0..iterations)
+    let runs = run_iterations(model, 0..model.iterations(), opts);
+    let mut result = summarize(
+        s,
+        strategy,
+        runs.iter().map(M::record),
+        model.extra_phases(),
+    );
+    model.finish(&runs, &mut result);
+    result.oom = result.memory_peak_gib > s.objective.memory_limit_gib;
+    result.sim_seconds = opts.timing.then(|| started.elapsed().as_secs_f64());
+    result
+}
+
+/// Simulates iterations `range` of a model in parallel, collected in order.
+pub fn run_iterations<M: StrategyModel>(
+    model: &M,
+    range: std::ops::Range<usize>,
+    opts: RunOptions,
+) -> Vec<M::Iteration> {
+    range
         .into_par_iter()
-        .map_init(FssdpWorkspace::default, |ws, it| {
-            let r = model.simulate_iteration(it, ws);
+        .map_init(M::Workspace::default, |ws, it| {
+            let r = model.simulate(it, ws);
             if let Some(p) = opts.progress {
                 p();
             }
             r
         })
-        .collect();
-    let stats = model.stats(&runs);
-    let peak_tokens = runs
-        .iter()
-        .flat_map(|r| r.base.peak_layer_tokens.iter().copied())
-        .max()
-        .unwrap_or(0);
-    let memory = model.memory(peak_tokens, stats.materialized_on_rank_max);
-    let base: Vec<EpIteration> = runs.into_iter().map(|r| r.base).collect();
-    let mut result = summarize(
-        s,
-        strategy,
-        "fssdp",
-        &base,
-        memory,
-        model.placement(),
-        &[Phase::Spag, Phase::Sprs, Phase::Reshard],
-        started,
-        opts,
-    );
-    result.fssdp = Some(stats);
-    result
+        .collect()
+}
+
+/// One iteration's summary line.
+fn summary(r: &IterationRecord) -> IterationSummary {
+    IterationSummary {
+        step_ms: to_ms(r.outcome.step),
+        critical_rank: r.outcome.straggler.map(|x| x.0),
+        cause: r.outcome.straggler.map(|x| x.1),
+    }
 }
 
 /// Simulates every strategy of a scenario like [`simulate_scenario`], with offloading strategies replaying
@@ -266,7 +221,6 @@ pub fn simulate_offload(
     tokens: &TokenRouting,
     opts: RunOptions,
 ) -> StrategyResult {
-    let started = Instant::now();
     if let Err(e) = tokens.check(s.model.moe_layers(), s.model.experts) {
         panic!("{e}");
     }
@@ -277,73 +231,48 @@ pub fn simulate_offload(
     // Steps are deduplicated and split to the cache's capacity, so the replay cannot refuse them.
     let model = OffloadModel::new(s, knobs, cost, tokens)
         .unwrap_or_else(|e| panic!("expert cache replay: {e}"));
-    let runs: Vec<(EpIteration, StepFacts)> = (0..model.steps())
-        .into_par_iter()
-        .map_init(IterationGraph::default, |graph, it| {
-            let r = model.simulate_step(it, graph);
-            if let Some(p) = opts.progress {
-                p();
-            }
-            r
-        })
-        .collect();
-    let (base, facts): (Vec<EpIteration>, Vec<StepFacts>) = runs.into_iter().unzip();
-    let peak = base
-        .iter()
-        .flat_map(|r| r.peak_layer_tokens.first().copied())
-        .max()
-        .unwrap_or(0);
-    let (memory, cache_gib) = model.memory(peak);
-    let steps_ms: Vec<f64> = base.iter().map(offload::step_ms).collect();
-    let stats = model.stats(&facts, &steps_ms, cache_gib);
-    let mut result = summarize(
-        s,
-        strategy,
-        "offload",
-        &base,
-        memory,
-        vec![(0..s.model.experts).collect()],
-        &[Phase::ExpertFetch],
-        started,
-        opts,
-    );
-    result.offload = Some(stats);
-    result
+    run(&model, s, strategy, opts)
 }
 
-/// Aggregates per-iteration records into a result.
-#[allow(clippy::too_many_arguments)]
-fn summarize(
+/// The result's kind string (the JSON interface).
+pub fn kind_name(kind: StrategyKind) -> &'static str {
+    match kind {
+        StrategyKind::Ep => "ep",
+        StrategyKind::EpReplicated => "ep-replicated",
+        StrategyKind::Fssdp => "fssdp",
+        StrategyKind::Offload => "offload",
+    }
+}
+
+/// Aggregates per-iteration records into a result; the strategy's [`StrategyModel::finish`] adds memory,
+/// placement and its own figures.
+fn summarize<'r>(
     s: &Scenario,
     strategy: &Strategy,
-    kind: &str,
-    runs: &[EpIteration],
-    memory: MemoryBreakdown,
-    placement: Vec<Vec<usize>>,
+    runs: impl Iterator<Item = &'r IterationRecord> + Clone,
     extra_phases: &[Phase],
-    started: Instant,
-    opts: RunOptions,
 ) -> StrategyResult {
     let g = s.cluster.gpus();
-    let n = runs.len().max(1) as f64;
-    let step_ms: Vec<f64> = runs.iter().map(|r| to_ms(r.outcome.step)).collect();
+    let count = runs.clone().count();
+    let n = count.max(1) as f64;
+    let step_ms: Vec<f64> = runs.clone().map(|r| to_ms(r.outcome.step)).collect();
     let step_time_ms = Distribution::of(&step_ms);
+    let mean_ms = |f: &dyn Fn(&IterationRecord) -> SimTime| {
+        runs.clone().map(|r| to_ms(f(r))).sum::<f64>() / n
+    };
     let breakdown_ms: BTreeMap<String, f64> = Phase::REPORTED
         .iter()
         .chain(extra_phases)
         .map(|p| {
             (
                 p.name().to_string(),
-                runs.iter()
-                    .map(|r| to_ms(r.outcome.breakdown[p.index()]))
-                    .sum::<f64>()
-                    / n,
+                mean_ms(&|r: &IterationRecord| r.outcome.breakdown[p.index()]),
             )
         })
         .collect();
 
     let mut straggles: BTreeMap<usize, BTreeMap<Cause, usize>> = BTreeMap::new();
-    for r in runs {
+    for r in runs.clone() {
         if let Some((rank, cause)) = r.outcome.straggler {
             *straggles.entry(rank).or_default().entry(cause).or_default() += 1;
         }
@@ -373,14 +302,14 @@ fn summarize(
     let per_rank = (0..g)
         .map(|rank| {
             let busy = runs
-                .iter()
+                .clone()
                 .map(|r| to_ms(r.outcome.busy[rank]))
                 .sum::<f64>()
                 / n;
             RankSummary {
                 rank,
                 tokens_received: runs
-                    .iter()
+                    .clone()
                     .map(|r| r.tokens_received[rank] as f64)
                     .sum::<f64>()
                     / n,
@@ -389,9 +318,9 @@ fn summarize(
             }
         })
         .collect();
-    let per_iteration = summaries(runs);
-    let routed: u64 = runs.iter().map(|r| r.routed).sum();
-    let dropped: u64 = runs.iter().map(|r| r.dropped).sum();
+    let per_iteration: Vec<IterationSummary> = runs.clone().map(summary).collect();
+    let routed: u64 = runs.clone().map(|r| r.routed).sum();
+    let dropped: u64 = runs.clone().map(|r| r.dropped).sum();
     let tokens_per_s = if step_time_ms.mean > 0.0 {
         s.tokens_per_iteration() as f64 / (step_time_ms.mean * 1e-3)
     } else {
@@ -399,30 +328,43 @@ fn summarize(
     };
     StrategyResult {
         strategy: strategy.name.clone(),
-        kind: kind.into(),
-        iterations: runs.len(),
+        kind: kind_name(strategy.kind).into(),
+        iterations: count,
         step_time_ms,
         breakdown_ms,
+        comm_exposed_ms: mean_ms(&|r: &IterationRecord| r.outcome.comm_exposed),
+        comm_hidden_ms: mean_ms(&|r: &IterationRecord| r.outcome.comm_hidden),
+        network: kind_network(s),
         stragglers,
-        memory_peak_gib: memory.total_gib,
-        oom: memory.total_gib > s.objective.memory_limit_gib,
+        memory_peak_gib: 0.0,
+        oom: false,
         tokens_per_s,
-        events: runs.iter().map(|r| r.outcome.events).sum(),
-        sim_seconds: opts.timing.then(|| started.elapsed().as_secs_f64()),
-        memory,
+        events: runs.clone().map(|r| r.outcome.events).sum(),
+        flows: runs.clone().map(|r| r.outcome.flows).sum(),
+        sim_seconds: None,
+        memory: MemoryBreakdown::default(),
         dropped_fraction: if routed > 0 {
             dropped as f64 / routed as f64
         } else {
             0.0
         },
-        network_bytes_per_iteration: runs.iter().map(|r| r.network_bytes).sum::<f64>() / n,
+        network_bytes_per_iteration: runs.clone().map(|r| r.outcome.network_bytes).sum::<f64>() / n,
         per_rank,
         per_iteration,
-        placement,
+        placement: Vec::new(),
         ep_size: strategy.ep_size,
+        overlap_micro_batches: strategy.overlap_micro_batches,
         fssdp: None,
         offload: None,
         replication: None,
         forecast: None,
     }
+}
+
+fn kind_network(s: &Scenario) -> String {
+    match s.cluster.network {
+        NetworkKind::Analytic => "analytic",
+        NetworkKind::Flow => "flow",
+    }
+    .into()
 }

@@ -46,6 +46,8 @@ pub fn candidates(s: &Scenario) -> Vec<Strategy> {
                             kind: StrategyKind::Ep,
                             ep_size: ep,
                             capacity_factor: cf,
+                            overlap_micro_batches: 1,
+                            a2a: Default::default(),
                             replication: None,
                             fssdp: None,
                             offload: None,
@@ -77,6 +79,8 @@ pub fn candidates(s: &Scenario) -> Vec<Strategy> {
                                             kind: StrategyKind::EpReplicated,
                                             ep_size: ep,
                                             capacity_factor: None,
+                                            overlap_micro_batches: 1,
+                                            a2a: Default::default(),
                                             replication: Some(Replication {
                                                 slots_per_gpu: slots,
                                                 replan_interval: replan,

@@ -3,18 +3,24 @@
 //! aggregates away.
 //!
 //! The runner keeps only aggregates. [`iteration_timelines`] re-simulates the chosen iterations of one
-//! strategy exactly as the runner does (same model, routing and seed-derived noise, so the same operation
-//! graph), and returns every operation with its rank, stream, phase, start and finish. Each iteration's
-//! times start at zero, as in the runner; a caller that lays iterations end to end offsets them by the
-//! preceding step times. Barriers (zero-length synchronisation points on no stream) are left out.
+//! strategy through the same [`StrategyModel`] the runner uses (same model, routing and seed-derived
+//! noise, so the same operation graph) and returns every operation the engine executed with its rank,
+//! stream, phase, start and finish, and under the flow backend every flow with the links it crossed. Each
+//! iteration's times start at zero, as in the runner; a caller that lays iterations end to end offsets them
+//! by the preceding step times. Barriers (zero-length synchronisation points on no stream) are left out.
 
 use crate::collective::Cause;
+pub use crate::engine::Stream;
 use crate::engine::{OpId, SimTime};
-use crate::iteration::Stream;
+use crate::network::FlowRecord;
 use crate::phase::Phase;
 use crate::scenario::file::StrategyKind;
 use crate::scenario::{Scenario, Strategy};
-use crate::strategy::ep::{EpModel, EpWorkspace};
+use crate::strategy::ep::EpModel;
+use crate::strategy::fssdp::FssdpModel;
+use crate::strategy::model::StrategyModel;
+use crate::strategy::offload::OffloadModel;
+use crate::strategy::offload::tokens::TokenRouting;
 use crate::topology::Topology;
 use moesim_calibrate::CostModel;
 use moesim_traces::RoutingSource;
@@ -31,6 +37,19 @@ pub struct TimedOp {
     pub finish: SimTime,
 }
 
+/// One flow on one link, as it ran (flow backend).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LinkUse {
+    /// The link's id and its name (`gpu3→nvswitch0`, `leaf2→spine`, ...).
+    pub link: u32,
+    pub name: String,
+    pub src: usize,
+    pub dst: usize,
+    pub bytes: f64,
+    pub start: SimTime,
+    pub finish: SimTime,
+}
+
 /// One simulated iteration, operation by operation.
 #[derive(Debug, Clone, PartialEq)]
 pub struct IterationTimeline {
@@ -39,12 +58,16 @@ pub struct IterationTimeline {
     pub step: SimTime,
     /// Operations in the order the strategy added them.
     pub ops: Vec<TimedOp>,
+    /// Flow backend: every flow on every link it crossed (empty under the analytic backend).
+    pub links: Vec<LinkUse>,
     /// Per rank: compute-stream busy time, as the runner counts it.
     pub busy: Vec<SimTime>,
     /// Per rank: tokens its experts received, summed over layers and micro-batches.
     pub tokens_received: Vec<u64>,
-    /// Per rank: the most tokens its experts received in one MoE layer (what its activations must hold).
+    /// Per rank: the most tokens its experts received in one MoE layer (one layer's working set).
     pub peak_layer_tokens: Vec<u64>,
+    /// Per rank: the most tokens its experts received over all MoE layers of one micro-batch.
+    pub activation_tokens: Vec<u64>,
     /// The iteration's straggler and why, if it was not balanced.
     pub straggler: Option<(usize, Cause)>,
 }
@@ -58,21 +81,16 @@ pub enum TimelineError {
         end: usize,
         available: usize,
     },
-    #[error("strategy `{0}`: timelines are available for EP strategies only so far")]
-    Unsupported(String),
 }
 
 /// The stream's name in exported timelines.
 pub fn stream_name(stream: Stream) -> &'static str {
-    match stream {
-        Stream::Compute => "compute",
-        Stream::Comm => "comm",
-        Stream::Copy => "copy",
-    }
+    stream.name()
 }
 
 /// Re-simulates `iterations` of `strategy` and returns their operations; iterations run in parallel and
-/// come back in order. `cost` defaults to the cluster's datasheet roofline, as in the runner.
+/// come back in order. `cost` defaults to the cluster's datasheet roofline, as in the runner. Offloading
+/// strategies replay the scenario's synthetic per-token routing.
 pub fn iteration_timelines(
     s: &Scenario,
     strategy: &Strategy,
@@ -80,7 +98,38 @@ pub fn iteration_timelines(
     cost: Option<&dyn CostModel>,
     iterations: Range<usize>,
 ) -> Result<Vec<IterationTimeline>, TimelineError> {
-    let available = s.workload.iterations.min(routing.iterations());
+    let topo = Topology::build(&s.cluster);
+    let roofline = s.cluster.roofline();
+    let cost = cost.unwrap_or(&roofline);
+    match strategy.kind {
+        StrategyKind::Ep | StrategyKind::EpReplicated => {
+            let model = EpModel::new(s, strategy, &topo, cost, routing);
+            timelines(&model, &topo, iterations)
+        }
+        StrategyKind::Fssdp => {
+            let model = FssdpModel::new(s, strategy, &topo, cost, routing);
+            timelines(&model, &topo, iterations)
+        }
+        StrategyKind::Offload => {
+            let tokens = TokenRouting::synthetic(s);
+            let knobs = strategy
+                .offload
+                .as_ref()
+                .expect("an offload strategy has offloading knobs");
+            let model = OffloadModel::new(s, knobs, cost, &tokens)
+                .unwrap_or_else(|e| panic!("expert cache replay: {e}"));
+            timelines(&model, &topo, iterations)
+        }
+    }
+}
+
+/// Timelines of `iterations` of any strategy model.
+pub fn timelines<M: StrategyModel>(
+    model: &M,
+    topo: &Topology,
+    iterations: Range<usize>,
+) -> Result<Vec<IterationTimeline>, TimelineError> {
+    let available = model.iterations();
     if iterations.start >= iterations.end || iterations.end > available {
         return Err(TimelineError::OutOfRange {
             start: iterations.start,
@@ -88,48 +137,71 @@ pub fn iteration_timelines(
             available,
         });
     }
-    if !matches!(strategy.kind, StrategyKind::Ep | StrategyKind::EpReplicated) {
-        return Err(TimelineError::Unsupported(strategy.name.clone()));
-    }
-    let topo = Topology::build(&s.cluster);
-    let roofline = s.cluster.roofline();
-    let cost = cost.unwrap_or(&roofline);
-    let model = EpModel::new(s, strategy, &topo, cost, routing);
-    let ranks = s.cluster.gpus();
     Ok(iterations
         .into_par_iter()
-        .map_init(EpWorkspace::default, |ws, it| {
-            let run = model.simulate_iteration(it, ws);
-            let graph = ws.graph();
+        .map_init(M::Workspace::default, |ws, it| {
+            M::graph(ws).record_flows(true);
+            let run = model.simulate(it, ws);
+            let rec = M::record(&run);
+            let graph = M::graph(ws);
             let ops = (0..graph.info.len() as OpId)
                 .filter_map(|op| {
-                    let resource = graph.engine.resource_of(op)? as usize;
-                    let stream = match resource / ranks {
-                        0 => Stream::Compute,
-                        1 => Stream::Comm,
-                        _ => Stream::Copy,
-                    };
+                    let r = graph.engine.resource_of(op)?;
                     let t = graph.engine.timing(op);
                     Some(TimedOp {
-                        rank: resource % ranks,
-                        stream,
+                        rank: r.rank as usize,
+                        stream: r.stream,
                         phase: graph.info[op as usize].phase,
                         start: t.start,
                         finish: t.finish,
                     })
                 })
                 .collect();
+            let links = link_uses(topo, graph.flow_records());
             IterationTimeline {
                 iteration: it,
-                step: run.outcome.step,
+                step: rec.outcome.step,
                 ops,
-                busy: run.outcome.busy,
-                tokens_received: run.tokens_received,
-                peak_layer_tokens: run.peak_layer_tokens,
-                straggler: run.outcome.straggler,
+                links,
+                busy: rec.outcome.busy.clone(),
+                tokens_received: rec.tokens_received.clone(),
+                peak_layer_tokens: rec.peak_layer_tokens.clone(),
+                activation_tokens: rec.activation_tokens.clone(),
+                straggler: rec.outcome.straggler,
             }
         })
         .collect())
+}
+
+/// Every flow on every link of its route.
+fn link_uses(topo: &Topology, flows: &[FlowRecord]) -> Vec<LinkUse> {
+    let mut out = Vec::new();
+    for f in flows {
+        for &l in topo.route(f.src as usize, f.dst as usize) {
+            let link = &topo.links[l as usize];
+            out.push(LinkUse {
+                link: l,
+                name: format!("{}→{}", device_name(link.from), device_name(link.to)),
+                src: f.src as usize,
+                dst: f.dst as usize,
+                bytes: f.bytes,
+                start: f.start,
+                finish: f.drained,
+            });
+        }
+    }
+    out
+}
+
+fn device_name(d: crate::topology::Device) -> String {
+    use crate::topology::Device;
+    match d {
+        Device::Gpu(g) => format!("gpu{g}"),
+        Device::NodeSwitch(n) => format!("switch{n}"),
+        Device::Leaf(r) => format!("leaf{r}"),
+        Device::Spine => "spine".into(),
+        Device::IdealSwitch => "switch".into(),
+    }
 }
 
 #[cfg(test)]

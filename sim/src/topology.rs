@@ -44,6 +44,26 @@ pub struct Link {
     pub latency_s: f64,
     /// The GPU whose port this is, if it is a GPU's own egress or ingress.
     pub gpu_port: Option<Port>,
+    /// Achievable fraction of `bytes_per_s` (protocol and kernel overheads).
+    pub efficiency: f64,
+}
+
+impl Link {
+    /// Achievable bytes per second: datasheet bandwidth times efficiency.
+    pub fn capacity(&self) -> f64 {
+        self.bytes_per_s * self.efficiency
+    }
+}
+
+/// A GPU's port links by tier (`u32::MAX` where it has none): what the aggregated all-to-all loads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GpuPorts {
+    /// Egress and ingress towards the node switch (NVLink/PCIe) or the ideal switch.
+    pub local_out: u32,
+    pub local_in: u32,
+    /// Egress and ingress of its NIC (to and from its rail's leaf).
+    pub nic_out: u32,
+    pub nic_in: u32,
 }
 
 /// A GPU's own port: traffic leaving it (egress) or arriving at it (ingress).
@@ -64,6 +84,10 @@ pub struct Topology {
     route_offsets: Vec<u32>,
     route_latency_s: Vec<f64>,
     gpu_ports: Vec<Vec<u32>>,
+    ports: Vec<GpuPorts>,
+    /// Per rail: leaf → spine and spine → leaf links (empty without a spine).
+    spine_up: Vec<u32>,
+    spine_down: Vec<u32>,
 }
 
 impl Topology {
@@ -72,6 +96,8 @@ impl Topology {
         let mut b = Builder {
             graph: DiGraph::new(),
             links: Vec::new(),
+            nvlink_efficiency: c.nvlink_efficiency,
+            nic_efficiency: c.nic_efficiency,
         };
         let gpus = c.gpus();
         let gpu_nodes: Vec<NodeIndex> = (0..gpus)
@@ -162,13 +188,38 @@ impl Topology {
         }
         let (route_links, route_offsets, route_latency_s) = route_all(&b, &gpu_nodes);
         let mut gpu_ports = vec![Vec::new(); gpus];
+        let none = GpuPorts {
+            local_out: u32::MAX,
+            local_in: u32::MAX,
+            nic_out: u32::MAX,
+            nic_in: u32::MAX,
+        };
+        let mut ports = vec![none; gpus];
+        let mut spine_up = vec![u32::MAX; c.gpus_per_node];
+        let mut spine_down = vec![u32::MAX; c.gpus_per_node];
         for (id, l) in b.links.iter().enumerate() {
+            let id32 = id as u32;
             if let Some(Port::Egress(g) | Port::Ingress(g)) = l.gpu_port {
-                gpu_ports[g].push(id as u32);
+                gpu_ports[g].push(id32);
+            }
+            match (l.gpu_port, l.kind) {
+                (Some(Port::Egress(g)), LinkKind::Nic) => ports[g].nic_out = id32,
+                (Some(Port::Ingress(g)), LinkKind::Nic) => ports[g].nic_in = id32,
+                (Some(Port::Egress(g)), _) => ports[g].local_out = id32,
+                (Some(Port::Ingress(g)), _) => ports[g].local_in = id32,
+                (None, LinkKind::Spine) => match (l.from, l.to) {
+                    (Device::Leaf(r), Device::Spine) => spine_up[r] = id32,
+                    (Device::Spine, Device::Leaf(r)) => spine_down[r] = id32,
+                    _ => {}
+                },
+                _ => {}
             }
         }
         Topology {
             gpu_ports,
+            ports,
+            spine_up,
+            spine_down,
             graph: b.graph,
             links: b.links,
             gpus,
@@ -198,16 +249,42 @@ impl Topology {
         &self.gpu_ports[gpu]
     }
 
+    /// The GPU's port links by tier.
+    pub fn ports(&self, gpu: usize) -> GpuPorts {
+        self.ports[gpu]
+    }
+
+    /// GPUs per node (one node on the ideal fabric).
+    pub fn gpus_per_node(&self) -> usize {
+        self.gpus_per_node
+    }
+
+    /// The rail (NIC index inside its node) of a GPU.
+    pub fn rail_of(&self, gpu: usize) -> usize {
+        gpu % self.gpus_per_node
+    }
+
+    /// Leaf → spine and spine → leaf links of a rail, if the fabric has a spine.
+    pub fn spine_links(&self, rail: usize) -> Option<(u32, u32)> {
+        let (u, d) = (self.spine_up[rail], self.spine_down[rail]);
+        (u != u32::MAX).then_some((u, d))
+    }
+
+    /// Nodes in the cluster.
+    pub fn nodes(&self) -> usize {
+        self.gpus / self.gpus_per_node
+    }
+
     /// Sum of link latencies along the route.
     pub fn route_latency_s(&self, src: usize, dst: usize) -> f64 {
         self.route_latency_s[src * self.gpus + dst]
     }
 
-    /// Bottleneck bandwidth along the route.
+    /// Bottleneck achievable bandwidth along the route.
     pub fn route_bandwidth(&self, src: usize, dst: usize) -> f64 {
         self.route(src, dst)
             .iter()
-            .map(|&l| self.links[l as usize].bytes_per_s)
+            .map(|&l| self.links[l as usize].capacity())
             .fold(f64::INFINITY, f64::min)
     }
 }
@@ -215,6 +292,8 @@ impl Topology {
 struct Builder {
     graph: DiGraph<Device, usize>,
     links: Vec<Link>,
+    nvlink_efficiency: f64,
+    nic_efficiency: f64,
 }
 
 impl Builder {
@@ -228,7 +307,13 @@ impl Builder {
         port: Option<Port>,
     ) {
         let id = self.links.len();
+        let efficiency = match kind {
+            LinkKind::NvLink | LinkKind::Pcie => self.nvlink_efficiency,
+            LinkKind::Nic => self.nic_efficiency,
+            LinkKind::Spine | LinkKind::Ideal => 1.0,
+        };
         self.links.push(Link {
+            efficiency,
             from: self.graph[a],
             to: self.graph[b],
             kind,

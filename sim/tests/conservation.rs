@@ -39,7 +39,37 @@ fn network_bytes_equal_the_tokens_that_leave_their_gpu() {
         * s.model.top_k as f64
         * (1.0 - 1.0 / g)
         * s.model.token_bytes() as f64;
-    assert!((r.network_bytes_per_iteration - leaving).abs() < 1e-6 * leaving);
+    // Prefill: a dispatch and a combine per MoE layer (one layer here), each moving the same bytes.
+    let expect = 2.0 * leaving * s.model.moe_layers() as f64;
+    assert!(
+        (r.network_bytes_per_iteration - expect).abs() < 1e-6 * expect,
+        "{} vs {expect}",
+        r.network_bytes_per_iteration
+    );
+}
+
+#[test]
+fn training_network_bytes_add_backward_all_to_alls_and_the_gradient_ring() {
+    // Training doubles the all-to-alls (the backward pass reverses both), and the dense gradients'
+    // ring all-reduce over g ranks sends 2·(g−1)/g of the gradient bytes from every rank.
+    let s = scenario(
+        "ideal-switch.toml",
+        &["workload.mode=\"training\"", "training.zero_stage=0"],
+    );
+    let r = &run(&s)[0];
+    let g = s.cluster.gpus() as f64;
+    let a2a = g
+        * s.tokens_per_rank() as f64
+        * s.model.top_k as f64
+        * (1.0 - 1.0 / g)
+        * s.model.token_bytes() as f64;
+    let grads = s.model.dense_params() as f64 * s.training.grad_bytes_per_param;
+    let expect = 4.0 * a2a * s.model.moe_layers() as f64 + 2.0 * (g - 1.0) * grads;
+    assert!(
+        (r.network_bytes_per_iteration - expect).abs() < 1e-6 * expect,
+        "{} vs {expect}",
+        r.network_bytes_per_iteration
+    );
 }
 
 #[test]

@@ -45,3 +45,85 @@ fn oom_is_flagged_against_the_memory_limit() {
     );
     assert!(run(&s).iter().all(|r| !r.oom));
 }
+
+/// Two ranks, two experts (one each), two MoE layers: layer 0 sends every token to expert 0 (rank 0), layer
+/// 1 to expert 1 (rank 1). The hot rank alternates, so each rank stores one layer's worth of routed tokens,
+/// not two: the old model multiplied the worst single layer by every MoE layer.
+struct Alternating(moesim_traces::RoutingShape);
+
+impl moesim_traces::RoutingSource for Alternating {
+    fn shape(&self) -> moesim_traces::RoutingShape {
+        self.0
+    }
+    fn iterations(&self) -> usize {
+        1
+    }
+    fn fill_iteration(&self, _: usize, out: &mut moesim_traces::IterationRouting) {
+        let s = self.0;
+        for layer in 0..s.moe_layers {
+            for rank in 0..s.ranks {
+                let c = out.rank_counts_mut(0, layer, rank);
+                c.fill(0);
+                c[layer % 2] = s.tokens_per_rank as u32;
+            }
+        }
+    }
+    fn describe(&self) -> String {
+        "alternating hot rank".into()
+    }
+}
+
+#[test]
+fn activation_memory_counts_each_ranks_own_tokens_per_layer() {
+    use moesim_sim::runner::{RunOptions, simulate_strategy};
+    use moesim_sim::scenario::parse_scenario;
+    use moesim_sim::strategy::ep::EpModel;
+    let text = r#"
+[model]
+preset = "olmoe-1b-7b"
+layers = 2
+experts = 2
+top_k = 1
+seq_len = 1024
+micro_batch = 1
+[cluster]
+preset = "ideal"
+gpus_per_node = 2
+[workload]
+iterations = 1
+[training]
+activation_checkpointing = false
+[[strategy]]
+name = "ep2"
+kind = "ep"
+ep_size = 2
+"#;
+    let s = parse_scenario("alt.toml", text, &[]).unwrap();
+    let routing = Alternating(EpModel::routing_shape(&s));
+    let topo = moesim_sim::topology::Topology::build(&s.cluster);
+    let cost = s.cluster.roofline();
+    let r = simulate_strategy(
+        &s,
+        &s.strategies[0],
+        &topo,
+        &cost,
+        &routing,
+        RunOptions::default(),
+    );
+    // Hand count: each rank receives 2 × 1024 tokens (both ranks' tokens) in exactly one layer.
+    let m = &s.model;
+    let tokens = 1024.0;
+    let d = m.d_model as f64;
+    let dtype = m.dtype_bytes as f64;
+    let per_routed = (2.0 * d + 3.0 * m.expert_d_ff as f64) * dtype;
+    let dense = m.layers as f64 * tokens * 34.0 * d * dtype / 2.0;
+    let expect = (dense + 2.0 * tokens * per_routed) / GIB;
+    assert!(
+        (r.memory.activations_gib - expect).abs() < 1e-9,
+        "{} vs {expect}",
+        r.memory.activations_gib
+    );
+    // The old count (worst layer × MoE layers) would have been this much higher.
+    let old = (dense + 2.0 * 2.0 * tokens * per_routed) / GIB;
+    assert!(old > expect);
+}

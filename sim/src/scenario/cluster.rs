@@ -65,6 +65,22 @@ pub struct Cluster {
     pub slow_ranks: Vec<SlowRank>,
     /// Coefficient of variation of per-(iteration, rank) compute-time noise (log-normal, mean 1).
     pub compute_noise_cv: f64,
+    /// Which backend prices transfers: bottleneck-link α–β (`analytic`) or max-min fair flows (`flow`).
+    #[serde(default)]
+    pub network: crate::network::NetworkKind,
+    /// Share of the SMs a running communication kernel takes from compute on its GPU (0 ≤ f < 1).
+    #[serde(default)]
+    pub comm_sm_fraction: f64,
+    /// Achievable fraction of the NVLink (or PCIe peer) datasheet bandwidth.
+    #[serde(default = "one")]
+    pub nvlink_efficiency: f64,
+    /// Achievable fraction of the NIC's datasheet bandwidth.
+    #[serde(default = "one")]
+    pub nic_efficiency: f64,
+}
+
+fn one() -> f64 {
+    1.0
 }
 
 /// A rank that computes slower (or faster) than nominal.
@@ -140,6 +156,10 @@ fn dgx(name: &str, gpu_key: &str, gpu: &GpuDatasheet, nic_gbits: f64) -> Cluster
         ideal_latency_us: 0.0,
         slow_ranks: Vec::new(),
         compute_noise_cv: 0.0,
+        network: crate::network::NetworkKind::Analytic,
+        comm_sm_fraction: datasheet::COMM_KERNEL_SM_FRACTION,
+        nvlink_efficiency: 1.0,
+        nic_efficiency: 1.0,
     }
 }
 
@@ -197,6 +217,7 @@ pub fn cluster_preset(name: &str) -> Option<Cluster> {
             c.launch_overhead_us = 0.0;
             c.ideal_link_gbytes_per_s = 100.0;
             c.ideal_latency_us = 10.0;
+            c.comm_sm_fraction = 0.0;
             c
         }
         _ => return None,

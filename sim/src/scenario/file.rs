@@ -77,6 +77,10 @@ pub struct ClusterSection {
     pub ideal_latency_us: Option<f64>,
     pub slow_ranks: Option<Vec<SlowRank>>,
     pub compute_noise_cv: Option<f64>,
+    pub network: Option<crate::network::NetworkKind>,
+    pub comm_sm_fraction: Option<f64>,
+    pub nvlink_efficiency: Option<f64>,
+    pub nic_efficiency: Option<f64>,
 }
 
 /// What is being run: a training step, or an inference prefill or decode step.
@@ -226,6 +230,11 @@ pub struct StrategySection {
     pub ep_size: Option<usize>,
     /// Token dropping above `capacity_factor × mean tokens per expert` (none if unset).
     pub capacity_factor: Option<f64>,
+    /// EP kinds: split each micro-batch into this many parts whose communication overlaps the others'
+    /// compute (DeepSeek's two-micro-batch overlap with 2; default 1, no overlap).
+    pub overlap_micro_batches: Option<usize>,
+    /// EP kinds: `direct` (every token copy to its GPU; default) or `hierarchical` all-to-all.
+    pub a2a: Option<crate::collective::A2aAlgorithm>,
 
     // EP with replication (kind = "ep-replicated").
     /// Expert slots per GPU (default: experts / ep_size + 1).

@@ -61,6 +61,12 @@ pub struct Strategy {
     pub kind: StrategyKind,
     pub ep_size: usize,
     pub capacity_factor: Option<f64>,
+    /// Parts each micro-batch is split into so that one part's communication overlaps another's compute.
+    #[serde(default = "one_part")]
+    pub overlap_micro_batches: usize,
+    /// How the EP all-to-alls move tokens.
+    #[serde(default)]
+    pub a2a: crate::collective::A2aAlgorithm,
     /// Set for kind "fssdp".
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fssdp: Option<knobs::FssdpKnobs>,
@@ -69,6 +75,10 @@ pub struct Strategy {
     pub offload: Option<knobs::OffloadKnobs>,
     /// Replication settings (kind `ep-replicated` only).
     pub replication: Option<Replication>,
+}
+
+fn one_part() -> usize {
+    1
 }
 
 /// How `ep-replicated` places and re-plans copies of experts.
@@ -406,7 +416,11 @@ impl Resolver<'_> {
             ideal_link_gbytes_per_s,
             ideal_latency_us,
             slow_ranks,
-            compute_noise_cv
+            compute_noise_cv,
+            network,
+            comm_sm_fraction,
+            nvlink_efficiency,
+            nic_efficiency
         );
         if s.profile.is_some() {
             c.profile = s.profile.clone();
@@ -463,9 +477,18 @@ impl Resolver<'_> {
                 ));
             }
         }
+        if !(0.0..0.95).contains(&c.comm_sm_fraction) {
+            return Err(self.error(
+                "cluster.comm_sm_fraction",
+                format!("must be in [0, 0.95), got {}", c.comm_sm_fraction),
+                "expected a share of the SMs, 0 ≤ f < 0.95",
+            ));
+        }
         for (f, v) in [
             ("compute_efficiency", c.compute_efficiency),
             ("memory_efficiency", c.memory_efficiency),
+            ("nvlink_efficiency", c.nvlink_efficiency),
+            ("nic_efficiency", c.nic_efficiency),
         ] {
             if v.is_nan() || v <= 0.0 || v > 1.0 {
                 return Err(self.error(
@@ -640,11 +663,39 @@ impl Resolver<'_> {
                     "expected a positive factor",
                 ));
             }
+            let overlap = s.overlap_micro_batches.unwrap_or(1);
+            if !ep_kind && (s.overlap_micro_batches.is_some() || s.a2a.is_some()) {
+                let knob = if s.a2a.is_some() {
+                    "a2a"
+                } else {
+                    "overlap_micro_batches"
+                };
+                return Err(self.error(
+                    &p(knob),
+                    format!("`{knob}` applies only to kinds \"ep\" and \"ep-replicated\""),
+                    "not a knob of this kind",
+                ));
+            }
+            let tokens = match raw.workload.mode {
+                Mode::Decode => m.micro_batch,
+                Mode::Training | Mode::Prefill => m.micro_batch * m.seq_len,
+            };
+            if overlap == 0 || overlap > 16 || overlap as u64 > tokens {
+                return Err(self.error(
+                    &p("overlap_micro_batches"),
+                    format!(
+                        "must be between 1 and 16 and at most the tokens per rank ({tokens}), got {overlap}"
+                    ),
+                    "expected a small part count",
+                ));
+            }
             out.push(Strategy {
                 name: s.name.clone(),
                 kind: s.kind,
                 ep_size,
                 capacity_factor: s.capacity_factor,
+                overlap_micro_batches: overlap,
+                a2a: s.a2a.unwrap_or_default(),
                 fssdp,
                 offload,
                 replication,

@@ -16,21 +16,26 @@
 //! costs their weights (and, in training, optimizer state) over the network at the start of the iteration
 //! that uses the new plan (phase `rebalance`); copies of an expert all-reduce their gradients.
 
-use crate::collective::{AllToAllScratch, Cause, RankTransfer, all_reduce_s, all_to_all};
-use crate::engine::{OpId, SimTime, ps};
-use crate::iteration::{IterationGraph, IterationOutcome, OpInfo, Stream};
-use crate::memory::{MemoryBreakdown, ParamsOnRank, rank_memory};
+use crate::collective::{
+    A2aAlgorithm, AllToAllScratch, Collectives, Transfer, hierarchical_transfers,
+};
+use crate::engine::{OpId, Stream};
+use crate::iteration::IterationGraph;
+use crate::memory::{MemoryBreakdown, ParamsOnRank, RoutedTokens, rank_memory};
+use crate::network::CollectiveSpec;
 use crate::phase::Phase;
 use crate::placement::forecast::{Forecast, forecast};
 use crate::placement::search::{PlaceOptions, place_with_history};
 use crate::placement::{LayerPlacement, eplb::eplb};
+use crate::result::StrategyResult;
 use crate::scenario::file::Mode;
 use crate::scenario::file::{PlacementMethod, TokenSplit};
 use crate::scenario::{Scenario, Strategy};
+use crate::strategy::blocks::{self, Speeds};
 use crate::strategy::layout::{LayerLayout, Layout};
-use crate::strategy::shared::{
-    dense_forward_s, experts_forward_s, optimizer_s, rank_slowdown, scaled,
-};
+use crate::strategy::model::StrategyModel;
+use crate::strategy::record::{IterationRecord, routed_tokens};
+use crate::strategy::shared::{dense_forward_tokens_s, experts_forward_s, optimizer_s};
 use crate::topology::Topology;
 use moesim_calibrate::CostModel;
 use moesim_traces::{IterationRouting, RoutingShape, RoutingSource};
@@ -50,21 +55,46 @@ pub struct EpModel<'a> {
     window: usize,
     /// One layout per planning window.
     layouts: Vec<Layout>,
-    /// Per window: seconds each group rank spends receiving moved copies before the window's first iteration.
-    rebalance_s: Vec<Vec<f64>>,
+    /// Per window: the copies moved before the window's first iteration, as one collective (all groups).
+    rebalance: Vec<Option<CollectiveSpec>>,
     /// Per window: expert copies moved at its start (all layers, one group).
     moved_copies: Vec<usize>,
+    /// Dense forward seconds of one overlapped part (attention layers without and with an MoE block).
     dense_fwd_s: [f64; 2],
     lm_head_s: f64,
-    /// Per window: gradient synchronisation seconds.
-    grad_sync_s: Vec<f64>,
+    /// Per window: the gradient synchronisation's collectives, in the order every rank issues them.
+    grad_sync: Vec<Vec<CollectiveSpec>>,
     optimizer_s: f64,
+}
+
+/// What one (micro-batch, layer, group, part) cell needs in the operation graph.
+struct MoeCell {
+    dispatch: CollectiveSpec,
+    combine: CollectiveSpec,
+    /// Per group rank: routed-expert forward seconds at nominal speed.
+    expert_s: Vec<f64>,
+}
+
+/// Routing facts gathered while building cells.
+struct CellFacts {
+    window: usize,
+    tokens_received: Vec<u64>,
+    /// Per rank: tokens received in the current layer.
+    layer_tokens: Vec<u64>,
+    routed: u64,
+    dropped: u64,
+}
+
+/// Part `part` of `parts` of a count: an even split, the remainder spread over the first parts.
+fn share(c: u32, part: usize, parts: usize) -> u32 {
+    let (c, p, n) = (c as u64, part as u64, parts as u64);
+    ((c * (p + 1)) / n - (c * p) / n) as u32
 }
 
 /// Per-iteration buffers, reused across iterations on one thread.
 #[derive(Default)]
 pub struct EpWorkspace {
-    graph: IterationGraph,
+    pub(crate) graph: IterationGraph,
     routing: Option<IterationRouting>,
     a2a: AllToAllScratch,
     kept: Vec<u32>,
@@ -72,11 +102,8 @@ pub struct EpWorkspace {
     bytes_t: Vec<f64>,
     tokens_at: Vec<u32>,
     slot_tokens: Vec<u32>,
-    dispatch: Vec<RankTransfer>,
-    combine: Vec<RankTransfer>,
-    expert_s: Vec<f64>,
-    prev: Vec<Option<OpId>>,
-    scratch_ops: Vec<OpId>,
+    miss_gpu: Vec<f64>,
+    miss_node: Vec<f64>,
 }
 
 impl EpWorkspace {
@@ -84,20 +111,6 @@ impl EpWorkspace {
     pub fn graph(&self) -> &IterationGraph {
         &self.graph
     }
-}
-
-/// One EP iteration's outcome with its routing facts.
-#[derive(Debug, Clone, PartialEq)]
-pub struct EpIteration {
-    pub outcome: IterationOutcome,
-    /// Per rank: tokens its experts received, summed over layers and micro-batches.
-    pub tokens_received: Vec<u64>,
-    /// Per rank: the most tokens its experts received in one MoE layer.
-    pub peak_layer_tokens: Vec<u64>,
-    pub routed: u64,
-    pub dropped: u64,
-    /// Bytes that crossed the network (left their source GPU) in forward all-to-alls.
-    pub network_bytes: f64,
 }
 
 impl<'a> EpModel<'a> {
@@ -208,10 +221,14 @@ impl<'a> EpModel<'a> {
                 } else {
                     0.0
                 });
-        let mut rebalance_s = vec![vec![0.0; ep_size]];
+        let comms = Collectives::new(topo, s.cluster.network);
+        let mut scratch = AllToAllScratch::default();
+        let all: Vec<usize> = (0..g).collect();
+        let groups = g / ep_size;
+        let mut rebalance = vec![None];
         let mut moved_copies = vec![0usize];
         for w in 1..placements.len() {
-            let mut per_rank = vec![0.0; ep_size];
+            let mut transfers = Vec::new();
             let mut moved = 0;
             for (l, now) in placements[w].iter().enumerate() {
                 let before = &placements[w - 1][l];
@@ -232,52 +249,65 @@ impl<'a> EpModel<'a> {
                             .or_else(|| holders.first().copied())
                             .unwrap_or(t);
                         if src != t {
-                            per_rank[t] += topo.route_latency_s(src, t)
-                                + move_bytes / topo.route_bandwidth(src, t);
+                            for k in 0..groups {
+                                transfers.push(Transfer {
+                                    src: k * ep_size + src,
+                                    dst: k * ep_size + t,
+                                    bytes: move_bytes,
+                                    messages: 1.0,
+                                });
+                            }
                         }
                     }
                 }
             }
-            rebalance_s.push(per_rank);
+            rebalance.push((!transfers.is_empty()).then(|| {
+                comms
+                    .transfers(&all, &transfers, Stream::Comm, &mut scratch)
+                    .0
+            }));
             moved_copies.push(moved);
         }
 
+        // Each overlapped part carries its share of the rank's tokens.
+        let parts = strategy.overlap_micro_batches;
+        let part_tokens = s.tokens_per_rank().div_ceil(parts as u64);
         let dense_fwd_s = [
-            dense_forward_s(s, cost, false),
-            dense_forward_s(s, cost, true),
+            dense_forward_tokens_s(s, cost, false, part_tokens, parts),
+            dense_forward_tokens_s(s, cost, true, part_tokens, parts),
         ];
-        let lm_head_s = cost.gemm_s(s.tokens_per_rank(), m.vocab, m.d_model, m.dtype_bytes);
+        let lm_head_s = cost.gemm_s(part_tokens, m.vocab, m.d_model, m.dtype_bytes);
         let p = params_on_rank(s, slots_per_gpu);
-        let (grad_sync_s, optimizer_time) = if training {
+        let (grad_sync, optimizer_time) = if training {
             let t = &s.training;
             let zero3 = if t.zero_stage >= 3 { 1.5 } else { 1.0 };
-            let all: Vec<usize> = (0..g).collect();
-            let dense = all_reduce_s(topo, &all, p.dense * t.grad_bytes_per_param * zero3);
+            let dense = comms.all_reduce(
+                &all,
+                p.dense * t.grad_bytes_per_param * zero3,
+                Stream::Comm,
+                &mut scratch,
+            );
             let expert_bytes = m.expert_params() as f64 * t.grad_bytes_per_param * zero3;
-            let groups = g / ep_size;
             let per_window = layouts
                 .iter()
                 .map(|layout| {
                     // Every copy of an expert (in every group) all-reduces its gradient. Gradients with the
-                    // same set of copies share one bucketed all-reduce (as DDP buckets them); a rank runs
-                    // its buckets one after another and the slowest rank sets the pace.
+                    // same set of copies share one bucketed all-reduce (as DDP buckets them), issued in the
+                    // same order on every rank.
                     let mut buckets: std::collections::BTreeMap<&[usize], f64> = Default::default();
                     for ll in &layout.layers {
                         for holders in &ll.replicas {
                             *buckets.entry(holders.as_slice()).or_default() += expert_bytes;
                         }
                     }
-                    let mut per_rank = vec![0.0f64; ep_size];
+                    let mut specs = dense.clone();
                     for (holders, bytes) in buckets {
                         let copies: Vec<usize> = (0..groups)
                             .flat_map(|k| holders.iter().map(move |&h| k * ep_size + h))
                             .collect();
-                        let t = all_reduce_s(topo, &copies, bytes);
-                        for &h in holders {
-                            per_rank[h] += t;
-                        }
+                        specs.extend(comms.all_reduce(&copies, bytes, Stream::Comm, &mut scratch));
                     }
-                    dense + per_rank.into_iter().fold(0.0, f64::max)
+                    specs
                 })
                 .collect();
             let updated = if t.zero_stage >= 1 {
@@ -287,7 +317,7 @@ impl<'a> EpModel<'a> {
             };
             (per_window, optimizer_s(s, cost, updated))
         } else {
-            (vec![0.0; layouts.len()], 0.0)
+            (vec![Vec::new(); layouts.len()], 0.0)
         };
         EpModel {
             scenario,
@@ -300,11 +330,11 @@ impl<'a> EpModel<'a> {
             token_split: rep.map_or(TokenSplit::Even, |r| r.token_split),
             window,
             layouts,
-            rebalance_s,
+            rebalance,
             moved_copies,
             dense_fwd_s,
             lm_head_s,
-            grad_sync_s,
+            grad_sync,
             optimizer_s: optimizer_time,
         }
     }
@@ -350,16 +380,16 @@ impl<'a> EpModel<'a> {
     }
 
     /// Memory of the rank with the most routed tokens.
-    pub fn memory(&self, peak_layer_tokens: u64) -> MemoryBreakdown {
+    pub fn memory(&self, routed: RoutedTokens) -> MemoryBreakdown {
         rank_memory(
             self.scenario,
             params_on_rank(self.scenario, self.slots_per_gpu),
-            peak_layer_tokens as f64,
+            routed,
         )
     }
 
     /// Simulates one iteration.
-    pub fn simulate_iteration(&self, iteration: usize, ws: &mut EpWorkspace) -> EpIteration {
+    pub fn simulate_iteration(&self, iteration: usize, ws: &mut EpWorkspace) -> IterationRecord {
         let shape = self.routing.shape();
         let routing = ws
             .routing
@@ -371,312 +401,365 @@ impl<'a> EpModel<'a> {
         out
     }
 
+    /// Dispatch and combine of one (micro-batch, layer, group, part): collectives and each group rank's
+    /// expert seconds; adds to the routing facts.
+    #[allow(clippy::too_many_arguments)]
+    fn moe_cell(
+        &self,
+        counts: &[u32],
+        ranks: &[usize],
+        layer: usize,
+        part: usize,
+        ws: &mut EpWorkspace,
+        facts: &mut CellFacts,
+    ) -> MoeCell {
+        let s = self.scenario;
+        let ep = self.ep_size;
+        let experts = s.model.experts;
+        let parts = self.strategy.overlap_micro_batches;
+        let layout = &self.layouts[facts.window];
+        let start = ranks[0];
+        // This part's share of each (source, expert) count: an even split with the remainder spread.
+        ws.kept.clear();
+        ws.kept.extend(
+            counts[start * experts..(start + ep) * experts]
+                .iter()
+                .map(|&c| share(c, part, parts)),
+        );
+        let total: u64 = ws.kept.iter().map(|&c| c as u64).sum();
+        facts.routed += total;
+        if let Some(cf) = self.strategy.capacity_factor {
+            let cap = (cf * total as f64 / experts as f64).ceil() as u64;
+            for e in 0..experts {
+                let load: u64 = (0..ep).map(|i| ws.kept[i * experts + e] as u64).sum();
+                if load > cap {
+                    for i in 0..ep {
+                        let c = &mut ws.kept[i * experts + e];
+                        let k = (*c as u64 * cap / load) as u32;
+                        facts.dropped += (*c - k) as u64;
+                        *c = k;
+                    }
+                }
+            }
+        }
+        let token_bytes = s.model.token_bytes() as f64;
+        let hierarchical = self.strategy.a2a == A2aAlgorithm::Hierarchical;
+        ws.bytes.clear();
+        ws.bytes.resize(ep * ep, 0.0);
+        ws.tokens_at.clear();
+        ws.tokens_at.resize(ep * experts, 0);
+        if hierarchical {
+            ws.miss_gpu.clear();
+            ws.miss_gpu.resize(ep * ep, 0.0);
+            ws.miss_node.clear();
+            ws.miss_node.resize(ep * ep, 0.0);
+        }
+        let gpn = s.cluster.gpus_per_node;
+        let node_of = |r: usize| (start + r) / gpn;
+        // Tokens of one source in this part: the rank's tokens split like the counts.
+        let source_tokens = (s.tokens_per_rank() as f64 / parts as f64).max(1.0);
+        for i in 0..ep {
+            for e in 0..experts {
+                let c = ws.kept[i * experts + e];
+                let (bytes, tokens_at, miss_gpu, miss_node) = (
+                    &mut ws.bytes,
+                    &mut ws.tokens_at,
+                    &mut ws.miss_gpu,
+                    &mut ws.miss_node,
+                );
+                layout.layers[layer].split(i, e, c, self.token_split, node_of, |t, sh| {
+                    tokens_at[t * experts + e] += sh;
+                    bytes[i * ep + t] += sh as f64 * token_bytes;
+                    if hierarchical && sh > 0 {
+                        // Probability that a token of source i does not pick this copy, multiplied over the
+                        // copies of a GPU (node): 1 − that is the share of i's tokens the GPU (node) needs.
+                        let miss = (1.0 - sh as f64 / source_tokens).max(0.0).ln();
+                        miss_gpu[i * ep + t] += miss;
+                        let first = ep.min((node_of(t) * gpn).saturating_sub(start));
+                        miss_node[i * ep + first] += miss;
+                    }
+                });
+            }
+        }
+        ws.bytes_t.clear();
+        ws.bytes_t.resize(ep * ep, 0.0);
+        for i in 0..ep {
+            for j in 0..ep {
+                ws.bytes_t[j * ep + i] = ws.bytes[i * ep + j];
+            }
+        }
+        let comms = Collectives::new(self.topo, s.cluster.network);
+        let (dispatch, combine) = if hierarchical {
+            let dedup = |miss: &[f64], copies: &[f64]| -> Vec<f64> {
+                miss.iter()
+                    .zip(copies)
+                    .map(|(&m, &c)| {
+                        if m == 0.0 {
+                            0.0
+                        } else {
+                            (source_tokens * (1.0 - m.exp()) * token_bytes).min(c)
+                        }
+                    })
+                    .collect()
+            };
+            let to_gpu = dedup(&ws.miss_gpu, &ws.bytes);
+            // A node's share is bounded by the copies sent to all of its GPUs.
+            let mut node_copies = vec![0.0; ep * ep];
+            for i in 0..ep {
+                for t in 0..ep {
+                    let first = ep.min((node_of(t) * gpn).saturating_sub(start));
+                    node_copies[i * ep + first] += ws.bytes[i * ep + t];
+                }
+            }
+            let to_node = dedup(&ws.miss_node, &node_copies);
+            let d =
+                comms.hierarchical_all_to_all(ranks, &to_gpu, &to_node, Stream::Comm, &mut ws.a2a);
+            // The combine reduces each token's expert outputs on the way back: the reverse of the dispatch.
+            let c_transfers: Vec<Transfer> =
+                hierarchical_transfers(self.topo, ranks, &to_gpu, &to_node)
+                    .into_iter()
+                    .map(|t| Transfer {
+                        src: t.dst,
+                        dst: t.src,
+                        ..t
+                    })
+                    .collect();
+            let c = comms.transfers(ranks, &c_transfers, Stream::Comm, &mut ws.a2a);
+            (d.0, c.0)
+        } else {
+            let d = comms.all_to_all(ranks, &ws.bytes, Stream::Comm, &mut ws.a2a);
+            let c = comms.all_to_all(ranks, &ws.bytes_t, Stream::Comm, &mut ws.a2a);
+            (d.0, c.0)
+        };
+        let mut expert_s = Vec::with_capacity(ep);
+        for (i, &r) in ranks.iter().enumerate() {
+            ws.slot_tokens.clear();
+            ws.slot_tokens.extend(
+                layout.layers[layer].slots[i]
+                    .iter()
+                    .map(|&e| ws.tokens_at[i * experts + e]),
+            );
+            let recv: u64 = ws.slot_tokens.iter().map(|&x| x as u64).sum();
+            facts.tokens_received[r] += recv;
+            facts.layer_tokens[r] += recv;
+            expert_s.push(experts_forward_s(s, self.cost, &ws.slot_tokens));
+        }
+        MoeCell {
+            dispatch,
+            combine,
+            expert_s,
+        }
+    }
+
     fn lower_and_run(
         &self,
         iteration: usize,
         routing: &IterationRouting,
         ws: &mut EpWorkspace,
-    ) -> EpIteration {
+    ) -> IterationRecord {
         let s = self.scenario;
         let g = s.cluster.gpus();
         let ep = self.ep_size;
         let shape = routing.shape;
-        let (mbs, moe_layers, experts) = (shape.micro_batches, shape.moe_layers, shape.experts);
-        let token_bytes = s.model.token_bytes() as f64;
-        let slow: Vec<f64> = (0..g).map(|r| rank_slowdown(s, iteration, r)).collect();
-        let mean_slow = slow.iter().sum::<f64>() / g as f64;
-
-        let cells = mbs * moe_layers * g;
-        ws.dispatch.clear();
-        ws.combine.clear();
-        ws.expert_s.clear();
-        let idle = RankTransfer {
-            time_s: 0.0,
-            holder: 0,
-            cause: Cause::Network,
-            excess_s: 0.0,
-        };
-        ws.dispatch.resize(cells, idle);
-        ws.combine.resize(cells, idle);
-        ws.expert_s.resize(cells, 0.0);
-        let mut tokens_received = vec![0u64; g];
-        let mut peak_layer_tokens = vec![0u64; g];
-        let (mut routed, mut dropped, mut network_bytes) = (0u64, 0u64, 0.0f64);
+        let (mbs, moe_layers) = (shape.micro_batches, shape.moe_layers);
+        let parts = self.strategy.overlap_micro_batches;
+        let speeds = Speeds::of(s, iteration, g);
         let window = self.window_of(iteration);
-        let layout = &self.layouts[window];
         let first_of_window = window > 0 && iteration == window * self.window;
         let group_ranks: Vec<Vec<usize>> = (0..g / ep)
             .map(|k| (k * ep..(k + 1) * ep).collect())
             .collect();
+        let mut facts = CellFacts {
+            window,
+            tokens_received: vec![0; g],
+            layer_tokens: vec![0; g],
+            routed: 0,
+            dropped: 0,
+        };
+        let mut peak_layer_tokens = vec![0u64; g];
+        let mut activation_tokens = vec![0u64; g];
 
-        for mb in 0..mbs {
-            for layer in 0..moe_layers {
-                let counts = routing.layer_counts(mb, layer);
-                for ranks in &group_ranks {
-                    let start = ranks[0];
-                    // Tokens kept per (source in group, expert), after capacity dropping.
-                    ws.kept.clear();
-                    ws.kept
-                        .extend_from_slice(&counts[start * experts..(start + ep) * experts]);
-                    let total: u64 = ws.kept.iter().map(|&c| c as u64).sum();
-                    routed += total;
-                    if let Some(cf) = self.strategy.capacity_factor {
-                        let cap = (cf * total as f64 / experts as f64).ceil() as u64;
-                        for e in 0..experts {
-                            let load: u64 = (0..ep).map(|i| ws.kept[i * experts + e] as u64).sum();
-                            if load > cap {
-                                for i in 0..ep {
-                                    let c = &mut ws.kept[i * experts + e];
-                                    let k = (*c as u64 * cap / load) as u32;
-                                    dropped += (*c - k) as u64;
-                                    *c = k;
-                                }
-                            }
-                        }
-                    }
-                    ws.bytes.clear();
-                    ws.bytes.resize(ep * ep, 0.0);
-                    ws.tokens_at.clear();
-                    ws.tokens_at.resize(ep * experts, 0);
-                    let gpn = s.cluster.gpus_per_node;
-                    let node_of = |r: usize| (start + r) / gpn;
-                    for i in 0..ep {
-                        for e in 0..experts {
-                            let c = ws.kept[i * experts + e];
-                            let (bytes, tokens_at) = (&mut ws.bytes, &mut ws.tokens_at);
-                            layout.layers[layer].split(
-                                i,
-                                e,
-                                c,
-                                self.token_split,
-                                node_of,
-                                |t, share| {
-                                    tokens_at[t * experts + e] += share;
-                                    bytes[i * ep + t] += share as f64 * token_bytes;
-                                },
-                            );
-                        }
-                    }
-                    ws.bytes_t.clear();
-                    ws.bytes_t.resize(ep * ep, 0.0);
-                    for i in 0..ep {
-                        for j in 0..ep {
-                            ws.bytes_t[j * ep + i] = ws.bytes[i * ep + j];
-                        }
-                    }
-                    let d = all_to_all(self.topo, ranks, &ws.bytes, &mut ws.a2a);
-                    network_bytes += d.network_bytes;
-                    let c = all_to_all(self.topo, ranks, &ws.bytes_t, &mut ws.a2a);
-                    for (i, &r) in ranks.iter().enumerate() {
-                        let cell = (mb * moe_layers + layer) * g + r;
-                        ws.dispatch[cell] = d.per_rank[i];
-                        ws.combine[cell] = c.per_rank[i];
-                        ws.slot_tokens.clear();
-                        ws.slot_tokens.extend(
-                            layout.layers[layer].slots[i]
-                                .iter()
-                                .map(|&e| ws.tokens_at[i * experts + e]),
-                        );
-                        let recv: u64 = ws.slot_tokens.iter().map(|&x| x as u64).sum();
-                        tokens_received[r] += recv;
-                        peak_layer_tokens[r] = peak_layer_tokens[r].max(recv);
-                        ws.expert_s[cell] = experts_forward_s(s, self.cost, &ws.slot_tokens);
-                    }
-                }
-            }
-        }
-
-        // Lower into operations.
-        let graph = &mut ws.graph;
-        graph.reset(g, 2);
-        ws.prev.clear();
-        ws.prev.resize(g, None);
-        if first_of_window {
-            for r in 0..g {
-                let secs = self.rebalance_s[window][r % ep];
-                let info = OpInfo {
-                    phase: Phase::Rebalance,
-                    rank: r as u32,
-                    holder: r as u32,
-                    cause: Cause::InboundLink,
-                    excess: 0,
-                };
-                ws.prev[r] = Some(graph.op(r, Stream::Comm, ps(secs), info, &[]));
+        ws.graph
+            .reset(g, s.cluster.network, s.cluster.comm_sm_fraction);
+        // One chain of operations per overlapped part.
+        let mut prev: Vec<Vec<Option<OpId>>> = vec![vec![None; g]; parts];
+        if first_of_window && let Some(spec) = self.rebalance[window].clone() {
+            let mut p = vec![None; g];
+            blocks::collective(&mut ws.graph, &mut p, Phase::Rebalance, spec, &[]);
+            for chain in &mut prev {
+                chain.clone_from(&p);
             }
         }
         let layers = s.model.layers;
         let first_moe = s.model.first_dense_layers;
         let training = s.workload.mode == Mode::Training;
-        let dense_op = |graph: &mut IterationGraph, prev: &mut Vec<Option<OpId>>, seconds: f64| {
-            for r in 0..g {
-                let dur = scaled(seconds, slow[r]);
-                let excess = ps(seconds * (slow[r] - mean_slow).max(0.0));
-                let info = OpInfo {
-                    phase: Phase::DenseCompute,
-                    rank: r as u32,
-                    holder: r as u32,
-                    cause: Cause::Compute,
-                    excess,
-                };
-                prev[r] = Some(graph.op(r, Stream::Compute, dur, info, prev[r].as_slice()));
-            }
+        let recompute = if training && s.training.activation_checkpointing {
+            1.0
+        } else {
+            0.0
         };
+        let all = || 0..g;
         for mb in 0..mbs {
+            // Every (layer, group, part) cell of this micro-batch: forward and backward use the same routing.
+            let before = facts.tokens_received.clone();
+            let mut cells: Vec<Vec<Vec<MoeCell>>> = Vec::with_capacity(moe_layers);
+            for layer in 0..moe_layers {
+                facts.layer_tokens.fill(0);
+                let counts = routing.layer_counts(mb, layer);
+                let per_group = group_ranks
+                    .iter()
+                    .map(|ranks| {
+                        (0..parts)
+                            .map(|p| self.moe_cell(counts, ranks, layer, p, ws, &mut facts))
+                            .collect()
+                    })
+                    .collect();
+                for (peak, &t) in peak_layer_tokens.iter_mut().zip(&facts.layer_tokens) {
+                    *peak = (*peak).max(t);
+                }
+                cells.push(per_group);
+            }
+            // One micro-batch's activations are live at a time: each rank's own tokens over every layer.
+            for r in 0..g {
+                activation_tokens[r] =
+                    activation_tokens[r].max(facts.tokens_received[r] - before[r]);
+            }
+            let graph = &mut ws.graph;
+            // Forward: per layer, each stage for every part before the next stage.
             for layer in 0..layers {
                 let moe = layer >= first_moe;
-                dense_op(graph, &mut ws.prev, self.dense_fwd_s[moe as usize]);
-                if moe {
-                    let cell0 = (mb * moe_layers + layer - first_moe) * g;
-                    self.moe_block(
+                for chain in prev.iter_mut() {
+                    blocks::dense(
                         graph,
-                        &mut ws.prev,
-                        &mut ws.scratch_ops,
-                        &group_ranks,
-                        cell0,
-                        1.0,
-                        &slow,
-                        &ws.dispatch,
-                        &ws.combine,
-                        &ws.expert_s,
-                        false,
+                        chain,
+                        all(),
+                        self.dense_fwd_s[moe as usize],
+                        &speeds,
+                        Phase::DenseCompute,
                     );
                 }
+                if !moe {
+                    continue;
+                }
+                let l = layer - first_moe;
+                for (k, ranks) in group_ranks.iter().enumerate() {
+                    for (p, chain) in prev.iter_mut().enumerate() {
+                        blocks::collective(
+                            graph,
+                            chain,
+                            Phase::Dispatch,
+                            cells[l][k][p].dispatch.clone(),
+                            &[],
+                        );
+                    }
+                    for (p, chain) in prev.iter_mut().enumerate() {
+                        blocks::experts(
+                            graph,
+                            chain,
+                            ranks,
+                            &cells[l][k][p].expert_s,
+                            1.0,
+                            &speeds,
+                        );
+                    }
+                    for (p, chain) in prev.iter_mut().enumerate() {
+                        blocks::collective(
+                            graph,
+                            chain,
+                            Phase::Combine,
+                            cells[l][k][p].combine.clone(),
+                            &[],
+                        );
+                    }
+                }
             }
-            dense_op(graph, &mut ws.prev, self.lm_head_s);
+            for chain in prev.iter_mut() {
+                blocks::dense(
+                    graph,
+                    chain,
+                    all(),
+                    self.lm_head_s,
+                    &speeds,
+                    Phase::DenseCompute,
+                );
+            }
             if training {
-                dense_op(graph, &mut ws.prev, 2.0 * self.lm_head_s);
-                let recompute = if s.training.activation_checkpointing {
-                    1.0
-                } else {
-                    0.0
-                };
+                for chain in prev.iter_mut() {
+                    blocks::dense(
+                        graph,
+                        chain,
+                        all(),
+                        2.0 * self.lm_head_s,
+                        &speeds,
+                        Phase::DenseCompute,
+                    );
+                }
+                // Backward: the combine's gradient travels like a dispatch and the dispatch's like a
+                // combine; each keeps its forward phase name.
                 for layer in (0..layers).rev() {
                     let moe = layer >= first_moe;
                     if moe {
-                        let cell0 = (mb * moe_layers + layer - first_moe) * g;
-                        self.moe_block(
+                        let l = layer - first_moe;
+                        for (k, ranks) in group_ranks.iter().enumerate() {
+                            for (p, chain) in prev.iter_mut().enumerate() {
+                                blocks::collective(
+                                    graph,
+                                    chain,
+                                    Phase::Combine,
+                                    cells[l][k][p].dispatch.clone(),
+                                    &[],
+                                );
+                            }
+                            for (p, chain) in prev.iter_mut().enumerate() {
+                                blocks::experts(
+                                    graph,
+                                    chain,
+                                    ranks,
+                                    &cells[l][k][p].expert_s,
+                                    2.0,
+                                    &speeds,
+                                );
+                            }
+                            for (p, chain) in prev.iter_mut().enumerate() {
+                                blocks::collective(
+                                    graph,
+                                    chain,
+                                    Phase::Dispatch,
+                                    cells[l][k][p].combine.clone(),
+                                    &[],
+                                );
+                            }
+                        }
+                    }
+                    for chain in prev.iter_mut() {
+                        blocks::dense(
                             graph,
-                            &mut ws.prev,
-                            &mut ws.scratch_ops,
-                            &group_ranks,
-                            cell0,
-                            2.0,
-                            &slow,
-                            &ws.dispatch,
-                            &ws.combine,
-                            &ws.expert_s,
-                            true,
+                            chain,
+                            all(),
+                            (2.0 + recompute) * self.dense_fwd_s[moe as usize],
+                            &speeds,
+                            Phase::DenseCompute,
                         );
                     }
-                    dense_op(
-                        graph,
-                        &mut ws.prev,
-                        (2.0 + recompute) * self.dense_fwd_s[moe as usize],
-                    );
                 }
             }
         }
         if training {
-            let b = graph.barrier(ws.prev.iter().flatten().copied());
-            for (r, &slowdown) in slow.iter().enumerate() {
-                let info = OpInfo {
-                    phase: Phase::GradSync,
-                    rank: r as u32,
-                    holder: r as u32,
-                    cause: Cause::Network,
-                    excess: 0,
-                };
-                let sync = graph.op(r, Stream::Comm, ps(self.grad_sync_s[window]), info, &[b]);
-                let info = OpInfo {
-                    phase: Phase::Optimizer,
-                    rank: r as u32,
-                    holder: r as u32,
-                    cause: Cause::Compute,
-                    excess: 0,
-                };
-                ws.prev[r] = Some(graph.op(
-                    r,
-                    Stream::Compute,
-                    scaled(self.optimizer_s, slowdown),
-                    info,
-                    &[sync],
-                ));
-            }
+            let graph = &mut ws.graph;
+            let synced = blocks::grad_sync(graph, &prev, self.grad_sync[window].iter().cloned());
+            blocks::optimizer(graph, &synced, |_| self.optimizer_s, &speeds);
         }
-        let outcome = graph.analyse();
-        EpIteration {
+        let outcome = ws.graph.analyse(Some(self.topo));
+        IterationRecord {
             outcome,
-            tokens_received,
+            tokens_received: facts.tokens_received,
             peak_layer_tokens,
-            routed,
-            dropped,
-            network_bytes,
+            activation_tokens,
+            routed: facts.routed,
+            dropped: facts.dropped,
         }
-    }
-
-    /// One MoE block (forward, or backward with `backward`): all-to-all, experts, all-to-all per group.
-    #[allow(clippy::too_many_arguments)]
-    fn moe_block(
-        &self,
-        graph: &mut IterationGraph,
-        prev: &mut [Option<OpId>],
-        ops: &mut Vec<OpId>,
-        groups: &[Vec<usize>],
-        cell0: usize,
-        compute_scale: f64,
-        slow: &[f64],
-        dispatch: &[RankTransfer],
-        combine: &[RankTransfer],
-        expert_s: &[f64],
-        backward: bool,
-    ) {
-        // Forward: dispatch then combine. Backward: the combine's gradient travels like a dispatch (token
-        // owners → experts) and the dispatch's gradient like a combine; each keeps its forward phase name.
-        let (first, first_phase, second, second_phase) = if backward {
-            (dispatch, Phase::Combine, combine, Phase::Dispatch)
-        } else {
-            (dispatch, Phase::Dispatch, combine, Phase::Combine)
-        };
-        for ranks in groups {
-            let b = graph.barrier(ranks.iter().filter_map(|&r| prev[r]));
-            ops.clear();
-            for &r in ranks {
-                let t = first[cell0 + r];
-                let info = OpInfo::transfer(first_phase, r, &t);
-                ops.push(graph.op(r, Stream::Comm, ps(t.time_s), info, &[b]));
-            }
-            let mean: f64 = ranks
-                .iter()
-                .map(|&r| expert_s[cell0 + r] * slow[r])
-                .sum::<f64>()
-                / ranks.len() as f64;
-            for (i, &r) in ranks.iter().enumerate() {
-                let secs = expert_s[cell0 + r] * slow[r] * compute_scale;
-                let excess = ps((secs - mean * compute_scale).max(0.0));
-                let info = OpInfo {
-                    phase: Phase::ExpertCompute,
-                    rank: r as u32,
-                    holder: r as u32,
-                    cause: Cause::Compute,
-                    excess,
-                };
-                ops[i] = graph.op(r, Stream::Compute, ps(secs), info, &[ops[i]]);
-            }
-            let b2 = graph.barrier(ops.iter().copied());
-            for &r in ranks {
-                let t = second[cell0 + r];
-                let info = OpInfo::transfer(second_phase, r, &t);
-                prev[r] = Some(graph.op(r, Stream::Comm, ps(t.time_s), info, &[b2]));
-            }
-        }
-    }
-
-    /// Simulated time per iteration spent in the gradient all-reduce in the first window.
-    pub fn grad_sync_time(&self) -> SimTime {
-        ps(self.grad_sync_s[0])
     }
 }
-
 /// Expert slots per rank and MoE layer of an EP strategy (static or replicated).
 pub fn slots_per_rank(s: &Scenario, strategy: &Strategy) -> usize {
     strategy
@@ -696,5 +779,54 @@ pub fn params_on_rank(s: &Scenario, slots: usize) -> ParamsOnRank {
         dense_replicas: g as f64,
         // Mean copies per expert across the cluster.
         expert_replicas: (g * slots) as f64 / m.experts as f64,
+    }
+}
+
+impl StrategyModel for EpModel<'_> {
+    type Workspace = EpWorkspace;
+    type Iteration = IterationRecord;
+
+    fn iterations(&self) -> usize {
+        self.scenario
+            .workload
+            .iterations
+            .min(self.routing.iterations())
+    }
+
+    fn simulate(&self, it: usize, ws: &mut EpWorkspace) -> IterationRecord {
+        self.simulate_iteration(it, ws)
+    }
+
+    fn record(it: &IterationRecord) -> &IterationRecord {
+        it
+    }
+
+    fn graph(ws: &mut EpWorkspace) -> &mut IterationGraph {
+        &mut ws.graph
+    }
+
+    fn extra_phases(&self) -> &'static [Phase] {
+        if self.strategy.replication.is_some() {
+            &[Phase::Rebalance]
+        } else {
+            &[]
+        }
+    }
+
+    fn finish(&self, runs: &[IterationRecord], result: &mut StrategyResult) {
+        result.memory = self.memory(routed_tokens(runs.iter()));
+        result.memory_peak_gib = result.memory.total_gib;
+        result.placement = self.placement();
+        result.replication = self
+            .strategy
+            .replication
+            .map(|r| crate::result::ReplicationResult {
+                slots_per_gpu: r.slots_per_gpu,
+                replan_interval: r.replan_interval,
+                method: r.method,
+                token_split: r.token_split,
+                moved_copies_per_replan: self.moved_copies_per_replan().to_vec(),
+                placement_per_layer: self.placement_per_layer(),
+            });
     }
 }

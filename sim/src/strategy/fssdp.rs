@@ -26,15 +26,18 @@ mod lower;
 pub mod materialize;
 pub mod sharding;
 
-use crate::collective::{AllToAllScratch, all_reduce_s};
+use crate::collective::AllToAllScratch;
 use crate::collective_sparse::{SparseBatch, SparseScratch};
 use crate::engine::to_ms;
 use crate::iteration::IterationGraph;
-use crate::memory::{GIB, MemoryBreakdown, ParamsOnRank, rank_memory};
+use crate::memory::{GIB, MemoryBreakdown, ParamsOnRank, RoutedTokens, rank_memory};
 use crate::phase::Phase;
+use crate::result::StrategyResult;
 use crate::scenario::knobs::FssdpKnobs;
 use crate::scenario::{Scenario, Strategy};
-use crate::strategy::ep::{EpIteration, EpModel};
+use crate::strategy::ep::EpModel;
+use crate::strategy::model::StrategyModel;
+use crate::strategy::record::{IterationRecord, routed_tokens};
 use crate::strategy::shared::dense_forward_s;
 use crate::topology::Topology;
 use dispatch::Dispatch;
@@ -60,7 +63,8 @@ pub struct FssdpModel<'a> {
     pub overlap_degree: usize,
     dense_fwd_s: [f64; 2],
     lm_head_s: f64,
-    grad_sync_s: f64,
+    /// The dense gradient all-reduce's stages.
+    grad_sync: Vec<crate::network::CollectiveSpec>,
     expert_bytes: f64,
     grad_bytes: f64,
     /// Per iteration: forward loads per (layer, expert), summed over micro-batches.
@@ -72,7 +76,7 @@ pub struct FssdpModel<'a> {
 /// Per-iteration buffers, reused across iterations on one thread.
 #[derive(Default)]
 pub struct FssdpWorkspace {
-    graph: IterationGraph,
+    pub(crate) graph: IterationGraph,
     routing: Option<IterationRouting>,
     a2a: AllToAllScratch,
     sparse: SparseScratch,
@@ -84,7 +88,7 @@ pub struct FssdpWorkspace {
 /// One FSSDP iteration's outcome.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FssdpIteration {
-    pub base: EpIteration,
+    pub base: IterationRecord,
     /// Expert copies materialized beyond the owners, summed over layers.
     pub materialized: usize,
     /// The most copies one rank holds at once (all layers, or one layer with re-materialization).
@@ -163,10 +167,11 @@ impl<'a> FssdpModel<'a> {
             .unwrap_or_else(|| overlap_degree(dense_fwd_s[1], bandwidth, expert_bytes, experts));
         let zero3 = if s.training.zero_stage >= 3 { 1.5 } else { 1.0 };
         let all: Vec<usize> = (0..ranks).collect();
-        let grad_sync_s = all_reduce_s(
-            topo,
+        let grad_sync = crate::collective::Collectives::new(topo, s.cluster.network).all_reduce(
             &all,
             m.dense_params() as f64 * s.training.grad_bytes_per_param * zero3,
+            crate::engine::Stream::Comm,
+            &mut AllToAllScratch::default(),
         );
         let iterations = s.workload.iterations.min(routing.iterations());
         let loads: Vec<Vec<f64>> = (0..iterations)
@@ -197,7 +202,7 @@ impl<'a> FssdpModel<'a> {
             overlap_degree: t,
             dense_fwd_s,
             lm_head_s,
-            grad_sync_s,
+            grad_sync,
             expert_bytes,
             grad_bytes,
             loads,
@@ -292,10 +297,10 @@ impl<'a> FssdpModel<'a> {
     }
 
     /// Memory of the peak rank: its owned experts' full state, plus weights and gradient buffers of
-    /// `materialized` copies, plus activations for `peak_layer_tokens` routed tokens.
-    pub fn memory(&self, peak_layer_tokens: u64, materialized: usize) -> MemoryBreakdown {
+    /// `materialized` copies, plus activations for `routed` tokens.
+    pub fn memory(&self, routed: RoutedTokens, materialized: usize) -> MemoryBreakdown {
         let s = self.scenario;
-        let mut mem = rank_memory(s, self.params_on_rank(), peak_layer_tokens as f64);
+        let mut mem = rank_memory(s, self.params_on_rank(), routed);
         let p = materialized as f64 * s.model.expert_params() as f64;
         mem.params_gib += p * s.model.dtype_bytes as f64 / GIB;
         mem.grads_gib += p * s.training.grad_bytes_per_param / GIB;
@@ -360,4 +365,40 @@ impl<'a> FssdpModel<'a> {
 /// The routing shape FSSDP needs (the same as EP's: per source rank and expert).
 pub fn routing_shape(s: &Scenario) -> moesim_traces::RoutingShape {
     EpModel::routing_shape(s)
+}
+
+impl StrategyModel for FssdpModel<'_> {
+    type Workspace = FssdpWorkspace;
+    type Iteration = FssdpIteration;
+
+    fn iterations(&self) -> usize {
+        self.loads.len()
+    }
+
+    fn simulate(&self, it: usize, ws: &mut FssdpWorkspace) -> FssdpIteration {
+        self.simulate_iteration(it, ws)
+    }
+
+    fn record(it: &FssdpIteration) -> &IterationRecord {
+        &it.base
+    }
+
+    fn graph(ws: &mut FssdpWorkspace) -> &mut IterationGraph {
+        &mut ws.graph
+    }
+
+    fn extra_phases(&self) -> &'static [Phase] {
+        &[Phase::Spag, Phase::Sprs, Phase::Reshard]
+    }
+
+    fn finish(&self, runs: &[FssdpIteration], result: &mut StrategyResult) {
+        let stats = self.stats(runs);
+        result.memory = self.memory(
+            routed_tokens(runs.iter().map(|r| &r.base)),
+            stats.materialized_on_rank_max,
+        );
+        result.memory_peak_gib = result.memory.total_gib;
+        result.placement = self.placement();
+        result.fssdp = Some(stats);
+    }
 }

@@ -1,7 +1,10 @@
 //! Strategies: how each one lowers an iteration into operations.
 
+pub mod blocks;
 pub mod ep;
 pub mod fssdp;
 pub mod layout;
+pub mod model;
 pub mod offload;
+pub mod record;
 pub mod shared;

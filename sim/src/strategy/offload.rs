@@ -21,14 +21,16 @@ pub mod replay;
 pub mod tokens;
 
 use crate::collective::Cause;
-use crate::engine::{OpId, ps, to_ms};
-use crate::iteration::{IterationGraph, OpInfo, Stream};
-use crate::memory::{GIB, MemoryBreakdown, ParamsOnRank, rank_memory};
+use crate::engine::{OpId, Stream, ps};
+use crate::iteration::{IterationGraph, OpInfo};
+use crate::memory::{GIB, MemoryBreakdown, ParamsOnRank, RoutedTokens, rank_memory};
 use crate::phase::Phase;
+use crate::result::StrategyResult;
 use crate::scenario::Scenario;
 use crate::scenario::file::Mode;
 use crate::scenario::knobs::{ExpertTier, HostMemory, MissAction, OffloadKnobs, Prefetch};
-use crate::strategy::ep::EpIteration;
+use crate::strategy::model::StrategyModel;
+use crate::strategy::record::IterationRecord;
 use crate::strategy::shared::{dense_forward_s, experts_forward_s};
 use moesim_calibrate::{CopyKind, CostModel, datasheet};
 use moesim_traces::CacheError;
@@ -207,12 +209,16 @@ impl<'a> OffloadModel<'a> {
     }
 
     /// Times step `i`.
-    pub fn simulate_step(&self, i: usize, graph: &mut IterationGraph) -> (EpIteration, StepFacts) {
+    pub fn simulate_step(
+        &self,
+        i: usize,
+        graph: &mut IterationGraph,
+    ) -> (IterationRecord, StepFacts) {
         let s = self.scenario;
         let g = s.cluster.gpus();
         let moe_layers = self.replay.layers;
         let first = s.model.first_dense_layers;
-        graph.reset(1, 3);
+        graph.reset(1, s.cluster.network, 0.0);
         let mut facts = StepFacts::default();
         let mut counts = Vec::new();
         let info = |phase: Phase| OpInfo {
@@ -259,7 +265,7 @@ impl<'a> OffloadModel<'a> {
                     facts.cpu_experts += 1;
                     done.push(graph.op(
                         0,
-                        Stream::Comm,
+                        Stream::HostCpu,
                         ps(self.cpu_expert_s(e as usize, c)),
                         info(Phase::ExpertCompute),
                         &[d],
@@ -271,7 +277,7 @@ impl<'a> OffloadModel<'a> {
                         e,
                         graph.op(
                             0,
-                            Stream::Copy,
+                            Stream::H2d,
                             ps(self.fetch_s(e as usize)),
                             info(Phase::ExpertFetch),
                             &[d],
@@ -287,7 +293,7 @@ impl<'a> OffloadModel<'a> {
                     facts.fetched_bytes += self.expert_bytes[e as usize];
                     let op = graph.op(
                         0,
-                        Stream::Copy,
+                        Stream::H2d,
                         ps(self.fetch_s(e as usize)),
                         info(Phase::ExpertFetch),
                         &[d],
@@ -331,17 +337,17 @@ impl<'a> OffloadModel<'a> {
             info(Phase::DenseCompute),
             prev.as_slice(),
         );
-        let mut outcome = graph.analyse();
+        let mut outcome = graph.analyse(None);
         // Replicas: every GPU runs the same step.
         let busy = outcome.busy[0];
         outcome.busy = vec![busy; g];
-        let iteration = EpIteration {
+        let iteration = IterationRecord {
             outcome,
             tokens_received: vec![received; g],
             peak_layer_tokens: vec![peak; g],
+            activation_tokens: vec![peak; g],
             routed: received,
             dropped: 0,
-            network_bytes: 0.0,
         };
         (iteration, facts)
     }
@@ -356,7 +362,11 @@ impl<'a> OffloadModel<'a> {
             dense_replicas: 1.0,
             expert_replicas: 1.0,
         };
-        let mut mem = rank_memory(s, p, peak_layer_tokens as f64);
+        let routed = RoutedTokens {
+            peak_layer: peak_layer_tokens as f64,
+            all_layers: peak_layer_tokens as f64,
+        };
+        let mut mem = rank_memory(s, p, routed);
         let largest = self.expert_bytes.iter().copied().fold(0.0, f64::max);
         let slots = self.knobs.cache_experts_per_layer * s.model.moe_layers()
             + if self.knobs.prefetch == Prefetch::None {
@@ -425,6 +435,46 @@ mod erased {
 }
 
 /// Step time in milliseconds of an iteration record.
-pub fn step_ms(r: &EpIteration) -> f64 {
-    to_ms(r.outcome.step)
+pub fn step_ms(r: &IterationRecord) -> f64 {
+    r.step_ms()
+}
+
+impl StrategyModel for OffloadModel<'_> {
+    type Workspace = IterationGraph;
+    type Iteration = (IterationRecord, StepFacts);
+
+    fn iterations(&self) -> usize {
+        self.steps()
+    }
+
+    fn simulate(&self, it: usize, ws: &mut IterationGraph) -> (IterationRecord, StepFacts) {
+        self.simulate_step(it, ws)
+    }
+
+    fn record(it: &(IterationRecord, StepFacts)) -> &IterationRecord {
+        &it.0
+    }
+
+    fn graph(ws: &mut IterationGraph) -> &mut IterationGraph {
+        ws
+    }
+
+    fn extra_phases(&self) -> &'static [Phase] {
+        &[Phase::ExpertFetch]
+    }
+
+    fn finish(&self, runs: &[(IterationRecord, StepFacts)], result: &mut StrategyResult) {
+        let peak = runs
+            .iter()
+            .flat_map(|r| r.0.peak_layer_tokens.first().copied())
+            .max()
+            .unwrap_or(0);
+        let (memory, cache_gib) = self.memory(peak);
+        let steps_ms: Vec<f64> = runs.iter().map(|r| r.0.step_ms()).collect();
+        let facts: Vec<StepFacts> = runs.iter().map(|r| r.1.clone()).collect();
+        result.memory = memory;
+        result.memory_peak_gib = memory.total_gib;
+        result.placement = vec![(0..self.scenario.model.experts).collect()];
+        result.offload = Some(self.stats(&facts, &steps_ms, cache_gib));
+    }
 }

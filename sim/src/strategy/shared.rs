@@ -10,8 +10,19 @@ use rand_distr::{Distribution, LogNormal};
 /// Forward dense work of one layer on one rank (attention projections and scores, the gate, shared experts,
 /// and the dense FFN of the first dense layers), nominal speed.
 pub fn dense_forward_s(s: &Scenario, cost: &dyn CostModel, moe_layer: bool) -> f64 {
+    dense_forward_tokens_s(s, cost, moe_layer, s.tokens_per_rank(), 1)
+}
+
+/// [`dense_forward_s`] for `t` tokens of a rank's micro-batch split into `parts` parts (decode reads
+/// `1/parts` of the KV cache per part).
+pub fn dense_forward_tokens_s(
+    s: &Scenario,
+    cost: &dyn CostModel,
+    moe_layer: bool,
+    t: u64,
+    parts: usize,
+) -> f64 {
     let m = &s.model;
-    let t = s.tokens_per_rank();
     let d = m.d_model;
     let dt = m.dtype_bytes;
     let mut time = cost.gemm_s(t, m.attn_params_per_layer / d, d, dt);
@@ -21,7 +32,8 @@ pub fn dense_forward_s(s: &Scenario, cost: &dyn CostModel, moe_layer: bool) -> f
         // Decode reads the whole KV cache of every sequence.
         Mode::Decode => {
             let kv =
-                m.micro_batch as f64 * m.seq_len as f64 * m.kv_bytes_per_token_per_layer as f64;
+                m.micro_batch as f64 * m.seq_len as f64 * m.kv_bytes_per_token_per_layer as f64
+                    / parts as f64;
             time += cost.memory_bound_s(kv)
         }
     }

@@ -32,11 +32,7 @@ pub fn glyph(p: Phase) -> (char, Color) {
 }
 
 fn stream_order(s: Stream) -> usize {
-    match s {
-        Stream::Compute => 0,
-        Stream::Comm => 1,
-        Stream::Copy => 2,
-    }
+    s.index()
 }
 
 pub fn render(app: &App, _s: &Session, area: Rect, buf: &mut Buffer) {

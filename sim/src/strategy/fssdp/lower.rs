@@ -5,13 +5,15 @@
 
 use super::materialize::{LayerPlacement, materialize};
 use super::{FssdpIteration, FssdpModel, FssdpWorkspace, sharding};
-use crate::collective::{Cause, RankTransfer, all_to_all};
-use crate::collective_sparse::{SparseKind, SparseOutcome, sparse_collective};
-use crate::engine::{OpId, ps, to_ms};
-use crate::iteration::{IterationGraph, OpInfo, Stream};
+use crate::collective::{Collectives, all_to_all};
+use crate::collective_sparse::{SparseKind, SparseOutcome, sparse_collective, sparse_spec};
+use crate::engine::{OpId, Stream, to_ms};
+use crate::iteration::IterationGraph;
+use crate::network::CollectiveSpec;
 use crate::phase::Phase;
-use crate::strategy::ep::EpIteration;
-use crate::strategy::shared::{experts_forward_s, optimizer_s, rank_slowdown, scaled};
+use crate::strategy::blocks::{self, Speeds};
+use crate::strategy::record::IterationRecord;
+use crate::strategy::shared::{experts_forward_s, optimizer_s};
 use moesim_traces::IterationRouting;
 
 impl FssdpModel<'_> {
@@ -22,7 +24,7 @@ impl FssdpModel<'_> {
         bytes: f64,
         kind: SparseKind,
         ws: &mut FssdpWorkspace,
-    ) -> SparseOutcome {
+    ) -> (SparseOutcome, CollectiveSpec) {
         ws.batch.clear();
         for (e, &o) in owners.iter().enumerate() {
             let h = p.holders(e);
@@ -31,7 +33,21 @@ impl FssdpModel<'_> {
                     .push(o as usize, bytes, h[1..].iter().map(|&r| r as usize));
             }
         }
-        sparse_collective(self.topo, &ws.batch, kind, &mut ws.sparse)
+        self.sparse(kind, ws)
+    }
+
+    /// Prices the batch in `ws` and makes it a collective.
+    fn sparse(&self, kind: SparseKind, ws: &mut FssdpWorkspace) -> (SparseOutcome, CollectiveSpec) {
+        let out = sparse_collective(self.topo, &ws.batch, kind, &mut ws.sparse);
+        let spec = sparse_spec(
+            self.topo,
+            &out,
+            &ws.batch,
+            &ws.sparse,
+            self.scenario.cluster.network,
+            Stream::Comm,
+        );
+        (out, spec)
     }
 
     /// Predicted MoE-block latency of one (micro-batch, layer) on `p`: slowest expert compute plus dispatch
@@ -79,13 +95,11 @@ impl FssdpModel<'_> {
         let mbs = routing.shape.micro_batches;
         let remat = self.knobs.rematerialize;
         let token_bytes = s.model.token_bytes() as f64;
-        let slow: Vec<f64> = (0..g).map(|r| rank_slowdown(s, it, r)).collect();
-        let mean_slow = slow.iter().sum::<f64>() / g as f64;
         let owners = self.owners(it).to_vec();
         let mut plan = self.plan(it);
 
         // Calibration: re-plan on the iteration's actual loads where the extra spAG pays for itself.
-        let mut calibrated = vec![None::<SparseOutcome>; moe_layers];
+        let mut calibrated = vec![None::<(SparseOutcome, CollectiveSpec)>; moe_layers];
         let mut calibrated_count = 0;
         if self.knobs.calibrate {
             for l in 0..moe_layers {
@@ -114,8 +128,7 @@ impl FssdpModel<'_> {
                 if ws.batch.is_empty() {
                     continue;
                 }
-                let extra =
-                    sparse_collective(self.topo, &ws.batch, SparseKind::AllGather, &mut ws.sparse);
+                let extra = self.sparse(SparseKind::AllGather, ws);
                 let mut merged = plan[l].clone();
                 for x in 0..e {
                     for &r in &cal.holders(x)[1..] {
@@ -128,7 +141,7 @@ impl FssdpModel<'_> {
                     before += self.predict(counts, &plan[l], ws);
                     after += self.predict(counts, &merged, ws);
                 }
-                if after + extra.time_s < before {
+                if after + extra.0.time_s < before {
                     plan[l] = merged;
                     calibrated[l] = Some(extra);
                     calibrated_count += 1;
@@ -137,7 +150,7 @@ impl FssdpModel<'_> {
         }
 
         // Sparse collectives per layer.
-        let spag: Vec<SparseOutcome> = (0..moe_layers)
+        let spag: Vec<(SparseOutcome, CollectiveSpec)> = (0..moe_layers)
             .map(|l| {
                 self.spag(
                     &plan[l],
@@ -148,7 +161,7 @@ impl FssdpModel<'_> {
                 )
             })
             .collect();
-        let sprs: Vec<SparseOutcome> = (0..moe_layers)
+        let sprs: Vec<(SparseOutcome, CollectiveSpec)> = (0..moe_layers)
             .map(|l| {
                 self.spag(
                     &plan[l],
@@ -181,22 +194,17 @@ impl FssdpModel<'_> {
             per_rank_sum.iter().copied().max().unwrap_or(0)
         };
 
-        // Dispatch, all-to-alls and expert compute per (micro-batch, layer, rank).
-        let cells = mbs * moe_layers * g;
-        let idle = RankTransfer {
-            time_s: 0.0,
-            holder: 0,
-            cause: Cause::Network,
-            excess_s: 0.0,
-        };
-        let mut disp = vec![idle; cells];
-        let mut comb = vec![idle; cells];
-        let mut expert_s = vec![0.0; cells];
+        // Dispatch, all-to-alls and expert compute per (micro-batch, layer).
+        let comms = Collectives::new(self.topo, s.cluster.network);
+        let mut cells: Vec<(CollectiveSpec, CollectiveSpec, Vec<f64>)> =
+            Vec::with_capacity(mbs * moe_layers);
         let mut tokens_received = vec![0u64; g];
         let mut peak_layer_tokens = vec![0u64; g];
-        let (mut routed, mut network_bytes) = (0u64, 0.0);
+        let mut activation_tokens = vec![0u64; g];
+        let mut routed = 0u64;
         let all: Vec<usize> = (0..g).collect();
         for mb in 0..mbs {
+            let before = tokens_received.clone();
             for (l, placement) in plan.iter().enumerate() {
                 let counts = routing.layer_counts(mb, l);
                 routed += counts.iter().map(|&c| c as u64).sum::<u64>();
@@ -209,25 +217,28 @@ impl FssdpModel<'_> {
                         ws.bytes_t[j * g + i] = ws.dispatch.bytes[i * g + j];
                     }
                 }
-                let d = all_to_all(self.topo, &all, &ws.dispatch.bytes, &mut ws.a2a);
-                network_bytes += d.network_bytes;
-                let c = all_to_all(self.topo, &all, &ws.bytes_t, &mut ws.a2a);
+                let (d, _) = comms.all_to_all(&all, &ws.dispatch.bytes, Stream::Comm, &mut ws.a2a);
+                let (c, _) = comms.all_to_all(&all, &ws.bytes_t, Stream::Comm, &mut ws.a2a);
+                let mut expert_s = Vec::with_capacity(g);
                 for r in 0..g {
-                    let cell = (mb * moe_layers + l) * g + r;
-                    disp[cell] = d.per_rank[r];
-                    comb[cell] = c.per_rank[r];
                     let local = &ws.dispatch.tokens[r * e..(r + 1) * e];
                     let recv: u64 = local.iter().map(|&x| x as u64).sum();
                     tokens_received[r] += recv;
                     peak_layer_tokens[r] = peak_layer_tokens[r].max(recv);
-                    expert_s[cell] = experts_forward_s(s, self.cost, local);
+                    expert_s.push(experts_forward_s(s, self.cost, local));
                 }
+                cells.push((d, c, expert_s));
+            }
+            for r in 0..g {
+                activation_tokens[r] = activation_tokens[r].max(tokens_received[r] - before[r]);
             }
         }
 
         // Lower into operations.
+        let network = s.cluster.network;
+        let speeds = Speeds::of(s, it, g);
         let graph = &mut ws.graph;
-        graph.reset(g, 2);
+        graph.reset(g, network, s.cluster.comm_sm_fraction);
         let mut prev: Vec<Option<OpId>> = vec![None; g];
         let mut reshard_bytes = 0.0;
         if it > 0 && self.epoch(it) != self.epoch(it - 1) {
@@ -242,97 +253,85 @@ impl FssdpModel<'_> {
                     reshard_bytes += per_expert;
                 }
             }
-            let x = all_to_all(self.topo, &all, &bytes, &mut ws.a2a);
-            for (r, (t, p)) in x.per_rank.iter().zip(prev.iter_mut()).enumerate() {
-                let info = OpInfo::transfer(Phase::Reshard, r, t);
-                *p = Some(graph.op(r, Stream::Comm, ps(t.time_s), info, &[]));
-            }
-            let b = graph.barrier(prev.iter().flatten().copied());
-            prev.fill(Some(b));
+            let (spec, _) = comms.all_to_all(&all, &bytes, Stream::Comm, &mut ws.a2a);
+            blocks::collective(graph, &mut prev, Phase::Reshard, spec, &[]);
         }
         let layers = s.model.layers;
         let first_moe = s.model.first_dense_layers;
-        let dense_op = |graph: &mut IterationGraph,
-                        prev: &mut Vec<Option<OpId>>,
-                        seconds: f64|
-         -> Vec<Option<OpId>> {
-            let before = prev.clone();
-            for r in 0..g {
-                let info = OpInfo {
-                    phase: Phase::DenseCompute,
-                    rank: r as u32,
-                    holder: r as u32,
-                    cause: Cause::Compute,
-                    excess: ps(seconds * (slow[r] - mean_slow).max(0.0)),
-                };
-                prev[r] = Some(graph.op(
-                    r,
-                    Stream::Compute,
-                    scaled(seconds, slow[r]),
-                    info,
-                    prev[r].as_slice(),
-                ));
-            }
-            before
-        };
+        // A sparse collective whose part on rank r starts after `deps[r]`; returns its operations.
         let sparse_ops = |graph: &mut IterationGraph,
                           deps: &[Option<OpId>],
-                          out: &SparseOutcome,
+                          spec: &CollectiveSpec,
                           phase: Phase|
          -> Vec<OpId> {
-            let mut ops = Vec::new();
-            for (r, (t, dep)) in out.per_rank.iter().zip(deps).enumerate() {
-                if t.time_s <= 0.0 {
-                    continue;
-                }
-                let info = OpInfo {
-                    phase,
-                    rank: r as u32,
-                    holder: t.holder as u32,
-                    cause: t.cause,
-                    excess: ps(t.excess_s),
-                };
-                ops.push(graph.op(r, Stream::Comm, ps(t.time_s), info, dep.as_slice()));
+            if spec.parts.is_empty() {
+                return Vec::new();
             }
-            ops
+            let d: Vec<Vec<OpId>> = spec
+                .parts
+                .iter()
+                .map(|p| deps[p.rank as usize].into_iter().collect())
+                .collect();
+            graph.collective(phase, spec.clone(), |i| &d[i])
         };
         // (dense ops, spAG ops) per overlapped gather, to measure exposure after the run.
         let mut overlaps: Vec<(Vec<OpId>, Vec<OpId>)> = Vec::new();
         let mut sprs_ops: Vec<OpId> = Vec::new();
+        let recompute = if s.training.activation_checkpointing {
+            1.0
+        } else {
+            0.0
+        };
         for mb in 0..mbs {
             for layer in 0..layers {
                 let moe = layer >= first_moe;
-                let before = dense_op(graph, &mut prev, self.dense_fwd_s[moe as usize]);
+                let before = prev.clone();
+                blocks::dense(
+                    graph,
+                    &mut prev,
+                    0..g,
+                    self.dense_fwd_s[moe as usize],
+                    &speeds,
+                    Phase::DenseCompute,
+                );
                 if moe {
                     let l = layer - first_moe;
                     let mut gather = if mb == 0 || remat {
-                        sparse_ops(graph, &before, &spag[l], Phase::Spag)
+                        sparse_ops(graph, &before, &spag[l].1, Phase::Spag)
                     } else {
                         Vec::new()
                     };
-                    let dense: Vec<OpId> = prev.iter().flatten().copied().collect();
                     if !gather.is_empty() {
-                        overlaps.push((dense.clone(), gather.clone()));
+                        overlaps.push((prev.iter().flatten().copied().collect(), gather.clone()));
                     }
                     if let Some(extra) = calibrated[l].as_ref().filter(|_| mb == 0 || remat) {
                         // The calibrated copies are known only after the gate: on the critical path.
-                        let deps: Vec<Option<OpId>> = prev.clone();
-                        gather.extend(sparse_ops(graph, &deps, extra, Phase::Spag));
+                        let deps = prev.clone();
+                        gather.extend(sparse_ops(graph, &deps, &extra.1, Phase::Spag));
                     }
-                    let cell0 = (mb * moe_layers + l) * g;
-                    self.moe_block(
-                        graph, &mut prev, &gather, cell0, 1.0, &slow, &disp, &comb, &expert_s,
-                        false,
-                    );
+                    let cell = &cells[mb * moe_layers + l];
+                    blocks::collective(graph, &mut prev, Phase::Dispatch, cell.0.clone(), &gather);
+                    blocks::experts(graph, &mut prev, &all, &cell.2, 1.0, &speeds);
+                    blocks::collective(graph, &mut prev, Phase::Combine, cell.1.clone(), &[]);
                 }
             }
-            dense_op(graph, &mut prev, self.lm_head_s);
-            let mut before = dense_op(graph, &mut prev, 2.0 * self.lm_head_s);
-            let recompute = if s.training.activation_checkpointing {
-                1.0
-            } else {
-                0.0
-            };
+            blocks::dense(
+                graph,
+                &mut prev,
+                0..g,
+                self.lm_head_s,
+                &speeds,
+                Phase::DenseCompute,
+            );
+            let mut before = prev.clone();
+            blocks::dense(
+                graph,
+                &mut prev,
+                0..g,
+                2.0 * self.lm_head_s,
+                &speeds,
+                Phase::DenseCompute,
+            );
             for layer in (0..layers).rev() {
                 let moe = layer >= first_moe;
                 if moe {
@@ -340,7 +339,7 @@ impl FssdpModel<'_> {
                     // Re-gather beside the dense backward that precedes this MoE block.
                     let gather = if remat {
                         let dense: Vec<OpId> = prev.iter().flatten().copied().collect();
-                        let ops = sparse_ops(graph, &before, &spag[l], Phase::Spag);
+                        let ops = sparse_ops(graph, &before, &spag[l].1, Phase::Spag);
                         if !ops.is_empty() {
                             overlaps.push((dense, ops.clone()));
                         }
@@ -348,61 +347,51 @@ impl FssdpModel<'_> {
                     } else {
                         Vec::new()
                     };
-                    let cell0 = (mb * moe_layers + l) * g;
-                    self.moe_block(
-                        graph, &mut prev, &gather, cell0, 2.0, &slow, &disp, &comb, &expert_s, true,
-                    );
+                    let cell = &cells[mb * moe_layers + l];
+                    blocks::collective(graph, &mut prev, Phase::Combine, cell.0.clone(), &gather);
+                    blocks::experts(graph, &mut prev, &all, &cell.2, 2.0, &speeds);
+                    blocks::collective(graph, &mut prev, Phase::Dispatch, cell.1.clone(), &[]);
                     if mb + 1 == mbs || remat {
                         let deps = prev.clone();
-                        sprs_ops.extend(sparse_ops(graph, &deps, &sprs[l], Phase::Sprs));
+                        sprs_ops.extend(sparse_ops(graph, &deps, &sprs[l].1, Phase::Sprs));
                     }
                 }
-                before = dense_op(
+                before = prev.clone();
+                blocks::dense(
                     graph,
                     &mut prev,
+                    0..g,
                     (2.0 + recompute) * self.dense_fwd_s[moe as usize],
+                    &speeds,
+                    Phase::DenseCompute,
                 );
             }
         }
         // FSSDP is a training strategy: every iteration ends with the dense all-reduce and the owners' step.
         {
-            let b = graph.barrier(
-                prev.iter()
-                    .flatten()
-                    .copied()
-                    .chain(sprs_ops.iter().copied()),
-            );
+            let tail = graph.barrier(sprs_ops.iter().copied());
+            let chains = [prev.clone(), vec![Some(tail); g]];
+            let synced = blocks::grad_sync(graph, &chains, self.grad_sync.iter().cloned());
             let updated_dense = if s.training.zero_stage >= 1 {
                 s.model.dense_params() as f64 / g as f64
             } else {
                 s.model.dense_params() as f64
             };
             let owned = sharding::owned_per_rank(&owners, g);
-            for r in 0..g {
-                let info = OpInfo {
-                    phase: Phase::GradSync,
-                    rank: r as u32,
-                    holder: r as u32,
-                    cause: Cause::Network,
-                    excess: 0,
-                };
-                let sync = graph.op(r, Stream::Comm, ps(self.grad_sync_s), info, &[b]);
-                let secs = optimizer_s(
-                    s,
-                    self.cost,
-                    updated_dense + owned[r] as f64 * s.model.expert_params() as f64,
-                );
-                let info = OpInfo {
-                    phase: Phase::Optimizer,
-                    rank: r as u32,
-                    holder: r as u32,
-                    cause: Cause::Compute,
-                    excess: 0,
-                };
-                prev[r] = Some(graph.op(r, Stream::Compute, scaled(secs, slow[r]), info, &[sync]));
-            }
+            blocks::optimizer(
+                graph,
+                &synced,
+                |r| {
+                    optimizer_s(
+                        s,
+                        self.cost,
+                        updated_dense + owned[r] as f64 * s.model.expert_params() as f64,
+                    )
+                },
+                &speeds,
+            );
         }
-        let outcome = graph.analyse();
+        let outcome = graph.analyse(Some(self.topo));
         let finish = |ops: &[OpId]| {
             ops.iter()
                 .map(|&o| graph.engine.timing(o).finish)
@@ -416,75 +405,26 @@ impl FssdpModel<'_> {
         let repeat = if remat { 2.0 * mbs as f64 } else { 1.0 };
         let sprs_repeat = if remat { mbs as f64 } else { 1.0 };
         FssdpIteration {
-            base: EpIteration {
+            base: IterationRecord {
                 outcome,
                 tokens_received,
                 peak_layer_tokens,
+                activation_tokens,
                 routed,
                 dropped: 0,
-                network_bytes,
             },
             materialized,
             peak_materialized_on_rank: peak_materialized,
-            spag_bytes: repeat * spag.iter().map(|x| x.bytes).sum::<f64>()
+            spag_bytes: repeat * spag.iter().map(|x| x.0.bytes).sum::<f64>()
                 + calibrated
                     .iter()
                     .flatten()
-                    .map(|x| x.bytes * if remat { 2.0 * mbs as f64 } else { 1.0 })
+                    .map(|x| x.0.bytes * if remat { 2.0 * mbs as f64 } else { 1.0 })
                     .sum::<f64>(),
-            sprs_bytes: sprs_repeat * sprs.iter().map(|x| x.bytes).sum::<f64>(),
+            sprs_bytes: sprs_repeat * sprs.iter().map(|x| x.0.bytes).sum::<f64>(),
             exposed_spag_s: to_ms(exposed) * 1e-3,
             calibrated: calibrated_count,
             reshard_bytes,
-        }
-    }
-
-    /// One MoE block over all ranks (forward, or backward with `backward`): barrier on the ranks' last ops
-    /// and `gather` → dispatch → expert compute → barrier → combine.
-    #[allow(clippy::too_many_arguments)]
-    fn moe_block(
-        &self,
-        graph: &mut IterationGraph,
-        prev: &mut [Option<OpId>],
-        gather: &[OpId],
-        cell0: usize,
-        compute_scale: f64,
-        slow: &[f64],
-        dispatch: &[RankTransfer],
-        combine: &[RankTransfer],
-        expert_s: &[f64],
-        backward: bool,
-    ) {
-        let g = self.ranks;
-        let (first_phase, second_phase) = if backward {
-            (Phase::Combine, Phase::Dispatch)
-        } else {
-            (Phase::Dispatch, Phase::Combine)
-        };
-        let b = graph.barrier(prev.iter().flatten().copied().chain(gather.iter().copied()));
-        let mut ops = Vec::with_capacity(g);
-        for r in 0..g {
-            let t = dispatch[cell0 + r];
-            let info = OpInfo::transfer(first_phase, r, &t);
-            ops.push(graph.op(r, Stream::Comm, ps(t.time_s), info, &[b]));
-        }
-        let mean = (0..g).map(|r| expert_s[cell0 + r] * slow[r]).sum::<f64>() / g as f64;
-        for r in 0..g {
-            let secs = expert_s[cell0 + r] * slow[r] * compute_scale;
-            let info = OpInfo {
-                phase: Phase::ExpertCompute,
-                rank: r as u32,
-                holder: r as u32,
-                cause: Cause::Compute,
-                excess: ps((secs - mean * compute_scale).max(0.0)),
-            };
-            ops[r] = graph.op(r, Stream::Compute, ps(secs), info, &[ops[r]]);
-        }
-        let b2 = graph.barrier(ops.iter().copied());
-        for r in 0..g {
-            let t = combine[cell0 + r];
-            let info = OpInfo::transfer(second_phase, r, &t);
-            prev[r] = Some(graph.op(r, Stream::Comm, ps(t.time_s), info, &[b2]));
         }
     }
 }
