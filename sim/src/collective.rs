@@ -87,6 +87,7 @@ impl RankTransfer {
 #[derive(Debug, Default)]
 pub struct AllToAllScratch {
     load: Vec<f64>,
+    busy: Vec<f64>,
 }
 
 /// Outcome of one all-to-all at the analytic fidelity.
@@ -99,6 +100,24 @@ pub struct AllToAllOutcome {
     pub network_bytes: f64,
     /// Bytes that crossed a NIC (left their node).
     pub nic_bytes: f64,
+}
+
+impl AllToAllOutcome {
+    /// The outcome of the transposed all-to-all (every flow reversed: a combine after its dispatch). On a
+    /// topology whose links have the same capacity both ways and whose routes have the same latency both
+    /// ways (every preset), each flow's time is unchanged and each rank keeps the same set of flows, so
+    /// per-rank times and holders are the same, with inbound and outbound causes swapped.
+    pub fn mirrored(&self) -> AllToAllOutcome {
+        let mut out = self.clone();
+        for t in &mut out.per_rank {
+            t.cause = match t.cause {
+                Cause::InboundLink => Cause::OutboundLink,
+                Cause::OutboundLink => Cause::InboundLink,
+                c => c,
+            };
+        }
+        out
+    }
 }
 
 /// A transfer to price: bytes from `src` to `dst` (global GPUs), `messages` route latencies in sequence.
@@ -281,63 +300,112 @@ pub fn all_to_all(
             out.link_bytes_total += 2.0 * (local_out + nic_out + spine_out);
         }
     }
-    let load = &s.load;
-    let busy = |l: u32| load[l as usize] / topo.links[l as usize].capacity();
-    let means = port_means(topo, ranks, busy);
-    // Busiest link on the route i → j and its id.
-    let route_busy = |i: usize, j: usize| -> (f64, u32) {
-        let mut best = (0.0f64, u32::MAX);
-        let mut see = |l: u32| {
-            let b = busy(l);
-            if b > best.0 {
-                best = (b, l);
-            }
-        };
-        if local(i, j) {
-            see(ports[i].local_out);
-            see(ports[j].local_in);
+    s.busy.clear();
+    s.busy.extend(
+        s.load
+            .iter()
+            .zip(&topo.links)
+            .map(|(&l, link)| l / link.capacity()),
+    );
+    let busy = &s.busy;
+    let means = port_means(topo, ranks, |l| busy[l as usize]);
+    // Per participant: its ports' (busy, link) by tier; per rail: the spine links'.
+    let port = |l: u32| {
+        if l == u32::MAX {
+            (0.0, u32::MAX)
         } else {
-            see(ports[i].nic_out);
-            if rails[i] != rails[j]
-                && let (Some((up, _)), Some((_, down))) = (spine[rails[i]], spine[rails[j]])
-            {
-                see(up);
-                see(down);
-            }
-            see(ports[j].nic_in);
+            (busy[l as usize], l)
         }
-        best
     };
-    out.per_rank = Vec::with_capacity(n);
+    let out_local: Vec<(f64, u32)> = ports.iter().map(|p| port(p.local_out)).collect();
+    let in_local: Vec<(f64, u32)> = ports.iter().map(|p| port(p.local_in)).collect();
+    let out_nic: Vec<(f64, u32)> = ports.iter().map(|p| port(p.nic_out)).collect();
+    let in_nic: Vec<(f64, u32)> = ports.iter().map(|p| port(p.nic_in)).collect();
+    let up: Vec<(f64, u32)> = spine
+        .iter()
+        .map(|x| x.map_or((0.0, u32::MAX), |(u, _)| port(u)))
+        .collect();
+    let down: Vec<(f64, u32)> = spine
+        .iter()
+        .map(|x| x.map_or((0.0, u32::MAX), |(_, d)| port(d)))
+        .collect();
+    let worse = |a: (f64, u32), b: (f64, u32)| if b.0 > a.0 { b } else { a };
+    // The busiest link on the route i → j, in route order (NIC out, spine up, spine down, NIC in), the
+    // earlier link winning ties as when walking the route.
+    let route_link = |i: usize, j: usize| -> (f64, u32) {
+        let none = (0.0, u32::MAX);
+        if local(i, j) {
+            worse(worse(none, out_local[i]), in_local[j])
+        } else if rails[i] != rails[j] && spine[rails[i]].is_some() && spine[rails[j]].is_some() {
+            worse(
+                worse(worse(worse(none, out_nic[i]), up[rails[i]]), down[rails[j]]),
+                in_nic[j],
+            )
+        } else {
+            worse(worse(none, out_nic[i]), in_nic[j])
+        }
+    };
+    // Busy seconds only, for the hot loop: per receiver its local and NIC ingress, the latter with its
+    // rail's spine downlink folded in for cross-rail routes.
+    let inl: Vec<f64> = in_local.iter().map(|x| x.0).collect();
+    let inn: Vec<f64> = in_nic.iter().map(|x| x.0).collect();
+    let inn_down: Vec<f64> = (0..n).map(|j| inn[j].max(down[rails[j]].0)).collect();
+    let has_spine = spine.iter().all(Option::is_some);
+    // One pass over the flows in row-major order: a flow's time (latency plus the busiest link on its
+    // route) counts for both its sender and its receiver, a later flow winning only when strictly later.
+    let mut best: Vec<(f64, usize, usize)> = vec![(0.0, usize::MAX, usize::MAX); n];
     for i in 0..n {
-        let mut t = RankTransfer::idle(ranks[i]);
-        let mut link = u32::MAX;
-        for j in 0..n {
-            if i == j {
+        let row = &bytes[i * n..(i + 1) * n];
+        let (ol, on, su) = (out_local[i].0, out_nic[i].0, up[rails[i]].0);
+        let lat = topo.route_latencies_from(ranks[i]);
+        let contiguous = ranks[n - 1] + 1 - ranks[0] == n;
+        for (j, &b) in row.iter().enumerate() {
+            if j == i || b <= 0.0 {
                 continue;
             }
-            if bytes[i * n + j] > 0.0 {
-                let (b, l) = route_busy(i, j);
-                let time = topo.route_latency_s(ranks[i], ranks[j]) + b;
-                if time > t.time_s {
-                    t.time_s = time;
-                    link = l;
-                }
+            let busiest = if nodes[j] == nodes[i] || ports[i].nic_out == u32::MAX {
+                ol.max(inl[j])
+            } else if rails[j] != rails[i] && has_spine {
+                on.max(su).max(inn_down[j])
+            } else {
+                on.max(inn[j])
+            };
+            let l = if contiguous {
+                lat[ranks[0] + j]
+            } else {
+                lat[ranks[j]]
+            };
+            let time = l + busiest;
+            if time > best[i].0 {
+                best[i] = (time, i, j);
             }
-            if bytes[j * n + i] > 0.0 {
-                let (b, l) = route_busy(j, i);
-                let time = topo.route_latency_s(ranks[j], ranks[i]) + b;
-                if time > t.time_s {
-                    t.time_s = time;
-                    link = l;
-                }
+            if time > best[j].0 {
+                best[j] = (time, i, j);
             }
         }
-        if link != u32::MAX {
-            attribute(topo, ranks[i], link, busy(link), &means, &mut t);
-        }
-        out.per_rank.push(t);
     }
+    let best: Vec<(f64, u32)> = best
+        .into_iter()
+        .map(|(t, a, b)| {
+            if a == usize::MAX {
+                (t, u32::MAX)
+            } else {
+                (t, route_link(a, b).1)
+            }
+        })
+        .collect();
+    out.per_rank = best
+        .iter()
+        .enumerate()
+        .map(|(i, &(time, link))| {
+            let mut t = RankTransfer::idle(ranks[i]);
+            t.time_s = time;
+            if link != u32::MAX {
+                attribute(topo, ranks[i], link, busy[link as usize], &means, &mut t);
+            }
+            t
+        })
+        .collect();
     out
 }
 
@@ -423,6 +491,31 @@ impl<'t> Collectives<'t> {
             (0..n * n).map(|k| Transfer {
                 src: ranks[k / n],
                 dst: ranks[k % n],
+                bytes: bytes[k],
+                messages: 1.0,
+            }),
+            stream,
+        );
+        (spec, priced)
+    }
+
+    /// The combine of a dispatch of `bytes` priced by [`Collectives::all_to_all`]: every flow reversed,
+    /// priced by mirroring the dispatch (see [`AllToAllOutcome::mirrored`]).
+    pub fn all_to_all_mirrored(
+        &self,
+        ranks: &[usize],
+        dispatch: &AllToAllOutcome,
+        bytes: &[f64],
+        stream: Stream,
+    ) -> (CollectiveSpec, AllToAllOutcome) {
+        let priced = dispatch.mirrored();
+        let n = ranks.len();
+        let spec = self.spec(
+            ranks,
+            &priced,
+            (0..n * n).map(|k| Transfer {
+                src: ranks[k % n],
+                dst: ranks[k / n],
                 bytes: bytes[k],
                 messages: 1.0,
             }),
@@ -749,6 +842,41 @@ mod tests {
                 assert!((a.time_s - b.time_s).abs() < 1e-12, "{a:?} vs {b:?}");
                 assert_eq!((a.holder, a.cause), (b.holder, b.cause));
                 assert!((a.excess_s - b.excess_s).abs() < 1e-12);
+            }
+        }
+    }
+
+    #[test]
+    fn a_transposed_all_to_all_is_its_mirror() {
+        for nodes in [1, 2, 4] {
+            let topo = dgx(nodes);
+            let n = topo.gpus();
+            let ranks: Vec<usize> = (0..n).collect();
+            let bytes: Vec<f64> = (0..n * n)
+                .map(|k| {
+                    let h = (k as u64).wrapping_mul(0x2545_f491_4f6c_dd1d) >> 41;
+                    if h.is_multiple_of(5) {
+                        0.0
+                    } else {
+                        (h % 977) as f64 * 3e3
+                    }
+                })
+                .collect();
+            let mut t = vec![0.0; n * n];
+            for i in 0..n {
+                for j in 0..n {
+                    t[j * n + i] = bytes[i * n + j];
+                }
+            }
+            let mut s = AllToAllScratch::default();
+            let d = all_to_all(&topo, &ranks, &bytes, &mut s);
+            let direct = all_to_all(&topo, &ranks, &t, &mut s);
+            let mirror = d.mirrored();
+            assert!((direct.network_bytes - mirror.network_bytes).abs() < 1e-3);
+            for (a, b) in direct.per_rank.iter().zip(&mirror.per_rank) {
+                assert!((a.time_s - b.time_s).abs() < 1e-15, "{a:?} vs {b:?}");
+                assert_eq!((a.holder, a.cause), (b.holder, b.cause));
+                assert!((a.excess_s - b.excess_s).abs() < 1e-15);
             }
         }
     }

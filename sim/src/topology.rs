@@ -280,6 +280,11 @@ impl Topology {
         self.route_latency_s[src * self.gpus + dst]
     }
 
+    /// Route latencies from `src` to every GPU, indexed by destination.
+    pub fn route_latencies_from(&self, src: usize) -> &[f64] {
+        &self.route_latency_s[src * self.gpus..(src + 1) * self.gpus]
+    }
+
     /// Bottleneck achievable bandwidth along the route.
     pub fn route_bandwidth(&self, src: usize, dst: usize) -> f64 {
         self.route(src, dst)

@@ -182,19 +182,55 @@ pub fn pick_probabilities(weights: &[f64], k: usize) -> Vec<f64> {
 
 /// Draws Binomial(n, p) exactly when the variance is small and by a rounded normal otherwise.
 fn sample_count(n: u64, p: f64, rng: &mut SimRng) -> u64 {
-    if p <= 0.0 {
-        return 0;
+    CountSampler::new(n, p).sample(n, rng)
+}
+
+/// How one expert's count is drawn for every rank of a layer: its distribution is the same for each
+/// rank (the same tokens and pick probability), so it is prepared once per layer and sampled per rank.
+#[derive(Debug, Clone, Copy)]
+enum CountSampler {
+    Zero,
+    All,
+    Exact(Binomial),
+    Normal { mean: f64, sd: f64 },
+}
+
+impl CountSampler {
+    /// The sampler [`sample_count`] uses for Binomial(n, p).
+    fn new(n: u64, p: f64) -> Self {
+        if p <= 0.0 {
+            return CountSampler::Zero;
+        }
+        if p >= 1.0 {
+            return CountSampler::All;
+        }
+        let mean = n as f64 * p;
+        let var = mean * (1.0 - p);
+        if var < 30.0 {
+            CountSampler::Exact(Binomial::new(n, p).expect("p in (0,1)"))
+        } else {
+            CountSampler::Normal {
+                mean,
+                sd: var.sqrt(),
+            }
+        }
     }
-    if p >= 1.0 {
-        return n;
-    }
-    let mean = n as f64 * p;
-    let var = mean * (1.0 - p);
-    if var < 30.0 {
-        Binomial::new(n, p).expect("p in (0,1)").sample(rng)
-    } else {
-        let z: f64 = StandardNormal.sample(rng);
-        (mean + var.sqrt() * z).round().clamp(0.0, n as f64) as u64
+
+    fn sample(&self, n: u64, rng: &mut SimRng) -> u64 {
+        match *self {
+            CountSampler::Zero => 0,
+            CountSampler::All => n,
+            CountSampler::Exact(b) => b.sample(rng),
+            CountSampler::Normal { mean, sd } => {
+                let z: f64 = StandardNormal.sample(rng);
+                let v = mean + sd * z;
+                if v <= 0.0 {
+                    0
+                } else {
+                    ((v + 0.5) as u64).min(n)
+                }
+            }
+        }
     }
 }
 
@@ -205,9 +241,22 @@ pub fn sample_rank(q: &[f64], tokens: u64, k: usize, rng: &mut SimRng, out: &mut
 
 /// Samples one rank's counts: each ≤ tokens, summing to exactly `target`.
 pub fn sample_rank_to(q: &[f64], tokens: u64, target: u64, rng: &mut SimRng, out: &mut [u32]) {
+    let samplers: Vec<CountSampler> = q.iter().map(|&p| CountSampler::new(tokens, p)).collect();
+    sample_rank_with(&samplers, q, tokens, target, rng, out)
+}
+
+/// [`sample_rank_to`] with the layer's samplers prepared once.
+fn sample_rank_with(
+    samplers: &[CountSampler],
+    q: &[f64],
+    tokens: u64,
+    target: u64,
+    rng: &mut SimRng,
+    out: &mut [u32],
+) {
     let mut sum = 0i64;
-    for (o, &p) in out.iter_mut().zip(q) {
-        let c = sample_count(tokens, p, rng);
+    for (o, sampler) in out.iter_mut().zip(samplers) {
+        let c = sampler.sample(tokens, rng);
         *o = c as u32;
         sum += c as i64;
     }
@@ -280,28 +329,28 @@ impl RoutingSource for SyntheticRouting {
                     continue;
                 }
                 let null = self.dynamics.null_expert_prob;
+                // Every rank draws from the same per-expert distributions: prepare them once.
+                let scaled: Vec<f64> = q.iter().map(|p| p * (1.0 - null)).collect();
+                let samplers: Vec<CountSampler> = scaled
+                    .iter()
+                    .map(|&p| CountSampler::new(s.tokens_per_rank, p))
+                    .collect();
+                let slots = s.tokens_per_rank * s.top_k.min(s.experts) as u64;
                 for rank in 0..s.ranks {
-                    if null > 0.0 {
-                        // each (token, slot) goes to a null expert with probability `null`
-                        let slots = s.tokens_per_rank * s.top_k.min(s.experts) as u64;
-                        let routed = slots - sample_count(slots, null, &mut rng);
-                        let scaled: Vec<f64> = q.iter().map(|p| p * (1.0 - null)).collect();
-                        sample_rank_to(
-                            &scaled,
-                            s.tokens_per_rank,
-                            routed,
-                            &mut rng,
-                            out.rank_counts_mut(mb, layer, rank),
-                        );
+                    // each (token, slot) goes to a null expert with probability `null`
+                    let routed = if null > 0.0 {
+                        slots - sample_count(slots, null, &mut rng)
                     } else {
-                        sample_rank(
-                            q,
-                            s.tokens_per_rank,
-                            s.top_k,
-                            &mut rng,
-                            out.rank_counts_mut(mb, layer, rank),
-                        );
-                    }
+                        slots
+                    };
+                    sample_rank_with(
+                        &samplers,
+                        &scaled,
+                        s.tokens_per_rank,
+                        routed,
+                        &mut rng,
+                        out.rank_counts_mut(mb, layer, rank),
+                    );
                 }
             }
         }

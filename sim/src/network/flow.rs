@@ -68,6 +68,10 @@ pub struct FlowNetwork<'t> {
     link_flows_start: Vec<u32>,
     link_flows: Vec<u32>,
     touched: Vec<u32>,
+    /// Per link: its index in `touched` during a recomputation.
+    slot_of: Vec<u32>,
+    /// Per touched link: the end of its row in `link_flows` (while filling: the next free place).
+    row_end: Vec<u32>,
     frozen: Vec<bool>,
 }
 
@@ -92,6 +96,8 @@ impl<'t> FlowNetwork<'t> {
             link_flows_start: vec![0; n + 1],
             link_flows: Vec::new(),
             touched: Vec::new(),
+            slot_of: vec![u32::MAX; n],
+            row_end: Vec::new(),
             frozen: Vec::new(),
         }
     }
@@ -148,22 +154,20 @@ impl<'t> FlowNetwork<'t> {
         self.touched.sort_unstable();
         // Flows per link (CSR over the touched links).
         let mut acc = 0u32;
-        for &l in &self.touched {
+        self.row_end.clear();
+        for (k, &l) in self.touched.iter().enumerate() {
             self.link_flows_start[l as usize] = acc;
+            self.slot_of[l as usize] = k as u32;
+            self.row_end.push(acc);
             acc += self.unfrozen_on[l as usize];
         }
         self.link_flows.clear();
         self.link_flows.resize(acc as usize, 0);
-        let mut fill: Vec<u32> = self
-            .touched
-            .iter()
-            .map(|&l| self.link_flows_start[l as usize])
-            .collect();
         for (i, f) in self.active.iter().enumerate() {
             for &l in &self.link_arena[f.links.0 as usize..f.links.1 as usize] {
-                let k = self.touched.binary_search(&l).expect("touched");
-                self.link_flows[fill[k] as usize] = i as u32;
-                fill[k] += 1;
+                let k = self.slot_of[l as usize] as usize;
+                self.link_flows[self.row_end[k] as usize] = i as u32;
+                self.row_end[k] += 1;
             }
         }
         self.frozen.clear();
@@ -185,7 +189,7 @@ impl<'t> FlowNetwork<'t> {
             let Some((share, k)) = best else { break };
             let l = self.touched[k] as usize;
             // After filling, `fill[k]` is the end of link k's row.
-            for idx in self.link_flows_start[l] as usize..fill[k] as usize {
+            for idx in self.link_flows_start[l] as usize..self.row_end[k] as usize {
                 let fi = self.link_flows[idx] as usize;
                 if self.frozen[fi] {
                     continue;

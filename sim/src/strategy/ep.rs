@@ -87,6 +87,9 @@ struct CellFacts {
 
 /// Part `part` of `parts` of a count: an even split, the remainder spread over the first parts.
 fn share(c: u32, part: usize, parts: usize) -> u32 {
+    if parts == 1 {
+        return c;
+    }
     let (c, p, n) = (c as u64, part as u64, parts as u64);
     ((c * (p + 1)) / n - (c * p) / n) as u32
 }
@@ -99,7 +102,6 @@ pub struct EpWorkspace {
     a2a: AllToAllScratch,
     kept: Vec<u32>,
     bytes: Vec<f64>,
-    bytes_t: Vec<f64>,
     tokens_at: Vec<u32>,
     slot_tokens: Vec<u32>,
     miss_gpu: Vec<f64>,
@@ -458,7 +460,31 @@ impl<'a> EpModel<'a> {
         let node_of = |r: usize| (start + r) / gpn;
         // Tokens of one source in this part: the rank's tokens split like the counts.
         let source_tokens = (s.tokens_per_rank() as f64 / parts as f64).max(1.0);
-        for i in 0..ep {
+        let single: Option<Vec<usize>> = (!hierarchical)
+            .then(|| {
+                layout.layers[layer]
+                    .replicas
+                    .iter()
+                    .map(|r| if let [only] = r[..] { Some(only) } else { None })
+                    .collect()
+            })
+            .flatten();
+        if let Some(owner) = &single {
+            // One copy per expert (static EP): a tight loop over tokens, bytes from token counts at the end.
+            let mut sent = vec![0u64; ep];
+            for i in 0..ep {
+                sent.fill(0);
+                let row = &ws.kept[i * experts..(i + 1) * experts];
+                for (e, (&c, &t)) in row.iter().zip(owner).enumerate() {
+                    ws.tokens_at[t * experts + e] += c;
+                    sent[t] += c as u64;
+                }
+                for (t, &k) in sent.iter().enumerate() {
+                    ws.bytes[i * ep + t] = k as f64 * token_bytes;
+                }
+            }
+        }
+        for i in (0..ep).filter(|_| single.is_none()) {
             for e in 0..experts {
                 let c = ws.kept[i * experts + e];
                 let (bytes, tokens_at, miss_gpu, miss_node) = (
@@ -479,13 +505,6 @@ impl<'a> EpModel<'a> {
                         miss_node[i * ep + first] += miss;
                     }
                 });
-            }
-        }
-        ws.bytes_t.clear();
-        ws.bytes_t.resize(ep * ep, 0.0);
-        for i in 0..ep {
-            for j in 0..ep {
-                ws.bytes_t[j * ep + i] = ws.bytes[i * ep + j];
             }
         }
         let comms = Collectives::new(self.topo, s.cluster.network);
@@ -528,7 +547,7 @@ impl<'a> EpModel<'a> {
             (d.0, c.0)
         } else {
             let d = comms.all_to_all(ranks, &ws.bytes, Stream::Comm, &mut ws.a2a);
-            let c = comms.all_to_all(ranks, &ws.bytes_t, Stream::Comm, &mut ws.a2a);
+            let c = comms.all_to_all_mirrored(ranks, &d.1, &ws.bytes, Stream::Comm);
             (d.0, c.0)
         };
         let mut expert_s = Vec::with_capacity(ep);

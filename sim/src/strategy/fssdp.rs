@@ -82,7 +82,6 @@ pub struct FssdpWorkspace {
     sparse: SparseScratch,
     batch: SparseBatch,
     dispatch: Dispatch,
-    bytes_t: Vec<f64>,
 }
 
 /// One FSSDP iteration's outcome.

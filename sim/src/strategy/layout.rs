@@ -35,6 +35,11 @@ impl LayerLayout {
         if count == 0 || all.is_empty() {
             return;
         }
+        if let [only] = all[..] {
+            // One copy (static EP): every token goes there.
+            send(only, count);
+            return;
+        }
         let local_node = node_of(src);
         let local_count = match policy {
             TokenSplit::Even => 0,

@@ -210,15 +210,10 @@ impl FssdpModel<'_> {
                 routed += counts.iter().map(|&c| c as u64).sum::<u64>();
                 ws.dispatch
                     .run(counts, placement, g, self.gpus_per_node, token_bytes);
-                ws.bytes_t.clear();
-                ws.bytes_t.resize(g * g, 0.0);
-                for i in 0..g {
-                    for j in 0..g {
-                        ws.bytes_t[j * g + i] = ws.dispatch.bytes[i * g + j];
-                    }
-                }
-                let (d, _) = comms.all_to_all(&all, &ws.dispatch.bytes, Stream::Comm, &mut ws.a2a);
-                let (c, _) = comms.all_to_all(&all, &ws.bytes_t, Stream::Comm, &mut ws.a2a);
+                let (d, priced) =
+                    comms.all_to_all(&all, &ws.dispatch.bytes, Stream::Comm, &mut ws.a2a);
+                let (c, _) =
+                    comms.all_to_all_mirrored(&all, &priced, &ws.dispatch.bytes, Stream::Comm);
                 let mut expert_s = Vec::with_capacity(g);
                 for r in 0..g {
                     let local = &ws.dispatch.tokens[r * e..(r + 1) * e];
