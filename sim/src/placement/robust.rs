@@ -22,7 +22,7 @@
 //!    copies, the shares are chosen the same way (shifting share from a copy on a hot GPU to another copy).
 
 use super::LayerPlacement;
-use super::search::{PlaceOptions, adjust, insert_by_relocation, place};
+use super::search::{PlaceOptions, adjust, place};
 
 /// Knobs of the robust planner.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -53,7 +53,7 @@ impl RobustOptions {
             place,
             max_samples: if small { 64 } else { 8 },
             half_life: if small { 32.0 } else { 8.0 },
-            kappas: if small { &[0.0, 0.5, 1.0] } else { &[0.0, 0.5] },
+            kappas: if small { &[0.0, 0.5, 1.0] } else { &[0.5] },
             partners: 32,
             hot: 4,
             max_swaps: if small {
@@ -304,7 +304,15 @@ fn node(g: usize, o: &PlaceOptions) -> usize {
 fn pack(counts: &[usize], smp: &Samples, o: &PlaceOptions) -> Vec<Vec<usize>> {
     let (e_n, g_n, n) = (counts.len(), o.gpus, smp.n);
     let mut gpu: Vec<Vec<usize>> = vec![Vec::with_capacity(o.slots_per_gpu); g_n];
-    let mut st = State::new(smp, counts, &gpu);
+    // Per-copy loads, expert-major (`vt[e * n + s]`), and GPU loads, GPU-major (`gl[k * n + s]`), so that
+    // pricing a GPU for a copy is one contiguous dot product.
+    let vt: Vec<f64> = (0..e_n * n)
+        .map(|i| smp.w[(i % n) * e_n + i / n] / counts[i / n].max(1) as f64)
+        .collect();
+    let mut gl = vec![0.0f64; g_n * n];
+    let mut we = vec![0.0f64; n];
+    let mut open: Vec<usize> = (0..g_n).collect();
+    let (mut feas, mut pool_best, mut pool_spread) = (Vec::new(), Vec::new(), Vec::new());
     let size: Vec<f64> = (0..e_n)
         .map(|e| (smp.mean[e] + smp.sd[e]) / counts[e].max(1) as f64)
         .collect();
@@ -317,27 +325,63 @@ fn pack(counts: &[usize], smp: &Samples, o: &PlaceOptions) -> Vec<Vec<usize>> {
     let mut node_copies = vec![0u32; nodes * e_n];
     let mut mean_load = vec![0.0f64; g_n];
     for e in replicas {
-        // Cheapest feasible GPU overall and within the nodes holding the fewest copies of e.
-        let mut best: Option<(f64, usize)> = None;
-        let mut spread: Option<(u32, f64, usize)> = None;
-        for k in 0..g_n {
-            if gpu[k].len() >= o.slots_per_gpu || has[k * e_n + e] {
-                continue;
-            }
-            let cost: f64 = (0..n)
-                .map(|s| st.omega[s] * st.load[s * g_n + k] * st.v[s * e_n + e])
-                .sum::<f64>()
-                + 1e-12 * mean_load[k];
-            if best.is_none_or(|(c, _)| cost < c) {
-                best = Some((cost, k));
-            }
+        for (s, x) in we.iter_mut().enumerate() {
+            *x = smp.weight[s] * vt[e * n + s];
+        }
+        // Cheapest feasible GPU overall and within the nodes holding the fewest copies of e. Only GPUs
+        // whose mean load is within one copy's size of the lightest are priced sample by sample (the rest
+        // cannot be cheaper by much), which keeps 256-GPU layers fast.
+        feas.clear();
+        feas.extend(open.iter().copied().filter(|&k| !has[k * e_n + e]));
+        let (mut min_all, mut fewest, mut min_spread) = (f64::INFINITY, u32::MAX, f64::INFINITY);
+        for &k in &feas {
+            min_all = min_all.min(mean_load[k]);
             let nc = node_copies[node(k, o) * e_n + e];
-            if spread.is_none_or(|(m, c, _)| nc < m || (nc == m && cost < c)) {
-                spread = Some((nc, cost, k));
+            if nc < fewest {
+                fewest = nc;
+                min_spread = mean_load[k];
+            } else if nc == fewest {
+                min_spread = min_spread.min(mean_load[k]);
             }
         }
+        let slack = size[e] + 1e-12;
+        // At most `PRICED` GPUs of each kind, the lightest.
+        const PRICED: usize = 24;
+        pool_best.clear();
+        pool_spread.clear();
+        for &k in &feas {
+            if mean_load[k] <= min_all + slack {
+                pool_best.push((mean_load[k], k));
+            }
+            if node_copies[node(k, o) * e_n + e] == fewest && mean_load[k] <= min_spread + slack {
+                pool_spread.push((mean_load[k], k));
+            }
+        }
+        for pool in [&mut pool_best, &mut pool_spread] {
+            if pool.len() > PRICED {
+                pool.select_nth_unstable_by(PRICED - 1, |a, b| {
+                    a.0.total_cmp(&b.0).then(a.1.cmp(&b.1))
+                });
+                pool.truncate(PRICED);
+            }
+        }
+        let price = |k: usize| -> f64 {
+            gl[k * n..(k + 1) * n]
+                .iter()
+                .zip(&we)
+                .map(|(l, w)| l * w)
+                .sum::<f64>()
+                + 1e-12 * mean_load[k]
+        };
+        let cheapest = |pool: &[(f64, usize)]| {
+            pool.iter()
+                .map(|&(_, k)| (price(k), k))
+                .min_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)))
+        };
+        let best = cheapest(&pool_best);
+        let spread = cheapest(&pool_spread);
         let choice = match (best, spread) {
-            (Some((_, b)), Some((_, _, sp))) => {
+            (Some((_, b)), Some((_, sp))) => {
                 if o.node_balanced
                     || mean_load[sp] <= mean_load[b] + 0.5 * smp.mean[e] / counts[e] as f64
                 {
@@ -354,22 +398,52 @@ fn pack(counts: &[usize], smp: &Samples, o: &PlaceOptions) -> Vec<Vec<usize>> {
                 has[k * e_n + e] = true;
                 node_copies[node(k, o) * e_n + e] += 1;
                 for s in 0..n {
-                    st.load[s * g_n + k] += st.v[s * e_n + e];
+                    gl[k * n + s] += vt[e * n + s];
+                }
+                if gpu[k].len() == o.slots_per_gpu {
+                    open.retain(|&g| g != k);
                 }
                 mean_load[k] += smp.mean[e] / counts[e] as f64;
             }
             None => {
-                insert_by_relocation(&mut gpu, e, o);
-                has.fill(false);
-                node_copies.fill(0);
-                for (k, slots) in gpu.iter().enumerate() {
-                    mean_load[k] = slots.iter().map(|&x| smp.mean[x] / counts[x] as f64).sum();
-                    for &x in slots {
-                        has[k * e_n + x] = true;
-                        node_copies[node(k, o) * e_n + x] += 1;
+                // Every GPU with a free slot holds e: move some z from the lightest GPU k without e into
+                // the free slot of h, and put e on k (exists while e has fewer copies than GPUs).
+                let h = (0..g_n)
+                    .find(|&k| gpu[k].len() < o.slots_per_gpu)
+                    .expect("a free slot");
+                let (k, i) = (0..g_n)
+                    .filter(|&k| !has[k * e_n + e])
+                    .filter_map(|k| {
+                        gpu[k]
+                            .iter()
+                            .position(|&z| !has[h * e_n + z])
+                            .map(|i| (k, i))
+                    })
+                    .min_by(|a, b| {
+                        mean_load[a.0]
+                            .total_cmp(&mean_load[b.0])
+                            .then(a.0.cmp(&b.0))
+                    })
+                    .expect("capped copy counts leave a GPU without e");
+                let z = gpu[k].swap_remove(i);
+                gpu[h].push(z);
+                gpu[k].push(e);
+                if gpu[h].len() == o.slots_per_gpu {
+                    open.retain(|&g| g != h);
+                }
+                for (g, x, add) in [(k, z, false), (h, z, true), (k, e, true)] {
+                    let sign = if add { 1.0 } else { -1.0 };
+                    has[g * e_n + x] = add;
+                    if add {
+                        node_copies[node(g, o) * e_n + x] += 1;
+                    } else {
+                        node_copies[node(g, o) * e_n + x] -= 1;
+                    }
+                    mean_load[g] += sign * smp.mean[x] / counts[x] as f64;
+                    for s in 0..n {
+                        gl[g * n + s] += sign * vt[x * n + s];
                     }
                 }
-                st.reload(&gpu);
             }
         }
     }
@@ -397,28 +471,44 @@ fn refine_with(
         }
     }
     let node_balanced = o.place.node_balanced;
+    let n = st.n;
+    // Expert-major per-copy loads and per-pair buffers: a candidate swap costs one pass over samples.
+    let vt: Vec<f64> = (0..e_n * n).map(|i| st.v[(i % n) * e_n + i / n]).collect();
+    let (mut ax, mut bx, mut rest) = (vec![0.0; n], vec![0.0; n], vec![0.0; n]);
     for swap in 0..o.max_swaps {
         let current = st.objective();
         let partners = st.lightest(o.partners);
         let mut found = None;
         for a in st.hot(o.hot) {
             let mut best: Option<(f64, usize, usize, usize)> = None;
-            for (i, &x) in gpu[a].iter().enumerate() {
-                for &b in &partners {
-                    if b == a
-                        || has[b * e_n + x]
-                        || (node_balanced && node(a, &o.place) != node(b, &o.place))
-                    {
+            for &b in &partners {
+                if b == a || (node_balanced && node(a, &o.place) != node(b, &o.place)) {
+                    continue;
+                }
+                for (s, r) in rest.iter_mut().enumerate() {
+                    *r = st.top[s]
+                        .iter()
+                        .find(|(_, k)| *k != a && *k != b)
+                        .map_or(f64::NEG_INFINITY, |t| t.0);
+                }
+                for (i, &x) in gpu[a].iter().enumerate() {
+                    if has[b * e_n + x] {
                         continue;
+                    }
+                    let vx = &vt[x * n..(x + 1) * n];
+                    for s in 0..n {
+                        ax[s] = st.load[s * g_n + a] - vx[s];
+                        bx[s] = st.load[s * g_n + b] + vx[s];
                     }
                     for (j, &y) in gpu[b].iter().enumerate() {
                         if has[a * e_n + y] {
                             continue;
                         }
-                        let total = st.with_pair(a, b, |s| {
-                            let d = st.v[s * e_n + y] - st.v[s * e_n + x];
-                            (d, -d)
-                        });
+                        let vy = &vt[y * n..(y + 1) * n];
+                        let mut total = 0.0;
+                        for s in 0..n {
+                            total += st.omega[s] * (ax[s] + vy[s]).max(bx[s] - vy[s]).max(rest[s]);
+                        }
                         if total < current - need && best.is_none_or(|(v, ..)| total < v) {
                             best = Some((total, i, b, j));
                         }
