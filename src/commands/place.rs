@@ -3,7 +3,7 @@
 use crate::output;
 use miette::{IntoDiagnostic, WrapErr, miette};
 use moesim_sim::placement::forecast::Forecast;
-use moesim_sim::placement::harness::{REAL_TRACES, batch_iterations, run_suite, table};
+use moesim_sim::placement::harness::{REAL_TRACES, batch_iterations, run_suite_scaled, table};
 use moesim_sim::placement::plan_layers::{
     LayerPlan, LoadHistory, ModelPlaceOptions, evaluate, plan_layers, plan_layers_robust,
 };
@@ -44,6 +44,10 @@ pub struct PlaceArgs {
     /// with drift and bursts, moesim against EPLB on later iterations; prints the table.
     #[arg(long, conflicts_with_all = ["loads", "gpus", "slots_per_gpu", "evaluate_from", "out"])]
     pub harness: bool,
+    /// --harness: factor on the seconds of a moved copy in re-plan decisions (0: free moves); the table's
+    /// seconds keep the full price.
+    #[arg(long, requires = "harness", default_value_t = 1.0)]
+    pub move_price_scale: f64,
     /// Traces folder for --harness (default: $MOESIM_SHARED_TRACES, else ../shared/traces).
     #[arg(long, requires = "harness")]
     pub traces: Option<PathBuf>,
@@ -68,6 +72,12 @@ pub enum Objective {
 }
 
 pub fn run(a: &PlaceArgs) -> miette::Result<ExitCode> {
+    if !a.move_price_scale.is_finite() || a.move_price_scale < 0.0 {
+        return Err(miette!(
+            "--move-price-scale {}: expected a finite value ≥ 0",
+            a.move_price_scale
+        ));
+    }
     if a.harness {
         return harness(a);
     }
@@ -271,7 +281,7 @@ fn harness(a: &PlaceArgs) -> miette::Result<ExitCode> {
         let h = batch_iterations(&t, case.concurrency, case.tokens_per_step);
         real.push((*case, h, t.meta.top_k));
     }
-    let rows = run_suite(&real);
+    let rows = run_suite_scaled(&real, a.move_price_scale);
     if a.json {
         println!(
             "{}",
@@ -279,8 +289,9 @@ fn harness(a: &PlaceArgs) -> miette::Result<ExitCode> {
         );
     } else {
         println!(
-            "Plan from up to 50 iterations of history, judge each later iteration and layer (balancedness = mean / max GPU load); re-plan every 10 iterations, moves priced in seconds (training on DGX H100, {} tokens per GPU)",
-            moesim_sim::placement::harness::PRICE_TOKENS_PER_GPU
+            "Plan from up to 50 iterations of history, judge each later iteration and layer (balancedness = mean / max GPU load); re-plan every 10 iterations, moves priced in seconds (training on DGX H100, {} tokens per GPU; move seconds × {} in decisions)",
+            moesim_sim::placement::harness::PRICE_TOKENS_PER_GPU,
+            a.move_price_scale
         );
         print!("{}", table(&rows, MARGIN));
     }

@@ -41,6 +41,8 @@ pub struct Setup {
     /// What moving a copy and what imbalance cost, in seconds (its window is set at each re-plan to the
     /// iterations left to judge: a move pays until the end of the run).
     pub price: Price,
+    /// Factor on the seconds of a moved copy in re-plan decisions (1: the price as it is).
+    pub decision_move_scale: f64,
 }
 
 /// A distribution of per-(iteration, layer) balancedness.
@@ -149,6 +151,9 @@ pub fn evaluate(workload: &str, h: &LoadHistory, s: &Setup) -> Row {
                         // A move pays over the rest of the run (the plan stays until a re-plan replaces it).
                         let price = Price {
                             window: end - t,
+                            seconds_per_copy: s.price.seconds_per_copy * s.decision_move_scale,
+                            seconds_per_copy_local: s.price.seconds_per_copy_local
+                                * s.decision_move_scale,
                             ..s.price
                         };
                         let c = replan_candidates(&smp, &o, p, price.swap_need());
@@ -369,9 +374,19 @@ pub fn training_price(
     )
 }
 
-/// Runs the harness on every synthetic workload, and on `real` (name, history, case) loaded by the caller.
+/// Runs the harness on every synthetic workload, and on `real` (case, history, top-k) loaded by the caller.
 pub fn run_suite(real: &[(RealTrace, LoadHistory, usize)]) -> Vec<Row> {
+    run_suite_scaled(real, 1.0)
+}
+
+/// [`run_suite`] with the seconds of a moved copy scaled by `move_scale` when deciding re-plans (0: moves
+/// are free, so every re-plan adopts the best candidate); the reported seconds keep the full price.
+pub fn run_suite_scaled(real: &[(RealTrace, LoadHistory, usize)], move_scale: f64) -> Vec<Row> {
     let mut rows = Vec::new();
+    let scaled = |mut s: Setup| {
+        s.decision_move_scale = move_scale;
+        s
+    };
     for (case, h, top_k) in real {
         let setup = setup_for(
             h.iterations.len(),
@@ -380,7 +395,7 @@ pub fn run_suite(real: &[(RealTrace, LoadHistory, usize)]) -> Vec<Row> {
             case.gpus_per_node,
             training_price(case.expert, *top_k, case.gpus_per_node, 10),
         );
-        rows.push(evaluate(case.name, h, &setup));
+        rows.push(evaluate(case.name, h, &scaled(setup)));
     }
     for (name, h, gpus, slots, per_node) in synthetic_workloads() {
         let top_k = if h.experts == 64 { 6 } else { 8 };
@@ -391,7 +406,7 @@ pub fn run_suite(real: &[(RealTrace, LoadHistory, usize)]) -> Vec<Row> {
             per_node,
             training_price((2048, 1408), top_k, per_node, 10),
         );
-        rows.push(evaluate(&name, &h, &setup));
+        rows.push(evaluate(&name, &h, &scaled(setup)));
     }
     rows
 }
@@ -413,6 +428,7 @@ pub fn setup_for(
         judged: 100,
         replan_every: 10,
         price,
+        decision_move_scale: 1.0,
     }
 }
 
