@@ -200,3 +200,95 @@ fn evaluation_on_later_iterations_is_reported() {
     assert!(e["balancedness"].as_f64().unwrap() > 0.5);
     assert!(e["eplb_balancedness"].as_f64().unwrap() > 0.0);
 }
+
+#[test]
+fn shares_are_planned_on_request_and_sum_to_one_per_expert() {
+    let dir = tempfile::tempdir().unwrap();
+    let loads = write(&dir, "loads.csv", &history());
+    let out = moesim()
+        .args([
+            "place",
+            "--gpus",
+            "4",
+            "--slots-per-gpu",
+            "6",
+            "--nodes",
+            "2",
+            "--shares",
+            "--json",
+            "--loads",
+        ])
+        .arg(&loads)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["objective"], "robust");
+    for l in v["layers"].as_array().unwrap() {
+        let experts = l["gpu_experts"].as_array().unwrap();
+        let shares = l["gpu_shares"].as_array().unwrap();
+        assert_eq!(experts.len(), shares.len());
+        let mut per_expert = [0.0f64; 16];
+        for (g, s) in experts.iter().zip(shares) {
+            let g = g.as_array().unwrap();
+            let s = s.as_array().unwrap();
+            assert_eq!(g.len(), s.len());
+            let unique: std::collections::BTreeSet<u64> =
+                g.iter().map(|e| e.as_u64().unwrap()).collect();
+            assert_eq!(unique.len(), g.len(), "two copies of one expert on a GPU");
+            for (e, x) in g.iter().zip(s) {
+                let x = x.as_f64().unwrap();
+                assert!((0.0..=1.0 + 1e-9).contains(&x));
+                per_expert[e.as_u64().unwrap() as usize] += x;
+            }
+        }
+        assert!(
+            per_expert.iter().all(|s| (s - 1.0).abs() < 1e-9),
+            "{per_expert:?}"
+        );
+    }
+    // Without --shares the interface is unchanged: no shares.
+    let plain = moesim()
+        .args([
+            "place",
+            "--gpus",
+            "4",
+            "--slots-per-gpu",
+            "6",
+            "--json",
+            "--loads",
+        ])
+        .arg(&loads)
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&plain.stdout).unwrap();
+    assert!(v["layers"][0].get("gpu_shares").is_none());
+}
+
+#[test]
+fn shares_need_the_robust_objective() {
+    let dir = tempfile::tempdir().unwrap();
+    let loads = write(&dir, "loads.csv", &history());
+    moesim()
+        .args([
+            "place",
+            "--gpus",
+            "4",
+            "--slots-per-gpu",
+            "6",
+            "--objective",
+            "forecast",
+            "--shares",
+            "--loads",
+        ])
+        .arg(&loads)
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains(
+            "--shares needs --objective robust",
+        ));
+}

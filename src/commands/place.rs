@@ -3,7 +3,11 @@
 use crate::output;
 use miette::{IntoDiagnostic, WrapErr, miette};
 use moesim_sim::placement::forecast::Forecast;
-use moesim_sim::placement::plan_layers::{LoadHistory, ModelPlaceOptions, evaluate, plan_layers};
+use moesim_sim::placement::harness::{REAL_TRACES, batch_iterations, run_suite_scaled, table};
+use moesim_sim::placement::plan_layers::{
+    LayerPlan, LoadHistory, ModelPlaceOptions, evaluate, plan_layers, plan_layers_robust,
+};
+use moesim_sim::placement::robust::RobustOptions;
 use moesim_sim::placement::search::PlaceOptions;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -11,12 +15,12 @@ use std::process::ExitCode;
 #[derive(clap::Args)]
 pub struct PlaceArgs {
     /// Load history: long CSV `iteration,layer,expert,tokens`, or one row per layer of per-expert tokens.
-    #[arg(long)]
-    pub loads: PathBuf,
-    #[arg(long)]
-    pub gpus: usize,
-    #[arg(long)]
-    pub slots_per_gpu: usize,
+    #[arg(long, required_unless_present = "harness")]
+    pub loads: Option<PathBuf>,
+    #[arg(long, required_unless_present = "harness")]
+    pub gpus: Option<usize>,
+    #[arg(long, required_unless_present = "harness")]
+    pub slots_per_gpu: Option<usize>,
     /// Nodes the GPUs are spread over (copies of an expert are spread over nodes).
     #[arg(long, default_value_t = 1)]
     pub nodes: usize,
@@ -29,6 +33,24 @@ pub struct PlaceArgs {
     /// Plan on iterations before this one and report balancedness on the rest.
     #[arg(long)]
     pub evaluate_from: Option<usize>,
+    /// Planner objective: `robust` (good across the history's iterations) or `forecast` (the mean load).
+    #[arg(long, value_enum, default_value_t = Objective::Robust)]
+    pub objective: Objective,
+    /// Also plan token shares per copy (for runtimes that can split an expert's tokens unevenly over its
+    /// copies); JSON gains `gpu_shares` per layer. Robust objective only.
+    #[arg(long)]
+    pub shares: bool,
+    /// Run the evaluation harness instead: every per-token trace under --traces and the synthetic workloads
+    /// with drift and bursts, moesim against EPLB on later iterations; prints the table.
+    #[arg(long, conflicts_with_all = ["loads", "gpus", "slots_per_gpu", "evaluate_from", "out"])]
+    pub harness: bool,
+    /// --harness: factor on the seconds of a moved copy in re-plan decisions (0: free moves); the table's
+    /// seconds keep the full price.
+    #[arg(long, requires = "harness", default_value_t = 1.0)]
+    pub move_price_scale: f64,
+    /// Traces folder for --harness (default: $MOESIM_SHARED_TRACES, else ../shared/traces).
+    #[arg(long, requires = "harness")]
+    pub traces: Option<PathBuf>,
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -37,8 +59,57 @@ pub struct PlaceArgs {
     pub out: Option<PathBuf>,
 }
 
+/// Planned token shares of one layer: `shares[g][i]` for the copy in GPU g's slot i.
+type Shares = Vec<Vec<f64>>;
+
+/// What the planner optimises.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Objective {
+    /// The expected maximum GPU load over the history's iterations (`placement::robust`).
+    Robust,
+    /// The maximum GPU load of the forecast mean, refined on recent iterations (`placement::search`).
+    Forecast,
+}
+
 pub fn run(a: &PlaceArgs) -> miette::Result<ExitCode> {
-    let h = read_loads(&a.loads)?;
+    if !a.move_price_scale.is_finite() || a.move_price_scale < 0.0 {
+        return Err(miette!(
+            "--move-price-scale {}: expected a finite value ≥ 0",
+            a.move_price_scale
+        ));
+    }
+    if a.harness {
+        return harness(a);
+    }
+    let (Some(loads), Some(gpus), Some(slots_per_gpu)) = (&a.loads, a.gpus, a.slots_per_gpu) else {
+        return Err(miette!("--loads, --gpus and --slots-per-gpu are required"));
+    };
+    let a = Resolved {
+        loads,
+        gpus,
+        slots_per_gpu,
+        args: a,
+    };
+    place(&a)
+}
+
+/// The arguments of a placement run, required ones present.
+struct Resolved<'a> {
+    loads: &'a Path,
+    gpus: usize,
+    slots_per_gpu: usize,
+    args: &'a PlaceArgs,
+}
+
+impl std::ops::Deref for Resolved<'_> {
+    type Target = PlaceArgs;
+    fn deref(&self) -> &PlaceArgs {
+        self.args
+    }
+}
+
+fn place(a: &Resolved) -> miette::Result<ExitCode> {
+    let h = read_loads(a.loads)?;
     if a.gpus == 0 || a.slots_per_gpu == 0 || a.nodes == 0 {
         return Err(miette!(
             "--gpus, --slots-per-gpu and --nodes must be at least 1"
@@ -78,16 +149,36 @@ pub fn run(a: &PlaceArgs) -> miette::Result<ExitCode> {
             h.iterations.len()
         ));
     }
-    let o = ModelPlaceOptions {
-        place: PlaceOptions::new(a.gpus, a.slots_per_gpu, a.gpus / a.nodes),
-        forecast: Forecast::MovingAverage {
-            window: a.window.unwrap_or(usize::MAX).max(1),
-        },
-        history_samples: a
-            .history_samples
-            .unwrap_or(if a.gpus <= 64 { 16 } else { 0 }),
+    if a.shares && a.objective != Objective::Robust {
+        return Err(miette!("--shares needs --objective robust"));
+    }
+    let place_options = PlaceOptions::new(a.gpus, a.slots_per_gpu, a.gpus / a.nodes);
+    let (plans, shares): (Vec<LayerPlan>, Vec<Option<Shares>>) = match a.objective {
+        Objective::Forecast => {
+            let o = ModelPlaceOptions {
+                place: place_options,
+                forecast: Forecast::MovingAverage {
+                    window: a.window.unwrap_or(usize::MAX).max(1),
+                },
+                history_samples: a
+                    .history_samples
+                    .unwrap_or(if a.gpus <= 64 { 16 } else { 0 }),
+            };
+            let plans = plan_layers(&h, &o, a.evaluate_from);
+            let none = vec![None; plans.len()];
+            (plans, none)
+        }
+        Objective::Robust => {
+            let mut o = RobustOptions::new(place_options);
+            if let Some(n) = a.history_samples.or(a.window) {
+                o.max_samples = n.max(1);
+            }
+            plan_layers_robust(&h, &o, a.evaluate_from, a.shares)
+                .into_iter()
+                .map(|p| (p.plan, p.shares))
+                .unzip()
+        }
     };
-    let plans = plan_layers(&h, &o, a.evaluate_from);
     let overall = |f: fn(&moesim_sim::placement::plan_layers::LayerPlan) -> f64| {
         plans.iter().map(f).sum::<f64>() / plans.len() as f64
     };
@@ -96,18 +187,29 @@ pub fn run(a: &PlaceArgs) -> miette::Result<ExitCode> {
     let json = serde_json::json!({
         "gpus": a.gpus,
         "slots_per_gpu": a.slots_per_gpu,
-        "layers": plans.iter().map(|p| serde_json::json!({
-            "layer": p.layer,
-            "gpu_experts": p.placement.gpu_experts,
-            "balancedness": p.balancedness,
-            "eplb_balancedness": p.baseline_balancedness,
-        })).collect::<Vec<_>>(),
+        "objective": match a.objective { Objective::Robust => "robust", Objective::Forecast => "forecast" },
+        "layers": plans.iter().zip(&shares).map(|(p, sh)| {
+            let mut l = serde_json::json!({
+                "layer": p.layer,
+                "gpu_experts": p.placement.gpu_experts,
+                "balancedness": p.balancedness,
+                "eplb_balancedness": p.baseline_balancedness,
+            });
+            if let Some(sh) = sh {
+                l["gpu_shares"] = serde_json::json!(sh);
+            }
+            l
+        }).collect::<Vec<_>>(),
         "balancedness": overall(|p| p.balancedness),
         "eplb_balancedness": overall(|p| p.baseline_balancedness),
         "eplb_layers_with_duplicates": duplicates,
         "evaluation": later.map(|(ours, base)| serde_json::json!({
             "from_iteration": a.evaluate_from, "balancedness": ours, "eplb_balancedness": base })),
-        "token_split": "even over an expert's copies",
+        "token_split": if a.shares {
+            "planned shares: gpu_shares[g][i] of expert gpu_experts[g][i]'s tokens go to its copy on GPU g"
+        } else {
+            "even over an expert's copies"
+        },
     });
     let text = serde_json::to_string_pretty(&json).expect("serialisable");
     if let Some(out) = &a.out {
@@ -147,6 +249,54 @@ pub fn run(a: &PlaceArgs) -> miette::Result<ExitCode> {
             a.evaluate_from.unwrap_or(0),
             h.iterations.len()
         );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Margin by which moesim must beat EPLB in median and p10 balancedness (issue 17).
+const MARGIN: f64 = 0.03;
+
+/// `place --harness`: every per-token trace found and the synthetic workloads, moesim against EPLB.
+fn harness(a: &PlaceArgs) -> miette::Result<ExitCode> {
+    let root = a
+        .traces
+        .clone()
+        .or_else(|| std::env::var_os("MOESIM_SHARED_TRACES").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from("../shared/traces"));
+    let mut real = Vec::new();
+    let mut missing = Vec::new();
+    for case in REAL_TRACES {
+        let dir = root.join(case.dir);
+        if !dir.is_dir() {
+            missing.push(dir);
+            continue;
+        }
+        let format: moesim_traces::import::Format =
+            case.format.parse().map_err(|e: String| miette!(e))?;
+        let trace = moesim_traces::import::import(format, &dir, &Default::default())
+            .map_err(|e| miette!("{}: {e}", dir.display()))?;
+        let moesim_traces::Trace::Tokens(t) = trace else {
+            return Err(miette!("{}: expected a per-token trace", dir.display()));
+        };
+        let h = batch_iterations(&t, case.concurrency, case.tokens_per_step);
+        real.push((*case, h, t.meta.top_k));
+    }
+    let rows = run_suite_scaled(&real, a.move_price_scale);
+    if a.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&rows).expect("serialisable")
+        );
+    } else {
+        println!(
+            "Plan from up to 50 iterations of history, judge each later iteration and layer (balancedness = mean / max GPU load); re-plan every 10 iterations, moves priced in seconds (training on DGX H100, {} tokens per GPU; move seconds × {} in decisions)",
+            moesim_sim::placement::harness::PRICE_TOKENS_PER_GPU,
+            a.move_price_scale
+        );
+        print!("{}", table(&rows, MARGIN));
+    }
+    for dir in &missing {
+        eprintln!("not run: {} not found", dir.display());
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -12,15 +12,15 @@ use super::LayerPlacement;
 /// Replica counts: the EPLB greedy (extra slots to the highest load per replica; ties to the lower id).
 pub fn replica_counts(loads: &[f64], slots: usize) -> Vec<usize> {
     let mut counts = vec![1usize; loads.len()];
+    // Max-heap of (load per replica, lower id first).
+    let mut heap: std::collections::BinaryHeap<(LoadKey, std::cmp::Reverse<usize>)> = (0..loads
+        .len())
+        .map(|e| (LoadKey(loads[e]), std::cmp::Reverse(e)))
+        .collect();
     for _ in loads.len()..slots {
-        let e = (0..loads.len())
-            .max_by(|&a, &b| {
-                (loads[a] / counts[a] as f64)
-                    .total_cmp(&(loads[b] / counts[b] as f64))
-                    .then(b.cmp(&a))
-            })
-            .expect("at least one expert");
+        let (_, std::cmp::Reverse(e)) = heap.pop().expect("at least one expert");
         counts[e] += 1;
+        heap.push((LoadKey(loads[e] / counts[e] as f64), std::cmp::Reverse(e)));
     }
     counts
 }
@@ -34,17 +34,34 @@ pub fn eplb(loads: &[f64], gpus: usize, slots_per_gpu: usize) -> LayerPlacement 
         .flat_map(|(e, &c)| std::iter::repeat_n((loads[e] / c as f64, e), c))
         .collect();
     replicas.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
-    let mut gpu_load = vec![0.0f64; gpus];
+    // The lightest GPU with a free slot (ties to the lower id), from a heap of (load, GPU).
+    let mut heap: std::collections::BinaryHeap<std::cmp::Reverse<(LoadKey, usize)>> = (0..gpus)
+        .map(|g| std::cmp::Reverse((LoadKey(0.0), g)))
+        .collect();
     let mut gpu_experts: Vec<Vec<usize>> = vec![Vec::with_capacity(slots_per_gpu); gpus];
     for (load, e) in replicas {
-        let g = (0..gpus)
-            .filter(|&g| gpu_experts[g].len() < slots_per_gpu)
-            .min_by(|&a, &b| gpu_load[a].total_cmp(&gpu_load[b]).then(a.cmp(&b)))
-            .expect("slots = replicas");
-        gpu_load[g] += load;
+        let std::cmp::Reverse((LoadKey(l), g)) = heap.pop().expect("slots = replicas");
         gpu_experts[g].push(e);
+        if gpu_experts[g].len() < slots_per_gpu {
+            heap.push(std::cmp::Reverse((LoadKey(l + load), g)));
+        }
     }
     LayerPlacement { gpu_experts }
+}
+
+/// A total order on loads for the heap.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct LoadKey(f64);
+impl Eq for LoadKey {}
+impl PartialOrd for LoadKey {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for LoadKey {
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        self.0.total_cmp(&o.0)
+    }
 }
 
 #[cfg(test)]
@@ -57,6 +74,14 @@ mod tests {
             replica_counts(&[100.0, 10.0, 10.0, 10.0], 6),
             vec![3, 1, 1, 1]
         );
+    }
+
+    #[test]
+    fn packs_onto_the_lightest_gpu_with_a_free_slot() {
+        // Replicas 8, 8, 5, 4 (expert 0 split 16/2) onto 2 GPUs × 2 slots: 8 → g0, 8 → g1, 5 → g0 (tie, lower
+        // id), 4 → g1.
+        let p = eplb(&[16.0, 5.0, 4.0], 2, 2);
+        assert_eq!(p.gpu_experts, vec![vec![0, 1], vec![0, 2]]);
     }
 
     #[test]

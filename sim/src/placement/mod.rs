@@ -11,8 +11,11 @@
 
 pub mod eplb;
 pub mod forecast;
+pub mod harness;
 pub mod milp;
 pub mod plan_layers;
+pub mod priced;
+pub mod robust;
 pub mod search;
 
 use serde::{Deserialize, Serialize};
@@ -96,6 +99,15 @@ impl LayerPlacement {
     pub fn covers(&self, experts: usize) -> bool {
         self.replicas(experts).iter().all(|r| !r.is_empty())
     }
+}
+
+/// Per-GPU load when the copy in GPU g's slot i serves `shares[g][i]` of its expert's tokens.
+pub fn gpu_loads_with_shares(p: &LayerPlacement, shares: &[Vec<f64>], loads: &[f64]) -> Vec<f64> {
+    p.gpu_experts
+        .iter()
+        .zip(shares)
+        .map(|(slots, sh)| slots.iter().zip(sh).map(|(&e, &x)| loads[e] * x).sum())
+        .collect()
 }
 
 /// Mean GPU load over the maximum (1.0 is perfect balance).

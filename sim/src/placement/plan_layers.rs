@@ -58,6 +58,56 @@ pub fn plan_layers(h: &LoadHistory, o: &ModelPlaceOptions, until: Option<usize>)
         .collect()
 }
 
+/// A layer's plan by the robust planner, with planned token shares when asked.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RobustLayerPlan {
+    pub plan: LayerPlan,
+    /// `shares[g][i]`: the fraction of expert `gpu_experts[g][i]`'s tokens its copy on GPU g serves.
+    pub shares: Option<Vec<Vec<f64>>>,
+    /// Expected maximum GPU load (mean 1) over the history's iterations, even split.
+    pub expected_max: f64,
+}
+
+/// Plans every layer with the robust planner ([`super::robust`]) on the history's iterations `..until`,
+/// with EPLB from their mean beside it; plans token shares when `shares` is set.
+pub fn plan_layers_robust(
+    h: &LoadHistory,
+    o: &super::robust::RobustOptions,
+    until: Option<usize>,
+    shares: bool,
+) -> Vec<RobustLayerPlan> {
+    use super::robust::{Samples, fresh, plan_shares};
+    let seen = &h.iterations[..until.unwrap_or(h.iterations.len()).min(h.iterations.len())];
+    (0..h.layers)
+        .into_par_iter()
+        .map(|layer| {
+            let past: Vec<&[f64]> = seen.iter().map(|it| it[layer].as_slice()).collect();
+            let smp = Samples::new(&past, o.place.gpus, o.max_samples, o.half_life)
+                .unwrap_or_else(|| Samples::uniform(h.experts, o.place.gpus));
+            let (mean, _) = if past.is_empty() {
+                (vec![1.0; h.experts], Vec::new())
+            } else {
+                forecast(&past, Forecast::MovingAverage { window: usize::MAX })
+            };
+            let c = fresh(&smp, o);
+            let baseline = eplb(&mean, o.place.gpus, o.place.slots_per_gpu);
+            let shares = shares
+                .then(|| plan_shares(&c.placement, &smp, 4 * o.place.gpus * o.place.slots_per_gpu));
+            RobustLayerPlan {
+                plan: LayerPlan {
+                    layer,
+                    balancedness: balancedness(&c.placement.gpu_loads(&mean)),
+                    baseline_balancedness: balancedness(&baseline.gpu_loads(&mean)),
+                    placement: c.placement,
+                    baseline,
+                },
+                shares,
+                expected_max: c.objective,
+            }
+        })
+        .collect()
+}
+
 /// Mean balancedness of `plans` (ours, baseline) over the iterations `from..` of the history.
 pub fn evaluate(h: &LoadHistory, plans: &[LayerPlan], from: usize) -> Option<(f64, f64)> {
     let later = h.iterations.get(from..).filter(|l| !l.is_empty())?;

@@ -271,7 +271,12 @@ fn pack(counts: &[usize], w: &[f64], o: &PlaceOptions, spread: bool) -> Vec<Vec<
     gpu
 }
 
-fn adjust(prev: &LayerPlacement, counts: &[usize], w: &[f64], o: &PlaceOptions) -> Vec<Vec<usize>> {
+pub(crate) fn adjust(
+    prev: &LayerPlacement,
+    counts: &[usize],
+    w: &[f64],
+    o: &PlaceOptions,
+) -> Vec<Vec<usize>> {
     let mut gpu = prev.gpu_experts.clone();
     let mut have = vec![0usize; counts.len()];
     for s in &gpu {
@@ -329,7 +334,7 @@ fn adjust(prev: &LayerPlacement, counts: &[usize], w: &[f64], o: &PlaceOptions) 
 
 /// Every GPU with a free slot already holds `e`: move some expert z from a GPU k without `e` into the
 /// free slot of a GPU h (z not on h), then put `e` on k. Exists whenever `e` has fewer copies than GPUs.
-fn insert_by_relocation(gpu: &mut [Vec<usize>], e: usize, o: &PlaceOptions) {
+pub(crate) fn insert_by_relocation(gpu: &mut [Vec<usize>], e: usize, o: &PlaceOptions) {
     let h = (0..o.gpus)
         .find(|&g| gpu[g].len() < o.slots_per_gpu)
         .expect("a free slot");

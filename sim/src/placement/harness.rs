@@ -1,0 +1,555 @@
+//! The evaluation harness: plan from a window of history, judge every later iteration on its own.
+//!
+//! For each workload (a [`LoadHistory`]): the first plan is made from the `history` iterations before
+//! iteration `history`, then every `replan_every` iterations a re-plan is made from the `history` iterations
+//! before it; each (later iteration, layer) is judged by the balancedness (mean / max GPU load) of the plan
+//! in force on that iteration's actual loads. Three plans are judged on the same inputs:
+//! - moesim's robust plan with an even token split over copies ([`super::robust`]), re-planned with moves
+//!   priced in seconds ([`super::priced`]);
+//! - the same placement with planned token shares ([`super::robust::plan_shares`]);
+//! - EPLB from the mean load of the same window, re-planned from scratch every time (as it works).
+//!
+//! Iteration loads come from per-token traces by continuous batching ([`batch_iterations`]) or from the
+//! synthetic counts workload with drift, bursts and rotation ([`synthetic_history`]). The simulator core
+//! does no I/O: the caller loads the traces (see [`REAL_TRACES`] for the cases) and passes them in.
+
+use super::eplb::eplb;
+use super::forecast::{Forecast, forecast};
+use super::plan_layers::LoadHistory;
+use super::priced::Price;
+use super::robust::{RobustOptions, Samples, fresh, plan_shares, replan_candidates};
+use super::search::PlaceOptions;
+use super::{LayerPlacement, balancedness, gpu_loads_with_shares};
+use moesim_traces::{
+    Dynamics, RoutingShape, RoutingSource, Skew, SyntheticRouting, SyntheticSpec, TokenTrace,
+};
+use rayon::prelude::*;
+use serde::Serialize;
+
+/// How a workload is planned and judged.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Setup {
+    pub gpus: usize,
+    pub slots_per_gpu: usize,
+    pub gpus_per_node: usize,
+    /// Iterations each plan is made from (the first plan is made at this iteration).
+    pub history: usize,
+    /// Iterations judged after the first plan (fewer if the workload ends first).
+    pub judged: usize,
+    /// Iterations between re-plans.
+    pub replan_every: usize,
+    /// What moving a copy and what imbalance cost, in seconds (its window is set at each re-plan to the
+    /// iterations left to judge: a move pays until the end of the run).
+    pub price: Price,
+    /// Factor on the seconds of a moved copy in re-plan decisions (1: the price as it is).
+    pub decision_move_scale: f64,
+}
+
+/// A distribution of per-(iteration, layer) balancedness.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Judged {
+    pub median: f64,
+    pub p10: f64,
+    pub mean: f64,
+}
+
+impl Judged {
+    fn of(mut v: Vec<f64>) -> Self {
+        v.sort_by(f64::total_cmp);
+        let q = |p: f64| {
+            if v.is_empty() {
+                return f64::NAN;
+            }
+            // Linear interpolation between order statistics.
+            let x = p * (v.len() - 1) as f64;
+            let (i, f) = (x.floor() as usize, x.fract());
+            v[i] + f * (v[(i + 1).min(v.len() - 1)] - v[i])
+        };
+        Judged {
+            median: q(0.5),
+            p10: q(0.1),
+            mean: v.iter().sum::<f64>() / v.len().max(1) as f64,
+        }
+    }
+}
+
+/// One workload's result.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Row {
+    pub workload: String,
+    pub gpus: usize,
+    pub slots_per_gpu: usize,
+    /// Iterations judged (each judged on every layer).
+    pub judged_iterations: usize,
+    pub layers: usize,
+    pub ours: Judged,
+    pub ours_shares: Judged,
+    pub eplb: Judged,
+    /// Expert copies moved by re-plans (all layers).
+    pub ours_moved: usize,
+    pub eplb_moved: usize,
+    /// Re-plans after the first plan.
+    pub replans: usize,
+    /// Seconds under the harness's price: expert work of the most loaded GPU on every judged (iteration,
+    /// layer) plus the seconds of every re-plan's moves (even split for moesim).
+    pub ours_seconds: f64,
+    pub eplb_seconds: f64,
+}
+
+impl Row {
+    /// Whether moesim beats EPLB by `margin` in median and p10 balancedness (even split) and moves fewer
+    /// copies (or both move none).
+    pub fn beats_eplb(&self, margin: f64) -> bool {
+        self.ours.median >= self.eplb.median + margin
+            && self.ours.p10 >= self.eplb.p10 + margin
+            && (self.ours_moved < self.eplb_moved || self.eplb_moved == 0)
+    }
+}
+
+struct LayerResult {
+    ours: Vec<f64>,
+    shares: Vec<f64>,
+    eplb: Vec<f64>,
+    ours_moved: usize,
+    eplb_moved: usize,
+    ours_s: f64,
+    eplb_s: f64,
+}
+
+/// Plans and judges every layer of `h` (see the module doc).
+pub fn evaluate(workload: &str, h: &LoadHistory, s: &Setup) -> Row {
+    let start = s.history.min(h.iterations.len());
+    let end = (start + s.judged).min(h.iterations.len());
+    let mut place = PlaceOptions::new(s.gpus, s.slots_per_gpu, s.gpus_per_node);
+    place.move_gain = 0.0;
+    let o = RobustOptions::new(place);
+    let every = s.replan_every.max(1);
+    let plan_at: Vec<usize> = (start..end).step_by(every).collect();
+    let layers: Vec<LayerResult> = (0..h.layers)
+        .into_par_iter()
+        .map(|layer| {
+            let mut r = LayerResult {
+                ours: Vec::new(),
+                shares: Vec::new(),
+                eplb: Vec::new(),
+                ours_moved: 0,
+                eplb_moved: 0,
+                ours_s: 0.0,
+                eplb_s: 0.0,
+            };
+            let mut prev: Option<(LayerPlacement, LayerPlacement)> = None;
+            for &t in &plan_at {
+                let past: Vec<&[f64]> = h.iterations[t.saturating_sub(s.history)..t]
+                    .iter()
+                    .map(|it| it[layer].as_slice())
+                    .collect();
+                let smp = Samples::new(&past, s.gpus, o.max_samples, o.half_life)
+                    .unwrap_or_else(|| Samples::uniform(h.experts, s.gpus));
+                let ours = match &prev {
+                    None => fresh(&smp, &o).placement,
+                    Some((p, _)) => {
+                        // A move pays over the rest of the run (the plan stays until a re-plan replaces it).
+                        let price = Price {
+                            window: end - t,
+                            seconds_per_copy: s.price.seconds_per_copy * s.decision_move_scale,
+                            seconds_per_copy_local: s.price.seconds_per_copy_local
+                                * s.decision_move_scale,
+                            ..s.price
+                        };
+                        let c = replan_candidates(&smp, &o, p, price.swap_need());
+                        price
+                            .choose(p, &c)
+                            .map_or_else(|| p.clone(), |c| c.placement.clone())
+                    }
+                };
+                let shares = plan_shares(&ours, &smp, 4 * s.gpus * s.slots_per_gpu);
+                let mean = if past.is_empty() {
+                    vec![1.0; h.experts]
+                } else {
+                    forecast(&past, Forecast::MovingAverage { window: usize::MAX }).0
+                };
+                let base = eplb(&mean, s.gpus, s.slots_per_gpu);
+                if let Some((po, pe)) = &prev {
+                    r.ours_moved += ours.moves_from(po);
+                    r.eplb_moved += base.moves_from(pe);
+                    r.ours_s += s.price.move_s(po, &ours);
+                    r.eplb_s += s.price.move_s(pe, &base);
+                }
+                for it in &h.iterations[t..(t + every).min(end)] {
+                    let loads = &it[layer];
+                    let b = balancedness(&ours.gpu_loads(loads));
+                    r.ours.push(b);
+                    r.ours_s += s.price.seconds_per_unit / b;
+                    r.shares
+                        .push(balancedness(&gpu_loads_with_shares(&ours, &shares, loads)));
+                    let b = balancedness(&base.gpu_loads(loads));
+                    r.eplb.push(b);
+                    r.eplb_s += s.price.seconds_per_unit / b;
+                }
+                prev = Some((ours, base));
+            }
+            r
+        })
+        .collect();
+    let all = |f: fn(&LayerResult) -> &Vec<f64>| -> Vec<f64> {
+        layers.iter().flat_map(|l| f(l).iter().copied()).collect()
+    };
+    Row {
+        workload: workload.to_string(),
+        gpus: s.gpus,
+        slots_per_gpu: s.slots_per_gpu,
+        judged_iterations: end - start,
+        layers: h.layers,
+        ours: Judged::of(all(|l| &l.ours)),
+        ours_shares: Judged::of(all(|l| &l.shares)),
+        eplb: Judged::of(all(|l| &l.eplb)),
+        ours_moved: layers.iter().map(|l| l.ours_moved).sum(),
+        eplb_moved: layers.iter().map(|l| l.eplb_moved).sum(),
+        replans: plan_at.len().saturating_sub(1),
+        ours_seconds: layers.iter().map(|l| l.ours_s).sum(),
+        eplb_seconds: layers.iter().map(|l| l.eplb_s).sum(),
+    }
+}
+
+/// Iteration loads from a per-token trace by continuous batching: `concurrency` requests (sequences, in
+/// trace order) are in flight; each iteration every one of them processes its next `tokens_per_step`
+/// tokens (chunked prefill; 1 for decode), and a finished request's place goes to the next one. Layers
+/// that no token routes through (numbering gaps) are dropped.
+pub fn batch_iterations(t: &TokenTrace, concurrency: usize, tokens_per_step: usize) -> LoadHistory {
+    let (layers, experts) = (t.meta.layers, t.meta.experts);
+    let (concurrency, step) = (concurrency.max(1), tokens_per_step.max(1));
+    let mut next_seq = 0;
+    let mut active: Vec<(usize, usize)> = Vec::new();
+    let mut iterations = Vec::new();
+    loop {
+        while active.len() < concurrency && next_seq < t.sequences.len() {
+            if t.sequences[next_seq].tokens > 0 {
+                active.push((next_seq, 0));
+            }
+            next_seq += 1;
+        }
+        if active.is_empty() {
+            break;
+        }
+        let mut loads = vec![vec![0.0; experts]; layers];
+        for (sq, pos) in active.iter_mut() {
+            let s = &t.sequences[*sq];
+            let until = (*pos + step).min(s.tokens);
+            for (layer, l) in loads.iter_mut().enumerate().take(s.layers()) {
+                for tok in *pos..until {
+                    for &e in s.row(layer, tok) {
+                        l[e as usize] += 1.0;
+                    }
+                }
+            }
+            *pos = until;
+        }
+        active.retain(|(sq, pos)| *pos < t.sequences[*sq].tokens);
+        iterations.push(loads);
+    }
+    let used: Vec<usize> = (0..layers)
+        .filter(|&l| {
+            iterations
+                .iter()
+                .any(|it: &Vec<Vec<f64>>| it[l].iter().any(|&x| x > 0.0))
+        })
+        .collect();
+    LoadHistory {
+        layers: used.len(),
+        experts,
+        iterations: iterations
+            .into_iter()
+            .map(|it| used.iter().map(|&l| it[l].clone()).collect())
+            .collect(),
+    }
+}
+
+/// A synthetic counts workload's iteration loads (`tokens` routed tokens per iteration and layer).
+pub fn synthetic_history(
+    layers: usize,
+    experts: usize,
+    top_k: usize,
+    tokens: u64,
+    iterations: usize,
+    spec: SyntheticSpec,
+    dynamics: Dynamics,
+) -> LoadHistory {
+    let shape = RoutingShape {
+        moe_layers: layers,
+        experts,
+        top_k,
+        ranks: 1,
+        micro_batches: 1,
+        tokens_per_rank: tokens,
+    };
+    let routing = SyntheticRouting::with_dynamics(shape, iterations, spec, dynamics);
+    LoadHistory {
+        layers,
+        experts,
+        iterations: (0..iterations)
+            .into_par_iter()
+            .map(|i| {
+                let r = routing.iteration(i);
+                (0..layers)
+                    .map(|l| r.expert_loads(0, l).into_iter().map(|x| x as f64).collect())
+                    .collect()
+            })
+            .collect(),
+    }
+}
+
+/// A real per-token trace the harness runs on, relative to the traces folder (`../shared/traces`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RealTrace {
+    pub name: &'static str,
+    pub dir: &'static str,
+    /// Importer name (`moesim_traces::import::Format`).
+    pub format: &'static str,
+    pub gpus: usize,
+    pub slots_per_gpu: usize,
+    pub gpus_per_node: usize,
+    pub concurrency: usize,
+    pub tokens_per_step: usize,
+    /// The model's expert shape (published configs), for the price of moves and imbalance.
+    pub expert: (u64, u64),
+}
+
+/// Every per-token trace of `../shared/traces` (the OLMoE folder holds totals only, with no iterations to
+/// judge). Batching gives DeepSeek-V2-Lite 161 iterations of up to 128 tokens and Mixtral (5 sequences)
+/// 32 iterations of up to 40 tokens.
+pub const REAL_TRACES: &[RealTrace] = &[
+    RealTrace {
+        name: "deepseek-v2-lite (real)",
+        dir: "deepseek-v2-lite",
+        format: "csv-tokens",
+        gpus: 16,
+        slots_per_gpu: 5,
+        gpus_per_node: 8,
+        concurrency: 16,
+        tokens_per_step: 8,
+        // hidden_size 2048, moe_intermediate_size 1408.
+        expert: (2048, 1408),
+    },
+    RealTrace {
+        name: "mixtral-8x7b (real)",
+        dir: "mixtral-8x7b",
+        format: "jsonl-tokens",
+        gpus: 4,
+        slots_per_gpu: 3,
+        gpus_per_node: 4,
+        concurrency: 8,
+        tokens_per_step: 8,
+        expert: (4096, 14336),
+    },
+];
+
+/// Tokens each GPU holds per training iteration in the harness's price (a common micro-batch: 4 sequences
+/// of 1,024 tokens). The harness judges load *shares*; this only sizes what imbalance costs in seconds.
+pub const PRICE_TOKENS_PER_GPU: u64 = 4096;
+
+/// The harness's price: training (weights and 12 bytes of optimizer state per parameter move, the
+/// scenario default) on DGX H100 nodes (datasheet roofline), `PRICE_TOKENS_PER_GPU × top_k` routed tokens
+/// per GPU and layer, a window of `window` iterations.
+pub fn training_price(
+    expert: (u64, u64),
+    top_k: usize,
+    gpus_per_node: usize,
+    window: usize,
+) -> Price {
+    let cluster = crate::scenario::cluster::cluster_preset("dgx-h100").expect("shipped preset");
+    let shape = super::priced::ExpertShape {
+        d_model: expert.0,
+        d_ff: expert.1,
+        matrices: 3,
+        dtype_bytes: 2,
+    };
+    Price::for_experts(
+        shape,
+        &cluster,
+        &cluster.roofline(),
+        gpus_per_node,
+        PRICE_TOKENS_PER_GPU * top_k as u64,
+        Some(12.0),
+        window,
+    )
+}
+
+/// Runs the harness on every synthetic workload, and on `real` (case, history, top-k) loaded by the caller.
+pub fn run_suite(real: &[(RealTrace, LoadHistory, usize)]) -> Vec<Row> {
+    run_suite_scaled(real, 1.0)
+}
+
+/// [`run_suite`] with the seconds of a moved copy scaled by `move_scale` when deciding re-plans (0: moves
+/// are free, so every re-plan adopts the best candidate); the reported seconds keep the full price.
+pub fn run_suite_scaled(real: &[(RealTrace, LoadHistory, usize)], move_scale: f64) -> Vec<Row> {
+    let mut rows = Vec::new();
+    let scaled = |mut s: Setup| {
+        s.decision_move_scale = move_scale;
+        s
+    };
+    for (case, h, top_k) in real {
+        let setup = setup_for(
+            h.iterations.len(),
+            case.gpus,
+            case.slots_per_gpu,
+            case.gpus_per_node,
+            training_price(case.expert, *top_k, case.gpus_per_node, 10),
+        );
+        rows.push(evaluate(case.name, h, &scaled(setup)));
+    }
+    for (name, h, gpus, slots, per_node) in synthetic_workloads() {
+        let top_k = if h.experts == 64 { 6 } else { 8 };
+        let setup = setup_for(
+            h.iterations.len(),
+            gpus,
+            slots,
+            per_node,
+            training_price((2048, 1408), top_k, per_node, 10),
+        );
+        rows.push(evaluate(&name, &h, &scaled(setup)));
+    }
+    rows
+}
+
+/// Plans from half the iterations (at most 50) and judges the rest (at most 100), re-planning every 10.
+pub fn setup_for(
+    iterations: usize,
+    gpus: usize,
+    slots_per_gpu: usize,
+    gpus_per_node: usize,
+    price: Price,
+) -> Setup {
+    let history = (iterations / 2).clamp(1, 50);
+    Setup {
+        gpus,
+        slots_per_gpu,
+        gpus_per_node,
+        history,
+        judged: 100,
+        replan_every: 10,
+        price,
+        decision_move_scale: 1.0,
+    }
+}
+
+/// The synthetic workloads with drift and bursts: (name, history, GPUs, slots, GPUs per node).
+pub fn synthetic_workloads() -> Vec<(String, LoadHistory, usize, usize, usize)> {
+    let spec = |seed| SyntheticSpec {
+        skew: Skew::LogNormal { sigma: 1.0 },
+        seed,
+        shuffle_per_layer: true,
+    };
+    let drift = Dynamics {
+        drift_sigma: 0.5,
+        drift_persistence: 0.95,
+        ..Dynamics::default()
+    };
+    let bursts = Dynamics {
+        drift_sigma: 0.2,
+        burst_prob: 0.3,
+        burst_factor: 4.0,
+        ..Dynamics::default()
+    };
+    let rotation = Dynamics {
+        drift_sigma: 0.2,
+        rotate_every: 20,
+        ..Dynamics::default()
+    };
+    vec![
+        (
+            "synthetic drift (64 experts, top-6)".into(),
+            synthetic_history(8, 64, 6, 2048, 150, spec(1), drift),
+            16,
+            5,
+            8,
+        ),
+        (
+            "synthetic bursts (64 experts, top-6)".into(),
+            synthetic_history(8, 64, 6, 2048, 150, spec(2), bursts),
+            16,
+            5,
+            8,
+        ),
+        (
+            "synthetic rotation (64 experts, top-6)".into(),
+            synthetic_history(8, 64, 6, 2048, 150, spec(3), rotation),
+            16,
+            5,
+            8,
+        ),
+        (
+            "synthetic drift (256 experts, top-8)".into(),
+            synthetic_history(4, 256, 8, 16384, 150, spec(4), drift),
+            64,
+            5,
+            8,
+        ),
+    ]
+}
+
+/// The harness table (Markdown).
+pub fn table(rows: &[Row], margin: f64) -> String {
+    let mut s = String::from(
+        "| workload | GPUs × slots | judged | median moesim / shares / EPLB | p10 moesim / shares / EPLB | copies moved moesim / EPLB | priced seconds moesim / EPLB | beats EPLB by ≥ margin |\n\
+         | --- | --- | --- | --- | --- | --- | --- | --- |\n",
+    );
+    for r in rows {
+        s.push_str(&format!(
+            "| {} | {} × {} | {} it × {} layers | {:.3} / {:.3} / {:.3} | {:.3} / {:.3} / {:.3} | {} / {} | {:.3} / {:.3} | {} |\n",
+            r.workload,
+            r.gpus,
+            r.slots_per_gpu,
+            r.judged_iterations,
+            r.layers,
+            r.ours.median,
+            r.ours_shares.median,
+            r.eplb.median,
+            r.ours.p10,
+            r.ours_shares.p10,
+            r.eplb.p10,
+            r.ours_moved,
+            r.eplb_moved,
+            r.ours_seconds,
+            r.eplb_seconds,
+            if r.beats_eplb(margin) { "yes" } else { "no" },
+        ));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use moesim_traces::{Sequence, TraceKind};
+
+    #[test]
+    fn continuous_batching_refills_finished_requests() {
+        // Three sequences of 3, 1 and 2 tokens, one layer, experts = token index.
+        let meta = moesim_traces::trace::meta(TraceKind::Tokens, 1, 4, 1, 1, Default::default());
+        let seq = |n: usize, tokens: &[u32]| {
+            let mut s = Sequence::with_capacity(format!("s{n}"), tokens.len(), 1, 1);
+            for t in tokens {
+                s.push_row(&[*t], None);
+            }
+            s
+        };
+        let t = TokenTrace {
+            meta,
+            sequences: vec![seq(0, &[0, 1, 2]), seq(1, &[3]), seq(2, &[1, 1])],
+        };
+        let h = batch_iterations(&t, 2, 1);
+        // it0: s0[0], s1[0]; it1: s0[1], s2[0]; it2: s0[2], s2[1].
+        assert_eq!(h.iterations.len(), 3);
+        assert_eq!(h.iterations[0][0], vec![1.0, 0.0, 0.0, 1.0]);
+        assert_eq!(h.iterations[1][0], vec![0.0, 2.0, 0.0, 0.0]);
+        assert_eq!(h.iterations[2][0], vec![0.0, 1.0, 1.0, 0.0]);
+    }
+
+    #[test]
+    fn judged_quantiles_interpolate() {
+        let j = Judged::of((1..=11).map(|x| x as f64).collect());
+        assert_eq!(j.median, 6.0);
+        assert_eq!(j.p10, 2.0);
+        assert_eq!(j.mean, 6.0);
+    }
+}

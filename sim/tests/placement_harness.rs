@@ -1,0 +1,85 @@
+//! The placement evaluation harness (`moesim_sim::placement::harness`) on every per-token trace of
+//! `../shared/traces` (or `$MOESIM_SHARED_TRACES`) and on the synthetic workloads with drift and bursts:
+//! plans made from a window of history, judged on each later iteration and layer, against EPLB given the
+//! same inputs. Without the traces the real-trace test is ignored (see `sim/build.rs`), not passed.
+
+use moesim_sim::placement::harness::{REAL_TRACES, RealTrace, batch_iterations, run_suite, table};
+use moesim_sim::placement::plan_layers::LoadHistory;
+use std::path::PathBuf;
+
+fn traces_root() -> PathBuf {
+    std::env::var_os("MOESIM_SHARED_TRACES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/traces"))
+}
+
+fn load_real() -> Vec<(RealTrace, LoadHistory, usize)> {
+    let root = traces_root();
+    REAL_TRACES
+        .iter()
+        .map(|case| {
+            let dir = root.join(case.dir);
+            let format = case.format.parse().unwrap();
+            let moesim_traces::Trace::Tokens(t) =
+                moesim_traces::import::import(format, &dir, &Default::default())
+                    .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+            else {
+                panic!("{}: a per-token trace", dir.display())
+            };
+            (
+                *case,
+                batch_iterations(&t, case.concurrency, case.tokens_per_step),
+                t.meta.top_k,
+            )
+        })
+        .collect()
+}
+
+#[test]
+#[cfg_attr(
+    moesim_no_shared_traces,
+    ignore = "needs ../shared/traces (or $MOESIM_SHARED_TRACES)"
+)]
+fn robust_plans_beat_eplb_on_later_iterations_of_every_workload() {
+    let real = load_real();
+    for (case, h, _) in &real {
+        assert!(
+            h.iterations.len() >= 30,
+            "{}: {} iterations",
+            case.name,
+            h.iterations.len()
+        );
+    }
+    let rows = run_suite(&real);
+    eprintln!("{}", table(&rows, 0.03));
+    assert_eq!(rows.len(), REAL_TRACES.len() + 4);
+    for r in &rows {
+        assert!(r.judged_iterations >= 15, "{}", r.workload);
+        // Re-plans priced in seconds move far fewer copies than EPLB's fresh re-plans, and the expert work
+        // of the most loaded GPU plus the moves takes less time under the same price.
+        assert!(
+            r.ours_moved < r.eplb_moved,
+            "{}: moved {} vs {}",
+            r.workload,
+            r.ours_moved,
+            r.eplb_moved
+        );
+        assert!(
+            r.ours_seconds < r.eplb_seconds,
+            "{}: {} s vs {} s",
+            r.workload,
+            r.ours_seconds,
+            r.eplb_seconds
+        );
+    }
+    // On the real traces, median and p10 balancedness of later iterations beat EPLB by at least 0.03.
+    for r in &rows[..REAL_TRACES.len()] {
+        assert!(
+            r.beats_eplb(0.03),
+            "{}: {:?} vs EPLB {:?}",
+            r.workload,
+            r.ours,
+            r.eplb
+        );
+    }
+}
