@@ -25,7 +25,9 @@ use crate::memory::{MemoryBreakdown, ParamsOnRank, RoutedTokens, rank_memory};
 use crate::network::CollectiveSpec;
 use crate::phase::Phase;
 use crate::placement::forecast::{Forecast, forecast};
-use crate::placement::search::{PlaceOptions, place_with_history};
+use crate::placement::priced::{ExpertShape, Price};
+use crate::placement::robust::{RobustOptions, Samples, fresh, replan_candidates};
+use crate::placement::search::PlaceOptions;
 use crate::placement::{LayerPlacement, eplb::eplb};
 use crate::result::StrategyResult;
 use crate::scenario::file::Mode;
@@ -165,6 +167,19 @@ impl<'a> EpModel<'a> {
             let mut o = PlaceOptions::new(ep_size, r.slots_per_gpu, gpus_per_node);
             // A dispatch that serves tokens inside their node needs the same number of copies per node.
             o.node_balanced = r.token_split == TokenSplit::LocalFirst;
+            // Plans good across the history's iterations (not only for its mean); a re-plan moves copies
+            // only when the seconds it saves until the run ends exceed the seconds the move costs.
+            let ro = RobustOptions::new(o);
+            let training = s.workload.mode == Mode::Training;
+            let price = Price::for_experts(
+                ExpertShape::from(m),
+                &s.cluster,
+                cost,
+                gpus_per_node,
+                s.tokens_per_rank() * s.workload.micro_batches as u64 * m.top_k as u64,
+                training.then_some(s.training.optimizer_bytes_per_param),
+                window,
+            );
             for w in 0..windows {
                 let seen = &history[..(w * window).min(history.len())];
                 let layer_plans: Vec<LayerPlacement> = (0..moe_layers)
@@ -186,12 +201,23 @@ impl<'a> EpModel<'a> {
                         match r.method {
                             PlacementMethod::Eplb => eplb(&mean, ep_size, r.slots_per_gpu),
                             PlacementMethod::Moesim => {
-                                let recent = &past[past.len().saturating_sub(if ep_size <= 64 {
-                                    16
-                                } else {
-                                    0
-                                })..];
-                                place_with_history(&mean, recent, &o, prev)
+                                let smp =
+                                    Samples::new(&past, ep_size, ro.max_samples, ro.half_life)
+                                        .unwrap_or_else(|| Samples::uniform(experts, ep_size));
+                                match prev {
+                                    None => fresh(&smp, &ro).placement,
+                                    Some(prev) => {
+                                        let price = Price {
+                                            window: iterations - w * window,
+                                            ..price
+                                        };
+                                        let cands =
+                                            replan_candidates(&smp, &ro, prev, price.swap_need());
+                                        price
+                                            .choose(prev, &cands)
+                                            .map_or_else(|| prev.clone(), |c| c.placement.clone())
+                                    }
+                                }
                             }
                         }
                     })
