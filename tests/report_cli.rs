@@ -462,3 +462,92 @@ fn reports_are_byte_identical_whatever_the_thread_count() {
         assert!(bytes == &b[name], "{name} differs between 1 and 3 threads");
     }
 }
+
+/// Every strategy kind, in a scenario written on the fly (so no trace is needed).
+const EVERY_KIND: &str = r#"
+seed = 5
+[model]
+preset = "olmoe-1b-7b"
+layers = 2
+seq_len = 256
+micro_batch = 1
+[cluster]
+preset = "dgx-h100"
+nodes = 2
+[workload]
+iterations = 2
+[[strategy]]
+name = "ep"
+kind = "ep"
+overlap_micro_batches = 2
+[[strategy]]
+name = "replicated"
+kind = "ep-replicated"
+ep_size = 16
+slots_per_gpu = 5
+replan_interval = 1
+[[strategy]]
+name = "fssdp"
+kind = "fssdp"
+"#;
+
+const OFFLOAD: &str = r#"
+seed = 5
+[model]
+preset = "mixtral-8x7b"
+layers = 2
+micro_batch = 1
+[cluster]
+preset = "dgx-h100"
+[workload]
+mode = "decode"
+iterations = 3
+[[strategy]]
+name = "offload"
+kind = "offload"
+cache_experts_per_layer = 4
+prefetch = "oracle"
+"#;
+
+#[test]
+fn timelines_work_for_every_strategy_kind_and_show_links_under_the_flow_backend() {
+    let dir = tempfile::tempdir().unwrap();
+    let kinds = dir.path().join("kinds.toml");
+    let offload = dir.path().join("offload.toml");
+    std::fs::write(&kinds, EVERY_KIND).unwrap();
+    std::fs::write(&offload, OFFLOAD).unwrap();
+    for (file, strategy) in [
+        (&kinds, "ep"),
+        (&kinds, "replicated"),
+        (&kinds, "fssdp"),
+        (&offload, "offload"),
+    ] {
+        for network in ["analytic", "flow"] {
+            let path = dir.path().join(format!("{strategy}-{network}.json"));
+            moesim()
+                .arg("simulate")
+                .arg(file)
+                .args(["--quiet", "--strategy", strategy, "--set"])
+                .arg(format!("cluster.network=\"{network}\""))
+                .args(["--iterations", "1", "--timeline"])
+                .arg(&path)
+                .assert()
+                .success();
+            let text = std::fs::read_to_string(&path).unwrap();
+            let summary = validate_chrome_trace(&text).unwrap();
+            assert!(summary.spans > 0, "{strategy} {network}");
+            let doc: Value = serde_json::from_str(&text).unwrap();
+            let has_links = doc["traceEvents"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|e| e["cat"] == "link");
+            // Transfers cross links only where there are collectives (offloading copies over PCIe).
+            assert_eq!(
+                has_links,
+                network == "flow" && strategy != "offload",
+                "{strategy} {network}"
+            );
+        }
+    }
+}

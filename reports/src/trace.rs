@@ -13,6 +13,9 @@ use moesim_sim::timeline::{IterationTimeline, stream_name};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 
+/// Tracks per link: concurrent flows beyond this many share the last lane's track.
+const LANES: usize = 4096;
+
 fn us(t: SimTime) -> f64 {
     t as f64 * 1e-6
 }
@@ -47,7 +50,7 @@ pub fn chrome_trace(strategy: &str, gpus: usize, iterations: &[IterationTimeline
         "args": {"sort_index": gpus}}),
     );
     let links_pid = gpus + 1;
-    let mut link_names: BTreeMap<u32, String> = BTreeMap::new();
+    let mut link_names: BTreeMap<usize, String> = BTreeMap::new();
     let mut offset: SimTime = 0;
     for it in iterations {
         events.push(
@@ -66,11 +69,28 @@ pub fn chrome_trace(strategy: &str, gpus: usize, iterations: &[IterationTimeline
                 "dur": us(o.finish - o.start), "args": {"iteration": it.iteration}}),
             );
         }
-        for l in &it.links {
-            link_names.entry(l.link).or_insert_with(|| l.name.clone());
+        // Flows share a link at the same time: each goes to the first lane of its link that is free
+        // (interval partitioning), one track per (link, lane).
+        let mut uses: Vec<&moesim_sim::timeline::LinkUse> = it.links.iter().collect();
+        uses.sort_by_key(|l| (l.link, l.start, l.finish));
+        let mut lanes: BTreeMap<u32, Vec<SimTime>> = BTreeMap::new();
+        for l in uses {
+            let ends = lanes.entry(l.link).or_default();
+            let lane = match ends.iter().position(|&end| end <= l.start) {
+                Some(k) => k,
+                None => {
+                    ends.push(0);
+                    ends.len() - 1
+                }
+            };
+            ends[lane] = l.finish;
+            let tid = l.link as usize * LANES + lane.min(LANES - 1);
+            link_names
+                .entry(tid)
+                .or_insert_with(|| format!("{} #{lane}", l.name));
             events.push(
                 json!({"name": format!("{}→{}", l.src, l.dst), "cat": "link", "ph": "X",
-                "pid": links_pid, "tid": l.link, "ts": us(offset + l.start),
+                "pid": links_pid, "tid": tid, "ts": us(offset + l.start),
                 "dur": us(l.finish - l.start),
                 "args": {"iteration": it.iteration, "bytes": l.bytes}}),
             );
