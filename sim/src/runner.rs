@@ -12,7 +12,7 @@ use crate::network::NetworkKind;
 use crate::phase::Phase;
 use crate::result::{IterationSummary, RankSummary, SimulationReport, Straggler, StrategyResult};
 use crate::scenario::file::StrategyKind;
-use crate::scenario::{Scenario, Strategy};
+use crate::scenario::{Scenario, Strategy, StrategyParams};
 use crate::stats::Distribution;
 use crate::strategy::ep::EpModel;
 use crate::strategy::fssdp::FssdpModel;
@@ -85,8 +85,8 @@ pub fn simulate_strategy(
         EpModel::routing_shape(s),
         "routing workload shape does not match the scenario"
     );
-    match strategy.kind {
-        StrategyKind::Ep | StrategyKind::EpReplicated => {
+    match strategy.params() {
+        StrategyParams::Ep | StrategyParams::EpReplicated(_) => {
             let model = EpModel::new(s, strategy, topo, cost, routing);
             let mut result = run(&model, s, strategy, opts);
             let iterations = model.iterations();
@@ -113,11 +113,11 @@ pub fn simulate_strategy(
                 });
             result
         }
-        StrategyKind::Fssdp => {
+        StrategyParams::Fssdp(_) => {
             let model = FssdpModel::new(s, strategy, topo, cost, routing);
             run(&model, s, strategy, opts)
         }
-        StrategyKind::Offload => {
+        StrategyParams::Offload(_) => {
             let tokens = TokenRouting::synthetic(s);
             simulate_offload(s, strategy, cost, &tokens, opts)
         }
@@ -224,10 +224,9 @@ pub fn simulate_offload(
     if let Err(e) = tokens.check(s.model.moe_layers(), s.model.experts) {
         panic!("{e}");
     }
-    let knobs = strategy
-        .offload
-        .as_ref()
-        .expect("an offload strategy has offloading knobs");
+    let StrategyParams::Offload(knobs) = strategy.params() else {
+        panic!("strategy `{}` is not an offloading strategy", strategy.name)
+    };
     // Steps are deduplicated and split to the cache's capacity, so the replay cannot refuse them.
     let model = OffloadModel::new(s, knobs, cost, tokens)
         .unwrap_or_else(|e| panic!("expert cache replay: {e}"));

@@ -14,8 +14,7 @@ pub use crate::engine::Stream;
 use crate::engine::{OpId, SimTime};
 use crate::network::FlowRecord;
 use crate::phase::Phase;
-use crate::scenario::file::StrategyKind;
-use crate::scenario::{Scenario, Strategy};
+use crate::scenario::{Scenario, Strategy, StrategyParams};
 use crate::strategy::ep::EpModel;
 use crate::strategy::fssdp::FssdpModel;
 use crate::strategy::model::StrategyModel;
@@ -101,21 +100,17 @@ pub fn iteration_timelines(
     let topo = Topology::build(&s.cluster);
     let roofline = s.cluster.roofline();
     let cost = cost.unwrap_or(&roofline);
-    match strategy.kind {
-        StrategyKind::Ep | StrategyKind::EpReplicated => {
+    match strategy.params() {
+        StrategyParams::Ep | StrategyParams::EpReplicated(_) => {
             let model = EpModel::new(s, strategy, &topo, cost, routing);
             timelines(&model, &topo, iterations)
         }
-        StrategyKind::Fssdp => {
+        StrategyParams::Fssdp(_) => {
             let model = FssdpModel::new(s, strategy, &topo, cost, routing);
             timelines(&model, &topo, iterations)
         }
-        StrategyKind::Offload => {
+        StrategyParams::Offload(knobs) => {
             let tokens = TokenRouting::synthetic(s);
-            let knobs = strategy
-                .offload
-                .as_ref()
-                .expect("an offload strategy has offloading knobs");
             let model = OffloadModel::new(s, knobs, cost, &tokens)
                 .unwrap_or_else(|e| panic!("expert cache replay: {e}"));
             timelines(&model, &topo, iterations)

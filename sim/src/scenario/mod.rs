@@ -81,6 +81,44 @@ fn one_part() -> usize {
     1
 }
 
+/// A strategy's kind with its own settings, typed: what the simulator dispatches on. (The scenario file and
+/// the plan JSON keep the flat `kind` + knobs form.)
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum StrategyParams<'a> {
+    Ep,
+    EpReplicated(&'a Replication),
+    Fssdp(&'a knobs::FssdpKnobs),
+    Offload(&'a knobs::OffloadKnobs),
+}
+
+impl Strategy {
+    /// The kind with its settings. Validation guarantees every kind carries its own settings.
+    pub fn params(&self) -> StrategyParams<'_> {
+        let missing = |what: &str| -> ! {
+            panic!(
+                "strategy `{}` of kind {:?} has no {what} settings (not a validated scenario)",
+                self.name, self.kind
+            )
+        };
+        match self.kind {
+            StrategyKind::Ep => StrategyParams::Ep,
+            StrategyKind::EpReplicated => StrategyParams::EpReplicated(
+                self.replication
+                    .as_ref()
+                    .unwrap_or_else(|| missing("replication")),
+            ),
+            StrategyKind::Fssdp => {
+                StrategyParams::Fssdp(self.fssdp.as_ref().unwrap_or_else(|| missing("FSSDP")))
+            }
+            StrategyKind::Offload => StrategyParams::Offload(
+                self.offload
+                    .as_ref()
+                    .unwrap_or_else(|| missing("offloading")),
+            ),
+        }
+    }
+}
+
 /// How `ep-replicated` places and re-plans copies of experts.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Replication {
