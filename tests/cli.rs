@@ -157,7 +157,8 @@ fn plan_refuses_when_everything_runs_out_of_memory() {
         .arg(repo("scenarios/quickstart.toml"))
         .assert()
         .code(2)
-        .stderr(predicate::str::contains("runs out of memory"));
+        .stderr(predicate::str::contains("no plan written"))
+        .stderr(predicate::str::contains("ep16: out of memory"));
     assert!(!dir.path().join("plan.json").exists());
 }
 
@@ -276,6 +277,16 @@ fn bad_scenarios_name_the_field_and_point_at_its_line() {
             scenario_with("", "", "ep_size = 3\n"),
             &["ep_size = 3 must divide"],
             "bad.toml:8:11",
+        ),
+        (
+            "quality constraint out of range",
+            scenario_with("", "", "[objective]\nmax_dropped_fraction = 1.5\n"),
+            &[
+                "objective.max_dropped_fraction",
+                "1.5 is not a fraction",
+                "0..=1",
+            ],
+            "bad.toml:9:24",
         ),
     ];
     for (what, text, fragments, at) in cases {

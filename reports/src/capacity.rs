@@ -7,10 +7,12 @@
 //! the expert count at a size has no point there: its EP groups would not tile the cluster, and the
 //! scenario itself would not resolve at that size.
 
+use crate::inputs::{InputError, Inputs};
 use moesim_sim::result::StrategyResult;
-use moesim_sim::runner::{RunOptions, simulate_strategy, synthetic_routing};
+use moesim_sim::runner::{RunOptions, simulate_offload, simulate_strategy};
+use moesim_sim::scenario::file::StrategyKind;
 use moesim_sim::scenario::overrides::apply_override;
-use moesim_sim::scenario::{ScenarioError, parse_scenario};
+use moesim_sim::scenario::parse_scenario;
 use moesim_sim::topology::Topology;
 use serde::{Deserialize, Serialize};
 
@@ -68,18 +70,22 @@ pub fn default_node_counts(scenario_nodes: usize) -> Vec<usize> {
     v
 }
 
-/// Simulates the scenario (`file`, `text`, `overrides` as for [`parse_scenario`]) at every node count,
-/// on its synthetic workload; points come back ordered by node count, then by strategy order.
-/// `progress` is called once per simulated iteration.
+/// Simulates the scenario of `inputs` at every node count, on the same routing workload (its trace
+/// replayed onto each size, or its synthetic workload drawn at each size), per-token routing and cost
+/// model; points come back ordered by node count, then by strategy order. `progress` is called once per
+/// simulated iteration.
 pub fn capacity_curve(
-    file: &str,
-    text: &str,
-    overrides: &[String],
+    inputs: &Inputs,
     node_counts: &[usize],
     progress: Option<&(dyn Fn() + Sync)>,
-) -> Result<Vec<CapacityPoint>, ScenarioError> {
+) -> Result<Vec<CapacityPoint>, InputError> {
     // The scenario as given: its GPUs per node and experts do not change with the node count.
-    let base = parse_scenario(file, text, overrides)?;
+    let (file, text, overrides) = (
+        inputs.file.display().to_string(),
+        inputs.text.as_str(),
+        &inputs.overrides,
+    );
+    let base = &inputs.scenario;
     let (gpus_per_node, experts) = (base.cluster.gpus_per_node, base.model.experts);
     let mut doc: toml::Table = toml::from_str(text).unwrap_or_default();
     for o in overrides {
@@ -116,22 +122,20 @@ pub fn capacity_curve(
         at_size.insert("strategy".into(), toml::Value::Array(kept));
         apply_override(&mut at_size, &format!("cluster.nodes={nodes}")).expect("a table");
         let text_at_size = toml::to_string(&at_size).expect("a TOML table serialises");
-        let s = parse_scenario(file, &text_at_size, &[])?;
+        let s = parse_scenario(&file, &text_at_size, &[])?;
         let topo = Topology::build(&s.cluster);
         let roofline = s.cluster.roofline();
-        let routing = synthetic_routing(&s);
+        let cost = inputs.cost().unwrap_or(&roofline);
+        let routing = inputs.routing_for(&s)?;
+        let opts = RunOptions {
+            timing: false,
+            progress,
+        };
         for st in &s.strategies {
-            let r = simulate_strategy(
-                &s,
-                st,
-                &topo,
-                &roofline,
-                &routing,
-                RunOptions {
-                    timing: false,
-                    progress,
-                },
-            );
+            let r = match (st.kind, inputs.tokens.as_deref()) {
+                (StrategyKind::Offload, Some(t)) => simulate_offload(&s, st, cost, t, opts),
+                _ => simulate_strategy(&s, st, &topo, cost, routing.as_ref(), opts),
+            };
             points.push(CapacityPoint::of(
                 &r,
                 s.cluster.nodes,
@@ -155,7 +159,13 @@ pub fn gpus_for(points: &[CapacityPoint], strategy: &str, tokens_per_s: f64) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use moesim_sim::runner::simulate_scenario;
+    use moesim_sim::runner::{simulate_scenario, synthetic_routing};
+
+    fn curve(overrides: &[&str], nodes: &[usize]) -> Vec<CapacityPoint> {
+        let o = overrides.iter().map(|s| s.to_string()).collect();
+        let inputs = Inputs::resolve("c.toml".as_ref(), TEXT.into(), o, None).unwrap();
+        capacity_curve(&inputs, nodes, None).unwrap()
+    }
 
     const TEXT: &str = r#"
 [model]
@@ -183,7 +193,7 @@ kind = "ep"
 
     #[test]
     fn points_equal_separate_simulations_at_those_sizes() {
-        let points = capacity_curve("c.toml", TEXT, &[], &[1, 2, 4], None).unwrap();
+        let points = curve(&[], &[1, 2, 4]);
         for nodes in [1usize, 2, 4] {
             let s = parse_scenario(
                 "c.toml",
@@ -230,7 +240,7 @@ kind = "ep"
 
     #[test]
     fn more_gpus_never_lower_total_memory() {
-        let points = capacity_curve("c.toml", TEXT, &[], &[1, 2, 4, 8], None).unwrap();
+        let points = curve(&[], &[1, 2, 4, 8]);
         for name in ["ep16", "ep8", "auto"] {
             let curve: Vec<&CapacityPoint> = points.iter().filter(|p| p.strategy == name).collect();
             assert!(curve.len() >= 3, "{name}");
@@ -251,7 +261,7 @@ kind = "ep"
     #[test]
     fn sizes_where_a_strategy_cannot_tile_leave_only_that_strategy_out() {
         // Three nodes: 24 GPUs. ep16 does not divide 24; the default min(24, 64) = 24 does not divide 64.
-        let points = capacity_curve("c.toml", TEXT, &[], &[3], None).unwrap();
+        let points = curve(&[], &[3]);
         let names: Vec<&str> = points.iter().map(|p| p.strategy.as_str()).collect();
         assert_eq!(names, ["ep8"]);
         assert_eq!(points[0].gpus, 24);
@@ -259,15 +269,14 @@ kind = "ep"
 
     #[test]
     fn an_ep_size_set_by_override_is_respected() {
-        let sets = ["strategy.auto.ep_size=16".to_string()];
-        let points = capacity_curve("c.toml", TEXT, &sets, &[1, 2], None).unwrap();
+        let points = curve(&["strategy.auto.ep_size=16"], &[1, 2]);
         assert!(!points.iter().any(|p| p.nodes == 1 && p.strategy == "auto"));
         assert!(points.iter().any(|p| p.nodes == 2 && p.strategy == "auto"));
     }
 
     #[test]
     fn strategies_that_do_not_tile_are_left_out_and_gpus_for_finds_the_smallest() {
-        let points = capacity_curve("c.toml", TEXT, &[], &[1, 2], None).unwrap();
+        let points = curve(&[], &[1, 2]);
         assert!(!points.iter().any(|p| p.nodes == 1 && p.strategy == "ep16"));
         assert!(points.iter().any(|p| p.nodes == 1 && p.strategy == "ep8"));
         let one_node = points

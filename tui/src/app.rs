@@ -544,13 +544,9 @@ impl App {
             return;
         }
         let (tx, rx) = channel();
-        let (request, routing, dir) = (
-            s.request.clone(),
-            Arc::clone(&s.routing),
-            self.out_dir.clone(),
-        );
+        let (request, dir) = (s.request.clone(), self.out_dir.clone());
         std::thread::spawn(move || {
-            let _ = tx.send(export::capacity_report(&request, routing, &dir));
+            let _ = tx.send(export::capacity_report(&request, &dir));
         });
         self.report_job = Some(rx);
         self.status = "writing the capacity report…".into();

@@ -4,14 +4,13 @@
 use crate::app::App;
 use crate::session::{Request, Session};
 use moesim_reports::collect::{CollectOptions, collect};
+use moesim_reports::inputs::Inputs;
 use moesim_reports::report::{ReportOptions, render_report};
 use moesim_sim::plan::make_plan;
-use moesim_traces::RoutingSource;
 use ratatui::buffer::Buffer;
 use ratatui::layout::Rect;
 use ratatui::widgets::Widget;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 /// Writes `dir/plan.json` for the strategy the objective chooses.
 pub fn save_plan(s: &Session, dir: &Path) -> Result<PathBuf, String> {
@@ -70,18 +69,18 @@ pub fn write_report(app: &App, screen: &str, dir: &Path) -> Result<PathBuf, Stri
 }
 
 /// Simulates and renders the capacity report of `request` (its overrides included) into `dir/report/`,
-/// as `moesim report` does; slow (it re-simulates and draws figures), so the app runs it on a thread.
-pub fn capacity_report(
-    request: &Request,
-    routing: Arc<dyn RoutingSource>,
-    dir: &Path,
-) -> Result<PathBuf, String> {
-    let name = request.path.display().to_string();
+/// through the same input pipeline as `moesim report` (trace, cost profile); slow (it re-simulates and
+/// draws figures), so the app runs it on a thread.
+pub fn capacity_report(request: &Request, dir: &Path) -> Result<PathBuf, String> {
+    let inputs = Inputs::resolve(
+        &request.path,
+        request.text.clone(),
+        request.overrides.clone(),
+        None,
+    )
+    .map_err(|e| e.to_string())?;
     let data = collect(
-        &name,
-        &request.text,
-        &request.overrides,
-        routing.as_ref(),
+        &inputs,
         &CollectOptions::default(),
         env!("CARGO_PKG_VERSION"),
         None,
