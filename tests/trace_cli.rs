@@ -4,6 +4,8 @@ use assert_cmd::Command;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+mod common;
+
 fn moesim() -> Command {
     Command::cargo_bin("moesim").expect("binary built")
 }
@@ -12,22 +14,8 @@ fn repo(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
 }
 
-/// `../shared/traces/<sub>`; required under CI, skipped with a notice otherwise.
-fn shared(sub: &str) -> Option<PathBuf> {
-    let dir = std::env::var_os("MOESIM_SHARED_TRACES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo("../shared/traces"))
-        .join(sub);
-    if dir.exists() {
-        return Some(dir);
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "the real router traces are required under CI but {} is missing",
-        dir.display()
-    );
-    eprintln!("NOTICE: skipping: {} not found", dir.display());
-    None
+fn shared(sub: &str) -> PathBuf {
+    common::shared_traces(sub)
 }
 
 fn ok(cmd: &mut Command) -> Vec<u8> {
@@ -40,14 +28,14 @@ fn ok(cmd: &mut Command) -> Vec<u8> {
     out.stdout
 }
 
-fn import_deepseek(tmp: &Path) -> Option<PathBuf> {
-    let dir = shared("deepseek-v2-lite")?;
+fn import_deepseek(tmp: &Path) -> PathBuf {
+    let dir = shared("deepseek-v2-lite");
     let out = tmp.join("ds.moetrace");
     ok(moesim()
         .args(["trace", "import", "--from", "csv-tokens"])
         .arg(&dir)
         .arg(&out));
-    Some(out)
+    out
 }
 
 /// Independent reference: reads the CSVs by hand (the expert list is the last, quoted field) and replays
@@ -129,18 +117,20 @@ fn replay(steps: &[Vec<u32>], cap: usize, belady: bool) -> f64 {
 }
 
 #[test]
+#[cfg_attr(
+    moesim_real_traces_missing,
+    ignore = "needs the real router traces ($MOESIM_SHARED_TRACES, default ../shared/traces)"
+)]
 fn stats_json_on_deepseek_matches_reference_hit_rates() {
     let tmp = tempfile::tempdir().unwrap();
-    let Some(trace) = import_deepseek(tmp.path()) else {
-        return;
-    };
+    let trace = import_deepseek(tmp.path());
     let out = ok(moesim()
         .args(["trace", "stats", "--json", "--cache-sizes", "8,16"])
         .arg(&trace));
     let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
     let layers = v["layers"].as_array().unwrap();
     assert_eq!(layers.len(), 26);
-    let reference = reference_rates(&shared("deepseek-v2-lite").unwrap(), 16);
+    let reference = reference_rates(&shared("deepseek-v2-lite"), 16);
     for l in layers {
         let id = l["layer"].as_u64().unwrap() as u32;
         assert_eq!(l["tokens"], 6610);
@@ -172,11 +162,13 @@ fn stats_json_on_deepseek_matches_reference_hit_rates() {
 }
 
 #[test]
+#[cfg_attr(
+    moesim_real_traces_missing,
+    ignore = "needs the real router traces ($MOESIM_SHARED_TRACES, default ../shared/traces)"
+)]
 fn cache_smaller_than_k_is_rejected() {
     let tmp = tempfile::tempdir().unwrap();
-    let Some(trace) = import_deepseek(tmp.path()) else {
-        return;
-    };
+    let trace = import_deepseek(tmp.path());
     let out = moesim()
         .args(["trace", "stats", "--json", "--cache-sizes", "4"])
         .arg(&trace)
@@ -234,10 +226,12 @@ fn bad_input_fails_cleanly_and_leaves_no_output() {
 }
 
 #[test]
+#[cfg_attr(
+    moesim_real_traces_missing,
+    ignore = "needs the real router traces ($MOESIM_SHARED_TRACES, default ../shared/traces)"
+)]
 fn jsonl_import_export_round_trip() {
-    let Some(dir) = shared("mixtral-8x7b") else {
-        return;
-    };
+    let dir = shared("mixtral-8x7b");
     let tmp = tempfile::tempdir().unwrap();
     let a = tmp.path().join("a.moetrace");
     let b = tmp.path().join("b.moetrace");
@@ -264,11 +258,13 @@ fn jsonl_import_export_round_trip() {
 }
 
 #[test]
+#[cfg_attr(
+    moesim_real_traces_missing,
+    ignore = "needs the real router traces ($MOESIM_SHARED_TRACES, default ../shared/traces)"
+)]
 fn simulate_replays_a_trace_and_checks_its_shape() {
     let tmp = tempfile::tempdir().unwrap();
-    let Some(trace) = import_deepseek(tmp.path()) else {
-        return;
-    };
+    let trace = import_deepseek(tmp.path());
     let scenario = repo("scenarios/quickstart.toml");
     // OLMoE (16 layers, top-8) cannot replay a 26-layer, top-6 trace
     let out = moesim()
