@@ -97,7 +97,7 @@ pub fn comparison(results: &[StrategyResult], chosen: Option<usize>, s: &Scenari
     }
     let excluded: Vec<String> = results
         .iter()
-        .filter_map(|r| exclusion(r, s).map(|e| format!("{} ({e})", r.strategy)))
+        .filter_map(|r| exclusion(r, s).map(|e| format!("{}: {e}", r.strategy)))
         .collect();
     if !excluded.is_empty() {
         out.push_str(&format!("not eligible: {}\n", excluded.join("; ")));

@@ -325,3 +325,58 @@ fn missing_file_and_bad_override_are_clear() {
         .failure()
         .stderr(predicate::str::contains("expected KEY=VALUE"));
 }
+
+/// `moesim simulate … --json | head -1`: the reader goes away; moesim ends quietly with success instead of
+/// panicking (exit 101), for the JSON, the table and `plan`.
+#[test]
+fn a_closed_stdout_ends_quietly() {
+    let bin = assert_cmd::cargo::cargo_bin("moesim");
+    let dir = tempfile::tempdir().unwrap();
+    for args in [
+        vec!["simulate", "--json", "-q"],
+        vec!["simulate", "-q"],
+        vec!["plan", "-q", "--out", dir.path().to_str().unwrap()],
+    ] {
+        let mut child = std::process::Command::new(&bin)
+            .args(&args)
+            .args(["--set", "workload.iterations=2"])
+            .arg(repo("scenarios/quickstart.toml"))
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Close the read end before moesim writes anything.
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn a_strategy_name_with_dots_can_be_overridden() {
+    let out = moesim()
+        .args([
+            "simulate",
+            "--json",
+            "-q",
+            "--set",
+            "workload.iterations=1",
+            "--set",
+            "strategy.ep16-cf1.25.capacity_factor=100",
+        ])
+        .arg(repo("scenarios/quickstart.toml"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v = json(&out.stdout);
+    let r = &v["results"][2];
+    assert_eq!(r["strategy"], "ep16-cf1.25");
+    // A capacity factor of 100 drops nothing.
+    assert_eq!(r["dropped_fraction"], 0.0);
+}
