@@ -26,6 +26,9 @@ pub struct CapacityPoint {
     pub step_time_ms_mean: f64,
     pub step_time_ms_p99: f64,
     pub tokens_per_s: f64,
+    /// Fraction of (token, expert) assignments dropped by a capacity factor.
+    #[serde(default)]
+    pub dropped_fraction: f64,
     /// Memory of the GPU with the most (GiB).
     pub memory_peak_gib: f64,
     /// `gpus × memory_peak_gib`: what the whole cluster must hold, at most.
@@ -45,6 +48,7 @@ impl CapacityPoint {
             step_time_ms_mean: r.step_time_ms.mean,
             step_time_ms_p99: r.step_time_ms.p99,
             tokens_per_s: r.tokens_per_s,
+            dropped_fraction: r.dropped_fraction,
             memory_peak_gib: r.memory_peak_gib,
             total_memory_gib: r.memory_peak_gib * gpus as f64,
             memory_limit_gib,
@@ -296,5 +300,49 @@ kind = "ep"
         assert_eq!(gpus_for(&points, "ep8", f64::INFINITY), None);
         assert_eq!(default_node_counts(2), vec![1, 2, 4, 8]);
         assert_eq!(default_node_counts(1), vec![1, 2, 4]);
+    }
+
+    /// A scenario that names a trace: every capacity point replays it (onto its cluster size), so the
+    /// point at the scenario's own size equals `simulate` on the same inputs.
+    #[test]
+    fn capacity_points_replay_the_scenarios_trace() {
+        use moesim_traces::tokengen::TokenModel;
+        let dir = tempfile::tempdir().unwrap();
+        let model = TokenModel {
+            layers: 2,
+            experts: 64,
+            top_k: 8,
+            skew: moesim_traces::Skew::Zipf { s: 1.4 },
+            shuffle_per_layer: true,
+            locality: 0.0,
+            layer_correlation: 0.0,
+            null_expert_prob: 0.0,
+            drift: Default::default(),
+            seed: 9,
+        };
+        let trace = moesim_traces::Trace::Tokens(model.generate(16, 1024).unwrap());
+        moesim_traces::native::write_native(&dir.path().join("t.moetrace"), &trace).unwrap();
+        let text = TEXT.replace("[workload]\n", "[workload]\ntrace = \"t.moetrace\"\n");
+        let file = dir.path().join("c.toml");
+        let inputs = Inputs::resolve(&file, text.clone(), vec![], None).unwrap();
+        let synthetic = Inputs::resolve(
+            &file,
+            text.replace("trace = \"t.moetrace\"\n", ""),
+            vec![],
+            None,
+        )
+        .unwrap();
+        let points = capacity_curve(&inputs, &[2], None).unwrap();
+        let run = RunOptions {
+            timing: false,
+            progress: None,
+        };
+        let direct = inputs.simulate(run).unwrap();
+        let drawn = synthetic.simulate(run).unwrap();
+        assert_eq!(points.len(), direct.results.len());
+        for ((p, r), s) in points.iter().zip(&direct.results).zip(&drawn.results) {
+            assert_eq!(p.step_time_ms_mean, r.step_time_ms.mean, "{}", p.strategy);
+            assert_ne!(p.step_time_ms_mean, s.step_time_ms.mean, "{}", p.strategy);
+        }
     }
 }

@@ -273,4 +273,35 @@ capacity_factor = 1.5
         assert_ne!(a, workload_checksum(&synthetic_routing(&s), 2));
         assert_eq!(a.len(), 16);
     }
+
+    #[test]
+    fn a_profile_prices_the_report_as_it_prices_simulate() {
+        // An A100 profile on the H100 cluster: slower GEMMs than the cluster's own roofline.
+        let o = vec!["cluster.profile=a100-datasheet".to_string()];
+        let with = Inputs::resolve("c.toml".as_ref(), TEXT.into(), o, None).unwrap();
+        let without = Inputs::resolve("c.toml".as_ref(), TEXT.into(), vec![], None).unwrap();
+        let d = collect(&with, &CollectOptions::default(), "t", None).unwrap();
+        assert!(
+            d.inputs.cost_profile.starts_with("profile a100-datasheet"),
+            "{}",
+            d.inputs.cost_profile
+        );
+        let run = RunOptions {
+            timing: false,
+            progress: None,
+        };
+        let direct = with.simulate(run).unwrap();
+        let roofline = without.simulate(run).unwrap();
+        for ((r, x), y) in d
+            .report
+            .results
+            .iter()
+            .zip(&direct.results)
+            .zip(&roofline.results)
+        {
+            assert_eq!(r.step_time_ms.mean, x.step_time_ms.mean, "{}", r.strategy);
+            // The profile is not the roofline: the report would differ had it ignored the profile.
+            assert_ne!(r.step_time_ms.mean, y.step_time_ms.mean, "{}", r.strategy);
+        }
+    }
 }
