@@ -486,3 +486,48 @@ fn scenario_workload_trace_is_relative_to_the_scenario_file() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("hot.moetrace"));
 }
+
+/// `trace gen` says what it wrote, and every flag of it has a help text.
+#[test]
+fn gen_reports_what_it_wrote_and_documents_its_flags() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("g.moetrace");
+    let stdout = ok(moesim()
+        .args([
+            "trace",
+            "gen",
+            "--layers",
+            "2",
+            "--experts",
+            "8",
+            "--top-k",
+            "2",
+        ])
+        .args([
+            "--sequences",
+            "3",
+            "--tokens-per-sequence",
+            "10",
+            "--skew",
+            "zipf:1.2",
+        ])
+        .arg(&out));
+    let text = String::from_utf8(stdout).unwrap();
+    assert!(text.contains("g.moetrace"), "{text}");
+    assert!(text.contains("3 sequences × 10 tokens"), "{text}");
+    assert!(text.contains("zipf:1.2"), "{text}");
+    assert!(out.is_file());
+    let help = String::from_utf8(ok(moesim().args(["trace", "gen", "--help"]))).unwrap();
+    // Every option line is followed by its description on the same line or the next.
+    let lines: Vec<&str> = help.lines().collect();
+    for (i, l) in lines.iter().enumerate() {
+        let t = l.trim_start();
+        if t.starts_with("--") {
+            let described = t.split("  ").filter(|p| !p.trim().is_empty()).count() > 1
+                || lines
+                    .get(i + 1)
+                    .is_some_and(|n| !n.trim().is_empty() && !n.trim_start().starts_with('-'));
+            assert!(described, "no help text: {t}");
+        }
+    }
+}
