@@ -12,14 +12,18 @@ use ratatui::layout::Rect;
 use ratatui::widgets::Widget;
 use std::path::{Path, PathBuf};
 
-/// Writes `dir/plan.json` for the strategy the objective chooses.
+/// Writes the plan of the strategy the objective chooses to `dir/plan.json`, or, when that exists (from
+/// `moesim plan` or an earlier `s`), to the first free `dir/plan-N.json`: saving never overwrites a plan.
 pub fn save_plan(s: &Session, dir: &Path) -> Result<PathBuf, String> {
-    let chosen = s
-        .chosen
-        .ok_or("every strategy runs out of memory; there is no plan")?;
+    let chosen = s.chosen.ok_or(
+        "no strategy fits in memory while dropping at most the allowed fraction; there is no plan",
+    )?;
     let plan = make_plan(&s.scenario, &s.report, chosen);
     let json = serde_json::to_string_pretty(&plan).map_err(|e| e.to_string())?;
-    let path = dir.join("plan.json");
+    let path = std::iter::once(dir.join("plan.json"))
+        .chain((2..).map(|n| dir.join(format!("plan-{n}.json"))))
+        .find(|p| !p.exists())
+        .expect("an unused name");
     write(&path, &json)?;
     Ok(path)
 }
