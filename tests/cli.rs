@@ -117,7 +117,7 @@ fn plan_writes_plan_json_and_reports_the_choice() {
         .as_array()
         .unwrap()
         .iter()
-        .filter(|r| !r["oom"].as_bool().unwrap())
+        .filter(|r| !r["oom"].as_bool().unwrap() && r["dropped_fraction"].as_f64().unwrap() <= 0.01)
         .max_by(|a, b| {
             a["tokens_per_s"]
                 .as_f64()
@@ -138,6 +138,10 @@ fn plan_writes_plan_json_and_reports_the_choice() {
         .sum();
     assert_eq!(experts, 64, "every expert placed once per EP group");
     assert_eq!(plan["predicted"]["tokens_per_s"], best["tokens_per_s"]);
+    assert_eq!(
+        plan["predicted"]["dropped_fraction"],
+        best["dropped_fraction"]
+    );
 }
 
 #[test]
