@@ -28,6 +28,33 @@ fn ok(cmd: &mut Command) -> Vec<u8> {
     out.stdout
 }
 
+/// A generated trace of DeepSeek-V2-Lite's routing shape (26 MoE layers, 64 experts, top-6), for tests
+/// that need the shape, not the real routing.
+fn gen_deepseek_shaped(tmp: &Path) -> PathBuf {
+    let out = tmp.join("ds.moetrace");
+    ok(moesim()
+        .args([
+            "trace",
+            "gen",
+            "--layers",
+            "26",
+            "--experts",
+            "64",
+            "--top-k",
+            "6",
+        ])
+        .args([
+            "--skew",
+            "zipf:1.0",
+            "--sequences",
+            "8",
+            "--tokens-per-sequence",
+            "64",
+        ])
+        .arg(&out));
+    out
+}
+
 fn import_deepseek(tmp: &Path) -> PathBuf {
     let dir = shared("deepseek-v2-lite");
     let out = tmp.join("ds.moetrace");
@@ -162,13 +189,9 @@ fn stats_json_on_deepseek_matches_reference_hit_rates() {
 }
 
 #[test]
-#[cfg_attr(
-    moesim_real_traces_missing,
-    ignore = "needs the real router traces ($MOESIM_SHARED_TRACES, default ../shared/traces)"
-)]
 fn cache_smaller_than_k_is_rejected() {
     let tmp = tempfile::tempdir().unwrap();
-    let trace = import_deepseek(tmp.path());
+    let trace = gen_deepseek_shaped(tmp.path());
     let out = moesim()
         .args(["trace", "stats", "--json", "--cache-sizes", "4"])
         .arg(&trace)
@@ -258,13 +281,9 @@ fn jsonl_import_export_round_trip() {
 }
 
 #[test]
-#[cfg_attr(
-    moesim_real_traces_missing,
-    ignore = "needs the real router traces ($MOESIM_SHARED_TRACES, default ../shared/traces)"
-)]
 fn simulate_replays_a_trace_and_checks_its_shape() {
     let tmp = tempfile::tempdir().unwrap();
-    let trace = import_deepseek(tmp.path());
+    let trace = gen_deepseek_shaped(tmp.path());
     let scenario = repo("scenarios/quickstart.toml");
     // OLMoE (16 layers, top-8) cannot replay a 26-layer, top-6 trace
     let out = moesim()
