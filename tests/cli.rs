@@ -384,3 +384,34 @@ fn a_strategy_name_with_dots_can_be_overridden() {
     // A capacity factor of 100 drops nothing.
     assert_eq!(r["dropped_fraction"], 0.0);
 }
+
+/// Two identical strategies tie: the explanation says so instead of "0.0% more tokens/s".
+#[test]
+fn a_tie_is_called_a_tie() {
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = dir.path().join("tie.toml");
+    std::fs::write(
+        &scenario,
+        "[model]\npreset = \"olmoe-1b-7b\"\nlayers = 2\nseq_len = 256\n[cluster]\npreset = \"dgx-h100\"\n\
+         [workload]\niterations = 2\n[[strategy]]\nname = \"a\"\nkind = \"ep\"\nep_size = 8\n\
+         [[strategy]]\nname = \"b\"\nkind = \"ep\"\nep_size = 8\n",
+    )
+    .unwrap();
+    let out = moesim()
+        .args(["plan", "-q", "--out"])
+        .arg(dir.path())
+        .arg(&scenario)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("chosen: a — ties with b on tokens/s"),
+        "{text}"
+    );
+    assert!(!text.contains("0.0% more"), "{text}");
+}
