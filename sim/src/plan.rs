@@ -22,10 +22,10 @@ impl std::fmt::Display for Exclusion {
             Exclusion::OutOfMemory {
                 peak_gib,
                 limit_gib,
-            } => write!(f, "out of memory ({peak_gib:.1} GiB > {limit_gib:.1} GiB)"),
+            } => write!(f, "out of memory, {peak_gib:.1} GiB > {limit_gib:.1} GiB"),
             Exclusion::Drops { fraction, limit } => write!(
                 f,
-                "drops {:.1}% of assignments (more than the {}% allowed)",
+                "drops {:.1}% of assignments, more than the {}% allowed",
                 100.0 * fraction,
                 100.0 * limit
             ),
