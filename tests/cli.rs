@@ -410,7 +410,7 @@ fn a_tie_is_called_a_tie() {
     );
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
-        text.contains("chosen: a — ties with b on tokens/s"),
+        text.contains("chosen: a — ties on tokens/s with b"),
         "{text}"
     );
     assert!(!text.contains("0.0% more"), "{text}");

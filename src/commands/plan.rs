@@ -155,16 +155,25 @@ fn why(results: &[StrategyResult], chosen: usize, s: &Scenario) -> String {
     // Below 0.05 % the rounded margin would read "0.0% more": say it is a tie instead.
     let lead = if margin.abs() < 5e-4 {
         format!(
-            "ties with {} on tokens/s ({} vs {}; chosen by the objective, then by listing order)",
+            "ties on tokens/s with {} (the best other strategy the objective allows; {} vs {}), {}",
             r.strategy,
             moesim_reports::numbers::rate(w.tokens_per_s),
-            moesim_reports::numbers::rate(r.tokens_per_s)
+            moesim_reports::numbers::rate(r.tokens_per_s),
+            if margin == 0.0 {
+                "chosen as listed first"
+            } else {
+                "ahead by less than 0.05%"
+            }
         )
     } else {
-        format!("{:.1}% more tokens/s than {}", 100.0 * margin, r.strategy)
+        format!(
+            "{:.1}% more tokens/s than {} (the best other strategy the objective allows)",
+            100.0 * margin,
+            r.strategy
+        )
     };
     format!(
-        "{lead} (the best other strategy the objective allows); per iteration on the critical path: {}",
+        "{lead}; per iteration on the critical path: {}",
         if parts.is_empty() {
             "same phases".into()
         } else {
