@@ -12,7 +12,7 @@ use moesim_sim::result::StrategyResult;
 use moesim_sim::runner::{RunOptions, simulate_offload, simulate_strategy};
 use moesim_sim::scenario::file::StrategyKind;
 use moesim_sim::scenario::overrides::apply_override;
-use moesim_sim::scenario::parse_scenario;
+use moesim_sim::scenario::{Objective, parse_scenario};
 use moesim_sim::topology::Topology;
 use serde::{Deserialize, Serialize};
 
@@ -34,12 +34,19 @@ pub struct CapacityPoint {
     /// `gpus × memory_peak_gib`: what the whole cluster must hold, at most.
     pub total_memory_gib: f64,
     pub memory_limit_gib: f64,
+    /// The objective's quality constraint (`objective.max_dropped_fraction`).
+    #[serde(default = "default_max_dropped")]
+    pub max_dropped_fraction: f64,
     pub oom: bool,
+}
+
+fn default_max_dropped() -> f64 {
+    moesim_sim::scenario::DEFAULT_MAX_DROPPED_FRACTION
 }
 
 impl CapacityPoint {
     /// The point of `r`, simulated on `nodes` nodes of `gpus` GPUs in total.
-    pub fn of(r: &StrategyResult, nodes: usize, gpus: usize, memory_limit_gib: f64) -> Self {
+    pub fn of(r: &StrategyResult, nodes: usize, gpus: usize, objective: &Objective) -> Self {
         CapacityPoint {
             nodes,
             gpus,
@@ -51,7 +58,8 @@ impl CapacityPoint {
             dropped_fraction: r.dropped_fraction,
             memory_peak_gib: r.memory_peak_gib,
             total_memory_gib: r.memory_peak_gib * gpus as f64,
-            memory_limit_gib,
+            memory_limit_gib: objective.memory_limit_gib,
+            max_dropped_fraction: objective.max_dropped_fraction,
             oom: r.oom,
         }
     }
@@ -140,22 +148,23 @@ pub fn capacity_curve(
                 (StrategyKind::Offload, Some(t)) => simulate_offload(&s, st, cost, t, opts),
                 _ => simulate_strategy(&s, st, &topo, cost, routing.as_ref(), opts),
             };
-            points.push(CapacityPoint::of(
-                &r,
-                s.cluster.nodes,
-                gpus,
-                s.objective.memory_limit_gib,
-            ));
+            points.push(CapacityPoint::of(&r, s.cluster.nodes, gpus, &s.objective));
         }
     }
     Ok(points)
 }
 
-/// The fewest GPUs at which `strategy` reaches `tokens_per_s` without running out of memory.
+/// The fewest GPUs at which `strategy` reaches `tokens_per_s` without running out of memory or dropping
+/// more assignments than the objective allows.
 pub fn gpus_for(points: &[CapacityPoint], strategy: &str, tokens_per_s: f64) -> Option<usize> {
     points
         .iter()
-        .filter(|p| p.strategy == strategy && !p.oom && p.tokens_per_s >= tokens_per_s)
+        .filter(|p| {
+            p.strategy == strategy
+                && !p.oom
+                && p.dropped_fraction <= p.max_dropped_fraction
+                && p.tokens_per_s >= tokens_per_s
+        })
         .map(|p| p.gpus)
         .min()
 }
@@ -231,9 +240,7 @@ kind = "ep"
                 .results
                 .iter()
                 .filter(|r| !(nodes == 1 && r.strategy == "ep16"))
-                .map(|r| {
-                    CapacityPoint::of(r, nodes, s.cluster.gpus(), s.objective.memory_limit_gib)
-                })
+                .map(|r| CapacityPoint::of(r, nodes, s.cluster.gpus(), &s.objective))
                 .collect();
             assert_eq!(at.len(), expected.len(), "nodes {nodes}");
             for (a, e) in at.iter().zip(&expected) {
@@ -344,5 +351,27 @@ kind = "ep"
             assert_eq!(p.step_time_ms_mean, r.step_time_ms.mean, "{}", p.strategy);
             assert_ne!(p.step_time_ms_mean, s.step_time_ms.mean, "{}", p.strategy);
         }
+    }
+
+    #[test]
+    fn gpus_for_skips_sizes_that_drop_more_than_allowed() {
+        let point = |gpus: usize, dropped_fraction: f64| CapacityPoint {
+            nodes: gpus / 8,
+            gpus,
+            strategy: "x".into(),
+            kind: "ep".into(),
+            step_time_ms_mean: 1.0,
+            step_time_ms_p99: 1.0,
+            tokens_per_s: 100.0,
+            dropped_fraction,
+            memory_peak_gib: 1.0,
+            total_memory_gib: gpus as f64,
+            memory_limit_gib: 80.0,
+            max_dropped_fraction: 0.01,
+            oom: false,
+        };
+        let points = [point(8, 0.5), point(16, 0.005)];
+        assert_eq!(gpus_for(&points, "x", 100.0), Some(16));
+        assert_eq!(gpus_for(&points[..1], "x", 100.0), None);
     }
 }
