@@ -101,15 +101,11 @@ exited_cleanly() {
 }
 exited_cleanly q
 
-# 5. Without a file: the picker lists scenarios/; Enter on quickstart.toml opens it; Ctrl-C quits.
+# 5. Without a file: the picker lists scenarios/ with quickstart.toml selected; Enter opens it; Ctrl-C quits.
 tmux -u new-session -d -s "$session" -x 120 -y 40 \
     "'$MOESIM' tui --out '$tmp/out'; echo \$? > '$tmp/exit'; sleep 30"
 wait_for 'open a scenario'
 grep -q 'quickstart.toml' "$tmp/pane" || fail "the picker does not list quickstart.toml"
-for f in scenarios/*.toml; do
-    [[ "$f" == scenarios/quickstart.toml ]] && break
-    tmux send-keys -t "$session" Down
-done
 tmux send-keys -t "$session" Enter
 wait_for 'quickstart — olmoe'
 exited_cleanly C-c

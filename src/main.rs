@@ -4,7 +4,6 @@
 mod commands;
 mod load;
 mod output;
-mod profile_load;
 mod table;
 
 use clap::{Parser, Subcommand};
@@ -93,6 +92,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    output::quiet_on_broken_pipe();
     let cli = Cli::parse();
     // Wrap error text to the terminal only on a terminal: logs and tests get whole lines.
     let wrap = std::io::IsTerminal::is_terminal(&std::io::stderr());
@@ -113,12 +113,7 @@ fn main() -> ExitCode {
             strategy,
             json,
             timeline,
-        } => {
-            commands::simulate::run(&args, strategy.as_deref(), json, cli.quiet).and_then(|code| {
-                commands::timeline::run(&args, strategy.as_deref(), &timeline, cli.quiet)
-                    .map(|()| code)
-            })
-        }
+        } => commands::simulate::run(&args, strategy.as_deref(), json, &timeline, cli.quiet),
         Command::Plan {
             args,
             out,

@@ -43,3 +43,35 @@ pub fn progress_items(total: u64, unit: &str, quiet: bool) -> ProgressBar {
     );
     bar
 }
+
+/// Writes `text` to stdout. A closed pipe (`moesim simulate --json | head -1`) ends the process quietly
+/// with success, as ripgrep does: the reader has what it wanted.
+pub fn print(text: &str) -> miette::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
+        Err(e) => Err(e)
+            .into_diagnostic()
+            .wrap_err("cannot write to standard output"),
+    }
+}
+
+/// Makes a `println!` into a closed pipe end the process quietly too (it panics with "failed printing to
+/// stdout: Broken pipe"): every other panic keeps the default report.
+pub fn quiet_on_broken_pipe() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let msg = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if msg.contains("failed printing to stdout") && msg.contains("Broken pipe") {
+            std::process::exit(0);
+        }
+        default(info);
+    }));
+}

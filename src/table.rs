@@ -1,9 +1,30 @@
 //! The comparison table printed by `simulate` and `plan`.
 
+use moesim_reports::inputs::Inputs;
+use moesim_reports::numbers::{percent, rate};
+use moesim_sim::Scenario;
+use moesim_sim::plan::exclusion;
 use moesim_sim::result::StrategyResult;
 
-/// Renders one row per strategy; `chosen` is marked with `*`.
-pub fn comparison(results: &[StrategyResult], chosen: Option<usize>) -> String {
+/// The line above the table: scenario, model, cluster and workload.
+pub fn headline(inputs: &Inputs) -> String {
+    let s = &inputs.scenario;
+    format!(
+        "{} — {} on {} × {} ({} GPUs), {}\n",
+        s.name,
+        s.model.name,
+        s.cluster.nodes,
+        s.cluster.name,
+        s.cluster.gpus(),
+        inputs.workload()
+    )
+}
+
+/// Renders one row per strategy; `chosen` is marked with `*`. `tokens/s` counts every token of the batch
+/// (dropped assignments included); `dropped` is the fraction of (token, expert) assignments the capacity
+/// factor dropped. Strategies the objective excludes (out of memory, or dropping more than
+/// `objective.max_dropped_fraction`) are listed under the table with the reason.
+pub fn comparison(results: &[StrategyResult], chosen: Option<usize>, s: &Scenario) -> String {
     let header = [
         "",
         "strategy",
@@ -11,6 +32,7 @@ pub fn comparison(results: &[StrategyResult], chosen: Option<usize>) -> String {
         "p50 ms",
         "p99 ms",
         "tokens/s",
+        "dropped",
         "mem GiB",
         "OOM",
         "top straggler",
@@ -40,7 +62,8 @@ pub fn comparison(results: &[StrategyResult], chosen: Option<usize>) -> String {
                 r.kind.clone(),
                 format!("{:.3}", r.step_time_ms.p50),
                 format!("{:.3}", r.step_time_ms.p99),
-                format!("{:.0}", r.tokens_per_s),
+                rate(r.tokens_per_s),
+                percent(r.dropped_fraction),
                 format!("{:.1}", r.memory_peak_gib),
                 if r.oom { "OOM".into() } else { "-".into() },
                 straggler,
@@ -71,6 +94,13 @@ pub fn comparison(results: &[StrategyResult], chosen: Option<usize>) -> String {
     for r in rows {
         out.push_str(&line(r));
         out.push('\n');
+    }
+    let excluded: Vec<String> = results
+        .iter()
+        .filter_map(|r| exclusion(r, s).map(|e| format!("{}: {e}", r.strategy)))
+        .collect();
+    if !excluded.is_empty() {
+        out.push_str(&format!("not eligible: {}\n", excluded.join("; ")));
     }
     out
 }

@@ -117,7 +117,7 @@ fn plan_writes_plan_json_and_reports_the_choice() {
         .as_array()
         .unwrap()
         .iter()
-        .filter(|r| !r["oom"].as_bool().unwrap())
+        .filter(|r| !r["oom"].as_bool().unwrap() && r["dropped_fraction"].as_f64().unwrap() <= 0.01)
         .max_by(|a, b| {
             a["tokens_per_s"]
                 .as_f64()
@@ -138,6 +138,10 @@ fn plan_writes_plan_json_and_reports_the_choice() {
         .sum();
     assert_eq!(experts, 64, "every expert placed once per EP group");
     assert_eq!(plan["predicted"]["tokens_per_s"], best["tokens_per_s"]);
+    assert_eq!(
+        plan["predicted"]["dropped_fraction"],
+        best["dropped_fraction"]
+    );
 }
 
 #[test]
@@ -157,7 +161,8 @@ fn plan_refuses_when_everything_runs_out_of_memory() {
         .arg(repo("scenarios/quickstart.toml"))
         .assert()
         .code(2)
-        .stderr(predicate::str::contains("runs out of memory"));
+        .stderr(predicate::str::contains("no plan written"))
+        .stderr(predicate::str::contains("ep16: out of memory"));
     assert!(!dir.path().join("plan.json").exists());
 }
 
@@ -277,6 +282,16 @@ fn bad_scenarios_name_the_field_and_point_at_its_line() {
             &["ep_size = 3 must divide"],
             "bad.toml:8:11",
         ),
+        (
+            "quality constraint out of range",
+            scenario_with("", "", "[objective]\nmax_dropped_fraction = 1.5\n"),
+            &[
+                "objective.max_dropped_fraction",
+                "1.5 is not a fraction",
+                "0..=1",
+            ],
+            "bad.toml:9:24",
+        ),
     ];
     for (what, text, fragments, at) in cases {
         let err = bad(text);
@@ -313,4 +328,90 @@ fn missing_file_and_bad_override_are_clear() {
         .assert()
         .failure()
         .stderr(predicate::str::contains("expected KEY=VALUE"));
+}
+
+/// `moesim simulate … --json | head -1`: the reader goes away; moesim ends quietly with success instead of
+/// panicking (exit 101), for the JSON, the table and `plan`.
+#[test]
+fn a_closed_stdout_ends_quietly() {
+    let bin = assert_cmd::cargo::cargo_bin("moesim");
+    let dir = tempfile::tempdir().unwrap();
+    for args in [
+        vec!["simulate", "--json", "-q"],
+        vec!["simulate", "-q"],
+        vec!["plan", "-q", "--out", dir.path().to_str().unwrap()],
+    ] {
+        let mut child = std::process::Command::new(&bin)
+            .args(&args)
+            .args(["--set", "workload.iterations=2"])
+            .arg(repo("scenarios/quickstart.toml"))
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Close the read end before moesim writes anything.
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn a_strategy_name_with_dots_can_be_overridden() {
+    let out = moesim()
+        .args([
+            "simulate",
+            "--json",
+            "-q",
+            "--set",
+            "workload.iterations=1",
+            "--set",
+            "strategy.ep16-cf1.25.capacity_factor=100",
+        ])
+        .arg(repo("scenarios/quickstart.toml"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v = json(&out.stdout);
+    let r = &v["results"][2];
+    assert_eq!(r["strategy"], "ep16-cf1.25");
+    // A capacity factor of 100 drops nothing.
+    assert_eq!(r["dropped_fraction"], 0.0);
+}
+
+/// Two identical strategies tie: the explanation says so instead of "0.0% more tokens/s".
+#[test]
+fn a_tie_is_called_a_tie() {
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = dir.path().join("tie.toml");
+    std::fs::write(
+        &scenario,
+        "[model]\npreset = \"olmoe-1b-7b\"\nlayers = 2\nseq_len = 256\n[cluster]\npreset = \"dgx-h100\"\n\
+         [workload]\niterations = 2\n[[strategy]]\nname = \"a\"\nkind = \"ep\"\nep_size = 8\n\
+         [[strategy]]\nname = \"b\"\nkind = \"ep\"\nep_size = 8\n",
+    )
+    .unwrap();
+    let out = moesim()
+        .args(["plan", "-q", "--out"])
+        .arg(dir.path())
+        .arg(&scenario)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("chosen: a — ties on tokens/s with b"),
+        "{text}"
+    );
+    assert!(!text.contains("0.0% more"), "{text}");
 }

@@ -2,20 +2,16 @@
 //! window after `plan_until` is predicted from the iterations before it and compared with what it realizes.
 
 use assert_cmd::Command;
-use std::path::Path;
+
+mod common;
 
 #[test]
+#[cfg_attr(
+    moesim_real_traces_missing,
+    ignore = "needs the real router traces ($MOESIM_SHARED_TRACES, default ../shared/traces)"
+)]
 fn prediction_error_on_a_held_out_window_of_the_deepseek_v2_lite_trace() {
-    let trace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/traces/deepseek-v2-lite");
-    if !trace.is_dir() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI needs {}",
-            trace.display()
-        );
-        eprintln!("skipping: {} not found", trace.display());
-        return;
-    }
+    let trace = common::shared_traces("deepseek-v2-lite");
     let dir = tempfile::tempdir().unwrap();
     let scenario = dir.path().join("dsv2-lite.toml");
     std::fs::write(

@@ -4,19 +4,16 @@
 use assert_cmd::Command;
 use std::path::{Path, PathBuf};
 
+mod common;
+
 fn moesim() -> Command {
     Command::cargo_bin("moesim").expect("binary built")
 }
 
-fn shared_trace() -> Option<PathBuf> {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/traces/mixtral-8x7b/mixtral_gsm8k_2_routing.jsonl");
-    if p.exists() {
-        return Some(p);
-    }
-    assert!(std::env::var_os("CI").is_none(), "CI needs {}", p.display());
-    eprintln!("skipping: {} not found", p.display());
-    None
+/// The real per-token Mixtral trace (GSM8K prompts); the bundled scenario runs without it on its synthetic
+/// workload, these tests replay it with `--trace`.
+fn shared_trace() -> PathBuf {
+    common::shared_traces("mixtral-8x7b").join("mixtral_gsm8k_2_routing.jsonl")
 }
 
 /// `moesim trace stats --json` at cache `sizes` of the shared trace, imported to native in `dir`.
@@ -42,13 +39,18 @@ fn trace_stats(trace: &Path, dir: &Path, sizes: &str) -> serde_json::Value {
 }
 
 #[test]
+#[cfg_attr(
+    moesim_real_traces_missing,
+    ignore = "needs the real router traces ($MOESIM_SHARED_TRACES, default ../shared/traces)"
+)]
 fn offload_scenario_hit_rates_equal_trace_stats() {
-    let Some(trace) = shared_trace() else { return };
+    let trace = shared_trace();
     let dir = tempfile::tempdir().unwrap();
     let stats = trace_stats(&trace, dir.path(), "4,6");
     let scenario = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/offload-mixtral.toml");
     let out = moesim()
-        .args(["simulate", "--json", "-q", "--no-timing"])
+        .args(["simulate", "--json", "-q", "--no-timing", "--trace"])
+        .arg(&trace)
         .arg(&scenario)
         .output()
         .unwrap();
@@ -87,14 +89,20 @@ fn offload_scenario_hit_rates_equal_trace_stats() {
 }
 
 #[test]
+#[cfg_attr(
+    moesim_real_traces_missing,
+    ignore = "needs the real router traces ($MOESIM_SHARED_TRACES, default ../shared/traces)"
+)]
 fn plan_search_replays_the_trace_for_offloading_candidates() {
-    let Some(trace) = shared_trace() else { return };
+    let trace = shared_trace();
     let dir = tempfile::tempdir().unwrap();
     let stats = trace_stats(&trace, dir.path(), "5");
     let lru5 = stats["overall"]["lru_hit_rate"]["5"].as_f64().unwrap();
     let scenario = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/offload-mixtral.toml");
     let out = moesim()
-        .args(["plan", "--search", "--json", "-q", "--no-timing", "--out"])
+        .args(["plan", "--search", "--json", "-q", "--no-timing", "--trace"])
+        .arg(&trace)
+        .arg("--out")
         .arg(dir.path())
         .arg(&scenario)
         .output()

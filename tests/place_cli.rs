@@ -101,7 +101,55 @@ fn a_one_row_per_layer_matrix_works_and_prints_the_baseline() {
         .arg(&loads)
         .assert()
         .success()
-        .stdout(predicate::str::contains("EPLB").and(predicate::str::contains("all")));
+        .stdout(
+            predicate::str::contains("EPLB")
+                .and(predicate::str::contains("all"))
+                // The placement itself: GPU 0 holds expert 0 (the hot one of layer 0) and two others.
+                .and(
+                    predicate::str::is_match(r"layer 0: 0:\[\d+,\d+,\d+\] 1:\[\d+,\d+,\d+\]")
+                        .unwrap(),
+                ),
+        );
+}
+
+/// The shipped sample (OLMoE's C4 counts, a load-matrix JSON as `trace import` reads it) is a loads file.
+#[test]
+fn the_shipped_olmoe_counts_are_a_loads_file() {
+    let loads = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("scenarios/data/olmoe/olmoe_expert_counts_c4.json");
+    let out = moesim()
+        .args([
+            "place",
+            "--gpus",
+            "8",
+            "--slots-per-gpu",
+            "9",
+            "--json",
+            "--loads",
+        ])
+        .arg(&loads)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let layers = v["layers"].as_array().unwrap();
+    assert_eq!(layers.len(), 3);
+    for l in layers {
+        let gpus = l["gpu_experts"].as_array().unwrap();
+        assert_eq!(gpus.len(), 8);
+        let mut seen = std::collections::BTreeSet::new();
+        for g in gpus {
+            let es = g.as_array().unwrap();
+            assert_eq!(es.len(), 9);
+            seen.extend(es.iter().map(|e| e.as_u64().unwrap()));
+        }
+        assert_eq!(seen.len(), 64, "every expert placed");
+        assert!(l["balancedness"].as_f64().unwrap() > 0.5);
+    }
 }
 
 #[test]

@@ -109,8 +109,15 @@ fn report_tables_equal_the_simulation_and_every_figure_checks() {
         assert_eq!(row[3], f(&r["step_time_ms"]["mean"], 3));
         assert_eq!(row[4], f(&r["step_time_ms"]["p50"], 3));
         assert_eq!(row[6], f(&r["step_time_ms"]["p99"], 3));
-        assert_eq!(row[7], f(&r["tokens_per_s"], 0));
-        assert_eq!(row[8], f(&r["memory_peak_gib"], 2));
+        assert_eq!(
+            row[7],
+            moesim_reports::numbers::rate(r["tokens_per_s"].as_f64().unwrap())
+        );
+        assert_eq!(
+            row[8],
+            moesim_reports::numbers::percent(r["dropped_fraction"].as_f64().unwrap())
+        );
+        assert_eq!(row[9], f(&r["memory_peak_gib"], 2));
     }
     // The capacity rows equal separate simulations at those sizes.
     let cap = md_table(&md, "## Capacity", "GPUs");
@@ -124,8 +131,15 @@ fn report_tables_equal_the_simulation_and_every_figure_checks() {
                 .unwrap();
             assert_eq!(row[0], (8 * nodes).to_string());
             assert_eq!(row[3], f(&r["step_time_ms"]["mean"], 3));
-            assert_eq!(row[5], f(&r["tokens_per_s"], 0));
-            assert_eq!(row[6], f(&r["memory_peak_gib"], 2));
+            assert_eq!(
+                row[5],
+                moesim_reports::numbers::rate(r["tokens_per_s"].as_f64().unwrap())
+            );
+            assert_eq!(
+                row[6],
+                moesim_reports::numbers::percent(r["dropped_fraction"].as_f64().unwrap())
+            );
+            assert_eq!(row[7], f(&r["memory_peak_gib"], 2));
         }
     }
 }

@@ -4,6 +4,8 @@ use assert_cmd::Command;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+mod common;
+
 fn moesim() -> Command {
     Command::cargo_bin("moesim").expect("binary built")
 }
@@ -12,22 +14,8 @@ fn repo(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
 }
 
-/// `../shared/traces/<sub>`; required under CI, skipped with a notice otherwise.
-fn shared(sub: &str) -> Option<PathBuf> {
-    let dir = std::env::var_os("MOESIM_SHARED_TRACES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo("../shared/traces"))
-        .join(sub);
-    if dir.exists() {
-        return Some(dir);
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "the real router traces are required under CI but {} is missing",
-        dir.display()
-    );
-    eprintln!("NOTICE: skipping: {} not found", dir.display());
-    None
+fn shared(sub: &str) -> PathBuf {
+    common::shared_traces(sub)
 }
 
 fn ok(cmd: &mut Command) -> Vec<u8> {
@@ -40,14 +28,41 @@ fn ok(cmd: &mut Command) -> Vec<u8> {
     out.stdout
 }
 
-fn import_deepseek(tmp: &Path) -> Option<PathBuf> {
-    let dir = shared("deepseek-v2-lite")?;
+/// A generated trace of DeepSeek-V2-Lite's routing shape (26 MoE layers, 64 experts, top-6), for tests
+/// that need the shape, not the real routing.
+fn gen_deepseek_shaped(tmp: &Path) -> PathBuf {
+    let out = tmp.join("ds.moetrace");
+    ok(moesim()
+        .args([
+            "trace",
+            "gen",
+            "--layers",
+            "26",
+            "--experts",
+            "64",
+            "--top-k",
+            "6",
+        ])
+        .args([
+            "--skew",
+            "zipf:1.0",
+            "--sequences",
+            "8",
+            "--tokens-per-sequence",
+            "64",
+        ])
+        .arg(&out));
+    out
+}
+
+fn import_deepseek(tmp: &Path) -> PathBuf {
+    let dir = shared("deepseek-v2-lite");
     let out = tmp.join("ds.moetrace");
     ok(moesim()
         .args(["trace", "import", "--from", "csv-tokens"])
         .arg(&dir)
         .arg(&out));
-    Some(out)
+    out
 }
 
 /// Independent reference: reads the CSVs by hand (the expert list is the last, quoted field) and replays
@@ -129,18 +144,20 @@ fn replay(steps: &[Vec<u32>], cap: usize, belady: bool) -> f64 {
 }
 
 #[test]
+#[cfg_attr(
+    moesim_real_traces_missing,
+    ignore = "needs the real router traces ($MOESIM_SHARED_TRACES, default ../shared/traces)"
+)]
 fn stats_json_on_deepseek_matches_reference_hit_rates() {
     let tmp = tempfile::tempdir().unwrap();
-    let Some(trace) = import_deepseek(tmp.path()) else {
-        return;
-    };
+    let trace = import_deepseek(tmp.path());
     let out = ok(moesim()
         .args(["trace", "stats", "--json", "--cache-sizes", "8,16"])
         .arg(&trace));
     let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
     let layers = v["layers"].as_array().unwrap();
     assert_eq!(layers.len(), 26);
-    let reference = reference_rates(&shared("deepseek-v2-lite").unwrap(), 16);
+    let reference = reference_rates(&shared("deepseek-v2-lite"), 16);
     for l in layers {
         let id = l["layer"].as_u64().unwrap() as u32;
         assert_eq!(l["tokens"], 6610);
@@ -174,9 +191,7 @@ fn stats_json_on_deepseek_matches_reference_hit_rates() {
 #[test]
 fn cache_smaller_than_k_is_rejected() {
     let tmp = tempfile::tempdir().unwrap();
-    let Some(trace) = import_deepseek(tmp.path()) else {
-        return;
-    };
+    let trace = gen_deepseek_shaped(tmp.path());
     let out = moesim()
         .args(["trace", "stats", "--json", "--cache-sizes", "4"])
         .arg(&trace)
@@ -234,10 +249,12 @@ fn bad_input_fails_cleanly_and_leaves_no_output() {
 }
 
 #[test]
+#[cfg_attr(
+    moesim_real_traces_missing,
+    ignore = "needs the real router traces ($MOESIM_SHARED_TRACES, default ../shared/traces)"
+)]
 fn jsonl_import_export_round_trip() {
-    let Some(dir) = shared("mixtral-8x7b") else {
-        return;
-    };
+    let dir = shared("mixtral-8x7b");
     let tmp = tempfile::tempdir().unwrap();
     let a = tmp.path().join("a.moetrace");
     let b = tmp.path().join("b.moetrace");
@@ -266,9 +283,7 @@ fn jsonl_import_export_round_trip() {
 #[test]
 fn simulate_replays_a_trace_and_checks_its_shape() {
     let tmp = tempfile::tempdir().unwrap();
-    let Some(trace) = import_deepseek(tmp.path()) else {
-        return;
-    };
+    let trace = gen_deepseek_shaped(tmp.path());
     let scenario = repo("scenarios/quickstart.toml");
     // OLMoE (16 layers, top-8) cannot replay a 26-layer, top-6 trace
     let out = moesim()
@@ -489,4 +504,49 @@ fn scenario_workload_trace_is_relative_to_the_scenario_file() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("hot.moetrace"));
+}
+
+/// `trace gen` says what it wrote, and every flag of it has a help text.
+#[test]
+fn gen_reports_what_it_wrote_and_documents_its_flags() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("g.moetrace");
+    let stdout = ok(moesim()
+        .args([
+            "trace",
+            "gen",
+            "--layers",
+            "2",
+            "--experts",
+            "8",
+            "--top-k",
+            "2",
+        ])
+        .args([
+            "--sequences",
+            "3",
+            "--tokens-per-sequence",
+            "10",
+            "--skew",
+            "zipf:1.2",
+        ])
+        .arg(&out));
+    let text = String::from_utf8(stdout).unwrap();
+    assert!(text.contains("g.moetrace"), "{text}");
+    assert!(text.contains("3 sequences × 10 tokens"), "{text}");
+    assert!(text.contains("zipf:1.2"), "{text}");
+    assert!(out.is_file());
+    let help = String::from_utf8(ok(moesim().args(["trace", "gen", "--help"]))).unwrap();
+    // Every option line is followed by its description on the same line or the next.
+    let lines: Vec<&str> = help.lines().collect();
+    for (i, l) in lines.iter().enumerate() {
+        let t = l.trim_start();
+        if t.starts_with("--") {
+            let described = t.split("  ").filter(|p| !p.trim().is_empty()).count() > 1
+                || lines
+                    .get(i + 1)
+                    .is_some_and(|n| !n.trim().is_empty() && !n.trim_start().starts_with('-'));
+            assert!(described, "no help text: {t}");
+        }
+    }
 }

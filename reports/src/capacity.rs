@@ -7,10 +7,12 @@
 //! the expert count at a size has no point there: its EP groups would not tile the cluster, and the
 //! scenario itself would not resolve at that size.
 
+use crate::inputs::{InputError, Inputs};
 use moesim_sim::result::StrategyResult;
-use moesim_sim::runner::{RunOptions, simulate_strategy, synthetic_routing};
+use moesim_sim::runner::{RunOptions, simulate_offload, simulate_strategy};
+use moesim_sim::scenario::file::StrategyKind;
 use moesim_sim::scenario::overrides::apply_override;
-use moesim_sim::scenario::{ScenarioError, parse_scenario};
+use moesim_sim::scenario::{Objective, parse_scenario};
 use moesim_sim::topology::Topology;
 use serde::{Deserialize, Serialize};
 
@@ -24,17 +26,27 @@ pub struct CapacityPoint {
     pub step_time_ms_mean: f64,
     pub step_time_ms_p99: f64,
     pub tokens_per_s: f64,
+    /// Fraction of (token, expert) assignments dropped by a capacity factor.
+    #[serde(default)]
+    pub dropped_fraction: f64,
     /// Memory of the GPU with the most (GiB).
     pub memory_peak_gib: f64,
     /// `gpus × memory_peak_gib`: what the whole cluster must hold, at most.
     pub total_memory_gib: f64,
     pub memory_limit_gib: f64,
+    /// The objective's quality constraint (`objective.max_dropped_fraction`).
+    #[serde(default = "default_max_dropped")]
+    pub max_dropped_fraction: f64,
     pub oom: bool,
+}
+
+fn default_max_dropped() -> f64 {
+    moesim_sim::scenario::DEFAULT_MAX_DROPPED_FRACTION
 }
 
 impl CapacityPoint {
     /// The point of `r`, simulated on `nodes` nodes of `gpus` GPUs in total.
-    pub fn of(r: &StrategyResult, nodes: usize, gpus: usize, memory_limit_gib: f64) -> Self {
+    pub fn of(r: &StrategyResult, nodes: usize, gpus: usize, objective: &Objective) -> Self {
         CapacityPoint {
             nodes,
             gpus,
@@ -43,9 +55,11 @@ impl CapacityPoint {
             step_time_ms_mean: r.step_time_ms.mean,
             step_time_ms_p99: r.step_time_ms.p99,
             tokens_per_s: r.tokens_per_s,
+            dropped_fraction: r.dropped_fraction,
             memory_peak_gib: r.memory_peak_gib,
             total_memory_gib: r.memory_peak_gib * gpus as f64,
-            memory_limit_gib,
+            memory_limit_gib: objective.memory_limit_gib,
+            max_dropped_fraction: objective.max_dropped_fraction,
             oom: r.oom,
         }
     }
@@ -68,18 +82,22 @@ pub fn default_node_counts(scenario_nodes: usize) -> Vec<usize> {
     v
 }
 
-/// Simulates the scenario (`file`, `text`, `overrides` as for [`parse_scenario`]) at every node count,
-/// on its synthetic workload; points come back ordered by node count, then by strategy order.
-/// `progress` is called once per simulated iteration.
+/// Simulates the scenario of `inputs` at every node count, on the same routing workload (its trace
+/// replayed onto each size, or its synthetic workload drawn at each size), per-token routing and cost
+/// model; points come back ordered by node count, then by strategy order. `progress` is called once per
+/// simulated iteration.
 pub fn capacity_curve(
-    file: &str,
-    text: &str,
-    overrides: &[String],
+    inputs: &Inputs,
     node_counts: &[usize],
     progress: Option<&(dyn Fn() + Sync)>,
-) -> Result<Vec<CapacityPoint>, ScenarioError> {
+) -> Result<Vec<CapacityPoint>, InputError> {
     // The scenario as given: its GPUs per node and experts do not change with the node count.
-    let base = parse_scenario(file, text, overrides)?;
+    let (file, text, overrides) = (
+        inputs.file.display().to_string(),
+        inputs.text.as_str(),
+        &inputs.overrides,
+    );
+    let base = &inputs.scenario;
     let (gpus_per_node, experts) = (base.cluster.gpus_per_node, base.model.experts);
     let mut doc: toml::Table = toml::from_str(text).unwrap_or_default();
     for o in overrides {
@@ -116,38 +134,37 @@ pub fn capacity_curve(
         at_size.insert("strategy".into(), toml::Value::Array(kept));
         apply_override(&mut at_size, &format!("cluster.nodes={nodes}")).expect("a table");
         let text_at_size = toml::to_string(&at_size).expect("a TOML table serialises");
-        let s = parse_scenario(file, &text_at_size, &[])?;
+        let s = parse_scenario(&file, &text_at_size, &[])?;
         let topo = Topology::build(&s.cluster);
         let roofline = s.cluster.roofline();
-        let routing = synthetic_routing(&s);
+        let cost = inputs.cost().unwrap_or(&roofline);
+        let routing = inputs.routing_for(&s)?;
+        let opts = RunOptions {
+            timing: false,
+            progress,
+        };
         for st in &s.strategies {
-            let r = simulate_strategy(
-                &s,
-                st,
-                &topo,
-                &roofline,
-                &routing,
-                RunOptions {
-                    timing: false,
-                    progress,
-                },
-            );
-            points.push(CapacityPoint::of(
-                &r,
-                s.cluster.nodes,
-                gpus,
-                s.objective.memory_limit_gib,
-            ));
+            let r = match (st.kind, inputs.tokens.as_deref()) {
+                (StrategyKind::Offload, Some(t)) => simulate_offload(&s, st, cost, t, opts),
+                _ => simulate_strategy(&s, st, &topo, cost, routing.as_ref(), opts),
+            };
+            points.push(CapacityPoint::of(&r, s.cluster.nodes, gpus, &s.objective));
         }
     }
     Ok(points)
 }
 
-/// The fewest GPUs at which `strategy` reaches `tokens_per_s` without running out of memory.
+/// The fewest GPUs at which `strategy` reaches `tokens_per_s` without running out of memory or dropping
+/// more assignments than the objective allows.
 pub fn gpus_for(points: &[CapacityPoint], strategy: &str, tokens_per_s: f64) -> Option<usize> {
     points
         .iter()
-        .filter(|p| p.strategy == strategy && !p.oom && p.tokens_per_s >= tokens_per_s)
+        .filter(|p| {
+            p.strategy == strategy
+                && !p.oom
+                && p.dropped_fraction <= p.max_dropped_fraction
+                && p.tokens_per_s >= tokens_per_s
+        })
         .map(|p| p.gpus)
         .min()
 }
@@ -155,7 +172,13 @@ pub fn gpus_for(points: &[CapacityPoint], strategy: &str, tokens_per_s: f64) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use moesim_sim::runner::simulate_scenario;
+    use moesim_sim::runner::{simulate_scenario, synthetic_routing};
+
+    fn curve(overrides: &[&str], nodes: &[usize]) -> Vec<CapacityPoint> {
+        let o = overrides.iter().map(|s| s.to_string()).collect();
+        let inputs = Inputs::resolve("c.toml".as_ref(), TEXT.into(), o, None).unwrap();
+        capacity_curve(&inputs, nodes, None).unwrap()
+    }
 
     const TEXT: &str = r#"
 [model]
@@ -183,7 +206,7 @@ kind = "ep"
 
     #[test]
     fn points_equal_separate_simulations_at_those_sizes() {
-        let points = capacity_curve("c.toml", TEXT, &[], &[1, 2, 4], None).unwrap();
+        let points = curve(&[], &[1, 2, 4]);
         for nodes in [1usize, 2, 4] {
             let s = parse_scenario(
                 "c.toml",
@@ -217,9 +240,7 @@ kind = "ep"
                 .results
                 .iter()
                 .filter(|r| !(nodes == 1 && r.strategy == "ep16"))
-                .map(|r| {
-                    CapacityPoint::of(r, nodes, s.cluster.gpus(), s.objective.memory_limit_gib)
-                })
+                .map(|r| CapacityPoint::of(r, nodes, s.cluster.gpus(), &s.objective))
                 .collect();
             assert_eq!(at.len(), expected.len(), "nodes {nodes}");
             for (a, e) in at.iter().zip(&expected) {
@@ -230,7 +251,7 @@ kind = "ep"
 
     #[test]
     fn more_gpus_never_lower_total_memory() {
-        let points = capacity_curve("c.toml", TEXT, &[], &[1, 2, 4, 8], None).unwrap();
+        let points = curve(&[], &[1, 2, 4, 8]);
         for name in ["ep16", "ep8", "auto"] {
             let curve: Vec<&CapacityPoint> = points.iter().filter(|p| p.strategy == name).collect();
             assert!(curve.len() >= 3, "{name}");
@@ -251,7 +272,7 @@ kind = "ep"
     #[test]
     fn sizes_where_a_strategy_cannot_tile_leave_only_that_strategy_out() {
         // Three nodes: 24 GPUs. ep16 does not divide 24; the default min(24, 64) = 24 does not divide 64.
-        let points = capacity_curve("c.toml", TEXT, &[], &[3], None).unwrap();
+        let points = curve(&[], &[3]);
         let names: Vec<&str> = points.iter().map(|p| p.strategy.as_str()).collect();
         assert_eq!(names, ["ep8"]);
         assert_eq!(points[0].gpus, 24);
@@ -259,15 +280,14 @@ kind = "ep"
 
     #[test]
     fn an_ep_size_set_by_override_is_respected() {
-        let sets = ["strategy.auto.ep_size=16".to_string()];
-        let points = capacity_curve("c.toml", TEXT, &sets, &[1, 2], None).unwrap();
+        let points = curve(&["strategy.auto.ep_size=16"], &[1, 2]);
         assert!(!points.iter().any(|p| p.nodes == 1 && p.strategy == "auto"));
         assert!(points.iter().any(|p| p.nodes == 2 && p.strategy == "auto"));
     }
 
     #[test]
     fn strategies_that_do_not_tile_are_left_out_and_gpus_for_finds_the_smallest() {
-        let points = capacity_curve("c.toml", TEXT, &[], &[1, 2], None).unwrap();
+        let points = curve(&[], &[1, 2]);
         assert!(!points.iter().any(|p| p.nodes == 1 && p.strategy == "ep16"));
         assert!(points.iter().any(|p| p.nodes == 1 && p.strategy == "ep8"));
         let one_node = points
@@ -287,5 +307,71 @@ kind = "ep"
         assert_eq!(gpus_for(&points, "ep8", f64::INFINITY), None);
         assert_eq!(default_node_counts(2), vec![1, 2, 4, 8]);
         assert_eq!(default_node_counts(1), vec![1, 2, 4]);
+    }
+
+    /// A scenario that names a trace: every capacity point replays it (onto its cluster size), so the
+    /// point at the scenario's own size equals `simulate` on the same inputs.
+    #[test]
+    fn capacity_points_replay_the_scenarios_trace() {
+        use moesim_traces::tokengen::TokenModel;
+        let dir = tempfile::tempdir().unwrap();
+        let model = TokenModel {
+            layers: 2,
+            experts: 64,
+            top_k: 8,
+            skew: moesim_traces::Skew::Zipf { s: 1.4 },
+            shuffle_per_layer: true,
+            locality: 0.0,
+            layer_correlation: 0.0,
+            null_expert_prob: 0.0,
+            drift: Default::default(),
+            seed: 9,
+        };
+        let trace = moesim_traces::Trace::Tokens(model.generate(16, 1024).unwrap());
+        moesim_traces::native::write_native(&dir.path().join("t.moetrace"), &trace).unwrap();
+        let text = TEXT.replace("[workload]\n", "[workload]\ntrace = \"t.moetrace\"\n");
+        let file = dir.path().join("c.toml");
+        let inputs = Inputs::resolve(&file, text.clone(), vec![], None).unwrap();
+        let synthetic = Inputs::resolve(
+            &file,
+            text.replace("trace = \"t.moetrace\"\n", ""),
+            vec![],
+            None,
+        )
+        .unwrap();
+        let points = capacity_curve(&inputs, &[2], None).unwrap();
+        let run = RunOptions {
+            timing: false,
+            progress: None,
+        };
+        let direct = inputs.simulate(run).unwrap();
+        let drawn = synthetic.simulate(run).unwrap();
+        assert_eq!(points.len(), direct.results.len());
+        for ((p, r), s) in points.iter().zip(&direct.results).zip(&drawn.results) {
+            assert_eq!(p.step_time_ms_mean, r.step_time_ms.mean, "{}", p.strategy);
+            assert_ne!(p.step_time_ms_mean, s.step_time_ms.mean, "{}", p.strategy);
+        }
+    }
+
+    #[test]
+    fn gpus_for_skips_sizes_that_drop_more_than_allowed() {
+        let point = |gpus: usize, dropped_fraction: f64| CapacityPoint {
+            nodes: gpus / 8,
+            gpus,
+            strategy: "x".into(),
+            kind: "ep".into(),
+            step_time_ms_mean: 1.0,
+            step_time_ms_p99: 1.0,
+            tokens_per_s: 100.0,
+            dropped_fraction,
+            memory_peak_gib: 1.0,
+            total_memory_gib: gpus as f64,
+            memory_limit_gib: 80.0,
+            max_dropped_fraction: 0.01,
+            oom: false,
+        };
+        let points = [point(8, 0.5), point(16, 0.005)];
+        assert_eq!(gpus_for(&points, "x", 100.0), Some(16));
+        assert_eq!(gpus_for(&points[..1], "x", 100.0), None);
     }
 }

@@ -2,6 +2,7 @@
 //! figures per iteration, routing load under each placement, and the capacity curve.
 
 use crate::capacity::{CapacityPoint, capacity_curve};
+use crate::inputs::{InputError, Inputs};
 use crate::load::{LoadStats, load_stats};
 use crate::trace::chrome_trace;
 use moesim_sim::Scenario;
@@ -10,7 +11,6 @@ use moesim_sim::memory::{RoutedTokens, rank_memory};
 use moesim_sim::plan::choose;
 use moesim_sim::result::SimulationReport;
 use moesim_sim::runner::RunOptions;
-use moesim_sim::scenario::{ScenarioError, parse_scenario};
 use moesim_sim::strategy::ep::{params_on_rank, slots_per_rank};
 use moesim_sim::timeline::iteration_timelines;
 use moesim_traces::RoutingSource;
@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 /// Where a scenario came from, so that a report can be reproduced.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Inputs {
+pub struct Provenance {
     /// The scenario file as named on the command line.
     pub file: String,
     /// Its text.
@@ -50,16 +50,13 @@ pub struct RankIterations {
 pub struct CollectOptions {
     /// Node counts of the capacity curve (none: no curve).
     pub capacity_nodes: Vec<usize>,
-    /// Per-token routing for offloading strategies (a trace the caller read); `None`: the scenario's
-    /// synthetic per-token routing.
-    pub tokens: Option<moesim_sim::strategy::offload::tokens::TokenRouting>,
 }
 
 /// One scenario, simulated and gathered.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ScenarioData {
     pub scenario: Scenario,
-    pub inputs: Inputs,
+    pub inputs: Provenance,
     pub report: SimulationReport,
     /// Index of the strategy `plan` would choose (`None`: all out of memory).
     pub chosen: Option<usize>,
@@ -96,40 +93,33 @@ pub fn workload_checksum(routing: &dyn RoutingSource, iterations: usize) -> Stri
     format!("{h:016x}")
 }
 
-/// Simulates the scenario in `text` (named `file`, with `overrides`) on `routing` and gathers what its
-/// report shows. `progress` is called once per simulated iteration.
+/// Simulates the resolved `inputs` (scenario, routing, per-token routing, cost model) and gathers what
+/// its report shows. `progress` is called once per simulated iteration.
 pub fn collect(
-    file: &str,
-    text: &str,
-    overrides: &[String],
-    routing: &dyn RoutingSource,
+    inputs: &Inputs,
     opts: &CollectOptions,
     moesim_version: &str,
     progress: Option<&(dyn Fn() + Sync)>,
-) -> Result<ScenarioData, ScenarioError> {
-    let s = parse_scenario(file, text, overrides)?;
+) -> Result<ScenarioData, InputError> {
+    let s = inputs.scenario.clone();
+    let routing = inputs.routing.as_ref();
+    let cost = inputs.cost();
     let run = RunOptions {
         timing: false,
         progress,
     };
-    let mut report = moesim_sim::runner::simulate_scenario_with_tokens(
-        &s,
-        routing,
-        opts.tokens.as_ref(),
-        None,
-        run,
-    )
-    .map_err(|e| ScenarioError::new(file, text, e))?;
+    let mut report = inputs.simulate(run)?;
     let cache_curve = if s
         .strategies
         .iter()
         .any(|st| st.kind == moesim_sim::scenario::file::StrategyKind::Offload)
     {
         let synthetic = moesim_sim::strategy::offload::tokens::TokenRouting::synthetic(&s);
+        let roofline = s.cluster.roofline();
         crate::cache_curve::cache_curve(
             &s,
-            &s.cluster.roofline(),
-            opts.tokens.as_ref().unwrap_or(&synthetic),
+            cost.unwrap_or(&roofline),
+            inputs.tokens.as_deref().unwrap_or(&synthetic),
         )
     } else {
         Vec::new()
@@ -141,7 +131,7 @@ pub fn collect(
         .iter()
         .zip(&report.results)
         .map(|(st, r)| {
-            let tl = iteration_timelines(&s, st, routing, None, 0..r.iterations).ok()?;
+            let tl = iteration_timelines(&s, st, routing, cost, 0..r.iterations).ok()?;
             let ranks = s.cluster.gpus();
             Some(RankIterations {
                 busy_ms: (0..ranks)
@@ -185,7 +175,7 @@ pub fn collect(
     let shown = chosen.unwrap_or(0);
     let trace = s.strategies.get(shown).and_then(|st| {
         let n = report.results[shown].iterations.min(TRACE_ITERATIONS);
-        let tl = iteration_timelines(&s, st, routing, None, 0..n).ok()?;
+        let tl = iteration_timelines(&s, st, routing, cost, 0..n).ok()?;
         Some((
             st.name.clone(),
             chrome_trace(&st.name, s.cluster.gpus(), &tl),
@@ -194,19 +184,16 @@ pub fn collect(
     let capacity = if opts.capacity_nodes.is_empty() {
         Vec::new()
     } else {
-        capacity_curve(file, text, overrides, &opts.capacity_nodes, progress)?
+        capacity_curve(inputs, &opts.capacity_nodes, progress)?
     };
     Ok(ScenarioData {
-        inputs: Inputs {
-            file: file.to_string(),
-            text: text.to_string(),
-            overrides: overrides.to_vec(),
+        inputs: Provenance {
+            file: inputs.file.display().to_string(),
+            text: inputs.text.clone(),
+            overrides: inputs.overrides.clone(),
             workload: routing.describe(),
             workload_checksum: workload_checksum(routing, s.workload.iterations),
-            cost_profile: format!(
-                "datasheet roofline: {} ({} TFLOP/s peak, {} GB/s HBM)",
-                s.cluster.gpu, s.cluster.peak_tflops, s.cluster.hbm_gbytes_per_s
-            ),
+            cost_profile: inputs.cost_label.clone(),
             moesim_version: moesim_version.to_string(),
         },
         scenario: s,
@@ -224,6 +211,7 @@ pub fn collect(
 mod tests {
     use super::*;
     use moesim_sim::runner::synthetic_routing;
+    use moesim_sim::scenario::parse_scenario;
 
     const TEXT: &str = r#"
 [model]
@@ -249,17 +237,8 @@ capacity_factor = 1.5
 "#;
 
     fn data() -> ScenarioData {
-        let s = parse_scenario("c.toml", TEXT, &[]).unwrap();
-        collect(
-            "c.toml",
-            TEXT,
-            &[],
-            &synthetic_routing(&s),
-            &CollectOptions::default(),
-            "t",
-            None,
-        )
-        .unwrap()
+        let inputs = Inputs::resolve("c.toml".as_ref(), TEXT.into(), vec![], None).unwrap();
+        collect(&inputs, &CollectOptions::default(), "t", None).unwrap()
     }
 
     #[test]
@@ -306,5 +285,36 @@ capacity_factor = 1.5
         assert_ne!(a, workload_checksum(&synthetic_routing(&other), 3));
         assert_ne!(a, workload_checksum(&synthetic_routing(&s), 2));
         assert_eq!(a.len(), 16);
+    }
+
+    #[test]
+    fn a_profile_prices_the_report_as_it_prices_simulate() {
+        // An A100 profile on the H100 cluster: slower GEMMs than the cluster's own roofline.
+        let o = vec!["cluster.profile=a100-datasheet".to_string()];
+        let with = Inputs::resolve("c.toml".as_ref(), TEXT.into(), o, None).unwrap();
+        let without = Inputs::resolve("c.toml".as_ref(), TEXT.into(), vec![], None).unwrap();
+        let d = collect(&with, &CollectOptions::default(), "t", None).unwrap();
+        assert!(
+            d.inputs.cost_profile.starts_with("profile a100-datasheet"),
+            "{}",
+            d.inputs.cost_profile
+        );
+        let run = RunOptions {
+            timing: false,
+            progress: None,
+        };
+        let direct = with.simulate(run).unwrap();
+        let roofline = without.simulate(run).unwrap();
+        for ((r, x), y) in d
+            .report
+            .results
+            .iter()
+            .zip(&direct.results)
+            .zip(&roofline.results)
+        {
+            assert_eq!(r.step_time_ms.mean, x.step_time_ms.mean, "{}", r.strategy);
+            // The profile is not the roofline: the report would differ had it ignored the profile.
+            assert_ne!(r.step_time_ms.mean, y.step_time_ms.mean, "{}", r.strategy);
+        }
     }
 }

@@ -2,6 +2,9 @@
 //! timelines, and sharded sweeps.
 //!
 //! The pieces, in the order data flows through them:
+//! - [`inputs::Inputs::resolve`] is the one input pipeline every command and the terminal explorer use: the
+//!   scenario, its overrides, its routing (trace or synthetic), per-token routing and cost model, resolved
+//!   once.
 //! - [`collect::collect`] simulates a scenario and gathers what its report shows ([`collect::ScenarioData`]):
 //!   the strategies' results, per-rank figures per iteration ([`moesim_sim::timeline`]), routing load per
 //!   placement ([`load`]) and the capacity curve ([`capacity`]).
@@ -11,13 +14,13 @@
 //!   and [`check`] verify what was written.
 //! - [`sweep`] expands a grid, picks a shard's points, runs them and merges shards.
 //!
-//! The crate does no I/O: it returns bytes and strings, and the `moesim` binary writes them. Everything is
+//! Apart from [`inputs`], which reads the files a scenario names (its trace and profile), the crate does no
+//! I/O: it returns bytes and strings, and the `moesim` binary writes them. Everything is
 //! generic over [`moesim_sim::result::StrategyResult`], so new strategy kinds appear in tables and step-time
 //! figures without changes here.
 //!
 //! ```
-//! use moesim_reports::{collect::{collect, CollectOptions}, report::{render_report, ReportOptions}};
-//! use moesim_sim::{runner::synthetic_routing, scenario::parse_scenario};
+//! use moesim_reports::{collect::{collect, CollectOptions}, inputs::Inputs, report::{render_report, ReportOptions}};
 //! let text = r#"
 //! [model]
 //! preset = "olmoe-1b-7b"
@@ -31,8 +34,8 @@
 //! name = "ep8"
 //! kind = "ep"
 //! "#;
-//! let s = parse_scenario("doc.toml", text, &[]).unwrap();
-//! let data = collect("doc.toml", text, &[], &synthetic_routing(&s), &CollectOptions::default(), "0.1.0", None).unwrap();
+//! let inputs = Inputs::resolve("doc.toml".as_ref(), text.into(), vec![], None).unwrap();
+//! let data = collect(&inputs, &CollectOptions::default(), "0.1.0", None).unwrap();
 //! let files = render_report(&[data], &[], &ReportOptions::default()).unwrap();
 //! assert!(files.iter().any(|f| f.path == "index.html"));
 //! assert!(files.iter().any(|f| f.path == "doc/step_time_cdf.png"));
@@ -46,7 +49,9 @@ pub mod collect;
 pub mod document;
 pub mod figure;
 pub mod font;
+pub mod inputs;
 pub mod load;
+pub mod numbers;
 pub mod report;
 pub mod sweep;
 pub mod trace;

@@ -17,12 +17,13 @@
 //! so expensive corners of the grid spread over shards). Every point is a pure function of its scenario
 //! text and overrides, so a merged set equals the unsharded run exactly.
 
+use crate::inputs::{InputError, Inputs};
 use moesim_sim::plan::choose;
 use moesim_sim::result::SimulationReport;
-use moesim_sim::runner::{RunOptions, simulate_scenario, synthetic_routing};
-use moesim_sim::scenario::{ScenarioError, parse_scenario};
+use moesim_sim::runner::RunOptions;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::path::Path;
 
 /// A parsed sweep file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -134,23 +135,21 @@ pub fn shard(points: &[PointSpec], index: usize, count: usize) -> Vec<PointSpec>
         .collect()
 }
 
-/// Simulates one point: `text` is its scenario file's text.
+/// Simulates one point through the input pipeline: `file` is its scenario file (the sweep's `scenario`
+/// path resolved against the sweep file's folder; traces and profiles are relative to it) and `text` its
+/// text, so a point replays the scenario's trace and uses its cost profile as `moesim plan` does.
 pub fn run_point(
     point: &PointSpec,
+    file: &Path,
     text: &str,
     progress: Option<&(dyn Fn() + Sync)>,
-) -> Result<SweepPoint, ScenarioError> {
-    let s = parse_scenario(&point.scenario, text, &point.overrides)?;
-    let mut report = simulate_scenario(
-        &s,
-        &synthetic_routing(&s),
-        None,
-        RunOptions {
-            timing: false,
-            progress,
-        },
-    );
-    report.chosen = choose(&report, &s).map(|i| report.results[i].strategy.clone());
+) -> Result<SweepPoint, InputError> {
+    let inputs = Inputs::resolve(file, text.to_string(), point.overrides.clone(), None)?;
+    let mut report = inputs.simulate(RunOptions {
+        timing: false,
+        progress,
+    })?;
+    report.chosen = choose(&report, &inputs.scenario).map(|i| report.results[i].strategy.clone());
     Ok(SweepPoint {
         index: point.index,
         scenario: point.scenario.clone(),
@@ -289,7 +288,7 @@ scenarios = ["a.toml"]
             shard_count: count,
             points: shard(&points, index, count)
                 .iter()
-                .map(|p| run_point(p, SCENARIO, None).unwrap())
+                .map(|p| run_point(p, Path::new(&p.scenario), SCENARIO, None).unwrap())
                 .collect(),
         };
         let whole = merge(vec![run(0, 1)]).unwrap();

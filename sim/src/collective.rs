@@ -579,6 +579,42 @@ impl<'t> Collectives<'t> {
         stages
     }
 
+    /// Several all-reduces launched together (an NCCL group call, as frameworks launch their gradient
+    /// buckets): each `(ranks, bytes)` bucket is a ring over its ranks (node order, so it crosses each node
+    /// boundary once), all priced as one collective whose rings share links. A rank in several buckets
+    /// carries all their traffic on its ports at once.
+    pub fn grouped_all_reduce(
+        &self,
+        buckets: &[(Vec<usize>, f64)],
+        stream: Stream,
+        s: &mut AllToAllScratch,
+    ) -> Option<CollectiveSpec> {
+        let mut transfers = Vec::new();
+        let mut all: Vec<usize> = Vec::new();
+        for (ranks, bytes) in buckets {
+            let mut ring = ranks.clone();
+            ring.sort_unstable();
+            ring.dedup();
+            let n = ring.len();
+            if n < 2 || *bytes <= 0.0 {
+                continue;
+            }
+            all.extend_from_slice(&ring);
+            let steps = 2.0 * (n as f64 - 1.0);
+            for k in 0..n {
+                transfers.push(Transfer {
+                    src: ring[k],
+                    dst: ring[(k + 1) % n],
+                    bytes: steps / n as f64 * bytes,
+                    messages: steps,
+                });
+            }
+        }
+        all.sort_unstable();
+        all.dedup();
+        (!all.is_empty()).then(|| self.transfers(&all, &transfers, stream, s).0)
+    }
+
     /// A ring reduce-scatter of `bytes` (each rank ends with `bytes / n`).
     pub fn reduce_scatter(
         &self,

@@ -7,21 +7,69 @@ use crate::stats::Distribution;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-/// The index of the best strategy that fits in memory, or `None` if every one runs out of memory.
-/// Ties go to the strategy listed first.
-pub fn choose(report: &SimulationReport, s: &Scenario) -> Option<usize> {
-    let score = |r: &StrategyResult| match s.objective.metric {
+/// Why a result may not be chosen under the scenario's objective.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Exclusion {
+    /// Its peak memory per GPU exceeds `objective.memory_limit_gib`.
+    OutOfMemory { peak_gib: f64, limit_gib: f64 },
+    /// It drops more (token, expert) assignments than `objective.max_dropped_fraction` allows.
+    Drops { fraction: f64, limit: f64 },
+}
+
+impl std::fmt::Display for Exclusion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match *self {
+            Exclusion::OutOfMemory {
+                peak_gib,
+                limit_gib,
+            } => write!(f, "out of memory, {peak_gib:.1} GiB > {limit_gib:.1} GiB"),
+            Exclusion::Drops { fraction, limit } => write!(
+                f,
+                "drops {:.1}% of assignments, more than the {}% allowed",
+                100.0 * fraction,
+                100.0 * limit
+            ),
+        }
+    }
+}
+
+/// Why `r` may not be chosen under `s`'s objective (memory first), or `None` when it may.
+pub fn exclusion(r: &StrategyResult, s: &Scenario) -> Option<Exclusion> {
+    if r.oom {
+        return Some(Exclusion::OutOfMemory {
+            peak_gib: r.memory_peak_gib,
+            limit_gib: s.objective.memory_limit_gib,
+        });
+    }
+    (r.dropped_fraction > s.objective.max_dropped_fraction).then_some(Exclusion::Drops {
+        fraction: r.dropped_fraction,
+        limit: s.objective.max_dropped_fraction,
+    })
+}
+
+/// The objective's score of a result: lower is better.
+pub fn score(r: &StrategyResult, metric: Metric) -> f64 {
+    match metric {
         Metric::TokensPerS => -r.tokens_per_s,
         Metric::StepTimeMean => r.step_time_ms.mean,
         Metric::StepTimeP50 => r.step_time_ms.p50,
         Metric::StepTimeP99 => r.step_time_ms.p99,
-    };
+    }
+}
+
+/// The index of the best strategy that fits in memory and drops at most `objective.max_dropped_fraction`
+/// of its assignments, or `None` if none does. Ties go to the strategy listed first.
+pub fn choose(report: &SimulationReport, s: &Scenario) -> Option<usize> {
     report
         .results
         .iter()
         .enumerate()
-        .filter(|(_, r)| !r.oom)
-        .min_by(|(i, a), (j, b)| score(a).total_cmp(&score(b)).then(i.cmp(j)))
+        .filter(|(_, r)| exclusion(r, s).is_none())
+        .min_by(|(i, a), (j, b)| {
+            score(a, s.objective.metric)
+                .total_cmp(&score(b, s.objective.metric))
+                .then(i.cmp(j))
+        })
         .map(|(i, _)| i)
 }
 
@@ -71,6 +119,9 @@ pub struct Prediction {
     pub step_time_ms: Distribution,
     pub tokens_per_s: f64,
     pub memory_peak_gib: f64,
+    /// Fraction of (token, expert) assignments dropped by the capacity factor.
+    #[serde(default)]
+    pub dropped_fraction: f64,
     pub breakdown_ms: BTreeMap<String, f64>,
     /// Per rank: expert tokens received per iteration (mean), for validation on hardware.
     pub tokens_received_per_rank: Vec<f64>,
@@ -107,6 +158,7 @@ pub fn make_plan(s: &Scenario, report: &SimulationReport, chosen: usize) -> Plan
             step_time_ms: r.step_time_ms,
             tokens_per_s: r.tokens_per_s,
             memory_peak_gib: r.memory_peak_gib,
+            dropped_fraction: r.dropped_fraction,
             breakdown_ms: r.breakdown_ms.clone(),
             tokens_received_per_rank: r.per_rank.iter().map(|p| p.tokens_received).collect(),
         },

@@ -14,8 +14,11 @@
 //!
 //! Candidates are named by their knobs (`ep8-cf1.25`, `ep-replicated/ep16-s8-r10-wall-local-moesim`);
 //! families that expand to the same candidate contribute it once.
+//!
+//! Candidates that drop more than `objective.max_dropped_fraction` of their assignments are simulated and
+//! shown but never chosen, and rank after every candidate the objective allows (as do those out of memory).
 
-use crate::plan::choose;
+use crate::plan::{choose, exclusion, score};
 use crate::result::{SimulationReport, StrategyResult};
 use crate::runner::{RunOptions, simulate_strategy};
 use crate::scenario::file::{PlacementMethod, StrategyKind, TokenSplit};
@@ -229,21 +232,17 @@ pub fn search(
     (expanded, report)
 }
 
-/// Indices of the results ranked best first under the objective (OOM last).
+/// Indices of the results ranked best first under the objective: those the objective allows (they fit
+/// in memory and drop at most `objective.max_dropped_fraction`) first, then those it excludes.
 pub fn ranking(report: &SimulationReport, s: &Scenario) -> Vec<usize> {
-    use crate::scenario::file::Metric;
-    let score = |r: &StrategyResult| match s.objective.metric {
-        Metric::TokensPerS => -r.tokens_per_s,
-        Metric::StepTimeMean => r.step_time_ms.mean,
-        Metric::StepTimeP50 => r.step_time_ms.p50,
-        Metric::StepTimeP99 => r.step_time_ms.p99,
-    };
+    let metric = s.objective.metric;
+    let excluded = |r: &StrategyResult| exclusion(r, s).is_some();
     let mut idx: Vec<usize> = (0..report.results.len()).collect();
     idx.sort_by(|&a, &b| {
         let (ra, rb) = (&report.results[a], &report.results[b]);
-        ra.oom
-            .cmp(&rb.oom)
-            .then(score(ra).total_cmp(&score(rb)))
+        excluded(ra)
+            .cmp(&excluded(rb))
+            .then(score(ra, metric).total_cmp(&score(rb, metric)))
             .then(a.cmp(&b))
     });
     idx

@@ -12,7 +12,9 @@ use moesim_traces::import::{Format, ImportOptions, import};
 use moesim_traces::stats::{StatsOptions, trace_stats};
 use moesim_traces::{TokenTrace, Trace};
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
+
+mod common;
 
 const OPTS: RunOptions = RunOptions {
     timing: false,
@@ -36,23 +38,6 @@ fn run(s: &Scenario) -> Vec<StrategyResult> {
 
 fn by_name<'a>(rs: &'a [StrategyResult], name: &str) -> &'a StrategyResult {
     rs.iter().find(|r| r.strategy == name).expect("strategy")
-}
-
-/// A shared trace folder, or `None` (with a notice) when it is absent outside CI.
-fn shared_traces(sub: &str) -> Option<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/traces")
-        .join(sub);
-    if dir.is_dir() {
-        return Some(dir);
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "shared traces missing at {} (required in CI)",
-        dir.display()
-    );
-    eprintln!("skipping: shared traces not found at {}", dir.display());
-    None
 }
 
 fn import_tokens(dir: &Path, format: Format, experts: usize) -> TokenTrace {
@@ -170,10 +155,12 @@ cache_experts_per_layer = 32
 "#;
 
 #[test]
+#[cfg_attr(
+    moesim_real_traces_missing,
+    ignore = "needs the real router traces ($MOESIM_SHARED_TRACES, default ../shared/traces)"
+)]
 fn real_deepseek_trace_hit_rates_equal_trace_stats_and_the_reference() {
-    let Some(dir) = shared_traces("deepseek-v2-lite") else {
-        return;
-    };
+    let dir = common::shared_traces("deepseek-v2-lite");
     let trace = import_tokens(&dir, Format::CsvTokens, 64);
     assert_eq!(trace.meta.layers, 26);
     let tokens = TokenRouting::from_trace(&trace);
@@ -246,10 +233,12 @@ fn real_deepseek_trace_hit_rates_equal_trace_stats_and_the_reference() {
 }
 
 #[test]
+#[cfg_attr(
+    moesim_real_traces_missing,
+    ignore = "needs the real router traces ($MOESIM_SHARED_TRACES, default ../shared/traces)"
+)]
 fn real_mixtral_trace_replays_through_the_offload_scenario() {
-    let Some(dir) = shared_traces("mixtral-8x7b") else {
-        return;
-    };
+    let dir = common::shared_traces("mixtral-8x7b");
     let trace = import_tokens(&dir, Format::JsonlTokens, 8);
     let tokens = TokenRouting::from_trace(&trace);
     let s = scenario("offload-mixtral.toml", &["workload.iterations=100000"]);

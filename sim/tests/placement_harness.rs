@@ -5,13 +5,8 @@
 
 use moesim_sim::placement::harness::{REAL_TRACES, RealTrace, batch_iterations, run_suite, table};
 use moesim_sim::placement::plan_layers::LoadHistory;
-use std::path::PathBuf;
-
-fn traces_root() -> PathBuf {
-    std::env::var_os("MOESIM_SHARED_TRACES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/traces"))
-}
+mod common;
+use common::real_traces_root as traces_root;
 
 fn load_real() -> Vec<(RealTrace, LoadHistory, usize)> {
     let root = traces_root();
@@ -37,7 +32,7 @@ fn load_real() -> Vec<(RealTrace, LoadHistory, usize)> {
 
 #[test]
 #[cfg_attr(
-    moesim_no_shared_traces,
+    moesim_real_traces_missing,
     ignore = "needs ../shared/traces (or $MOESIM_SHARED_TRACES)"
 )]
 fn robust_plans_beat_eplb_on_later_iterations_of_every_workload() {

@@ -9,21 +9,13 @@ use moesim_sim::placement::search::{PlaceOptions, place_with_history};
 use moesim_sim::placement::{LayerPlacement, placement_balancedness};
 use std::path::PathBuf;
 
+mod common;
+
 const LAYERS: usize = 26;
 const EXPERTS: usize = 64;
 
-fn trace_dir() -> Option<PathBuf> {
-    let dir =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/traces/deepseek-v2-lite");
-    if dir.is_dir() {
-        return Some(dir);
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "CI needs ../shared/traces/deepseek-v2-lite"
-    );
-    eprintln!("skipping: {} not found", dir.display());
-    None
+fn trace_dir() -> PathBuf {
+    common::shared_traces("deepseek-v2-lite")
 }
 
 /// Expert loads per iteration and layer; an iteration is `prompts` consecutive prompts.
@@ -111,8 +103,12 @@ fn replay(
 }
 
 #[test]
+#[cfg_attr(
+    moesim_real_traces_missing,
+    ignore = "needs the real router traces ($MOESIM_SHARED_TRACES, default ../shared/traces)"
+)]
 fn beats_eplb_on_later_iterations_of_deepseek_v2_lite_and_moves_less() {
-    let Some(dir) = trace_dir() else { return };
+    let dir = trace_dir();
     // Four prompts (about 260 tokens) per iteration; plan after 5 iterations, re-plan every 3.
     let history = load_history(&dir, 4);
     assert_eq!(history.len(), 25);
@@ -154,8 +150,12 @@ fn trace_history(t: &moesim_traces::TokenTrace, per_iteration: usize) -> Vec<Vec
 }
 
 #[test]
+#[cfg_attr(
+    moesim_real_traces_missing,
+    ignore = "needs the real router traces ($MOESIM_SHARED_TRACES, default ../shared/traces)"
+)]
 fn beats_eplb_on_a_synthetic_workload_fitted_to_deepseek_v2_lite() {
-    let Some(dir) = trace_dir() else { return };
+    let dir = trace_dir();
     use moesim_traces::import::{Format, ImportOptions, import};
     let moesim_traces::Trace::Tokens(real) =
         import(Format::CsvTokens, &dir, &ImportOptions::default()).unwrap()

@@ -14,11 +14,15 @@ use std::process::ExitCode;
 
 #[derive(clap::Args)]
 pub struct PlaceArgs {
-    /// Load history: long CSV `iteration,layer,expert,tokens`, or one row per layer of per-expert tokens.
+    /// Load history: long CSV `iteration,layer,expert,tokens`, one CSV row per layer of per-expert tokens,
+    /// or a load-matrix JSON as `moesim trace import --from load-matrix` reads it (a sample:
+    /// scenarios/data/olmoe/olmoe_expert_counts_c4.json).
     #[arg(long, required_unless_present = "harness")]
     pub loads: Option<PathBuf>,
+    /// GPUs the experts are placed on.
     #[arg(long, required_unless_present = "harness")]
     pub gpus: Option<usize>,
+    /// Expert slots per GPU and layer (copies included).
     #[arg(long, required_unless_present = "harness")]
     pub slots_per_gpu: Option<usize>,
     /// Nodes the GPUs are spread over (copies of an expert are spread over nodes).
@@ -220,9 +224,24 @@ fn place(a: &Resolved) -> miette::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     println!(
-        "{} layers × {} experts on {} GPUs × {} slots ({} node(s)); balancedness = mean / max GPU load, on the forecast",
+        "{} layers × {} experts on {} GPUs × {} slots ({} node(s)); experts per GPU (a runtime splits an \
+         expert's tokens evenly over its copies):",
         h.layers, h.experts, a.gpus, a.slots_per_gpu, a.nodes
     );
+    for p in &plans {
+        let gpus: Vec<String> = p
+            .placement
+            .gpu_experts
+            .iter()
+            .enumerate()
+            .map(|(g, es)| {
+                let es: Vec<String> = es.iter().map(|e| e.to_string()).collect();
+                format!("{g}:[{}]", es.join(","))
+            })
+            .collect();
+        println!("layer {}: {}", p.layer, gpus.join(" "));
+    }
+    println!("\nbalancedness = mean / max GPU load, on the forecast");
     println!("{:>5}  {:>8}  {:>8}", "layer", "moesim", "EPLB");
     for p in &plans {
         println!(
@@ -306,6 +325,9 @@ fn read_loads(path: &Path) -> miette::Result<LoadHistory> {
     let text = std::fs::read_to_string(path)
         .into_diagnostic()
         .wrap_err_with(|| format!("cannot read loads {}", path.display()))?;
+    if text.trim_start().starts_with(['[', '{']) {
+        return load_matrix_json(path);
+    }
     let err = |line: usize, msg: String| miette!("{}:{line}: {msg}", path.display());
     let mut lines = text
         .lines()
@@ -435,4 +457,39 @@ fn read_loads(path: &Path) -> miette::Result<LoadHistory> {
             iterations: vec![matrix],
         })
     }
+}
+
+/// A load-matrix JSON (per layer, tokens per expert; summed over source ranks), read by the same importer
+/// as `moesim trace import --from load-matrix`.
+fn load_matrix_json(path: &Path) -> miette::Result<LoadHistory> {
+    use moesim_traces::import::{Format, ImportOptions, import};
+    let trace =
+        import(Format::LoadMatrix, path, &ImportOptions::default()).map_err(|e| miette!("{e}"))?;
+    let moesim_traces::Trace::Counts(c) = trace else {
+        return Err(miette!(
+            "{}: expected per-expert token counts",
+            path.display()
+        ));
+    };
+    let m = &c.meta;
+    let iterations = (0..c.iterations)
+        .map(|it| {
+            (0..m.layers)
+                .map(|l| {
+                    (0..m.experts)
+                        .map(|e| {
+                            (0..m.ranks)
+                                .map(|r| c.counts[c.index(it, l, r, e)] as f64)
+                                .sum()
+                        })
+                        .collect()
+                })
+                .collect()
+        })
+        .collect();
+    Ok(LoadHistory {
+        layers: m.layers,
+        experts: m.experts,
+        iterations,
+    })
 }

@@ -1,9 +1,10 @@
 //! `moesim plan`: simulate every strategy, choose, explain, write plan.json.
 
 use crate::{ScenarioArgs, load, output, table};
-use moesim_sim::plan::{choose, make_plan};
+use moesim_sim::Scenario;
+use moesim_sim::plan::{choose, exclusion, make_plan};
 use moesim_sim::result::StrategyResult;
-use moesim_sim::runner::{RunOptions, simulate_scenario_with_tokens};
+use moesim_sim::runner::RunOptions;
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -14,46 +15,36 @@ pub fn run(
     quiet: bool,
     search: Option<usize>,
 ) -> miette::Result<ExitCode> {
-    let s = load::scenario(args)?;
-    let routing = load::routing(args, &s)?;
-    let cost = crate::profile_load::cost_model(&args.scenario, &s)?;
-    let cost = cost.as_ref().map(|c| c as &dyn moesim_calibrate::CostModel);
+    let inputs = load::inputs(args)?;
     let opts = |progress| RunOptions {
         timing: !args.no_timing,
         progress,
     };
     let (s, mut report) = match search {
         Some(_) => {
-            let n = moesim_sim::search::candidates(&s).len();
+            let s = &inputs.scenario;
+            let n = moesim_sim::search::candidates(s).len();
             let bar = output::progress_items(n as u64, "candidates", quiet);
             bar.set_message(format!("{} search", s.name));
             let tick = || bar.inc(1);
-            let tokens = load::tokens(args, &s)?;
             let r = moesim_sim::search::search(
-                &s,
-                routing.as_ref(),
-                tokens.as_ref(),
-                cost,
+                s,
+                inputs.routing.as_ref(),
+                inputs.tokens.as_deref(),
+                inputs.cost(),
                 opts(Some(&tick)),
             );
             bar.finish_and_clear();
             r
         }
         None => {
+            let s = &inputs.scenario;
             let bar = output::progress((s.workload.iterations * s.strategies.len()) as u64, quiet);
             bar.set_message(s.name.clone());
             let tick = || bar.inc(1);
-            let tokens = load::tokens(args, &s)?;
-            let report = simulate_scenario_with_tokens(
-                &s,
-                routing.as_ref(),
-                tokens.as_ref(),
-                cost,
-                opts(Some(&tick)),
-            )
-            .map_err(|e| miette::miette!("{}: {e}", args.scenario.display()))?;
+            let report = inputs.simulate(opts(Some(&tick)))?;
             bar.finish_and_clear();
-            (s, report)
+            (s.clone(), report)
         }
     };
     let chosen = choose(&report, &s);
@@ -69,73 +60,83 @@ pub fn run(
         )?;
     }
     if json {
-        println!(
-            "{}",
+        output::print(&format!(
+            "{}\n",
             serde_json::to_string_pretty(&report).expect("serialisable")
-        );
+        ))?;
     } else {
-        println!(
-            "{} — {} on {} × {} ({} GPUs), {}",
-            s.name,
-            s.model.name,
-            s.cluster.nodes,
-            s.cluster.name,
-            s.cluster.gpus(),
-            routing.describe()
-        );
+        let mut text = table::headline(&inputs);
         match search {
             Some(top) => {
                 let ranked = moesim_sim::search::ranking(&report, &s);
-                println!(
-                    "searched {} candidates; the best {}:",
+                text.push_str(&format!(
+                    "searched {} candidates; the best {}:\n",
                     report.results.len(),
                     top.min(ranked.len())
-                );
+                ));
                 let shown: Vec<_> = ranked
                     .iter()
                     .take(top)
                     .map(|&i| report.results[i].clone())
                     .collect();
-                print!("{}", table::comparison(&shown, chosen.map(|_| 0)));
+                text.push_str(&table::comparison(&shown, chosen.map(|_| 0), &s));
             }
-            None => print!("{}", table::comparison(&report.results, chosen)),
+            None => text.push_str(&table::comparison(&report.results, chosen, &s)),
         }
         if let Some(i) = chosen {
-            println!(
-                "\nchosen: {} — {}",
+            text.push_str(&format!(
+                "\nchosen: {} — {}\n",
                 report.results[i].strategy,
                 why(&report.results, i, &s)
-            );
-            println!("breakdown: {}", table::breakdown(&report.results[i]));
-            println!("plan written to {}", plan_path.display());
+            ));
+            text.push_str(&format!(
+                "breakdown: {}\n",
+                table::breakdown(&report.results[i])
+            ));
+            text.push_str(&format!("plan written to {}\n", plan_path.display()));
         }
+        text.push_str(
+            "tokens/s: tokens of the batch per second of step time (every token counts, dropped \
+             assignments too); dropped: (token, expert) assignments over the capacity factor\n",
+        );
+        output::print(&text)?;
     }
     match chosen {
         Some(_) => Ok(ExitCode::SUCCESS),
         None => {
+            let reasons: Vec<String> = report
+                .results
+                .iter()
+                .filter_map(|r| exclusion(r, &s).map(|e| format!("{}: {e}", r.strategy)))
+                .collect();
             eprintln!(
-                "moesim: every strategy of {} runs out of memory (limit {:.1} GiB per GPU); no plan written",
+                "moesim: no strategy of {} fits in {:.1} GiB per GPU while dropping at most {}% of its \
+                 assignments (objective.memory_limit_gib, objective.max_dropped_fraction); no plan written\n  {}",
                 args.scenario.display(),
-                s.objective.memory_limit_gib
+                s.objective.memory_limit_gib,
+                100.0 * s.objective.max_dropped_fraction,
+                reasons.join("\n  ")
             );
             Ok(ExitCode::from(2))
         }
     }
 }
 
-/// Why the winner wins: its objective margin over the runner-up and the phases where the difference lies.
-fn why(results: &[StrategyResult], chosen: usize, s: &moesim_sim::Scenario) -> String {
+/// Why the winner wins: its objective margin over the runner-up (the best other strategy the objective
+/// allows) and the phases where the difference lies.
+fn why(results: &[StrategyResult], chosen: usize, s: &Scenario) -> String {
     let w = &results[chosen];
     let Some(r) = results
         .iter()
         .enumerate()
-        .filter(|(i, x)| *i != chosen && !x.oom)
+        .filter(|(i, x)| *i != chosen && exclusion(x, s).is_none())
         .max_by(|a, b| a.1.tokens_per_s.total_cmp(&b.1.tokens_per_s))
         .map(|(_, x)| x)
     else {
         return format!(
-            "the only strategy that fits in {:.1} GiB",
-            s.objective.memory_limit_gib
+            "the only strategy that fits in {:.1} GiB and drops at most {}% of its assignments",
+            s.objective.memory_limit_gib,
+            100.0 * s.objective.max_dropped_fraction
         );
     };
     let mut diffs: Vec<(String, f64)> = w
@@ -150,11 +151,29 @@ fn why(results: &[StrategyResult], chosen: usize, s: &moesim_sim::Scenario) -> S
         .filter(|d| d.1.abs() > 1e-6)
         .map(|(k, d)| format!("{k} {}{:.3} ms", if *d > 0.0 { "−" } else { "+" }, d.abs()))
         .collect();
+    let margin = w.tokens_per_s / r.tokens_per_s - 1.0;
+    // Below 0.05 % the rounded margin would read "0.0% more": say it is a tie instead.
+    let lead = if margin.abs() < 5e-4 {
+        format!(
+            "ties on tokens/s with {} (the best other strategy the objective allows; {} vs {}), {}",
+            r.strategy,
+            moesim_reports::numbers::rate(w.tokens_per_s),
+            moesim_reports::numbers::rate(r.tokens_per_s),
+            if margin == 0.0 {
+                "chosen as listed first"
+            } else {
+                "ahead by less than 0.05%"
+            }
+        )
+    } else {
+        format!(
+            "{:.1}% more tokens/s than {} (the best other strategy the objective allows)",
+            100.0 * margin,
+            r.strategy
+        )
+    };
     format!(
-        "{:.1}% more tokens/s than {} ({}); per iteration on the critical path: {}",
-        100.0 * (w.tokens_per_s / r.tokens_per_s - 1.0),
-        r.strategy,
-        if r.oom { "OOM" } else { "fits" },
+        "{lead}; per iteration on the critical path: {}",
         if parts.is_empty() {
             "same phases".into()
         } else {

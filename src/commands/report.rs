@@ -1,14 +1,14 @@
 //! `moesim report SCENARIO... --out DIR`: capacity reports; `moesim report --check DIR` verifies one.
 
-use crate::{ScenarioArgs, load, output};
+use crate::output;
 use miette::{IntoDiagnostic, WrapErr, miette};
 use moesim_reports::capacity::default_node_counts;
 use moesim_reports::check::{check_png, check_svg};
 use moesim_reports::collect::{CollectOptions, collect};
+use moesim_reports::inputs::Inputs;
 use moesim_reports::report::{ReportOptions, render_report};
 use moesim_reports::sweep::SweepResult;
 use moesim_reports::trace::validate_chrome_trace;
-use moesim_sim::scenario::parse_scenario;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -60,15 +60,8 @@ pub fn run(a: &ReportArgs, quiet: bool) -> miette::Result<ExitCode> {
             sweeps.push((sweep.sweep.clone(), sweep));
             continue;
         }
-        let file = path.display().to_string();
-        let s = parse_scenario(&file, &text, &a.set)?;
-        let args = ScenarioArgs {
-            scenario: path.clone(),
-            set: a.set.clone(),
-            trace: None,
-            no_timing: true,
-        };
-        let routing = load::routing(&args, &s)?;
+        let inputs = Inputs::resolve(path, text, a.set.clone(), None)?;
+        let s = &inputs.scenario;
         let nodes = if a.no_capacity {
             Vec::new()
         } else if a.capacity_nodes.is_empty() {
@@ -81,13 +74,9 @@ pub fn run(a: &ReportArgs, quiet: bool) -> miette::Result<ExitCode> {
         bar.set_message(s.name.clone());
         let tick = || bar.inc(1);
         let data = collect(
-            &file,
-            &text,
-            &a.set,
-            routing.as_ref(),
+            &inputs,
             &CollectOptions {
                 capacity_nodes: nodes,
-                tokens: load::tokens(&args, &s)?,
             },
             env!("CARGO_PKG_VERSION"),
             Some(&tick),

@@ -104,7 +104,11 @@ pub fn run(a: &SweepArgs, quiet: bool) -> miette::Result<ExitCode> {
                 })?;
             texts.insert(p.scenario.clone(), t);
         }
-        let s = parse_scenario(&p.scenario, &texts[&p.scenario], &p.overrides)?;
+        let s = parse_scenario(
+            &base.join(&p.scenario).display().to_string(),
+            &texts[&p.scenario],
+            &p.overrides,
+        )?;
         total += (s.workload.iterations * s.strategies.len()) as u64;
     }
     let bar = output::progress(total, quiet);
@@ -112,7 +116,7 @@ pub fn run(a: &SweepArgs, quiet: bool) -> miette::Result<ExitCode> {
     let tick = || bar.inc(1);
     let points = mine
         .iter()
-        .map(|p| run_point(p, &texts[&p.scenario], Some(&tick)))
+        .map(|p| run_point(p, &base.join(&p.scenario), &texts[&p.scenario], Some(&tick)))
         .collect::<Result<Vec<_>, _>>()?;
     bar.finish_and_clear();
     let out = SweepShard {

@@ -1,8 +1,9 @@
 //! `moesim simulate --timeline FILE.json --iterations A..B`: the chosen iterations of one strategy as a
 //! Chrome trace / Perfetto JSON file.
 
-use crate::{ScenarioArgs, load, output};
+use crate::output;
 use miette::miette;
+use moesim_reports::inputs::Inputs;
 use moesim_reports::trace::chrome_trace;
 use moesim_sim::timeline::iteration_timelines;
 use std::ops::Range;
@@ -43,26 +44,20 @@ pub fn parse_range(text: &str) -> Result<Range<usize>, String> {
     Ok(range)
 }
 
-/// Writes the timeline if one was asked for.
-pub fn run(
-    args: &ScenarioArgs,
-    strategy: Option<&str>,
-    t: &TimelineArgs,
-    quiet: bool,
-) -> miette::Result<()> {
+/// Writes the timeline of the first strategy of `inputs` (`simulate --strategy` leaves only that one), if
+/// one was asked for.
+pub fn run(inputs: &Inputs, t: &TimelineArgs, quiet: bool) -> miette::Result<()> {
     let Some(path) = &t.timeline else {
         return Ok(());
     };
     let range = parse_range(&t.iterations).map_err(|e| miette!("{e}"))?;
-    let s = load::scenario(args)?;
-    let st = match strategy {
-        Some(name) => s.strategies.iter().find(|x| x.name == name),
-        None => s.strategies.first(),
-    }
-    .ok_or_else(|| miette!("{}: no strategy to export", args.scenario.display()))?;
-    let routing = load::routing(args, &s)?;
-    let timelines = iteration_timelines(&s, st, routing.as_ref(), None, range)
-        .map_err(|e| miette!("{}: {e}", args.scenario.display()))?;
+    let s = &inputs.scenario;
+    let st = s
+        .strategies
+        .first()
+        .ok_or_else(|| miette!("{}: no strategy to export", inputs.file.display()))?;
+    let timelines = iteration_timelines(s, st, inputs.routing.as_ref(), inputs.cost(), range)
+        .map_err(|e| miette!("{}: {e}", inputs.file.display()))?;
     let doc = chrome_trace(&st.name, s.cluster.gpus(), &timelines);
     output::write_atomic(
         path,

@@ -108,10 +108,13 @@ pub enum TraceCommand {
         /// Parameters from a file: a fit (`trace fit --out`) or a token-model JSON; flags below override.
         #[arg(long = "fit", value_name = "FIT_JSON")]
         fit_file: Option<PathBuf>,
+        /// MoE layers (required without --fit).
         #[arg(long)]
         layers: Option<usize>,
+        /// Routed experts per layer (required without --fit).
         #[arg(long)]
         experts: Option<usize>,
+        /// Experts each token picks per layer (required without --fit).
         #[arg(long)]
         top_k: Option<usize>,
         /// Popularity: uniform, zipf:S, lognormal:SIGMA or dirichlet:ALPHA.
@@ -144,10 +147,13 @@ pub enum TraceCommand {
         /// Drift: weight multiplier of a burst.
         #[arg(long)]
         burst_factor: Option<f64>,
+        /// Sequences to generate.
         #[arg(long, default_value_t = 16)]
         sequences: usize,
+        /// Tokens in each sequence.
         #[arg(long, default_value_t = 256)]
         tokens_per_sequence: usize,
+        /// Seed of the generator (default: the fit's, else 1); the same seed gives the same trace.
         #[arg(long)]
         seed: Option<u64>,
     },
@@ -499,6 +505,18 @@ pub fn run(cmd: TraceCommand, quiet: bool) -> miette::Result<ExitCode> {
                 return Err(diag(e));
             }
             w.finish().map_err(diag)?;
+            if !quiet {
+                println!(
+                    "{}: {sequences} sequences × {tokens_per_sequence} tokens, {} layers × {} experts, top-{}, {} (seed {})",
+                    output.display(),
+                    m.layers,
+                    m.experts,
+                    m.top_k,
+                    skew.as_deref()
+                        .map_or_else(|| format!("{:?}", m.skew), str::to_string),
+                    m.seed
+                );
+            }
         }
     }
     Ok(ExitCode::SUCCESS)

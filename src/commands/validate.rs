@@ -119,7 +119,8 @@ fn cost_model(args: &ValidateArgs, plan: &Plan) -> miette::Result<Box<dyn CostMo
         .or_else(|| plan.resolved_scenario.cluster.profile.clone());
     match name {
         Some(n) => {
-            let p = crate::profile_load::resolve(&n, base).map_err(|e| miette!("{e}"))?;
+            let p =
+                moesim_reports::inputs::resolve_profile(&n, base).map_err(|e| miette!("{e}"))?;
             Ok(Box::new(moesim_calibrate::MeasuredCost::from_profile(&p)))
         }
         None => Ok(Box::new(plan.resolved_scenario.cluster.roofline())),

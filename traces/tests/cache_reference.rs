@@ -86,8 +86,8 @@ fn run(policy: CachePolicy, cap: usize, seq: &RequestSeq) -> (u64, u64) {
 }
 
 /// Per layer (1..=26), the steps of all 100 prompts in natural order, tokens in file order.
-fn deepseek_layers() -> Option<BTreeMap<u32, Vec<Vec<u32>>>> {
-    let dir = common::shared_traces("deepseek-v2-lite")?;
+fn deepseek_layers() -> BTreeMap<u32, Vec<Vec<u32>>> {
+    let dir = common::shared_traces("deepseek-v2-lite");
     let mut layers: BTreeMap<u32, Vec<Vec<u32>>> = BTreeMap::new();
     for f in common::deepseek_files(&dir) {
         let mut rd = csv::Reader::from_path(&f).unwrap();
@@ -102,14 +102,16 @@ fn deepseek_layers() -> Option<BTreeMap<u32, Vec<Vec<u32>>>> {
             layers.entry(layer).or_default().push(experts);
         }
     }
-    Some(layers)
+    layers
 }
 
 #[test]
+#[cfg_attr(
+    moesim_real_traces_missing,
+    ignore = "needs the real router traces ($MOESIM_SHARED_TRACES, default ../shared/traces)"
+)]
 fn deepseek_lru_and_belady_match_reference_and_published_range() {
-    let Some(layers) = deepseek_layers() else {
-        return;
-    };
+    let layers = deepseek_layers();
     assert_eq!(layers.len(), 26);
     let mut tot = BTreeMap::<&str, (u64, u64)>::new();
     for (layer, steps) in &layers {
@@ -190,13 +192,15 @@ proptest! {
 }
 
 #[test]
+#[cfg_attr(
+    moesim_real_traces_missing,
+    ignore = "needs the real router traces ($MOESIM_SHARED_TRACES, default ../shared/traces)"
+)]
 fn deepseek_stats_per_sequence_caches_match_reference() {
     use moesim_traces::Trace;
     use moesim_traces::import::{Format, ImportOptions, import};
     use moesim_traces::stats::{StatsOptions, trace_stats};
-    let Some(dir) = common::shared_traces("deepseek-v2-lite") else {
-        return;
-    };
+    let dir = common::shared_traces("deepseek-v2-lite");
     let t = import(Format::CsvTokens, &dir, &ImportOptions::default()).unwrap();
     let Trace::Tokens(tt) = &t else { panic!() };
     let opts = StatsOptions {

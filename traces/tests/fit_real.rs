@@ -10,10 +10,12 @@ use moesim_traces::import::{Format, ImportOptions, import};
 const TOL: f64 = 0.03;
 
 #[test]
+#[cfg_attr(
+    moesim_real_traces_missing,
+    ignore = "needs the real router traces ($MOESIM_SHARED_TRACES, default ../shared/traces)"
+)]
 fn deepseek_fit_then_generate_matches_skew_locality_and_drift() {
-    let Some(dir) = common::shared_traces("deepseek-v2-lite") else {
-        return;
-    };
+    let dir = common::shared_traces("deepseek-v2-lite");
     let Trace::Tokens(t) = import(Format::CsvTokens, &dir, &ImportOptions::default()).unwrap()
     else {
         panic!("token trace expected")

@@ -27,10 +27,12 @@ fn write(dir: &Path, name: &str, text: &str) -> std::path::PathBuf {
 }
 
 #[test]
+#[cfg_attr(
+    moesim_real_traces_missing,
+    ignore = "needs the real router traces ($MOESIM_SHARED_TRACES, default ../shared/traces)"
+)]
 fn deepseek_csv_directory() {
-    let Some(dir) = common::shared_traces("deepseek-v2-lite") else {
-        return;
-    };
+    let dir = common::shared_traces("deepseek-v2-lite");
     let t = import(Format::CsvTokens, &dir, &opts()).unwrap();
     let t = tokens(&t);
     assert_eq!(t.meta.layers, 26);
@@ -55,10 +57,12 @@ fn deepseek_csv_directory() {
 }
 
 #[test]
+#[cfg_attr(
+    moesim_real_traces_missing,
+    ignore = "needs the real router traces ($MOESIM_SHARED_TRACES, default ../shared/traces)"
+)]
 fn mixtral_jsonl_files() {
-    let Some(dir) = common::shared_traces("mixtral-8x7b") else {
-        return;
-    };
+    let dir = common::shared_traces("mixtral-8x7b");
     let f = dir.join("mixtral_gsm8k_2_routing.jsonl");
     let t = import(Format::JsonlTokens, &f, &opts()).unwrap();
     let tt = tokens(&t);
@@ -134,11 +138,10 @@ fn mixtral_jsonl_files() {
     );
 }
 
+/// OLMoE's counts ship with moesim (Apache-2.0, `scenarios/data/olmoe/`), so this runs on a plain clone.
 #[test]
 fn olmoe_load_matrix_json() {
-    let Some(dir) = common::shared_traces("olmoe") else {
-        return;
-    };
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/data/olmoe");
     let t = import(
         Format::LoadMatrix,
         &dir.join("olmoe_expert_counts_c4.json"),
@@ -158,6 +161,31 @@ fn olmoe_load_matrix_json() {
         let share = v[..8].iter().sum::<u64>() as f64 / v.iter().sum::<u64>() as f64;
         assert!((0.19..=0.52).contains(&share), "{share}");
     }
+    // The figures scenarios/data/olmoe/README.md quotes: per layer, max/mean load and Gini.
+    let figures = |file: &str| -> Vec<(String, String)> {
+        import(Format::LoadMatrix, &dir.join(file), &opts())
+            .unwrap()
+            .expert_loads()
+            .iter()
+            .map(|l| {
+                let (mom, gini, _, _) = moesim_traces::stats::skew(l);
+                (format!("{mom:.2}"), format!("{gini:.3}"))
+            })
+            .collect()
+    };
+    let pairs = |v: &[(&str, &str)]| -> Vec<(String, String)> {
+        v.iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
+    };
+    assert_eq!(
+        figures("olmoe_expert_counts_c4.json"),
+        pairs(&[("3.02", "0.137"), ("2.66", "0.212"), ("2.50", "0.288")])
+    );
+    assert_eq!(
+        figures("mistral_expert_counts_c4.json"),
+        pairs(&[("1.12", "0.053"), ("1.08", "0.023"), ("1.12", "0.073")])
+    );
 }
 
 #[test]
@@ -372,10 +400,12 @@ fn npy_known_answer_dtypes_and_errors() {
 }
 
 #[test]
+#[cfg_attr(
+    moesim_real_traces_missing,
+    ignore = "needs the real router traces ($MOESIM_SHARED_TRACES, default ../shared/traces)"
+)]
 fn native_round_trip_and_export_reimport_on_real_data() {
-    let Some(dir) = common::shared_traces("mixtral-8x7b") else {
-        return;
-    };
+    let dir = common::shared_traces("mixtral-8x7b");
     let t = import(
         Format::JsonlTokens,
         &dir.join("mixtral_humaneval_2_routing.jsonl"),

@@ -427,14 +427,54 @@ impl App {
                 }
             }
             View::Knobs => {
-                if let Some(k) = self.knobs().get(self.knob)
-                    && let Some(v) = k.step(up)
-                {
-                    self.resimulate(vec![k.assignment(&v)]);
+                let Some(mut k) = self.knobs().get(self.knob).cloned() else {
+                    return;
+                };
+                // Step on to the next value the scenario accepts (4 nodes of 8 GPUs, say, when an EP
+                // size of 32 must divide the GPU count), rather than re-simulating an invalid one.
+                for _ in 0..64 {
+                    let Some(v) = k.step(up).filter(|v| *v != k.value) else {
+                        break;
+                    };
+                    if self.accepts(&k.assignment(&v)) {
+                        self.resimulate(vec![k.assignment(&v)]);
+                        return;
+                    }
+                    k.value = v;
                 }
+                self.status = format!(
+                    "{}: no valid value {} {}",
+                    k.label,
+                    if up { "above" } else { "below" },
+                    self.knobs()
+                        .get(self.knob)
+                        .map_or(String::new(), |k| k.value.clone())
+                );
             }
             _ => {}
         }
+    }
+
+    /// Whether the current scenario resolves with `change` added to its overrides.
+    fn accepts(&self, change: &str) -> bool {
+        let Some(s) = &self.session else {
+            return false;
+        };
+        let key = change.split('=').next().unwrap_or_default();
+        let mut overrides: Vec<String> = s
+            .request
+            .overrides
+            .iter()
+            .filter(|o| o.split('=').next() != Some(key))
+            .cloned()
+            .collect();
+        overrides.push(change.to_string());
+        moesim_sim::scenario::parse_scenario(
+            &s.request.path.display().to_string(),
+            &s.request.text,
+            &overrides,
+        )
+        .is_ok()
     }
 
     /// `<`/`>`: pan the timeline by a quarter of the window, or scroll the placement's experts.
@@ -544,13 +584,9 @@ impl App {
             return;
         }
         let (tx, rx) = channel();
-        let (request, routing, dir) = (
-            s.request.clone(),
-            Arc::clone(&s.routing),
-            self.out_dir.clone(),
-        );
+        let (request, dir) = (s.request.clone(), self.out_dir.clone());
         std::thread::spawn(move || {
-            let _ = tx.send(export::capacity_report(&request, routing, &dir));
+            let _ = tx.send(export::capacity_report(&request, &dir));
         });
         self.report_job = Some(rx);
         self.status = "writing the capacity report…".into();

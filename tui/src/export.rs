@@ -4,23 +4,26 @@
 use crate::app::App;
 use crate::session::{Request, Session};
 use moesim_reports::collect::{CollectOptions, collect};
+use moesim_reports::inputs::Inputs;
 use moesim_reports::report::{ReportOptions, render_report};
 use moesim_sim::plan::make_plan;
-use moesim_traces::RoutingSource;
 use ratatui::buffer::Buffer;
 use ratatui::layout::Rect;
 use ratatui::widgets::Widget;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
-/// Writes `dir/plan.json` for the strategy the objective chooses.
+/// Writes the plan of the strategy the objective chooses to `dir/plan.json`, or, when that exists (from
+/// `moesim plan` or an earlier `s`), to the first free `dir/plan-N.json`: saving never overwrites a plan.
 pub fn save_plan(s: &Session, dir: &Path) -> Result<PathBuf, String> {
-    let chosen = s
-        .chosen
-        .ok_or("every strategy runs out of memory; there is no plan")?;
+    let chosen = s.chosen.ok_or(
+        "no strategy fits in memory while dropping at most the allowed fraction; there is no plan",
+    )?;
     let plan = make_plan(&s.scenario, &s.report, chosen);
     let json = serde_json::to_string_pretty(&plan).map_err(|e| e.to_string())?;
-    let path = dir.join("plan.json");
+    let path = std::iter::once(dir.join("plan.json"))
+        .chain((2..).map(|n| dir.join(format!("plan-{n}.json"))))
+        .find(|p| !p.exists())
+        .expect("an unused name");
     write(&path, &json)?;
     Ok(path)
 }
@@ -70,18 +73,18 @@ pub fn write_report(app: &App, screen: &str, dir: &Path) -> Result<PathBuf, Stri
 }
 
 /// Simulates and renders the capacity report of `request` (its overrides included) into `dir/report/`,
-/// as `moesim report` does; slow (it re-simulates and draws figures), so the app runs it on a thread.
-pub fn capacity_report(
-    request: &Request,
-    routing: Arc<dyn RoutingSource>,
-    dir: &Path,
-) -> Result<PathBuf, String> {
-    let name = request.path.display().to_string();
+/// through the same input pipeline as `moesim report` (trace, cost profile); slow (it re-simulates and
+/// draws figures), so the app runs it on a thread.
+pub fn capacity_report(request: &Request, dir: &Path) -> Result<PathBuf, String> {
+    let inputs = Inputs::resolve(
+        &request.path,
+        request.text.clone(),
+        request.overrides.clone(),
+        None,
+    )
+    .map_err(|e| e.to_string())?;
     let data = collect(
-        &name,
-        &request.text,
-        &request.overrides,
-        routing.as_ref(),
+        &inputs,
         &CollectOptions::default(),
         env!("CARGO_PKG_VERSION"),
         None,

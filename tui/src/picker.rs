@@ -10,7 +10,8 @@ pub struct Picker {
 }
 
 impl Picker {
-    /// The `*.toml` files of `dir`, sorted by name.
+    /// The `*.toml` files of `dir`, sorted by name; the quickstart (seconds to simulate) is selected when
+    /// present, else the first file.
     pub fn scan(dir: &Path) -> Picker {
         let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
             .map(|rd| {
@@ -20,6 +21,10 @@ impl Picker {
             })
             .unwrap_or_default();
         files.sort();
-        Picker { files, selected: 0 }
+        let selected = files
+            .iter()
+            .position(|f| f.file_name().is_some_and(|n| n == "quickstart.toml"))
+            .unwrap_or(0);
+        Picker { files, selected }
     }
 }

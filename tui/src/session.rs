@@ -2,16 +2,13 @@
 //! the simulated report. Loading is one plain function so the worker thread and tests call the same code.
 
 use crate::workload::{WorkloadSummary, summarize};
-use moesim_calibrate::{CostModel, MeasuredCost, Profile, profiles};
+use moesim_calibrate::MeasuredCost;
+use moesim_reports::inputs::{InputError, Inputs};
 use moesim_sim::Scenario;
 use moesim_sim::plan::choose;
 use moesim_sim::result::SimulationReport;
-use moesim_sim::runner::{RunOptions, simulate_scenario_with_tokens, synthetic_routing};
-use moesim_sim::scenario::file::StrategyKind;
-use moesim_sim::scenario::parse_scenario;
-use moesim_sim::strategy::offload::tokens::TokenRouting;
-use moesim_traces::import::{Format, ImportOptions, import};
-use moesim_traces::{RoutingSource, Trace, TraceRouting};
+use moesim_sim::runner::RunOptions;
+use moesim_traces::{RoutingSource, Trace};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -62,45 +59,18 @@ pub struct Progress {
     pub total: AtomicUsize,
 }
 
-/// Parses, loads the routing and simulates every strategy, counting iterations into `progress`. Errors
-/// come back as text for the UI to show.
+/// Resolves the scenario through the input pipeline ([`Inputs::resolve`]: overrides, trace, per-token
+/// routing, cost profile — as every `moesim` command does) and simulates every strategy, counting
+/// iterations into `progress`. Errors come back as text for the UI to show.
 pub fn load(request: Request, progress: &Progress) -> Result<Session, String> {
-    let name = request.path.display().to_string();
-    let scenario = parse_scenario(&name, &request.text, &request.overrides)
-        .map_err(|e| describe_scenario_error(&e))?;
-    let trace_path = scenario
-        .workload
-        .trace
-        .as_ref()
-        .map(|t| request.path.parent().unwrap_or(Path::new(".")).join(t));
-    let trace = trace_path
-        .as_ref()
-        .map(|p| read_trace(p).map(Arc::new))
-        .transpose()?;
-    let synthetic = synthetic_routing(&scenario);
-    let offload_only = scenario
-        .strategies
-        .iter()
-        .all(|st| st.kind == StrategyKind::Offload);
-    let routing: Arc<dyn RoutingSource> = match (&trace, &trace_path) {
-        (Some(t), Some(p)) if !offload_only => Arc::new(
-            TraceRouting::new((**t).clone(), p, synthetic.shape(), synthetic.iterations())
-                .map_err(|e| e.to_string())?,
-        ),
-        _ => Arc::new(synthetic),
-    };
-    let tokens = match trace.as_deref() {
-        Some(Trace::Tokens(tt))
-            if scenario
-                .strategies
-                .iter()
-                .any(|st| st.kind == StrategyKind::Offload) =>
-        {
-            Some(TokenRouting::from_trace(tt))
-        }
-        _ => None,
-    };
-    let cost = cost_model(&request.path, &scenario)?.map(Arc::new);
+    let inputs = Inputs::resolve(
+        &request.path,
+        request.text.clone(),
+        request.overrides.clone(),
+        None,
+    )
+    .map_err(|e| describe_error(&e))?;
+    let scenario = inputs.scenario.clone();
     progress.total.store(
         scenario.workload.iterations * scenario.strategies.len(),
         Ordering::Relaxed,
@@ -112,79 +82,36 @@ pub fn load(request: Request, progress: &Progress) -> Result<Session, String> {
         timing: false,
         progress: Some(&tick),
     };
-    let mut report = simulate_scenario_with_tokens(
-        &scenario,
-        routing.as_ref(),
-        tokens.as_ref(),
-        cost.as_deref().map(|c| c as &dyn CostModel),
-        opts,
-    )
-    .map_err(|e| format!("{name}: {e}"))?;
+    let mut report = inputs.simulate(opts).map_err(|e| e.to_string())?;
     let chosen = choose(&report, &scenario);
     report.chosen = chosen.map(|i| report.results[i].strategy.clone());
-    let source = match &trace_path {
+    let source = match &inputs.trace_path {
         Some(p) => format!("trace {}", crate::app::file_name(p)),
-        None => routing.describe(),
+        None => inputs.workload(),
     };
     let workload = summarize(
-        routing.as_ref(),
-        trace.as_deref(),
+        inputs.routing.as_ref(),
+        inputs.trace.as_deref(),
         scenario.cluster.gpus(),
         source,
     );
     Ok(Session {
-        cost,
+        cost: inputs.cost.clone(),
+        routing: Arc::clone(&inputs.routing),
+        trace: inputs.trace.clone(),
         workload,
         request,
         scenario,
-        routing,
-        trace,
         report,
         chosen,
     })
 }
 
 /// The error with its help line, one message the UI can wrap.
-fn describe_scenario_error(e: &moesim_sim::scenario::ScenarioError) -> String {
+fn describe_error(e: &InputError) -> String {
     use miette::Diagnostic;
     match e.help() {
         Some(h) => format!("{e}\nhelp: {h}"),
         None => e.to_string(),
     }
-}
-
-/// A native `.moetrace`, or a `.jsonl`/`.csv` per-token trace imported with the importers' defaults (as
-/// the CLI does).
-fn read_trace(path: &Path) -> Result<Trace, String> {
-    if moesim_traces::native::is_native(path) {
-        return moesim_traces::native::read_native(path).map_err(|e| e.to_string());
-    }
-    let format = match path.extension().and_then(|e| e.to_str()) {
-        _ if path.is_dir() => Format::CsvTokens,
-        Some("jsonl") => Format::JsonlTokens,
-        Some("csv") => Format::CsvTokens,
-        _ => {
-            return Err(format!(
-                "{}: trace file not found or not readable",
-                path.display()
-            ));
-        }
-    };
-    import(format, path, &ImportOptions::default()).map_err(|e| e.to_string())
-}
-
-/// The cost model of `cluster.profile`: a shipped profile, or a profile file relative to the scenario (as
-/// the CLI resolves it).
-fn cost_model(scenario_path: &Path, s: &Scenario) -> Result<Option<MeasuredCost>, String> {
-    let Some(name) = s.cluster.profile.as_deref() else {
-        return Ok(None);
-    };
-    let profile = match profiles::shipped(name) {
-        Some(p) => p,
-        None => {
-            let path = scenario_path.parent().unwrap_or(Path::new(".")).join(name);
-            Profile::load(&path).map_err(|e| format!("cluster.profile {name}: {e}"))?
-        }
-    };
-    Ok(Some(MeasuredCost::from_profile(&profile)))
 }

@@ -96,9 +96,9 @@ impl App {
             spans.push(Span::from(s.scenario.name.clone()).bold());
             if let Some(r) = self.selected() {
                 spans.push(Span::from(format!(
-                    " · {} · it {}/{}",
+                    " · {} · it {} of 0..{}",
                     r.strategy,
-                    self.iteration + 1,
+                    self.iteration,
                     r.per_iteration.len()
                 )));
             }

@@ -211,11 +211,19 @@ fn save_plan_and_write_report_export_files() {
     let s = app.session.as_ref().unwrap();
     assert_eq!(json["chosen"], s.report.results[s.chosen.unwrap()].strategy);
     assert!(app.status.contains("plan saved"), "{}", app.status);
+    // A second `s` keeps the first plan and writes the next free name.
+    keys(&mut app, "s");
+    assert!(app.status.contains("plan-2.json"), "{}", app.status);
+    assert!(dir.path().join("out/plan-2.json").is_file());
+    assert_eq!(
+        std::fs::read_to_string(&plan).unwrap(),
+        std::fs::read_to_string(dir.path().join("out/plan-2.json")).unwrap()
+    );
     keys(&mut app, "2");
     app.wait();
     keys(&mut app, "w");
     let report = std::fs::read_to_string(dir.path().join("out/small-ranks.md")).unwrap();
-    assert!(report.contains("ranks in iteration 1"), "{report}");
+    assert!(report.contains("ranks in iteration 0"), "{report}");
     keys(&mut app, "W");
     assert!(
         app.status.contains("writing the capacity report"),
@@ -316,4 +324,55 @@ fn clicking_a_tab_switches_and_the_wheel_selects() {
     // A click below the tab bar does not switch.
     app.on_mouse(mouse(MouseEventKind::Down(MouseButton::Left), 2, 5));
     assert_eq!(app.view, View::Placement);
+}
+
+/// `+` on the nodes knob skips node counts the scenario rejects (an EP size of 16 does not divide 24
+/// GPUs) and re-simulates the next valid one; `-` with no valid value below says so.
+#[test]
+fn plus_steps_knobs_to_the_next_valid_value() {
+    let text = SMALL
+        .replace("nodes = 1", "nodes = 2")
+        .replace(
+            "name = \"ep8\"\nkind = \"ep\"\nep_size = 8",
+            "name = \"ep16\"\nkind = \"ep\"\nep_size = 16",
+        )
+        .replace(
+            "ep_size = 8\nslots_per_gpu = 9",
+            "ep_size = 16\nslots_per_gpu = 4",
+        );
+    let (dir, path) = scenario_file("sixteen.toml", &text);
+    let mut app = loaded(&path, &dir.path().join("out"));
+    assert_eq!(app.session.as_ref().unwrap().scenario.cluster.gpus(), 16);
+    keys(&mut app, "6");
+    let nodes = app
+        .knobs()
+        .iter()
+        .position(|k| k.key == "cluster.nodes")
+        .unwrap();
+    for _ in 0..nodes {
+        key(&mut app, KeyCode::Down);
+    }
+    keys(&mut app, "+");
+    app.wait();
+    assert!(app.error.is_none(), "{:?}", app.error);
+    assert_eq!(app.session.as_ref().unwrap().scenario.cluster.nodes, 4);
+    keys(&mut app, "-");
+    app.wait();
+    assert_eq!(app.session.as_ref().unwrap().scenario.cluster.nodes, 2);
+    keys(&mut app, "-");
+    assert!(
+        app.status.contains("no valid value below 2"),
+        "{}",
+        app.status
+    );
+    assert_eq!(app.session.as_ref().unwrap().scenario.cluster.nodes, 2);
+}
+
+/// The picker opens on the quickstart (seconds), not on the first file by name (the 256-GPU benchmark).
+#[test]
+fn the_picker_defaults_to_the_quickstart() {
+    let scenarios = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
+    let p = moesim_tui::picker::Picker::scan(&scenarios);
+    assert!(p.files.len() >= 5);
+    assert_eq!(p.files[p.selected].file_name().unwrap(), "quickstart.toml");
 }

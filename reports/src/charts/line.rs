@@ -60,9 +60,14 @@ impl Chart for LineChart {
             y0 = y0.min(0.0);
         }
         let yr = padded(y0, y1);
-        // Room above the data for the legend (upper left), one line per entry.
+        // Room above the data for the legend (upper left), one line per entry; a CDF's axis is a fraction
+        // that ends at 1 and its legend goes to the lower right, where a CDF has no line.
         let entries = self.series.len() + self.limit.is_some() as usize;
-        let yr = yr.start..yr.end + (yr.end - yr.start) * 0.075 * entries as f64;
+        let yr = if self.steps {
+            yr.start.max(-0.02)..yr.end.min(1.02)
+        } else {
+            yr.start..yr.end + (yr.end - yr.start) * 0.075 * entries as f64
+        };
         let yr = if self.y_from_zero {
             0.0f64.min(y0)..yr.end
         } else {
@@ -135,7 +140,11 @@ impl Chart for LineChart {
             .label_font((FAMILY, TICKS))
             .background_style(WHITE.mix(0.85))
             .border_style(BLACK)
-            .position(SeriesLabelPosition::UpperLeft)
+            .position(if self.steps {
+                SeriesLabelPosition::LowerRight
+            } else {
+                SeriesLabelPosition::UpperLeft
+            })
             .draw()?;
         Ok(())
     }
@@ -174,6 +183,42 @@ mod tests {
         assert_eq!(short(16.0), "16");
         assert_eq!(short(1.0), "1.00", "like its neighbours 0.80 and 1.20");
         assert_eq!(short(-20.0), "-20");
+    }
+
+    /// The tick labels of a rendered chart's SVG.
+    fn tick_labels(chart: &LineChart) -> Vec<String> {
+        let fig = crate::figure::render(chart, "t", "t", crate::figure::SIZE).unwrap();
+        fig.svg
+            .split("<text")
+            .skip(1)
+            .filter_map(|t| t.split_once('>').and_then(|(_, r)| r.split_once("</text>")))
+            .map(|(label, _)| label.trim().to_string())
+            .collect()
+    }
+
+    #[test]
+    fn a_cdf_axis_ends_at_one() {
+        let cdf = LineChart {
+            title: "step time".into(),
+            x_label: "ms".into(),
+            y_label: "fraction of iterations".into(),
+            series: (0..3)
+                .map(|k| Series {
+                    name: format!("s{k}"),
+                    points: (1..=10)
+                        .map(|i| (i as f64 + k as f64, i as f64 / 10.0))
+                        .collect(),
+                })
+                .collect(),
+            limit: None,
+            y_from_zero: true,
+            steps: true,
+        };
+        let labels = tick_labels(&cdf);
+        assert!(labels.iter().any(|l| l == "1.00"), "{labels:?}");
+        for above in ["1.20", "1.40", "1.10"] {
+            assert!(!labels.iter().any(|l| l == above), "{above} in {labels:?}");
+        }
     }
 
     #[test]

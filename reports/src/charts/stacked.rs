@@ -84,10 +84,11 @@ impl Chart for StackedBars {
                 .collect();
             chart.draw_series(bars)?;
         }
+        let limit = self.limit.as_ref().map(|l| l.0);
         chart.draw_series(totals.iter().enumerate().map(|(c, t)| {
             Text::new(
                 short(*t),
-                (c as f64 - 0.1, *t + top * 0.055),
+                (c as f64 - 0.1, label_y(*t, limit, top)),
                 (FAMILY, TICKS).into_font(),
             )
         }))?;
@@ -127,5 +128,40 @@ impl Chart for StackedBars {
             ))?;
         }
         Ok(())
+    }
+}
+
+/// Where a bar's value label goes (the top of its text; the text hangs below, about 4 % of the axis):
+/// just above the bar, or just above the limit line when the line would cross the label.
+pub(crate) fn label_y(total: f64, limit: Option<f64>, top: f64) -> f64 {
+    let y = total + top * 0.055;
+    match limit {
+        Some(l) if l >= total - top * 0.01 && l <= y + top * 0.01 => l.max(total) + top * 0.055,
+        _ => y,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::label_y;
+
+    /// The label's band: from its top down by the text height (4 % of the axis, with a margin).
+    fn band(y: f64, top: f64) -> std::ops::Range<f64> {
+        y - top * 0.05..y + top * 0.01
+    }
+
+    #[test]
+    fn value_labels_stay_clear_of_the_limit_line() {
+        let top = 100.0;
+        for total in [10.0, 50.0, 79.0, 80.0, 81.0, 85.0] {
+            let y = label_y(total, Some(80.0), top);
+            assert!(!band(y, top).contains(&80.0), "total {total}: label at {y}");
+            assert!(
+                y - top * 0.05 >= total,
+                "total {total}: the label overlaps its bar"
+            );
+            assert!(y <= top, "total {total}: the label leaves the plot");
+        }
+        assert_eq!(label_y(50.0, None, top), 55.5);
     }
 }

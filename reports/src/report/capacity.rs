@@ -110,7 +110,7 @@ pub(super) fn section(
                 })
                 .collect();
             sec.push(Block::Paragraph(format!(
-                "Fewest GPUs that reach {t:.0} tokens/s within the memory limit:"
+                "Fewest GPUs that reach {t:.0} tokens/s within the memory limit and the quality constraint:"
             )));
             sec.push(Block::Table {
                 header: vec!["strategy".into(), "GPUs".into()],

@@ -2,6 +2,7 @@
 
 use crate::collect::ScenarioData;
 use crate::document::Block;
+use crate::numbers::{percent, rate};
 use moesim_sim::result::StrategyResult;
 
 /// A value's name as scenario files spell it (`tokens-per-s`, `training`).
@@ -29,6 +30,7 @@ pub fn summary_table(d: &ScenarioData) -> (Vec<String>, Vec<Vec<String>>) {
         "p90 ms",
         "p99 ms",
         "tokens/s",
+        "dropped",
         "peak GiB/GPU",
         "OOM",
         "top straggler",
@@ -53,7 +55,8 @@ pub fn summary_table(d: &ScenarioData) -> (Vec<String>, Vec<Vec<String>>) {
                 f(r.step_time_ms.p50, 3),
                 f(r.step_time_ms.p90, 3),
                 f(r.step_time_ms.p99, 3),
-                f(r.tokens_per_s, 0),
+                rate(r.tokens_per_s),
+                percent(r.dropped_fraction),
                 f(r.memory_peak_gib, 2),
                 if r.oom { "OOM".into() } else { "-".into() },
                 straggler(r),
@@ -86,6 +89,7 @@ pub fn capacity_table(d: &ScenarioData) -> (Vec<String>, Vec<Vec<String>>) {
         "mean ms",
         "p99 ms",
         "tokens/s",
+        "dropped",
         "GiB/GPU",
         "total GiB",
         "OOM",
@@ -102,7 +106,8 @@ pub fn capacity_table(d: &ScenarioData) -> (Vec<String>, Vec<Vec<String>>) {
                 p.strategy.clone(),
                 f(p.step_time_ms_mean, 3),
                 f(p.step_time_ms_p99, 3),
-                f(p.tokens_per_s, 0),
+                rate(p.tokens_per_s),
+                percent(p.dropped_fraction),
                 f(p.memory_peak_gib, 2),
                 f(p.total_memory_gib, 1),
                 if p.oom { "OOM".into() } else { "-".into() },

@@ -30,12 +30,21 @@ pub(super) fn section(sec: &mut Section, d: &ScenarioData) -> Result<(), String>
     )));
     sec.push(Block::Paragraph(match d.chosen {
         Some(i) => format!(
-            "Chosen under the objective ({}): {} — {:.0} tokens/s, p99 step {:.3} ms, {:.2} GiB per GPU of {:.1}.",
-            spelled(s.objective.metric), results[i].strategy, results[i].tokens_per_s, results[i].step_time_ms.p99,
+            "Chosen under the objective ({}, at most {} of assignments dropped): {} — {} tokens/s, p99 step {:.3} ms, {:.2} GiB per GPU of {:.1}.",
+            spelled(s.objective.metric), crate::numbers::percent(s.objective.max_dropped_fraction),
+            results[i].strategy, crate::numbers::rate(results[i].tokens_per_s), results[i].step_time_ms.p99,
             results[i].memory_peak_gib, limit
         ),
-        None => format!("Every strategy runs out of memory (limit {limit:.1} GiB per GPU)."),
+        None => format!(
+            "No strategy fits in {limit:.1} GiB per GPU while dropping at most {} of its assignments.",
+            crate::numbers::percent(s.objective.max_dropped_fraction)
+        ),
     }));
+    sec.push(Block::Paragraph(
+        "Tokens/s counts every token of an iteration (dropped assignments too) per second of mean step \
+         time; dropped is the fraction of (token, expert) assignments a capacity factor dropped."
+            .into(),
+    ));
     sec.push(heading(2, "Step time"));
     sec.push(table(summary_table(d)));
     let cdf = LineChart {

@@ -23,7 +23,8 @@ pub(super) fn section(sec: &mut Section, name: &str, sweep: &SweepResult) -> Res
                 r.strategy.clone(),
                 f(r.step_time_ms.mean, 3),
                 f(r.step_time_ms.p99, 3),
-                f(r.tokens_per_s, 0),
+                crate::numbers::rate(r.tokens_per_s),
+                crate::numbers::percent(r.dropped_fraction),
                 f(r.memory_peak_gib, 2),
                 if r.oom { "OOM".into() } else { "-".into() },
             ]);
@@ -76,7 +77,7 @@ pub(super) fn section(sec: &mut Section, name: &str, sweep: &SweepResult) -> Res
     sec.push(Block::Table {
         header: [
             "point", "scenario", "settings", "strategy", "mean ms", "p99 ms", "tokens/s",
-            "GiB/GPU", "OOM",
+            "dropped", "GiB/GPU", "OOM",
         ]
         .map(String::from)
         .to_vec(),

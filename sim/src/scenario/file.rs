@@ -306,4 +306,7 @@ pub struct ObjectiveSection {
     pub metric: Metric,
     /// Memory a rank may use; defaults to the GPU's capacity.
     pub memory_limit_gib: Option<f64>,
+    /// Quality constraint: the largest fraction of (token, expert) assignments a strategy may drop (with a
+    /// capacity factor) and still be chosen; defaults to 0.01.
+    pub max_dropped_fraction: Option<f64>,
 }

@@ -131,11 +131,22 @@ pub struct Replication {
     pub token_split: file::TokenSplit,
 }
 
-/// What `plan` optimises, under which memory limit.
+/// What `plan` optimises, under which memory limit and quality constraint.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Objective {
     pub metric: Metric,
     pub memory_limit_gib: f64,
+    /// A strategy that drops a larger fraction of its (token, expert) assignments is not chosen: tokens/s
+    /// counts every token of the batch, dropped assignments included, so dropping would otherwise win.
+    #[serde(default = "default_max_dropped_fraction")]
+    pub max_dropped_fraction: f64,
+}
+
+/// The default quality constraint: at most 1 % of assignments dropped.
+pub const DEFAULT_MAX_DROPPED_FRACTION: f64 = 0.01;
+
+fn default_max_dropped_fraction() -> f64 {
+    DEFAULT_MAX_DROPPED_FRACTION
 }
 
 impl Scenario {
@@ -751,9 +762,20 @@ impl Resolver<'_> {
                 "expected GiB",
             ));
         }
+        let max_dropped = o
+            .max_dropped_fraction
+            .unwrap_or(DEFAULT_MAX_DROPPED_FRACTION);
+        if !(0.0..=1.0).contains(&max_dropped) {
+            return Err(self.error(
+                "objective.max_dropped_fraction",
+                format!("{max_dropped} is not a fraction"),
+                "expected a fraction in 0..=1 (0.01 = 1 %)",
+            ));
+        }
         Ok(Objective {
             metric: o.metric,
             memory_limit_gib: limit,
+            max_dropped_fraction: max_dropped,
         })
     }
 }

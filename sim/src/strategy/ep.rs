@@ -329,12 +329,16 @@ impl<'a> EpModel<'a> {
                         }
                     }
                     let mut specs = dense.clone();
-                    for (holders, bytes) in buckets {
-                        let copies: Vec<usize> = (0..groups)
-                            .flat_map(|k| holders.iter().map(move |&h| k * ep_size + h))
-                            .collect();
-                        specs.extend(comms.all_reduce(&copies, bytes, Stream::Comm, &mut scratch));
-                    }
+                    let grouped: Vec<(Vec<usize>, f64)> = buckets
+                        .into_iter()
+                        .map(|(holders, bytes)| {
+                            let copies: Vec<usize> = (0..groups)
+                                .flat_map(|k| holders.iter().map(move |&h| k * ep_size + h))
+                                .collect();
+                            (copies, bytes)
+                        })
+                        .collect();
+                    specs.extend(comms.grouped_all_reduce(&grouped, Stream::Comm, &mut scratch));
                     specs
                 })
                 .collect();

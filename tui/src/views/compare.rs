@@ -4,6 +4,7 @@
 use super::{delta, previous_figure};
 use crate::app::App;
 use crate::session::Session;
+use moesim_sim::plan::exclusion;
 use ratatui::buffer::Buffer;
 use ratatui::layout::{Constraint, Direction, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style, Stylize};
@@ -25,6 +26,7 @@ fn table(app: &App, s: &Session, area: Rect, buf: &mut Buffer) {
         "p99 ms",
         "tokens/s",
         "Δ tok/s",
+        "dropped",
         "mem GiB",
         "top straggler",
     ])
@@ -52,6 +54,7 @@ fn table(app: &App, s: &Session, area: Rect, buf: &mut Buffer) {
             format!("{:.2}", r.step_time_ms.p99),
             super::rate(r.tokens_per_s),
             delta(before, r.tokens_per_s),
+            super::percent(r.dropped_fraction),
             format!(
                 "{:.1}{}",
                 r.memory_peak_gib,
@@ -61,7 +64,8 @@ fn table(app: &App, s: &Session, area: Rect, buf: &mut Buffer) {
         ]);
         if i == app.strategy {
             row.style(Style::new().add_modifier(Modifier::REVERSED))
-        } else if r.oom {
+        } else if exclusion(r, &s.scenario).is_some() {
+            // Out of memory, or dropping more than the objective allows: never chosen.
             row.fg(Color::Red)
         } else {
             row
@@ -82,6 +86,7 @@ fn table(app: &App, s: &Session, area: Rect, buf: &mut Buffer) {
         Constraint::Length(7),
         Constraint::Length(7),
         Constraint::Length(9),
+        Constraint::Length(7),
         Constraint::Length(7),
         Constraint::Length(8),
         Constraint::Fill(1),

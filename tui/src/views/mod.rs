@@ -9,14 +9,7 @@ pub mod trace;
 
 use moesim_sim::result::SimulationReport;
 
-/// A rate with about four significant digits: offloading runs a few tokens/s, EP clusters millions.
-pub fn rate(v: f64) -> String {
-    match v.abs() {
-        a if a >= 1000.0 => format!("{v:.0}"),
-        a if a >= 10.0 => format!("{v:.1}"),
-        _ => format!("{v:.2}"),
-    }
-}
+pub use moesim_reports::numbers::{percent, rate};
 
 /// Relative change of `now` against `before`, as "+1.2%" (empty when there is nothing to compare).
 pub fn delta(before: Option<f64>, now: f64) -> String {
@@ -49,8 +42,8 @@ mod tests {
     #[test]
     fn rates_keep_significant_digits_and_deltas_have_signs() {
         assert_eq!(rate(584208.4), "584208");
-        assert_eq!(rate(27.26), "27.3");
-        assert_eq!(rate(3.456), "3.46");
+        assert_eq!(rate(27.26), "27.26");
+        assert_eq!(rate(3.456), "3.456");
         assert_eq!(delta(Some(100.0), 110.0), "+10.0%");
         assert_eq!(delta(Some(100.0), 95.0), "-5.0%");
         assert_eq!(delta(Some(100.0), 100.0), "=");

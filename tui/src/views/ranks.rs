@@ -84,7 +84,7 @@ fn per_rank(app: &App, area: Rect, buf: &mut Buffer) {
                         (rank, t.tokens_received[rank] as f64, busy, step - busy)
                     })
                     .collect(),
-                format!(" ranks in iteration {} ", app.iteration + 1),
+                format!(" ranks in iteration {} ", app.iteration),
             )
         }
         other => (
@@ -150,7 +150,7 @@ fn per_iteration(app: &App, area: Rect, buf: &mut Buffer) {
         .take(visible)
         .map(|(i, it)| {
             let row = Row::new([
-                format!("{}", i + 1),
+                format!("{i}"),
                 format!("{:.2}", it.step_ms),
                 critical(it.critical_rank, it.cause),
             ]);

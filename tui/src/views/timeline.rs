@@ -40,9 +40,9 @@ pub fn render(app: &App, _s: &Session, area: Rect, buf: &mut Buffer) {
         return;
     };
     let block = Block::bordered().title(format!(
-        " {} · iteration {}/{} · zoom ×{} (+/-, </> pan, ←/→ iteration, ↑/↓ rows) ",
+        " {} · iteration {} of 0..{} · zoom ×{} (+/-, </> pan, ←/→ iteration, ↑/↓ rows) ",
         r.strategy,
-        app.iteration + 1,
+        app.iteration,
         r.per_iteration.len(),
         app.zoom
     ));

@@ -104,13 +104,9 @@ pub fn replay(
                capacity: usize,
                shared: bool|
      -> Result<Vec<(usize, usize, StepLayer)>, CacheError> {
-        let n_keys = stream
-            .seq
-            .experts
-            .iter()
-            .map(|&k| k as usize + 1)
-            .max()
-            .unwrap_or(0);
+        // Every key a prediction can name, not only those requested: a short run may never request an
+        // expert that pre-gating predicts.
+        let n_keys = if shared { layers * experts } else { experts };
         let mut resident = vec![false; n_keys];
         let mut out: Vec<(usize, usize, StepLayer)> = Vec::new();
         let mut predicted: Vec<u32> = Vec::new();

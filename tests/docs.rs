@@ -1,0 +1,188 @@
+//! The documentation is checked against the code: every TOML block in the README and `docs/` is a file in
+//! the repository that parses and plans, and the figures the docs quote (the README's `plan` output, the
+//! offloading table of docs/strategies.md) are what moesim prints today.
+//!
+//! When a figure changes on purpose, `MOESIM_UPDATE_DOCS=1 cargo test --test docs` rewrites the docs
+//! instead of failing; review the diff.
+
+use assert_cmd::Command;
+use moesim_reports::inputs::Inputs;
+use moesim_reports::numbers::rate;
+use moesim_sim::runner::RunOptions;
+use std::path::{Path, PathBuf};
+
+fn repo(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
+}
+
+fn docs() -> Vec<PathBuf> {
+    let mut files = vec![repo("README.md")];
+    let mut d: Vec<PathBuf> = std::fs::read_dir(repo("docs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "md"))
+        .collect();
+    d.sort();
+    files.extend(d);
+    files
+}
+
+/// The fenced blocks of `lang` in `text`: (line of the opening fence, body).
+fn blocks(text: &str, lang: &str) -> Vec<(usize, String)> {
+    let mut out = Vec::new();
+    let mut open: Option<(usize, String)> = None;
+    for (i, line) in text.lines().enumerate() {
+        match &mut open {
+            None if line.trim_start() == format!("```{lang}") => {
+                open = Some((i + 1, String::new()))
+            }
+            None => {}
+            Some(_) if line.trim_start() == "```" => out.push(open.take().unwrap()),
+            Some((_, body)) => {
+                body.push_str(line);
+                body.push('\n');
+            }
+        }
+    }
+    out
+}
+
+/// Checks that the text of `file` between `begin` and the next `end` is `expected`; with
+/// MOESIM_UPDATE_DOCS set, rewrites it instead.
+fn check_or_update(file: &Path, begin: &str, end: &str, expected: &str) {
+    let text = std::fs::read_to_string(file).unwrap();
+    let body = text
+        .find(begin)
+        .unwrap_or_else(|| panic!("{}: no `{begin}`", file.display()))
+        + begin.len();
+    let close = body
+        + text[body..]
+            .find(end)
+            .unwrap_or_else(|| panic!("{}: no `{end}` after `{begin}`", file.display()));
+    if text[body..close] == *expected {
+        return;
+    }
+    if std::env::var_os("MOESIM_UPDATE_DOCS").is_some() {
+        let new = format!("{}{expected}{}", &text[..body], &text[close..]);
+        std::fs::write(file, new).unwrap();
+        return;
+    }
+    panic!(
+        "{} after `{begin}` is stale; it should read:\n{expected}\n(MOESIM_UPDATE_DOCS=1 cargo test --test docs rewrites it)",
+        file.display()
+    );
+}
+
+#[test]
+fn every_toml_block_is_a_repository_file_that_plans() {
+    let mut checked = 0;
+    for doc in docs() {
+        let text = std::fs::read_to_string(&doc).unwrap();
+        for (line, body) in blocks(&text, "toml") {
+            let place = format!("{}:{line}", doc.display());
+            let first = body.lines().next().unwrap_or("");
+            let name = first
+                .strip_prefix("# ")
+                .and_then(|r| r.split_whitespace().next())
+                .unwrap_or_else(|| {
+                    panic!("{place}: a TOML block must open with `# path/of/the/file.toml`")
+                });
+            let file = repo(name);
+            let on_disk =
+                std::fs::read_to_string(&file).unwrap_or_else(|e| panic!("{place}: {name}: {e}"));
+            assert_eq!(body, on_disk, "{place}: the block differs from {name}");
+            if name.ends_with(".sweep.toml") {
+                let spec = moesim_reports::sweep::parse_sweep(name, &on_disk).unwrap();
+                let base = file.parent().unwrap();
+                for p in spec.points().iter().take(1) {
+                    moesim_reports::sweep::run_point(
+                        p,
+                        &base.join(&p.scenario),
+                        &std::fs::read_to_string(base.join(&p.scenario)).unwrap(),
+                        None,
+                    )
+                    .unwrap_or_else(|e| panic!("{place}: point {}: {e}", p.index));
+                }
+            } else {
+                let inputs = Inputs::read(&file, vec!["workload.iterations=2".into()], None)
+                    .unwrap_or_else(|e| panic!("{place}: {e:?}"));
+                let report = inputs
+                    .simulate(RunOptions {
+                        timing: false,
+                        progress: None,
+                    })
+                    .unwrap();
+                assert!(
+                    moesim_sim::plan::choose(&report, &inputs.scenario).is_some(),
+                    "{place}: no strategy of {name} can be chosen (all out of memory or dropping)"
+                );
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked >= 4, "{checked} blocks");
+}
+
+#[test]
+fn the_readme_shows_what_plan_prints_today() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::cargo_bin("moesim")
+        .unwrap()
+        .args([
+            "plan",
+            "-q",
+            "--no-timing",
+            "scenarios/quickstart.toml",
+            "--out",
+        ])
+        .arg(dir.path())
+        .current_dir(repo("."))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout)
+        .unwrap()
+        .replace(&dir.path().display().to_string(), "out");
+    check_or_update(
+        &repo("README.md"),
+        "## What `plan` prints\n\n```\n",
+        "```",
+        &stdout,
+    );
+}
+
+#[test]
+fn the_offloading_table_is_what_the_offloading_scenario_gives() {
+    let inputs = Inputs::read(&repo("scenarios/offload-mixtral.toml"), vec![], None).unwrap();
+    let report = inputs
+        .simulate(RunOptions {
+            timing: false,
+            progress: None,
+        })
+        .unwrap();
+    let mut table = String::from(
+        "| strategy | hit rate | TPOT ms | tokens/s | GB fetched per token | memory GiB |\n| --- | --- | --- | --- | --- | --- |\n",
+    );
+    for r in &report.results {
+        let o = r.offload.as_ref().unwrap();
+        table.push_str(&format!(
+            "| {} | {:.3} | {:.1} | {} | {:.1} | {:.1} |\n",
+            r.strategy,
+            o.hit_rate,
+            o.tpot_ms,
+            rate(r.tokens_per_s),
+            o.bytes_fetched as f64 / o.steps as f64 / 1e9,
+            r.memory_peak_gib
+        ));
+    }
+    check_or_update(
+        &repo("docs/strategies.md"),
+        "<!-- tests/docs.rs: offload table -->\n",
+        "<!-- end -->",
+        &table,
+    );
+}
