@@ -53,6 +53,14 @@ pub struct StrategyResult {
     pub memory: MemoryBreakdown,
     /// Fraction of routed tokens dropped by the capacity factor.
     pub dropped_fraction: f64,
+    /// Iterations at the start that run before the strategy's steady state (ep-replicated: the first
+    /// re-plan window, planned for uniform load). `step_time_ms` includes them; `steady_step_time_ms`
+    /// does not.
+    #[serde(default)]
+    pub warmup_iterations: usize,
+    /// Step time over the iterations after the warm-up (absent when the strategy has no warm-up).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub steady_step_time_ms: Option<Distribution>,
     /// Bytes per iteration that left their GPU in every collective: forward and backward all-to-alls,
     /// gradient synchronisation, sparse collectives, re-sharding and moved expert copies.
     pub network_bytes_per_iteration: f64,

@@ -342,6 +342,8 @@ fn summarize<'r>(
         flows: runs.clone().map(|r| r.outcome.flows).sum(),
         sim_seconds: None,
         memory: MemoryBreakdown::default(),
+        warmup_iterations: 0,
+        steady_step_time_ms: None,
         dropped_fraction: if routed > 0 {
             dropped as f64 / routed as f64
         } else {

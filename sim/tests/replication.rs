@@ -141,3 +141,42 @@ fn replication_knobs_are_rejected_on_plain_ep() {
         e.message
     );
 }
+
+#[test]
+fn warm_up_before_the_first_plan_is_reported_apart() {
+    // The first window runs on a plan for uniform load; steady state starts at the first re-plan.
+    let s = scenario("quickstart.toml", &["workload.iterations=25"]);
+    let r = run(&s)
+        .into_iter()
+        .find(|r| r.kind == "ep-replicated")
+        .unwrap();
+    let interval = s
+        .strategies
+        .iter()
+        .find(|st| st.name == r.strategy)
+        .unwrap()
+        .replication
+        .unwrap()
+        .replan_interval;
+    assert_eq!(r.warmup_iterations, interval);
+    let steady = r.steady_step_time_ms.as_ref().unwrap();
+    let later: Vec<f64> = r.per_iteration[interval..]
+        .iter()
+        .map(|i| i.step_ms)
+        .collect();
+    let mean = later.iter().sum::<f64>() / later.len() as f64;
+    assert!((steady.mean - mean).abs() < 1e-9 * mean);
+    let all = r.step_time_ms.mean;
+    let warm: f64 = r.per_iteration[..interval]
+        .iter()
+        .map(|i| i.step_ms)
+        .sum::<f64>()
+        / interval as f64;
+    // The overall mean mixes both; the warm-up is slower than the steady state here.
+    assert!(warm > steady.mean, "{warm} vs {}", steady.mean);
+    assert!(all > steady.mean && all < warm);
+    // Static EP has no warm-up.
+    let ep = run(&s).into_iter().find(|r| r.kind == "ep").unwrap();
+    assert_eq!(ep.warmup_iterations, 0);
+    assert!(ep.steady_step_time_ms.is_none());
+}

@@ -30,6 +30,9 @@ pub struct PlaceOptions {
     /// tokens from copies inside their node): copy counts are 1 or multiples of the node count, copies are
     /// spread evenly, and swaps stay inside a node.
     pub node_balanced: bool,
+    /// Seconds the exact MILP may spend on a small layer (0: heuristic only). Its answer within a deadline
+    /// depends on the machine's speed, so the simulator, whose output must not, turns it off.
+    pub exact_limit_s: f64,
 }
 
 impl PlaceOptions {
@@ -41,6 +44,7 @@ impl PlaceOptions {
             max_swaps: 4 * gpus + 64,
             move_gain: 0.01,
             node_balanced: false,
+            exact_limit_s: 2.0,
         }
     }
 
@@ -201,7 +205,9 @@ fn place_on_forecast(
     let (heuristic_max, gpu) = best.expect("two candidates");
     // Small instances: the exact min-max assignment of the same copies, when it is strictly better.
     if !o.node_balanced
-        && let Some(exact) = super::milp::assign(&w, &counts, o.gpus, o.slots_per_gpu, 2.0)
+        && o.exact_limit_s > 0.0
+        && let Some(exact) =
+            super::milp::assign(&w, &counts, o.gpus, o.slots_per_gpu, o.exact_limit_s)
     {
         let max = exact
             .gpu_experts

@@ -167,6 +167,8 @@ impl<'a> EpModel<'a> {
             let mut o = PlaceOptions::new(ep_size, r.slots_per_gpu, gpus_per_node);
             // A dispatch that serves tokens inside their node needs the same number of copies per node.
             o.node_balanced = r.token_split == TokenSplit::LocalFirst;
+            // Deterministic output: no deadline-bounded exact solve inside the simulator.
+            o.exact_limit_s = 0.0;
             // Plans good across the history's iterations (not only for its mean); a re-plan moves copies
             // only when the seconds it saves until the run ends exceed the seconds the move costs.
             let ro = RobustOptions::new(o);
@@ -866,6 +868,17 @@ impl StrategyModel for EpModel<'_> {
         result.memory = self.memory(routed_tokens(runs.iter()));
         result.memory_peak_gib = result.memory.total_gib;
         result.placement = self.placement();
+        // Until the first re-plan the copies are placed for uniform load: a warm-up, reported apart.
+        if let Some(r) = self.strategy.replication
+            && runs.len() > r.replan_interval
+        {
+            let steady: Vec<f64> = runs[r.replan_interval..]
+                .iter()
+                .map(IterationRecord::step_ms)
+                .collect();
+            result.warmup_iterations = r.replan_interval;
+            result.steady_step_time_ms = Some(crate::stats::Distribution::of(&steady));
+        }
         result.replication = self
             .strategy
             .replication
