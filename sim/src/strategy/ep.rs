@@ -87,6 +87,49 @@ struct CellFacts {
     dropped: u64,
 }
 
+/// Dense work of every rank in every overlapped part's chain.
+fn dense_all(
+    graph: &mut IterationGraph,
+    prev: &mut [Vec<Option<OpId>>],
+    g: usize,
+    seconds: f64,
+    speeds: &Speeds,
+) {
+    for chain in prev.iter_mut() {
+        blocks::dense(graph, chain, 0..g, seconds, speeds, Phase::DenseCompute);
+    }
+}
+
+/// One MoE layer for every group, stage-major over the overlapped parts: the first all-to-all of every
+/// part, then every part's experts, then the second all-to-all. Backward (`backward`): the combine's
+/// gradient travels like a dispatch and the dispatch's like a combine, each under its forward phase's name,
+/// with twice the expert compute.
+fn moe_block(
+    graph: &mut IterationGraph,
+    prev: &mut [Vec<Option<OpId>>],
+    cells: &[Vec<MoeCell>],
+    groups: &[Vec<usize>],
+    speeds: &Speeds,
+    backward: bool,
+) {
+    let (first, second, scale) = if backward {
+        (Phase::Combine, Phase::Dispatch, 2.0)
+    } else {
+        (Phase::Dispatch, Phase::Combine, 1.0)
+    };
+    for (ranks, parts) in groups.iter().zip(cells) {
+        for (chain, cell) in prev.iter_mut().zip(parts) {
+            blocks::collective(graph, chain, first, cell.dispatch.clone(), &[]);
+        }
+        for (chain, cell) in prev.iter_mut().zip(parts) {
+            blocks::experts(graph, chain, ranks, &cell.expert_s, scale, speeds);
+        }
+        for (chain, cell) in prev.iter_mut().zip(parts) {
+            blocks::collective(graph, chain, second, cell.combine.clone(), &[]);
+        }
+    }
+}
+
 /// Part `part` of `parts` of a count: an even split, the remainder spread over the first parts.
 fn share(c: u32, part: usize, parts: usize) -> u32 {
     if parts == 1 {
@@ -649,7 +692,6 @@ impl<'a> EpModel<'a> {
         } else {
             0.0
         };
-        let all = || 0..g;
         for mb in 0..mbs {
             // Every (layer, group, part) cell of this micro-batch: forward and backward use the same routing.
             let before = facts.tokens_received.clone();
@@ -679,119 +721,35 @@ impl<'a> EpModel<'a> {
             // Forward: per layer, each stage for every part before the next stage.
             for layer in 0..layers {
                 let moe = layer >= first_moe;
-                for chain in prev.iter_mut() {
-                    blocks::dense(
+                dense_all(graph, &mut prev, g, self.dense_fwd_s[moe as usize], &speeds);
+                if moe {
+                    moe_block(
                         graph,
-                        chain,
-                        all(),
-                        self.dense_fwd_s[moe as usize],
+                        &mut prev,
+                        &cells[layer - first_moe],
+                        &group_ranks,
                         &speeds,
-                        Phase::DenseCompute,
+                        false,
                     );
                 }
-                if !moe {
-                    continue;
-                }
-                let l = layer - first_moe;
-                for (k, ranks) in group_ranks.iter().enumerate() {
-                    for (p, chain) in prev.iter_mut().enumerate() {
-                        blocks::collective(
-                            graph,
-                            chain,
-                            Phase::Dispatch,
-                            cells[l][k][p].dispatch.clone(),
-                            &[],
-                        );
-                    }
-                    for (p, chain) in prev.iter_mut().enumerate() {
-                        blocks::experts(
-                            graph,
-                            chain,
-                            ranks,
-                            &cells[l][k][p].expert_s,
-                            1.0,
-                            &speeds,
-                        );
-                    }
-                    for (p, chain) in prev.iter_mut().enumerate() {
-                        blocks::collective(
-                            graph,
-                            chain,
-                            Phase::Combine,
-                            cells[l][k][p].combine.clone(),
-                            &[],
-                        );
-                    }
-                }
             }
-            for chain in prev.iter_mut() {
-                blocks::dense(
-                    graph,
-                    chain,
-                    all(),
-                    self.lm_head_s,
-                    &speeds,
-                    Phase::DenseCompute,
-                );
-            }
+            dense_all(graph, &mut prev, g, self.lm_head_s, &speeds);
             if training {
-                for chain in prev.iter_mut() {
-                    blocks::dense(
-                        graph,
-                        chain,
-                        all(),
-                        2.0 * self.lm_head_s,
-                        &speeds,
-                        Phase::DenseCompute,
-                    );
-                }
-                // Backward: the combine's gradient travels like a dispatch and the dispatch's like a
-                // combine; each keeps its forward phase name.
+                dense_all(graph, &mut prev, g, 2.0 * self.lm_head_s, &speeds);
                 for layer in (0..layers).rev() {
                     let moe = layer >= first_moe;
                     if moe {
-                        let l = layer - first_moe;
-                        for (k, ranks) in group_ranks.iter().enumerate() {
-                            for (p, chain) in prev.iter_mut().enumerate() {
-                                blocks::collective(
-                                    graph,
-                                    chain,
-                                    Phase::Combine,
-                                    cells[l][k][p].dispatch.clone(),
-                                    &[],
-                                );
-                            }
-                            for (p, chain) in prev.iter_mut().enumerate() {
-                                blocks::experts(
-                                    graph,
-                                    chain,
-                                    ranks,
-                                    &cells[l][k][p].expert_s,
-                                    2.0,
-                                    &speeds,
-                                );
-                            }
-                            for (p, chain) in prev.iter_mut().enumerate() {
-                                blocks::collective(
-                                    graph,
-                                    chain,
-                                    Phase::Dispatch,
-                                    cells[l][k][p].combine.clone(),
-                                    &[],
-                                );
-                            }
-                        }
-                    }
-                    for chain in prev.iter_mut() {
-                        blocks::dense(
+                        moe_block(
                             graph,
-                            chain,
-                            all(),
-                            (2.0 + recompute) * self.dense_fwd_s[moe as usize],
+                            &mut prev,
+                            &cells[layer - first_moe],
+                            &group_ranks,
                             &speeds,
-                            Phase::DenseCompute,
+                            true,
                         );
                     }
+                    let secs = (2.0 + recompute) * self.dense_fwd_s[moe as usize];
+                    dense_all(graph, &mut prev, g, secs, &speeds);
                 }
             }
         }
