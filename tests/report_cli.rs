@@ -477,64 +477,23 @@ fn reports_are_byte_identical_whatever_the_thread_count() {
     }
 }
 
-/// Every strategy kind, in a scenario written on the fly (so no trace is needed).
-const EVERY_KIND: &str = r#"
-seed = 5
-[model]
-preset = "olmoe-1b-7b"
-layers = 2
-seq_len = 256
-micro_batch = 1
-[cluster]
-preset = "dgx-h100"
-nodes = 2
-[workload]
-iterations = 2
-[[strategy]]
-name = "ep"
-kind = "ep"
-overlap_micro_batches = 2
-[[strategy]]
-name = "replicated"
-kind = "ep-replicated"
-ep_size = 16
-slots_per_gpu = 5
-replan_interval = 1
-[[strategy]]
-name = "fssdp"
-kind = "fssdp"
-"#;
-
-const OFFLOAD: &str = r#"
-seed = 5
-[model]
-preset = "mixtral-8x7b"
-layers = 2
-micro_batch = 1
-[cluster]
-preset = "dgx-h100"
-[workload]
-mode = "decode"
-iterations = 3
-[[strategy]]
-name = "offload"
-kind = "offload"
-cache_experts_per_layer = 4
-prefetch = "oracle"
-"#;
-
 #[test]
 fn timelines_work_for_every_strategy_kind_and_show_links_under_the_flow_backend() {
+    // The small scenarios the engine tests use: every strategy kind, no trace needed.
     let dir = tempfile::tempdir().unwrap();
-    let kinds = dir.path().join("kinds.toml");
-    let offload = dir.path().join("offload.toml");
-    std::fs::write(&kinds, EVERY_KIND).unwrap();
-    std::fs::write(&offload, OFFLOAD).unwrap();
+    let kinds = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/sim/tests/data/every-kind.toml"
+    );
+    let offload = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/sim/tests/data/offload-small.toml"
+    );
     for (file, strategy) in [
-        (&kinds, "ep"),
-        (&kinds, "replicated"),
-        (&kinds, "fssdp"),
-        (&offload, "offload"),
+        (kinds, "ep16"),
+        (kinds, "ep16-replicated"),
+        (kinds, "fssdp"),
+        (offload, "offload"),
     ] {
         for network in ["analytic", "flow"] {
             let path = dir.path().join(format!("{strategy}-{network}.json"));

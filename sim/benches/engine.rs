@@ -74,16 +74,20 @@ fn engine_build_and_run_256_ranks(bencher: Bencher) {
 /// One iteration of the DeepSeek-V3 reference scenario (256 GPUs), routing generation included.
 #[divan::bench(sample_count = 10, sample_size = 1)]
 fn bench_dsv3_one_iteration(bencher: Bencher) {
-    let s = scenario("bench-dsv3.toml");
+    ep_iteration(bencher, &scenario("bench-dsv3.toml"), 1);
+}
+
+/// One EP iteration of `s`'s first strategy (after a warm-up run of iteration 0), events counted.
+fn ep_iteration(bencher: Bencher, s: &Scenario, iteration: usize) {
     let topo = Topology::build(&s.cluster);
     let cost = s.cluster.roofline();
-    let routing = synthetic_routing(&s);
-    let model = EpModel::new(&s, &s.strategies[0], &topo, &cost, &routing);
+    let routing = synthetic_routing(s);
+    let model = EpModel::new(s, &s.strategies[0], &topo, &cost, &routing);
     let mut ws = EpWorkspace::default();
     let events = model.simulate_iteration(0, &mut ws).outcome.events;
     bencher
         .counter(ItemsCount::new(events))
-        .bench_local(|| model.simulate_iteration(1, &mut ws));
+        .bench_local(|| model.simulate_iteration(iteration, &mut ws));
 }
 
 /// The whole reference scenario: 100 iterations on all cores.
@@ -114,15 +118,7 @@ fn bench_dsv3_flow_8_nodes_one_iteration(bencher: Bencher) {
     s.cluster.nodes = 8;
     s.model.layers = 8;
     s.strategies[0].ep_size = 64;
-    let topo = Topology::build(&s.cluster);
-    let cost = s.cluster.roofline();
-    let routing = synthetic_routing(&s);
-    let model = EpModel::new(&s, &s.strategies[0], &topo, &cost, &routing);
-    let mut ws = EpWorkspace::default();
-    let events = model.simulate_iteration(0, &mut ws).outcome.events;
-    bencher
-        .counter(ItemsCount::new(events))
-        .bench_local(|| model.simulate_iteration(0, &mut ws));
+    ep_iteration(bencher, &s, 0);
 }
 
 /// The quickstart under the flow network backend.

@@ -843,6 +843,21 @@ mod tests {
         }
     }
 
+    /// A skewed n × n byte matrix with zeros, from a multiplicative hash of the index: one entry in
+    /// `zero_every` (about) is 0, the others up to 1000 × `scale`.
+    fn hashed_matrix(n: usize, mul: u64, zero_every: u64, scale: f64) -> Vec<f64> {
+        (0..n * n)
+            .map(|k| {
+                let h = (k as u64).wrapping_mul(mul) >> 40;
+                if h.is_multiple_of(zero_every) {
+                    0.0
+                } else {
+                    (h % 1000) as f64 * scale
+                }
+            })
+            .collect()
+    }
+
     #[test]
     fn tier_aggregation_equals_walking_every_route() {
         // Two and four DGX nodes, a skewed matrix with zeros: the fast path and the route walk agree.
@@ -850,16 +865,7 @@ mod tests {
             let topo = dgx(nodes);
             let n = topo.gpus();
             let ranks: Vec<usize> = (0..n).collect();
-            let bytes: Vec<f64> = (0..n * n)
-                .map(|k| {
-                    let h = (k as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 40;
-                    if h.is_multiple_of(7) {
-                        0.0
-                    } else {
-                        (h % 1000) as f64 * 1e4
-                    }
-                })
-                .collect();
+            let bytes = hashed_matrix(n, 0x9e37_79b9_7f4a_7c15, 7, 1e4);
             let mut s = AllToAllScratch::default();
             let fast = all_to_all(&topo, &ranks, &bytes, &mut s);
             let transfers: Vec<Transfer> = (0..n * n)
@@ -888,16 +894,7 @@ mod tests {
             let topo = dgx(nodes);
             let n = topo.gpus();
             let ranks: Vec<usize> = (0..n).collect();
-            let bytes: Vec<f64> = (0..n * n)
-                .map(|k| {
-                    let h = (k as u64).wrapping_mul(0x2545_f491_4f6c_dd1d) >> 41;
-                    if h.is_multiple_of(5) {
-                        0.0
-                    } else {
-                        (h % 977) as f64 * 3e3
-                    }
-                })
-                .collect();
+            let bytes = hashed_matrix(n, 0x2545_f491_4f6c_dd1d, 5, 3e3);
             let mut t = vec![0.0; n * n];
             for i in 0..n {
                 for j in 0..n {

@@ -118,54 +118,10 @@ fn communication_kernels_slow_the_compute_they_overlap_by_their_sm_share() {
 }
 
 /// A small training scenario with every training strategy kind, on two DGX nodes.
-const KINDS: &str = r#"
-seed = 5
-[model]
-preset = "olmoe-1b-7b"
-layers = 2
-seq_len = 256
-micro_batch = 1
-[cluster]
-preset = "dgx-h100"
-nodes = 2
-[workload]
-iterations = 2
-skew = { distribution = "zipf", s = 0.6 }
-[[strategy]]
-name = "ep16"
-kind = "ep"
-ep_size = 16
-a2a = "hierarchical"
-overlap_micro_batches = 2
-[[strategy]]
-name = "ep16-replicated"
-kind = "ep-replicated"
-ep_size = 16
-slots_per_gpu = 5
-replan_interval = 1
-[[strategy]]
-name = "fssdp"
-kind = "fssdp"
-"#;
+const KINDS: &str = include_str!("data/every-kind.toml");
 
 /// A small decode scenario with an offloading strategy.
-const OFFLOAD: &str = r#"
-seed = 5
-[model]
-preset = "mixtral-8x7b"
-layers = 2
-micro_batch = 1
-[cluster]
-preset = "dgx-h100"
-[workload]
-mode = "decode"
-iterations = 3
-[[strategy]]
-name = "offload"
-kind = "offload"
-cache_experts_per_layer = 4
-prefetch = "oracle"
-"#;
+const OFFLOAD: &str = include_str!("data/offload-small.toml");
 
 #[test]
 fn every_strategy_kind_simulates_and_has_a_timeline_under_both_backends() {
