@@ -252,6 +252,20 @@ pub fn all_to_all(
 ) -> AllToAllOutcome {
     let n = ranks.len();
     debug_assert_eq!(bytes.len(), n * n);
+    match node_blocks(topo, ranks) {
+        Some(block) => all_to_all_blocked(topo, ranks, bytes, block, s),
+        None => all_to_all_pairs(topo, ranks, bytes, s),
+    }
+}
+
+/// [`all_to_all`] for any participants: every pair's route class decided one by one.
+fn all_to_all_pairs(
+    topo: &Topology,
+    ranks: &[usize],
+    bytes: &[f64],
+    s: &mut AllToAllScratch,
+) -> AllToAllOutcome {
+    let n = ranks.len();
     s.load.clear();
     s.load.resize(topo.links.len(), 0.0);
     let gpn = topo.gpus_per_node();
@@ -404,6 +418,223 @@ pub fn all_to_all(
                 attribute(topo, ranks[i], link, busy[link as usize], &means, &mut t);
             }
             t
+        })
+        .collect();
+    out
+}
+
+/// The block size when `ranks` are consecutive GPUs laid out in whole nodes (or inside one node), as EP
+/// groups are: then a row's destinations split into its own node's block and the other nodes' blocks, and
+/// the all-to-all needs no per-pair route classification.
+fn node_blocks(topo: &Topology, ranks: &[usize]) -> Option<usize> {
+    let n = ranks.len();
+    let gpn = topo.gpus_per_node();
+    if n == 0 || ranks.iter().enumerate().any(|(k, &r)| r != ranks[0] + k) {
+        return None;
+    }
+    if ranks[0] / gpn == ranks[n - 1] / gpn {
+        return Some(n);
+    }
+    let nics = ranks.iter().all(|&r| topo.ports(r).nic_out != u32::MAX);
+    let spines = (0..gpn).filter(|&r| topo.spine_links(r).is_some()).count();
+    let uniform_spine = spines == 0 || spines == gpn;
+    (ranks[0].is_multiple_of(gpn) && n.is_multiple_of(gpn) && nics && uniform_spine).then_some(gpn)
+}
+
+/// [`all_to_all`] for node-aligned consecutive participants: the same sums in the same order (so the same
+/// bits), block by block, with branch-free inner loops. A rank's winning flow is the first in row-major
+/// order among those with its latest finish, exactly as the per-pair pass picks it.
+fn all_to_all_blocked(
+    topo: &Topology,
+    ranks: &[usize],
+    bytes: &[f64],
+    block: usize,
+    s: &mut AllToAllScratch,
+) -> AllToAllOutcome {
+    let n = ranks.len();
+    let gpn = topo.gpus_per_node();
+    let multi_node = block < n;
+    let ports: Vec<_> = ranks.iter().map(|&r| topo.ports(r)).collect();
+    let spine: Vec<Option<(u32, u32)>> = (0..gpn).map(|r| topo.spine_links(r)).collect();
+    let has_spine = spine.iter().all(Option::is_some);
+    let rail = |i: usize| ranks[i] % gpn;
+    let mut out = AllToAllOutcome::default();
+    // Pass 1: inbound bytes per participant and tier, outbound per row, spine downlinks per rail.
+    let (mut local_in, mut nic_in) = (vec![0.0f64; n], vec![0.0f64; n]);
+    let mut down = vec![0.0f64; gpn];
+    let (mut local_out, mut nic_out, mut spine_out) =
+        (vec![0.0f64; n], vec![0.0f64; n], vec![0.0f64; n]);
+    for i in 0..n {
+        let row = &bytes[i * n..(i + 1) * n];
+        let a = i / block * block;
+        let mut lo = 0.0;
+        for j in a..a + block {
+            let b = if j == i { 0.0 } else { row[j].max(0.0) };
+            local_in[j] += b;
+            lo += b;
+        }
+        local_out[i] = lo;
+        if multi_node {
+            let ri = rail(i);
+            let (mut no, mut so) = (0.0, 0.0);
+            for start in (0..n).step_by(block).filter(|&st| st != a) {
+                for (r, j) in (start..start + block).enumerate() {
+                    let b = row[j].max(0.0);
+                    nic_in[j] += b;
+                    no += b;
+                    if has_spine && r != ri {
+                        down[r] += b;
+                        so += b;
+                    }
+                }
+            }
+            nic_out[i] = no;
+            spine_out[i] = so;
+        }
+    }
+    s.load.clear();
+    s.load.resize(topo.links.len(), 0.0);
+    {
+        let load = &mut s.load;
+        // The same additions as the per-pair pass: a link's bytes in row-major order of its flows.
+        for i in 0..n {
+            if local_in[i] > 0.0 {
+                load[ports[i].local_in as usize] += local_in[i];
+            }
+            if nic_in[i] > 0.0 {
+                load[ports[i].nic_in as usize] += nic_in[i];
+            }
+            if local_out[i] > 0.0 {
+                load[ports[i].local_out as usize] += local_out[i];
+            }
+            if nic_out[i] > 0.0 {
+                load[ports[i].nic_out as usize] += nic_out[i];
+            }
+            if spine_out[i] > 0.0
+                && let Some((up, _)) = spine[rail(i)]
+            {
+                load[up as usize] += spine_out[i];
+            }
+            out.network_bytes += local_out[i] + nic_out[i];
+            out.nic_bytes += nic_out[i];
+            out.link_bytes_total += 2.0 * (local_out[i] + nic_out[i] + spine_out[i]);
+        }
+        for (r, &d) in down.iter().enumerate() {
+            if d > 0.0
+                && let Some((_, dl)) = spine[r]
+            {
+                load[dl as usize] += d;
+            }
+        }
+    }
+    s.busy.clear();
+    s.busy.extend(
+        s.load
+            .iter()
+            .zip(&topo.links)
+            .map(|(&l, link)| l / link.capacity()),
+    );
+    let busy = &s.busy;
+    let port = |l: u32| if l == u32::MAX { 0.0 } else { busy[l as usize] };
+    let inl: Vec<f64> = ports.iter().map(|p| port(p.local_in)).collect();
+    let inn: Vec<f64> = ports.iter().map(|p| port(p.nic_in)).collect();
+    let down_busy: Vec<f64> = spine
+        .iter()
+        .map(|x| x.map_or(0.0, |(_, d)| busy[d as usize]))
+        .collect();
+    let inn_down: Vec<f64> = (0..n).map(|j| inn[j].max(down_busy[rail(j)])).collect();
+    // Pass 2: every flow's finish (latency plus the busiest link on its route); per rank, the first flow in
+    // row-major order with the latest finish, as sender (row) and as receiver (column).
+    let mut as_receiver: Vec<(f64, usize)> = vec![(0.0, usize::MAX); n];
+    let mut as_sender: Vec<(f64, usize)> = vec![(0.0, usize::MAX); n];
+    let mut t = vec![-1.0f64; n];
+    for i in 0..n {
+        let row = &bytes[i * n..(i + 1) * n];
+        let lat = &topo.route_latencies_from(ranks[i])[ranks[0]..ranks[0] + n];
+        let a = i / block * block;
+        let ol = port(ports[i].local_out);
+        for j in a..a + block {
+            t[j] = lat[j] + ol.max(inl[j]);
+        }
+        if multi_node {
+            let on = port(ports[i].nic_out);
+            let up = spine[rail(i)].map_or(0.0, |(u, _)| busy[u as usize]);
+            let ri = rail(i);
+            for start in (0..n).step_by(block).filter(|&st| st != a) {
+                for (r, j) in (start..start + block).enumerate() {
+                    let busiest = if r != ri && has_spine {
+                        on.max(up).max(inn_down[j])
+                    } else {
+                        on.max(inn[j])
+                    };
+                    t[j] = lat[j] + busiest;
+                }
+            }
+        }
+        t[i] = -1.0;
+        let mut best = (0.0, usize::MAX);
+        for j in 0..n {
+            let time = if row[j] > 0.0 { t[j] } else { -1.0 };
+            if time > best.0 {
+                best = (time, j);
+            }
+            if time > as_receiver[j].0 {
+                as_receiver[j] = (time, i);
+            }
+        }
+        as_sender[i] = best;
+    }
+    let ports_of = |i: usize, j: usize| -> u32 {
+        // The busiest link on the route i → j in route order, the earlier winning ties.
+        let worse = |a: (f64, u32), l: u32| {
+            if l != u32::MAX && busy[l as usize] > a.0 {
+                (busy[l as usize], l)
+            } else {
+                a
+            }
+        };
+        let none = (0.0, u32::MAX);
+        if i / block == j / block {
+            worse(worse(none, ports[i].local_out), ports[j].local_in).1
+        } else if rail(i) != rail(j) && has_spine {
+            let (u, _) = spine[rail(i)].expect("spine");
+            let (_, d) = spine[rail(j)].expect("spine");
+            worse(
+                worse(worse(worse(none, ports[i].nic_out), u), d),
+                ports[j].nic_in,
+            )
+            .1
+        } else {
+            worse(worse(none, ports[i].nic_out), ports[j].nic_in).1
+        }
+    };
+    let means = port_means(topo, ranks, |l| busy[l as usize]);
+    out.per_rank = (0..n)
+        .map(|k| {
+            let (st, sj) = as_sender[k];
+            let (rt, ri) = as_receiver[k];
+            // Row-major order: receiver flows from earlier rows, then this row's sends, then later rows.
+            let pair = match (sj != usize::MAX, ri != usize::MAX) {
+                (false, false) => None,
+                (true, false) => Some((st, k, sj)),
+                (false, true) => Some((rt, ri, k)),
+                (true, true) => {
+                    if rt > st || (rt == st && ri < k) {
+                        Some((rt, ri, k))
+                    } else {
+                        Some((st, k, sj))
+                    }
+                }
+            };
+            let mut tr = RankTransfer::idle(ranks[k]);
+            if let Some((time, a, b)) = pair {
+                tr.time_s = time;
+                let link = ports_of(a, b);
+                if link != u32::MAX {
+                    attribute(topo, ranks[k], link, busy[link as usize], &means, &mut tr);
+                }
+            }
+            tr
         })
         .collect();
     out
@@ -886,6 +1117,39 @@ mod tests {
                 assert!((a.excess_s - b.excess_s).abs() < 1e-12);
             }
         }
+    }
+
+    #[test]
+    fn node_blocks_give_the_same_bits_as_the_per_pair_pass() {
+        // Whole nodes, one node, and a group inside a node: the blocked pass is the per-pair pass, bit for
+        // bit, holders and causes included (ties broken the same way: a uniform matrix has many).
+        for (nodes, range) in [(4, 0..32), (4, 8..24), (2, 0..8), (2, 2..6), (1, 0..8)] {
+            let topo = dgx(nodes);
+            let ranks: Vec<usize> = range.collect();
+            let n = ranks.len();
+            assert!(node_blocks(&topo, &ranks).is_some());
+            for bytes in [
+                hashed_matrix(n, 0x9e37_79b9_7f4a_7c15, 7, 1e4),
+                vec![1e6; n * n],
+            ] {
+                let mut s = AllToAllScratch::default();
+                let fast = all_to_all_blocked(
+                    &topo,
+                    &ranks,
+                    &bytes,
+                    node_blocks(&topo, &ranks).unwrap(),
+                    &mut s,
+                );
+                let slow = all_to_all_pairs(&topo, &ranks, &bytes, &mut s);
+                assert_eq!(fast.network_bytes, slow.network_bytes);
+                assert_eq!(fast.nic_bytes, slow.nic_bytes);
+                assert_eq!(fast.link_bytes_total, slow.link_bytes_total);
+                assert_eq!(fast.per_rank, slow.per_rank);
+            }
+        }
+        // Not node-aligned: the per-pair pass.
+        assert!(node_blocks(&dgx(2), &[4, 5, 6, 7, 8, 9, 10, 11]).is_none());
+        assert!(node_blocks(&dgx(2), &[0, 2]).is_none());
     }
 
     #[test]

@@ -16,7 +16,8 @@
 //!
 //! Modules, one concept each:
 //! - [`routing`]: the iteration-level model the simulator consumes; [`synthetic`] and [`dynamics`]: the
-//!   counts-level generator and its drift / layer-correlation / null-expert options; [`rng`]: seeding.
+//!   counts-level generator and its drift / layer-correlation / null-expert options; [`binomial`]: its
+//!   prepared count samplers; [`rng`]: seeding.
 //! - [`trace`]: the trace data model (per-token and aggregated), [`native`]: the native file format,
 //!   [`import`] / [`export`]: interchange formats, [`error`]: errors naming file, place and expectation.
 //! - [`stats`]: skew, imbalance, drift, locality and hit rates; [`cache`]: expert-cache replay (LRU, LFU,
@@ -24,6 +25,7 @@
 //! - [`tokengen`]: per-token synthetic workloads; [`fit`]: fitting them to traces and rescaling;
 //!   [`replay`]: a trace as a [`RoutingSource`].
 
+pub mod binomial;
 pub mod cache;
 pub mod dynamics;
 pub mod error;

@@ -66,6 +66,13 @@ impl IterationRouting {
         &self.counts[o..o + self.shape.ranks * self.shape.experts]
     }
 
+    /// Mutable access to the `[rank][expert]` matrix of (`mb`, `layer`).
+    pub fn layer_counts_mut(&mut self, mb: usize, layer: usize) -> &mut [u32] {
+        let o = self.offset(mb, layer);
+        let n = self.shape.ranks * self.shape.experts;
+        &mut self.counts[o..o + n]
+    }
+
     /// Tokens each expert receives from all ranks in (`mb`, `layer`).
     pub fn expert_loads(&self, mb: usize, layer: usize) -> Vec<u64> {
         let mut loads = vec![0u64; self.shape.experts];

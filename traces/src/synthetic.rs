@@ -3,17 +3,19 @@
 //! Each layer has a popularity vector `p` (uniform, Zipf, log-normal or Dirichlet weights, optionally in a
 //! random expert order per layer so the hot expert differs between layers). A token picks `top_k` distinct
 //! experts, so expert e is chosen by a token with probability `q_e = min(1, c·p_e)`, with `c` set so that
-//! `Σ q_e = top_k`. Each rank's count for expert e is Binomial(tokens, q_e) (normal approximation when the
-//! variance is large, which keeps 256-rank workloads fast), then nudged so the rank's total is exactly
-//! `tokens × top_k`.
+//! `Σ q_e = top_k`. Each rank's count for expert e is Binomial(tokens, q_e) (drawn from an exact table built
+//! once per layer, or the normal approximation when the distribution is wide; see [`crate::binomial`]), then
+//! nudged so the rank's total is exactly `tokens × top_k`.
 
+use crate::binomial::BinomialSampler;
 use crate::dynamics::Dynamics;
 use crate::rng::{SimRng, rng_for};
 use crate::{IterationRouting, RoutingShape, RoutingSource};
 use rand::RngExt;
 use rand::seq::SliceRandom;
-use rand_distr::{Binomial, Distribution, Gamma, StandardNormal};
+use rand_distr::{Distribution, Gamma, StandardNormal};
 use serde::{Deserialize, Serialize};
+use std::sync::OnceLock;
 
 /// How unequal expert popularity is.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -53,6 +55,28 @@ pub struct SyntheticRouting {
     dynamics: Dynamics,
     /// With time-varying dynamics: per iteration, per layer, the pick probabilities.
     over_time: Option<Vec<Vec<Vec<f64>>>>,
+    /// Without time-varying dynamics: per layer, the count samplers every iteration shares (built on
+    /// first use, so iterations may be filled on any thread in any order).
+    layer_samplers: Vec<OnceLock<LayerSamplers>>,
+}
+
+/// One layer's per-expert count distributions for one rank.
+#[derive(Debug, Clone)]
+struct LayerSamplers {
+    /// Pick probabilities with the null-expert share removed.
+    scaled: Vec<f64>,
+    samplers: Vec<BinomialSampler>,
+}
+
+impl LayerSamplers {
+    fn new(q: &[f64], null: f64, tokens: u64) -> Self {
+        let scaled: Vec<f64> = q.iter().map(|p| p * (1.0 - null)).collect();
+        let samplers = scaled
+            .iter()
+            .map(|&p| BinomialSampler::new(tokens, p))
+            .collect();
+        LayerSamplers { scaled, samplers }
+    }
 }
 
 const STREAM_POPULARITY: u64 = 1;
@@ -116,6 +140,7 @@ impl SyntheticRouting {
             pick_probability,
             dynamics: d,
             over_time,
+            layer_samplers: (0..shape.moe_layers).map(|_| OnceLock::new()).collect(),
         }
     }
 
@@ -180,58 +205,9 @@ pub fn pick_probabilities(weights: &[f64], k: usize) -> Vec<f64> {
     q
 }
 
-/// Draws Binomial(n, p) exactly when the variance is small and by a rounded normal otherwise.
+/// One Binomial(n, p) draw (a sampler built for a single use).
 fn sample_count(n: u64, p: f64, rng: &mut SimRng) -> u64 {
-    CountSampler::new(n, p).sample(n, rng)
-}
-
-/// How one expert's count is drawn for every rank of a layer: its distribution is the same for each
-/// rank (the same tokens and pick probability), so it is prepared once per layer and sampled per rank.
-#[derive(Debug, Clone, Copy)]
-enum CountSampler {
-    Zero,
-    All,
-    Exact(Binomial),
-    Normal { mean: f64, sd: f64 },
-}
-
-impl CountSampler {
-    /// The sampler [`sample_count`] uses for Binomial(n, p).
-    fn new(n: u64, p: f64) -> Self {
-        if p <= 0.0 {
-            return CountSampler::Zero;
-        }
-        if p >= 1.0 {
-            return CountSampler::All;
-        }
-        let mean = n as f64 * p;
-        let var = mean * (1.0 - p);
-        if var < 30.0 {
-            CountSampler::Exact(Binomial::new(n, p).expect("p in (0,1)"))
-        } else {
-            CountSampler::Normal {
-                mean,
-                sd: var.sqrt(),
-            }
-        }
-    }
-
-    fn sample(&self, n: u64, rng: &mut SimRng) -> u64 {
-        match *self {
-            CountSampler::Zero => 0,
-            CountSampler::All => n,
-            CountSampler::Exact(b) => b.sample(rng),
-            CountSampler::Normal { mean, sd } => {
-                let z: f64 = StandardNormal.sample(rng);
-                let v = mean + sd * z;
-                if v <= 0.0 {
-                    0
-                } else {
-                    ((v + 0.5) as u64).min(n)
-                }
-            }
-        }
-    }
+    BinomialSampler::new(n, p).sample(rng)
 }
 
 /// Samples one rank's counts: each ≤ tokens, summing to exactly tokens × k.
@@ -241,31 +217,72 @@ pub fn sample_rank(q: &[f64], tokens: u64, k: usize, rng: &mut SimRng, out: &mut
 
 /// Samples one rank's counts: each ≤ tokens, summing to exactly `target`.
 pub fn sample_rank_to(q: &[f64], tokens: u64, target: u64, rng: &mut SimRng, out: &mut [u32]) {
-    let samplers: Vec<CountSampler> = q.iter().map(|&p| CountSampler::new(tokens, p)).collect();
+    let samplers: Vec<BinomialSampler> =
+        q.iter().map(|&p| BinomialSampler::new(tokens, p)).collect();
     sample_rank_with(&samplers, q, tokens, target, rng, out)
 }
 
 /// [`sample_rank_to`] with the layer's samplers prepared once.
 fn sample_rank_with(
-    samplers: &[CountSampler],
+    samplers: &[BinomialSampler],
     q: &[f64],
     tokens: u64,
     target: u64,
     rng: &mut SimRng,
     out: &mut [u32],
 ) {
-    let mut sum = 0i64;
     for (o, sampler) in out.iter_mut().zip(samplers) {
-        let c = sampler.sample(tokens, rng);
-        *o = c as u32;
-        sum += c as i64;
+        *o = sampler.sample(rng) as u32;
     }
-    let target = target as i64;
-    let mut diff = target - sum;
+    nudge_to_total(q, tokens, target, rng, out);
+}
+
+/// Draws a layer's `[rank][expert]` counts (`block`, rank-major) expert by expert, so each expert's table
+/// stays in cache across the ranks, then nudges each rank to its total (`targets`).
+fn sample_layer(
+    samplers: &[BinomialSampler],
+    q: &[f64],
+    tokens: u64,
+    targets: &[u64],
+    rng: &mut SimRng,
+    block: &mut [u32],
+    by_expert: &mut Vec<u32>,
+) {
+    let experts = samplers.len();
+    if experts == 0 {
+        return;
+    }
+    // Draw into an expert-major buffer (contiguous writes), then transpose in tiles: writing the rank-major
+    // block column by column would stride by a whole row per draw.
+    let ranks = block.len() / experts;
+    by_expert.clear();
+    by_expert.resize(block.len(), 0);
+    for (column, sampler) in by_expert.chunks_exact_mut(ranks).zip(samplers) {
+        sampler.fill(rng, column.iter_mut());
+    }
+    const TILE: usize = 32;
+    for r0 in (0..ranks).step_by(TILE) {
+        for e0 in (0..experts).step_by(TILE) {
+            for r in r0..(r0 + TILE).min(ranks) {
+                for e in e0..(e0 + TILE).min(experts) {
+                    block[r * experts + e] = by_expert[e * ranks + r];
+                }
+            }
+        }
+    }
+    for (row, &target) in block.chunks_exact_mut(experts).zip(targets) {
+        nudge_to_total(q, tokens, target, rng, row);
+    }
+}
+
+/// Moves counts one at a time, round-robin from a random start, until they sum to `target`; an expert
+/// never exceeds `tokens` (a token picks an expert at most once) and never-picked experts stay at zero.
+fn nudge_to_total(q: &[f64], tokens: u64, target: u64, rng: &mut SimRng, out: &mut [u32]) {
     if out.is_empty() {
         return;
     }
-    // Nudge experts round-robin from a random start, preferring those with room.
+    let sum: i64 = out.iter().map(|&c| c as i64).sum();
+    let mut diff = target as i64 - sum;
     let n = out.len();
     let mut i = rng.random_range(0..n);
     let mut guard = 0usize;
@@ -280,7 +297,10 @@ fn sample_rank_with(
             out[i] -= 1;
             diff += 1;
         }
-        i = (i + 1) % n;
+        i += 1;
+        if i == n {
+            i = 0;
+        }
         guard += 1;
     }
 }
@@ -307,6 +327,7 @@ impl RoutingSource for SyntheticRouting {
 
     fn fill_iteration(&self, iteration: usize, out: &mut IterationRouting) {
         let s = self.shape;
+        let mut by_expert = Vec::new();
         for mb in 0..s.micro_batches {
             for layer in 0..s.moe_layers {
                 let mut rng = rng_for(
@@ -329,29 +350,40 @@ impl RoutingSource for SyntheticRouting {
                     continue;
                 }
                 let null = self.dynamics.null_expert_prob;
-                // Every rank draws from the same per-expert distributions: prepare them once.
-                let scaled: Vec<f64> = q.iter().map(|p| p * (1.0 - null)).collect();
-                let samplers: Vec<CountSampler> = scaled
-                    .iter()
-                    .map(|&p| CountSampler::new(s.tokens_per_rank, p))
-                    .collect();
+                // Every rank draws from the same per-expert distributions: prepare them once per layer,
+                // and once for all iterations when popularity does not vary over time.
+                let built;
+                let (samplers, scaled) = match &self.over_time {
+                    Some(_) => {
+                        built = LayerSamplers::new(q, null, s.tokens_per_rank);
+                        (&built.samplers, &built.scaled)
+                    }
+                    None => {
+                        let l = self.layer_samplers[layer]
+                            .get_or_init(|| LayerSamplers::new(q, null, s.tokens_per_rank));
+                        (&l.samplers, &l.scaled)
+                    }
+                };
                 let slots = s.tokens_per_rank * s.top_k.min(s.experts) as u64;
-                for rank in 0..s.ranks {
-                    // each (token, slot) goes to a null expert with probability `null`
-                    let routed = if null > 0.0 {
-                        slots - sample_count(slots, null, &mut rng)
-                    } else {
-                        slots
-                    };
-                    sample_rank_with(
-                        &samplers,
-                        &scaled,
-                        s.tokens_per_rank,
-                        routed,
-                        &mut rng,
-                        out.rank_counts_mut(mb, layer, rank),
-                    );
-                }
+                // each (token, slot) goes to a null expert with probability `null`
+                let targets: Vec<u64> = (0..s.ranks)
+                    .map(|_| {
+                        if null > 0.0 {
+                            slots - sample_count(slots, null, &mut rng)
+                        } else {
+                            slots
+                        }
+                    })
+                    .collect();
+                sample_layer(
+                    samplers,
+                    scaled,
+                    s.tokens_per_rank,
+                    &targets,
+                    &mut rng,
+                    out.layer_counts_mut(mb, layer),
+                    &mut by_expert,
+                );
             }
         }
     }

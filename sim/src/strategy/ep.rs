@@ -545,18 +545,26 @@ impl<'a> EpModel<'a> {
             })
             .flatten();
         if let Some(owner) = &single {
-            // One copy per expert (static EP): a tight loop over tokens, bytes from token counts at the end.
-            let mut sent = vec![0u64; ep];
+            // One copy per expert (static EP): expert loads are column sums, and what source i sends to GPU t
+            // is the sum of its counts for t's experts (gathered, so the inner loops carry no scattered
+            // read-modify-writes).
+            let mut hosted: Vec<Vec<usize>> = vec![Vec::new(); ep];
+            for (e, &t) in owner.iter().enumerate() {
+                hosted[t].push(e);
+            }
+            let mut load = vec![0u64; experts];
             for i in 0..ep {
-                sent.fill(0);
                 let row = &ws.kept[i * experts..(i + 1) * experts];
-                for (e, (&c, &t)) in row.iter().zip(owner).enumerate() {
-                    ws.tokens_at[t * experts + e] += c;
-                    sent[t] += c as u64;
+                for (l, &c) in load.iter_mut().zip(row) {
+                    *l += c as u64;
                 }
-                for (t, &k) in sent.iter().enumerate() {
+                for (t, es) in hosted.iter().enumerate() {
+                    let k: u64 = es.iter().map(|&e| row[e] as u64).sum();
                     ws.bytes[i * ep + t] = k as f64 * token_bytes;
                 }
+            }
+            for (e, &t) in owner.iter().enumerate() {
+                ws.tokens_at[t * experts + e] = load[e] as u32;
             }
         }
         for i in (0..ep).filter(|_| single.is_none()) {
