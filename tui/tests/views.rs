@@ -79,6 +79,28 @@ fn timeline_draws_a_gantt_row_per_rank_and_stream() {
 }
 
 #[test]
+fn timeline_under_the_flow_backend_has_a_row_per_link() {
+    let text = SMALL.replace("nodes = 1\n", "nodes = 1\nnetwork = \"flow\"\n");
+    assert_ne!(text, SMALL);
+    let (dir, path) = scenario_file("small-flow.toml", &text);
+    let mut app = loaded(&path, &dir.path().join("out"));
+    app.switch(View::Timeline.index());
+    app.wait();
+    // Scroll past the 8 ranks' stream rows to the links.
+    let rows = 8 * 2;
+    for _ in 0..rows {
+        key(&mut app, KeyCode::Down);
+    }
+    app.wait();
+    let lines = screen(&app, 160, 48);
+    let link = lines
+        .iter()
+        .find(|l| l.contains("gpu0→sw0"))
+        .unwrap_or_else(|| panic!("a row for gpu0's NVLink egress:\n{}", lines.join("\n")));
+    assert!(link.contains('='), "busy while flows cross it: {link}");
+}
+
+#[test]
 fn placement_maps_experts_to_gpus_and_highlights_replicas() {
     snapshots(View::Placement);
     let (_dir, mut app) = app_in(View::Placement);

@@ -1,12 +1,14 @@
 //! Timeline: one iteration's operations as a Gantt chart, one row per rank and stream (compute, the
-//! communication stream that drives its links, copies); `+`/`-` zoom, `<`/`>` pan, ↑/↓ scroll rows.
+//! communication stream that drives its links, copies), and under the flow network backend one row per
+//! link that carried traffic, busy (`=`) while any flow crossed it; `+`/`-` zoom, `<`/`>` pan, ↑/↓ scroll
+//! rows.
 
 use crate::app::App;
 use crate::session::Session;
 use moesim_sim::engine::to_ms;
 use moesim_sim::iteration::Stream;
 use moesim_sim::phase::Phase;
-use moesim_sim::timeline::{IterationTimeline, stream_name};
+use moesim_sim::timeline::{IterationTimeline, LinkUse, stream_name};
 use ratatui::buffer::Buffer;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Style};
@@ -59,6 +61,22 @@ pub fn render(app: &App, _s: &Session, area: Rect, buf: &mut Buffer) {
 
 const LABEL: u16 = 12;
 
+/// A chart row: a rank's stream, or a link of the network (flow backend).
+enum Row<'a> {
+    Stream(usize, Stream),
+    Link(u32, &'a str),
+}
+
+/// A link's name fitted to the label column (`gpu3→switch0` → `gpu3→sw0`).
+fn link_label(name: &str) -> String {
+    let short: String = name
+        .replace("switch", "sw")
+        .chars()
+        .take(LABEL as usize - 1)
+        .collect();
+    format!("{short:<w$}", w = LABEL as usize)
+}
+
 fn gantt(app: &App, t: &IterationTimeline, area: Rect, buf: &mut Buffer) {
     let [axis, rows_area, legend] = Layout::vertical([
         Constraint::Length(1),
@@ -66,14 +84,32 @@ fn gantt(app: &App, t: &IterationTimeline, area: Rect, buf: &mut Buffer) {
         Constraint::Length(1),
     ])
     .areas(area);
-    let mut rows: Vec<(usize, Stream)> = t.ops.iter().map(|o| (o.rank, o.stream)).collect();
-    rows.sort_by_key(|&(r, s)| (r, stream_order(s)));
-    rows.dedup();
+    let mut op_rows: Vec<(usize, Stream)> = t.ops.iter().map(|o| (o.rank, o.stream)).collect();
+    op_rows.sort_by_key(|&(r, s)| (r, stream_order(s)));
+    op_rows.dedup();
+    let mut link_rows: Vec<(u32, &str)> =
+        t.links.iter().map(|l| (l.link, l.name.as_str())).collect();
+    link_rows.sort_unstable();
+    link_rows.dedup();
+    let rows: Vec<Row> = op_rows
+        .into_iter()
+        .map(|(rank, stream)| Row::Stream(rank, stream))
+        .chain(link_rows.into_iter().map(|(l, name)| Row::Link(l, name)))
+        .collect();
     let cols = area.width.saturating_sub(LABEL) as f64;
     let step = t.step.max(1) as f64;
     let from = app.pan * step;
     let span = step / app.zoom as f64;
     let to_col = |time: u64| ((time as f64 - from) / span * cols).floor();
+    // The cells [a, b] an interval covers, at least one so short ones stay visible; None when off screen.
+    let cells = |start: u64, finish: u64| -> Option<(u16, u16)> {
+        let (a, b) = (to_col(start), to_col(finish));
+        if b < 0.0 || a >= cols {
+            return None;
+        }
+        let a = a.max(0.0) as u16;
+        Some((a, (b.min(cols - 1.0) as u16).max(a)))
+    };
     let offset = app.row_offset.min(rows.len().saturating_sub(1));
     let shown = (rows.len() - offset).min(rows_area.height as usize);
     let range = format!("rows {}–{}/{}", offset + 1, offset + shown, rows.len());
@@ -86,34 +122,47 @@ fn gantt(app: &App, t: &IterationTimeline, area: Rect, buf: &mut Buffer) {
         pad = (cols as usize).saturating_sub(20)
     ))
     .render(axis, buf);
-    for (y, &(rank, stream)) in rows
+    for (y, row) in rows
         .iter()
         .skip(offset)
         .take(rows_area.height as usize)
         .enumerate()
     {
         let y = rows_area.y + y as u16;
-        buf.set_string(
-            rows_area.x,
-            y,
-            format!("r{rank:<3}{:<8}", stream_name(stream)),
-            Style::new(),
-        );
-        for op in t
-            .ops
-            .iter()
-            .filter(|o| o.rank == rank && o.stream == stream)
-        {
-            let (a, b) = (to_col(op.start), to_col(op.finish));
-            if b < 0.0 || a >= cols {
-                continue;
+        match *row {
+            Row::Stream(rank, stream) => {
+                buf.set_string(
+                    rows_area.x,
+                    y,
+                    format!("r{rank:<3}{:<8}", stream_name(stream)),
+                    Style::new(),
+                );
+                for op in t
+                    .ops
+                    .iter()
+                    .filter(|o| o.rank == rank && o.stream == stream)
+                {
+                    let Some((a, b)) = cells(op.start, op.finish) else {
+                        continue;
+                    };
+                    let (ch, color) = glyph(op.phase);
+                    for x in a..=b {
+                        buf[(rows_area.x + LABEL + x, y)].set_char(ch).set_fg(color);
+                    }
+                }
             }
-            let (ch, color) = glyph(op.phase);
-            let a = a.max(0.0) as u16;
-            // Every operation gets at least one cell, so short ones stay visible.
-            let b = (b.min(cols - 1.0) as u16).max(a);
-            for x in a..=b {
-                buf[(rows_area.x + LABEL + x, y)].set_char(ch).set_fg(color);
+            Row::Link(link, name) => {
+                buf.set_string(rows_area.x, y, link_label(name), Style::new());
+                for u in t.links.iter().filter(|u: &&LinkUse| u.link == link) {
+                    let Some((a, b)) = cells(u.start, u.finish) else {
+                        continue;
+                    };
+                    for x in a..=b {
+                        buf[(rows_area.x + LABEL + x, y)]
+                            .set_char('=')
+                            .set_fg(Color::Gray);
+                    }
+                }
             }
         }
     }
