@@ -177,6 +177,9 @@ fn place(a: &Resolved) -> miette::Result<ExitCode> {
             if let Some(n) = a.history_samples.or(a.window) {
                 o.max_samples = n.max(1);
             }
+            // The plan serves the iterations after the history: with --evaluate-from, read the half-life
+            // off the history for a ten-iteration horizon (the harness's re-plan interval).
+            o.horizon = 10;
             plan_layers_robust(&h, &o, a.evaluate_from, a.shares)
                 .into_iter()
                 .map(|p| (p.plan, p.shares))

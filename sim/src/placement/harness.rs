@@ -7,7 +7,10 @@
 //! - moesim's robust plan with an even token split over copies ([`super::robust`]), re-planned with moves
 //!   priced in seconds ([`super::priced`]);
 //! - the same placement with planned token shares ([`super::robust::plan_shares`]);
-//! - EPLB from the mean load of the same window, re-planned from scratch every time (as it works).
+//! - EPLB from the mean load of the same window, re-planned from scratch every time (as it works);
+//! - a hindsight plan: the robust planner given the very iterations it is judged on (no move costs). It is
+//!   not a bound, but it shows how much any plan made from the past could gain on a workload: where it is
+//!   itself close to EPLB (unforecastable bursts), no history-based plan can clear a margin over EPLB.
 //!
 //! Iteration loads come from per-token traces by continuous batching ([`batch_iterations`]) or from the
 //! synthetic counts workload with drift, bursts and rotation ([`synthetic_history`]). The simulator core
@@ -85,6 +88,8 @@ pub struct Row {
     pub ours: Judged,
     pub ours_shares: Judged,
     pub eplb: Judged,
+    /// The robust planner with hindsight (planned on the judged iterations themselves).
+    pub hindsight: Judged,
     /// Expert copies moved by re-plans (all layers).
     pub ours_moved: usize,
     pub eplb_moved: usize,
@@ -110,6 +115,7 @@ struct LayerResult {
     ours: Vec<f64>,
     shares: Vec<f64>,
     eplb: Vec<f64>,
+    hindsight: Vec<f64>,
     ours_moved: usize,
     eplb_moved: usize,
     ours_s: f64,
@@ -122,8 +128,10 @@ pub fn evaluate(workload: &str, h: &LoadHistory, s: &Setup) -> Row {
     let end = (start + s.judged).min(h.iterations.len());
     let mut place = PlaceOptions::new(s.gpus, s.slots_per_gpu, s.gpus_per_node);
     place.move_gain = 0.0;
-    let o = RobustOptions::new(place);
     let every = s.replan_every.max(1);
+    let mut o = RobustOptions::new(place);
+    // Each plan serves until the next re-plan: the half-life is chosen for that horizon.
+    o.horizon = every;
     let plan_at: Vec<usize> = (start..end).step_by(every).collect();
     let layers: Vec<LayerResult> = (0..h.layers)
         .into_par_iter()
@@ -132,6 +140,7 @@ pub fn evaluate(workload: &str, h: &LoadHistory, s: &Setup) -> Row {
                 ours: Vec::new(),
                 shares: Vec::new(),
                 eplb: Vec::new(),
+                hindsight: Vec::new(),
                 ours_moved: 0,
                 eplb_moved: 0,
                 ours_s: 0.0,
@@ -143,7 +152,8 @@ pub fn evaluate(workload: &str, h: &LoadHistory, s: &Setup) -> Row {
                     .iter()
                     .map(|it| it[layer].as_slice())
                     .collect();
-                let smp = Samples::new(&past, s.gpus, o.max_samples, o.half_life)
+                let smp = o
+                    .samples(&past, s.gpus)
                     .unwrap_or_else(|| Samples::uniform(h.experts, s.gpus));
                 let ours = match &prev {
                     None => fresh(&smp, &o).placement,
@@ -175,8 +185,15 @@ pub fn evaluate(workload: &str, h: &LoadHistory, s: &Setup) -> Row {
                     r.ours_s += s.price.move_s(po, &ours);
                     r.eplb_s += s.price.move_s(pe, &base);
                 }
-                for it in &h.iterations[t..(t + every).min(end)] {
+                let judged = &h.iterations[t..(t + every).min(end)];
+                let future: Vec<&[f64]> = judged.iter().map(|it| it[layer].as_slice()).collect();
+                let hindsight = Samples::new(&future, s.gpus, o.max_samples, o.half_life)
+                    .map(|smp| fresh(&smp, &o).placement);
+                for it in judged {
                     let loads = &it[layer];
+                    if let Some(p) = &hindsight {
+                        r.hindsight.push(balancedness(&p.gpu_loads(loads)));
+                    }
                     let b = balancedness(&ours.gpu_loads(loads));
                     r.ours.push(b);
                     r.ours_s += s.price.seconds_per_unit / b;
@@ -203,6 +220,7 @@ pub fn evaluate(workload: &str, h: &LoadHistory, s: &Setup) -> Row {
         ours: Judged::of(all(|l| &l.ours)),
         ours_shares: Judged::of(all(|l| &l.shares)),
         eplb: Judged::of(all(|l| &l.eplb)),
+        hindsight: Judged::of(all(|l| &l.hindsight)),
         ours_moved: layers.iter().map(|l| l.ours_moved).sum(),
         eplb_moved: layers.iter().map(|l| l.eplb_moved).sum(),
         replans: plan_at.len().saturating_sub(1),
@@ -490,12 +508,12 @@ pub fn synthetic_workloads() -> Vec<(String, LoadHistory, usize, usize, usize)> 
 /// The harness table (Markdown).
 pub fn table(rows: &[Row], margin: f64) -> String {
     let mut s = String::from(
-        "| workload | GPUs × slots | judged | median moesim / shares / EPLB | p10 moesim / shares / EPLB | copies moved moesim / EPLB | priced seconds moesim / EPLB | beats EPLB by ≥ margin |\n\
-         | --- | --- | --- | --- | --- | --- | --- | --- |\n",
+        "| workload | GPUs × slots | judged | median moesim / shares / EPLB | p10 moesim / shares / EPLB | hindsight median / p10 | copies moved moesim / EPLB | priced seconds moesim / EPLB | beats EPLB by ≥ margin |\n\
+         | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n",
     );
     for r in rows {
         s.push_str(&format!(
-            "| {} | {} × {} | {} it × {} layers | {:.3} / {:.3} / {:.3} | {:.3} / {:.3} / {:.3} | {} / {} | {:.3} / {:.3} | {} |\n",
+            "| {} | {} × {} | {} it × {} layers | {:.3} / {:.3} / {:.3} | {:.3} / {:.3} / {:.3} | {:.3} / {:.3} | {} / {} | {:.3} / {:.3} | {} |\n",
             r.workload,
             r.gpus,
             r.slots_per_gpu,
@@ -507,6 +525,8 @@ pub fn table(rows: &[Row], margin: f64) -> String {
             r.ours.p10,
             r.ours_shares.p10,
             r.eplb.p10,
+            r.hindsight.median,
+            r.hindsight.p10,
             r.ours_moved,
             r.eplb_moved,
             r.ours_seconds,

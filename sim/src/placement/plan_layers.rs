@@ -82,7 +82,8 @@ pub fn plan_layers_robust(
         .into_par_iter()
         .map(|layer| {
             let past: Vec<&[f64]> = seen.iter().map(|it| it[layer].as_slice()).collect();
-            let smp = Samples::new(&past, o.place.gpus, o.max_samples, o.half_life)
+            let smp = o
+                .samples(&past, o.place.gpus)
                 .unwrap_or_else(|| Samples::uniform(h.experts, o.place.gpus));
             let (mean, _) = if past.is_empty() {
                 (vec![1.0; h.experts], Vec::new())

@@ -30,8 +30,12 @@ pub struct RobustOptions {
     pub place: PlaceOptions,
     /// Most recent history iterations the planner looks at (older ones are dropped).
     pub max_samples: usize,
-    /// A past iteration's weight halves every `half_life` iterations of age (infinite: all alike).
+    /// A past iteration's weight halves every `half_life` iterations of age (infinite: all alike); used
+    /// as it is only when `horizon` is 0.
     pub half_life: f64,
+    /// Iterations a plan must serve (until the next re-plan). When positive, the half-life is read off
+    /// each layer's history by [`backtest_half_life`] over this horizon instead of taken from `half_life`.
+    pub horizon: usize,
     /// Copy-count candidates: copies for `mean + κ·sd` of the history, one candidate per κ.
     pub kappas: &'static [f64],
     /// Swap partners per hot GPU: the lightest ones (all GPUs when there are fewer).
@@ -53,6 +57,7 @@ impl RobustOptions {
             place,
             max_samples: if small { 64 } else { 8 },
             half_life: if small { 32.0 } else { 8.0 },
+            horizon: 0,
             kappas: if small { &[0.0, 0.5, 1.0] } else { &[0.5] },
             partners: 32,
             hot: 4,
@@ -64,6 +69,76 @@ impl RobustOptions {
             forecast_candidate: small,
         }
     }
+}
+
+impl RobustOptions {
+    /// The planner's view of a layer's history, with the half-life this history calls for (see
+    /// [`RobustOptions::horizon`]); `None` for an empty history.
+    pub fn samples(&self, history: &[&[f64]], gpus: usize) -> Option<Samples> {
+        let half_life = if self.horizon > 0 {
+            backtest_half_life(history, self.horizon).unwrap_or(self.half_life)
+        } else {
+            self.half_life
+        };
+        Samples::new(history, gpus, self.max_samples, half_life)
+    }
+}
+
+/// Half-lives (iterations) [`backtest_half_life`] chooses among; infinite weighs the window alike.
+pub const HALF_LIVES: [f64; 6] = [2.0, 4.0, 8.0, 16.0, 32.0, f64::INFINITY];
+
+/// How fast this layer's popularity moves, read off its own history: the half-life in [`HALF_LIVES`]
+/// whose exponentially weighted mean of the expert shares up to a point best predicts the shares of the
+/// `horizon` iterations after it (least squares, over every such point in the window's second half). This
+/// is how exponential smoothing picks its smoothing constant; a workload that drifts gets a short memory,
+/// a stationary one a long memory that averages sampling noise away. `None` when the history is too short
+/// to hold one prediction.
+pub fn backtest_half_life(history: &[&[f64]], horizon: usize) -> Option<f64> {
+    let horizon = horizon.max(1);
+    let n = history.len();
+    let experts = history.first()?.len();
+    if n < 2 * horizon + 2 || experts == 0 {
+        return None;
+    }
+    // Shares (each iteration summing to 1), so busy and quiet iterations weigh alike.
+    let shares: Vec<Vec<f64>> = history
+        .iter()
+        .map(|h| {
+            let t: f64 = h.iter().sum();
+            if t > 0.0 && t.is_finite() {
+                h.iter().map(|x| x / t).collect()
+            } else {
+                vec![1.0 / experts as f64; experts]
+            }
+        })
+        .collect();
+    let splits: Vec<usize> = (n / 2..=n - horizon).collect();
+    let mut best: Option<(f64, f64)> = None;
+    for &hl in &HALF_LIVES {
+        let decay = if hl.is_finite() { 0.5f64.powf(1.0 / hl) } else { 1.0 };
+        // Running weighted sums: after iteration t, ewm = Σ_{a ≤ t} decay^(t−a) · share_a.
+        let (mut ewm, mut weight) = (vec![0.0f64; experts], 0.0f64);
+        let mut err = 0.0;
+        for (t, sh) in shares.iter().enumerate().take(n - horizon) {
+            for (m, x) in ewm.iter_mut().zip(sh) {
+                *m = *m * decay + x;
+            }
+            weight = weight * decay + 1.0;
+            if splits.contains(&(t + 1)) {
+                for future in &shares[t + 1..t + 1 + horizon] {
+                    err += ewm
+                        .iter()
+                        .zip(future)
+                        .map(|(m, f)| (m / weight - f).powi(2))
+                        .sum::<f64>();
+                }
+            }
+        }
+        if best.is_none_or(|(e, _)| err < e) {
+            best = Some((err, hl));
+        }
+    }
+    best.map(|(_, hl)| hl)
 }
 
 /// A layer's history as the planner sees it: per-iteration loads normalised to a mean GPU load of 1.
@@ -788,7 +863,8 @@ pub fn place_robust(
             gpu_experts: vec![Vec::new(); o.place.gpus],
         };
     };
-    let smp = Samples::new(history, o.place.gpus, o.max_samples, o.half_life)
+    let smp = o
+        .samples(history, o.place.gpus)
         .unwrap_or_else(|| Samples::uniform(experts, o.place.gpus));
     match prev {
         None => fresh(&smp, o).placement,
@@ -910,6 +986,32 @@ mod tests {
 
     fn refs(h: &[Vec<f64>]) -> Vec<&[f64]> {
         h.iter().map(|v| v.as_slice()).collect()
+    }
+
+    #[test]
+    fn backtest_reads_the_half_life_off_the_history() {
+        // Stationary shares with sampling noise: the longest memory averages the noise away.
+        let mut rng = 12345u64;
+        let mut noise = || {
+            rng = rng.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (rng >> 33) as f64 / (1u64 << 31) as f64 - 0.5
+        };
+        let still: Vec<Vec<f64>> = (0..60)
+            .map(|_| (0..8).map(|e| 10.0 + e as f64 + 4.0 * noise()).collect())
+            .collect();
+        assert_eq!(backtest_half_life(&refs(&still), 5), Some(f64::INFINITY));
+        // A hot expert that moves every 10 iterations, little noise: a short memory predicts best.
+        let moving: Vec<Vec<f64>> = (0..60)
+            .map(|t| {
+                (0..8)
+                    .map(|e| if e == (t / 10) % 8 { 50.0 } else { 5.0 } + 0.1 * noise())
+                    .collect()
+            })
+            .collect();
+        let hl = backtest_half_life(&refs(&moving), 5).unwrap();
+        assert!(hl <= 4.0, "{hl}");
+        // Too short to hold one prediction.
+        assert_eq!(backtest_half_life(&refs(&still[..6]), 5), None);
     }
 
     #[test]

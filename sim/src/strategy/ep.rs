@@ -214,7 +214,9 @@ impl<'a> EpModel<'a> {
             o.exact_limit_s = 0.0;
             // Plans good across the history's iterations (not only for its mean); a re-plan moves copies
             // only when the seconds it saves until the run ends exceed the seconds the move costs.
-            let ro = RobustOptions::new(o);
+            let mut ro = RobustOptions::new(o);
+            // Each plan serves one window: the half-life is read off the history for that horizon.
+            ro.horizon = window;
             let training = s.workload.mode == Mode::Training;
             let price = Price::for_experts(
                 ExpertShape::from(m),
@@ -246,9 +248,9 @@ impl<'a> EpModel<'a> {
                         match r.method {
                             PlacementMethod::Eplb => eplb(&mean, ep_size, r.slots_per_gpu),
                             PlacementMethod::Moesim => {
-                                let smp =
-                                    Samples::new(&past, ep_size, ro.max_samples, ro.half_life)
-                                        .unwrap_or_else(|| Samples::uniform(experts, ep_size));
+                                let smp = ro
+                                    .samples(&past, ep_size)
+                                    .unwrap_or_else(|| Samples::uniform(experts, ep_size));
                                 match prev {
                                     None => fresh(&smp, &ro).placement,
                                     Some(prev) => {
