@@ -3,12 +3,13 @@
 use crate::engine::{SimTime, ps};
 use crate::scenario::Scenario;
 use crate::scenario::file::Mode;
+use crate::scenario::model::{Attention, Dtype};
 use moesim_calibrate::CostModel;
 use moesim_traces::rng::rng_for;
 use rand_distr::{Distribution, LogNormal};
 
 /// Forward dense work of one layer on one rank (attention projections and scores, the gate, shared experts,
-/// and the dense FFN of the first dense layers), nominal speed.
+/// the dense FFN of the first dense layers, and the non-GEMM kernels around them), nominal speed.
 pub fn dense_forward_s(s: &Scenario, cost: &dyn CostModel, moe_layer: bool) -> f64 {
     dense_forward_tokens_s(s, cost, moe_layer, s.tokens_per_rank(), 1)
 }
@@ -27,8 +28,18 @@ pub fn dense_forward_tokens_s(
     let dt = m.dtype_bytes;
     let mut time = cost.gemm_s(t, m.attn_params_per_layer / d, d, dt);
     match s.workload.mode {
-        // Causal attention over the sequence: 2·t·s·d FLOPs for scores and values together.
-        Mode::Training | Mode::Prefill => time += cost.gemm_s(t, m.seq_len, d, dt),
+        // Causal attention over the sequence: every query scores and mixes (s + 1) / 2 keys on average, over
+        // every head's key and value widths (MHA, GQA and MLA alike; see `Attention::score_flops`). Priced
+        // as one GEMM with those FLOPs: t queries × mean keys × heads · (qk + v).
+        Mode::Training | Mode::Prefill => {
+            let keys = Attention::causal_mean_keys(m.seq_len);
+            let width = m.attention.heads * (m.attention.qk_head_dim + m.attention.v_head_dim);
+            let flops = m.attention.score_flops(t as f64, keys);
+            let n = (flops / (2.0 * t.max(1) as f64 * width as f64))
+                .round()
+                .max(1.0) as u64;
+            time += cost.gemm_s(t, n, width, dt);
+        }
         // Decode reads the whole KV cache of every sequence.
         Mode::Decode => {
             let kv =
@@ -41,11 +52,42 @@ pub fn dense_forward_tokens_s(
         time += cost.gemm_s(t, m.experts as u64, d, dt);
         for _ in 0..m.shared_experts {
             time += swiglu_s(cost, t, d, m.expert_d_ff, m.expert_matrices, dt);
+            time += activation_s(cost, t, m.expert_d_ff, m.expert_matrices, dt);
         }
     } else {
         time += swiglu_s(cost, t, d, m.dense_d_ff, 3, dt);
+        time += activation_s(cost, t, m.dense_d_ff, 3, dt);
+    }
+    time + non_gemm_s(s, cost, t, moe_layer)
+}
+
+/// The memory-bound kernels of one layer's dense part over `t` tokens, each a kernel launch plus its HBM
+/// traffic (read and write): two RMSNorms (t·d in, t·d out), two residual adds (two t·d in, one out), and
+/// in an MoE layer the router's softmax and top-k over t × experts FP32 logits, the permutation that
+/// gathers each token's top-k copies (t·k·d in and out) and the un-permutation that sums them back with
+/// their weights (t·k·d in, t·d out).
+pub fn non_gemm_s(s: &Scenario, cost: &dyn CostModel, t: u64, moe_layer: bool) -> f64 {
+    let m = &s.model;
+    let (t, d, b) = (t as f64, m.d_model as f64, m.dtype_bytes as f64);
+    let mut time =
+        2.0 * cost.memory_bound_s(2.0 * t * d * b) + 2.0 * cost.memory_bound_s(3.0 * t * d * b);
+    if moe_layer {
+        let k = m.top_k as f64;
+        time += cost.memory_bound_s(2.0 * t * m.experts as f64 * 4.0);
+        time += cost.memory_bound_s(2.0 * t * k * d * b);
+        time += cost.memory_bound_s((t * k + t) * d * b);
     }
     time
+}
+
+/// The activation between an FFN's up- and down-projections over `t` tokens of width `f`: SwiGLU reads
+/// the gate and up outputs and writes their product (3·t·f elements), GELU reads and writes t·f.
+pub fn activation_s(cost: &dyn CostModel, t: u64, f: u64, matrices: u64, dt: u32) -> f64 {
+    if t == 0 {
+        return 0.0;
+    }
+    let elements = if matrices == 3 { 3.0 } else { 2.0 } * t as f64 * f as f64;
+    cost.memory_bound_s(elements * dt as f64)
 }
 
 /// One FFN over `t` tokens: `matrices − 1` up-projections d→f and one down-projection f→d.
@@ -53,16 +95,25 @@ pub fn swiglu_s(cost: &dyn CostModel, t: u64, d: u64, f: u64, matrices: u64, dt:
     (matrices - 1) as f64 * cost.gemm_s(t, f, d, dt) + cost.gemm_s(t, d, f, dt)
 }
 
-/// Routed-expert forward time of one rank: grouped GEMMs over its local experts' token counts.
+/// Routed-expert forward time of one rank: grouped GEMMs over its local experts' token counts in the
+/// experts' dtype, the activation between them, and with FP8 experts the casts of both GEMMs' inputs
+/// (bf16 in, one byte plus a scale per 128 elements out: 3 bytes of traffic per element).
 pub fn experts_forward_s(
     s: &Scenario,
     cost: &dyn CostModel,
     tokens_per_local_expert: &[u32],
 ) -> f64 {
     let m = &s.model;
-    let (d, f, dt) = (m.d_model, m.expert_d_ff, m.dtype_bytes);
-    (m.expert_matrices - 1) as f64 * cost.grouped_gemm_s(tokens_per_local_expert, f, d, dt)
+    let (d, f, dt) = (m.d_model, m.expert_d_ff, m.expert_gemm_bytes());
+    let total: u64 = tokens_per_local_expert.iter().map(|&t| t as u64).sum();
+    let mut time = (m.expert_matrices - 1) as f64
+        * cost.grouped_gemm_s(tokens_per_local_expert, f, d, dt)
         + cost.grouped_gemm_s(tokens_per_local_expert, d, f, dt)
+        + activation_s(cost, total, f, m.expert_matrices, m.dtype_bytes);
+    if m.expert_dtype == Dtype::Fp8 && total > 0 {
+        time += cost.memory_bound_s(3.0 * total as f64 * (d + f) as f64);
+    }
+    time
 }
 
 /// Multiplier on a rank's compute time in one iteration: 1 / speed, times log-normal noise of mean 1.
