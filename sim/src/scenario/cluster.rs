@@ -272,3 +272,47 @@ pub fn cluster_preset(name: &str) -> Option<Cluster> {
     };
     Some(c)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::topology::Topology;
+
+    #[test]
+    fn every_preset_exists_and_takes_its_gpu_from_the_datasheet() {
+        for name in CLUSTER_PRESETS {
+            let c = cluster_preset(name).unwrap();
+            if let Some(d) = datasheet::by_name(&c.gpu) {
+                assert_eq!(c.peak_tflops, d.peak_bf16_tflops, "{name}");
+                assert_eq!(c.peak_fp8_tflops, d.peak_fp8_tflops, "{name}");
+                assert_eq!(c.hbm_gbytes_per_s, d.hbm_gbytes_per_s, "{name}");
+                assert_eq!(c.gpu_memory_gib, d.memory_gib, "{name}");
+            } else {
+                assert_eq!(*name, "ideal");
+            }
+        }
+        // The GPUs published MoE results use.
+        for gpu in ["h800", "h20", "a5000", "rtx3060", "rtx4090", "l40s"] {
+            assert!(datasheet::by_name(gpu).is_some(), "{gpu}");
+        }
+    }
+
+    #[test]
+    fn nvlink_and_nic_presets_run_at_their_published_achievable_rates() {
+        // hgx-h800: DeepEP's ~160 GB/s of the 200 GB/s NVLink, 40 GB/s of the 50 GB/s CX7 NIC.
+        let mut c = cluster_preset("hgx-h800").unwrap();
+        c.nodes = 2;
+        let t = Topology::build(&c);
+        assert!((t.route_bandwidth(0, 1) - 160e9).abs() < 1.0);
+        assert!((t.route_bandwidth(0, 8) - 40e9).abs() < 1.0);
+        // PCIe peers and the ideal fabric keep their datasheet rate.
+        assert_eq!(
+            cluster_preset("pcie-workstation")
+                .unwrap()
+                .nvlink_efficiency,
+            1.0
+        );
+        let ideal = cluster_preset("ideal").unwrap();
+        assert_eq!((ideal.nvlink_efficiency, ideal.nic_efficiency), (1.0, 1.0));
+    }
+}

@@ -141,3 +141,91 @@ pub fn optimizer_s(s: &Scenario, cost: &dyn CostModel, params_updated: f64) -> f
         * (s.model.dtype_bytes as f64 + t.grad_bytes_per_param + t.optimizer_bytes_per_param);
     cost.memory_bound_s(2.0 * bytes)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scenario::parse_scenario;
+    use moesim_calibrate::Roofline;
+
+    /// A scenario on the ideal cluster (100 % efficiency, no launch cost, unbounded HBM: every kernel is
+    /// FLOPs over peak, memory-bound kernels are free), `extra` lines appended to its model table.
+    fn ideal(model: &str, mode: &str, extra: &str) -> Scenario {
+        let text = format!(
+            "name = \"t\"\n[model]\npreset = \"{model}\"\nseq_len = 4096\nmicro_batch = 1\n{extra}\n\
+             [cluster]\npreset = \"ideal\"\ngpus_per_node = 8\npeak_tflops = 1000.0\n\
+             [workload]\nmode = \"{mode}\"\niterations = 1\n[[strategy]]\nname = \"ep\"\nkind = \"ep\"\n"
+        );
+        parse_scenario("t.toml", &text, &[]).unwrap()
+    }
+
+    #[test]
+    fn deepseek_v3_dense_forward_is_its_hand_counted_flops_over_the_peak() {
+        let s = ideal("deepseek-v3", "prefill", "");
+        let cost = s.cluster.roofline();
+        let m = &s.model;
+        let t = 4096.0;
+        // Projections (every attention parameter once per token), MLA scores and values over the mean
+        // causal context (128 heads × (192 + 128) × 2 FLOPs × (4096 + 1) / 2 keys), the gate, one shared
+        // SwiGLU expert of 2048: 2·t·params each.
+        let attn_proj = 2.0 * t * (m.attn_params_per_layer / m.d_model * m.d_model) as f64;
+        let scores = 2.0 * 128.0 * 320.0 * t * 2048.5;
+        let gate = 2.0 * t * 7168.0 * 256.0;
+        let shared = 2.0 * t * 3.0 * 7168.0 * 2048.0;
+        let expect = (attn_proj + scores + gate + shared) / 1e15;
+        let got = dense_forward_s(&s, &cost, true);
+        // The attention GEMM counts whole keys: 2048.5 rounds to 2049 (a 2.4e-4 share of the scores).
+        assert!((got - expect).abs() / expect < 1e-4, "{got} vs {expect}");
+    }
+
+    #[test]
+    fn non_gemm_kernels_are_their_bytes_over_hbm_plus_one_launch_each() {
+        let s = ideal("mixtral-8x7b", "training", "");
+        let mut cost: Roofline = s.cluster.roofline();
+        cost.hbm_gbytes_per_s = 1000.0;
+        cost.launch_overhead_us = 5.0;
+        let (t, d, k, e) = (4096.0, 4096.0, 2.0, 8.0);
+        // Norms 2 × 2·t·d, residuals 2 × 3·t·d, router 2·t·E FP32, permute 2·t·k·d, unpermute (t·k + t)·d
+        // (bf16 elements of 2 bytes), seven launches.
+        let bytes = 2.0 * (2.0 * 2.0 * t * d)
+            + 2.0 * (3.0 * 2.0 * t * d)
+            + 2.0 * t * e * 4.0
+            + 2.0 * 2.0 * t * k * d
+            + 2.0 * (t * k + t) * d;
+        let expect = bytes / 1e12 + 7.0 * 5e-6;
+        let got = non_gemm_s(&s, &cost, 4096, true);
+        assert!((got - expect).abs() < 1e-12, "{got} vs {expect}");
+        // A dense layer has only the norms and residuals.
+        let dense = non_gemm_s(&s, &cost, 4096, false);
+        let expect = (2.0 * (2.0 * 2.0 * t * d) + 2.0 * (3.0 * 2.0 * t * d)) / 1e12 + 4.0 * 5e-6;
+        assert!((dense - expect).abs() < 1e-12);
+    }
+
+    #[test]
+    fn fp8_experts_run_at_the_fp8_peak_plus_their_input_casts() {
+        // On an H100 roofline a large expert batch is compute-bound: FP8 halves the GEMM time and adds the
+        // casts of t·(d + f) elements at 3 bytes each.
+        let text = "name = \"t\"\n[model]\npreset = \"deepseek-v3\"\n\
+            [cluster]\npreset = \"dgx-h100\"\n[workload]\nmode = \"training\"\niterations = 1\n\
+            [[strategy]]\nname = \"ep\"\nkind = \"ep\"\n";
+        let bf16 = parse_scenario("t.toml", text, &[]).unwrap();
+        let fp8 = parse_scenario("t.toml", text, &["model.expert_dtype=\"fp8\"".into()]).unwrap();
+        let cost = bf16.cluster.roofline();
+        let tokens = [8192u32, 8192];
+        let a = experts_forward_s(&bf16, &cost, &tokens);
+        let b = experts_forward_s(&fp8, &cost, &tokens);
+        let act = activation_s(&cost, 16384, 2048, 3, 2);
+        let cast = cost.memory_bound_s(3.0 * 16384.0 * (7168.0 + 2048.0));
+        let gemm = |s: &Scenario| {
+            let dt = s.model.expert_gemm_bytes();
+            2.0 * cost.grouped_gemm_s(&tokens, 2048, 7168, dt)
+                + cost.grouped_gemm_s(&tokens, 7168, 2048, dt)
+        };
+        assert!((a - (gemm(&bf16) + act)).abs() < 1e-12);
+        assert!((b - (gemm(&fp8) + act + cast)).abs() < 1e-12);
+        let launches = 3.0 * cost.launch_overhead_s();
+        let ratio = (gemm(&bf16) - launches) / (gemm(&fp8) - launches);
+        // H100: 1979 dense FP8 TFLOP/s against 989 bf16.
+        assert!((ratio - 1979.0 / 989.0).abs() < 1e-9, "{ratio}");
+    }
+}
