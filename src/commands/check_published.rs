@@ -488,14 +488,22 @@ fn table(rows: &[Row], markdown: bool) -> String {
         }
         out.push('\n');
     } else {
-        let w = rows.iter().map(|r| r.case.len()).max().unwrap_or(4).max(4);
+        let width = |f: fn(&Row) -> &str, min: usize| {
+            rows.iter()
+                .map(|r| f(r).chars().count())
+                .max()
+                .unwrap_or(min)
+                .max(min)
+        };
+        let w = width(|r| &r.case, 4);
+        let sw = width(|r| &r.source, 6);
         out.push_str(&format!(
-            "{:<14} {:<w$} {:>10} {:>10} {:<12} {:>7}\n",
+            "{:<sw$} {:<w$} {:>10} {:>10} {:<12} {:>7}\n",
             "source", "case", "published", "moesim", "unit", "error"
         ));
         for r in rows {
             out.push_str(&format!(
-                "{:<14} {:<w$} {:>10} {:>10} {:<12} {:>+6.0}%\n",
+                "{:<sw$} {:<w$} {:>10} {:>10} {:<12} {:>+6.0}%\n",
                 r.source,
                 r.case,
                 number(r.published),
