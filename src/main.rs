@@ -87,6 +87,8 @@ enum Command {
     Report(commands::report::ReportArgs),
     /// Run one shard of a sweep of scenario variants, or merge the shards (`moesim sweep merge DIR`).
     Sweep(commands::sweep::SweepArgs),
+    /// Compare moesim with published measurements of real systems (validation/): the error table.
+    CheckPublished(commands::check_published::CheckPublishedArgs),
     /// Explore a scenario interactively in the terminal: compare, ranks, timeline, placement, trace, knobs.
     Tui(commands::tui::TuiArgs),
 }
@@ -127,6 +129,7 @@ fn main() -> ExitCode {
         Command::Place(args) => commands::place::run(&args),
         Command::Report(a) => commands::report::run(&a, cli.quiet),
         Command::Sweep(a) => commands::sweep::run(&a, cli.quiet),
+        Command::CheckPublished(a) => commands::check_published::run(&a),
         Command::Tui(a) => commands::tui::run(&a),
     };
     match result {

@@ -186,3 +186,25 @@ fn the_offloading_table_is_what_the_offloading_scenario_gives() {
         &table,
     );
 }
+
+#[test]
+fn the_readme_accuracy_section_is_what_check_published_prints() {
+    let out = Command::cargo_bin("moesim")
+        .unwrap()
+        .args(["check-published", "--markdown"])
+        .current_dir(repo("."))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let table = String::from_utf8(out.stdout).unwrap();
+    check_or_update(
+        &repo("README.md"),
+        "<!-- tests/docs.rs: accuracy -->\n",
+        "<!-- end -->",
+        &format!("\n{table}\n"),
+    );
+}

@@ -37,6 +37,34 @@ pub const SHIPPED: &[(&str, &str)] = &[
         "rtx6000-ada-datasheet",
         include_str!("../profiles/rtx6000-ada-datasheet.json"),
     ),
+    (
+        "h800-datasheet",
+        include_str!("../profiles/h800-datasheet.json"),
+    ),
+    (
+        "h20-datasheet",
+        include_str!("../profiles/h20-datasheet.json"),
+    ),
+    (
+        "l40s-datasheet",
+        include_str!("../profiles/l40s-datasheet.json"),
+    ),
+    (
+        "rtx4090-datasheet",
+        include_str!("../profiles/rtx4090-datasheet.json"),
+    ),
+    (
+        "a5000-datasheet",
+        include_str!("../profiles/a5000-datasheet.json"),
+    ),
+    (
+        "rtx3060-datasheet",
+        include_str!("../profiles/rtx3060-datasheet.json"),
+    ),
+    (
+        "t4-datasheet",
+        include_str!("../profiles/t4-datasheet.json"),
+    ),
 ];
 
 /// Names of the shipped profiles.

@@ -309,6 +309,8 @@ mod tests {
     fn dgx(nodes: usize) -> Topology {
         let mut c = cluster_preset("dgx-a100").unwrap();
         c.nodes = nodes;
+        // Links at their datasheet rate: the bounds below are stated in datasheet bandwidths.
+        (c.nvlink_efficiency, c.nic_efficiency) = (1.0, 1.0);
         Topology::build(&c)
     }
 

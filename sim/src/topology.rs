@@ -420,8 +420,9 @@ mod tests {
         assert_eq!(t.links[r[0] as usize].gpu_port, Some(Port::Egress(1)));
         assert_eq!(t.links[r[3] as usize].gpu_port, Some(Port::Ingress(10)));
         assert!(t.route(5, 5).is_empty());
-        assert!((t.route_bandwidth(0, 9) - 50e9).abs() < 1.0);
-        assert!((t.route_bandwidth(0, 1) - 450e9).abs() < 1.0);
+        // Routes run at the links' achievable rates: datasheet times the preset's efficiencies.
+        assert!((t.route_bandwidth(0, 9) - 50e9 * c.nic_efficiency).abs() < 1.0);
+        assert!((t.route_bandwidth(0, 1) - 450e9 * c.nvlink_efficiency).abs() < 1.0);
     }
 
     #[test]

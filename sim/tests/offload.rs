@@ -454,7 +454,7 @@ fn offload_knobs_are_validated() {
             .unwrap_err()
             .message
     };
-    assert!(bad("strategy.lru-4.cache_experts_per_layer=1").contains("top_k"));
+    assert!(bad("strategy.lru-4.cache_experts_per_layer=9").contains("experts of a layer"));
     assert!(bad("strategy.lru-4.cache_policy=\"fifo\"").contains("cache_policy"));
     assert!(bad("strategy.lru-4.prefetch_accuracy=1.5").contains("fraction"));
     assert!(bad("strategy.lru-4.ep_size=1").contains("ep_size"));
@@ -520,4 +520,41 @@ fn the_json_result_carries_the_offload_interface() {
     assert_eq!(o["policy"], "belady");
     assert_eq!(o["cache_experts_per_layer"], 4);
     assert!(v.get("fssdp").is_none());
+}
+
+#[test]
+fn without_a_cache_every_expert_of_every_token_is_fetched_and_low_bit_experts_dequantised() {
+    // Batch-1 decode with no expert cache: each step fetches its token's top-2 experts in every layer (two
+    // distinct experts per token), so nothing hits and the bytes per step are 2 × 32 expert copies.
+    let s = scenario(
+        "offload-mixtral.toml",
+        &[
+            "workload.iterations=8",
+            "strategy.lru-4.cache_experts_per_layer=0",
+        ],
+    );
+    let rs = run(&s);
+    let o = by_name(&rs, "lru-4").offload.clone().unwrap();
+    assert_eq!(o.hit_rate, 0.0);
+    let expert = s.model.expert_bytes() as f64;
+    let per_step = o.bytes_fetched as f64 / o.steps as f64;
+    assert!((per_step - 2.0 * 32.0 * expert).abs() < 1.0, "{per_step}");
+    // The same 4-bit experts dequantised into a bf16 copy before a bf16 GEMM take longer than dequantised
+    // in the GEMM: the copy is written and read on top of the packed bits.
+    let t = |dequant: &str| {
+        let s = scenario(
+            "offload-mixtral.toml",
+            &[
+                "workload.iterations=8",
+                "strategy.lru-4-int4.cache_experts_per_layer=0",
+                &format!("strategy.lru-4-int4.dequant=\"{dequant}\""),
+            ],
+        );
+        by_name(&run(&s), "lru-4-int4")
+            .offload
+            .clone()
+            .unwrap()
+            .tpot_ms
+    };
+    assert!(t("materialize") > t("fused"));
 }

@@ -1,4 +1,5 @@
 pub mod calibrate;
+pub mod check_published;
 pub mod place;
 pub mod plan;
 pub mod report;

@@ -30,7 +30,11 @@ pub struct Cluster {
     /// (`h100-datasheet`, ...) or a path relative to the scenario file (see docs/calibration.md).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub profile: Option<String>,
+    /// Dense bf16 tensor-core peak of one GPU.
     pub peak_tflops: f64,
+    /// Dense FP8 tensor-core peak (GEMMs of one-byte elements); 0: none, FP8 runs at the bf16 peak.
+    #[serde(default)]
+    pub peak_fp8_tflops: f64,
     pub hbm_gbytes_per_s: f64,
     pub gpu_memory_gib: f64,
     pub compute_efficiency: f64,
@@ -109,6 +113,7 @@ impl Cluster {
         moesim_calibrate::Roofline {
             name: format!("datasheet {}", self.gpu),
             peak_tflops: self.peak_tflops,
+            peak_fp8_tflops: self.peak_fp8_tflops,
             hbm_gbytes_per_s: self.hbm_gbytes_per_s,
             compute_efficiency: self.compute_efficiency,
             memory_efficiency: self.memory_efficiency,
@@ -124,6 +129,13 @@ pub const CLUSTER_PRESETS: &[&str] = &[
     "hgx-h200",
     "hgx-b200",
     "pcie-workstation",
+    "hgx-h800",
+    "hgx-h20",
+    "l40s",
+    "rtx4090",
+    "a5000",
+    "rtx3060",
+    "t4",
     "ideal",
 ];
 
@@ -136,6 +148,7 @@ fn dgx(name: &str, gpu_key: &str, gpu: &GpuDatasheet, nic_gbits: f64) -> Cluster
         gpu: gpu_key.into(),
         profile: None,
         peak_tflops: gpu.peak_bf16_tflops,
+        peak_fp8_tflops: gpu.peak_fp8_tflops,
         hbm_gbytes_per_s: gpu.hbm_gbytes_per_s,
         gpu_memory_gib: gpu.memory_gib,
         compute_efficiency: 0.7,
@@ -158,9 +171,26 @@ fn dgx(name: &str, gpu_key: &str, gpu: &GpuDatasheet, nic_gbits: f64) -> Cluster
         compute_noise_cv: 0.0,
         network: crate::network::NetworkKind::Analytic,
         comm_sm_fraction: datasheet::COMM_KERNEL_SM_FRACTION,
-        nvlink_efficiency: 1.0,
-        nic_efficiency: 1.0,
+        nvlink_efficiency: datasheet::NVLINK_ACHIEVABLE_FRACTION,
+        nic_efficiency: datasheet::NIC_ACHIEVABLE_FRACTION,
     }
+}
+
+/// One PCIe card per node (no NVLink: peers talk over PCIe), a workstation's host memory and CPU: the
+/// single-GPU machines that offloading papers measure on.
+fn pcie_card(name: &str, gpu_key: &str, gpu: &GpuDatasheet) -> Cluster {
+    let mut c = dgx(name, gpu_key, gpu, datasheet::WORKSTATION_NIC_GBITS_PER_S);
+    c.fabric = Fabric::Pcie;
+    c.gpus_per_node = 1;
+    c.nvlink_latency_us = datasheet::PCIE_LATENCY_US;
+    // PCIe peer traffic is not NVLink: no published kernel efficiency, the datasheet rate stands.
+    c.nvlink_efficiency = 1.0;
+    c.host_memory_gib = datasheet::WORKSTATION_HOST_MEMORY_GIB;
+    c.host_memory_gbytes_per_s = datasheet::WORKSTATION_HOST_MEMORY_GBYTES_PER_S;
+    c.nvme_gib = 4096.0;
+    c.nvme_gbytes_per_s = 7.0;
+    c.cpu_tflops = 1.5;
+    c
 }
 
 /// A cluster preset by name (one node; scenarios set `nodes`).
@@ -190,6 +220,20 @@ pub fn cluster_preset(name: &str) -> Option<Cluster> {
             &datasheet::B200,
             2.0 * datasheet::IB_NDR_GBITS_PER_S,
         ),
+        // DeepSeek-V3's training cluster: 8 H800 per node on NVLink, one 400 Gb/s CX7 InfiniBand NIC per GPU
+        // (DeepSeek-V3 technical report, §3.1).
+        "hgx-h800" => dgx(
+            name,
+            "h800",
+            &datasheet::H800_SXM,
+            datasheet::IB_NDR_GBITS_PER_S,
+        ),
+        "hgx-h20" => dgx(name, "h20", &datasheet::H20, datasheet::IB_NDR_GBITS_PER_S),
+        "l40s" => pcie_card(name, "l40s", &datasheet::L40S),
+        "rtx4090" => pcie_card(name, "rtx4090", &datasheet::RTX_4090),
+        "a5000" => pcie_card(name, "a5000", &datasheet::RTX_A5000),
+        "rtx3060" => pcie_card(name, "rtx3060", &datasheet::RTX_3060),
+        "t4" => pcie_card(name, "t4", &datasheet::T4),
         "pcie-workstation" => {
             let mut c = dgx(
                 name,
@@ -199,6 +243,7 @@ pub fn cluster_preset(name: &str) -> Option<Cluster> {
             );
             c.fabric = Fabric::Pcie;
             c.gpus_per_node = 4;
+            c.nvlink_efficiency = 1.0;
             c.nvlink_latency_us = datasheet::PCIE_LATENCY_US;
             c.host_memory_gib = datasheet::WORKSTATION_HOST_MEMORY_GIB;
             c.host_memory_gbytes_per_s = datasheet::WORKSTATION_HOST_MEMORY_GBYTES_PER_S;
@@ -218,9 +263,56 @@ pub fn cluster_preset(name: &str) -> Option<Cluster> {
             c.ideal_link_gbytes_per_s = 100.0;
             c.ideal_latency_us = 10.0;
             c.comm_sm_fraction = 0.0;
+            c.peak_fp8_tflops = 0.0;
+            c.nvlink_efficiency = 1.0;
+            c.nic_efficiency = 1.0;
             c
         }
         _ => return None,
     };
     Some(c)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::topology::Topology;
+
+    #[test]
+    fn every_preset_exists_and_takes_its_gpu_from_the_datasheet() {
+        for name in CLUSTER_PRESETS {
+            let c = cluster_preset(name).unwrap();
+            if let Some(d) = datasheet::by_name(&c.gpu) {
+                assert_eq!(c.peak_tflops, d.peak_bf16_tflops, "{name}");
+                assert_eq!(c.peak_fp8_tflops, d.peak_fp8_tflops, "{name}");
+                assert_eq!(c.hbm_gbytes_per_s, d.hbm_gbytes_per_s, "{name}");
+                assert_eq!(c.gpu_memory_gib, d.memory_gib, "{name}");
+            } else {
+                assert_eq!(*name, "ideal");
+            }
+        }
+        // The GPUs published MoE results use.
+        for gpu in ["h800", "h20", "a5000", "rtx3060", "rtx4090", "l40s"] {
+            assert!(datasheet::by_name(gpu).is_some(), "{gpu}");
+        }
+    }
+
+    #[test]
+    fn nvlink_and_nic_presets_run_at_their_published_achievable_rates() {
+        // hgx-h800: DeepEP's ~160 GB/s of the 200 GB/s NVLink, 40 GB/s of the 50 GB/s CX7 NIC.
+        let mut c = cluster_preset("hgx-h800").unwrap();
+        c.nodes = 2;
+        let t = Topology::build(&c);
+        assert!((t.route_bandwidth(0, 1) - 160e9).abs() < 1.0);
+        assert!((t.route_bandwidth(0, 8) - 40e9).abs() < 1.0);
+        // PCIe peers and the ideal fabric keep their datasheet rate.
+        assert_eq!(
+            cluster_preset("pcie-workstation")
+                .unwrap()
+                .nvlink_efficiency,
+            1.0
+        );
+        let ideal = cluster_preset("ideal").unwrap();
+        assert_eq!((ideal.nvlink_efficiency, ideal.nic_efficiency), (1.0, 1.0));
+    }
 }

@@ -44,6 +44,10 @@ pub struct ModelSection {
     pub dtype_bytes: Option<u32>,
     pub seq_len: Option<u64>,
     pub micro_batch: Option<u64>,
+    pub attn_heads: Option<u64>,
+    pub attn_qk_head_dim: Option<u64>,
+    pub attn_v_head_dim: Option<u64>,
+    pub expert_dtype: Option<crate::scenario::model::Dtype>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -57,6 +61,7 @@ pub struct ClusterSection {
     pub gpu: Option<String>,
     pub profile: Option<String>,
     pub peak_tflops: Option<f64>,
+    pub peak_fp8_tflops: Option<f64>,
     pub hbm_gbytes_per_s: Option<f64>,
     pub gpu_memory_gib: Option<f64>,
     pub compute_efficiency: Option<f64>,
@@ -278,6 +283,8 @@ pub struct StrategySection {
     pub expert_tier: Option<String>,
     /// Bits per expert weight: one number for all experts, or one per expert (EdgeMoE, MC-MoE).
     pub expert_bits: Option<ExpertBits>,
+    /// Low-bit experts: `fused` (dequantised in the GEMM) or `materialize` (a bf16 copy in HBM first).
+    pub dequant: Option<String>,
 }
 
 /// Per-expert bit-width: one for all, or one per expert of a layer.

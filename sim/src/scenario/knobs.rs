@@ -65,6 +65,17 @@ pub enum HostMemory {
     Pageable,
 }
 
+/// How low-bit experts become GEMM operands (see `strategy/offload.rs`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Dequant {
+    /// Dequantised in registers inside the GEMM (Marlin-style kernels): only the packed bits are read.
+    #[default]
+    Fused,
+    /// Dequantised into a full bf16 copy in HBM that a bf16 GEMM then reads (HQQ's PyTorch backend).
+    Materialize,
+}
+
 /// Where the offloaded experts live.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -86,6 +97,8 @@ pub struct OffloadKnobs {
     pub expert_tier: ExpertTier,
     /// Bits per weight of each expert of a layer.
     pub expert_bits: Vec<f64>,
+    #[serde(default)]
+    pub dequant: Dequant,
 }
 
 impl OffloadKnobs {
@@ -131,6 +144,7 @@ impl Resolver<'_> {
             ("host_memory", s.host_memory.is_some()),
             ("expert_tier", s.expert_tier.is_some()),
             ("expert_bits", s.expert_bits.is_some()),
+            ("dequant", s.dequant.is_some()),
         ];
         let ep_set = [
             ("ep_size", s.ep_size.is_some()),
@@ -251,17 +265,18 @@ impl Resolver<'_> {
                 let miss_action = pick!(miss_action, MissAction::Fetch, "fetch, cpu or auto");
                 let host_memory = pick!(host_memory, HostMemory::Pinned, "pinned or pageable");
                 let expert_tier = pick!(expert_tier, ExpertTier::Dram, "dram or ssd");
+                let dequant = pick!(dequant, Dequant::Fused, "fused or materialize");
                 let cache = s
                     .cache_experts_per_layer
                     .unwrap_or((m.experts / 2).max(m.top_k));
-                if cache < m.top_k || cache > m.experts {
+                if cache > m.experts {
                     return Err(self.error(
                         &p("cache_experts_per_layer"),
                         format!(
-                            "{cache} must lie between top_k ({}) and the experts of a layer ({})",
-                            m.top_k, m.experts
+                            "{cache} exceeds the experts of a layer ({}); 0 keeps none between steps",
+                            m.experts
                         ),
-                        format!("expected {}..={}", m.top_k, m.experts),
+                        format!("expected 0..={}", m.experts),
                     ));
                 }
                 let accuracy = s.prefetch_accuracy.unwrap_or(0.9);
@@ -330,6 +345,7 @@ impl Resolver<'_> {
                         host_memory,
                         expert_tier,
                         expert_bits: bits,
+                        dequant,
                     }),
                 ))
             }

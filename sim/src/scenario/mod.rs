@@ -343,6 +343,8 @@ impl Resolver<'_> {
                     dtype_bytes: 2,
                     seq_len: 4096,
                     micro_batch: 1,
+                    attention: model::Attention::mha(d, 128),
+                    expert_dtype: model::Dtype::Bf16,
                 }
             }
         };
@@ -365,9 +367,22 @@ impl Resolver<'_> {
             vocab,
             dtype_bytes,
             seq_len,
-            micro_batch
+            micro_batch,
+            expert_dtype
         );
-        let positive: [(&str, u64); 7] = [
+        if let Some(h) = s.attn_heads {
+            m.attention.heads = h;
+        }
+        if let Some(d) = s.attn_qk_head_dim {
+            m.attention.qk_head_dim = d;
+        }
+        if let Some(d) = s.attn_v_head_dim {
+            m.attention.v_head_dim = d;
+        }
+        let positive: [(&str, u64); 10] = [
+            ("attn_heads", m.attention.heads),
+            ("attn_qk_head_dim", m.attention.qk_head_dim),
+            ("attn_v_head_dim", m.attention.v_head_dim),
             ("layers", m.layers as u64),
             ("d_model", m.d_model),
             ("expert_d_ff", m.expert_d_ff),
@@ -446,6 +461,7 @@ impl Resolver<'_> {
             gpus_per_node,
             gpu,
             peak_tflops,
+            peak_fp8_tflops,
             hbm_gbytes_per_s,
             gpu_memory_gib,
             compute_efficiency,
@@ -516,6 +532,7 @@ impl Resolver<'_> {
             ("nvme_gib", c.nvme_gib),
             ("nvme_gbytes_per_s", c.nvme_gbytes_per_s),
             ("cpu_tflops", c.cpu_tflops),
+            ("peak_fp8_tflops", c.peak_fp8_tflops),
         ];
         for (f, v) in non_negative {
             if v.is_nan() || v < 0.0 || v.is_infinite() {

@@ -32,6 +32,65 @@ pub struct Model {
     pub seq_len: u64,
     /// Sequences per rank per micro-batch.
     pub micro_batch: u64,
+    /// Attention heads and head dimensions: what the score and value FLOPs are counted from.
+    pub attention: Attention,
+    /// Element type of the routed experts' GEMMs (weights and inputs): bf16, or fp8 with its own peak.
+    #[serde(default)]
+    pub expert_dtype: Dtype,
+}
+
+/// An element type of a tensor or a GEMM.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Dtype {
+    #[default]
+    Bf16,
+    /// FP8 (E4M3) values with one FP32 scale per [`FP8_SCALE_BLOCK`] elements (DeepSeek-V3's recipe).
+    Fp8,
+}
+
+impl Dtype {
+    /// Bytes per element (scales not counted: see [`fp8_scaled_bytes`]).
+    pub fn bytes(self) -> u32 {
+        match self {
+            Dtype::Bf16 => 2,
+            Dtype::Fp8 => 1,
+        }
+    }
+}
+
+/// The attention shape that sets its FLOPs: `heads` query heads, each scoring keys of `qk_head_dim`
+/// elements and mixing values of `v_head_dim` elements. MHA and GQA share keys and values among heads
+/// (which changes the KV cache, not the FLOPs); MLA decompresses a low-rank KV into per-head keys of the
+/// no-position part plus a shared rotary part (DeepSeek-V3: 128 + 64 = 192) and values of 128.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attention {
+    pub heads: u64,
+    pub qk_head_dim: u64,
+    pub v_head_dim: u64,
+}
+
+impl Attention {
+    /// Multi-head attention over `d_model` with heads of `head_dim`.
+    pub fn mha(d_model: u64, head_dim: u64) -> Self {
+        Attention {
+            heads: (d_model / head_dim).max(1),
+            qk_head_dim: head_dim,
+            v_head_dim: head_dim,
+        }
+    }
+
+    /// Forward FLOPs of the scores (Q·Kᵀ) and the value mix (P·V) for `queries` queries that each attend to
+    /// `keys` keys: 2 · heads · (qk + v) · queries · keys.
+    pub fn score_flops(&self, queries: f64, keys: f64) -> f64 {
+        2.0 * self.heads as f64 * (self.qk_head_dim + self.v_head_dim) as f64 * queries * keys
+    }
+
+    /// Keys one query attends to on average under a causal mask over a sequence of `seq` tokens:
+    /// query i sees i + 1 keys, so the mean is (seq + 1) / 2.
+    pub fn causal_mean_keys(seq: u64) -> f64 {
+        (seq as f64 + 1.0) / 2.0
+    }
 }
 
 impl Model {
@@ -70,6 +129,24 @@ impl Model {
     pub fn token_bytes(&self) -> u64 {
         self.d_model * self.dtype_bytes as u64
     }
+
+    /// Bytes per element of the routed experts' GEMMs.
+    pub fn expert_gemm_bytes(&self) -> u32 {
+        match self.expert_dtype {
+            Dtype::Bf16 => self.dtype_bytes,
+            Dtype::Fp8 => 1,
+        }
+    }
+}
+
+/// Elements per FP32 scale in fine-grained FP8 quantisation: DeepSeek-V3 quantises activations in 1 × 128
+/// tiles (technical report §3.3.2) and DeepEP's FP8 dispatch carries one 4-byte scale per 128 elements.
+pub const FP8_SCALE_BLOCK: u64 = 128;
+
+/// Bytes of a vector of `elements` values in FP8 (one byte each) with one FP32 scale per
+/// [`FP8_SCALE_BLOCK`] elements: what an FP8 dispatch puts on the wire for one token.
+pub fn fp8_scaled_bytes(elements: u64) -> u64 {
+    elements + 4 * elements.div_ceil(FP8_SCALE_BLOCK)
 }
 
 /// Names of the model presets.
@@ -102,6 +179,8 @@ pub fn model_preset(name: &str) -> Option<Model> {
             dtype_bytes: 2,
             seq_len: 4096,
             micro_batch: 1,
+            attention: Attention::mha(4096, 128),
+            expert_dtype: Dtype::Bf16,
         },
         // 61 layers, first 3 dense (FFN 18432), 256 routed + 1 shared expert of 2048, top-8, MLA attention
         // (q_lora 1536, kv_lora 512, 128 heads of 128+64): about 187 M attention parameters per layer.
@@ -126,6 +205,12 @@ pub fn model_preset(name: &str) -> Option<Model> {
             dtype_bytes: 2,
             seq_len: 4096,
             micro_batch: 1,
+            attention: Attention {
+                heads: 128,
+                qk_head_dim: 128 + 64,
+                v_head_dim: 128,
+            },
+            expert_dtype: Dtype::Bf16,
         },
         // 48 layers, 128 experts of 768, top-8, GQA 32 query / 4 KV heads of 128.
         "qwen3-30b-a3b" => Model {
@@ -145,6 +230,12 @@ pub fn model_preset(name: &str) -> Option<Model> {
             dtype_bytes: 2,
             seq_len: 4096,
             micro_batch: 1,
+            attention: Attention {
+                heads: 32,
+                qk_head_dim: 128,
+                v_head_dim: 128,
+            },
+            expert_dtype: Dtype::Bf16,
         },
         // 16 layers, 64 experts of 1024, top-8, MHA.
         "olmoe-1b-7b" => Model {
@@ -164,6 +255,8 @@ pub fn model_preset(name: &str) -> Option<Model> {
             dtype_bytes: 2,
             seq_len: 4096,
             micro_batch: 1,
+            attention: Attention::mha(2048, 128),
+            expert_dtype: Dtype::Bf16,
         },
         // Hecate's GPT-MoE-S: d 768, 12 layers, 64 experts, top-2, GELU experts of width 2·d, sequence 2048.
         "gpt-moe-s" => Model {
@@ -183,6 +276,8 @@ pub fn model_preset(name: &str) -> Option<Model> {
             dtype_bytes: 2,
             seq_len: 2048,
             micro_batch: 8,
+            attention: Attention::mha(768, 64),
+            expert_dtype: Dtype::Bf16,
         },
         _ => return None,
     };
@@ -192,6 +287,36 @@ pub fn model_preset(name: &str) -> Option<Model> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fp8_tokens_carry_one_fp32_scale_per_128_elements() {
+        // DeepSeek-V3's hidden state: 7168 one-byte values and 56 four-byte scales.
+        assert_eq!(fp8_scaled_bytes(7168), 7168 + 56 * 4);
+        // A partial last block still needs its scale.
+        assert_eq!(fp8_scaled_bytes(129), 129 + 2 * 4);
+        // Against bf16 the wire shrinks to (1 + 4/128) / 2 of the bytes.
+        let ratio = fp8_scaled_bytes(7168) as f64 / (2.0 * 7168.0);
+        assert!((ratio - (1.0 + 4.0 / 128.0) / 2.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn mla_attention_flops_are_counted_from_heads_and_head_dims() {
+        // DeepSeek-V3, by hand: 128 heads, each a 192-wide Q·Kᵀ (128 no-position + 64 rotary) and a
+        // 128-wide P·V, 2 FLOPs per multiply-add: 2 · 128 · (192 + 128) = 81 920 FLOPs per (query, key).
+        let d = model_preset("deepseek-v3").unwrap();
+        assert_eq!(d.attention.score_flops(1.0, 1.0), 81_920.0);
+        // A causal 4096-token sequence: every query sees (4096 + 1) / 2 keys on average.
+        let keys = Attention::causal_mean_keys(4096);
+        assert_eq!(keys, 2048.5);
+        let flops = d.attention.score_flops(4096.0, keys);
+        assert_eq!(flops, 81_920.0 * 4096.0 * 2048.5);
+        // The old count, 2 · t · s · d_model, was 2.86× short for MLA (40 960 / 14 336).
+        let old = 2.0 * 4096.0 * 4096.0 * 7168.0;
+        assert!((flops / old - 40_960.0 / 14_336.0 * 2048.5 / 2048.0).abs() < 1e-12);
+        // For MHA and GQA (Mixtral: 32 heads of 128 = d_model) the causal count equals the old one.
+        let m = model_preset("mixtral-8x7b").unwrap();
+        assert_eq!(m.attention.score_flops(1.0, 1.0), 4.0 * 4096.0);
+    }
 
     #[test]
     fn presets_match_published_sizes() {

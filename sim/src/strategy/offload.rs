@@ -28,7 +28,7 @@ use crate::phase::Phase;
 use crate::result::StrategyResult;
 use crate::scenario::Scenario;
 use crate::scenario::file::Mode;
-use crate::scenario::knobs::{ExpertTier, HostMemory, MissAction, OffloadKnobs, Prefetch};
+use crate::scenario::knobs::{Dequant, ExpertTier, HostMemory, MissAction, OffloadKnobs, Prefetch};
 use crate::strategy::model::StrategyModel;
 use crate::strategy::record::IterationRecord;
 use crate::strategy::shared::{dense_forward_s, experts_forward_s};
@@ -158,13 +158,20 @@ impl<'a> OffloadModel<'a> {
         }
     }
 
-    /// GPU time of expert `e` over `tokens` tokens at its bit-width: the weight-read share of the GEMMs
-    /// shrinks with the bits (dequantised in registers), the FLOPs do not.
+    /// GPU time of expert `e` over `tokens` tokens at its bit-width. Fused dequantisation: the weight-read
+    /// share of the GEMMs shrinks with the bits (dequantised in registers), the FLOPs do not.
+    /// Materialised: each weight matrix is first dequantised by a memory-bound kernel that reads the packed
+    /// bits and writes a full-width copy, which the full-width GEMMs then read.
     pub fn gpu_expert_s(&self, e: usize, tokens: u32) -> f64 {
         let s = self.scenario;
         let full = experts_forward_s(s, self.cost, &[tokens]);
         let full_bytes = s.model.expert_bytes() as f64;
         let ratio = self.expert_bytes[e] / full_bytes;
+        if self.knobs.dequant == Dequant::Materialize && ratio < 1.0 {
+            let matrices = s.model.expert_matrices as f64;
+            let per_matrix = (self.expert_bytes[e] + full_bytes) / matrices;
+            return full + matrices * self.cost.memory_bound_s(per_matrix);
+        }
         let weights = self.cost.memory_bound_s(full_bytes) - self.cost.launch_overhead_s();
         let body = full - self.cost.launch_overhead_s();
         full - (1.0 - ratio).max(0.0) * body.min(weights).max(0.0)
@@ -353,7 +360,8 @@ impl<'a> OffloadModel<'a> {
     }
 
     /// GPU memory: dense weights, KV cache and activations, plus the expert cache slots (sized for the
-    /// largest expert) and, with prefetch, a staging buffer of one layer's top-k experts.
+    /// largest expert), with a cache smaller than top-k a transient buffer for the rest of the running
+    /// layer's experts, and, with prefetch, a staging buffer of one layer's top-k experts.
     pub fn memory(&self, peak_layer_tokens: u64) -> (MemoryBreakdown, f64) {
         let s = self.scenario;
         let p = ParamsOnRank {
@@ -369,6 +377,9 @@ impl<'a> OffloadModel<'a> {
         let mut mem = rank_memory(s, p, routed);
         let largest = self.expert_bytes.iter().copied().fold(0.0, f64::max);
         let slots = self.knobs.cache_experts_per_layer * s.model.moe_layers()
+            + s.model
+                .top_k
+                .saturating_sub(self.knobs.cache_experts_per_layer)
             + if self.knobs.prefetch == Prefetch::None {
                 0
             } else {

@@ -3,12 +3,13 @@
 use crate::engine::{SimTime, ps};
 use crate::scenario::Scenario;
 use crate::scenario::file::Mode;
+use crate::scenario::model::{Attention, Dtype};
 use moesim_calibrate::CostModel;
 use moesim_traces::rng::rng_for;
 use rand_distr::{Distribution, LogNormal};
 
 /// Forward dense work of one layer on one rank (attention projections and scores, the gate, shared experts,
-/// and the dense FFN of the first dense layers), nominal speed.
+/// the dense FFN of the first dense layers, and the non-GEMM kernels around them), nominal speed.
 pub fn dense_forward_s(s: &Scenario, cost: &dyn CostModel, moe_layer: bool) -> f64 {
     dense_forward_tokens_s(s, cost, moe_layer, s.tokens_per_rank(), 1)
 }
@@ -27,8 +28,18 @@ pub fn dense_forward_tokens_s(
     let dt = m.dtype_bytes;
     let mut time = cost.gemm_s(t, m.attn_params_per_layer / d, d, dt);
     match s.workload.mode {
-        // Causal attention over the sequence: 2·t·s·d FLOPs for scores and values together.
-        Mode::Training | Mode::Prefill => time += cost.gemm_s(t, m.seq_len, d, dt),
+        // Causal attention over the sequence: every query scores and mixes (s + 1) / 2 keys on average, over
+        // every head's key and value widths (MHA, GQA and MLA alike; see `Attention::score_flops`). Priced
+        // as one GEMM with those FLOPs: t queries × mean keys × heads · (qk + v).
+        Mode::Training | Mode::Prefill => {
+            let keys = Attention::causal_mean_keys(m.seq_len);
+            let width = m.attention.heads * (m.attention.qk_head_dim + m.attention.v_head_dim);
+            let flops = m.attention.score_flops(t as f64, keys);
+            let n = (flops / (2.0 * t.max(1) as f64 * width as f64))
+                .round()
+                .max(1.0) as u64;
+            time += cost.gemm_s(t, n, width, dt);
+        }
         // Decode reads the whole KV cache of every sequence.
         Mode::Decode => {
             let kv =
@@ -41,11 +52,42 @@ pub fn dense_forward_tokens_s(
         time += cost.gemm_s(t, m.experts as u64, d, dt);
         for _ in 0..m.shared_experts {
             time += swiglu_s(cost, t, d, m.expert_d_ff, m.expert_matrices, dt);
+            time += activation_s(cost, t, m.expert_d_ff, m.expert_matrices, dt);
         }
     } else {
         time += swiglu_s(cost, t, d, m.dense_d_ff, 3, dt);
+        time += activation_s(cost, t, m.dense_d_ff, 3, dt);
+    }
+    time + non_gemm_s(s, cost, t, moe_layer)
+}
+
+/// The memory-bound kernels of one layer's dense part over `t` tokens, each a kernel launch plus its HBM
+/// traffic (read and write): two RMSNorms (t·d in, t·d out), two residual adds (two t·d in, one out), and
+/// in an MoE layer the router's softmax and top-k over t × experts FP32 logits, the permutation that
+/// gathers each token's top-k copies (t·k·d in and out) and the un-permutation that sums them back with
+/// their weights (t·k·d in, t·d out).
+pub fn non_gemm_s(s: &Scenario, cost: &dyn CostModel, t: u64, moe_layer: bool) -> f64 {
+    let m = &s.model;
+    let (t, d, b) = (t as f64, m.d_model as f64, m.dtype_bytes as f64);
+    let mut time =
+        2.0 * cost.memory_bound_s(2.0 * t * d * b) + 2.0 * cost.memory_bound_s(3.0 * t * d * b);
+    if moe_layer {
+        let k = m.top_k as f64;
+        time += cost.memory_bound_s(2.0 * t * m.experts as f64 * 4.0);
+        time += cost.memory_bound_s(2.0 * t * k * d * b);
+        time += cost.memory_bound_s((t * k + t) * d * b);
     }
     time
+}
+
+/// The activation between an FFN's up- and down-projections over `t` tokens of width `f`: SwiGLU reads
+/// the gate and up outputs and writes their product (3·t·f elements), GELU reads and writes t·f.
+pub fn activation_s(cost: &dyn CostModel, t: u64, f: u64, matrices: u64, dt: u32) -> f64 {
+    if t == 0 {
+        return 0.0;
+    }
+    let elements = if matrices == 3 { 3.0 } else { 2.0 } * t as f64 * f as f64;
+    cost.memory_bound_s(elements * dt as f64)
 }
 
 /// One FFN over `t` tokens: `matrices − 1` up-projections d→f and one down-projection f→d.
@@ -53,16 +95,25 @@ pub fn swiglu_s(cost: &dyn CostModel, t: u64, d: u64, f: u64, matrices: u64, dt:
     (matrices - 1) as f64 * cost.gemm_s(t, f, d, dt) + cost.gemm_s(t, d, f, dt)
 }
 
-/// Routed-expert forward time of one rank: grouped GEMMs over its local experts' token counts.
+/// Routed-expert forward time of one rank: grouped GEMMs over its local experts' token counts in the
+/// experts' dtype, the activation between them, and with FP8 experts the casts of both GEMMs' inputs
+/// (bf16 in, one byte plus a scale per 128 elements out: 3 bytes of traffic per element).
 pub fn experts_forward_s(
     s: &Scenario,
     cost: &dyn CostModel,
     tokens_per_local_expert: &[u32],
 ) -> f64 {
     let m = &s.model;
-    let (d, f, dt) = (m.d_model, m.expert_d_ff, m.dtype_bytes);
-    (m.expert_matrices - 1) as f64 * cost.grouped_gemm_s(tokens_per_local_expert, f, d, dt)
+    let (d, f, dt) = (m.d_model, m.expert_d_ff, m.expert_gemm_bytes());
+    let total: u64 = tokens_per_local_expert.iter().map(|&t| t as u64).sum();
+    let mut time = (m.expert_matrices - 1) as f64
+        * cost.grouped_gemm_s(tokens_per_local_expert, f, d, dt)
         + cost.grouped_gemm_s(tokens_per_local_expert, d, f, dt)
+        + activation_s(cost, total, f, m.expert_matrices, m.dtype_bytes);
+    if m.expert_dtype == Dtype::Fp8 && total > 0 {
+        time += cost.memory_bound_s(3.0 * total as f64 * (d + f) as f64);
+    }
+    time
 }
 
 /// Multiplier on a rank's compute time in one iteration: 1 / speed, times log-normal noise of mean 1.
@@ -89,4 +140,92 @@ pub fn optimizer_s(s: &Scenario, cost: &dyn CostModel, params_updated: f64) -> f
     let bytes = params_updated
         * (s.model.dtype_bytes as f64 + t.grad_bytes_per_param + t.optimizer_bytes_per_param);
     cost.memory_bound_s(2.0 * bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scenario::parse_scenario;
+    use moesim_calibrate::Roofline;
+
+    /// A scenario on the ideal cluster (100 % efficiency, no launch cost, unbounded HBM: every kernel is
+    /// FLOPs over peak, memory-bound kernels are free), `extra` lines appended to its model table.
+    fn ideal(model: &str, mode: &str, extra: &str) -> Scenario {
+        let text = format!(
+            "name = \"t\"\n[model]\npreset = \"{model}\"\nseq_len = 4096\nmicro_batch = 1\n{extra}\n\
+             [cluster]\npreset = \"ideal\"\ngpus_per_node = 8\npeak_tflops = 1000.0\n\
+             [workload]\nmode = \"{mode}\"\niterations = 1\n[[strategy]]\nname = \"ep\"\nkind = \"ep\"\n"
+        );
+        parse_scenario("t.toml", &text, &[]).unwrap()
+    }
+
+    #[test]
+    fn deepseek_v3_dense_forward_is_its_hand_counted_flops_over_the_peak() {
+        let s = ideal("deepseek-v3", "prefill", "");
+        let cost = s.cluster.roofline();
+        let m = &s.model;
+        let t = 4096.0;
+        // Projections (every attention parameter once per token), MLA scores and values over the mean
+        // causal context (128 heads × (192 + 128) × 2 FLOPs × (4096 + 1) / 2 keys), the gate, one shared
+        // SwiGLU expert of 2048: 2·t·params each.
+        let attn_proj = 2.0 * t * (m.attn_params_per_layer / m.d_model * m.d_model) as f64;
+        let scores = 2.0 * 128.0 * 320.0 * t * 2048.5;
+        let gate = 2.0 * t * 7168.0 * 256.0;
+        let shared = 2.0 * t * 3.0 * 7168.0 * 2048.0;
+        let expect = (attn_proj + scores + gate + shared) / 1e15;
+        let got = dense_forward_s(&s, &cost, true);
+        // The attention GEMM counts whole keys: 2048.5 rounds to 2049 (a 2.4e-4 share of the scores).
+        assert!((got - expect).abs() / expect < 1e-4, "{got} vs {expect}");
+    }
+
+    #[test]
+    fn non_gemm_kernels_are_their_bytes_over_hbm_plus_one_launch_each() {
+        let s = ideal("mixtral-8x7b", "training", "");
+        let mut cost: Roofline = s.cluster.roofline();
+        cost.hbm_gbytes_per_s = 1000.0;
+        cost.launch_overhead_us = 5.0;
+        let (t, d, k, e) = (4096.0, 4096.0, 2.0, 8.0);
+        // Norms 2 × 2·t·d, residuals 2 × 3·t·d, router 2·t·E FP32, permute 2·t·k·d, unpermute (t·k + t)·d
+        // (bf16 elements of 2 bytes), seven launches.
+        let bytes = 2.0 * (2.0 * 2.0 * t * d)
+            + 2.0 * (3.0 * 2.0 * t * d)
+            + 2.0 * t * e * 4.0
+            + 2.0 * 2.0 * t * k * d
+            + 2.0 * (t * k + t) * d;
+        let expect = bytes / 1e12 + 7.0 * 5e-6;
+        let got = non_gemm_s(&s, &cost, 4096, true);
+        assert!((got - expect).abs() < 1e-12, "{got} vs {expect}");
+        // A dense layer has only the norms and residuals.
+        let dense = non_gemm_s(&s, &cost, 4096, false);
+        let expect = (2.0 * (2.0 * 2.0 * t * d) + 2.0 * (3.0 * 2.0 * t * d)) / 1e12 + 4.0 * 5e-6;
+        assert!((dense - expect).abs() < 1e-12);
+    }
+
+    #[test]
+    fn fp8_experts_run_at_the_fp8_peak_plus_their_input_casts() {
+        // On an H100 roofline a large expert batch is compute-bound: FP8 halves the GEMM time and adds the
+        // casts of t·(d + f) elements at 3 bytes each.
+        let text = "name = \"t\"\n[model]\npreset = \"deepseek-v3\"\n\
+            [cluster]\npreset = \"dgx-h100\"\n[workload]\nmode = \"training\"\niterations = 1\n\
+            [[strategy]]\nname = \"ep\"\nkind = \"ep\"\n";
+        let bf16 = parse_scenario("t.toml", text, &[]).unwrap();
+        let fp8 = parse_scenario("t.toml", text, &["model.expert_dtype=\"fp8\"".into()]).unwrap();
+        let cost = bf16.cluster.roofline();
+        let tokens = [8192u32, 8192];
+        let a = experts_forward_s(&bf16, &cost, &tokens);
+        let b = experts_forward_s(&fp8, &cost, &tokens);
+        let act = activation_s(&cost, 16384, 2048, 3, 2);
+        let cast = cost.memory_bound_s(3.0 * 16384.0 * (7168.0 + 2048.0));
+        let gemm = |s: &Scenario| {
+            let dt = s.model.expert_gemm_bytes();
+            2.0 * cost.grouped_gemm_s(&tokens, 2048, 7168, dt)
+                + cost.grouped_gemm_s(&tokens, 7168, 2048, dt)
+        };
+        assert!((a - (gemm(&bf16) + act)).abs() < 1e-12);
+        assert!((b - (gemm(&fp8) + act + cast)).abs() < 1e-12);
+        let launches = 3.0 * cost.launch_overhead_s();
+        let ratio = (gemm(&bf16) - launches) / (gemm(&fp8) - launches);
+        // H100: 1979 dense FP8 TFLOP/s against 989 bf16.
+        assert!((ratio - 1979.0 / 989.0).abs() < 1e-9, "{ratio}");
+    }
 }

@@ -104,6 +104,9 @@ pub fn replay(
                capacity: usize,
                shared: bool|
      -> Result<Vec<(usize, usize, StepLayer)>, CacheError> {
+        if capacity == 0 {
+            return Ok(uncached(stream, tokens, knobs, seed, experts, range));
+        }
         // Every key a prediction can name, not only those requested: a short run may never request an
         // expert that pre-gating predicts.
         let n_keys = if shared { layers * experts } else { experts };
@@ -190,6 +193,46 @@ pub fn replay(
         cells,
         counts,
     })
+}
+
+/// No cache: nothing stays resident between steps, so every expert a step asks for is fetched (into a
+/// transient buffer) each time, by prefetch where the prefetcher predicted it, else on demand.
+fn uncached(
+    stream: &Stream,
+    tokens: &TokenRouting,
+    knobs: &OffloadKnobs,
+    seed: u64,
+    experts: usize,
+    range: impl Fn(usize) -> std::ops::Range<usize>,
+) -> Cells {
+    let mut out = Vec::new();
+    let (mut wanted, mut predicted) = (Vec::new(), Vec::new());
+    for &(step, layer, first) in &stream.tags {
+        if !first {
+            continue;
+        }
+        step_experts(tokens, range(step), layer, &mut wanted);
+        predicted.clear();
+        if layer > 0 {
+            predict(knobs, seed, step, layer, experts, &wanted, &mut predicted);
+        }
+        let (prefetched, demand) = wanted.iter().partition(|e| predicted.contains(e));
+        out.push((
+            step,
+            layer,
+            StepLayer {
+                hits: Vec::new(),
+                prefetched,
+                demand,
+                wasted: predicted
+                    .iter()
+                    .copied()
+                    .filter(|e| !wanted.contains(e))
+                    .collect(),
+            },
+        ));
+    }
+    out
 }
 
 /// The prefetcher's guess of `wanted` for (step, layer): all of it for the oracle; for pre-gating each
