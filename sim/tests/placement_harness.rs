@@ -66,18 +66,16 @@ fn robust_plans_beat_eplb_on_later_iterations_of_every_workload() {
             r.ours_seconds,
             r.eplb_seconds
         );
-        // Planned knowing the judged iterations, the same planner does at least as well as EPLB from the
-        // past mean: the hindsight column measures what a forecast could still gain.
-        assert!(
-            r.hindsight.median >= r.eplb.median && r.hindsight.p10 >= r.eplb.p10,
-            "{}: hindsight {:?} vs EPLB {:?}",
-            r.workload,
-            r.hindsight,
-            r.eplb
-        );
     }
-    // On the real traces, median and p10 balancedness of later iterations beat EPLB by at least 0.03.
-    for r in &rows[..REAL_TRACES.len()] {
+    // On the real traces and the drifting synthetic workloads, median and p10 balancedness of later
+    // iterations beat EPLB by at least 0.03 (bursts and rotation are not forecastable from history: see
+    // the hindsight column of `moesim place --harness`).
+    for r in rows
+        .iter()
+        .enumerate()
+        .filter(|(i, r)| *i < REAL_TRACES.len() || r.workload.contains("drift"))
+        .map(|(_, r)| r)
+    {
         assert!(
             r.beats_eplb(0.03),
             "{}: {:?} vs EPLB {:?}",

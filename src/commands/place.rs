@@ -303,7 +303,7 @@ fn harness(a: &PlaceArgs) -> miette::Result<ExitCode> {
         let h = batch_iterations(&t, case.concurrency, case.tokens_per_step);
         real.push((*case, h, t.meta.top_k));
     }
-    let rows = run_suite_scaled(&real, a.move_price_scale);
+    let rows = run_suite_scaled(&real, a.move_price_scale, true);
     if a.json {
         println!(
             "{}",

@@ -46,6 +46,8 @@ pub struct Setup {
     pub price: Price,
     /// Factor on the seconds of a moved copy in re-plan decisions (1: the price as it is).
     pub decision_move_scale: f64,
+    /// Also judge a hindsight plan (one more plan per re-plan: off in the test suite).
+    pub hindsight: bool,
 }
 
 /// A distribution of per-(iteration, layer) balancedness.
@@ -187,7 +189,10 @@ pub fn evaluate(workload: &str, h: &LoadHistory, s: &Setup) -> Row {
                 }
                 let judged = &h.iterations[t..(t + every).min(end)];
                 let future: Vec<&[f64]> = judged.iter().map(|it| it[layer].as_slice()).collect();
-                let hindsight = Samples::new(&future, s.gpus, o.max_samples, o.half_life)
+                let hindsight = s
+                    .hindsight
+                    .then(|| Samples::new(&future, s.gpus, o.max_samples, o.half_life))
+                    .flatten()
                     .map(|smp| fresh(&smp, &o).placement);
                 for it in judged {
                     let loads = &it[layer];
@@ -394,15 +399,21 @@ pub fn training_price(
 
 /// Runs the harness on every synthetic workload, and on `real` (case, history, top-k) loaded by the caller.
 pub fn run_suite(real: &[(RealTrace, LoadHistory, usize)]) -> Vec<Row> {
-    run_suite_scaled(real, 1.0)
+    run_suite_scaled(real, 1.0, false)
 }
 
 /// [`run_suite`] with the seconds of a moved copy scaled by `move_scale` when deciding re-plans (0: moves
-/// are free, so every re-plan adopts the best candidate); the reported seconds keep the full price.
-pub fn run_suite_scaled(real: &[(RealTrace, LoadHistory, usize)], move_scale: f64) -> Vec<Row> {
+/// are free, so every re-plan adopts the best candidate); the reported seconds keep the full price. With
+/// `hindsight`, each row also judges the hindsight plan.
+pub fn run_suite_scaled(
+    real: &[(RealTrace, LoadHistory, usize)],
+    move_scale: f64,
+    hindsight: bool,
+) -> Vec<Row> {
     let mut rows = Vec::new();
     let scaled = |mut s: Setup| {
         s.decision_move_scale = move_scale;
+        s.hindsight = hindsight;
         s
     };
     for (case, h, top_k) in real {
@@ -447,6 +458,7 @@ pub fn setup_for(
         replan_every: 10,
         price,
         decision_move_scale: 1.0,
+        hindsight: false,
     }
 }
 
@@ -513,7 +525,7 @@ pub fn table(rows: &[Row], margin: f64) -> String {
     );
     for r in rows {
         s.push_str(&format!(
-            "| {} | {} × {} | {} it × {} layers | {:.3} / {:.3} / {:.3} | {:.3} / {:.3} / {:.3} | {:.3} / {:.3} | {} / {} | {:.3} / {:.3} | {} |\n",
+            "| {} | {} × {} | {} it × {} layers | {:.3} / {:.3} / {:.3} | {:.3} / {:.3} / {:.3} | {} | {} / {} | {:.3} / {:.3} | {} |\n",
             r.workload,
             r.gpus,
             r.slots_per_gpu,
@@ -525,8 +537,11 @@ pub fn table(rows: &[Row], margin: f64) -> String {
             r.ours.p10,
             r.ours_shares.p10,
             r.eplb.p10,
-            r.hindsight.median,
-            r.hindsight.p10,
+            if r.hindsight.median.is_nan() {
+                "—".to_string()
+            } else {
+                format!("{:.3} / {:.3}", r.hindsight.median, r.hindsight.p10)
+            },
             r.ours_moved,
             r.eplb_moved,
             r.ours_seconds,

@@ -115,7 +115,11 @@ pub fn backtest_half_life(history: &[&[f64]], horizon: usize) -> Option<f64> {
     let splits: Vec<usize> = (n / 2..=n - horizon).collect();
     let mut best: Option<(f64, f64)> = None;
     for &hl in &HALF_LIVES {
-        let decay = if hl.is_finite() { 0.5f64.powf(1.0 / hl) } else { 1.0 };
+        let decay = if hl.is_finite() {
+            0.5f64.powf(1.0 / hl)
+        } else {
+            1.0
+        };
         // Running weighted sums: after iteration t, ewm = Σ_{a ≤ t} decay^(t−a) · share_a.
         let (mut ewm, mut weight) = (vec![0.0f64; experts], 0.0f64);
         let mut err = 0.0;
@@ -993,7 +997,9 @@ mod tests {
         // Stationary shares with sampling noise: the longest memory averages the noise away.
         let mut rng = 12345u64;
         let mut noise = || {
-            rng = rng.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            rng = rng
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             (rng >> 33) as f64 / (1u64 << 31) as f64 - 0.5
         };
         let still: Vec<Vec<f64>> = (0..60)

@@ -45,6 +45,8 @@ pub struct ModelSection {
     pub seq_len: Option<u64>,
     pub micro_batch: Option<u64>,
     pub attn_heads: Option<u64>,
+    pub routing_groups: Option<usize>,
+    pub max_groups_per_token: Option<usize>,
     pub attn_qk_head_dim: Option<u64>,
     pub attn_v_head_dim: Option<u64>,
     pub expert_dtype: Option<crate::scenario::model::Dtype>,

@@ -345,6 +345,7 @@ impl Resolver<'_> {
                     micro_batch: 1,
                     attention: model::Attention::mha(d, 128),
                     expert_dtype: model::Dtype::Bf16,
+                    routing: model::RouterGroups::NONE,
                 }
             }
         };
@@ -373,6 +374,16 @@ impl Resolver<'_> {
         if let Some(h) = s.attn_heads {
             m.attention.heads = h;
         }
+        if let Some(g) = s.routing_groups {
+            // A new group count resets the per-token limit to no limit unless that is given too.
+            m.routing = model::RouterGroups {
+                groups: g,
+                max_groups_per_token: g,
+            };
+        }
+        if let Some(k) = s.max_groups_per_token {
+            m.routing.max_groups_per_token = k;
+        }
         if let Some(d) = s.attn_qk_head_dim {
             m.attention.qk_head_dim = d;
         }
@@ -399,6 +410,37 @@ impl Resolver<'_> {
                     "expected a positive number",
                 ));
             }
+        }
+        let rg = m.routing;
+        if rg.groups == 0 || !m.experts.is_multiple_of(rg.groups) {
+            return Err(self.error(
+                "model.routing_groups",
+                format!(
+                    "{} groups cannot split {} experts evenly",
+                    rg.groups, m.experts
+                ),
+                "expected a positive divisor of model.experts",
+            ));
+        }
+        if rg.max_groups_per_token == 0
+            || rg.max_groups_per_token > rg.groups
+            || rg.max_groups_per_token * (m.experts / rg.groups) < m.top_k
+        {
+            return Err(self.error(
+                "model.max_groups_per_token",
+                format!(
+                    "{} groups per token (of {} groups of {} experts) cannot hold top_k = {} experts",
+                    rg.max_groups_per_token,
+                    rg.groups,
+                    m.experts / rg.groups,
+                    m.top_k
+                ),
+                format!(
+                    "expected between {} and {}",
+                    m.top_k.div_ceil(m.experts / rg.groups).max(1),
+                    rg.groups
+                ),
+            ));
         }
         if m.top_k > m.experts {
             return Err(self.error(

@@ -37,6 +37,39 @@ pub struct Model {
     /// Element type of the routed experts' GEMMs (weights and inputs): bf16, or fp8 with its own peak.
     #[serde(default)]
     pub expert_dtype: Dtype,
+    /// Group-limited routing (DeepSeek-V3: experts in 8 groups, each token picks its top 4 groups first).
+    #[serde(default)]
+    pub routing: RouterGroups,
+}
+
+/// A router that limits each token to a few expert groups: the experts are split into `groups` equal,
+/// consecutive groups, a token first picks `max_groups_per_token` of them and then its top-k experts inside
+/// those. With experts laid out in order over the GPUs, a group lives on one node (or a few), so this bounds
+/// the nodes a token's copies reach (DeepSeek-V3's node-limited routing: 8 groups, 4 per token, §2.1.2 of
+/// arXiv 2412.19437).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouterGroups {
+    pub groups: usize,
+    pub max_groups_per_token: usize,
+}
+
+impl RouterGroups {
+    /// No limit: one group holding every expert.
+    pub const NONE: RouterGroups = RouterGroups {
+        groups: 1,
+        max_groups_per_token: 1,
+    };
+
+    /// Whether the router limits tokens to fewer groups than there are.
+    pub fn limits(&self) -> bool {
+        self.max_groups_per_token < self.groups
+    }
+}
+
+impl Default for RouterGroups {
+    fn default() -> Self {
+        RouterGroups::NONE
+    }
 }
 
 /// An element type of a tensor or a GEMM.
@@ -181,6 +214,7 @@ pub fn model_preset(name: &str) -> Option<Model> {
             micro_batch: 1,
             attention: Attention::mha(4096, 128),
             expert_dtype: Dtype::Bf16,
+            routing: RouterGroups::NONE,
         },
         // 61 layers, first 3 dense (FFN 18432), 256 routed + 1 shared expert of 2048, top-8, MLA attention
         // (q_lora 1536, kv_lora 512, 128 heads of 128+64): about 187 M attention parameters per layer.
@@ -211,6 +245,10 @@ pub fn model_preset(name: &str) -> Option<Model> {
                 v_head_dim: 128,
             },
             expert_dtype: Dtype::Bf16,
+            routing: RouterGroups {
+                groups: 8,
+                max_groups_per_token: 4,
+            },
         },
         // 48 layers, 128 experts of 768, top-8, GQA 32 query / 4 KV heads of 128.
         "qwen3-30b-a3b" => Model {
@@ -236,6 +274,7 @@ pub fn model_preset(name: &str) -> Option<Model> {
                 v_head_dim: 128,
             },
             expert_dtype: Dtype::Bf16,
+            routing: RouterGroups::NONE,
         },
         // 16 layers, 64 experts of 1024, top-8, MHA.
         "olmoe-1b-7b" => Model {
@@ -257,6 +296,7 @@ pub fn model_preset(name: &str) -> Option<Model> {
             micro_batch: 1,
             attention: Attention::mha(2048, 128),
             expert_dtype: Dtype::Bf16,
+            routing: RouterGroups::NONE,
         },
         // Hecate's GPT-MoE-S: d 768, 12 layers, 64 experts, top-2, GELU experts of width 2·d, sequence 2048.
         "gpt-moe-s" => Model {
@@ -278,6 +318,7 @@ pub fn model_preset(name: &str) -> Option<Model> {
             micro_batch: 8,
             attention: Attention::mha(768, 64),
             expert_dtype: Dtype::Bf16,
+            routing: RouterGroups::NONE,
         },
         _ => return None,
     };

@@ -36,6 +36,7 @@ use crate::scenario::{Scenario, Strategy};
 use crate::strategy::blocks::{self, Speeds};
 use crate::strategy::layout::{LayerLayout, Layout};
 use crate::strategy::model::StrategyModel;
+use crate::strategy::reach;
 use crate::strategy::record::{IterationRecord, routed_tokens};
 use crate::strategy::shared::{dense_forward_tokens_s, experts_forward_s, optimizer_s};
 use crate::topology::Topology;
@@ -149,8 +150,12 @@ pub struct EpWorkspace {
     bytes: Vec<f64>,
     tokens_at: Vec<u32>,
     slot_tokens: Vec<u32>,
+    /// Hierarchical all-to-all: per (source, destination, group), log-probabilities that a token misses
+    /// the destination's copies (see `reach`).
     miss_gpu: Vec<f64>,
     miss_node: Vec<f64>,
+    /// Per (source, group): the probability that a token of the source picks the group.
+    group_pick: Vec<f64>,
 }
 
 impl EpWorkspace {
@@ -527,16 +532,33 @@ impl<'a> EpModel<'a> {
         ws.bytes.resize(ep * ep, 0.0);
         ws.tokens_at.clear();
         ws.tokens_at.resize(ep * experts, 0);
+        // Tokens of one source in this part: the rank's tokens split like the counts.
+        let source_tokens = (s.tokens_per_rank() as f64 / parts as f64).max(1.0);
+        // Group-limited routing: per (source, group), the probability that a token picks the group.
+        let routing = s.model.routing;
+        let groups = if routing.limits() { routing.groups } else { 1 };
+        let per_group = experts / groups;
         if hierarchical {
             ws.miss_gpu.clear();
-            ws.miss_gpu.resize(ep * ep, 0.0);
+            ws.miss_gpu.resize(ep * ep * groups, 0.0);
             ws.miss_node.clear();
-            ws.miss_node.resize(ep * ep, 0.0);
+            ws.miss_node.resize(ep * ep * groups, 0.0);
+            ws.group_pick.clear();
+            for i in 0..ep {
+                let p: Vec<f64> = ws.kept[i * experts..(i + 1) * experts]
+                    .iter()
+                    .map(|&c| c as f64 / source_tokens)
+                    .collect();
+                if routing.limits() {
+                    ws.group_pick
+                        .extend(reach::group_pick_probabilities(&p, routing));
+                } else {
+                    ws.group_pick.push(1.0);
+                }
+            }
         }
         let gpn = s.cluster.gpus_per_node;
         let node_of = |r: usize| (start + r) / gpn;
-        // Tokens of one source in this part: the rank's tokens split like the counts.
-        let source_tokens = (s.tokens_per_rank() as f64 / parts as f64).max(1.0);
         let single: Option<Vec<usize>> = (!hierarchical)
             .then(|| {
                 layout.layers[layer]
@@ -572,36 +594,42 @@ impl<'a> EpModel<'a> {
         for i in (0..ep).filter(|_| single.is_none()) {
             for e in 0..experts {
                 let c = ws.kept[i * experts + e];
-                let (bytes, tokens_at, miss_gpu, miss_node) = (
+                let (bytes, tokens_at, miss_gpu, miss_node, group_pick) = (
                     &mut ws.bytes,
                     &mut ws.tokens_at,
                     &mut ws.miss_gpu,
                     &mut ws.miss_node,
+                    &ws.group_pick,
                 );
+                let g = e / per_group;
                 layout.layers[layer].split(i, e, c, self.token_split, node_of, |t, sh| {
                     tokens_at[t * experts + e] += sh;
                     bytes[i * ep + t] += sh as f64 * token_bytes;
                     if hierarchical && sh > 0 {
-                        // Probability that a token of source i does not pick this copy, multiplied over the
-                        // copies of a GPU (node): 1 − that is the share of i's tokens the GPU (node) needs.
-                        let miss = (1.0 - sh as f64 / source_tokens).max(0.0).ln();
-                        miss_gpu[i * ep + t] += miss;
+                        // Probability that a token of source i does not pick this copy (once its group is
+                        // picked), multiplied over the copies of a GPU (node) per group: see `reach`.
+                        let miss =
+                            reach::log_miss(sh as f64 / source_tokens, group_pick[i * groups + g]);
+                        miss_gpu[(i * ep + t) * groups + g] += miss;
                         let first = ep.min((node_of(t) * gpn).saturating_sub(start));
-                        miss_node[i * ep + first] += miss;
+                        miss_node[(i * ep + first) * groups + g] += miss;
                     }
                 });
             }
         }
         let comms = Collectives::new(self.topo, s.cluster.network);
         let (dispatch, combine) = if hierarchical {
+            let group_pick = &ws.group_pick;
             let dedup = |miss: &[f64], copies: &[f64]| -> Vec<f64> {
-                miss.iter()
+                miss.chunks_exact(groups)
                     .zip(copies)
-                    .map(|(&m, &c)| {
-                        if m == 0.0 {
+                    .enumerate()
+                    .map(|(k, (m, &c))| {
+                        if m.iter().all(|&x| x == 0.0) {
                             0.0
                         } else {
-                            (source_tokens * (1.0 - m.exp()) * token_bytes).min(c)
+                            let r = &group_pick[(k / ep) * groups..(k / ep + 1) * groups];
+                            (source_tokens * reach::needed_share(m, r) * token_bytes).min(c)
                         }
                     })
                     .collect()

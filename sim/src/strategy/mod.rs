@@ -6,5 +6,6 @@ pub mod fssdp;
 pub mod layout;
 pub mod model;
 pub mod offload;
+pub mod reach;
 pub mod record;
 pub mod shared;
