@@ -294,6 +294,28 @@ impl Profile {
                 found: p.format_version,
             });
         }
+        // Every cost the model gives falls back to a roofline: a profile needs one, with finite rates.
+        let bad = |message: String| ProfileError::Parse {
+            path: origin.to_string(),
+            message,
+        };
+        if p.model.roofline.is_empty() {
+            return Err(bad(
+                "model.roofline is empty: expected at least one fitted roofline (re-run `moesim calibrate`)"
+                    .into(),
+            ));
+        }
+        if let Some(r) = p.model.roofline.iter().find(|r| {
+            !(r.tflops.is_finite()
+                && r.tflops > 0.0
+                && r.gbytes_per_s.is_finite()
+                && r.gbytes_per_s > 0.0)
+        }) {
+            return Err(bad(format!(
+                "model.roofline ({:?}): tflops = {} and gbytes_per_s = {} must be positive and finite",
+                r.dtype, r.tflops, r.gbytes_per_s
+            )));
+        }
         Ok(p)
     }
 

@@ -113,12 +113,18 @@ impl std::ops::Deref for Resolved<'_> {
 }
 
 fn place(a: &Resolved) -> miette::Result<ExitCode> {
-    let h = read_loads(a.loads)?;
     if a.gpus == 0 || a.slots_per_gpu == 0 || a.nodes == 0 {
         return Err(miette!(
             "--gpus, --slots-per-gpu and --nodes must be at least 1"
         ));
     }
+    if a.gpus > MAX_GPUS {
+        return Err(miette!(
+            "--gpus {}: expected at most {MAX_GPUS} (placement work grows with GPUs × slots)",
+            a.gpus
+        ));
+    }
+    let (h, layer_ids) = read_loads(a.loads)?;
     if !a.gpus.is_multiple_of(a.nodes) {
         return Err(miette!(
             "--gpus {} is not a multiple of --nodes {}",
@@ -126,7 +132,7 @@ fn place(a: &Resolved) -> miette::Result<ExitCode> {
             a.nodes
         ));
     }
-    if h.experts > a.gpus * a.slots_per_gpu {
+    if h.experts > a.gpus.saturating_mul(a.slots_per_gpu) {
         return Err(miette!(
             "{}: {} experts do not fit in {} GPUs × {} slots; expected --slots-per-gpu ≥ {}",
             a.loads.display(),
@@ -194,7 +200,7 @@ fn place(a: &Resolved) -> miette::Result<ExitCode> {
         "objective": match a.objective { Objective::Robust => "robust", Objective::Forecast => "forecast" },
         "layers": plans.iter().zip(&shares).map(|(p, sh)| {
             let mut l = serde_json::json!({
-                "layer": p.layer,
+                "layer": layer_ids.get(p.layer).copied().unwrap_or(p.layer),
                 "gpu_experts": p.placement.gpu_experts,
                 "balancedness": p.balancedness,
                 "eplb_balancedness": p.baseline_balancedness,
@@ -239,14 +245,18 @@ fn place(a: &Resolved) -> miette::Result<ExitCode> {
                 format!("{g}:[{}]", es.join(","))
             })
             .collect();
-        println!("layer {}: {}", p.layer, gpus.join(" "));
+        println!(
+            "layer {}: {}",
+            layer_ids.get(p.layer).copied().unwrap_or(p.layer),
+            gpus.join(" ")
+        );
     }
     println!("\nbalancedness = mean / max GPU load, on the forecast");
     println!("{:>5}  {:>8}  {:>8}", "layer", "moesim", "EPLB");
     for p in &plans {
         println!(
             "{:>5}  {:>8.3}  {:>8.3}{}",
-            p.layer,
+            layer_ids.get(p.layer).copied().unwrap_or(p.layer),
             p.balancedness,
             p.baseline_balancedness,
             if p.baseline.has_duplicates() {
@@ -321,7 +331,14 @@ fn harness(a: &PlaceArgs) -> miette::Result<ExitCode> {
 }
 
 /// Reads a load history; errors name the file, line and what was expected.
-fn read_loads(path: &Path) -> miette::Result<LoadHistory> {
+/// Largest expert id + 1 and loads (iterations × layers × experts) a history may hold.
+const MAX_EXPERTS: usize = moesim_traces::limits::MAX_EXPERTS;
+const MAX_CELLS: usize = 1 << 27;
+/// Largest `--gpus`: placement work grows with GPUs × slots per layer.
+const MAX_GPUS: usize = 1 << 14;
+
+/// The load history and the layer ids as the file names them (one per layer of the history).
+fn read_loads(path: &Path) -> miette::Result<(LoadHistory, Vec<usize>)> {
     let text = std::fs::read_to_string(path)
         .into_diagnostic()
         .wrap_err_with(|| format!("cannot read loads {}", path.display()))?;
@@ -405,20 +422,49 @@ fn read_loads(path: &Path) -> miette::Result<LoadHistory> {
         if rows.is_empty() {
             return Err(err(first_no, "no rows after the header".into()));
         }
+        // Layers are the distinct ids in the file, in order (a file numbering them 1..=26 has 26 layers,
+        // not 27 with an empty layer 0); experts are ids 0..=max, bounded before anything is allocated.
         let iters: std::collections::BTreeSet<usize> = rows.iter().map(|r| r.0).collect();
-        let layers = rows.iter().map(|r| r.1).max().unwrap_or(0) + 1;
-        let experts = rows.iter().map(|r| r.2).max().unwrap_or(0) + 1;
+        let ids: std::collections::BTreeSet<usize> = rows.iter().map(|r| r.1).collect();
+        let max_e = rows.iter().map(|r| r.2).max().unwrap_or(0);
+        if max_e >= MAX_EXPERTS {
+            let no = rows.iter().position(|r| r.2 == max_e).unwrap_or(0);
+            return Err(miette!(
+                "{}: expert id {max_e} (data row {}) is beyond the largest supported ({})",
+                path.display(),
+                no + 1,
+                MAX_EXPERTS - 1
+            ));
+        }
+        let experts = max_e + 1;
+        let cells = iters
+            .len()
+            .saturating_mul(ids.len())
+            .saturating_mul(experts);
+        if cells > MAX_CELLS {
+            return Err(miette!(
+                "{}: {} iterations × {} layers × {experts} experts is beyond the {MAX_CELLS} loads a history may hold",
+                path.display(),
+                iters.len(),
+                ids.len()
+            ));
+        }
         let index: std::collections::BTreeMap<usize, usize> =
             iters.iter().enumerate().map(|(i, &it)| (it, i)).collect();
-        let mut iterations = vec![vec![vec![0.0; experts]; layers]; iters.len()];
+        let layer_of: std::collections::BTreeMap<usize, usize> =
+            ids.iter().enumerate().map(|(i, &l)| (l, i)).collect();
+        let mut iterations = vec![vec![vec![0.0; experts]; ids.len()]; iters.len()];
         for (it, l, e, t) in rows {
-            iterations[index[&it]][l][e] += t;
+            iterations[index[&it]][layer_of[&l]][e] += t;
         }
-        Ok(LoadHistory {
-            layers,
-            experts,
-            iterations,
-        })
+        Ok((
+            LoadHistory {
+                layers: ids.len(),
+                experts,
+                iterations,
+            },
+            ids.into_iter().collect(),
+        ))
     } else {
         // A matrix: one row per layer (an optional header row of names is skipped); one iteration.
         let mut matrix = Vec::new();
@@ -451,17 +497,21 @@ fn read_loads(path: &Path) -> miette::Result<LoadHistory> {
                 "no rows; expected one row of per-expert tokens per layer".into(),
             ));
         }
-        Ok(LoadHistory {
-            layers: matrix.len(),
-            experts: matrix[0].len(),
-            iterations: vec![matrix],
-        })
+        let matrix_len = matrix.len();
+        Ok((
+            LoadHistory {
+                layers: matrix.len(),
+                experts: matrix[0].len(),
+                iterations: vec![matrix],
+            },
+            (0..matrix_len).collect(),
+        ))
     }
 }
 
 /// A load-matrix JSON (per layer, tokens per expert; summed over source ranks), read by the same importer
 /// as `moesim trace import --from load-matrix`.
-fn load_matrix_json(path: &Path) -> miette::Result<LoadHistory> {
+fn load_matrix_json(path: &Path) -> miette::Result<(LoadHistory, Vec<usize>)> {
     use moesim_traces::import::{Format, ImportOptions, import};
     let trace =
         import(Format::LoadMatrix, path, &ImportOptions::default()).map_err(|e| miette!("{e}"))?;
@@ -487,9 +537,12 @@ fn load_matrix_json(path: &Path) -> miette::Result<LoadHistory> {
                 .collect()
         })
         .collect();
-    Ok(LoadHistory {
-        layers: m.layers,
-        experts: m.experts,
-        iterations,
-    })
+    Ok((
+        LoadHistory {
+            layers: m.layers,
+            experts: m.experts,
+            iterations,
+        },
+        m.layer_ids.iter().map(|&l| l as usize).collect(),
+    ))
 }

@@ -98,6 +98,9 @@ pub enum TraceCommand {
         fit_file: Option<PathBuf>,
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        /// Refuse to generate more tokens than this (ranks × iterations × tokens per rank).
+        #[arg(long, default_value_t = DEFAULT_MAX_TOKENS)]
+        max_tokens: u64,
         #[command(flatten)]
         source: SourceArgs,
     },
@@ -153,6 +156,9 @@ pub enum TraceCommand {
         /// Tokens in each sequence.
         #[arg(long, default_value_t = 256)]
         tokens_per_sequence: usize,
+        /// Refuse to generate more tokens than this (sequences × tokens per sequence).
+        #[arg(long, default_value_t = DEFAULT_MAX_TOKENS)]
+        max_tokens: u64,
         /// Seed of the generator (default: the fit's, else 1); the same seed gives the same trace.
         #[arg(long)]
         seed: Option<u64>,
@@ -263,6 +269,7 @@ pub fn run(cmd: TraceCommand, quiet: bool) -> miette::Result<ExitCode> {
             output,
             opts,
         } => {
+            crate::output::refuse_same_file(&input, &output)?;
             let t = import(from, &input, &opts.options()).map_err(diag)?;
             write_native(&output, &t).map_err(diag)?;
             if !quiet {
@@ -278,6 +285,8 @@ pub fn run(cmd: TraceCommand, quiet: bool) -> miette::Result<ExitCode> {
             output,
             source,
         } => {
+            crate::output::refuse_same_file(&input, &output)?;
+            check_extension(to, &output)?;
             let t = read_trace(&input, &source)?;
             moesim_traces::export::export(&t, to, &output).map_err(diag)?;
         }
@@ -342,6 +351,7 @@ pub fn run(cmd: TraceCommand, quiet: bool) -> miette::Result<ExitCode> {
             per_token,
             fit_file,
             seed,
+            max_tokens,
             source,
         } => {
             let f = match &fit_file {
@@ -363,6 +373,11 @@ pub fn run(cmd: TraceCommand, quiet: bool) -> miette::Result<ExitCode> {
                     "--ranks, --iterations and --tokens-per-rank must be at least 1"
                 ));
             }
+            crate::output::refuse_same_file(&input, &output)?;
+            let total = (ranks as u64)
+                .saturating_mul(iterations as u64)
+                .saturating_mul(tokens_per_rank);
+            check_tokens("trace rescale", total, f.model.layers, max_tokens)?;
             let mut m = f.model;
             m.seed = seed;
             if per_token {
@@ -445,6 +460,7 @@ pub fn run(cmd: TraceCommand, quiet: bool) -> miette::Result<ExitCode> {
             burst_factor,
             sequences,
             tokens_per_sequence,
+            max_tokens,
             seed,
         } => {
             let mut m = match &fit_file {
@@ -491,6 +507,8 @@ pub fn run(cmd: TraceCommand, quiet: bool) -> miette::Result<ExitCode> {
                 ));
             }
             m.validate().map_err(|e| miette!("trace gen: {e}"))?;
+            let total = (sequences as u64).saturating_mul(tokens_per_sequence as u64);
+            check_tokens("trace gen", total, m.layers, max_tokens)?;
             let mut w = NativeWriter::create(&output, &m.meta()).map_err(diag)?;
             let mut err = None;
             m.generate_with(sequences, tokens_per_sequence, |s| {
@@ -522,6 +540,50 @@ pub fn run(cmd: TraceCommand, quiet: bool) -> miette::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Default of `--max-tokens`: about 4 GB of native trace at 8 layers, top-8, and minutes of generation.
+const DEFAULT_MAX_TOKENS: u64 = 100_000_000;
+
+/// Refuses to generate more than `max` tokens (absurd work), naming the flag that raises the limit.
+fn check_tokens(cmd: &str, total: u64, layers: usize, max: u64) -> miette::Result<()> {
+    if total > max {
+        return Err(miette!(
+            help = format!("pass --max-tokens {total} to generate it anyway"),
+            "{cmd}: {total} tokens × {layers} layers asked for, over the limit of {max} tokens \
+             (about {:.1} GB of trace)",
+            total as f64 * layers as f64 * 9.0 / 1e9
+        ));
+    }
+    Ok(())
+}
+
+/// Refuses an output whose extension names another format (`--to load-matrix lm.csv` would write JSON
+/// into a `.csv`).
+fn check_extension(to: Format, out: &Path) -> miette::Result<()> {
+    let ext = out
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase);
+    let expected: &[&str] = match to {
+        Format::JsonlTokens => &["jsonl", "json", "ndjson"],
+        Format::CsvTokens | Format::CsvCounts => &["csv"],
+        Format::LoadMatrix => &["json"],
+        Format::Npy => &[],
+    };
+    match ext.as_deref() {
+        Some(e) if !expected.is_empty() && !expected.contains(&e) => Err(miette!(
+            help = format!(
+                "name the output with .{} (or choose the format that writes .{e})",
+                expected[0]
+            ),
+            "{}: --to {} writes {}, not .{e}",
+            out.display(),
+            to.name(),
+            expected[0]
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// The first `tokens` tokens of a sequence.
 fn truncate(s: &moesim_traces::Sequence, tokens: usize, layers: usize) -> moesim_traces::Sequence {
     let mut out = moesim_traces::Sequence::with_capacity(s.name.clone(), tokens, layers, 0);
@@ -537,16 +599,27 @@ fn truncate(s: &moesim_traces::Sequence, tokens: usize, layers: usize) -> moesim
 fn read_fit(path: &Path) -> miette::Result<Fit> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| miette!("{}: cannot read: {e}", path.display()))?;
-    if let Ok(f) = serde_json::from_str::<Fit>(&text) {
+    let bad = |what: &str, e: serde_json::Error| {
+        miette!(
+            "{}: line {}, column {}: not a valid {what}: {e}",
+            path.display(),
+            e.line(),
+            e.column()
+        )
+    };
+    let invalid = |e: String| miette!("{}: invalid model: {e}", path.display());
+    // A fit has a `model` object; a bare token model has `layers` at the top. Each is reported by its
+    // own parser, so a defect in a fit is not hidden behind the fallback's "unknown field".
+    let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| bad("JSON file", e))?;
+    if value.get("model").is_some() {
+        let f: Fit = serde_json::from_str(&text)
+            .map_err(|e| bad("fit (from `moesim trace fit --out`)", e))?;
+        f.model.validate().map_err(invalid)?;
         return Ok(f);
     }
-    let model: TokenModel = serde_json::from_str(&text).map_err(|e| {
-        miette!(
-            "{}: line {}: expected a fit (from `moesim trace fit --out`) or a token model: {e}",
-            path.display(),
-            e.line()
-        )
-    })?;
+    let model: TokenModel =
+        serde_json::from_str(&text).map_err(|e| bad("token model (or fit)", e))?;
+    model.validate().map_err(invalid)?;
     let target = moesim_traces::fit::Measured {
         gini: 0.0,
         load_max_over_mean: 0.0,

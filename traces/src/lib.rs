@@ -24,12 +24,14 @@
 //! - [`tokengen`]: per-token synthetic workloads; [`fit`]: fitting them to traces and rescaling;
 //!   [`replay`]: a trace as a [`RoutingSource`].
 
+pub mod atomic;
 pub mod cache;
 pub mod dynamics;
 pub mod error;
 pub mod export;
 pub mod fit;
 pub mod import;
+pub mod limits;
 pub mod native;
 pub mod replay;
 pub mod rng;
