@@ -34,6 +34,12 @@ pub fn refuse_same_file(input: &Path, output: &Path) -> miette::Result<()> {
 /// signal (130, 143): destinations keep their old contents and nothing half-written is left behind.
 pub fn clean_up_on_interrupt() {
     use signal_hook::consts::{SIGINT, SIGTERM};
+    // Past a file-size limit (`ulimit -f`) a write then fails with EFBIG, an error that removes the
+    // temporary file, instead of SIGXFSZ killing the process mid-file.
+    let _ = signal_hook::flag::register(
+        signal_hook::consts::SIGXFSZ,
+        std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false)),
+    );
     let Ok(mut signals) = signal_hook::iterator::Signals::new([SIGINT, SIGTERM]) else {
         return;
     };

@@ -62,7 +62,7 @@ pub fn check(t: &TimelineArgs, iterations: Option<usize>) -> miette::Result<()> 
         && range.end > n
     {
         return Err(miette!(
-            "--iterations {}: the scenario has {n} iterations",
+            "--iterations {} is outside the scenario's iterations (0..{n}): the scenario has {n} iterations",
             t.iterations
         ));
     }

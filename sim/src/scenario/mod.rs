@@ -621,7 +621,7 @@ impl Resolver<'_> {
             if !(v.is_finite() && v > 0.0) {
                 return Err(self.error(
                     &format!("cluster.{f}"),
-                    format!("must be positive and finite, got {v}"),
+                    format!("must be positive, got {v}"),
                     "expected a positive number",
                 ));
             }
