@@ -634,3 +634,82 @@ fn a_profile_with_no_roofline_is_refused_naming_the_field() {
     let err = simulate_with(&[&format!("cluster.profile=\"{}\"", p.display())]);
     assert!(err.contains("model.roofline is empty"), "{err}");
 }
+
+#[test]
+fn an_offload_trace_that_does_not_fit_the_model_names_the_trace() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = dir.path().join("small.moetrace");
+    let ok = moesim()
+        .args(["-q", "trace", "gen"])
+        .arg(&t)
+        .args([
+            "--layers",
+            "2",
+            "--experts",
+            "4",
+            "--top-k",
+            "2",
+            "--sequences",
+            "1",
+            "--tokens-per-sequence",
+            "8",
+        ])
+        .output()
+        .unwrap();
+    assert!(ok.status.success());
+    let err = fails(
+        moesim()
+            .args(["-q", "simulate"])
+            .arg(repo("scenarios/offload-mixtral.toml"))
+            .arg("--trace")
+            .arg(&t),
+    );
+    assert!(
+        err.contains("small.moetrace: the trace does not fit the model"),
+        "{err}"
+    );
+}
+
+#[test]
+fn trace_rescale_to_a_huge_target_is_refused_naming_the_override() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = dir.path().join("t.moetrace");
+    let ok = moesim()
+        .args(["-q", "trace", "gen"])
+        .arg(&t)
+        .args([
+            "--layers",
+            "2",
+            "--experts",
+            "8",
+            "--top-k",
+            "2",
+            "--sequences",
+            "2",
+            "--tokens-per-sequence",
+            "64",
+        ])
+        .output()
+        .unwrap();
+    assert!(ok.status.success());
+    let o = dir.path().join("o.moetrace");
+    let err = fails(moesim().args(["trace", "rescale"]).arg(&t).arg(&o).args([
+        "--ranks",
+        "1000000",
+        "--iterations",
+        "1000000",
+    ]));
+    assert!(err.contains("--max-tokens"), "{err}");
+    let err = fails(moesim().args(["trace", "rescale"]).arg(&t).arg(&o).args([
+        "--ranks",
+        "18446744073709551615",
+        "--iterations",
+        "1",
+        "--tokens-per-rank",
+        "1",
+        "--max-tokens",
+        "18446744073709551615",
+    ]));
+    assert!(err.contains("ranks"), "{err}");
+    assert!(!o.exists());
+}

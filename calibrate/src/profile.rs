@@ -342,9 +342,21 @@ impl Profile {
         {
             std::fs::create_dir_all(dir)?;
         }
-        let tmp = path.with_extension("json.partial");
-        std::fs::write(&tmp, self.to_json())?;
-        std::fs::rename(&tmp, path)
+        // The same write path as every other output (calibrate does not depend on the traces crate):
+        // a unique temporary file beside the destination, fsync'd, then renamed; removed on error.
+        use std::io::Write;
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        let mut tmp = tempfile::Builder::new()
+            .prefix(".profile.")
+            .suffix(".tmp")
+            .tempfile_in(dir)?;
+        tmp.write_all(self.to_json().as_bytes())?;
+        tmp.as_file().sync_all()?;
+        tmp.persist(path).map_err(|e| e.error)?;
+        Ok(())
     }
 }
 
