@@ -352,6 +352,7 @@ impl Profile {
         let mut tmp = tempfile::Builder::new()
             .prefix(".profile.")
             .suffix(".tmp")
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666))
             .tempfile_in(dir)?;
         tmp.write_all(self.to_json().as_bytes())?;
         tmp.as_file().sync_all()?;

@@ -8,6 +8,7 @@
 //! ([`replace_dir`]).
 
 use std::io::{BufWriter, Write};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -103,6 +104,14 @@ pub fn refuse_same_file(input: &Path, output: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
+/// The mode a new output gets: the replaced file's, else 0o666 less the umask, as `File::create` would
+/// give (a temporary file alone would be private, 0o600).
+fn file_mode(path: &Path) -> std::fs::Permissions {
+    std::fs::metadata(path)
+        .map(|m| m.permissions())
+        .unwrap_or_else(|_| std::fs::Permissions::from_mode(0o666))
+}
+
 fn parent_of(path: &Path) -> &Path {
     match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
@@ -132,6 +141,7 @@ impl AtomicFile {
         let tmp = tempfile::Builder::new()
             .prefix(&format!(".{name}."))
             .suffix(".tmp")
+            .permissions(file_mode(path))
             .tempfile_in(dir)?;
         let tmp_path = tmp.path().to_path_buf();
         Ok(AtomicFile {
@@ -243,6 +253,7 @@ pub fn replace_dir(
     let fresh = tempfile::Builder::new()
         .prefix(&format!(".{name}."))
         .suffix(".new")
+        .permissions(std::fs::Permissions::from_mode(0o777))
         .tempdir_in(parent)?;
     let pending = Registered::new(fresh.path());
     let result = (|| {
@@ -309,6 +320,20 @@ mod tests {
         assert_eq!(std::fs::read(&p).unwrap(), b"old");
         let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
         assert_eq!(names.len(), 1, "only a.json is left");
+    }
+
+    #[test]
+    fn outputs_get_the_usual_mode_not_a_private_temporary_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a.json");
+        write(&p, b"x").unwrap();
+        let reference = dir.path().join("b.json");
+        std::fs::write(&reference, b"x").unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&p), mode(&reference));
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o640)).unwrap();
+        write(&p, b"y").unwrap();
+        assert_eq!(mode(&p), 0o640, "a replaced file keeps its mode");
     }
 
     #[test]
