@@ -54,6 +54,10 @@ pub enum TraceCommand {
         /// Tokens per window for drift.
         #[arg(long, default_value_t = 256)]
         drift_window: usize,
+        /// Stream a native per-token trace from the file in bounded memory (automatic above 256 MiB);
+        /// Belady hit rates are then per sequence only (with --cache-per-sequence).
+        #[arg(long)]
+        stream: bool,
         #[command(flatten)]
         source: SourceArgs,
     },
@@ -239,6 +243,29 @@ pub fn read_trace(path: &Path, source: &SourceArgs) -> miette::Result<Trace> {
     }
 }
 
+/// Native per-token traces above this size are streamed by `trace stats` (memory bounded by the window,
+/// not the file).
+const STREAM_ABOVE_BYTES: u64 = 256 << 20;
+
+/// A reader to stream `path` from, when it is a native per-token trace and streaming is asked for or the
+/// file is large.
+fn streamed(
+    path: &Path,
+    source: &SourceArgs,
+    force: bool,
+) -> miette::Result<Option<moesim_traces::native::NativeReader<std::io::BufReader<std::fs::File>>>>
+{
+    if source.from.is_some() || !path.is_file() || !is_native(path) {
+        return Ok(None);
+    }
+    let big = std::fs::metadata(path).is_ok_and(|m| m.len() > STREAM_ABOVE_BYTES);
+    if !(force || big) {
+        return Ok(None);
+    }
+    let reader = moesim_traces::native::NativeReader::open(path).map_err(diag)?;
+    Ok((reader.meta().kind == moesim_traces::TraceKind::Tokens).then_some(reader))
+}
+
 /// A trace error as a report (its text already names file, place and expectation).
 pub fn diag(e: moesim_traces::TraceError) -> miette::Report {
     miette!("{e}")
@@ -297,9 +324,15 @@ pub fn run(cmd: TraceCommand, quiet: bool) -> miette::Result<ExitCode> {
             ep_ranks,
             cache_per_sequence,
             drift_window,
+            stream,
             source,
         } => {
-            let t = read_trace(&input, &source)?;
+            if drift_window == 0 || drift_window > moesim_traces::fit::MAX_WINDOW {
+                return Err(miette!(
+                    "--drift-window {drift_window}: expected 1..={}",
+                    moesim_traces::fit::MAX_WINDOW
+                ));
+            }
             let opts = StatsOptions {
                 cache_sizes,
                 ep_ranks,
@@ -307,14 +340,31 @@ pub fn run(cmd: TraceCommand, quiet: bool) -> miette::Result<ExitCode> {
                 cache_per_sequence,
                 ..StatsOptions::default()
             };
-            let st = trace_stats(&t, &opts).map_err(|e| miette!("{}: {e}", input.display()))?;
+            let (st, head) = match streamed(&input, &source, stream)? {
+                Some(mut reader) => {
+                    let st = moesim_traces::stats_stream::stream_stats(&mut reader, &opts)
+                        .map_err(|e| miette!("{}: {e}", input.display()))?;
+                    let m = reader.meta();
+                    let head = format!(
+                        "Tokens trace: {} layers, {} experts, top-{}; {} sequences, {} tokens (streamed)",
+                        m.layers, m.experts, m.top_k, st.sequences, st.overall.tokens
+                    );
+                    (st, head)
+                }
+                None => {
+                    let t = read_trace(&input, &source)?;
+                    let st =
+                        trace_stats(&t, &opts).map_err(|e| miette!("{}: {e}", input.display()))?;
+                    (st, summary(&t))
+                }
+            };
             if json {
                 println!(
                     "{}",
                     serde_json::to_string_pretty(&st).expect("serialisable")
                 );
             } else {
-                print_stats(&t, &st);
+                print_stats(&head, &st);
             }
         }
         TraceCommand::Fit {
@@ -689,8 +739,11 @@ fn print_fit(f: &Fit) {
     }
 }
 
-fn print_stats(t: &Trace, st: &moesim_traces::stats::TraceStats) {
-    println!("{}", summary(t));
+fn print_stats(head: &str, st: &moesim_traces::stats::TraceStats) {
+    println!("{head}");
+    for n in &st.notes {
+        println!("note: {n}");
+    }
     let sizes: Vec<String> = st.cache_sizes.iter().map(|c| c.to_string()).collect();
     print!(
         "{:>6} {:>9} {:>8} {:>6} {:>6} {:>5} {:>8} {:>8}",

@@ -37,6 +37,7 @@ pub mod replay;
 pub mod rng;
 pub mod routing;
 pub mod stats;
+pub mod stats_stream;
 pub mod synthetic;
 pub mod tokengen;
 pub mod trace;
