@@ -265,7 +265,11 @@ fn non_finite_or_huge_floats_are_refused_with_key_and_value() {
         ("workload.dynamics.burst_factor=nan", "burst_factor = NaN"),
         ("workload.dynamics.drift_sigma=inf", "drift_sigma = inf"),
         ("workload.skew.s=1e308", "zipf s = 1e308"),
-        ("cluster.peak_tflops=inf", "cluster.peak_tflops"),
+        ("cluster.peak_tflops=nan", "cluster.peak_tflops"),
+        (
+            "cluster.spine_oversubscription=inf",
+            "cluster.spine_oversubscription",
+        ),
         (
             "strategy.ep16-cf1.25.capacity_factor=inf",
             "capacity_factor",
@@ -712,4 +716,37 @@ fn trace_rescale_to_a_huge_target_is_refused_naming_the_override() {
     ]));
     assert!(err.contains("ranks"), "{err}");
     assert!(!o.exists());
+}
+
+#[test]
+fn validate_of_a_plan_whose_cluster_has_no_gpus_per_node_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("plan");
+    let ok = moesim()
+        .args([
+            "-q",
+            "plan",
+            &quickstart(),
+            "--set",
+            "workload.iterations=2",
+            "--out",
+        ])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let p = out.join("plan.json");
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+    v["resolved_scenario"]["cluster"]["gpus_per_node"] = serde_json::json!(0);
+    std::fs::write(&p, v.to_string()).unwrap();
+    let err = fails(moesim().arg("validate").arg(&p));
+    assert!(
+        err.contains("gpus_per_node") || err.contains("GPUs per node"),
+        "{err}"
+    );
 }

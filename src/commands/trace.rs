@@ -440,7 +440,9 @@ pub fn run(cmd: TraceCommand, quiet: bool) -> miette::Result<ExitCode> {
                 let mut w = NativeWriter::create(&output, &meta).map_err(diag)?;
                 let mut left = total;
                 let mut err = None;
+                let bar = crate::output::progress_items(n_seq as u64, "sequences", quiet);
                 m.generate_with(n_seq, tps, |mut s| {
+                    bar.inc(1);
                     if err.is_some() || left == 0 {
                         return;
                     }
@@ -471,7 +473,9 @@ pub fn run(cmd: TraceCommand, quiet: bool) -> miette::Result<ExitCode> {
                     tokens_per_sequence: f.tokens_per_sequence,
                 };
                 let mut err = None;
+                let bar = crate::output::progress_items(iterations as u64, "iterations", quiet);
                 rescale(&m, &spec, |it| {
+                    bar.inc(1);
                     if err.is_none()
                         && let Err(e) = w.write_iteration(it)
                     {
@@ -561,7 +565,9 @@ pub fn run(cmd: TraceCommand, quiet: bool) -> miette::Result<ExitCode> {
             check_tokens("trace gen", total, m.layers, max_tokens)?;
             let mut w = NativeWriter::create(&output, &m.meta()).map_err(diag)?;
             let mut err = None;
+            let bar = crate::output::progress_items(sequences as u64, "sequences", quiet);
             m.generate_with(sequences, tokens_per_sequence, |s| {
+                bar.inc(1);
                 if err.is_none()
                     && let Err(e) = w.write_sequence(&s)
                 {
@@ -569,6 +575,7 @@ pub fn run(cmd: TraceCommand, quiet: bool) -> miette::Result<ExitCode> {
                 }
             })
             .map_err(|e| miette!("trace gen: {e}"))?;
+            bar.finish_and_clear();
             if let Some(e) = err {
                 return Err(diag(e));
             }

@@ -617,8 +617,9 @@ impl Resolver<'_> {
         if c.fabric == Fabric::Ideal {
             positive.push(("ideal_link_gbytes_per_s", c.ideal_link_gbytes_per_s));
         }
+        // +inf is allowed: an ideal part (the `ideal` preset's unbounded HBM); a ratio must be finite.
         for (f, v) in positive {
-            if !(v.is_finite() && v > 0.0) {
+            if v.is_nan() || v <= 0.0 || (f == "spine_oversubscription" && v.is_infinite()) {
                 return Err(self.error(
                     &format!("cluster.{f}"),
                     format!("must be positive, got {v}"),
