@@ -16,7 +16,11 @@ fuzz_target!(|data: &[u8]| {
         _ => (Format::Npy, "a.npy"),
     };
     let opts = ImportOptions {
-        incomplete: if pick & 0x80 != 0 { Incomplete::Keep } else { Incomplete::Drop },
+        incomplete: if pick & 0x80 != 0 {
+            Incomplete::Keep
+        } else {
+            Incomplete::Drop
+        },
         variable_k: pick & 0x40 != 0,
         ..ImportOptions::default()
     };
@@ -24,6 +28,8 @@ fuzz_target!(|data: &[u8]| {
     let p = dir.path().join(name);
     std::fs::write(&p, body).unwrap();
     if let Ok(t) = import(format, &p, &opts) {
-        t.meta().check().expect("an imported trace is within the limits");
+        t.meta()
+            .check()
+            .expect("an imported trace is within the limits");
     }
 });

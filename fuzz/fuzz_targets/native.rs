@@ -10,7 +10,9 @@ fuzz_target!(|data: &[u8]| {
     let p = dir.path().join("t.moetrace");
     std::fs::write(&p, data).unwrap();
     if let Ok(t) = read_native(&p) {
-        t.meta().check().expect("an accepted header is within the limits");
+        t.meta()
+            .check()
+            .expect("an accepted header is within the limits");
         let _ = moesim_traces::stats::trace_stats(&t, &StatsOptions::default());
     }
     if let Ok(mut r) = NativeReader::open(&p) {
