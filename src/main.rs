@@ -16,9 +16,9 @@ use std::process::ExitCode;
     about = "Discrete-event simulator and cluster planner for Mixture-of-Experts systems"
 )]
 struct Cli {
-    /// Worker threads for parallel simulation (default: all cores). Results do not depend on it.
-    #[arg(long, global = true)]
-    threads: Option<usize>,
+    /// Worker threads for parallel simulation (default: all cores, at most 1024). Results do not depend on it.
+    #[arg(long, global = true, value_parser = clap::value_parser!(u64).range(1..=MAX_THREADS))]
+    threads: Option<u64>,
     /// No progress bar on stderr.
     #[arg(long, short, global = true)]
     quiet: bool,
@@ -93,6 +93,9 @@ enum Command {
     Tui(commands::tui::TuiArgs),
 }
 
+/// More threads than this only cost memory and start-up time (a thread each, with its stack).
+const MAX_THREADS: u64 = 1024;
+
 fn main() -> ExitCode {
     output::quiet_on_broken_pipe();
     let cli = Cli::parse();
@@ -103,11 +106,14 @@ fn main() -> ExitCode {
     }));
     if let Some(n) = cli.threads
         && let Err(e) = rayon::ThreadPoolBuilder::new()
-            .num_threads(n.max(1))
+            .num_threads(n as usize)
             .build_global()
     {
         eprintln!("moesim: cannot start {n} threads: {e}");
         return ExitCode::FAILURE;
+    }
+    if !matches!(cli.command, Command::Tui(_)) {
+        output::clean_up_on_interrupt();
     }
     let result = match cli.command {
         Command::Simulate {

@@ -294,6 +294,28 @@ impl Profile {
                 found: p.format_version,
             });
         }
+        // Every cost the model gives falls back to a roofline: a profile needs one, with finite rates.
+        let bad = |message: String| ProfileError::Parse {
+            path: origin.to_string(),
+            message,
+        };
+        if p.model.roofline.is_empty() {
+            return Err(bad(
+                "model.roofline is empty: expected at least one fitted roofline (re-run `moesim calibrate`)"
+                    .into(),
+            ));
+        }
+        if let Some(r) = p.model.roofline.iter().find(|r| {
+            !(r.tflops.is_finite()
+                && r.tflops > 0.0
+                && r.gbytes_per_s.is_finite()
+                && r.gbytes_per_s > 0.0)
+        }) {
+            return Err(bad(format!(
+                "model.roofline ({:?}): tflops = {} and gbytes_per_s = {} must be positive and finite",
+                r.dtype, r.tflops, r.gbytes_per_s
+            )));
+        }
         Ok(p)
     }
 
@@ -320,9 +342,22 @@ impl Profile {
         {
             std::fs::create_dir_all(dir)?;
         }
-        let tmp = path.with_extension("json.partial");
-        std::fs::write(&tmp, self.to_json())?;
-        std::fs::rename(&tmp, path)
+        // The same write path as every other output (calibrate does not depend on the traces crate):
+        // a unique temporary file beside the destination, fsync'd, then renamed; removed on error.
+        use std::io::Write;
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        let mut tmp = tempfile::Builder::new()
+            .prefix(".profile.")
+            .suffix(".tmp")
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666))
+            .tempfile_in(dir)?;
+        tmp.write_all(self.to_json().as_bytes())?;
+        tmp.as_file().sync_all()?;
+        tmp.persist(path).map_err(|e| e.error)?;
+        Ok(())
     }
 }
 

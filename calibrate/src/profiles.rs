@@ -210,7 +210,8 @@ mod tests {
         let path = dir.path().join("sub/p.json");
         p.save(&path).unwrap();
         assert_eq!(Profile::load(&path).unwrap(), p);
-        assert!(!path.with_extension("json.partial").exists());
+        let names: Vec<_> = std::fs::read_dir(dir.path().join("sub")).unwrap().collect();
+        assert_eq!(names.len(), 1, "only p.json, no temporary file");
         assert!(shipped("nonexistent").is_none());
     }
 }

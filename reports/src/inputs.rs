@@ -147,6 +147,17 @@ impl Inputs {
             },
             _ => None,
         };
+        // A per-token trace that does not fit the model is the trace's error: name the trace file.
+        if let (Some(t), Some(p)) = (&tokens, &trace_path) {
+            t.check(scenario.model.moe_layers(), scenario.model.experts)
+                .map_err(|e| {
+                    InputError::Trace(format!(
+                        "{}: the trace does not fit the model of {}: {e}",
+                        p.display(),
+                        file.display()
+                    ))
+                })?;
+        }
         let (cost, cost_label) = match scenario.cluster.profile.as_deref() {
             Some(profile) => {
                 let p = resolve_profile(profile, base).map_err(|source| InputError::Profile {

@@ -52,6 +52,7 @@ pub mod font;
 pub mod inputs;
 pub mod load;
 pub mod numbers;
+pub mod place_loads;
 pub mod report;
 pub mod sweep;
 pub mod trace;

@@ -1,7 +1,7 @@
 //! `moesim place`: expert placement with replication for existing runtimes, beside the EPLB baseline.
 
 use crate::output;
-use miette::{IntoDiagnostic, WrapErr, miette};
+use miette::miette;
 use moesim_sim::placement::forecast::Forecast;
 use moesim_sim::placement::harness::{REAL_TRACES, batch_iterations, run_suite_scaled, table};
 use moesim_sim::placement::plan_layers::{
@@ -113,12 +113,18 @@ impl std::ops::Deref for Resolved<'_> {
 }
 
 fn place(a: &Resolved) -> miette::Result<ExitCode> {
-    let h = read_loads(a.loads)?;
     if a.gpus == 0 || a.slots_per_gpu == 0 || a.nodes == 0 {
         return Err(miette!(
             "--gpus, --slots-per-gpu and --nodes must be at least 1"
         ));
     }
+    if a.gpus > MAX_GPUS {
+        return Err(miette!(
+            "--gpus {}: expected at most {MAX_GPUS} (placement work grows with GPUs × slots)",
+            a.gpus
+        ));
+    }
+    let (h, layer_ids) = read_loads(a.loads)?;
     if !a.gpus.is_multiple_of(a.nodes) {
         return Err(miette!(
             "--gpus {} is not a multiple of --nodes {}",
@@ -126,7 +132,7 @@ fn place(a: &Resolved) -> miette::Result<ExitCode> {
             a.nodes
         ));
     }
-    if h.experts > a.gpus * a.slots_per_gpu {
+    if h.experts > a.gpus.saturating_mul(a.slots_per_gpu) {
         return Err(miette!(
             "{}: {} experts do not fit in {} GPUs × {} slots; expected --slots-per-gpu ≥ {}",
             a.loads.display(),
@@ -197,7 +203,7 @@ fn place(a: &Resolved) -> miette::Result<ExitCode> {
         "objective": match a.objective { Objective::Robust => "robust", Objective::Forecast => "forecast" },
         "layers": plans.iter().zip(&shares).map(|(p, sh)| {
             let mut l = serde_json::json!({
-                "layer": p.layer,
+                "layer": layer_ids.get(p.layer).copied().unwrap_or(p.layer),
                 "gpu_experts": p.placement.gpu_experts,
                 "balancedness": p.balancedness,
                 "eplb_balancedness": p.baseline_balancedness,
@@ -242,14 +248,18 @@ fn place(a: &Resolved) -> miette::Result<ExitCode> {
                 format!("{g}:[{}]", es.join(","))
             })
             .collect();
-        println!("layer {}: {}", p.layer, gpus.join(" "));
+        println!(
+            "layer {}: {}",
+            layer_ids.get(p.layer).copied().unwrap_or(p.layer),
+            gpus.join(" ")
+        );
     }
     println!("\nbalancedness = mean / max GPU load, on the forecast");
     println!("{:>5}  {:>8}  {:>8}", "layer", "moesim", "EPLB");
     for p in &plans {
         println!(
             "{:>5}  {:>8.3}  {:>8.3}{}",
-            p.layer,
+            layer_ids.get(p.layer).copied().unwrap_or(p.layer),
             p.balancedness,
             p.baseline_balancedness,
             if p.baseline.has_duplicates() {
@@ -324,175 +334,10 @@ fn harness(a: &PlaceArgs) -> miette::Result<ExitCode> {
 }
 
 /// Reads a load history; errors name the file, line and what was expected.
-fn read_loads(path: &Path) -> miette::Result<LoadHistory> {
-    let text = std::fs::read_to_string(path)
-        .into_diagnostic()
-        .wrap_err_with(|| format!("cannot read loads {}", path.display()))?;
-    if text.trim_start().starts_with(['[', '{']) {
-        return load_matrix_json(path);
-    }
-    let err = |line: usize, msg: String| miette!("{}:{line}: {msg}", path.display());
-    let mut lines = text
-        .lines()
-        .enumerate()
-        .map(|(i, l)| (i + 1, l.trim()))
-        .filter(|(_, l)| !l.is_empty() && !l.starts_with('#'));
-    let Some((first_no, first)) = lines.next() else {
-        return Err(err(1, "empty file; expected a load history".into()));
-    };
-    let header: Vec<String> = first
-        .split(',')
-        .map(|c| c.trim().to_ascii_lowercase())
-        .collect();
-    let number = |line: usize, field: &str, what: &str| -> miette::Result<f64> {
-        let v: f64 = field.trim().parse().map_err(|_| {
-            err(
-                line,
-                format!("`{}` is not a number; expected {what}", field.trim()),
-            )
-        })?;
-        if !v.is_finite() || v < 0.0 {
-            return Err(err(
-                line,
-                format!("{v} is negative or not finite; expected {what} ≥ 0"),
-            ));
-        }
-        Ok(v)
-    };
-    if header.iter().any(|h| h == "iteration") {
-        let col = |name: &str| {
-            header.iter().position(|h| h == name).ok_or_else(|| {
-                err(
-                    first_no,
-                    format!("missing column `{name}`; expected iteration,layer,expert,tokens"),
-                )
-            })
-        };
-        let (ci, cl, ce, ct) = (
-            col("iteration")?,
-            col("layer")?,
-            col("expert")?,
-            col("tokens")?,
-        );
-        let mut rows = Vec::new();
-        for (no, line) in lines {
-            let f: Vec<&str> = line.split(',').collect();
-            if f.len() != header.len() {
-                return Err(err(
-                    no,
-                    format!(
-                        "{} fields; expected {} as in the header",
-                        f.len(),
-                        header.len()
-                    ),
-                ));
-            }
-            let idx = |c: usize, what: &str| -> miette::Result<usize> {
-                f[c].trim().parse().map_err(|_| {
-                    err(
-                        no,
-                        format!(
-                            "`{}` is not a non-negative integer; expected {what}",
-                            f[c].trim()
-                        ),
-                    )
-                })
-            };
-            rows.push((
-                idx(ci, "an iteration")?,
-                idx(cl, "a layer")?,
-                idx(ce, "an expert id")?,
-                number(no, f[ct], "a token count")?,
-            ));
-        }
-        if rows.is_empty() {
-            return Err(err(first_no, "no rows after the header".into()));
-        }
-        let iters: std::collections::BTreeSet<usize> = rows.iter().map(|r| r.0).collect();
-        let layers = rows.iter().map(|r| r.1).max().unwrap_or(0) + 1;
-        let experts = rows.iter().map(|r| r.2).max().unwrap_or(0) + 1;
-        let index: std::collections::BTreeMap<usize, usize> =
-            iters.iter().enumerate().map(|(i, &it)| (it, i)).collect();
-        let mut iterations = vec![vec![vec![0.0; experts]; layers]; iters.len()];
-        for (it, l, e, t) in rows {
-            iterations[index[&it]][l][e] += t;
-        }
-        Ok(LoadHistory {
-            layers,
-            experts,
-            iterations,
-        })
-    } else {
-        // A matrix: one row per layer (an optional header row of names is skipped); one iteration.
-        let mut matrix = Vec::new();
-        let all = if header.iter().all(|h| h.parse::<f64>().is_ok()) {
-            Some((first_no, first))
-        } else {
-            None
-        };
-        for (no, line) in all.into_iter().chain(lines) {
-            let row: Vec<f64> = line
-                .split(',')
-                .map(|f| number(no, f, "a token count"))
-                .collect::<miette::Result<_>>()?;
-            if let Some(prev) = matrix.first().map(|r: &Vec<f64>| r.len())
-                && prev != row.len()
-            {
-                return Err(err(
-                    no,
-                    format!(
-                        "{} experts in this row; expected {prev} as in the first",
-                        row.len()
-                    ),
-                ));
-            }
-            matrix.push(row);
-        }
-        if matrix.is_empty() {
-            return Err(err(
-                first_no,
-                "no rows; expected one row of per-expert tokens per layer".into(),
-            ));
-        }
-        Ok(LoadHistory {
-            layers: matrix.len(),
-            experts: matrix[0].len(),
-            iterations: vec![matrix],
-        })
-    }
-}
+/// Largest `--gpus`: placement work grows with GPUs × slots per layer.
+const MAX_GPUS: usize = 1 << 14;
 
-/// A load-matrix JSON (per layer, tokens per expert; summed over source ranks), read by the same importer
-/// as `moesim trace import --from load-matrix`.
-fn load_matrix_json(path: &Path) -> miette::Result<LoadHistory> {
-    use moesim_traces::import::{Format, ImportOptions, import};
-    let trace =
-        import(Format::LoadMatrix, path, &ImportOptions::default()).map_err(|e| miette!("{e}"))?;
-    let moesim_traces::Trace::Counts(c) = trace else {
-        return Err(miette!(
-            "{}: expected per-expert token counts",
-            path.display()
-        ));
-    };
-    let m = &c.meta;
-    let iterations = (0..c.iterations)
-        .map(|it| {
-            (0..m.layers)
-                .map(|l| {
-                    (0..m.experts)
-                        .map(|e| {
-                            (0..m.ranks)
-                                .map(|r| c.counts[c.index(it, l, r, e)] as f64)
-                                .sum()
-                        })
-                        .collect()
-                })
-                .collect()
-        })
-        .collect();
-    Ok(LoadHistory {
-        layers: m.layers,
-        experts: m.experts,
-        iterations,
-    })
+/// The load history and the layer ids as the file names them.
+fn read_loads(path: &Path) -> miette::Result<(LoadHistory, Vec<usize>)> {
+    moesim_reports::place_loads::read_loads(path).map_err(|e| miette!("{e}"))
 }

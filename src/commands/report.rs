@@ -92,10 +92,13 @@ pub fn run(a: &ReportArgs, quiet: bool) -> miette::Result<ExitCode> {
         },
     )
     .map_err(|e| miette!("{e}"))?;
-    // index.md and index.html come last: their presence means the report is complete.
-    for f in &files {
-        output::write_atomic(&a.out.join(&f.path), &f.bytes)?;
-    }
+    // The folder is replaced as a whole: a report killed part-way leaves the old one, never a mix.
+    output::replace_dir(&a.out, "index.md", |dir| {
+        for f in &files {
+            moesim_traces::atomic::write(&dir.join(&f.path), &f.bytes)?;
+        }
+        Ok(())
+    })?;
     println!("report written to {}", a.out.join("index.html").display());
     Ok(ExitCode::SUCCESS)
 }

@@ -13,7 +13,10 @@ pub fn run(
     timeline_args: &TimelineArgs,
     quiet: bool,
 ) -> miette::Result<ExitCode> {
+    // The timeline's range is checked before anything is simulated.
+    timeline::check(timeline_args, None)?;
     let mut inputs = load::inputs(args)?;
+    timeline::check(timeline_args, Some(inputs.scenario.workload.iterations))?;
     if let Some(name) = strategy {
         let s = &mut inputs.scenario;
         let known: Vec<String> = s.strategies.iter().map(|x| x.name.clone()).collect();

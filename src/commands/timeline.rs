@@ -44,12 +44,41 @@ pub fn parse_range(text: &str) -> Result<Range<usize>, String> {
     Ok(range)
 }
 
+/// Checks the `--iterations` range before the run: a timeline keeps every operation of its iterations,
+/// so it may span at most [`MAX_TIMELINE_ITERATIONS`].
+pub fn check(t: &TimelineArgs, iterations: Option<usize>) -> miette::Result<()> {
+    if t.timeline.is_none() {
+        return Ok(());
+    }
+    let range = parse_range(&t.iterations).map_err(|e| miette!("{e}"))?;
+    if range.len() > MAX_TIMELINE_ITERATIONS {
+        return Err(miette!(
+            "--iterations {}: {} iterations; a timeline spans at most {MAX_TIMELINE_ITERATIONS} (every operation is kept)",
+            t.iterations,
+            range.len()
+        ));
+    }
+    if let Some(n) = iterations
+        && range.end > n
+    {
+        return Err(miette!(
+            "--iterations {} is outside the scenario's iterations (0..{n}): the scenario has {n} iterations",
+            t.iterations
+        ));
+    }
+    Ok(())
+}
+
+/// Most iterations one timeline may span.
+pub const MAX_TIMELINE_ITERATIONS: usize = 64;
+
 /// Writes the timeline of the first strategy of `inputs` (`simulate --strategy` leaves only that one), if
 /// one was asked for.
 pub fn run(inputs: &Inputs, t: &TimelineArgs, quiet: bool) -> miette::Result<()> {
     let Some(path) = &t.timeline else {
         return Ok(());
     };
+    check(t, Some(inputs.scenario.workload.iterations))?;
     let range = parse_range(&t.iterations).map_err(|e| miette!("{e}"))?;
     let s = &inputs.scenario;
     let st = s

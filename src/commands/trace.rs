@@ -54,6 +54,10 @@ pub enum TraceCommand {
         /// Tokens per window for drift.
         #[arg(long, default_value_t = 256)]
         drift_window: usize,
+        /// Stream a native per-token trace from the file in bounded memory (automatic above 256 MiB);
+        /// Belady hit rates are then per sequence only (with --cache-per-sequence).
+        #[arg(long)]
+        stream: bool,
         #[command(flatten)]
         source: SourceArgs,
     },
@@ -98,6 +102,9 @@ pub enum TraceCommand {
         fit_file: Option<PathBuf>,
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        /// Refuse to generate more tokens than this (ranks × iterations × tokens per rank).
+        #[arg(long, default_value_t = DEFAULT_MAX_TOKENS)]
+        max_tokens: u64,
         #[command(flatten)]
         source: SourceArgs,
     },
@@ -153,6 +160,9 @@ pub enum TraceCommand {
         /// Tokens in each sequence.
         #[arg(long, default_value_t = 256)]
         tokens_per_sequence: usize,
+        /// Refuse to generate more tokens than this (sequences × tokens per sequence).
+        #[arg(long, default_value_t = DEFAULT_MAX_TOKENS)]
+        max_tokens: u64,
         /// Seed of the generator (default: the fit's, else 1); the same seed gives the same trace.
         #[arg(long)]
         seed: Option<u64>,
@@ -233,6 +243,29 @@ pub fn read_trace(path: &Path, source: &SourceArgs) -> miette::Result<Trace> {
     }
 }
 
+/// Native per-token traces above this size are streamed by `trace stats` (memory bounded by the window,
+/// not the file).
+const STREAM_ABOVE_BYTES: u64 = 256 << 20;
+
+/// A reader to stream `path` from, when it is a native per-token trace and streaming is asked for or the
+/// file is large.
+fn streamed(
+    path: &Path,
+    source: &SourceArgs,
+    force: bool,
+) -> miette::Result<Option<moesim_traces::native::NativeReader<std::io::BufReader<std::fs::File>>>>
+{
+    if source.from.is_some() || !path.is_file() || !is_native(path) {
+        return Ok(None);
+    }
+    let big = std::fs::metadata(path).is_ok_and(|m| m.len() > STREAM_ABOVE_BYTES);
+    if !(force || big) {
+        return Ok(None);
+    }
+    let reader = moesim_traces::native::NativeReader::open(path).map_err(diag)?;
+    Ok((reader.meta().kind == moesim_traces::TraceKind::Tokens).then_some(reader))
+}
+
 /// A trace error as a report (its text already names file, place and expectation).
 pub fn diag(e: moesim_traces::TraceError) -> miette::Report {
     miette!("{e}")
@@ -263,6 +296,7 @@ pub fn run(cmd: TraceCommand, quiet: bool) -> miette::Result<ExitCode> {
             output,
             opts,
         } => {
+            crate::output::refuse_same_file(&input, &output)?;
             let t = import(from, &input, &opts.options()).map_err(diag)?;
             write_native(&output, &t).map_err(diag)?;
             if !quiet {
@@ -278,6 +312,8 @@ pub fn run(cmd: TraceCommand, quiet: bool) -> miette::Result<ExitCode> {
             output,
             source,
         } => {
+            crate::output::refuse_same_file(&input, &output)?;
+            check_extension(to, &output)?;
             let t = read_trace(&input, &source)?;
             moesim_traces::export::export(&t, to, &output).map_err(diag)?;
         }
@@ -288,9 +324,15 @@ pub fn run(cmd: TraceCommand, quiet: bool) -> miette::Result<ExitCode> {
             ep_ranks,
             cache_per_sequence,
             drift_window,
+            stream,
             source,
         } => {
-            let t = read_trace(&input, &source)?;
+            if drift_window == 0 || drift_window > moesim_traces::fit::MAX_WINDOW {
+                return Err(miette!(
+                    "--drift-window {drift_window}: expected 1..={}",
+                    moesim_traces::fit::MAX_WINDOW
+                ));
+            }
             let opts = StatsOptions {
                 cache_sizes,
                 ep_ranks,
@@ -298,14 +340,31 @@ pub fn run(cmd: TraceCommand, quiet: bool) -> miette::Result<ExitCode> {
                 cache_per_sequence,
                 ..StatsOptions::default()
             };
-            let st = trace_stats(&t, &opts).map_err(|e| miette!("{}: {e}", input.display()))?;
+            let (st, head) = match streamed(&input, &source, stream)? {
+                Some(mut reader) => {
+                    let st = moesim_traces::stats_stream::stream_stats(&mut reader, &opts)
+                        .map_err(|e| miette!("{}: {e}", input.display()))?;
+                    let m = reader.meta();
+                    let head = format!(
+                        "Tokens trace: {} layers, {} experts, top-{}; {} sequences, {} tokens (streamed)",
+                        m.layers, m.experts, m.top_k, st.sequences, st.overall.tokens
+                    );
+                    (st, head)
+                }
+                None => {
+                    let t = read_trace(&input, &source)?;
+                    let st =
+                        trace_stats(&t, &opts).map_err(|e| miette!("{}: {e}", input.display()))?;
+                    (st, summary(&t))
+                }
+            };
             if json {
                 println!(
                     "{}",
                     serde_json::to_string_pretty(&st).expect("serialisable")
                 );
             } else {
-                print_stats(&t, &st);
+                print_stats(&head, &st);
             }
         }
         TraceCommand::Fit {
@@ -342,6 +401,7 @@ pub fn run(cmd: TraceCommand, quiet: bool) -> miette::Result<ExitCode> {
             per_token,
             fit_file,
             seed,
+            max_tokens,
             source,
         } => {
             let f = match &fit_file {
@@ -363,6 +423,11 @@ pub fn run(cmd: TraceCommand, quiet: bool) -> miette::Result<ExitCode> {
                     "--ranks, --iterations and --tokens-per-rank must be at least 1"
                 ));
             }
+            crate::output::refuse_same_file(&input, &output)?;
+            let total = (ranks as u64)
+                .saturating_mul(iterations as u64)
+                .saturating_mul(tokens_per_rank);
+            check_tokens("trace rescale", total, f.model.layers, max_tokens)?;
             let mut m = f.model;
             m.seed = seed;
             if per_token {
@@ -375,7 +440,9 @@ pub fn run(cmd: TraceCommand, quiet: bool) -> miette::Result<ExitCode> {
                 let mut w = NativeWriter::create(&output, &meta).map_err(diag)?;
                 let mut left = total;
                 let mut err = None;
+                let bar = crate::output::progress_items(n_seq as u64, "sequences", quiet);
                 m.generate_with(n_seq, tps, |mut s| {
+                    bar.inc(1);
                     if err.is_some() || left == 0 {
                         return;
                     }
@@ -406,7 +473,9 @@ pub fn run(cmd: TraceCommand, quiet: bool) -> miette::Result<ExitCode> {
                     tokens_per_sequence: f.tokens_per_sequence,
                 };
                 let mut err = None;
+                let bar = crate::output::progress_items(iterations as u64, "iterations", quiet);
                 rescale(&m, &spec, |it| {
+                    bar.inc(1);
                     if err.is_none()
                         && let Err(e) = w.write_iteration(it)
                     {
@@ -445,6 +514,7 @@ pub fn run(cmd: TraceCommand, quiet: bool) -> miette::Result<ExitCode> {
             burst_factor,
             sequences,
             tokens_per_sequence,
+            max_tokens,
             seed,
         } => {
             let mut m = match &fit_file {
@@ -491,9 +561,13 @@ pub fn run(cmd: TraceCommand, quiet: bool) -> miette::Result<ExitCode> {
                 ));
             }
             m.validate().map_err(|e| miette!("trace gen: {e}"))?;
+            let total = (sequences as u64).saturating_mul(tokens_per_sequence as u64);
+            check_tokens("trace gen", total, m.layers, max_tokens)?;
             let mut w = NativeWriter::create(&output, &m.meta()).map_err(diag)?;
             let mut err = None;
+            let bar = crate::output::progress_items(sequences as u64, "sequences", quiet);
             m.generate_with(sequences, tokens_per_sequence, |s| {
+                bar.inc(1);
                 if err.is_none()
                     && let Err(e) = w.write_sequence(&s)
                 {
@@ -501,6 +575,7 @@ pub fn run(cmd: TraceCommand, quiet: bool) -> miette::Result<ExitCode> {
                 }
             })
             .map_err(|e| miette!("trace gen: {e}"))?;
+            bar.finish_and_clear();
             if let Some(e) = err {
                 return Err(diag(e));
             }
@@ -522,6 +597,50 @@ pub fn run(cmd: TraceCommand, quiet: bool) -> miette::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Default of `--max-tokens`: about 4 GB of native trace at 8 layers, top-8, and minutes of generation.
+const DEFAULT_MAX_TOKENS: u64 = 100_000_000;
+
+/// Refuses to generate more than `max` tokens (absurd work), naming the flag that raises the limit.
+fn check_tokens(cmd: &str, total: u64, layers: usize, max: u64) -> miette::Result<()> {
+    if total > max {
+        return Err(miette!(
+            help = format!("pass --max-tokens {total} to generate it anyway"),
+            "{cmd}: {total} tokens × {layers} layers asked for, over the limit of {max} tokens \
+             (about {:.1} GB of trace)",
+            total as f64 * layers as f64 * 9.0 / 1e9
+        ));
+    }
+    Ok(())
+}
+
+/// Refuses an output whose extension names another format (`--to load-matrix lm.csv` would write JSON
+/// into a `.csv`).
+fn check_extension(to: Format, out: &Path) -> miette::Result<()> {
+    let ext = out
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase);
+    let expected: &[&str] = match to {
+        Format::JsonlTokens => &["jsonl", "json", "ndjson"],
+        Format::CsvTokens | Format::CsvCounts => &["csv"],
+        Format::LoadMatrix => &["json"],
+        Format::Npy => &[],
+    };
+    match ext.as_deref() {
+        Some(e) if !expected.is_empty() && !expected.contains(&e) => Err(miette!(
+            help = format!(
+                "name the output with .{} (or choose the format that writes .{e})",
+                expected[0]
+            ),
+            "{}: --to {} writes {}, not .{e}",
+            out.display(),
+            to.name(),
+            expected[0]
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// The first `tokens` tokens of a sequence.
 fn truncate(s: &moesim_traces::Sequence, tokens: usize, layers: usize) -> moesim_traces::Sequence {
     let mut out = moesim_traces::Sequence::with_capacity(s.name.clone(), tokens, layers, 0);
@@ -537,16 +656,27 @@ fn truncate(s: &moesim_traces::Sequence, tokens: usize, layers: usize) -> moesim
 fn read_fit(path: &Path) -> miette::Result<Fit> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| miette!("{}: cannot read: {e}", path.display()))?;
-    if let Ok(f) = serde_json::from_str::<Fit>(&text) {
+    let bad = |what: &str, e: serde_json::Error| {
+        miette!(
+            "{}: line {}, column {}: not a valid {what}: {e}",
+            path.display(),
+            e.line(),
+            e.column()
+        )
+    };
+    let invalid = |e: String| miette!("{}: invalid model: {e}", path.display());
+    // A fit has a `model` object; a bare token model has `layers` at the top. Each is reported by its
+    // own parser, so a defect in a fit is not hidden behind the fallback's "unknown field".
+    let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| bad("JSON file", e))?;
+    if value.get("model").is_some() {
+        let f: Fit = serde_json::from_str(&text)
+            .map_err(|e| bad("fit (from `moesim trace fit --out`)", e))?;
+        f.model.validate().map_err(invalid)?;
         return Ok(f);
     }
-    let model: TokenModel = serde_json::from_str(&text).map_err(|e| {
-        miette!(
-            "{}: line {}: expected a fit (from `moesim trace fit --out`) or a token model: {e}",
-            path.display(),
-            e.line()
-        )
-    })?;
+    let model: TokenModel =
+        serde_json::from_str(&text).map_err(|e| bad("token model (or fit)", e))?;
+    model.validate().map_err(invalid)?;
     let target = moesim_traces::fit::Measured {
         gini: 0.0,
         load_max_over_mean: 0.0,
@@ -616,8 +746,11 @@ fn print_fit(f: &Fit) {
     }
 }
 
-fn print_stats(t: &Trace, st: &moesim_traces::stats::TraceStats) {
-    println!("{}", summary(t));
+fn print_stats(head: &str, st: &moesim_traces::stats::TraceStats) {
+    println!("{head}");
+    for n in &st.notes {
+        println!("note: {n}");
+    }
     let sizes: Vec<String> = st.cache_sizes.iter().map(|c| c.to_string()).collect();
     print!(
         "{:>6} {:>9} {:>8} {:>6} {:>6} {:>5} {:>8} {:>8}",

@@ -32,6 +32,19 @@ pub struct ValidateArgs {
 /// Lowers a plan into per-rank expert work for one MoE layer and micro-batch.
 pub fn lower(plan: &Plan) -> miette::Result<ValidationInput> {
     let s = &plan.resolved_scenario;
+    // A plan file is input too: its cluster must still be one the topology can be built for.
+    let c = &s.cluster;
+    if c.nodes == 0
+        || c.gpus_per_node == 0
+        || c.nodes.saturating_mul(c.gpus_per_node) > moesim_sim::scenario::limits::MAX_GPUS
+    {
+        return Err(miette!(
+            "plan: resolved_scenario.cluster has {} nodes × {} GPUs per node; expected 1..={} GPUs in all",
+            c.nodes,
+            c.gpus_per_node,
+            moesim_sim::scenario::limits::MAX_GPUS
+        ));
+    }
     let m = &s.model;
     let layers = m.moe_layers().max(1);
     let mbs = s.workload.micro_batches.max(1);

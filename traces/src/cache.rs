@@ -165,6 +165,12 @@ pub enum CacheError {
         "malformed request sequence: offsets must start at 0, never decrease and end at {len} (the number of experts)"
     )]
     BadOffsets { len: usize },
+    #[error("step {step} requests expert {expert}, beyond the {experts} experts")]
+    UnknownExpert {
+        step: usize,
+        expert: u32,
+        experts: usize,
+    },
 }
 
 const NEVER: u64 = u64::MAX;
@@ -238,7 +244,6 @@ fn replay_impl(
     mut on_step: impl FnMut(usize, &[u32], &[u32], &[u32]),
 ) -> Result<CacheCounts, CacheError> {
     validate(seq, capacity)?;
-    let steps = seq.steps();
     let n_ids = seq
         .experts
         .iter()
@@ -250,83 +255,154 @@ fn replay_impl(
     } else {
         Vec::new()
     };
-
-    let mut resident = vec![false; n_ids];
-    let mut in_step = vec![usize::MAX; n_ids];
-    // The ordering key each resident expert has in `order` (smallest = evicted first).
-    let mut key: Vec<(u64, u64)> = vec![(0, 0); n_ids];
-    let mut freq = vec![0u64; n_ids];
-    let mut crf_log = vec![f64::NEG_INFINITY; n_ids];
-    let mut order = if tree {
-        Order::Tree(BTreeSet::new())
-    } else {
-        Order::Scan(Vec::with_capacity(capacity))
-    };
-    let mut occupied = 0usize;
-    let mut clock = 0u64;
-    let mut counts = CacheCounts::default();
-    let (mut hits, mut misses, mut evicted) = (Vec::new(), Vec::new(), Vec::new());
-
-    for step in 0..steps {
+    let mut sim = CacheSim::with_order(policy, capacity, n_ids, tree);
+    for step in 0..seq.steps() {
         let (lo, hi) = (seq.offsets[step], seq.offsets[step + 1]);
-        let req = &seq.experts[lo..hi];
-        hits.clear();
-        misses.clear();
-        evicted.clear();
+        let next = (policy == CachePolicy::Belady).then(|| &next_use[lo..hi]);
+        let (hits, misses, evicted) = sim.step_with(&seq.experts[lo..hi], next)?;
+        on_step(step, hits, misses, evicted);
+    }
+    Ok(sim.counts)
+}
+
+/// A step's hits, misses and evicted experts.
+type StepOutcome<'a> = (&'a [u32], &'a [u32], &'a [u32]);
+
+/// A cache replayed one step at a time, so a trace can be streamed through it in memory proportional to
+/// the expert count. Belady needs each request's next use (the future), so only [`replay_cache`] runs it.
+pub struct CacheSim {
+    policy: CachePolicy,
+    capacity: usize,
+    step: usize,
+    resident: Vec<bool>,
+    in_step: Vec<usize>,
+    /// The ordering key each resident expert has in `order` (smallest = evicted first).
+    key: Vec<(u64, u64)>,
+    freq: Vec<u64>,
+    crf_log: Vec<f64>,
+    order: Order,
+    occupied: usize,
+    clock: u64,
+    /// Hits and requests so far.
+    pub counts: CacheCounts,
+    hits: Vec<u32>,
+    misses: Vec<u32>,
+    evicted: Vec<u32>,
+}
+
+impl CacheSim {
+    /// An empty cache of `capacity` experts with ids below `n_ids` (LRU, LFU or LRFU).
+    pub fn new(policy: CachePolicy, capacity: usize, n_ids: usize) -> CacheSim {
+        CacheSim::with_order(policy, capacity, n_ids, capacity > SCAN_LIMIT)
+    }
+
+    fn with_order(policy: CachePolicy, capacity: usize, n_ids: usize, tree: bool) -> CacheSim {
+        CacheSim {
+            policy,
+            capacity,
+            step: 0,
+            resident: vec![false; n_ids],
+            in_step: vec![usize::MAX; n_ids],
+            key: vec![(0, 0); n_ids],
+            freq: vec![0; n_ids],
+            crf_log: vec![f64::NEG_INFINITY; n_ids],
+            order: if tree {
+                Order::Tree(BTreeSet::new())
+            } else {
+                Order::Scan(Vec::with_capacity(capacity))
+            },
+            occupied: 0,
+            clock: 0,
+            counts: CacheCounts::default(),
+            hits: Vec::new(),
+            misses: Vec::new(),
+            evicted: Vec::new(),
+        }
+    }
+
+    /// Serves one step (distinct experts, at most the capacity, ids below `n_ids`); not for Belady.
+    pub fn step(&mut self, req: &[u32]) -> Result<(), CacheError> {
+        if req.len() > self.capacity {
+            return Err(CacheError::CapacityBelowK {
+                capacity: self.capacity,
+                k: req.len(),
+                step: self.step,
+            });
+        }
+        if let Some(&e) = req.iter().find(|&&e| e as usize >= self.resident.len()) {
+            return Err(CacheError::UnknownExpert {
+                step: self.step,
+                expert: e,
+                experts: self.resident.len(),
+            });
+        }
+        self.step_with(req, None).map(|_| ())
+    }
+
+    /// One step; `next_use[j]` is the position of request `j`'s next use (Belady only).
+    fn step_with(
+        &mut self,
+        req: &[u32],
+        next_use: Option<&[u64]>,
+    ) -> Result<StepOutcome<'_>, CacheError> {
+        let step = self.step;
+        self.hits.clear();
+        self.misses.clear();
+        self.evicted.clear();
         for &e in req {
-            if in_step[e as usize] == step {
+            if self.in_step[e as usize] == step {
                 return Err(CacheError::DuplicateExpert { step, expert: e });
             }
-            in_step[e as usize] = step;
-            if resident[e as usize] {
-                hits.push(e);
+            self.in_step[e as usize] = step;
+            if self.resident[e as usize] {
+                self.hits.push(e);
             } else {
-                misses.push(e);
+                self.misses.push(e);
             }
         }
-        for &e in &misses {
-            if occupied == capacity {
-                let victim = order.pop_victim(&key, &in_step, step);
-                resident[victim as usize] = false;
-                occupied -= 1;
-                evicted.push(victim);
+        for &e in &self.misses {
+            if self.occupied == self.capacity {
+                let victim = self.order.pop_victim(&self.key, &self.in_step, step);
+                self.resident[victim as usize] = false;
+                self.occupied -= 1;
+                self.evicted.push(victim);
             }
-            order.load(e);
-            resident[e as usize] = true;
-            occupied += 1;
+            self.order.load(e);
+            self.resident[e as usize] = true;
+            self.occupied += 1;
         }
         // Touch in listed order: newly loaded experts enter `order` here.
         for (j, &e) in req.iter().enumerate() {
             let ei = e as usize;
-            let old = key[ei];
-            clock += 1;
-            freq[ei] += 1;
-            let k = match policy {
-                CachePolicy::Lru => (clock, 0),
-                CachePolicy::Lfu => (freq[ei], clock),
+            let old = self.key[ei];
+            self.clock += 1;
+            self.freq[ei] += 1;
+            let k = match self.policy {
+                CachePolicy::Lru => (self.clock, 0),
+                CachePolicy::Lfu => (self.freq[ei], self.clock),
                 CachePolicy::Lrfu => {
                     // log2 Σ 2^(λ t_ref), updated stably; comparing it is comparing CRF at any common time.
                     let x = LRFU_LAMBDA * step as f64;
-                    let c = crf_log[ei];
+                    let c = self.crf_log[ei];
                     let s = if c == f64::NEG_INFINITY {
                         x
                     } else {
                         let (hi, lo) = if c > x { (c, x) } else { (x, c) };
                         hi + (1.0 + (lo - hi).exp2()).log2()
                     };
-                    crf_log[ei] = s;
-                    (s.to_bits(), clock) // s ≥ 0, so bit order is numeric order
+                    self.crf_log[ei] = s;
+                    (s.to_bits(), self.clock) // s ≥ 0, so bit order is numeric order
                 }
-                CachePolicy::Belady => (NEVER - next_use[lo + j], 0),
+                CachePolicy::Belady => (NEVER - next_use.map_or(NEVER, |n| n[j]), 0),
             };
-            key[ei] = k;
-            order.rekey(e, old, k);
+            self.key[ei] = k;
+            self.order.rekey(e, old, k);
         }
-        counts.hits += hits.len() as u64;
-        counts.requests += req.len() as u64;
-        on_step(step, &hits, &misses, &evicted);
+        self.counts.hits += self.hits.len() as u64;
+        self.counts.requests += req.len() as u64;
+        self.step += 1;
+        Ok((&self.hits, &self.misses, &self.evicted))
     }
-    Ok(counts)
 }
 
 /// Hit counts for several capacities (each replayed independently).

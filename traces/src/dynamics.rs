@@ -44,6 +44,10 @@ impl Default for Dynamics {
     }
 }
 
+/// Beyond these, popularity is one expert anyway and `exp` of the walk overflows.
+pub const MAX_DRIFT_SIGMA: f64 = 16.0;
+pub const MAX_BURST_FACTOR: f64 = 1e6;
+
 const STREAM_DRIFT: u64 = 21;
 const STREAM_BURST: u64 = 22;
 
@@ -53,8 +57,8 @@ impl Dynamics {
         self.drift_sigma > 0.0 || self.rotate_every > 0 || self.burst_prob > 0.0
     }
 
-    /// Checks the parameters.
-    pub fn validate(&self) -> Result<(), String> {
+    /// Checks the parameters; an error names the field and its value.
+    pub fn validate(&self) -> Result<(), (&'static str, String)> {
         for (v, n) in [
             (self.drift_persistence, "drift_persistence"),
             (self.burst_prob, "burst_prob"),
@@ -62,11 +66,26 @@ impl Dynamics {
             (self.null_expert_prob, "null_expert_prob"),
         ] {
             if !(0.0..=1.0).contains(&v) {
-                return Err(format!("{n} = {v}: expected a value in [0, 1]"));
+                return Err((n, format!("{n} = {v}: expected a value in [0, 1]")));
             }
         }
-        if self.drift_sigma.is_nan() || self.drift_sigma < 0.0 || self.burst_factor <= 0.0 {
-            return Err("expected drift_sigma ≥ 0 and burst_factor > 0".into());
+        if !(0.0..=MAX_DRIFT_SIGMA).contains(&self.drift_sigma) {
+            return Err((
+                "drift_sigma",
+                format!(
+                    "drift_sigma = {}: expected 0 ≤ drift_sigma ≤ {MAX_DRIFT_SIGMA}",
+                    self.drift_sigma
+                ),
+            ));
+        }
+        if !(self.burst_factor > 0.0 && self.burst_factor <= MAX_BURST_FACTOR) {
+            return Err((
+                "burst_factor",
+                format!(
+                    "burst_factor = {}: expected 0 < burst_factor ≤ {MAX_BURST_FACTOR}",
+                    self.burst_factor
+                ),
+            ));
         }
         Ok(())
     }

@@ -7,9 +7,8 @@
 
 use crate::error::{TraceError, TraceResult};
 use crate::import::{Format, write_npy};
-use crate::native::temp_name;
 use crate::trace::{CountsTrace, TokenTrace, Trace};
-use std::io::{BufWriter, Write};
+use std::io::Write;
 use std::path::Path;
 
 /// Writes `trace` to `out` in `format`.
@@ -41,20 +40,7 @@ pub fn atomic(
     out: &Path,
     body: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
 ) -> TraceResult<()> {
-    let tmp = temp_name(out);
-    let res = (|| {
-        let f = std::fs::File::create(&tmp)?;
-        let mut w = BufWriter::with_capacity(1 << 20, f);
-        body(&mut w)?;
-        w.flush()?;
-        drop(w);
-        std::fs::rename(&tmp, out)
-    })();
-    if let Err(e) = res {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(TraceError::io(out, e));
-    }
-    Ok(())
+    crate::atomic::write_with(out, body).map_err(|e| TraceError::io(out, e))
 }
 
 fn jsonl(t: &TokenTrace, w: &mut dyn Write) -> std::io::Result<()> {

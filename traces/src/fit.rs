@@ -154,11 +154,21 @@ fn bisect(mut lo: f64, mut hi: f64, iters: usize, target: f64, f: impl Fn(f64) -
     0.5 * (lo + hi)
 }
 
+/// Largest drift window, tokens.
+pub const MAX_WINDOW: usize = 1 << 24;
+
 /// Fits a [`TokenModel`] to a per-token trace.
 pub fn fit_tokens(t: &TokenTrace, opts: &FitOptions) -> Result<Fit, String> {
     let m = &t.meta;
+    m.check()?;
     if t.tokens() == 0 || m.top_k == 0 {
         return Err("the trace holds no tokens".into());
+    }
+    if opts.window == 0 || opts.window > MAX_WINDOW {
+        return Err(format!(
+            "window of {} tokens: expected 1..={MAX_WINDOW}",
+            opts.window
+        ));
     }
     let target = measure(t, opts.window);
     let tps = (t.tokens() / t.sequences.len().max(1)).max(2);
@@ -180,6 +190,8 @@ pub fn fit_tokens(t: &TokenTrace, opts: &FitOptions) -> Result<Fit, String> {
         },
         seed: opts.seed,
     };
+    // The bisections below vary skew and locality within the model's valid ranges.
+    model.validate()?;
     let eval = |mm: &TokenModel| {
         let g = mm.generate(n_seq_eval, tps).expect("valid model");
         measure(&g, opts.window)
@@ -310,14 +322,24 @@ pub fn rescale(
     spec: &RescaleSpec,
     mut sink: impl FnMut(&[u64]),
 ) -> Result<(), String> {
+    model.validate()?;
     let (ll, e) = (model.layers, model.experts);
     let tps = spec.tokens_per_sequence.max(1);
-    let per_iter = spec.ranks as u64 * spec.tokens_per_rank;
-    let total = per_iter * spec.iterations as u64;
+    let per_iter = (spec.ranks as u64).saturating_mul(spec.tokens_per_rank);
+    let total = per_iter.saturating_mul(spec.iterations as u64);
     if total == 0 {
         return Err(
             "nothing to generate: ranks, iterations and tokens per rank must be ≥ 1".into(),
         );
+    }
+    let cells = ll.saturating_mul(spec.ranks).saturating_mul(e);
+    if spec.ranks > crate::limits::MAX_RANKS || cells > crate::limits::MAX_ITERATION_CELLS {
+        return Err(format!(
+            "{} ranks × {ll} layers × {e} experts per iteration: expected at most {} ranks and {} cells",
+            spec.ranks,
+            crate::limits::MAX_RANKS,
+            crate::limits::MAX_ITERATION_CELLS
+        ));
     }
     let n_seq = total.div_ceil(tps as u64) as usize;
     let mut buf = vec![0u64; ll * spec.ranks * e];

@@ -25,6 +25,7 @@
 //! - [`tokengen`]: per-token synthetic workloads; [`fit`]: fitting them to traces and rescaling;
 //!   [`replay`]: a trace as a [`RoutingSource`].
 
+pub mod atomic;
 pub mod binomial;
 pub mod cache;
 pub mod dynamics;
@@ -32,11 +33,13 @@ pub mod error;
 pub mod export;
 pub mod fit;
 pub mod import;
+pub mod limits;
 pub mod native;
 pub mod replay;
 pub mod rng;
 pub mod routing;
 pub mod stats;
+pub mod stats_stream;
 pub mod synthetic;
 pub mod tokengen;
 pub mod trace;

@@ -24,7 +24,7 @@ use crate::error::{TraceError, TraceResult};
 use crate::trace::{
     CountsTrace, FORMAT_VERSION, Sequence, TokenTrace, Trace, TraceKind, TraceMeta,
 };
-use std::io::{BufReader, BufWriter, Read, Write};
+use std::io::{BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 
 /// File magic of the native format.
@@ -87,30 +87,28 @@ impl Cursor<'_> {
 
 /// Streaming writer of a native trace. Call [`NativeWriter::finish`] to complete the file.
 pub struct NativeWriter {
-    out: BufWriter<std::fs::File>,
+    out: crate::atomic::AtomicFile,
     tmp: PathBuf,
     path: PathBuf,
     meta: TraceMeta,
     records: u64,
     rows: u64,
     buf: Vec<u8>,
-    done: bool,
 }
 
 impl NativeWriter {
     /// Starts writing `path` (through a temporary file next to it).
     pub fn create(path: &Path, meta: &TraceMeta) -> TraceResult<Self> {
-        let tmp = temp_name(path);
-        let file = std::fs::File::create(&tmp).map_err(|e| TraceError::io(&tmp, e))?;
+        meta.check().map_err(|why| TraceError::file(path, why))?;
+        let out = crate::atomic::AtomicFile::create(path).map_err(|e| TraceError::io(path, e))?;
         let mut w = NativeWriter {
-            out: BufWriter::with_capacity(1 << 20, file),
-            tmp,
+            tmp: out.temp_path().to_path_buf(),
+            out,
             path: path.to_path_buf(),
             meta: meta.clone(),
             records: 0,
             rows: 0,
             buf: Vec::new(),
-            done: false,
         };
         let header = serde_json::to_vec(meta).expect("metadata serialises");
         let mut head = Vec::with_capacity(16 + header.len());
@@ -212,28 +210,9 @@ impl NativeWriter {
         put_varint(&mut self.buf, r);
         put_varint(&mut self.buf, n);
         self.record(b'E')?;
-        self.out.flush().map_err(|e| TraceError::io(&self.tmp, e))?;
-        std::fs::rename(&self.tmp, &self.path).map_err(|e| TraceError::io(&self.path, e))?;
-        self.done = true;
-        Ok(())
+        let path = self.path.clone();
+        self.out.commit().map_err(|e| TraceError::io(&path, e))
     }
-}
-
-impl Drop for NativeWriter {
-    fn drop(&mut self) {
-        if !self.done {
-            let _ = std::fs::remove_file(&self.tmp);
-        }
-    }
-}
-
-/// A temporary name next to `path` (same directory, so the final rename is atomic).
-pub fn temp_name(path: &Path) -> PathBuf {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "trace".into());
-    path.with_file_name(format!(".{name}.partial-{}", std::process::id()))
 }
 
 /// Writes a whole trace.
@@ -344,11 +323,11 @@ impl<R: Read> NativeReader<R> {
         }
         let meta: TraceMeta = serde_json::from_slice(&header)
             .map_err(|e| TraceError::at(path, "header", format!("invalid metadata: {e}")))?;
-        if meta.layer_ids.len() != meta.layers || meta.ranks == 0 || meta.experts == 0 {
+        if let Err(why) = meta.check() {
             return Err(TraceError::at(
                 path,
                 "header",
-                "inconsistent metadata (layer ids, ranks or experts)",
+                format!("invalid metadata: {why}"),
             ));
         }
         Ok(NativeReader {

@@ -73,6 +73,9 @@ pub struct TraceStats {
     pub cache_per_sequence: bool,
     pub layers: Vec<LayerStats>,
     pub overall: LayerStats,
+    /// What a reader should know (figures left out of a streamed computation).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 /// Skew of a load vector: (max/mean, Gini, CV, zero-load count).
@@ -140,7 +143,7 @@ pub fn drift(windows: &[Vec<u64>], lags: &[usize]) -> BTreeMap<String, f64> {
         .collect()
 }
 
-fn default_sizes(experts: usize, k: usize) -> Vec<usize> {
+pub(crate) fn default_sizes(experts: usize, k: usize) -> Vec<usize> {
     let mut v: Vec<usize> = [k, experts / 8, experts / 4, experts / 2]
         .into_iter()
         .filter(|&c| c >= k.max(1) && c <= experts)
@@ -215,10 +218,11 @@ pub fn trace_stats(trace: &Trace, opts: &StatsOptions) -> Result<TraceStats, Cac
         cache_per_sequence: opts.cache_per_sequence,
         layers,
         overall,
+        notes: Vec::new(),
     })
 }
 
-fn base_stats(
+pub(crate) fn base_stats(
     layer: i64,
     tokens: u64,
     loads: &[u64],
@@ -309,7 +313,7 @@ fn token_layer_stats(
     Ok(st)
 }
 
-fn overall(layers: &[LayerStats]) -> LayerStats {
+pub(crate) fn overall(layers: &[LayerStats]) -> LayerStats {
     let tw: f64 = layers
         .iter()
         .map(|l| l.tokens as f64)

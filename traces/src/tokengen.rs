@@ -102,36 +102,31 @@ impl TokenModel {
                 Err(format!("{n} = {x}: expected a probability in [0, 1]"))
             }
         };
-        if self.layers == 0 || self.experts == 0 || self.top_k == 0 || self.top_k > self.experts {
-            return Err(format!(
-                "shape: expected layers ≥ 1, experts ≥ 1 and 1 ≤ top_k ≤ experts (got {} layers, {} experts, top-{})",
-                self.layers, self.experts, self.top_k
-            ));
+        if self.top_k == 0 {
+            return Err("shape: top_k must be at least 1".into());
         }
+        crate::limits::check_shape(self.layers, self.experts, self.top_k)
+            .map_err(|e| format!("shape: {e}"))?;
         p01(self.locality, "locality")?;
         p01(self.layer_correlation, "layer_correlation")?;
         p01(self.null_expert_prob, "null_expert_prob")?;
         p01(self.drift.burst_prob, "drift.burst_prob")?;
         p01(self.drift.persistence, "drift.persistence")?;
         if self.drift.block_tokens == 0
-            || self.drift.sigma.is_nan()
-            || self.drift.sigma < 0.0
-            || self.drift.burst_factor <= 0.0
+            || !(0.0..=crate::dynamics::MAX_DRIFT_SIGMA).contains(&self.drift.sigma)
+            || !(self.drift.burst_factor > 0.0
+                && self.drift.burst_factor <= crate::dynamics::MAX_BURST_FACTOR)
         {
-            return Err("drift: expected block_tokens ≥ 1, sigma ≥ 0, burst_factor > 0".into());
+            return Err(format!(
+                "drift: expected block_tokens ≥ 1, 0 ≤ sigma ≤ {}, 0 < burst_factor ≤ {} (got {}, {}, {})",
+                crate::dynamics::MAX_DRIFT_SIGMA,
+                crate::dynamics::MAX_BURST_FACTOR,
+                self.drift.block_tokens,
+                self.drift.sigma,
+                self.drift.burst_factor
+            ));
         }
-        match self.skew {
-            Skew::Zipf { s } if !(s >= 0.0 && s.is_finite()) => {
-                Err(format!("zipf s = {s}: expected ≥ 0"))
-            }
-            Skew::LogNormal { sigma } if !(sigma >= 0.0 && sigma.is_finite()) => {
-                Err(format!("lognormal sigma = {sigma}: expected ≥ 0"))
-            }
-            Skew::Dirichlet { alpha } if !(alpha > 0.0 && alpha.is_finite()) => {
-                Err(format!("dirichlet alpha = {alpha}: expected > 0"))
-            }
-            _ => Ok(()),
-        }
+        crate::limits::check_skew(&self.skew)
     }
 
     fn base_weights(&self, layer: usize) -> Vec<f64> {
@@ -199,6 +194,22 @@ impl TokenModel {
     ) -> Result<(), String> {
         self.validate()?;
         let (ll, e, k) = (self.layers, self.experts, self.top_k);
+        let entries = (tokens_per_sequence as u64).saturating_mul((ll * k) as u64);
+        if entries > crate::limits::MAX_SEQUENCE_ENTRIES {
+            return Err(format!(
+                "{tokens_per_sequence} tokens per sequence × {ll} layers × top-{k} is beyond the {} expert \
+                 entries one sequence may hold in memory",
+                crate::limits::MAX_SEQUENCE_ENTRIES
+            ));
+        }
+        if (sequences as u64)
+            .checked_mul(tokens_per_sequence as u64)
+            .is_none()
+        {
+            return Err(format!(
+                "{sequences} sequences × {tokens_per_sequence} tokens overflow"
+            ));
+        }
         let perms: Vec<Vec<u32>> = (0..ll)
             .map(|l| {
                 let mut p: Vec<u32> = (0..e as u32).collect();

@@ -54,6 +54,39 @@ pub struct TraceMeta {
     pub provenance: Provenance,
 }
 
+impl TraceMeta {
+    /// Checks the shape against [`crate::limits`] and its own consistency (a header from a file is input).
+    pub fn check(&self) -> Result<(), String> {
+        crate::limits::check_shape(self.layers, self.experts, self.top_k)?;
+        if self.layer_ids.len() != self.layers {
+            return Err(format!(
+                "{} layer ids for {} layers",
+                self.layer_ids.len(),
+                self.layers
+            ));
+        }
+        if !(1..=crate::limits::MAX_RANKS).contains(&self.ranks) {
+            return Err(format!(
+                "{} ranks: expected 1..={}",
+                self.ranks,
+                crate::limits::MAX_RANKS
+            ));
+        }
+        if self.kind == TraceKind::Counts
+            && self.layers * self.ranks * self.experts > crate::limits::MAX_ITERATION_CELLS
+        {
+            return Err(format!(
+                "{} layers × {} ranks × {} experts per iteration: expected at most {} cells",
+                self.layers,
+                self.ranks,
+                self.experts,
+                crate::limits::MAX_ITERATION_CELLS
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// One sequence (prompt, sample) of a per-token trace.
 ///
 /// Row `(layer, token)` lists `experts[offsets[r]..offsets[r+1]]` with `r = layer * tokens + token`.

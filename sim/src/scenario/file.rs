@@ -22,6 +22,19 @@ pub struct ScenarioFile {
     pub strategies: Vec<StrategySection>,
     #[serde(default)]
     pub objective: ObjectiveSection,
+    /// Overrides of the work and memory limits checked before a run ([`super::limits`]).
+    #[serde(default)]
+    pub limits: LimitsSection,
+}
+
+/// `[limits]`: raise (or lower) the estimated work and memory a run may take before it is refused.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsSection {
+    /// Simulated (iteration × micro-batch × layer × rank) steps over every strategy.
+    pub max_work: Option<f64>,
+    /// Estimated peak memory, GiB.
+    pub max_memory_gib: Option<f64>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]

@@ -12,6 +12,7 @@ pub mod cluster;
 pub mod error;
 pub mod file;
 pub mod knobs;
+pub mod limits;
 pub mod locate;
 pub mod model;
 pub mod overrides;
@@ -180,19 +181,24 @@ pub fn parse_scenario(
     } else {
         let mut doc: toml::Table =
             toml::from_str(text).map_err(|e| err(format!("invalid scenario: {e}")))?;
+        let mut parsed = raw;
+        // One at a time, so that an error names the `--set` that caused it.
         for o in overrides {
-            overrides::apply_override(&mut doc, o).map_err(err)?;
+            overrides::apply_override(&mut doc, o).map_err(&err)?;
+            parsed = ScenarioFile::deserialize(doc.clone()).map_err(|e| {
+                err(format!(
+                    "invalid scenario after --set {o}: {}",
+                    e.message().trim()
+                ))
+                .help("check the key path and the value's type")
+            })?;
         }
-        let with = overrides.join(" ");
-        ScenarioFile::deserialize(doc).map_err(|e| {
-            err(format!(
-                "invalid scenario after --set {with}: {}",
-                e.message().trim()
-            ))
-            .help("check the key path and the value's type")
-        })?
+        parsed
     };
-    Resolver { file, text }.resolve(raw)
+    let resolver = Resolver { file, text };
+    let scenario = resolver.resolve(&raw)?;
+    resolver.limits(&scenario, &raw.limits)?;
+    Ok(scenario)
 }
 
 struct Resolver<'a> {
@@ -215,36 +221,58 @@ impl Resolver<'_> {
         .at(locate::locate(self.text, path), label)
     }
 
-    fn resolve(&self, raw: ScenarioFile) -> Result<Scenario, ScenarioError> {
-        let model = self.model(&raw)?;
-        let cluster = self.cluster(&raw)?;
+    /// Refuses a run whose estimated work or memory exceeds `[limits]` (see [`limits`]).
+    fn limits(&self, s: &Scenario, l: &file::LimitsSection) -> Result<(), ScenarioError> {
+        for (f, v) in [
+            ("max_work", l.max_work),
+            ("max_memory_gib", l.max_memory_gib),
+        ] {
+            if let Some(v) = v
+                && !(v.is_finite() && v > 0.0)
+            {
+                return Err(self.error(
+                    &format!("limits.{f}"),
+                    format!("must be positive and finite, got {v}"),
+                    "expected a positive number",
+                ));
+            }
+        }
+        limits::check(s, l).map_err(|(path, msg, help)| {
+            ScenarioError::new(
+                self.file,
+                self.text,
+                format!("run refused before it starts: {msg}"),
+            )
+            .at(locate::locate(self.text, path), "limit")
+            .help(help)
+        })
+    }
+
+    /// A count that must lie in `1..=max`.
+    fn count(&self, path: &str, v: usize, max: usize) -> Result<(), ScenarioError> {
+        if v == 0 || v > max {
+            return Err(self.error(
+                path,
+                format!("must be between 1 and {max}, got {v}"),
+                format!("expected 1..={max}"),
+            ));
+        }
+        Ok(())
+    }
+
+    fn resolve(&self, raw: &ScenarioFile) -> Result<Scenario, ScenarioError> {
+        let model = self.model(raw)?;
+        let cluster = self.cluster(raw)?;
         let w = &raw.workload;
-        if w.iterations == 0 {
-            return Err(self.error(
-                "workload.iterations",
-                "must be at least 1",
-                "expected a positive count",
-            ));
-        }
-        if w.micro_batches == 0 {
-            return Err(self.error(
-                "workload.micro_batches",
-                "must be at least 1",
-                "expected a positive count",
-            ));
-        }
-        let bad_skew = match w.skew {
-            Skew::Uniform | Skew::Balanced => None,
-            Skew::Zipf { s } => (!(s >= 0.0 && s.is_finite())).then_some("zipf s must be ≥ 0"),
-            Skew::LogNormal { sigma } => {
-                (!(sigma >= 0.0 && sigma.is_finite())).then_some("sigma must be ≥ 0")
-            }
-            Skew::Dirichlet { alpha } => {
-                (!(alpha > 0.0 && alpha.is_finite())).then_some("alpha must be > 0")
-            }
-        };
+        self.count("workload.iterations", w.iterations, limits::MAX_ITERATIONS)?;
+        self.count(
+            "workload.micro_batches",
+            w.micro_batches,
+            limits::MAX_MICRO_BATCHES,
+        )?;
+        let bad_skew = moesim_traces::limits::check_skew(&w.skew).err();
         if let Some(msg) = bad_skew {
-            return Err(self.error("workload.skew", msg, msg));
+            return Err(self.error("workload.skew", msg.clone(), msg));
         }
         let workload = Workload {
             mode: w.mode,
@@ -256,8 +284,8 @@ impl Resolver<'_> {
             dynamics: w.dynamics,
             plan_until: w.plan_until,
         };
-        if let Err(msg) = w.dynamics.validate() {
-            return Err(self.error("workload.dynamics", msg.clone(), msg));
+        if let Err((field, msg)) = w.dynamics.validate() {
+            return Err(self.error(&format!("workload.dynamics.{field}"), msg.clone(), msg));
         }
         if let Some(u) = w.plan_until
             && (u == 0 || u >= w.iterations)
@@ -272,7 +300,7 @@ impl Resolver<'_> {
             ));
         }
         let training = self.training(&raw.training)?;
-        let strategies = self.strategies(&raw, &model, &cluster)?;
+        let strategies = self.strategies(raw, &model, &cluster)?;
         let objective = self.objective(&raw.objective, &cluster)?;
         Ok(Scenario {
             name: raw.name.clone().unwrap_or_else(|| {
@@ -390,6 +418,67 @@ impl Resolver<'_> {
         if let Some(d) = s.attn_v_head_dim {
             m.attention.v_head_dim = d;
         }
+        self.count("model.layers", m.layers, limits::MAX_LAYERS)?;
+        self.count("model.experts", m.experts, limits::MAX_EXPERTS)?;
+        for (f, v) in [
+            ("d_model", m.d_model),
+            ("expert_d_ff", m.expert_d_ff),
+            ("dense_d_ff", m.dense_d_ff),
+            ("seq_len", m.seq_len),
+            ("micro_batch", m.micro_batch),
+            ("vocab", m.vocab),
+        ] {
+            if v > limits::MAX_DIM {
+                return Err(self.error(
+                    &format!("model.{f}"),
+                    format!(
+                        "{v} is beyond the largest supported size ({})",
+                        limits::MAX_DIM
+                    ),
+                    format!("expected at most {}", limits::MAX_DIM),
+                ));
+            }
+        }
+        for (f, v) in [
+            ("attn_params_per_layer", m.attn_params_per_layer),
+            (
+                "kv_bytes_per_token_per_layer",
+                m.kv_bytes_per_token_per_layer,
+            ),
+        ] {
+            if v > limits::MAX_DIM * limits::MAX_DIM {
+                return Err(self.error(
+                    &format!("model.{f}"),
+                    format!(
+                        "{v} is beyond the largest supported size ({})",
+                        limits::MAX_DIM * limits::MAX_DIM
+                    ),
+                    "expected a smaller number",
+                ));
+            }
+        }
+        if m.shared_experts > limits::MAX_EXPERTS {
+            return Err(self.error(
+                "model.shared_experts",
+                format!(
+                    "{} is beyond the largest supported count ({})",
+                    m.shared_experts,
+                    limits::MAX_EXPERTS
+                ),
+                "expected a smaller count",
+            ));
+        }
+        if m.seq_len * m.micro_batch > limits::MAX_TOKENS_PER_RANK {
+            return Err(self.error(
+                "model.micro_batch",
+                format!(
+                    "micro_batch × seq_len = {} tokens per rank is beyond the largest supported ({})",
+                    m.seq_len * m.micro_batch,
+                    limits::MAX_TOKENS_PER_RANK
+                ),
+                "expected fewer tokens",
+            ));
+        }
         let positive: [(&str, u64); 10] = [
             ("attn_heads", m.attention.heads),
             ("attn_qk_head_dim", m.attention.qk_head_dim),
@@ -450,6 +539,18 @@ impl Resolver<'_> {
                     m.top_k, m.experts
                 ),
                 format!("expected at most {}", m.experts),
+            ));
+        }
+        if m.layers * m.experts > moesim_traces::limits::MAX_LAYER_EXPERTS {
+            return Err(self.error(
+                "model.experts",
+                format!(
+                    "{} layers × {} experts is beyond the largest supported model ({} layer-expert pairs)",
+                    m.layers,
+                    m.experts,
+                    moesim_traces::limits::MAX_LAYER_EXPERTS
+                ),
+                "expected fewer experts or layers",
             ));
         }
         if m.first_dense_layers >= m.layers {
@@ -540,6 +641,26 @@ impl Resolver<'_> {
             };
             return Err(self.error(f, "a cluster needs at least one GPU", "expected at least 1"));
         }
+        if c.nodes
+            .checked_mul(c.gpus_per_node)
+            .is_none_or(|g| g > limits::MAX_GPUS)
+        {
+            let f = if c.nodes > c.gpus_per_node {
+                "cluster.nodes"
+            } else {
+                "cluster.gpus_per_node"
+            };
+            return Err(self.error(
+                f,
+                format!(
+                    "{} nodes × {} GPUs is beyond the largest supported cluster ({} GPUs)",
+                    c.nodes,
+                    c.gpus_per_node,
+                    limits::MAX_GPUS
+                ),
+                "expected a smaller cluster",
+            ));
+        }
         let mut positive = vec![
             ("peak_tflops", c.peak_tflops),
             ("hbm_gbytes_per_s", c.hbm_gbytes_per_s),
@@ -554,12 +675,40 @@ impl Resolver<'_> {
         if c.fabric == Fabric::Ideal {
             positive.push(("ideal_link_gbytes_per_s", c.ideal_link_gbytes_per_s));
         }
+        // +inf is allowed: an ideal part (the `ideal` preset's unbounded HBM); a ratio must be finite.
         for (f, v) in positive {
-            if v.is_nan() || v <= 0.0 {
+            if v.is_nan() || v <= 0.0 || (f == "spine_oversubscription" && v.is_infinite()) {
                 return Err(self.error(
                     &format!("cluster.{f}"),
                     format!("must be positive, got {v}"),
                     "expected a positive number",
+                ));
+            }
+        }
+        for (f, v, max) in [
+            (
+                "nvlink_latency_us",
+                c.nvlink_latency_us,
+                limits::MAX_LATENCY_US,
+            ),
+            ("nic_latency_us", c.nic_latency_us, limits::MAX_LATENCY_US),
+            (
+                "launch_overhead_us",
+                c.launch_overhead_us,
+                limits::MAX_LATENCY_US,
+            ),
+            (
+                "ideal_latency_us",
+                c.ideal_latency_us,
+                limits::MAX_LATENCY_US,
+            ),
+            ("compute_noise_cv", c.compute_noise_cv, limits::MAX_NOISE_CV),
+        ] {
+            if v > max {
+                return Err(self.error(
+                    &format!("cluster.{f}"),
+                    format!("{v:?} is beyond the largest accepted value ({max})"),
+                    format!("expected at most {max}"),
                 ));
             }
         }
@@ -641,11 +790,14 @@ impl Resolver<'_> {
             ("optimizer_bytes_per_param", t.optimizer_bytes_per_param),
             ("grad_bytes_per_param", t.grad_bytes_per_param),
         ] {
-            if v.is_nan() || v < 0.0 {
+            if !(0.0..=limits::MAX_BYTES_PER_PARAM).contains(&v) {
                 return Err(self.error(
                     &format!("training.{f}"),
-                    "must be ≥ 0",
-                    "expected a non-negative number",
+                    format!(
+                        "{v:?}: expected 0 ≤ bytes ≤ {}",
+                        limits::MAX_BYTES_PER_PARAM
+                    ),
+                    "expected a non-negative number of bytes",
                 ));
             }
         }
@@ -727,7 +879,7 @@ impl Resolver<'_> {
             }
             let replication = if replicated {
                 let slots = s.slots_per_gpu.unwrap_or(m.experts.div_ceil(ep_size) + 1);
-                if slots * ep_size < m.experts || slots > m.experts || slots == 0 {
+                if slots.saturating_mul(ep_size) < m.experts || slots > m.experts || slots == 0 {
                     return Err(self.error(
                         &p("slots_per_gpu"),
                         format!(
@@ -763,7 +915,7 @@ impl Resolver<'_> {
                 None
             };
             if let Some(cf) = s.capacity_factor
-                && (cf.is_nan() || cf <= 0.0)
+                && !(cf.is_finite() && cf > 0.0)
             {
                 return Err(self.error(
                     &p("capacity_factor"),
@@ -814,7 +966,7 @@ impl Resolver<'_> {
 
     fn objective(&self, o: &ObjectiveSection, c: &Cluster) -> Result<Objective, ScenarioError> {
         let limit = o.memory_limit_gib.unwrap_or(c.gpu_memory_gib);
-        if limit.is_nan() || limit <= 0.0 {
+        if !(limit.is_finite() && limit > 0.0) {
             return Err(self.error(
                 "objective.memory_limit_gib",
                 "must be positive",

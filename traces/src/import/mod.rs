@@ -95,6 +95,26 @@ pub struct ImportOptions {
 
 /// Imports `input` (a file or a directory of one-sequence files).
 pub fn import(format: Format, input: &Path, opts: &ImportOptions) -> TraceResult<Trace> {
+    use crate::limits::{MAX_EXPERTS, MAX_TOP_K};
+    if let Some(n) = opts.experts
+        && !(1..=MAX_EXPERTS).contains(&n)
+    {
+        return Err(TraceError::file(
+            input,
+            format!("--experts {n}: expected 1..={MAX_EXPERTS}"),
+        ));
+    }
+    if let Some(k) = opts.top_k
+        && !(1..=MAX_TOP_K.min(opts.experts.unwrap_or(MAX_TOP_K))).contains(&k)
+    {
+        return Err(TraceError::file(
+            input,
+            format!(
+                "--top-k {k}: expected 1..={}",
+                MAX_TOP_K.min(opts.experts.unwrap_or(MAX_TOP_K))
+            ),
+        ));
+    }
     let files = input_files(input)?;
     let mut trace = match format {
         Format::JsonlTokens => Trace::Tokens(tokens::import_jsonl(&files, input, opts)?),
@@ -110,6 +130,7 @@ pub fn import(format: Format, input: &Path, opts: &ImportOptions) -> TraceResult
     if let Some(model) = &opts.model {
         m.model = model.clone();
     }
+    m.check().map_err(|why| TraceError::file(input, why))?;
     Ok(trace)
 }
 

@@ -53,7 +53,9 @@ fn parse_npy(b: &[u8]) -> Result<NpyArray, String> {
         );
     }
     let shape_s = field("shape")?;
-    let shape_s = &shape_s[1..shape_s.find(')').ok_or("bad shape")?];
+    let shape_s = shape_s
+        .get(1..shape_s.find(')').ok_or("bad shape")?)
+        .ok_or("bad shape")?;
     let shape: Vec<usize> = shape_s
         .split(',')
         .map(str::trim)
@@ -76,8 +78,13 @@ fn parse_npy(b: &[u8]) -> Result<NpyArray, String> {
         ));
     }
     let big = order == '>';
-    let n: usize = shape.iter().product();
     let data = &b[start + hlen..];
+    // Sizes come from the file: checked, and bounded by the data actually present.
+    let n = shape
+        .iter()
+        .try_fold(1usize, |n, &d| n.checked_mul(d))
+        .filter(|n| n.checked_mul(width).is_some())
+        .ok_or_else(|| format!("shape {shape:?} has more elements than any file can hold"))?;
     if data.len() < n * width {
         return Err(format!(
             "truncated data: {} bytes for {n} elements of {width} bytes",
@@ -159,6 +166,17 @@ pub(crate) fn import_npy(
                 ));
             }
         };
+        use crate::limits::{MAX_LAYERS, MAX_TOP_K};
+        if layers > MAX_LAYERS || k > MAX_TOP_K || tokens == 0 || k == 0 {
+            return Err(TraceError::at(
+                f,
+                "header",
+                format!(
+                    "shape {:?}: expected 1..={MAX_LAYERS} layers, at least one token and 1..={MAX_TOP_K} experts per token",
+                    a.shape
+                ),
+            ));
+        }
         let fi = asm.add_file(f);
         let name = f
             .file_stem()

@@ -197,6 +197,15 @@ impl<'a> Assembler<'a> {
         layer_ids.sort_unstable();
         layer_ids.dedup();
         let layers = layer_ids.len();
+        if layers > crate::limits::MAX_LAYERS {
+            return Err(TraceError::file(
+                input,
+                format!(
+                    "{layers} distinct layer ids: expected at most {}",
+                    crate::limits::MAX_LAYERS
+                ),
+            ));
+        }
         let experts = self
             .opts
             .experts
@@ -265,6 +274,19 @@ impl<'a> Assembler<'a> {
                 a = b;
             }
             let tokens = groups.len();
+            let entries = (tokens as u64)
+                .saturating_mul(layers as u64)
+                .saturating_mul(top_k.max(1) as u64);
+            if entries > crate::limits::MAX_SEQUENCE_ENTRIES {
+                return Err(TraceError::file(
+                    input,
+                    format!(
+                        "sequence `{name}`: {tokens} tokens × {layers} layers × top-{top_k} is beyond the {} \
+                         expert entries one sequence may hold (--incomplete keep pads missing layers)",
+                        crate::limits::MAX_SEQUENCE_ENTRIES
+                    ),
+                ));
+            }
             let mut s = Sequence::with_capacity(name.clone(), tokens, layers, top_k);
             if self.any_gates {
                 s.gates = Some(Vec::with_capacity(tokens * layers * top_k));
@@ -316,7 +338,8 @@ fn pick<'k>(
     present: impl Fn(&str) -> bool,
 ) -> Option<&'k str> {
     match given {
-        Some(k) => Some(k.as_str()),
+        // A key the user named must be there too (the row is then reported as missing it).
+        Some(k) => present(k).then_some(k.as_str()),
         None => defaults.iter().copied().find(|k| present(k)),
     }
 }
@@ -393,11 +416,23 @@ pub(crate) fn import_jsonl(
                     }
                 }
             };
-            let lk = pick(&opts.layer_key, LAYER_KEYS, |k| v.contains_key(k))
-                .ok_or_else(|| TraceError::at(f, at(), "missing key `layer`"))?;
+            let lk = pick(&opts.layer_key, LAYER_KEYS, |k| v.contains_key(k)).ok_or_else(|| {
+                TraceError::at(
+                    f,
+                    at(),
+                    format!(
+                        "missing key `{}`",
+                        opts.layer_key.as_deref().unwrap_or("layer")
+                    ),
+                )
+            })?;
             let layer = int_field(&v, lk, f, &at)?;
             let tk = pick(&opts.token_key, TOKEN_KEYS, |k| v.contains_key(k)).ok_or_else(|| {
-                TraceError::at(f, at(), "missing key `token_idx` (or `token_pos`)")
+                let key = opts
+                    .token_key
+                    .as_deref()
+                    .unwrap_or("token_idx` (or `token_pos");
+                TraceError::at(f, at(), format!("missing key `{key}`"))
             })?;
             let token = int_field(&v, tk, f, &at)?;
             // several files: sequences belong to their file
@@ -416,8 +451,11 @@ pub(crate) fn import_jsonl(
             run.max = run.max.max(token);
             let token = run.offset + token;
             let seq = asm.sequence(&seq_name);
-            let ek = pick(&opts.experts_key, EXPERT_KEYS, |k| v.contains_key(k))
-                .ok_or_else(|| TraceError::at(f, at(), "missing key `experts`"))?;
+            let ek =
+                pick(&opts.experts_key, EXPERT_KEYS, |k| v.contains_key(k)).ok_or_else(|| {
+                    let key = opts.experts_key.as_deref().unwrap_or("experts");
+                    TraceError::at(f, at(), format!("missing key `{key}`"))
+                })?;
             let arr = v[ek].as_array().ok_or_else(|| {
                 TraceError::at(f, at(), format!("`{ek}`: expected an array of expert ids"))
             })?;
