@@ -500,6 +500,16 @@ impl Resolver<'_> {
                 ));
             }
         }
+        if m.top_k > m.experts {
+            return Err(self.error(
+                "model.top_k",
+                format!(
+                    "top_k = {} exceeds the number of experts ({})",
+                    m.top_k, m.experts
+                ),
+                format!("expected at most {}", m.experts),
+            ));
+        }
         let rg = m.routing;
         if rg.groups == 0 || !m.experts.is_multiple_of(rg.groups) {
             return Err(self.error(
@@ -529,16 +539,6 @@ impl Resolver<'_> {
                     m.top_k.div_ceil(m.experts / rg.groups).max(1),
                     rg.groups
                 ),
-            ));
-        }
-        if m.top_k > m.experts {
-            return Err(self.error(
-                "model.top_k",
-                format!(
-                    "top_k = {} exceeds the number of experts ({})",
-                    m.top_k, m.experts
-                ),
-                format!("expected at most {}", m.experts),
             ));
         }
         if m.layers * m.experts > moesim_traces::limits::MAX_LAYER_EXPERTS {
