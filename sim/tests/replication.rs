@@ -172,9 +172,13 @@ fn warm_up_before_the_first_plan_is_reported_apart() {
         .map(|i| i.step_ms)
         .sum::<f64>()
         / interval as f64;
-    // The overall mean mixes both; the warm-up is slower than the steady state here.
-    assert!(warm > steady.mean, "{warm} vs {}", steady.mean);
-    assert!(all > steady.mean && all < warm);
+    // The overall mean is the iteration-weighted mix of the warm-up and the steady state. (Which of the two
+    // is slower depends on the workload: the steady state pays for moved copies, the warm-up for a plan
+    // made for uniform load; on the quickstart's mild skew they are within a percent.)
+    let n = r.per_iteration.len() as f64;
+    let mixed = (warm * interval as f64 + steady.mean * (n - interval as f64)) / n;
+    assert!((all - mixed).abs() < 1e-9 * all, "{all} vs {mixed}");
+    assert!(all >= warm.min(steady.mean) && all <= warm.max(steady.mean));
     // Static EP has no warm-up.
     let ep = run(&s).into_iter().find(|r| r.kind == "ep").unwrap();
     assert_eq!(ep.warmup_iterations, 0);

@@ -93,19 +93,29 @@ pub fn capacity_report(request: &Request, dir: &Path) -> Result<PathBuf, String>
     let files =
         render_report(&[data], &[], &ReportOptions::default()).map_err(|e| e.to_string())?;
     let root = dir.join("report");
-    for f in &files {
-        let path = root.join(&f.path);
-        if let Some(d) = path.parent() {
-            std::fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
-        }
-        std::fs::write(&path, &f.bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+    if let Some(d) = root.parent() {
+        std::fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
     }
+    // The report folder is replaced as a whole (never a mix of an old and a new report).
+    moesim_traces::atomic::replace_dir(&root, "index.html", |tmp| {
+        for f in &files {
+            let path = tmp.join(&f.path);
+            if let Some(d) = path.parent() {
+                std::fs::create_dir_all(d)?;
+            }
+            std::fs::write(&path, &f.bytes)?;
+        }
+        Ok(())
+    })
+    .map_err(|e| format!("{}: {e}", root.display()))?;
     Ok(root.join("index.html"))
 }
 
+/// Writes through the one atomic write path (temporary file, fsync, rename).
 fn write(path: &Path, text: &str) -> Result<(), String> {
     if let Some(d) = path.parent() {
         std::fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
     }
-    std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))
+    moesim_traces::atomic::write(path, text.as_bytes())
+        .map_err(|e| format!("{}: {e}", path.display()))
 }
