@@ -17,7 +17,7 @@ row() { # label, scenario, --set flags...
     t0=$(date +%s.%N)
     json=$("$bin" simulate "$file" --json --threads 1 "${sets[@]}")
     t1=$(date +%s.%N)
-    python3 - "$label" "$t0" "$t1" <<<"$json" <<'PY'
+    python3 -c '
 import json, sys
 label, t0, t1 = sys.argv[1], float(sys.argv[2]), float(sys.argv[3])
 d = json.load(sys.stdin)
@@ -25,7 +25,7 @@ ev = sum(r["events"] for r in d["results"])
 fl = sum(r["flows"] for r in d["results"])
 it = sum(r["iterations"] for r in d["results"])
 print(f"| {label} | {it} | {ev:,} | {fl:,} | {t1 - t0:.1f} |")
-PY
+' "$label" "$t0" "$t1" <<<"$json"
 }
 {
     echo "# Network backend cost"

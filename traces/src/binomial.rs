@@ -30,8 +30,8 @@ pub enum BinomialSampler {
     /// Alias table over `lo .. lo + entries.len()`.
     Table {
         lo: u64,
-        /// Per slot: (threshold on 32 random bits, alias slot).
-        entries: Vec<(u32, u32)>,
+        /// Per slot: its threshold on 32 random bits and its two outcomes.
+        entries: Vec<AliasSlot>,
     },
     /// Rounded normal with the binomial's mean and standard deviation, clamped to [0, n].
     Normal { n: u64, mean: f64, sd: f64 },
@@ -136,7 +136,19 @@ fn pmf_window(n: u64, p: f64) -> Option<(u64, Vec<f64>)> {
 }
 
 /// Vose's alias method: slot i keeps i with probability threshold/2^32, else yields its alias.
-fn alias_table(pmf: &[f64]) -> Vec<(u32, u32)> {
+fn alias_table(pmf: &[f64]) -> Vec<AliasSlot> {
+    alias_pairs(pmf)
+        .into_iter()
+        .enumerate()
+        .map(|(i, (threshold, alias))| AliasSlot {
+            threshold,
+            outcome: [alias, i as u32],
+        })
+        .collect()
+}
+
+/// Vose's construction as (threshold, alias) per slot.
+fn alias_pairs(pmf: &[f64]) -> Vec<(u32, u32)> {
     let k = pmf.len();
     let mut scaled: Vec<f64> = pmf.iter().map(|p| p * k as f64).collect();
     let mut entries = vec![(u32::MAX, 0u32); k];
@@ -178,14 +190,21 @@ impl BinomialSampler {
     }
 }
 
-/// One slot of an alias table: the high 32 bits of a random word pick the slot, the low 32 its coin.
+/// One slot of an alias table: kept (outcome `[1]`, the slot itself) when the coin is below `threshold`,
+/// else its alias (outcome `[0]`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AliasSlot {
+    threshold: u32,
+    outcome: [u32; 2],
+}
+
+/// One draw: the high 32 bits of a random word pick the slot, the low 32 its coin. The coin indexes the
+/// outcome pair (a load, not a branch: a fair coin would mispredict half the time).
 #[inline(always)]
-fn alias_draw(entries: &[(u32, u32)], rng: &mut SimRng) -> u64 {
+fn alias_draw(entries: &[AliasSlot], rng: &mut SimRng) -> u64 {
     let r = rng.next_u64();
-    let slot = (((r >> 32) * entries.len() as u64) >> 32) as usize;
-    let (threshold, alias) = entries[slot];
-    // The coin is a random bit pattern, so a branch would mispredict: ask for a conditional move.
-    std::hint::select_unpredictable((r as u32) < threshold, slot as u64, alias as u64)
+    let slot = &entries[(((r >> 32) * entries.len() as u64) >> 32) as usize];
+    slot.outcome[((r as u32) < slot.threshold) as usize] as u64
 }
 
 #[cfg(test)]
@@ -219,7 +238,7 @@ mod tests {
     #[test]
     fn alias_table_reproduces_its_distribution() {
         let pmf = [0.5, 0.25, 0.125, 0.125];
-        let t = alias_table(&pmf);
+        let t = alias_pairs(&pmf);
         // The probability each outcome gets: its own kept share plus what aliases send to it.
         let mut got = [0.0; 4];
         for (i, &(thr, alias)) in t.iter().enumerate() {
