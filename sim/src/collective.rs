@@ -1089,6 +1089,15 @@ mod tests {
             .collect()
     }
 
+    /// Per rank: the same time and excess (within `tol` seconds), holder and cause.
+    fn assert_same_parts(a: &AllToAllOutcome, b: &AllToAllOutcome, tol: f64) {
+        for (x, y) in a.per_rank.iter().zip(&b.per_rank) {
+            assert!((x.time_s - y.time_s).abs() < tol, "{x:?} vs {y:?}");
+            assert_eq!((x.holder, x.cause), (y.holder, y.cause));
+            assert!((x.excess_s - y.excess_s).abs() < tol);
+        }
+    }
+
     #[test]
     fn tier_aggregation_equals_walking_every_route() {
         // Two and four DGX nodes, a skewed matrix with zeros: the fast path and the route walk agree.
@@ -1111,11 +1120,7 @@ mod tests {
             assert!((fast.network_bytes - slow.network_bytes).abs() < 1e-3);
             assert!((fast.link_bytes_total - slow.link_bytes_total).abs() < 1e-3);
             assert!((fast.nic_bytes - slow.nic_bytes).abs() < 1e-3);
-            for (a, b) in fast.per_rank.iter().zip(&slow.per_rank) {
-                assert!((a.time_s - b.time_s).abs() < 1e-12, "{a:?} vs {b:?}");
-                assert_eq!((a.holder, a.cause), (b.holder, b.cause));
-                assert!((a.excess_s - b.excess_s).abs() < 1e-12);
-            }
+            assert_same_parts(&fast, &slow, 1e-12);
         }
     }
 
@@ -1170,11 +1175,7 @@ mod tests {
             let direct = all_to_all(&topo, &ranks, &t, &mut s);
             let mirror = d.mirrored();
             assert!((direct.network_bytes - mirror.network_bytes).abs() < 1e-3);
-            for (a, b) in direct.per_rank.iter().zip(&mirror.per_rank) {
-                assert!((a.time_s - b.time_s).abs() < 1e-15, "{a:?} vs {b:?}");
-                assert_eq!((a.holder, a.cause), (b.holder, b.cause));
-                assert!((a.excess_s - b.excess_s).abs() < 1e-15);
-            }
+            assert_same_parts(&direct, &mirror, 1e-15);
         }
     }
 

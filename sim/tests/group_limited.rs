@@ -1,7 +1,9 @@
 //! Group-limited routing (`model.routing_groups`, `model.max_groups_per_token`) in the hierarchical
 //! all-to-all, and its validation.
 
-use moesim_sim::runner::{RunOptions, simulate_scenario, synthetic_routing};
+mod common;
+
+use common::run;
 use moesim_sim::scenario::parse_scenario;
 
 /// Prefill (no gradient traffic: the all-to-alls are all the network carries) of two OLMoE layers on two
@@ -30,16 +32,8 @@ a2a = "hierarchical"
 fn ep16_bytes(overrides: &[&str]) -> f64 {
     let o: Vec<String> = overrides.iter().map(|s| s.to_string()).collect();
     let s = parse_scenario("group-limited.toml", FIXTURE, &o).unwrap();
-    let r = simulate_scenario(
-        &s,
-        &synthetic_routing(&s),
-        None,
-        RunOptions {
-            timing: false,
-            progress: None,
-        },
-    );
-    let ep16 = r.results.iter().find(|r| r.strategy == "ep16").unwrap();
+    let results = run(&s);
+    let ep16 = results.iter().find(|r| r.strategy == "ep16").unwrap();
     ep16.network_bytes_per_iteration
 }
 
