@@ -441,9 +441,49 @@ fn node_blocks(topo: &Topology, ranks: &[usize]) -> Option<usize> {
     (ranks[0].is_multiple_of(gpn) && n.is_multiple_of(gpn) && nics && uniform_spine).then_some(gpn)
 }
 
-/// [`all_to_all`] for node-aligned consecutive participants: the same sums in the same order (so the same
-/// bits), block by block, with branch-free inner loops. A rank's winning flow is the first in row-major
-/// order among those with its latest finish, exactly as the per-pair pass picks it.
+/// The first index holding the largest positive value, and that value; `(0.0, usize::MAX)` if none is
+/// positive. Scanned in independent lanes (each keeps its first maximum), then the lanes are merged.
+fn first_latest(times: &[f64]) -> (f64, usize) {
+    const LANES: usize = 4;
+    // Indices as f64 (exact below 2^53) so that both selects share one comparison mask.
+    let (mut best, mut at) = ([0.0f64; LANES], [f64::INFINITY; LANES]);
+    let chunks = times.chunks_exact(LANES);
+    let rest = chunks.remainder();
+    let mut index = [0.0, 1.0, 2.0, 3.0];
+    for chunk in chunks {
+        for l in 0..LANES {
+            let later = chunk[l] > best[l];
+            best[l] = if later { chunk[l] } else { best[l] };
+            at[l] = if later { index[l] } else { at[l] };
+            index[l] += LANES as f64;
+        }
+    }
+    let mut out = (0.0, usize::MAX);
+    for l in 0..LANES {
+        let j = if at[l].is_finite() {
+            at[l] as usize
+        } else {
+            usize::MAX
+        };
+        if best[l] > out.0 || (best[l] == out.0 && j < out.1) {
+            out = (best[l], j);
+        }
+    }
+    let base = times.len() - rest.len();
+    for (k, &x) in rest.iter().enumerate() {
+        if x > out.0 {
+            out = (x, base + k);
+        }
+    }
+    out
+}
+
+/// [`all_to_all`] for node-aligned consecutive participants: the same sums, block by block, with
+/// branch-free inner loops. Per-link sums keep the per-pair pass's order; a row's remote total is summed by
+/// rail, so it can differ from the per-pair pass in the last bit unless the bytes are whole numbers (token
+/// counts times a whole token size, as every EP dispatch is), where every order gives the same bits. A
+/// rank's winning flow is the first in row-major order among those with its latest finish, exactly as the
+/// per-pair pass picks it.
 fn all_to_all_blocked(
     topo: &Topology,
     ranks: &[usize],
@@ -464,6 +504,8 @@ fn all_to_all_blocked(
     let mut down = vec![0.0f64; gpn];
     let (mut local_out, mut nic_out, mut spine_out) =
         (vec![0.0f64; n], vec![0.0f64; n], vec![0.0f64; n]);
+    // Per-rail sums of one row's remote sends (a rank's rail is its index in its block).
+    let mut rail_sum = vec![0.0f64; block];
     for i in 0..n {
         let row = &bytes[i * n..(i + 1) * n];
         let a = i / block * block;
@@ -476,20 +518,38 @@ fn all_to_all_blocked(
         local_out[i] = lo;
         if multi_node {
             let ri = rail(i);
-            let (mut no, mut so) = (0.0, 0.0);
+            rail_sum.fill(0.0);
             for start in (0..n).step_by(block).filter(|&st| st != a) {
-                for (r, j) in (start..start + block).enumerate() {
-                    let b = row[j].max(0.0);
-                    nic_in[j] += b;
-                    no += b;
-                    if has_spine && r != ri {
-                        down[r] += b;
-                        so += b;
+                let sent = &row[start..start + block];
+                for ((into, acc), &b) in nic_in[start..start + block]
+                    .iter_mut()
+                    .zip(rail_sum.iter_mut())
+                    .zip(sent)
+                {
+                    let b = b.max(0.0);
+                    *into += b;
+                    *acc += b;
+                }
+            }
+            if has_spine {
+                // Every rail but the sender's own leaves over the spine.
+                for (r, (d, &x)) in down.iter_mut().zip(&rail_sum).enumerate() {
+                    if r != ri {
+                        *d += x;
                     }
                 }
             }
-            nic_out[i] = no;
-            spine_out[i] = so;
+            nic_out[i] = rail_sum.iter().sum();
+            spine_out[i] = if has_spine {
+                rail_sum
+                    .iter()
+                    .enumerate()
+                    .filter(|&(r, _)| r != ri)
+                    .map(|(_, &x)| x)
+                    .sum()
+            } else {
+                0.0
+            };
         }
     }
     s.load.clear();
@@ -545,7 +605,9 @@ fn all_to_all_blocked(
     let inn_down: Vec<f64> = (0..n).map(|j| inn[j].max(down_busy[rail(j)])).collect();
     // Pass 2: every flow's finish (latency plus the busiest link on its route); per rank, the first flow in
     // row-major order with the latest finish, as sender (row) and as receiver (column).
-    let mut as_receiver: Vec<(f64, usize)> = vec![(0.0, usize::MAX); n];
+    // Receivers as columns (latest finish, first row reaching it) so the scan over a row is branch-free.
+    // Rows are kept as f64 (exact below 2^53, −1 for none) so that both selects share one comparison mask.
+    let (mut recv_time, mut recv_row) = (vec![0.0f64; n], vec![-1.0f64; n]);
     let mut as_sender: Vec<(f64, usize)> = vec![(0.0, usize::MAX); n];
     let mut t = vec![-1.0f64; n];
     for i in 0..n {
@@ -560,30 +622,41 @@ fn all_to_all_blocked(
             let on = port(ports[i].nic_out);
             let up = spine[rail(i)].map_or(0.0, |(u, _)| busy[u as usize]);
             let ri = rail(i);
+            // Other rails cross the spine; the sender's own rail goes NIC to NIC (fixed up per block).
+            let (base, inbound) = if has_spine {
+                (on.max(up), &inn_down)
+            } else {
+                (on, &inn)
+            };
             for start in (0..n).step_by(block).filter(|&st| st != a) {
-                for (r, j) in (start..start + block).enumerate() {
-                    let busiest = if r != ri && has_spine {
-                        on.max(up).max(inn_down[j])
-                    } else {
-                        on.max(inn[j])
-                    };
-                    t[j] = lat[j] + busiest;
+                for ((tj, &l), &b) in t[start..start + block]
+                    .iter_mut()
+                    .zip(&lat[start..start + block])
+                    .zip(&inbound[start..start + block])
+                {
+                    // Busy times are never NaN: a plain comparison lets the loop run in vector lanes.
+                    *tj = l + if b > base { b } else { base };
                 }
+                let j = start + ri;
+                t[j] = lat[j] + on.max(inn[j]);
             }
         }
         t[i] = -1.0;
-        let mut best = (0.0, usize::MAX);
-        for j in 0..n {
-            let time = if row[j] > 0.0 { t[j] } else { -1.0 };
-            if time > best.0 {
-                best = (time, j);
-            }
-            if time > as_receiver[j].0 {
-                as_receiver[j] = (time, i);
-            }
+        for (tj, &b) in t.iter_mut().zip(row) {
+            *tj = if b > 0.0 { *tj } else { -1.0 };
         }
-        as_sender[i] = best;
+        for ((&time, rt), rr) in t.iter().zip(recv_time.iter_mut()).zip(recv_row.iter_mut()) {
+            let later = time > *rt;
+            *rt = if later { time } else { *rt };
+            *rr = if later { i as f64 } else { *rr };
+        }
+        as_sender[i] = first_latest(&t);
     }
+    let as_receiver: Vec<(f64, usize)> = recv_time
+        .into_iter()
+        .zip(recv_row)
+        .map(|(time, row)| (time, if row < 0.0 { usize::MAX } else { row as usize }))
+        .collect();
     let ports_of = |i: usize, j: usize| -> u32 {
         // The busiest link on the route i → j in route order, the earlier winning ties.
         let worse = |a: (f64, u32), l: u32| {
@@ -1126,8 +1199,9 @@ mod tests {
 
     #[test]
     fn node_blocks_give_the_same_bits_as_the_per_pair_pass() {
-        // Whole nodes, one node, and a group inside a node: the blocked pass is the per-pair pass, bit for
-        // bit, holders and causes included (ties broken the same way: a uniform matrix has many).
+        // Whole nodes, one node, and a group inside a node: with whole-number bytes (every EP dispatch) the
+        // blocked pass is the per-pair pass, bit for bit, holders and causes included (ties broken the same
+        // way: a uniform matrix has many).
         for (nodes, range) in [(4, 0..32), (4, 8..24), (2, 0..8), (2, 2..6), (1, 0..8)] {
             let topo = dgx(nodes);
             let ranks: Vec<usize> = range.collect();
@@ -1151,6 +1225,26 @@ mod tests {
                 assert_eq!(fast.link_bytes_total, slow.link_bytes_total);
                 assert_eq!(fast.per_rank, slow.per_rank);
             }
+        }
+        // Fractional bytes (deduplicated shares): rows are summed in another order, so within rounding.
+        for (nodes, range) in [(4, 0..32), (2, 0..16)] {
+            let topo = dgx(nodes);
+            let ranks: Vec<usize> = range.collect();
+            let n = ranks.len();
+            let bytes: Vec<f64> = hashed_matrix(n, 0x2545_f491_4f6c_dd1d, 5, 1.0)
+                .into_iter()
+                .enumerate()
+                .map(|(k, b)| b * 1e4 / (1.0 + (k % 13) as f64 / 7.0))
+                .collect();
+            let mut s = AllToAllScratch::default();
+            let block = node_blocks(&topo, &ranks).unwrap();
+            let fast = all_to_all_blocked(&topo, &ranks, &bytes, block, &mut s);
+            let slow = all_to_all_pairs(&topo, &ranks, &bytes, &mut s);
+            let close = |x: f64, y: f64| (x - y).abs() <= 1e-12 * x.abs().max(y.abs());
+            assert!(close(fast.network_bytes, slow.network_bytes));
+            assert!(close(fast.nic_bytes, slow.nic_bytes));
+            assert!(close(fast.link_bytes_total, slow.link_bytes_total));
+            assert_same_parts(&fast, &slow, 1e-15);
         }
         // Not node-aligned: the per-pair pass.
         assert!(node_blocks(&dgx(2), &[4, 5, 6, 7, 8, 9, 10, 11]).is_none());

@@ -13,6 +13,8 @@
 //!   for their peers); the [`Network`] then says when each part is done.
 //! - While a rank runs a communication kernel (any part on a stream that [`Stream::takes_sms`]), its compute
 //!   stream runs at `1 − comm_sm_fraction` of full speed: the kernel holds that share of the SMs.
+//! - Streams have a **priority** ([`StreamPriorities`]): a collective's transfers carry the priority of the
+//!   stream its parts run on, and a network that shares links (the flow backend) serves higher classes first.
 //!
 //! Ordering guarantees: events are keyed by (time, sequence number) and same-time events are processed in
 //! the order they were scheduled, so a run is a pure function of what was added. Every operation remembers
@@ -102,6 +104,38 @@ impl Stream {
     }
 }
 
+/// Priority of each stream's traffic, higher first (`cluster.stream_priority`, all 0 by default).
+///
+/// What it models: traffic classes on the fabric — NCCL and NVSHMEM put a communicator's traffic on an
+/// InfiniBand service level (`NCCL_IB_SL`), mapped to a virtual lane that the switch arbitrates ahead of
+/// others — and CUDA stream priorities for the kernels that drive it. Under the flow backend a link's
+/// bandwidth goes to the highest class first (max-min fair within a class, the rest to lower classes), so
+/// e.g. the critical all-to-all on `comm` can pre-empt a gradient all-reduce on `comm-aux` that shares its
+/// NICs. The analytic backend has no contention, so priorities do not change it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct StreamPriorities {
+    pub compute: u8,
+    pub comm: u8,
+    pub comm_aux: u8,
+    pub h2d: u8,
+    pub d2h: u8,
+    pub host_cpu: u8,
+}
+
+impl StreamPriorities {
+    pub fn of(&self, stream: Stream) -> u8 {
+        match stream {
+            Stream::Compute => self.compute,
+            Stream::Comm => self.comm,
+            Stream::CommAux => self.comm_aux,
+            Stream::H2d => self.h2d,
+            Stream::D2h => self.d2h,
+            Stream::HostCpu => self.host_cpu,
+        }
+    }
+}
+
 /// A typed resource: one stream of one rank.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Resource {
@@ -154,6 +188,7 @@ struct CollectiveState {
 pub struct Engine {
     ranks: usize,
     comm_sm_fraction: f64,
+    priorities: StreamPriorities,
     kind: Vec<OpKind>,
     resource: Vec<u32>,
     indegree: Vec<u32>,
@@ -183,7 +218,9 @@ pub struct Engine {
     since: Vec<SimTime>,
     rate: Vec<f64>,
     version: Vec<u32>,
-    heap: BinaryHeap<Reverse<(SimTime, u64, OpId, u32)>>,
+    /// Scheduled finishes: key (time << 64 | issue sequence), unique, so ties run in issue order and one
+    /// 128-bit comparison orders two events; then the operation and the version it was scheduled at.
+    heap: BinaryHeap<Reverse<(u128, OpId, u32)>>,
     seq: u64,
     done_parts: Vec<(CollectiveId, u32)>,
     events: u64,
@@ -216,6 +253,11 @@ impl Engine {
 
     pub fn ranks(&self) -> usize {
         self.ranks
+    }
+
+    /// Sets the streams' priorities (kept across resets).
+    pub fn set_stream_priorities(&mut self, priorities: StreamPriorities) {
+        self.priorities = priorities;
     }
 
     fn push_op(&mut self, kind: OpKind, resource: Option<Resource>) -> OpId {
@@ -389,7 +431,10 @@ impl Engine {
         let mut finished = 0usize;
         let mut done = std::mem::take(&mut self.done_parts);
         loop {
-            let heap_t = self.heap.peek().map(|Reverse((t, ..))| *t);
+            let heap_t = self
+                .heap
+                .peek()
+                .map(|Reverse((key, ..))| (key >> 64) as SimTime);
             let net_t = net.next_time();
             let t = match (heap_t, net_t) {
                 (None, None) => break,
@@ -408,7 +453,8 @@ impl Engine {
                 }
                 continue;
             }
-            let Reverse((t, _, op, version)) = self.heap.pop().expect("peeked");
+            let Reverse((key, op, version)) = self.heap.pop().expect("peeked");
+            let t = (key >> 64) as SimTime;
             if version != self.version[op as usize] {
                 continue;
             }
@@ -489,7 +535,8 @@ impl Engine {
 
     fn schedule(&mut self, op: OpId, at: SimTime) {
         let v = self.version[op as usize];
-        self.heap.push(Reverse((at, self.seq, op, v)));
+        self.heap
+            .push(Reverse((((at as u128) << 64) | self.seq as u128, op, v)));
         self.seq += 1;
     }
 
@@ -553,7 +600,8 @@ impl Engine {
                             pt.critical_pred = last_pred;
                         }
                     }
-                    net.begin(t, c, &self.specs[c as usize]);
+                    let stream = Stream::ALL[ri % Stream::COUNT];
+                    net.begin(t, c, &self.specs[c as usize], self.priorities.of(stream));
                 }
             }
         }

@@ -19,6 +19,7 @@ pub use crate::engine::Stream;
 use crate::engine::{Engine, OpId, Resource, SimTime};
 use crate::network::{AnalyticNetwork, CollectiveSpec, FlowNetwork, FlowRecord, NetworkKind};
 use crate::phase::Phase;
+use crate::scenario::cluster::Cluster;
 use crate::topology::Topology;
 
 /// What an operation is, for analysis.
@@ -91,9 +92,16 @@ pub struct IterationOutcome {
 }
 
 impl IterationGraph {
-    /// Empties the graph for an iteration on `ranks` ranks, priced by `network`, with communication
-    /// kernels taking `comm_sm_fraction` of the SMs while they run.
-    pub fn reset(&mut self, ranks: usize, network: NetworkKind, comm_sm_fraction: f64) {
+    /// Empties the graph for an iteration on the cluster's `ranks` ranks: priced by its network backend,
+    /// communication kernels taking its `comm_sm_fraction` of the SMs while they run, its streams'
+    /// priorities.
+    pub fn reset(&mut self, ranks: usize, cluster: &Cluster) {
+        self.reset_with(ranks, cluster.network, cluster.comm_sm_fraction);
+        self.engine.set_stream_priorities(cluster.stream_priority);
+    }
+
+    /// [`IterationGraph::reset`] with an explicit backend and SM share (priorities as last set).
+    pub fn reset_with(&mut self, ranks: usize, network: NetworkKind, comm_sm_fraction: f64) {
         self.engine.reset(ranks, comm_sm_fraction);
         self.info.clear();
         self.ranks = ranks;

@@ -25,6 +25,7 @@ use moesim_calibrate::CostModel;
 use moesim_traces::{RoutingSource, SyntheticRouting, SyntheticSpec};
 use rayon::prelude::*;
 use std::collections::BTreeMap;
+use std::sync::Mutex;
 use std::time::Instant;
 
 /// Options that do not change what is simulated.
@@ -151,10 +152,20 @@ pub fn run_iterations<M: StrategyModel>(
     range: std::ops::Range<usize>,
     opts: RunOptions,
 ) -> Vec<M::Iteration> {
+    // One workspace per pool thread, kept for the whole run: `map_init` would build one per stolen job,
+    // re-allocating every buffer (an iteration's routing alone is a layer × rank × expert array).
+    let workspaces: Vec<Mutex<M::Workspace>> = (0..rayon::current_num_threads())
+        .map(|_| Mutex::new(M::Workspace::default()))
+        .collect();
     range
         .into_par_iter()
-        .map_init(M::Workspace::default, |ws, it| {
-            let r = model.simulate(it, ws);
+        .map(|it| {
+            let slot = rayon::current_thread_index().unwrap_or(0) % workspaces.len();
+            // A poisoned lock only means another iteration panicked; its buffers are reset on use.
+            let mut ws = workspaces[slot]
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let r = model.simulate(it, &mut ws);
             if let Some(p) = opts.progress {
                 p();
             }

@@ -2,7 +2,7 @@
 //! backends, and contention between concurrent collectives.
 
 use moesim_sim::collective::{AllToAllScratch, Collectives, Transfer};
-use moesim_sim::engine::{Engine, OpId, SimTime, Stream, ps};
+use moesim_sim::engine::{Engine, OpId, SimTime, Stream, StreamPriorities, ps};
 use moesim_sim::network::{AnalyticNetwork, CollectiveSpec, FlowNetwork, Network, NetworkKind};
 use moesim_sim::scenario::cluster::{Cluster, cluster_preset};
 use moesim_sim::topology::Topology;
@@ -45,8 +45,19 @@ fn single(
 
 /// Runs `specs` (all starting at 0) on a fresh engine; returns each collective's part finish times.
 fn run(topo: &Topology, specs: Vec<CollectiveSpec>, net: &mut dyn Network) -> Vec<Vec<SimTime>> {
+    run_prioritised(topo, specs, net, StreamPriorities::default())
+}
+
+/// [`run`] with the streams' priorities set.
+fn run_prioritised(
+    topo: &Topology,
+    specs: Vec<CollectiveSpec>,
+    net: &mut dyn Network,
+    priorities: StreamPriorities,
+) -> Vec<Vec<SimTime>> {
     let mut e = Engine::new();
     e.reset(topo.gpus(), 0.0);
+    e.set_stream_priorities(priorities);
     let ops: Vec<Vec<OpId>> = specs.into_iter().map(|s| e.add_collective(s)).collect();
     e.run(net);
     ops.iter()
@@ -122,6 +133,69 @@ fn three_flows_on_two_links_get_their_max_min_fair_rates() {
     assert!(close(finish[0][1], ps(b / 25e9) + lat(0, 9)), "{finish:?}");
     assert!(close(finish[1][1], ps(b / 25e9) + lat(0, 8)), "{finish:?}");
     assert!(close(finish[2][1], ps(b / 35e9) + lat(8, 1)), "{finish:?}");
+}
+
+#[test]
+fn a_higher_priority_stream_takes_a_shared_link_first_under_flow_only() {
+    // Two 1 GB flows on one 100 GB/s link, one on `comm` (priority 1), one on `comm-aux` (0): the first
+    // runs alone at the full rate (b/B), the second gets the link after it (2b/B). Equal priorities share
+    // it (both 2b/B); the analytic backend has no contention, so both take b/B whatever the priorities.
+    let topo = ideal(4, 100.0, 0.0);
+    let b = 1e9;
+    let flows = || {
+        vec![
+            single(&topo, 0, 1, b, (Stream::Comm, Stream::Comm)),
+            single(&topo, 0, 1, b, (Stream::CommAux, Stream::CommAux)),
+        ]
+    };
+    let comm_first = StreamPriorities {
+        comm: 1,
+        ..StreamPriorities::default()
+    };
+    let (alone, after) = (ps(b / 100e9), ps(2.0 * b / 100e9));
+    let f = run_prioritised(&topo, flows(), &mut FlowNetwork::new(&topo), comm_first);
+    assert!(close(f[0][1], alone) && close(f[1][1], after), "{f:?}");
+    let aux_first = StreamPriorities {
+        comm_aux: 3,
+        ..StreamPriorities::default()
+    };
+    let f = run_prioritised(&topo, flows(), &mut FlowNetwork::new(&topo), aux_first);
+    assert!(close(f[0][1], after) && close(f[1][1], alone), "{f:?}");
+    let f = run(&topo, flows(), &mut FlowNetwork::new(&topo));
+    assert!(close(f[0][1], after) && close(f[1][1], after), "{f:?}");
+    let f = run_prioritised(&topo, flows(), &mut AnalyticNetwork::default(), comm_first);
+    assert!(close(f[0][1], alone) && close(f[1][1], alone), "{f:?}");
+}
+
+#[test]
+fn priority_classes_fill_max_min_on_what_higher_classes_leave() {
+    // The three flows of the max-min example, with f2 (`comm-aux`) above the others. Class 1: f2 alone
+    // takes GPU 0's NIC (50 GB/s). Class 0 on what is left: f1 gets nothing on that NIC; f3 is held by
+    // its own NICs (50 GB/s, the spine has 60). At B/50 f2 and f3 finish and f1 runs at 50 GB/s for B:
+    // f1 at 2B/50 = B/25, f2 and f3 at B/50 (without priorities: B/25, B/25, B/35).
+    let topo = dgx(2, |c| {
+        c.nic_latency_us = 0.0;
+        c.spine_oversubscription = 5.0 / 3.0;
+        c.nic_efficiency = 1.0;
+    });
+    let b = 1e9;
+    let finish = run_prioritised(
+        &topo,
+        vec![
+            single(&topo, 0, 9, b, (Stream::Comm, Stream::Comm)),
+            single(&topo, 0, 8, b, (Stream::CommAux, Stream::CommAux)),
+            single(&topo, 8, 1, b, (Stream::Comm, Stream::Comm)),
+        ],
+        &mut FlowNetwork::new(&topo),
+        StreamPriorities {
+            comm_aux: 1,
+            ..StreamPriorities::default()
+        },
+    );
+    let lat = |s, d| ps(topo.route_latency_s(s, d));
+    assert!(close(finish[0][1], ps(b / 25e9) + lat(0, 9)), "{finish:?}");
+    assert!(close(finish[1][1], ps(b / 50e9) + lat(0, 8)), "{finish:?}");
+    assert!(close(finish[2][1], ps(b / 50e9) + lat(8, 1)), "{finish:?}");
 }
 
 #[test]

@@ -152,3 +152,21 @@ fn check(s: &moesim_sim::Scenario, network: &str) {
         }
     }
 }
+
+#[test]
+fn stream_priorities_parse_and_change_nothing_under_the_analytic_backend() {
+    let with = |line: &str| KINDS.replacen("[cluster]", &format!("[cluster]\n{line}"), 1);
+    let run = |text: &str| {
+        let s = parse_scenario("kinds.toml", text, &[]).unwrap();
+        simulate_scenario(&s, &synthetic_routing(&s), None, RunOptions::default()).results
+    };
+    let plain = run(KINDS);
+    let prioritised = run(&with("stream_priority = { comm = 2, comm-aux = 1 }"));
+    for (a, b) in plain.iter().zip(&prioritised) {
+        assert_eq!(a.step_time_ms.mean, b.step_time_ms.mean, "{}", a.strategy);
+    }
+    let err = parse_scenario("kinds.toml", &with("stream_priority = { comms = 1 }"), &[])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("comms"), "{err}");
+}

@@ -239,6 +239,9 @@ fn sample_rank_with(
 
 /// Draws a layer's `[rank][expert]` counts (`block`, rank-major) expert by expert, so each expert's table
 /// stays in cache across the ranks, then nudges each rank to its total (`targets`).
+/// Padding of the expert-major draw buffer's columns (in counts: one 64-byte line).
+const PAD: usize = 16;
+
 fn sample_layer(
     samplers: &[BinomialSampler],
     q: &[f64],
@@ -255,17 +258,25 @@ fn sample_layer(
     // Draw into an expert-major buffer (contiguous writes), then transpose in tiles: writing the rank-major
     // block column by column would stride by a whole row per draw.
     let ranks = block.len() / experts;
+    // Columns are padded to a stride that is not a multiple of a cache set's span: with a power-of-two
+    // stride every column of a tile maps to the same few L1 sets and the transpose thrashes.
+    let stride = ranks + PAD;
     by_expert.clear();
-    by_expert.resize(block.len(), 0);
-    for (column, sampler) in by_expert.chunks_exact_mut(ranks).zip(samplers) {
-        sampler.fill(rng, column.iter_mut());
+    by_expert.resize(stride * experts, 0);
+    for (column, sampler) in by_expert.chunks_exact_mut(stride).zip(samplers) {
+        sampler.fill(rng, column[..ranks].iter_mut());
     }
-    const TILE: usize = 32;
+    const TILE: usize = 16;
     for r0 in (0..ranks).step_by(TILE) {
+        let r1 = (r0 + TILE).min(ranks);
         for e0 in (0..experts).step_by(TILE) {
-            for r in r0..(r0 + TILE).min(ranks) {
-                for e in e0..(e0 + TILE).min(experts) {
-                    block[r * experts + e] = by_expert[e * ranks + r];
+            let e1 = (e0 + TILE).min(experts);
+            for (r, out) in (r0..r1).zip(block[r0 * experts..].chunks_exact_mut(experts)) {
+                for (o, column) in out[e0..e1]
+                    .iter_mut()
+                    .zip(by_expert[e0 * stride..].chunks_exact(stride))
+                {
+                    *o = column[r];
                 }
             }
         }
@@ -288,20 +299,28 @@ fn nudge_to_total(q: &[f64], tokens: u64, target: u64, rng: &mut SimRng, out: &m
     let mut guard = 0usize;
     // Each full pass moves |diff| one step closer to zero unless no expert can move.
     let limit = n * (diff.unsigned_abs() as usize + 1);
-    while diff != 0 && guard < limit {
-        let c = out[i] as u64;
-        if diff > 0 && c < tokens && q[i] > 0.0 {
-            out[i] += 1;
-            diff -= 1;
-        } else if diff < 0 && c > 0 {
-            out[i] -= 1;
-            diff += 1;
+    // `diff` only moves toward zero, so its sign is fixed: one branch-free loop per direction.
+    let step = |i: &mut usize, guard: &mut usize| {
+        *i += 1;
+        if *i == n {
+            *i = 0;
         }
-        i += 1;
-        if i == n {
-            i = 0;
+        *guard += 1;
+    };
+    if diff > 0 {
+        while diff != 0 && guard < limit {
+            let moves = (out[i] as u64) < tokens && q[i] > 0.0;
+            out[i] += moves as u32;
+            diff -= moves as i64;
+            step(&mut i, &mut guard);
         }
-        guard += 1;
+    } else {
+        while diff != 0 && guard < limit {
+            let moves = out[i] > 0;
+            out[i] -= moves as u32;
+            diff += moves as i64;
+            step(&mut i, &mut guard);
+        }
     }
 }
 

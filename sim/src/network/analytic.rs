@@ -8,7 +8,8 @@ use std::collections::BinaryHeap;
 
 #[derive(Debug, Default)]
 pub struct AnalyticNetwork {
-    pending: BinaryHeap<Reverse<(SimTime, u64, CollectiveId, u32)>>,
+    /// Part finishes: key (time << 64 | issue sequence), unique, so one 128-bit comparison orders two.
+    pending: BinaryHeap<Reverse<(u128, CollectiveId, u32)>>,
     seq: u64,
 }
 
@@ -18,21 +19,28 @@ impl Network for AnalyticNetwork {
         self.seq = 0;
     }
 
-    fn begin(&mut self, now: SimTime, id: CollectiveId, spec: &CollectiveSpec) {
+    /// Priorities do not matter here: nothing is shared.
+    fn begin(&mut self, now: SimTime, id: CollectiveId, spec: &CollectiveSpec, _priority: u8) {
         for (i, p) in spec.parts.iter().enumerate() {
-            self.pending
-                .push(Reverse((now + p.analytic, self.seq, id, i as u32)));
+            let at = now + p.analytic;
+            self.pending.push(Reverse((
+                ((at as u128) << 64) | self.seq as u128,
+                id,
+                i as u32,
+            )));
             self.seq += 1;
         }
     }
 
     fn next_time(&mut self) -> Option<SimTime> {
-        self.pending.peek().map(|Reverse((t, ..))| *t)
+        self.pending
+            .peek()
+            .map(|Reverse((key, ..))| (key >> 64) as SimTime)
     }
 
     fn complete(&mut self, now: SimTime, done: &mut Vec<(CollectiveId, u32)>) {
-        while let Some(Reverse((t, _, c, p))) = self.pending.peek().copied() {
-            if t > now {
+        while let Some(Reverse((key, c, p))) = self.pending.peek().copied() {
+            if (key >> 64) as SimTime > now {
                 break;
             }
             self.pending.pop();

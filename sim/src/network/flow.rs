@@ -36,6 +36,8 @@ struct Active {
     latency: SimTime,
     finish: SimTime,
     record: u32,
+    /// Traffic class: links serve higher classes first.
+    priority: u8,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -172,7 +174,43 @@ impl<'t> FlowNetwork<'t> {
         }
         self.frozen.clear();
         self.frozen.resize(self.active.len(), false);
-        let mut left = self.active.len();
+        let top = self.active.iter().map(|f| f.priority).max().unwrap_or(0);
+        let bottom = self.active.iter().map(|f| f.priority).min().unwrap_or(0);
+        if top == bottom {
+            // One class (the usual case): the counts above are the class's counts.
+            self.fill_class(None, self.active.len());
+        } else {
+            // Strict priority: each class is filled max-min fairly on what the classes above left.
+            let mut classes: Vec<u8> = self.active.iter().map(|f| f.priority).collect();
+            classes.sort_unstable_by(|a, b| b.cmp(a));
+            classes.dedup();
+            for class in classes {
+                for &l in &self.touched {
+                    self.unfrozen_on[l as usize] = 0;
+                }
+                let mut members = 0;
+                for f in self.active.iter().filter(|f| f.priority == class) {
+                    members += 1;
+                    for &l in &self.link_arena[f.links.0 as usize..f.links.1 as usize] {
+                        self.unfrozen_on[l as usize] += 1;
+                    }
+                }
+                self.fill_class(Some(class), members);
+            }
+        }
+        let now = self.last_update;
+        for f in &mut self.active {
+            f.finish = if f.rate > 0.0 {
+                now + (f.remaining / f.rate * 1e12).ceil() as SimTime
+            } else {
+                SimTime::MAX
+            };
+        }
+    }
+
+    /// Progressive filling of the `left` unfrozen flows of `class` (every flow when `None`), whose counts
+    /// per link are in `unfrozen_on`, on the capacities left in `cap_left`.
+    fn fill_class(&mut self, class: Option<u8>, mut left: usize) {
         while left > 0 {
             // The link whose equal share is smallest saturates first.
             let mut best: Option<(f64, usize)> = None;
@@ -191,7 +229,7 @@ impl<'t> FlowNetwork<'t> {
             // After filling, `fill[k]` is the end of link k's row.
             for idx in self.link_flows_start[l] as usize..self.row_end[k] as usize {
                 let fi = self.link_flows[idx] as usize;
-                if self.frozen[fi] {
+                if self.frozen[fi] || class.is_some_and(|c| self.active[fi].priority != c) {
                     continue;
                 }
                 self.frozen[fi] = true;
@@ -203,14 +241,6 @@ impl<'t> FlowNetwork<'t> {
                     self.unfrozen_on[l2 as usize] -= 1;
                 }
             }
-        }
-        let now = self.last_update;
-        for f in &mut self.active {
-            f.finish = if f.rate > 0.0 {
-                now + (f.remaining / f.rate * 1e12).ceil() as SimTime
-            } else {
-                SimTime::MAX
-            };
         }
     }
 
@@ -250,7 +280,7 @@ impl Network for FlowNetwork<'_> {
         self.recomputes = 0;
     }
 
-    fn begin(&mut self, now: SimTime, id: CollectiveId, spec: &CollectiveSpec) {
+    fn begin(&mut self, now: SimTime, id: CollectiveId, spec: &CollectiveSpec, priority: u8) {
         self.advance(now);
         let base = self.parts.len() as u32;
         for (i, _) in spec.parts.iter().enumerate() {
@@ -290,6 +320,7 @@ impl Network for FlowNetwork<'_> {
                 latency: f.latency,
                 finish: SimTime::MAX,
                 record,
+                priority,
             });
             self.parts[(base + f.src_part) as usize].pending += 1;
             if f.dst_part != f.src_part {

@@ -100,8 +100,9 @@ impl CollectiveSpec {
 pub trait Network {
     /// Forgets everything (a new run).
     fn reset(&mut self);
-    /// Collective `id` begins at `now` (every part has started).
-    fn begin(&mut self, now: SimTime, id: CollectiveId, spec: &CollectiveSpec);
+    /// Collective `id` begins at `now` (every part has started); its transfers belong to traffic class
+    /// `priority` (higher first where links are shared).
+    fn begin(&mut self, now: SimTime, id: CollectiveId, spec: &CollectiveSpec, priority: u8);
     /// When the next part completes, if any is pending.
     fn next_time(&mut self) -> Option<SimTime>;
     /// Appends every (collective, part) that completes at `now` (the time [`Network::next_time`] gave).

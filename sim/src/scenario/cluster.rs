@@ -75,6 +75,9 @@ pub struct Cluster {
     /// Share of the SMs a running communication kernel takes from compute on its GPU (0 ≤ f < 1).
     #[serde(default)]
     pub comm_sm_fraction: f64,
+    /// Traffic class of each stream (higher first on shared links under the flow backend).
+    #[serde(default)]
+    pub stream_priority: crate::engine::StreamPriorities,
     /// Achievable fraction of the NVLink (or PCIe peer) datasheet bandwidth.
     #[serde(default = "one")]
     pub nvlink_efficiency: f64,
@@ -171,6 +174,7 @@ fn dgx(name: &str, gpu_key: &str, gpu: &GpuDatasheet, nic_gbits: f64) -> Cluster
         compute_noise_cv: 0.0,
         network: crate::network::NetworkKind::Analytic,
         comm_sm_fraction: datasheet::COMM_KERNEL_SM_FRACTION,
+        stream_priority: crate::engine::StreamPriorities::default(),
         nvlink_efficiency: datasheet::NVLINK_ACHIEVABLE_FRACTION,
         nic_efficiency: datasheet::NIC_ACHIEVABLE_FRACTION,
     }

@@ -99,6 +99,7 @@ pub struct ClusterSection {
     pub compute_noise_cv: Option<f64>,
     pub network: Option<crate::network::NetworkKind>,
     pub comm_sm_fraction: Option<f64>,
+    pub stream_priority: Option<crate::engine::StreamPriorities>,
     pub nvlink_efficiency: Option<f64>,
     pub nic_efficiency: Option<f64>,
 }

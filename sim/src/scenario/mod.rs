@@ -627,6 +627,7 @@ impl Resolver<'_> {
             compute_noise_cv,
             network,
             comm_sm_fraction,
+            stream_priority,
             nvlink_efficiency,
             nic_efficiency
         );

@@ -149,6 +149,9 @@ pub struct EpWorkspace {
     kept: Vec<u32>,
     bytes: Vec<f64>,
     tokens_at: Vec<u32>,
+    /// Static EP: tokens per expert (column sums) and what one source sends to each GPU.
+    expert_load: Vec<u64>,
+    to_gpu: Vec<u64>,
     slot_tokens: Vec<u32>,
     /// Hierarchical all-to-all: per (source, destination, group), log-probabilities that a token misses
     /// the destination's copies (see `reach`).
@@ -504,15 +507,26 @@ impl<'a> EpModel<'a> {
         let layout = &self.layouts[facts.window];
         let start = ranks[0];
         // This part's share of each (source, expert) count: an even split with the remainder spread.
-        ws.kept.clear();
-        ws.kept.extend(
-            counts[start * experts..(start + ep) * experts]
-                .iter()
-                .map(|&c| share(c, part, parts)),
-        );
-        let total: u64 = ws.kept.iter().map(|&c| c as u64).sum();
+        let cell_counts = &counts[start * experts..(start + ep) * experts];
+        let capacity = self.strategy.capacity_factor;
+        // Counts used as they lie are totalled below, from the column sums when those are taken anyway.
+        let as_they_lie = parts == 1 && capacity.is_none();
+        let total: u64 = if as_they_lie {
+            0
+        } else if parts == 1 {
+            cell_counts.iter().map(|&c| c as u64).sum()
+        } else {
+            ws.kept.clear();
+            ws.kept
+                .extend(cell_counts.iter().map(|&c| share(c, part, parts)));
+            ws.kept.iter().map(|&c| c as u64).sum()
+        };
         facts.routed += total;
-        if let Some(cf) = self.strategy.capacity_factor {
+        if let Some(cf) = capacity {
+            if parts == 1 {
+                ws.kept.clear();
+                ws.kept.extend_from_slice(cell_counts);
+            }
             let cap = (cf * total as f64 / experts as f64).ceil() as u64;
             for e in 0..experts {
                 let load: u64 = (0..ep).map(|i| ws.kept[i * experts + e] as u64).sum();
@@ -526,12 +540,12 @@ impl<'a> EpModel<'a> {
                 }
             }
         }
+        // Without a split or a capacity cut, the counts are used where they lie.
+        let kept: &[u32] = if as_they_lie { cell_counts } else { &ws.kept };
         let token_bytes = s.model.token_bytes() as f64;
         let hierarchical = self.strategy.a2a == A2aAlgorithm::Hierarchical;
-        ws.bytes.clear();
+        // Static EP writes every entry below; the other paths add into zeros.
         ws.bytes.resize(ep * ep, 0.0);
-        ws.tokens_at.clear();
-        ws.tokens_at.resize(ep * experts, 0);
         // Tokens of one source in this part: the rank's tokens split like the counts.
         let source_tokens = (s.tokens_per_rank() as f64 / parts as f64).max(1.0);
         // Group-limited routing: per (source, group), the probability that a token picks the group.
@@ -545,7 +559,7 @@ impl<'a> EpModel<'a> {
             ws.miss_node.resize(ep * ep * groups, 0.0);
             ws.group_pick.clear();
             for i in 0..ep {
-                let p: Vec<f64> = ws.kept[i * experts..(i + 1) * experts]
+                let p: Vec<f64> = kept[i * experts..(i + 1) * experts]
                     .iter()
                     .map(|&c| c as f64 / source_tokens)
                     .collect();
@@ -568,32 +582,59 @@ impl<'a> EpModel<'a> {
                     .collect()
             })
             .flatten();
+        // Tokens each GPU's experts receive: for static EP the column sums (`expert_load`), otherwise per
+        // (GPU, expert) copy (`tokens_at`).
+        ws.expert_load.clear();
         if let Some(owner) = &single {
             // One copy per expert (static EP): expert loads are column sums, and what source i sends to GPU t
-            // is the sum of its counts for t's experts (gathered, so the inner loops carry no scattered
-            // read-modify-writes).
-            let mut hosted: Vec<Vec<usize>> = vec![Vec::new(); ep];
-            for (e, &t) in owner.iter().enumerate() {
-                hosted[t].push(e);
-            }
-            let mut load = vec![0u64; experts];
+            // is the sum of its counts for t's experts — integer sums, so the order of additions is free.
+            ws.expert_load.resize(experts, 0);
+            ws.to_gpu.resize(ep, 0);
+            // The default layout gives GPU t the experts [t·per, (t+1)·per): sums of consecutive counts.
+            let per = experts / ep;
+            let blocked = per > 0
+                && experts.is_multiple_of(ep)
+                && owner.iter().enumerate().all(|(e, &t)| t == e / per);
             for i in 0..ep {
-                let row = &ws.kept[i * experts..(i + 1) * experts];
-                for (l, &c) in load.iter_mut().zip(row) {
+                let row = &kept[i * experts..(i + 1) * experts];
+                for (l, &c) in ws.expert_load.iter_mut().zip(row) {
                     *l += c as u64;
                 }
-                for (t, es) in hosted.iter().enumerate() {
-                    let k: u64 = es.iter().map(|&e| row[e] as u64).sum();
-                    ws.bytes[i * ep + t] = k as f64 * token_bytes;
+                let sent = &mut ws.bytes[i * ep..(i + 1) * ep];
+                // Through i64: the same value (counts are far below 2^63), a cheaper conversion.
+                if blocked && per == 1 {
+                    for (b, &c) in sent.iter_mut().zip(row) {
+                        *b = c as f64 * token_bytes;
+                    }
+                } else if blocked {
+                    for (b, chunk) in sent.iter_mut().zip(row.chunks_exact(per)) {
+                        let k: u64 = chunk.iter().map(|&c| c as u64).sum();
+                        *b = k as i64 as f64 * token_bytes;
+                    }
+                } else {
+                    ws.to_gpu.fill(0);
+                    for (&t, &c) in owner.iter().zip(row) {
+                        ws.to_gpu[t] += c as u64;
+                    }
+                    for (b, &k) in sent.iter_mut().zip(&ws.to_gpu) {
+                        *b = k as i64 as f64 * token_bytes;
+                    }
                 }
             }
-            for (e, &t) in owner.iter().enumerate() {
-                ws.tokens_at[t * experts + e] = load[e] as u32;
+            if as_they_lie {
+                facts.routed += ws.expert_load.iter().sum::<u64>();
             }
+        } else {
+            if as_they_lie {
+                facts.routed += kept.iter().map(|&c| c as u64).sum::<u64>();
+            }
+            ws.bytes.fill(0.0);
+            ws.tokens_at.clear();
+            ws.tokens_at.resize(ep * experts, 0);
         }
         for i in (0..ep).filter(|_| single.is_none()) {
             for e in 0..experts {
-                let c = ws.kept[i * experts + e];
+                let c = kept[i * experts + e];
                 let (bytes, tokens_at, miss_gpu, miss_node, group_pick) = (
                     &mut ws.bytes,
                     &mut ws.tokens_at,
@@ -666,11 +707,14 @@ impl<'a> EpModel<'a> {
         let mut expert_s = Vec::with_capacity(ep);
         for (i, &r) in ranks.iter().enumerate() {
             ws.slot_tokens.clear();
-            ws.slot_tokens.extend(
-                layout.layers[layer].slots[i]
-                    .iter()
-                    .map(|&e| ws.tokens_at[i * experts + e]),
-            );
+            let slots = layout.layers[layer].slots[i].iter();
+            if single.is_some() {
+                ws.slot_tokens
+                    .extend(slots.map(|&e| ws.expert_load[e] as u32));
+            } else {
+                ws.slot_tokens
+                    .extend(slots.map(|&e| ws.tokens_at[i * experts + e]));
+            }
             let recv: u64 = ws.slot_tokens.iter().map(|&x| x as u64).sum();
             facts.tokens_received[r] += recv;
             facts.layer_tokens[r] += recv;
@@ -711,8 +755,7 @@ impl<'a> EpModel<'a> {
         let mut peak_layer_tokens = vec![0u64; g];
         let mut activation_tokens = vec![0u64; g];
 
-        ws.graph
-            .reset(g, s.cluster.network, s.cluster.comm_sm_fraction);
+        ws.graph.reset(g, &s.cluster);
         // One chain of operations per overlapped part.
         let mut prev: Vec<Vec<Option<OpId>>> = vec![vec![None; g]; parts];
         if first_of_window && let Some(spec) = self.rebalance[window].clone() {

@@ -225,7 +225,8 @@ impl<'a> OffloadModel<'a> {
         let g = s.cluster.gpus();
         let moe_layers = self.replay.layers;
         let first = s.model.first_dense_layers;
-        graph.reset(1, s.cluster.network, 0.0);
+        // One GPU: no communication kernels take SMs and no transfers share a link with another class.
+        graph.reset_with(1, s.cluster.network, 0.0);
         let mut facts = StepFacts::default();
         let mut counts = Vec::new();
         let info = |phase: Phase| OpInfo {

@@ -230,10 +230,9 @@ impl FssdpModel<'_> {
         }
 
         // Lower into operations.
-        let network = s.cluster.network;
         let speeds = Speeds::of(s, it, g);
         let graph = &mut ws.graph;
-        graph.reset(g, network, s.cluster.comm_sm_fraction);
+        graph.reset(g, &s.cluster);
         let mut prev: Vec<Option<OpId>> = vec![None; g];
         let mut reshard_bytes = 0.0;
         if it > 0 && self.epoch(it) != self.epoch(it - 1) {
