@@ -47,6 +47,26 @@ pub fn dense_forward_tokens_s(
                     / parts as f64;
             time += cost.memory_bound_s(kv)
         }
+        // A serving step mixes both: its prefill chunks score against their keys (earlier chunks' context
+        // plus their own causal prefix), priced as the prefill GEMM above with the step's mean keys; its
+        // decoding sequences read their KV cache as decode does. A lone prompt from position 0 is exactly a
+        // prefill step, and a batch of decodes exactly a decode step.
+        Mode::Serving => {
+            let step = s.workload.step.unwrap_or_default();
+            let p = step.prefill_tokens.div_ceil(parts as u64);
+            if p > 0 {
+                let keys = step.prefill_key_pairs as f64 / step.prefill_tokens as f64;
+                let width = m.attention.heads * (m.attention.qk_head_dim + m.attention.v_head_dim);
+                let flops = m.attention.score_flops(p as f64, keys);
+                let n = (flops / (2.0 * p as f64 * width as f64)).round().max(1.0) as u64;
+                time += cost.gemm_s(p, n, width, dt);
+            }
+            if step.decode_kv_tokens > 0 {
+                let kv = step.decode_kv_tokens as f64 * m.kv_bytes_per_token_per_layer as f64
+                    / parts as f64;
+                time += cost.memory_bound_s(kv);
+            }
+        }
     }
     if moe_layer {
         time += cost.gemm_s(t, m.experts as u64, d, dt);
