@@ -97,3 +97,6 @@ pub fn simulate_serving(
         results,
     })
 }
+
+#[cfg(test)]
+mod tests;
