@@ -22,6 +22,14 @@ pub struct Request {
     pub output_tokens: u64,
 }
 
+/// Inter-arrival times.
+enum Gap {
+    Exp(Exp<f64>),
+    Gamma(Gamma<f64>),
+    /// The trace's arrival times.
+    Trace,
+}
+
 const ARRIVALS: u64 = 0x5345_5256_4152; // "SERVAR"
 const PROMPTS: u64 = 0x5345_5256_5052; // "SERVPR"
 const OUTPUTS: u64 = 0x5345_5256_4f55; // "SERVOU"
@@ -51,18 +59,16 @@ pub fn requests(
     let limit = stream.max_requests.unwrap_or(usize::MAX);
     let horizon = stream.duration_s.unwrap_or(f64::INFINITY);
     let mut arrival_rng = rng_for(seed, &[ARRIVALS]);
-    let gap: Option<Box<dyn Fn(&mut moesim_traces::rng::SimRng) -> f64>> = match stream.arrival {
+    let gap = match stream.arrival {
         Arrival::Poisson { rate_per_s } => {
-            let d = Exp::new(rate_per_s).map_err(|e| format!("rate_per_s: {e}"))?;
-            Some(Box::new(move |r| d.sample(r)))
+            Gap::Exp(Exp::new(rate_per_s).map_err(|e| format!("rate_per_s: {e}"))?)
         }
         // Shape k = 1/cv², scale 1/(rate·k): mean 1/rate, CV cv.
         Arrival::Gamma { rate_per_s, cv } => {
             let k = 1.0 / (cv * cv);
-            let d = Gamma::new(k, 1.0 / (rate_per_s * k)).map_err(|e| format!("cv: {e}"))?;
-            Some(Box::new(move |r| d.sample(r)))
+            Gap::Gamma(Gamma::new(k, 1.0 / (rate_per_s * k)).map_err(|e| format!("cv: {e}"))?)
         }
-        Arrival::Trace => None,
+        Arrival::Trace => Gap::Trace,
     };
     let prompt = LengthSampler::new(stream.prompt);
     let output = LengthSampler::new(stream.output);
@@ -74,11 +80,15 @@ pub fn requests(
         // Lengths from a trace with synthetic arrivals cycle through the trace in its order.
         let row = (!trace.is_empty()).then(|| trace[id % trace.len()]);
         let arrival_s = match &gap {
-            Some(g) => {
-                t += g(&mut arrival_rng);
+            Gap::Exp(d) => {
+                t += d.sample(&mut arrival_rng);
                 t
             }
-            None => {
+            Gap::Gamma(d) => {
+                t += d.sample(&mut arrival_rng);
+                t
+            }
+            Gap::Trace => {
                 if id >= trace.len() {
                     break;
                 }

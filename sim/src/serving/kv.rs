@@ -85,7 +85,7 @@ pub fn capacity_blocks(
     let free_gib = budget - mem.params_gib - mem.activations_gib;
     let block_bytes = block_size as f64 * kv_bytes_per_token(s);
     let per_rank = (free_gib * GIB / block_bytes).floor();
-    if !(per_rank >= 1.0) {
+    if per_rank.is_nan() || per_rank < 1.0 {
         return Err(format!(
             "strategy `{}`: no room for a KV cache: {:.2} GiB of weights and {:.2} GiB of activations per GPU \
              against {:.2} GiB usable ({} GiB × gpu_memory_utilization {utilization}); use more GPUs, a \

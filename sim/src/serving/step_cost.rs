@@ -107,7 +107,7 @@ pub fn lower(
     // A step may carry fewer tokens per rank than the strategy has overlapped parts.
     st.overlap_micro_batches = st
         .overlap_micro_batches
-        .min(shape.tokens.max(1).min(16) as usize);
+        .min(shape.tokens.clamp(1, 16) as usize);
     let routing = synthetic_routing(&step);
     let r = simulate_strategy(
         &step,
