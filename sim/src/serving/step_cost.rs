@@ -11,9 +11,19 @@
 //! Lowering a step costs milliseconds, and an hour of traffic runs hundreds of thousands of steps, so
 //! times are memoised by the shape with each figure rounded up to `shape_bits` significant bits (six:
 //! less than 1/32 above the exact figure; zero: exact).
+//!
+//! Attention separates: it is dense work at the start of every layer on every rank, so when the ranks run
+//! at one speed (no compute noise, no slow ranks) and each step is one chain per rank (no overlapped
+//! parts), adding `a` seconds of attention to every layer delays every later operation of every rank by
+//! `a` per layer, and the step by `layers × a` (collectives start at their last rank's arrival, which moves
+//! by the same amount; nothing overlaps the dense work on its rank). Then the memo keys only the step's
+//! tokens and prefill tokens, lowers them with the least attention, and adds `layers × Δa` with `a` from
+//! [`serving_attention_s`] on the exact batch: the identity is tested against the full lowering. Otherwise
+//! every figure is part of the key.
 
 use crate::runner::{RunOptions, simulate_strategy, synthetic_routing};
 use crate::scenario::{Scenario, Strategy};
+use crate::strategy::shared::serving_attention_s;
 use crate::topology::Topology;
 use moesim_calibrate::CostModel;
 use serde::{Deserialize, Serialize};
@@ -123,6 +133,14 @@ pub fn lower(
     r.step_time_ms.mean * 1e-3
 }
 
+/// Whether a step's attention adds to its time `layers` times over (see the module doc): one speed on
+/// every rank and one chain of work per rank.
+pub fn separable(s: &Scenario, strategy: &Strategy) -> bool {
+    strategy.overlap_micro_batches == 1
+        && s.cluster.compute_noise_cv == 0.0
+        && s.cluster.slow_ranks.is_empty()
+}
+
 /// Step times of one strategy, memoised by quantised shape.
 pub struct StepCost<'a> {
     s: &'a Scenario,
@@ -131,6 +149,8 @@ pub struct StepCost<'a> {
     cost: &'a dyn CostModel,
     bits: u32,
     ranks: u64,
+    /// Attention added to a lowering of the step's tokens (see the module doc).
+    separable: bool,
     memo: HashMap<StepShape, f64>,
 }
 
@@ -149,6 +169,7 @@ impl<'a> StepCost<'a> {
             cost,
             bits,
             ranks: s.cluster.gpus() as u64,
+            separable: separable(s, strategy),
             memo: HashMap::new(),
         }
     }
@@ -156,6 +177,21 @@ impl<'a> StepCost<'a> {
     /// Seconds of a step running `batch`.
     pub fn seconds(&mut self, batch: &Batch) -> f64 {
         let shape = batch.shape(self.ranks, self.bits);
+        if !self.separable {
+            return self.memoised(shape);
+        }
+        let base = StepShape {
+            prefill_key_pairs: 0,
+            decode_kv_tokens: 0,
+            ..shape
+        };
+        let exact = batch.shape(self.ranks, 0);
+        let attention = serving_attention_s(self.s, self.cost, &exact, 1)
+            - serving_attention_s(self.s, self.cost, &base, 1);
+        self.memoised(base) + self.s.model.layers as f64 * attention
+    }
+
+    fn memoised(&mut self, shape: StepShape) -> f64 {
         if let Some(&t) = self.memo.get(&shape) {
             return t;
         }
