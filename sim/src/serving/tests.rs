@@ -451,12 +451,13 @@ fn attention_adds_layers_times_over_to_the_lowered_step() {
 fn without_load_an_overlapped_prefill_is_the_prefill_step_through_the_full_lowering() {
     // Two overlapped parts: the step is not separable, so every figure of its shape is lowered.
     let overlap = |text: String| text + "overlap_micro_batches = 2\n";
-    let text = overlap(format!(
+    let text = overlap(
         "name = \"serve\"\nseed = 7\n[model]\npreset = \"olmoe-1b-7b\"\nlayers = 2\n\
          [cluster]\npreset = \"dgx-h100\"\ngpus_per_node = 2\ncompute_noise_cv = 0.0\n\
          [workload]\nmode = \"serving\"\n[workload.serving]\narrival = \"trace\"\ntrace = \"t.csv\"\n\
          [serving]\nmax_batch_tokens = 4096\nshape_bits = 0\n[[strategy]]\nname = \"ep\"\nkind = \"ep\"\n"
-    ));
+            .to_string(),
+    );
     let s = parse_scenario("serve.toml", &text, &[]).unwrap();
     assert!(!step_cost::separable(&s, &s.strategies[0]));
     let trace = vec![
