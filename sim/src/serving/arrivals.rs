@@ -5,6 +5,7 @@
 //! (scenario seed, stream) through [`moesim_traces::rng`], so changing the output distribution leaves the
 //! arrival times and prompts unchanged. Generation is sequential (a renewal process is), and cheap.
 
+use crate::scenario::serving::MAX_REQUESTS;
 use crate::serving::config::{Arrival, Lengths, RequestStream};
 use crate::serving::lengths::LengthSampler;
 use moesim_traces::requests::TraceRequest;
@@ -57,6 +58,19 @@ pub fn requests(
         None => &[],
     };
     let limit = stream.max_requests.unwrap_or(usize::MAX);
+    if stream.arrival == Arrival::Trace
+        && limit > MAX_REQUESTS
+        && trace
+            .iter()
+            .take_while(|r| r.arrival_s <= stream.duration_s.unwrap_or(f64::INFINITY))
+            .nth(MAX_REQUESTS)
+            .is_some()
+    {
+        return Err(format!(
+            "workload.serving.trace: the trace holds more than {MAX_REQUESTS} requests within the run; set \
+             workload.serving.max_requests or duration_s"
+        ));
+    }
     let horizon = stream.duration_s.unwrap_or(f64::INFINITY);
     let mut arrival_rng = rng_for(seed, &[ARRIVALS]);
     let gap = match stream.arrival {

@@ -34,7 +34,8 @@ pub struct Served {
     pub first_token_s: Option<f64>,
     pub finish_s: Option<f64>,
     pub preemptions: u32,
-    /// Refused on arrival: its prompt and output need more KV blocks than the cache has.
+    /// Refused on arrival: its prompt and output need more KV blocks than the cache has (or it has no
+    /// prompt or no output token).
     pub rejected: bool,
 }
 
@@ -127,8 +128,10 @@ pub fn run(
     loop {
         while next < requests.len() && requests[next].arrival_s <= now {
             let r = &requests[next];
-            // The last token is produced, never stored: a request holds at most prompt + output − 1.
-            if kv.blocks_for(r.prompt_tokens + r.output_tokens - 1) > kv.capacity {
+            // The last token is produced, never stored: a request holds at most prompt + output − 1. A
+            // request without a prompt or an output cannot be served.
+            let need = (r.prompt_tokens + r.output_tokens).saturating_sub(1);
+            if r.prompt_tokens == 0 || r.output_tokens == 0 || kv.blocks_for(need) > kv.capacity {
                 out.served[next].rejected = true;
             } else {
                 waiting.push_back(Seq {

@@ -488,3 +488,30 @@ fn without_load_an_overlapped_prefill_is_the_prefill_step_through_the_full_lower
         "{ttft} vs {prefill}"
     );
 }
+
+#[test]
+fn weights_that_leave_no_room_for_a_kv_cache_are_an_error_not_a_panic() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../scenarios/serving-mixtral.toml"
+    );
+    let text = std::fs::read_to_string(path).unwrap();
+    let s = parse_scenario(path, &text, &["cluster.gpu_memory_gib=8".into()]).unwrap();
+    let e = simulate_serving(&s, None, None).unwrap_err();
+    assert!(
+        e.contains("strategy `ep8`: no room for a KV cache") && e.contains("kv_blocks"),
+        "{e}"
+    );
+    // With room, the capacity is the usable memory less weights and activations over a block's bytes.
+    let s = parse_scenario(path, &text, &[]).unwrap();
+    let cap = kv::capacity_blocks(&s, &s.strategies[0], 16, 0.9).unwrap();
+    let kv_block = 16.0 * kv::kv_bytes_per_token(&s);
+    let per_gpu = cap as f64 / 8.0 * kv_block / crate::memory::GIB;
+    assert!(
+        per_gpu > 40.0 && per_gpu < 0.9 * 80.0,
+        "{per_gpu} GiB of KV per GPU"
+    );
+    // Requests with no prompt or output are rejected, not run.
+    let (run, _) = run_unit(&at_zero(1, 5, 0), &engine(4, 8), 10);
+    assert!(run.served[0].rejected);
+}
