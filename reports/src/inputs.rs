@@ -254,8 +254,16 @@ impl Inputs {
         self.cost.as_deref().map(|c| c as &dyn CostModel)
     }
 
-    /// Simulates every strategy of [`Inputs::scenario`] on these inputs.
+    /// Simulates every strategy of [`Inputs::scenario`] on these inputs. A serving scenario has no
+    /// step-level iterations to simulate: it is refused here (serve it with [`Inputs::simulate_serving`]).
     pub fn simulate(&self, opts: RunOptions) -> Result<SimulationReport, InputError> {
+        if self.scenario.serving.is_some() {
+            return Err(InputError::Simulation(format!(
+                "{}: a serving scenario (workload.mode = \"serving\") is simulated by `moesim simulate`; \
+                 plan, report, sweep and the TUI do not serve requests yet",
+                self.file.display()
+            )));
+        }
         simulate_scenario_with_tokens(
             &self.scenario,
             self.routing.as_ref(),
