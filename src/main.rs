@@ -56,6 +56,10 @@ enum Command {
         json: bool,
         #[command(flatten)]
         timeline: commands::timeline::TimelineArgs,
+        /// Serving scenarios: write every request's record (arrival, TTFT, TPOT, latency, …) to this
+        /// file, CSV or JSON by its extension.
+        #[arg(long, value_name = "FILE.csv|FILE.json")]
+        requests_out: Option<std::path::PathBuf>,
     },
     /// Simulate every strategy, choose the best under the objective, and write plan.json.
     Plan {
@@ -121,7 +125,15 @@ fn main() -> ExitCode {
             strategy,
             json,
             timeline,
-        } => commands::simulate::run(&args, strategy.as_deref(), json, &timeline, cli.quiet),
+            requests_out,
+        } => commands::simulate::run(
+            &args,
+            strategy.as_deref(),
+            json,
+            &timeline,
+            cli.quiet,
+            requests_out.as_deref(),
+        ),
         Command::Plan {
             args,
             out,

@@ -415,3 +415,127 @@ fn a_tie_is_called_a_tie() {
     );
     assert!(!text.contains("0.0% more"), "{text}");
 }
+
+#[test]
+fn simulate_serves_a_request_stream_and_exports_every_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = repo("scenarios/serving-mixtral.toml");
+    let run = |out: &Path, extra: &[&str]| {
+        moesim()
+            .args(["simulate", "--quiet", "--strategy", "ep8"])
+            .args(["--set", "workload.serving.duration_s=3"])
+            .args(extra)
+            .arg("--requests-out")
+            .arg(out)
+            .arg(&scenario)
+            .output()
+            .unwrap()
+    };
+    let csv = dir.path().join("r.csv");
+    let out = run(&csv, &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    for metric in [
+        "TTFT",
+        "TPOT",
+        "latency",
+        "queueing",
+        "throughput",
+        "KV cache",
+        "SLO",
+    ] {
+        assert!(text.contains(metric), "{metric}: {text}");
+    }
+    let rows = std::fs::read_to_string(&csv).unwrap();
+    let mut lines = rows.lines();
+    assert!(lines.next().unwrap().starts_with("strategy,id,arrival_s"));
+    let n = lines.count();
+    assert!(n > 10, "{n} requests in 3 s at 10/s");
+    let json_out = dir.path().join("r.json");
+    let out = run(&json_out, &["--json"]);
+    assert!(out.status.success());
+    let v = json(&out.stdout);
+    assert_eq!(v["results"][0]["metrics"]["requests"], n);
+    let records: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&json_out).unwrap()).unwrap();
+    assert_eq!(records[0]["requests"].as_array().unwrap().len(), n);
+    // The same seed prints the same records.
+    let again = dir.path().join("again.csv");
+    assert!(run(&again, &[]).status.success());
+    assert_eq!(std::fs::read(&again).unwrap(), rows.as_bytes());
+}
+
+#[test]
+fn serving_errors_name_the_file_and_field() {
+    let dir = tempfile::tempdir().unwrap();
+    moesim()
+        .args(["simulate", "--quiet", "--requests-out"])
+        .arg(dir.path().join("r.csv"))
+        .arg(repo("scenarios/quickstart.toml"))
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("need a serving scenario"));
+    moesim()
+        .args(["plan", "--quiet", "--out"])
+        .arg(dir.path().join("plan"))
+        .arg(repo("scenarios/serving-mixtral.toml"))
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains(
+            "is simulated by `moesim simulate`",
+        ));
+    moesim()
+        .args(["simulate", "--quiet", "--set", "serving.max_seqs=0"])
+        .arg(repo("scenarios/serving-mixtral.toml"))
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("serving-mixtral.toml"))
+        .stderr(predicate::str::contains("serving.max_seqs"));
+    let trace = dir.path().join("s.toml");
+    let text = std::fs::read_to_string(repo("scenarios/serving-mixtral.toml"))
+        .unwrap()
+        .replace(
+            "arrival = \"poisson\"\nrate_per_s = 10.0\n",
+            "arrival = \"trace\"\ntrace = \"req.csv\"\n",
+        );
+    std::fs::write(&trace, text).unwrap();
+    moesim()
+        .args(["simulate", "--quiet"])
+        .arg(&trace)
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("workload.serving.trace"));
+    std::fs::write(
+        dir.path().join("req.csv"),
+        "TIMESTAMP,ContextTokens,GeneratedTokens\n0,100,10\n0.5,x,3\n",
+    )
+    .unwrap();
+    moesim()
+        .args(["simulate", "--quiet"])
+        .arg(&trace)
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains(
+            "req.csv, line 3, field `ContextTokens`",
+        ));
+    std::fs::write(
+        dir.path().join("req.csv"),
+        "TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:15:46.68,100,10\n2023-11-16 18:15:47.0,200,3\n",
+    )
+    .unwrap();
+    moesim()
+        .args([
+            "simulate",
+            "--quiet",
+            "--set",
+            "workload.serving.prompt={dist=\"trace\"}",
+        ])
+        .arg(&trace)
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("2 requests, 2 completed"));
+}

@@ -26,8 +26,10 @@ use moesim_sim::runner::{RunOptions, simulate_scenario_with_tokens, synthetic_ro
 use moesim_sim::scenario::file::StrategyKind;
 use moesim_sim::scenario::locate::locate;
 use moesim_sim::scenario::{ScenarioError, parse_scenario};
+use moesim_sim::serving::{ServingReport, simulate_serving};
 use moesim_sim::strategy::offload::tokens::TokenRouting;
 use moesim_traces::import::{Format, ImportOptions, import};
+use moesim_traces::requests::{RequestTrace, read_requests};
 use moesim_traces::{RoutingSource, Trace, TraceRouting};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -80,6 +82,9 @@ pub struct Inputs {
     pub cost: Option<Arc<MeasuredCost>>,
     /// One line: which cost model prices the operations.
     pub cost_label: String,
+    /// Serving scenarios: the request trace `workload.serving.trace` names (relative to the scenario
+    /// file), read once.
+    pub requests: Option<Arc<RequestTrace>>,
 }
 
 impl Inputs {
@@ -177,7 +182,38 @@ impl Inputs {
             }
             None => (None, roofline_label(&scenario)),
         };
+        let requests = match scenario
+            .serving
+            .as_ref()
+            .and_then(|c| c.requests.trace.as_ref())
+        {
+            Some(t) => {
+                let p = base.join(t);
+                if !p.exists() {
+                    return Err(ScenarioError::new(
+                        &name,
+                        &text,
+                        format!(
+                            "workload.serving.trace: request trace {} not found (`{t}` is relative to the \
+                             scenario file)",
+                            p.display()
+                        ),
+                    )
+                    .at(locate(&text, "workload.serving.trace"), "no trace at this path")
+                    .into());
+                }
+                let format = scenario
+                    .serving
+                    .as_ref()
+                    .and_then(|c| c.requests.trace_format);
+                Some(Arc::new(
+                    read_requests(&p, format).map_err(|e| InputError::Trace(e.to_string()))?,
+                ))
+            }
+            None => None,
+        };
         let mut inputs = Inputs {
+            requests,
             file: file.to_path_buf(),
             text,
             overrides,
@@ -218,14 +254,33 @@ impl Inputs {
         self.cost.as_deref().map(|c| c as &dyn CostModel)
     }
 
-    /// Simulates every strategy of [`Inputs::scenario`] on these inputs.
+    /// Simulates every strategy of [`Inputs::scenario`] on these inputs. A serving scenario has no
+    /// step-level iterations to simulate: it is refused here (serve it with [`Inputs::simulate_serving`]).
     pub fn simulate(&self, opts: RunOptions) -> Result<SimulationReport, InputError> {
+        if self.scenario.serving.is_some() {
+            return Err(InputError::Simulation(format!(
+                "{}: a serving scenario (workload.mode = \"serving\") is simulated by `moesim simulate`; \
+                 plan, report, sweep and the TUI do not serve requests yet",
+                self.file.display()
+            )));
+        }
         simulate_scenario_with_tokens(
             &self.scenario,
             self.routing.as_ref(),
             self.tokens.as_deref(),
             self.cost(),
             opts,
+        )
+        .map_err(|e| InputError::Simulation(format!("{}: {e}", self.file.display())))
+    }
+
+    /// Serves a `mode = "serving"` scenario's request stream with every strategy (see
+    /// [`moesim_sim::serving`]).
+    pub fn simulate_serving(&self) -> Result<ServingReport, InputError> {
+        simulate_serving(
+            &self.scenario,
+            self.requests.as_deref().map(|t| t.requests.as_slice()),
+            self.cost(),
         )
         .map_err(|e| InputError::Simulation(format!("{}: {e}", self.file.display())))
     }

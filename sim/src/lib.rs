@@ -39,6 +39,7 @@ pub mod result;
 pub mod runner;
 pub mod scenario;
 pub mod search;
+pub mod serving;
 pub mod stats;
 pub mod strategy;
 pub mod timeline;

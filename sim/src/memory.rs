@@ -87,6 +87,13 @@ pub fn rank_memory(s: &Scenario, p: ParamsOnRank, routed: RoutedTokens) -> Memor
             // Micro-batches run one after another: one micro-batch's activations are live at a time.
             out.activations_gib = act / GIB;
         }
+        // A serving step holds the KV cache of the sequences it decodes (their share on this rank).
+        Mode::Serving => {
+            out.params_gib = (p.dense + p.experts) * dtype / GIB;
+            out.activations_gib = layer_full / GIB;
+            let context = s.workload.step.map_or(0, |st| st.decode_kv_tokens) as f64;
+            out.kv_cache_gib = context * layers * m.kv_bytes_per_token_per_layer as f64 / GIB;
+        }
         Mode::Prefill | Mode::Decode => {
             out.params_gib = (p.dense + p.experts) * dtype / GIB;
             out.activations_gib = layer_full / GIB;

@@ -3,6 +3,7 @@ pub mod check_published;
 pub mod place;
 pub mod plan;
 pub mod report;
+pub mod serving;
 pub mod simulate;
 pub mod sweep;
 pub mod timeline;

@@ -4,6 +4,7 @@ use crate::commands::timeline::{self, TimelineArgs};
 use crate::{ScenarioArgs, load, output, table};
 use miette::miette;
 use moesim_sim::runner::RunOptions;
+use moesim_sim::scenario::file::Mode;
 use std::process::ExitCode;
 
 pub fn run(
@@ -12,6 +13,7 @@ pub fn run(
     json: bool,
     timeline_args: &TimelineArgs,
     quiet: bool,
+    requests_out: Option<&std::path::Path>,
 ) -> miette::Result<ExitCode> {
     // The timeline's range is checked before anything is simulated.
     timeline::check(timeline_args, None)?;
@@ -30,6 +32,21 @@ pub fn run(
         }
     }
     let s = &inputs.scenario;
+    if s.workload.mode == Mode::Serving {
+        if timeline_args.timeline.is_some() {
+            return Err(miette!(
+                "{}: --timeline exports step-level iterations; a serving scenario has none yet",
+                args.scenario.display()
+            ));
+        }
+        return crate::commands::serving::run(&inputs, json, requests_out);
+    }
+    if let Some(p) = requests_out {
+        return Err(miette!(
+            "--requests-out {}: per-request records need a serving scenario (workload.mode = \"serving\")",
+            p.display()
+        ));
+    }
     let bar = output::progress((s.workload.iterations * s.strategies.len()) as u64, quiet);
     bar.set_message(s.name.clone());
     let tick = || bar.inc(1);

@@ -23,7 +23,8 @@
 //! - [`stats`]: skew, imbalance, drift, locality and hit rates; [`cache`]: expert-cache replay (LRU, LFU,
 //!   LRFU, Belady).
 //! - [`tokengen`]: per-token synthetic workloads; [`fit`]: fitting them to traces and rescaling;
-//!   [`replay`]: a trace as a [`RoutingSource`].
+//!   [`replay`]: a trace as a [`RoutingSource`]; [`requests`]: request traces (arrivals and lengths) for
+//!   serving.
 
 pub mod atomic;
 pub mod binomial;
@@ -36,6 +37,7 @@ pub mod import;
 pub mod limits;
 pub mod native;
 pub mod replay;
+pub mod requests;
 pub mod rng;
 pub mod routing;
 pub mod stats;

@@ -25,6 +25,10 @@ pub struct ScenarioFile {
     /// Overrides of the work and memory limits checked before a run ([`super::limits`]).
     #[serde(default)]
     pub limits: LimitsSection,
+    /// `[serving]`: the engine instance of a serving scenario ([`super::serving`]).
+    pub serving: Option<super::serving::ServingSection>,
+    /// `[slo]`: a serving scenario's latency targets.
+    pub slo: Option<super::serving::SloSection>,
 }
 
 /// `[limits]`: raise (or lower) the estimated work and memory a run may take before it is refused.
@@ -104,7 +108,8 @@ pub struct ClusterSection {
     pub nic_efficiency: Option<f64>,
 }
 
-/// What is being run: a training step, or an inference prefill or decode step.
+/// What is being run: a training step, an inference prefill or decode step, or serving a stream of
+/// requests (continuous batching; see [`crate::serving`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
@@ -112,6 +117,7 @@ pub enum Mode {
     Training,
     Prefill,
     Decode,
+    Serving,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -137,6 +143,8 @@ pub struct WorkloadSection {
     /// Predict the window after this iteration from the routing before it, and report the error against
     /// the simulated window (straggler prediction).
     pub plan_until: Option<usize>,
+    /// `[workload.serving]`: the request stream of `mode = "serving"`.
+    pub serving: Option<super::serving::RequestsSection>,
 }
 
 impl Default for WorkloadSection {
@@ -150,6 +158,7 @@ impl Default for WorkloadSection {
             trace: None,
             dynamics: Default::default(),
             plan_until: None,
+            serving: None,
         }
     }
 }

@@ -16,6 +16,7 @@ pub mod limits;
 pub mod locate;
 pub mod model;
 pub mod overrides;
+pub mod serving;
 
 use cluster::{Cluster, Fabric, cluster_preset};
 pub use error::ScenarioError;
@@ -36,6 +37,9 @@ pub struct Scenario {
     pub training: TrainingSection,
     pub strategies: Vec<Strategy>,
     pub objective: Objective,
+    /// Set for `workload.mode = "serving"`: the request stream, the engine instance and the SLO.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serving: Option<crate::serving::config::ServingConfig>,
 }
 
 /// The routing workload and run length.
@@ -53,6 +57,10 @@ pub struct Workload {
     pub dynamics: moesim_traces::Dynamics,
     /// Straggler prediction: forecast the iterations from here on from those before.
     pub plan_until: Option<usize>,
+    /// Serving: the batch one step lowers (set by [`crate::serving::step_cost`] on a per-step copy of the
+    /// scenario; `None` in a scenario as parsed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<crate::serving::step_cost::StepShape>,
 }
 
 /// One strategy to simulate.
@@ -156,6 +164,16 @@ impl Scenario {
         match self.workload.mode {
             Mode::Training | Mode::Prefill => self.model.micro_batch * self.model.seq_len,
             Mode::Decode => self.model.micro_batch,
+            // A serving step's own batch, else the largest batch a step may hold (split over the ranks).
+            Mode::Serving => match (&self.workload.step, &self.serving) {
+                (Some(step), _) => step.tokens,
+                (None, Some(c)) => c
+                    .engine
+                    .max_batch_tokens
+                    .div_ceil(self.cluster.gpus() as u64),
+                (None, None) => self.model.micro_batch,
+            }
+            .max(1),
         }
     }
 
@@ -283,6 +301,7 @@ impl Resolver<'_> {
             trace: w.trace.clone(),
             dynamics: w.dynamics,
             plan_until: w.plan_until,
+            step: None,
         };
         if let Err((field, msg)) = w.dynamics.validate() {
             return Err(self.error(&format!("workload.dynamics.{field}"), msg.clone(), msg));
@@ -302,6 +321,7 @@ impl Resolver<'_> {
         let training = self.training(&raw.training)?;
         let strategies = self.strategies(raw, &model, &cluster)?;
         let objective = self.objective(&raw.objective, &cluster)?;
+        let serving = self.serving(raw)?;
         Ok(Scenario {
             name: raw.name.clone().unwrap_or_else(|| {
                 std::path::Path::new(self.file)
@@ -316,6 +336,7 @@ impl Resolver<'_> {
             training,
             strategies,
             objective,
+            serving,
         })
     }
 
@@ -940,6 +961,8 @@ impl Resolver<'_> {
             let tokens = match raw.workload.mode {
                 Mode::Decode => m.micro_batch,
                 Mode::Training | Mode::Prefill => m.micro_batch * m.seq_len,
+                // Serving steps vary; each step lowers at most its own tokens' parts.
+                Mode::Serving => u64::MAX,
             };
             if overlap == 0 || overlap > 16 || overlap as u64 > tokens {
                 return Err(self.error(

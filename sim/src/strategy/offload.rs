@@ -106,7 +106,7 @@ impl<'a> OffloadModel<'a> {
         let s = scenario;
         let m = &s.model;
         let per_step = match s.workload.mode {
-            Mode::Decode => m.micro_batch,
+            Mode::Decode | Mode::Serving => m.micro_batch,
             Mode::Training | Mode::Prefill => m.micro_batch * m.seq_len,
         } as usize;
         let steps = s

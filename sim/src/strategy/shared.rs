@@ -47,6 +47,13 @@ pub fn dense_forward_tokens_s(
                     / parts as f64;
             time += cost.memory_bound_s(kv)
         }
+        // A serving step mixes both: its prefill chunks score against their keys (earlier chunks' context
+        // plus their own causal prefix), priced as the prefill GEMM above with the step's mean keys; its
+        // decoding sequences read their KV cache as decode does. A lone prompt from position 0 is exactly a
+        // prefill step, and a batch of decodes exactly a decode step.
+        Mode::Serving => {
+            time += serving_attention_s(s, cost, &s.workload.step.unwrap_or_default(), parts)
+        }
     }
     if moe_layer {
         time += cost.gemm_s(t, m.experts as u64, d, dt);
@@ -59,6 +66,35 @@ pub fn dense_forward_tokens_s(
         time += activation_s(cost, t, m.dense_d_ff, 3, dt);
     }
     time + non_gemm_s(s, cost, t, moe_layer)
+}
+
+/// Attention scores and values of one layer of a serving step on one rank, one of `parts` overlapped parts:
+/// its prefill chunks priced as the prefill GEMM with the step's mean keys per prefill token (earlier
+/// chunks' context plus each token's causal prefix), its decoding sequences reading their KV cache as
+/// decode does. A lone prompt from position 0 is exactly a prefill step, a batch of decodes exactly a
+/// decode step.
+pub fn serving_attention_s(
+    s: &Scenario,
+    cost: &dyn CostModel,
+    step: &crate::serving::step_cost::StepShape,
+    parts: usize,
+) -> f64 {
+    let m = &s.model;
+    let mut time = 0.0;
+    let p = step.prefill_tokens.div_ceil(parts as u64);
+    if p > 0 {
+        let keys = step.prefill_key_pairs as f64 / step.prefill_tokens as f64;
+        let width = m.attention.heads * (m.attention.qk_head_dim + m.attention.v_head_dim);
+        let flops = m.attention.score_flops(p as f64, keys);
+        let n = (flops / (2.0 * p as f64 * width as f64)).round().max(1.0) as u64;
+        time += cost.gemm_s(p, n, width, m.dtype_bytes);
+    }
+    if step.decode_kv_tokens > 0 {
+        let kv =
+            step.decode_kv_tokens as f64 * m.kv_bytes_per_token_per_layer as f64 / parts as f64;
+        time += cost.memory_bound_s(kv);
+    }
+    time
 }
 
 /// The memory-bound kernels of one layer's dense part over `t` tokens, each a kernel launch plus its HBM

@@ -100,7 +100,7 @@ impl TokenRouting {
     pub fn synthetic(s: &Scenario) -> Self {
         let m = &s.model;
         let per_step = match s.workload.mode {
-            Mode::Decode => m.micro_batch,
+            Mode::Decode | Mode::Serving => m.micro_batch,
             Mode::Training | Mode::Prefill => m.micro_batch * m.seq_len,
         } as usize;
         let tokens = per_step * s.workload.iterations;

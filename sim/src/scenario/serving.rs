@@ -1,0 +1,492 @@
+//! Serving sections of the scenario file, as written, and their validation into
+//! [`crate::serving::config::ServingConfig`].
+//!
+//! ```toml
+//! [workload]
+//! mode = "serving"
+//! [workload.serving]          # the request stream
+//! arrival = "poisson"         # poisson | gamma | trace
+//! rate_per_s = 10.0
+//! duration_s = 600.0
+//! prompt = { dist = "lognormal", mean = 1024, cv = 1.0 }
+//! output = { dist = "fixed", tokens = 128 }
+//! [serving]                   # the engine instance
+//! max_batch_tokens = 8192
+//! max_seqs = 256
+//! [slo]
+//! ttft_ms = 2000.0
+//! tpot_ms = 100.0
+//! ```
+
+use super::file::{Mode, ScenarioFile, StrategyKind};
+use super::{Resolver, ScenarioError};
+use crate::serving::config::{
+    Arrival, EngineConfig, Lengths, Policy, RequestStream, ServingConfig, Slo,
+};
+use moesim_traces::requests::{MAX_REQUEST_TOKENS, RequestFormat};
+use serde::{Deserialize, Serialize};
+
+/// `[workload.serving]`: the request stream.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RequestsSection {
+    /// `poisson` (default), `gamma` or `trace`.
+    pub arrival: Option<String>,
+    pub rate_per_s: Option<f64>,
+    /// Gamma arrivals: coefficient of variation of the inter-arrival times.
+    pub cv: Option<f64>,
+    pub duration_s: Option<f64>,
+    pub max_requests: Option<usize>,
+    pub trace: Option<String>,
+    pub trace_format: Option<RequestFormat>,
+    pub prompt: Option<LengthSection>,
+    pub output: Option<LengthSection>,
+}
+
+/// A length distribution as written: `{ dist = "fixed", tokens = 512 }`, `{ dist = "uniform", min, max }`,
+/// `{ dist = "lognormal", mean, cv, max }` or `{ dist = "trace" }`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LengthSection {
+    pub dist: String,
+    pub tokens: Option<u64>,
+    pub min: Option<u64>,
+    pub max: Option<u64>,
+    pub mean: Option<f64>,
+    pub cv: Option<f64>,
+}
+
+/// `[serving]`: the engine instance.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServingSection {
+    pub max_batch_tokens: Option<u64>,
+    pub max_seqs: Option<usize>,
+    pub block_size: Option<u64>,
+    pub kv_blocks: Option<u64>,
+    pub gpu_memory_utilization: Option<f64>,
+    pub policy: Option<Policy>,
+    pub shape_bits: Option<u32>,
+}
+
+/// `[slo]`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SloSection {
+    pub ttft_ms: Option<f64>,
+    pub tpot_ms: Option<f64>,
+    /// Share of requests (in %) that must meet the targets; default 90.
+    pub percentile: Option<f64>,
+}
+
+/// Largest request count of a run (about 4 million: an hour at 1000 requests/s), checked before anything
+/// is drawn or read: every request keeps a record of about a hundred bytes.
+pub const MAX_REQUESTS: usize = 1 << 22;
+
+impl Resolver<'_> {
+    fn positive(&self, path: &str, v: f64, what: &str) -> Result<f64, ScenarioError> {
+        if v.is_finite() && v > 0.0 {
+            Ok(v)
+        } else {
+            Err(self.error(path, format!("must be positive and finite, got {v}"), what))
+        }
+    }
+
+    fn tokens(&self, path: &str, v: u64) -> Result<u64, ScenarioError> {
+        if v == 0 || v > MAX_REQUEST_TOKENS {
+            return Err(self.error(
+                path,
+                format!("must be between 1 and {MAX_REQUEST_TOKENS} tokens, got {v}"),
+                "expected a token count",
+            ));
+        }
+        Ok(v)
+    }
+
+    fn lengths(
+        &self,
+        path: &str,
+        l: Option<&LengthSection>,
+        trace: bool,
+    ) -> Result<Lengths, ScenarioError> {
+        let Some(l) = l else {
+            return if trace {
+                Ok(Lengths::Trace)
+            } else {
+                Err(self
+                    .error(
+                        path,
+                        "missing: synthetic arrivals need a length distribution",
+                        "add a distribution",
+                    )
+                    .help(format!(
+                        "e.g. {path} = {{ dist = \"fixed\", tokens = 512 }}"
+                    )))
+            };
+        };
+        let need = |f: &str, v: Option<u64>| {
+            v.ok_or_else(|| {
+                self.error(
+                    &format!("{path}.{f}"),
+                    format!("missing: dist = \"{}\" needs `{f}`", l.dist),
+                    "add it",
+                )
+            })
+        };
+        let unused = |fields: &[(&str, bool)]| -> Result<(), ScenarioError> {
+            if let Some((f, _)) = fields.iter().find(|(_, set)| *set) {
+                return Err(self.error(
+                    &format!("{path}.{f}"),
+                    format!("`{f}` is not a parameter of dist = \"{}\"", l.dist),
+                    "remove it",
+                ));
+            }
+            Ok(())
+        };
+        match l.dist.as_str() {
+            "fixed" => {
+                unused(&[
+                    ("min", l.min.is_some()),
+                    ("max", l.max.is_some()),
+                    ("mean", l.mean.is_some()),
+                    ("cv", l.cv.is_some()),
+                ])?;
+                let t = self.tokens(&format!("{path}.tokens"), need("tokens", l.tokens)?)?;
+                Ok(Lengths::Fixed { tokens: t })
+            }
+            "uniform" => {
+                unused(&[
+                    ("tokens", l.tokens.is_some()),
+                    ("mean", l.mean.is_some()),
+                    ("cv", l.cv.is_some()),
+                ])?;
+                let min = self.tokens(&format!("{path}.min"), need("min", l.min)?)?;
+                let max = self.tokens(&format!("{path}.max"), need("max", l.max)?)?;
+                if max < min {
+                    return Err(self.error(
+                        &format!("{path}.max"),
+                        format!("max = {max} is below min = {min}"),
+                        "expected max ≥ min",
+                    ));
+                }
+                Ok(Lengths::Uniform { min, max })
+            }
+            "lognormal" => {
+                unused(&[("tokens", l.tokens.is_some()), ("min", l.min.is_some())])?;
+                let mean = l.mean.ok_or_else(|| {
+                    self.error(
+                        &format!("{path}.mean"),
+                        "missing: dist = \"lognormal\" needs `mean`",
+                        "add it",
+                    )
+                })?;
+                let mean = self.positive(&format!("{path}.mean"), mean, "expected tokens")?;
+                if mean > MAX_REQUEST_TOKENS as f64 {
+                    return Err(self.error(
+                        &format!("{path}.mean"),
+                        format!("{mean} is beyond the largest length ({MAX_REQUEST_TOKENS})"),
+                        "expected fewer tokens",
+                    ));
+                }
+                let cv = l.cv.ok_or_else(|| {
+                    self.error(
+                        &format!("{path}.cv"),
+                        "missing: dist = \"lognormal\" needs `cv`",
+                        "add it",
+                    )
+                })?;
+                if !(cv.is_finite() && (0.0..=100.0).contains(&cv)) {
+                    return Err(self.error(
+                        &format!("{path}.cv"),
+                        format!("must be in 0..=100, got {cv}"),
+                        "expected a coefficient of variation",
+                    ));
+                }
+                let max =
+                    self.tokens(&format!("{path}.max"), l.max.unwrap_or(MAX_REQUEST_TOKENS))?;
+                Ok(Lengths::Lognormal { mean, cv, max })
+            }
+            "trace" => {
+                unused(&[
+                    ("tokens", l.tokens.is_some()),
+                    ("min", l.min.is_some()),
+                    ("max", l.max.is_some()),
+                    ("mean", l.mean.is_some()),
+                    ("cv", l.cv.is_some()),
+                ])?;
+                if !trace {
+                    return Err(self.error(
+                        &format!("{path}.dist"),
+                        "dist = \"trace\" needs workload.serving.trace",
+                        "no trace to take lengths from",
+                    ));
+                }
+                Ok(Lengths::Trace)
+            }
+            other => Err(self.error(
+                &format!("{path}.dist"),
+                format!("unknown length distribution `{other}`"),
+                "expected fixed, uniform, lognormal or trace",
+            )),
+        }
+    }
+
+    /// The serving settings of a `mode = "serving"` scenario (`None` for other modes, which must not set
+    /// them).
+    pub(super) fn serving(
+        &self,
+        raw: &ScenarioFile,
+    ) -> Result<Option<ServingConfig>, ScenarioError> {
+        let serving_mode = raw.workload.mode == Mode::Serving;
+        if !serving_mode {
+            for (path, set) in [
+                ("workload.serving", raw.workload.serving.is_some()),
+                ("serving", raw.serving.is_some()),
+                ("slo", raw.slo.is_some()),
+            ] {
+                if set {
+                    return Err(self.error(
+                        path,
+                        format!("`{path}` applies only to workload.mode = \"serving\""),
+                        "not used in this mode",
+                    ));
+                }
+            }
+            return Ok(None);
+        }
+        for (i, st) in raw.strategies.iter().enumerate() {
+            if !matches!(st.kind, StrategyKind::Ep | StrategyKind::EpReplicated) {
+                return Err(self.error(
+                    &format!("strategy[{i}].kind"),
+                    "serving simulates kinds \"ep\" and \"ep-replicated\" (other kinds are not lowered for \
+                     mixed prefill/decode batches yet)",
+                    "not supported in serving mode",
+                ));
+            }
+        }
+        let r = raw.workload.serving.clone().unwrap_or_default();
+        let p = |f: &str| format!("workload.serving.{f}");
+        let arrival = match r.arrival.as_deref().unwrap_or("poisson") {
+            "poisson" => {
+                if r.cv.is_some() {
+                    return Err(self.error(
+                        &p("cv"),
+                        "`cv` applies only to arrival = \"gamma\"",
+                        "remove it",
+                    ));
+                }
+                let rate = r.rate_per_s.ok_or_else(|| {
+                    self.error(
+                        &p("rate_per_s"),
+                        "missing: Poisson arrivals need a rate",
+                        "add it",
+                    )
+                })?;
+                Arrival::Poisson {
+                    rate_per_s: self.positive(
+                        &p("rate_per_s"),
+                        rate,
+                        "expected requests per second",
+                    )?,
+                }
+            }
+            "gamma" => {
+                let rate = r.rate_per_s.ok_or_else(|| {
+                    self.error(
+                        &p("rate_per_s"),
+                        "missing: Gamma arrivals need a rate",
+                        "add it",
+                    )
+                })?;
+                let cv = r.cv.ok_or_else(|| {
+                    self.error(
+                        &p("cv"),
+                        "missing: Gamma arrivals need the inter-arrival CV",
+                        "add it",
+                    )
+                })?;
+                if !(cv.is_finite() && (0.01..=100.0).contains(&cv)) {
+                    return Err(self.error(
+                        &p("cv"),
+                        format!("must be in 0.01..=100, got {cv}"),
+                        "expected a CV",
+                    ));
+                }
+                Arrival::Gamma {
+                    rate_per_s: self.positive(
+                        &p("rate_per_s"),
+                        rate,
+                        "expected requests per second",
+                    )?,
+                    cv,
+                }
+            }
+            "trace" => {
+                if r.trace.is_none() {
+                    return Err(self.error(
+                        &p("arrival"),
+                        "arrival = \"trace\" needs workload.serving.trace",
+                        "no trace",
+                    ));
+                }
+                for (f, set) in [
+                    ("rate_per_s", r.rate_per_s.is_some()),
+                    ("cv", r.cv.is_some()),
+                ] {
+                    if set {
+                        return Err(self.error(
+                            &p(f),
+                            format!("`{f}` does not apply to trace arrivals"),
+                            "remove it",
+                        ));
+                    }
+                }
+                Arrival::Trace
+            }
+            other => {
+                return Err(self.error(
+                    &p("arrival"),
+                    format!("unknown arrival process `{other}`"),
+                    "expected poisson, gamma or trace",
+                ));
+            }
+        };
+        if let Some(d) = r.duration_s {
+            self.positive(&p("duration_s"), d, "expected seconds")?;
+        }
+        if let Some(n) = r.max_requests {
+            self.count(&p("max_requests"), n, MAX_REQUESTS)?;
+        }
+        if arrival != Arrival::Trace {
+            let rate = match arrival {
+                Arrival::Poisson { rate_per_s } | Arrival::Gamma { rate_per_s, .. } => rate_per_s,
+                Arrival::Trace => 0.0,
+            };
+            let Some(d) = r.duration_s.or(r.max_requests.map(|_| f64::INFINITY)) else {
+                return Err(self.error(
+                    &p("duration_s"),
+                    "missing: synthetic arrivals need duration_s or max_requests",
+                    "add one",
+                ));
+            };
+            let expected = (rate * d).min(r.max_requests.map_or(f64::INFINITY, |n| n as f64));
+            if expected > MAX_REQUESTS as f64 {
+                return Err(self.error(
+                    &p("duration_s"),
+                    format!(
+                        "{rate} requests/s for {d} s is about {expected:.3e} requests, over the largest run \
+                         ({MAX_REQUESTS})"
+                    ),
+                    "expected a shorter run",
+                )
+                .help("lower rate_per_s or duration_s, or set max_requests"));
+            }
+        }
+        let has_trace = r.trace.is_some();
+        let prompt = self.lengths(&p("prompt"), r.prompt.as_ref(), has_trace)?;
+        let output = self.lengths(&p("output"), r.output.as_ref(), has_trace)?;
+        let requests = RequestStream {
+            arrival,
+            duration_s: r.duration_s,
+            max_requests: r.max_requests,
+            trace: r.trace.clone(),
+            trace_format: r.trace_format,
+            prompt,
+            output,
+        };
+
+        let e = raw.serving.clone().unwrap_or_default();
+        let q = |f: &str| format!("serving.{f}");
+        let max_batch_tokens = e.max_batch_tokens.unwrap_or(8192);
+        if max_batch_tokens == 0 || max_batch_tokens > 1 << 24 {
+            return Err(self.error(
+                &q("max_batch_tokens"),
+                format!(
+                    "must be between 1 and {}, got {max_batch_tokens}",
+                    1u64 << 24
+                ),
+                "expected tokens",
+            ));
+        }
+        let max_seqs = e.max_seqs.unwrap_or(256);
+        self.count(&q("max_seqs"), max_seqs, 1 << 20)?;
+        let block_size = e.block_size.unwrap_or(16);
+        if block_size == 0 || block_size > 1 << 16 {
+            return Err(self.error(
+                &q("block_size"),
+                format!("must be between 1 and 65536 tokens, got {block_size}"),
+                "expected tokens per block",
+            ));
+        }
+        if let Some(b) = e.kv_blocks
+            && (b == 0 || b > 1 << 40)
+        {
+            return Err(self.error(
+                &q("kv_blocks"),
+                format!("must be between 1 and 2^40, got {b}"),
+                "expected blocks",
+            ));
+        }
+        let util = e.gpu_memory_utilization.unwrap_or(0.9);
+        if !(util > 0.0 && util <= 1.0) {
+            return Err(self.error(
+                &q("gpu_memory_utilization"),
+                format!("must be in (0, 1], got {util}"),
+                "expected a fraction",
+            ));
+        }
+        let shape_bits = e.shape_bits.unwrap_or(6);
+        if shape_bits > 32 {
+            return Err(self.error(
+                &q("shape_bits"),
+                format!("must be 0 (exact) to 32, got {shape_bits}"),
+                "expected significant bits",
+            ));
+        }
+        let engine = EngineConfig {
+            max_batch_tokens,
+            max_seqs,
+            block_size,
+            kv_blocks: e.kv_blocks,
+            gpu_memory_utilization: util,
+            policy: e.policy.unwrap_or_default(),
+            shape_bits,
+        };
+
+        let slo = match &raw.slo {
+            None => None,
+            Some(s) => {
+                if s.ttft_ms.is_none() && s.tpot_ms.is_none() {
+                    return Err(self.error(
+                        "slo",
+                        "an SLO needs ttft_ms, tpot_ms or both",
+                        "add a target",
+                    ));
+                }
+                for (f, v) in [("ttft_ms", s.ttft_ms), ("tpot_ms", s.tpot_ms)] {
+                    if let Some(v) = v {
+                        self.positive(&format!("slo.{f}"), v, "expected milliseconds")?;
+                    }
+                }
+                let pct = s.percentile.unwrap_or(90.0);
+                if !(pct > 0.0 && pct <= 100.0) {
+                    return Err(self.error(
+                        "slo.percentile",
+                        format!("must be in (0, 100], got {pct}"),
+                        "expected a percentage",
+                    ));
+                }
+                Some(Slo {
+                    ttft_ms: s.ttft_ms,
+                    tpot_ms: s.tpot_ms,
+                    percentile: pct,
+                })
+            }
+        };
+        Ok(Some(ServingConfig {
+            requests,
+            engine,
+            slo,
+        }))
+    }
+}
