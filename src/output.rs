@@ -87,6 +87,14 @@ pub fn print(text: &str) -> miette::Result<()> {
     }
 }
 
+/// Prints `value` as pretty JSON and a newline (every `--json` output).
+pub fn print_json(value: &impl serde::Serialize) -> miette::Result<()> {
+    print(&format!(
+        "{}\n",
+        serde_json::to_string_pretty(value).expect("serialisable")
+    ))
+}
+
 /// Makes a `println!` into a closed pipe end the process quietly too (it panics with "failed printing to
 /// stdout: Broken pipe"), and one onto a full device an error (exit 1): every other panic keeps the default
 /// report.

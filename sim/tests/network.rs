@@ -65,6 +65,25 @@ fn run_prioritised(
         .collect()
 }
 
+/// Two DGX nodes with NICs at their datasheet 50 GB/s and no latency, spine uplinks at 60 GB/s
+/// (oversubscription 5/3): the max-min examples' fabric.
+fn two_nodes_with_a_thin_spine() -> Topology {
+    dgx(2, |c| {
+        c.nic_latency_us = 0.0;
+        c.spine_oversubscription = 5.0 / 3.0;
+        c.nic_efficiency = 1.0;
+    })
+}
+
+/// The max-min examples' three flows (f2 on `comm-aux`, the others on `comm`): see their tests.
+fn three_flows(topo: &Topology, b: f64) -> Vec<CollectiveSpec> {
+    vec![
+        single(topo, 0, 9, b, (Stream::Comm, Stream::Comm)),
+        single(topo, 0, 8, b, (Stream::CommAux, Stream::CommAux)),
+        single(topo, 8, 1, b, (Stream::Comm, Stream::Comm)),
+    ]
+}
+
 fn close(a: SimTime, b: SimTime) -> bool {
     a.abs_diff(b) <= 2 + b / 1_000_000_000
 }
@@ -111,24 +130,11 @@ fn three_flows_on_two_links_get_their_max_min_fair_rates() {
     // Max-min: GPU 0's NIC saturates first, f1 = f2 = 25 GB/s; f3 takes the spine's rest, 60 − 25 =
     // 35 GB/s (an equal per-link split would give it 30). f3 finishes first (B/35); f1 and f2 keep their
     // 25 GB/s (still held by GPU 0's NIC) and finish at B/25.
-    let topo = dgx(2, |c| {
-        c.nic_latency_us = 0.0;
-        c.spine_oversubscription = 5.0 / 3.0;
-        // NICs at their datasheet 50 GB/s, as the rates above assume.
-        c.nic_efficiency = 1.0;
-    });
+    let topo = two_nodes_with_a_thin_spine();
     let spine = topo.links.iter().find(|l| l.gpu_port.is_none()).unwrap();
     assert!((spine.capacity() - 60e9).abs() < 1.0);
     let b = 1e9;
-    let finish = run(
-        &topo,
-        vec![
-            single(&topo, 0, 9, b, (Stream::Comm, Stream::Comm)),
-            single(&topo, 0, 8, b, (Stream::CommAux, Stream::CommAux)),
-            single(&topo, 8, 1, b, (Stream::Comm, Stream::Comm)),
-        ],
-        &mut FlowNetwork::new(&topo),
-    );
+    let finish = run(&topo, three_flows(&topo, b), &mut FlowNetwork::new(&topo));
     let lat = |s, d| ps(topo.route_latency_s(s, d));
     assert!(close(finish[0][1], ps(b / 25e9) + lat(0, 9)), "{finish:?}");
     assert!(close(finish[1][1], ps(b / 25e9) + lat(0, 8)), "{finish:?}");
@@ -173,19 +179,11 @@ fn priority_classes_fill_max_min_on_what_higher_classes_leave() {
     // takes GPU 0's NIC (50 GB/s). Class 0 on what is left: f1 gets nothing on that NIC; f3 is held by
     // its own NICs (50 GB/s, the spine has 60). At B/50 f2 and f3 finish and f1 runs at 50 GB/s for B:
     // f1 at 2B/50 = B/25, f2 and f3 at B/50 (without priorities: B/25, B/25, B/35).
-    let topo = dgx(2, |c| {
-        c.nic_latency_us = 0.0;
-        c.spine_oversubscription = 5.0 / 3.0;
-        c.nic_efficiency = 1.0;
-    });
+    let topo = two_nodes_with_a_thin_spine();
     let b = 1e9;
     let finish = run_prioritised(
         &topo,
-        vec![
-            single(&topo, 0, 9, b, (Stream::Comm, Stream::Comm)),
-            single(&topo, 0, 8, b, (Stream::CommAux, Stream::CommAux)),
-            single(&topo, 8, 1, b, (Stream::Comm, Stream::Comm)),
-        ],
+        three_flows(&topo, b),
         &mut FlowNetwork::new(&topo),
         StreamPriorities {
             comm_aux: 1,

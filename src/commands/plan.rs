@@ -60,10 +60,7 @@ pub fn run(
         )?;
     }
     if json {
-        output::print(&format!(
-            "{}\n",
-            serde_json::to_string_pretty(&report).expect("serialisable")
-        ))?;
+        output::print_json(&report)?;
     } else {
         let mut text = table::headline(&inputs);
         match search {

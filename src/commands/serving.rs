@@ -20,10 +20,7 @@ pub fn run(inputs: &Inputs, json: bool, requests_out: Option<&Path>) -> miette::
         output::write_atomic(p, &records(&report, p)?)?;
     }
     if json {
-        output::print(&format!(
-            "{}\n",
-            serde_json::to_string_pretty(&report).expect("serialisable")
-        ))?;
+        output::print_json(&report)?;
     } else {
         output::print(&table(inputs, &report))?;
     }

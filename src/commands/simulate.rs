@@ -56,10 +56,7 @@ pub fn run(
     })?;
     bar.finish_and_clear();
     if json {
-        output::print(&format!(
-            "{}\n",
-            serde_json::to_string_pretty(&report).expect("serialisable")
-        ))?;
+        output::print_json(&report)?;
     } else {
         let mut text = table::headline(&inputs);
         text.push_str(&table::comparison(&report.results, None, s));
