@@ -47,13 +47,33 @@ impl TraceRouting {
                 "not a moesim native trace; convert it first with `moesim trace import --from FORMAT IN OUT`",
             ));
         }
-        let trace = crate::native::read_native(path)?;
-        TraceRouting::new(trace, path, shape, iterations)
+        // Only the tokens (or iterations) the run replays are kept; the rest of the file is checked.
+        let p = crate::native::read_native_prefix(
+            path,
+            tokens_used(shape, iterations),
+            iterations as u64,
+        )?;
+        let r = TraceRouting::from_trace(&p.trace, path, shape, iterations)?;
+        Ok(if p.complete { r } else { r.partial() })
     }
 
     /// Replays `trace` (named `path` in messages) onto `shape`.
     pub fn new(
         trace: Trace,
+        path: &Path,
+        shape: RoutingShape,
+        iterations: usize,
+    ) -> TraceResult<Self> {
+        TraceRouting::from_trace(&trace, path, shape, iterations)
+    }
+
+    /// Replays `trace` (named `path` in messages) onto `shape`, copying what the replay needs from it.
+    ///
+    /// Replay reads tokens `[0, tokens_used(shape, iterations))` of the stream (counts: the first
+    /// `iterations` iterations), wrapping only when the trace is shorter; a trace cut after those (by
+    /// [`crate::native::read_native_prefix`]) replays exactly as the whole file does.
+    pub fn from_trace(
+        trace: &Trace,
         path: &Path,
         shape: RoutingShape,
         iterations: usize,
@@ -116,7 +136,7 @@ impl TraceRouting {
                     "{} iterations × {} ranks of counts",
                     c.iterations, c.meta.ranks
                 );
-                (Data::Counts(c), s)
+                (Data::Counts(c.clone()), s)
             }
         };
         debug_assert!(m.kind == TraceKind::Tokens || matches!(data, Data::Counts(_)));
@@ -129,6 +149,14 @@ impl TraceRouting {
         })
     }
 
+    /// Says, in [`RoutingSource::describe`], that the trace was the start of a longer file (what the run
+    /// replays; see [`crate::native::read_native_prefix`]).
+    pub fn partial(mut self) -> Self {
+        self.summary
+            .push_str(": the start of a longer file, as far as the run replays it");
+        self
+    }
+
     /// Per layer, the token stream's requests (what a per-layer expert cache sees), for token traces.
     pub fn token_requests(&self) -> Option<&[RequestSeq]> {
         match &self.data {
@@ -136,6 +164,15 @@ impl TraceRouting {
             Data::Counts(_) => None,
         }
     }
+}
+
+/// Tokens of the trace's stream a replay of `iterations` iterations onto `shape` reads (saturating):
+/// `iterations × micro_batches × ranks × tokens_per_rank`.
+pub fn tokens_used(shape: RoutingShape, iterations: usize) -> u64 {
+    (iterations as u64)
+        .saturating_mul(shape.micro_batches as u64)
+        .saturating_mul(shape.ranks as u64)
+        .saturating_mul(shape.tokens_per_rank)
 }
 
 /// Adds the experts of stream tokens `[start, start + n)` (wrapping) of one layer to `out`.
