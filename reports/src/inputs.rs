@@ -216,16 +216,14 @@ impl Inputs {
                 let (shape, iterations) = (synthetic.shape(), synthetic.iterations());
                 let tokens = tokens_used(shape, iterations);
                 // A variant that replays more than was kept (a larger cluster) reads its own start.
-                let longer;
-                let (t, complete): (&Trace, bool) =
-                    if self.trace_complete || holds(t, tokens, iterations) {
-                        (t, self.trace_complete)
-                    } else {
-                        longer = read_native_prefix(p, tokens, iterations as u64)
-                            .map_err(|e| InputError::Trace(e.to_string()))?;
-                        (&longer.trace, longer.complete)
-                    };
-                let replay = TraceRouting::from_trace(t, p, shape, iterations)
+                let (t, complete) = if self.trace_complete || holds(t, tokens, iterations) {
+                    (Arc::clone(t), self.trace_complete)
+                } else {
+                    let longer = read_native_prefix(p, tokens, iterations as u64)
+                        .map_err(|e| InputError::Trace(e.to_string()))?;
+                    (Arc::new(longer.trace), longer.complete)
+                };
+                let replay = TraceRouting::shared(t, p, shape, iterations)
                     .map_err(|e| InputError::Trace(e.to_string()))?;
                 Ok(Arc::new(if complete { replay } else { replay.partial() }))
             }

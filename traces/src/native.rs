@@ -569,10 +569,11 @@ pub fn read_native_prefix(path: &Path, tokens: u64, iterations: u64) -> TraceRes
     match meta.kind {
         TraceKind::Tokens => {
             let mut sequences = Vec::new();
-            let mut kept = 0u64;
+            let (mut kept, mut all) = (0u64, 0usize);
             while let Some(rec) = r.next_record()? {
                 if let Record::Sequence(s) = rec {
                     total += s.tokens as u64;
+                    all += 1;
                     if kept < tokens {
                         kept += s.tokens as u64;
                         sequences.push(s);
@@ -580,7 +581,7 @@ pub fn read_native_prefix(path: &Path, tokens: u64, iterations: u64) -> TraceRes
                 }
             }
             Ok(Prefix {
-                complete: kept == total,
+                complete: sequences.len() == all,
                 total,
                 trace: Trace::Tokens(TokenTrace { meta, sequences }),
             })
