@@ -250,6 +250,14 @@ fn bisect(mut lo: f64, mut hi: f64, iters: usize, target: f64, f: impl Fn(f64) -
 /// Largest drift window, tokens.
 pub const MAX_WINDOW: usize = 1 << 24;
 
+/// Most expert draws (evaluations × generated tokens × fitted layers × top-k × experts, the worst case of
+/// a draw under strong skew) the fit's search may cost: fewer tokens per evaluation are generated beyond
+/// it, and a fit that could not generate two drift windows is refused.
+pub const MAX_SEARCH_WORK: f64 = 17_179_869_184.0; // 2^34
+
+/// Evaluations of the search: two rounds of (skew, locality, and σ for four persistences) bisections.
+const SEARCH_EVALUATIONS: f64 = 176.0;
+
 /// Fits a [`TokenModel`] to a per-token trace.
 pub fn fit_tokens(t: &TokenTrace, opts: &FitOptions) -> Result<Fit, String> {
     t.meta.check()?;
@@ -346,7 +354,27 @@ pub fn fit_measured(
     let tps = usize::try_from(measured.tokens() / measured.sequences().max(1))
         .unwrap_or(usize::MAX)
         .max(2);
-    let n_seq_eval = (opts.fit_tokens.max(10 * opts.window) / tps).max(1);
+    // The search generates traces from candidate models: bound its work before starting. Under strong
+    // skew each draw may scan every expert, so a token costs up to layers × top-k × experts.
+    let fit_layers = m.layers.min(opts.fit_layers.max(1));
+    let per_token = (fit_layers * m.top_k) as f64 * m.experts as f64;
+    let affordable = (MAX_SEARCH_WORK / (SEARCH_EVALUATIONS * per_token)).min(1e15) as usize;
+    let eval_tokens = opts.fit_tokens.max(10 * opts.window).min(affordable);
+    if eval_tokens < 2 * opts.window {
+        return Err(format!(
+            "fitting a top-{} trace of {} experts may generate only {affordable} tokens per evaluation \
+             ({SEARCH_EVALUATIONS} evaluations, at most {MAX_SEARCH_WORK:e} expert draws in all), fewer than \
+             two drift windows of {} tokens: pass a smaller --window (at most {})",
+            m.top_k,
+            m.experts,
+            opts.window,
+            affordable / 2
+        ));
+    }
+    // Sequences no longer than an evaluation (a trace of one long sequence must not make every
+    // evaluation as long).
+    let eval_tps = tps.min(eval_tokens);
+    let n_seq_eval = (eval_tokens / eval_tps).max(1);
     let null = (1.0 - target.mean_experts_per_token / m.top_k as f64).clamp(0.0, 0.95);
     let null = if null < 1e-9 { 0.0 } else { null };
     let mut model = TokenModel {
@@ -372,7 +400,7 @@ pub fn fit_measured(
         if failed.borrow().is_some() {
             return target;
         }
-        measure_model(mm, n_seq_eval, tps, opts.window).unwrap_or_else(|e| {
+        measure_model(mm, n_seq_eval, eval_tps, opts.window).unwrap_or_else(|e| {
             *failed.borrow_mut() = Some(e);
             target
         })
@@ -740,5 +768,30 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("t.moetrace") && e.contains("record"), "{e}");
+    }
+
+    #[test]
+    fn a_fit_whose_search_would_be_endless_is_refused_naming_the_window() {
+        let mut m = model(1.0, 0.0);
+        m.layers = 1;
+        m.experts = 65_536;
+        m.top_k = 4_096;
+        let t = m.generate(1, 2).unwrap();
+        let e = fit_tokens(&t, &FitOptions::default()).unwrap_err();
+        assert!(
+            e.contains("top-4096") && e.contains("65536 experts") && e.contains("--window"),
+            "{e}"
+        );
+        // A huge window asks for ten windows per evaluation: refused the same way.
+        let t = model(1.0, 0.0).generate(2, 50).unwrap();
+        let opts = FitOptions {
+            window: MAX_WINDOW,
+            ..FitOptions::default()
+        };
+        let e = fit_tokens(&t, &opts).unwrap_err();
+        assert!(
+            e.contains("16777216 tokens") && e.contains("--window"),
+            "{e}"
+        );
     }
 }
