@@ -183,6 +183,36 @@ fn fit_of_a_header_with_top_k_above_experts_is_an_error() {
 }
 
 #[test]
+fn fit_of_a_small_trace_with_a_huge_top_k_is_refused_within_seconds() {
+    // 23 KB: one 2-token sequence of top-4096 over 65536 experts. The fit's search used to draw from
+    // candidate models for many minutes (every draw scanning the experts under strong skew).
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("k.moetrace");
+    let made = moesim()
+        .args(["trace", "gen", "-q", "--layers", "1", "--experts", "65536"])
+        .args([
+            "--top-k",
+            "4096",
+            "--sequences",
+            "1",
+            "--tokens-per-sequence",
+            "2",
+        ])
+        .arg(&p)
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{made:?}");
+    let started = std::time::Instant::now();
+    let err = fails(moesim().args(["trace", "fit"]).arg(&p));
+    assert!(
+        err.contains("k.moetrace") && err.contains("top-4096") && err.contains("--window"),
+        "{err}"
+    );
+    // Generous for a loaded debug build; the refusal itself is immediate.
+    assert!(started.elapsed().as_secs() < 60, "{:?}", started.elapsed());
+}
+
+#[test]
 fn scenario_sizes_that_overflow_or_abort_are_refused_with_the_field() {
     for (set, field) in [
         (

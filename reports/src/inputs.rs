@@ -29,6 +29,8 @@ use moesim_sim::scenario::{ScenarioError, parse_scenario};
 use moesim_sim::serving::{ServingReport, simulate_serving};
 use moesim_sim::strategy::offload::tokens::TokenRouting;
 use moesim_traces::import::{Format, ImportOptions, import};
+use moesim_traces::native::read_native_prefix;
+use moesim_traces::replay::tokens_used;
 use moesim_traces::requests::{RequestTrace, read_requests};
 use moesim_traces::{RoutingSource, Trace, TraceRouting};
 use std::path::{Path, PathBuf};
@@ -71,8 +73,11 @@ pub struct Inputs {
     pub scenario: Scenario,
     /// The trace replayed: `--trace`, else `workload.trace` relative to the scenario file.
     pub trace_path: Option<PathBuf>,
-    /// That trace, read once.
+    /// That trace, read once: a native trace longer than the run keeps only the tokens (or iterations)
+    /// the run replays, so memory follows the run, not the file (see [`Inputs::trace_complete`]).
     pub trace: Option<Arc<Trace>>,
+    /// Whether [`Inputs::trace`] holds the whole file (`false`: its start, what the run replays).
+    pub trace_complete: bool,
     /// The per-rank routing workload the simulation replays.
     pub routing: Arc<dyn RoutingSource>,
     /// Per-token routing for offloading strategies, from a per-token trace (`None`: the scenario's
@@ -135,10 +140,13 @@ impl Inputs {
                 None => None,
             },
         };
-        let trace = trace_path
-            .as_deref()
-            .map(|p| read_trace(p).map(Arc::new))
-            .transpose()?;
+        let (trace, trace_complete) = match trace_path.as_deref() {
+            Some(p) => {
+                let (t, complete) = read_trace_for(p, &scenario)?;
+                (Some(Arc::new(t)), complete)
+            }
+            None => (None, true),
+        };
         let tokens = match (trace.as_deref(), &trace_path) {
             (Some(t), Some(p)) if has_offload(&scenario) => match t {
                 Trace::Tokens(tt) => Some(Arc::new(TokenRouting::from_trace(tt))),
@@ -221,6 +229,7 @@ impl Inputs {
             scenario,
             trace_path,
             trace,
+            trace_complete,
             tokens,
             cost,
             cost_label,
@@ -240,10 +249,19 @@ impl Inputs {
             .all(|st| st.kind == StrategyKind::Offload);
         match (&self.trace, &self.trace_path) {
             (Some(t), Some(p)) if !offload_only => {
-                let replay =
-                    TraceRouting::new((**t).clone(), p, synthetic.shape(), synthetic.iterations())
+                let (shape, iterations) = (synthetic.shape(), synthetic.iterations());
+                let tokens = tokens_used(shape, iterations);
+                // A variant that replays more than was kept (a larger cluster) reads its own start.
+                let (t, complete) = if self.trace_complete || holds(t, tokens, iterations) {
+                    (Arc::clone(t), self.trace_complete)
+                } else {
+                    let longer = read_native_prefix(p, tokens, iterations as u64)
                         .map_err(|e| InputError::Trace(e.to_string()))?;
-                Ok(Arc::new(replay))
+                    (Arc::new(longer.trace), longer.complete)
+                };
+                let replay = TraceRouting::shared(t, p, shape, iterations)
+                    .map_err(|e| InputError::Trace(e.to_string()))?;
+                Ok(Arc::new(if complete { replay } else { replay.partial() }))
             }
             _ => Ok(Arc::new(synthetic)),
         }
@@ -312,6 +330,32 @@ fn missing_trace(file: &str, text: &str, written: &str, resolved: &Path) -> Scen
         "put the trace there, replay another with `--trace PATH` or `--set workload.trace=PATH`, or delete \
          `workload.trace` to use the scenario's synthetic workload",
     )
+}
+
+/// Whether `t` holds at least `tokens` tokens (a per-token trace) or `iterations` iterations (counts).
+fn holds(t: &Trace, tokens: u64, iterations: usize) -> bool {
+    match t {
+        Trace::Tokens(tt) => tt.tokens() as u64 >= tokens,
+        Trace::Counts(c) => c.iterations >= iterations,
+    }
+}
+
+/// Reads the trace `s` replays: a native trace only as far as `s` replays it (the tokens of
+/// `workload.iterations` iterations of every rank, and of every offloading step; counts: the first
+/// `workload.iterations` iterations), the rest of the file checked but not kept; other formats whole.
+/// Returns the trace and whether it is the whole file.
+fn read_trace_for(path: &Path, s: &Scenario) -> Result<(Trace, bool), InputError> {
+    if !moesim_traces::native::is_native(path) {
+        return read_trace(path).map(|t| (t, true));
+    }
+    let synthetic = synthetic_routing(s);
+    let mut tokens = tokens_used(synthetic.shape(), synthetic.iterations());
+    if has_offload(s) {
+        tokens = tokens.max(moesim_sim::strategy::offload::tokens::tokens_used(s));
+    }
+    let p = read_native_prefix(path, tokens, s.workload.iterations as u64)
+        .map_err(|e| InputError::Trace(e.to_string()))?;
+    Ok((p.trace, p.complete))
 }
 
 /// Reads a trace: a native `.moetrace`, or a per-token trace imported on the fly (`.jsonl` as
@@ -431,5 +475,62 @@ mod tests {
                 .contains("s.toml: cluster.profile: unknown profile `nope`"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn a_native_trace_is_read_as_far_as_the_run_replays_and_replays_as_the_whole_file() {
+        use moesim_traces::tokengen::{Drift, TokenModel};
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("s.toml");
+        let plain = Inputs::resolve(&file, TEXT.into(), vec![], None).unwrap();
+        let (shape, iterations) = (plain.routing.shape(), plain.routing.iterations());
+        let used = tokens_used(shape, iterations) as usize;
+        // A trace three runs long, in sequences of a tenth of a run.
+        let m = TokenModel {
+            layers: shape.moe_layers,
+            experts: shape.experts,
+            top_k: shape.top_k,
+            skew: moesim_traces::Skew::Zipf { s: 1.0 },
+            shuffle_per_layer: true,
+            locality: 0.2,
+            layer_correlation: 0.0,
+            null_expert_prob: 0.0,
+            drift: Drift::default(),
+            seed: 4,
+        };
+        let trace = Trace::Tokens(m.generate(30, used / 10).unwrap());
+        let path = dir.path().join("t.moetrace");
+        moesim_traces::native::write_native(&path, &trace).unwrap();
+        let inputs = Inputs::resolve(&file, TEXT.into(), vec![], Some(&path)).unwrap();
+        assert!(!inputs.trace_complete);
+        let Some(Trace::Tokens(kept)) = inputs.trace.as_deref() else {
+            panic!("a per-token trace")
+        };
+        assert!(
+            kept.tokens() >= used && kept.tokens() <= used + used / 10,
+            "{}",
+            kept.tokens()
+        );
+        assert!(inputs.workload().contains("the start of a longer file"));
+        let whole = |s: &Scenario| {
+            let syn = synthetic_routing(s);
+            TraceRouting::new(trace.clone(), &path, syn.shape(), syn.iterations()).unwrap()
+        };
+        let reference = whole(&inputs.scenario);
+        for it in 0..iterations {
+            assert_eq!(
+                inputs.routing.iteration(it),
+                reference.iteration(it),
+                "iteration {it}"
+            );
+        }
+        // A four times larger cluster replays more tokens than were kept: it reads its own start.
+        let bigger = parse_scenario("s.toml", TEXT, &["cluster.nodes=4".into()]).unwrap();
+        let r = inputs.routing_for(&bigger).unwrap();
+        let reference = whole(&bigger);
+        assert!(tokens_used(r.shape(), r.iterations()) as usize > kept.tokens());
+        for it in 0..iterations {
+            assert_eq!(r.iteration(it), reference.iteration(it), "iteration {it}");
+        }
     }
 }

@@ -4,7 +4,7 @@ use clap::{Args, Subcommand};
 use miette::miette;
 use moesim_traces::Skew;
 use moesim_traces::Trace;
-use moesim_traces::fit::{Fit, FitOptions, RescaleSpec, fit, rescale};
+use moesim_traces::fit::{Fit, FitOptions, RescaleSpec, fit, fit_native, rescale};
 use moesim_traces::import::{Format, ImportOptions, Incomplete, import};
 use moesim_traces::native::{NativeWriter, is_native, read_native, write_native};
 use moesim_traces::stats::{StatsOptions, trace_stats};
@@ -266,6 +266,17 @@ fn streamed(
     Ok((reader.meta().kind == moesim_traces::TraceKind::Tokens).then_some(reader))
 }
 
+/// Fits `input`: a native trace is streamed record by record (memory bounded by the trace's shape and its
+/// largest sequence, not the file; the same fit as reading it whole), any other format is imported whole.
+fn fit_input(input: &Path, source: &SourceArgs, opts: &FitOptions) -> miette::Result<Fit> {
+    if source.from.is_none() && input.is_file() && is_native(input) {
+        let mut r = moesim_traces::native::NativeReader::open(input).map_err(diag)?;
+        return fit_native(&mut r, opts).map_err(diag);
+    }
+    let t = read_trace(input, source)?;
+    fit(&t, opts).map_err(|e| miette!("{}: {e}", input.display()))
+}
+
 /// A trace error as a report (its text already names file, place and expectation).
 pub fn diag(e: moesim_traces::TraceError) -> miette::Report {
     miette!("{e}")
@@ -375,13 +386,12 @@ pub fn run(cmd: TraceCommand, quiet: bool) -> miette::Result<ExitCode> {
             out,
             source,
         } => {
-            let t = read_trace(&input, &source)?;
             let opts = FitOptions {
                 window,
                 seed,
                 ..FitOptions::default()
             };
-            let f = fit(&t, &opts).map_err(|e| miette!("{}: {e}", input.display()))?;
+            let f = fit_input(&input, &source, &opts)?;
             let text = serde_json::to_string_pretty(&f).expect("serialisable");
             if let Some(o) = &out {
                 crate::output::write_atomic(o, format!("{text}\n").as_bytes())?;
@@ -406,17 +416,14 @@ pub fn run(cmd: TraceCommand, quiet: bool) -> miette::Result<ExitCode> {
         } => {
             let f = match &fit_file {
                 Some(p) => read_fit(p)?,
-                None => {
-                    let t = read_trace(&input, &source)?;
-                    fit(
-                        &t,
-                        &FitOptions {
-                            seed,
-                            ..FitOptions::default()
-                        },
-                    )
-                    .map_err(|e| miette!("{}: {e}", input.display()))?
-                }
+                None => fit_input(
+                    &input,
+                    &source,
+                    &FitOptions {
+                        seed,
+                        ..FitOptions::default()
+                    },
+                )?,
             };
             if ranks == 0 || iterations == 0 || tokens_per_rank == 0 {
                 return Err(miette!(

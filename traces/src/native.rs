@@ -346,6 +346,11 @@ impl<R: Read> NativeReader<R> {
         &self.meta
     }
 
+    /// The file this reader reads (as named in its errors).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     fn err(&self, msg: impl Into<String>) -> TraceError {
         TraceError::at(
             &self.path,
@@ -538,6 +543,70 @@ pub fn read_native(path: &Path) -> TraceResult<Trace> {
                 iterations,
                 counts,
             }))
+        }
+    }
+}
+
+/// What [`read_native_prefix`] kept of a native trace.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Prefix {
+    /// The first records of the file (all of them when `complete`).
+    pub trace: Trace,
+    /// Whether `trace` holds the whole file.
+    pub complete: bool,
+    /// Tokens (per-token trace) or iterations (counts trace) the whole file holds.
+    pub total: u64,
+}
+
+/// Reads the start of a native trace: whole sequences until at least `tokens` tokens are kept (a per-token
+/// trace), or the first `iterations` iterations (a counts trace); then reads the rest of the file one record
+/// at a time, checking it (checksums, ids, end record) without keeping it. Memory: the kept records and one
+/// more, never the file. A damaged file is reported as [`read_native`] reports it, wherever the damage is.
+pub fn read_native_prefix(path: &Path, tokens: u64, iterations: u64) -> TraceResult<Prefix> {
+    let mut r = NativeReader::open(path)?;
+    let meta = r.meta().clone();
+    let mut total = 0u64;
+    match meta.kind {
+        TraceKind::Tokens => {
+            let mut sequences = Vec::new();
+            let (mut kept, mut all) = (0u64, 0usize);
+            while let Some(rec) = r.next_record()? {
+                if let Record::Sequence(s) = rec {
+                    total += s.tokens as u64;
+                    all += 1;
+                    if kept < tokens {
+                        kept += s.tokens as u64;
+                        sequences.push(s);
+                    }
+                }
+            }
+            Ok(Prefix {
+                complete: sequences.len() == all,
+                total,
+                trace: Trace::Tokens(TokenTrace { meta, sequences }),
+            })
+        }
+        TraceKind::Counts => {
+            let mut counts = Vec::new();
+            let mut kept = 0usize;
+            while let Some(rec) = r.next_record()? {
+                if let Record::Iteration(v) = rec {
+                    total += 1;
+                    if (kept as u64) < iterations {
+                        counts.extend_from_slice(&v);
+                        kept += 1;
+                    }
+                }
+            }
+            Ok(Prefix {
+                complete: kept as u64 == total,
+                total,
+                trace: Trace::Counts(CountsTrace {
+                    meta,
+                    iterations: kept,
+                    counts,
+                }),
+            })
         }
     }
 }

@@ -12,14 +12,17 @@
 //! remainder and capped at `tokens_per_rank` per expert.
 
 use crate::error::{TraceError, TraceResult};
-use crate::trace::{CountsTrace, Trace, TraceKind};
-use crate::{IterationRouting, RequestSeq, RoutingShape, RoutingSource};
+use crate::trace::{CountsTrace, Sequence, Trace, TraceKind};
+use crate::{IterationRouting, RoutingShape, RoutingSource};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 enum Data {
-    /// Per layer: the request stream, and each expert's total over the whole stream.
+    /// The trace itself (shared, not copied), the stream position of each sequence's first token, and
+    /// per layer each expert's total over the whole stream.
     Tokens {
-        layers: Vec<RequestSeq>,
+        trace: Arc<Trace>,
+        starts: Vec<usize>,
         totals: Vec<Vec<u64>>,
         tokens: usize,
     },
@@ -47,13 +50,34 @@ impl TraceRouting {
                 "not a moesim native trace; convert it first with `moesim trace import --from FORMAT IN OUT`",
             ));
         }
-        let trace = crate::native::read_native(path)?;
-        TraceRouting::new(trace, path, shape, iterations)
+        // Only the tokens (or iterations) the run replays are kept; the rest of the file is checked.
+        let p = crate::native::read_native_prefix(
+            path,
+            tokens_used(shape, iterations),
+            iterations as u64,
+        )?;
+        let r = TraceRouting::shared(Arc::new(p.trace), path, shape, iterations)?;
+        Ok(if p.complete { r } else { r.partial() })
     }
 
     /// Replays `trace` (named `path` in messages) onto `shape`.
     pub fn new(
         trace: Trace,
+        path: &Path,
+        shape: RoutingShape,
+        iterations: usize,
+    ) -> TraceResult<Self> {
+        TraceRouting::shared(Arc::new(trace), path, shape, iterations)
+    }
+
+    /// Replays `trace` (named `path` in messages) onto `shape`, sharing it (a per-token trace is not
+    /// copied; a counts trace is).
+    ///
+    /// Replay reads tokens `[0, tokens_used(shape, iterations))` of the stream (counts: the first
+    /// `iterations` iterations), wrapping only when the trace is shorter; a trace cut after those (by
+    /// [`crate::native::read_native_prefix`]) replays exactly as the whole file does.
+    pub fn shared(
+        trace: Arc<Trace>,
         path: &Path,
         shape: RoutingShape,
         iterations: usize,
@@ -91,21 +115,31 @@ impl TraceRouting {
                 "; set model.top_k to match",
             ));
         }
-        let (data, summary) = match trace {
+        let (data, summary) = match trace.as_ref() {
             Trace::Tokens(t) => {
                 let tokens = t.tokens();
                 if tokens == 0 {
                     return Err(TraceError::file(path, "the trace holds no tokens"));
                 }
-                let layers: Vec<RequestSeq> = (0..m.layers).map(|l| t.layer_requests(l)).collect();
+                let starts = t
+                    .sequences
+                    .iter()
+                    .scan(0, |at, s| {
+                        let start = *at;
+                        *at += s.tokens;
+                        Some(start)
+                    })
+                    .collect();
                 let totals = t.expert_loads();
+                let summary = format!("{} sequences, {tokens} tokens", t.sequences.len());
                 (
                     Data::Tokens {
-                        layers,
+                        trace: Arc::clone(&trace),
+                        starts,
                         totals,
                         tokens,
                     },
-                    format!("{} sequences, {tokens} tokens", t.sequences.len()),
+                    summary,
                 )
             }
             Trace::Counts(c) => {
@@ -116,7 +150,7 @@ impl TraceRouting {
                     "{} iterations × {} ranks of counts",
                     c.iterations, c.meta.ranks
                 );
-                (Data::Counts(c), s)
+                (Data::Counts(c.clone()), s)
             }
         };
         debug_assert!(m.kind == TraceKind::Tokens || matches!(data, Data::Counts(_)));
@@ -129,20 +163,33 @@ impl TraceRouting {
         })
     }
 
-    /// Per layer, the token stream's requests (what a per-layer expert cache sees), for token traces.
-    pub fn token_requests(&self) -> Option<&[RequestSeq]> {
-        match &self.data {
-            Data::Tokens { layers, .. } => Some(layers),
-            Data::Counts(_) => None,
-        }
+    /// Says, in [`RoutingSource::describe`], that the trace was the start of a longer file (what the run
+    /// replays; see [`crate::native::read_native_prefix`]).
+    pub fn partial(mut self) -> Self {
+        self.summary
+            .push_str(": the start of a longer file, as far as the run replays it");
+        self
     }
 }
 
-/// Adds the experts of stream tokens `[start, start + n)` (wrapping) of one layer to `out`.
+/// Tokens of the trace's stream a replay of `iterations` iterations onto `shape` reads (saturating):
+/// `iterations × micro_batches × ranks × tokens_per_rank`.
+pub fn tokens_used(shape: RoutingShape, iterations: usize) -> u64 {
+    (iterations as u64)
+        .saturating_mul(shape.micro_batches as u64)
+        .saturating_mul(shape.ranks as u64)
+        .saturating_mul(shape.tokens_per_rank)
+}
+
+/// Adds the experts layer `layer` of stream tokens `[start, start + n)` (wrapping) chose to `out`; `starts`
+/// holds the stream position of each sequence's first token.
+#[allow(clippy::too_many_arguments)]
 fn add_range(
-    seq: &RequestSeq,
+    sequences: &[Sequence],
+    starts: &[usize],
     total: &[u64],
     tokens: usize,
+    layer: usize,
     start: usize,
     n: u64,
     out: &mut [u32],
@@ -156,8 +203,14 @@ fn add_range(
     let mut rest = (n % tokens as u64) as usize;
     let mut pos = start % tokens;
     while rest > 0 {
-        let take = rest.min(tokens - pos);
-        for &e in &seq.experts[seq.offsets[pos]..seq.offsets[pos + take]] {
+        // The last sequence starting at or before `pos` holds it (empty sequences start where the next does).
+        let si = starts.partition_point(|&st| st <= pos) - 1;
+        let s = &sequences[si];
+        let first = pos - starts[si];
+        let take = rest.min(s.tokens - first);
+        let row = layer * s.tokens + first;
+        let (lo, hi) = (s.offsets[row] as usize, s.offsets[row + take] as usize);
+        for &e in &s.experts[lo..hi] {
             out[e as usize] += 1;
         }
         rest -= take;
@@ -231,20 +284,27 @@ impl RoutingSource for TraceRouting {
         out.counts.iter_mut().for_each(|c| *c = 0);
         match &self.data {
             Data::Tokens {
-                layers,
+                trace,
+                starts,
                 totals,
                 tokens,
             } => {
+                // Token data is built from a per-token trace only.
+                let Trace::Tokens(t) = trace.as_ref() else {
+                    return;
+                };
                 let tpr = s.tokens_per_rank;
                 for mb in 0..s.micro_batches {
                     for r in 0..s.ranks {
                         let block = ((iteration * s.micro_batches + mb) * s.ranks + r) as u128;
                         let start = (block * tpr as u128 % *tokens as u128) as usize;
-                        for (l, seq) in layers.iter().enumerate() {
+                        for (l, total) in totals.iter().enumerate() {
                             add_range(
-                                seq,
-                                &totals[l],
+                                &t.sequences,
+                                starts,
+                                total,
                                 *tokens,
+                                l,
                                 start,
                                 tpr,
                                 out.rank_counts_mut(mb, l, r),

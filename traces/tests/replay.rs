@@ -107,3 +107,66 @@ fn counts_replay_keeps_proportions_and_totals() {
     assert_eq!(it3.rank_counts(0, 0, 0).iter().sum::<u32>(), 100); // one expert only, capped at 100 tokens
     assert_eq!(it3.rank_counts(0, 0, 0)[3], 100);
 }
+
+/// Sequences of 5, 0, 3, 0 and 7 tokens (15 in all; empty ones in between and none at the end), 2
+/// layers of 4 experts, top-2: stream token g picks experts g % 4 and (g + 1 + layer) % 4.
+fn several() -> Trace {
+    let mut sequences = Vec::new();
+    let mut g = 0u32;
+    for (i, n) in [5u32, 0, 3, 0, 7].into_iter().enumerate() {
+        let mut s = Sequence::with_capacity(format!("s{i}"), n as usize, 2, 2);
+        for l in 0..2u32 {
+            for t in 0..n {
+                let x = g + t;
+                s.push_row(&[x % 4, (x + 1 + l) % 4], None);
+            }
+        }
+        g += n;
+        sequences.push(s);
+    }
+    Trace::Tokens(TokenTrace {
+        meta: meta(TraceKind::Tokens, 2, 4, 2, 1, Provenance::default()),
+        sequences,
+    })
+}
+
+#[test]
+fn replay_across_sequences_counts_each_stream_token_once_wrapping() {
+    let mut sh = shape(3, 4);
+    sh.top_k = 2;
+    sh.micro_batches = 2;
+    let r = TraceRouting::new(several(), Path::new("several"), sh, 4).unwrap();
+    for it in 0..4 {
+        let got = r.iteration(it);
+        for mb in 0..2 {
+            for rank in 0..3 {
+                let block = ((it * 2 + mb) * 3 + rank) as u32;
+                for l in 0..2u32 {
+                    let mut want = [0u32; 4];
+                    for t in 0..4 {
+                        let x = (block * 4 + t) % 15;
+                        want[(x % 4) as usize] += 1;
+                        want[((x + 1 + l) % 4) as usize] += 1;
+                    }
+                    assert_eq!(
+                        got.rank_counts(mb, l as usize, rank),
+                        &want,
+                        "iteration {it}, micro-batch {mb}, rank {rank}, layer {l}"
+                    );
+                }
+            }
+        }
+    }
+    // 32 tokens per rank: two whole passes of the 15-token stream plus two tokens.
+    let mut wide = sh;
+    wide.tokens_per_rank = 32;
+    wide.micro_batches = 1;
+    let r = TraceRouting::new(several(), Path::new("several"), wide, 1).unwrap();
+    let mut want = [0u32; 4];
+    for g in 32..64 {
+        let x = g % 15;
+        want[(x % 4) as usize] += 1;
+        want[((x + 1) % 4) as usize] += 1;
+    }
+    assert_eq!(r.iteration(0).rank_counts(0, 0, 1), &want);
+}

@@ -85,9 +85,14 @@ pub fn load(request: Request, progress: &Progress) -> Result<Session, String> {
     let mut report = inputs.simulate(opts).map_err(|e| e.to_string())?;
     let chosen = choose(&report, &scenario);
     report.chosen = chosen.map(|i| report.results[i].strategy.clone());
-    let source = match &inputs.trace_path {
-        Some(p) => format!("trace {}", crate::app::file_name(p)),
-        None => inputs.workload(),
+    let source = match (&inputs.trace_path, inputs.trace.as_deref()) {
+        (Some(p), Some(Trace::Tokens(t))) if !inputs.trace_complete => format!(
+            "trace {} (its first {} tokens: what the run replays)",
+            crate::app::file_name(p),
+            t.tokens()
+        ),
+        (Some(p), _) => format!("trace {}", crate::app::file_name(p)),
+        (None, _) => inputs.workload(),
     };
     let workload = summarize(
         inputs.routing.as_ref(),

@@ -12,6 +12,21 @@ use moesim_traces::RequestSeq;
 use moesim_traces::rng::rng_for;
 use rand::RngExt;
 
+/// Tokens per offloading step: decode `micro_batch`, prefill and training `micro_batch × seq_len`.
+pub fn tokens_per_step(s: &Scenario) -> u64 {
+    let m = &s.model;
+    match s.workload.mode {
+        Mode::Decode | Mode::Serving => m.micro_batch,
+        Mode::Training | Mode::Prefill => m.micro_batch.saturating_mul(m.seq_len),
+    }
+}
+
+/// Tokens an offloading run of `s` replays (`workload.iterations` steps, saturating): a per-token trace
+/// longer than this is read no further.
+pub fn tokens_used(s: &Scenario) -> u64 {
+    tokens_per_step(s).saturating_mul(s.workload.iterations as u64)
+}
+
 /// Tokens in order; token t requests `experts_of(t, layer)` in each layer.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TokenRouting {
@@ -99,11 +114,7 @@ impl TokenRouting {
     /// `workload.iterations` steps (decode: `micro_batch` tokens per step; prefill: `micro_batch × seq_len`).
     pub fn synthetic(s: &Scenario) -> Self {
         let m = &s.model;
-        let per_step = match s.workload.mode {
-            Mode::Decode | Mode::Serving => m.micro_batch,
-            Mode::Training | Mode::Prefill => m.micro_batch * m.seq_len,
-        } as usize;
-        let tokens = per_step * s.workload.iterations;
+        let tokens = tokens_used(s) as usize;
         let generator = crate::runner::synthetic_routing(s);
         let layers = m.moe_layers();
         let probs: Vec<&[f64]> = (0..layers).map(|l| generator.pick_probability(l)).collect();
