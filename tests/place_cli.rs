@@ -13,6 +13,23 @@ fn write(dir: &tempfile::TempDir, name: &str, text: &str) -> std::path::PathBuf 
     p
 }
 
+/// `moesim place ARGS --json --loads LOADS`: must succeed (its stderr shown otherwise); the parsed JSON.
+fn place_json(args: &[&str], loads: &std::path::Path) -> serde_json::Value {
+    let out = moesim()
+        .arg("place")
+        .args(args)
+        .args(["--json", "--loads"])
+        .arg(loads)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 /// A long-format history: 4 layers × 16 experts × 6 iterations with a hot expert per layer.
 fn history() -> String {
     let mut s = String::from("iteration,layer,expert,tokens\n");
@@ -34,27 +51,10 @@ fn history() -> String {
 fn json_has_exactly_s_slots_per_gpu_and_no_duplicates() {
     let dir = tempfile::tempdir().unwrap();
     let loads = write(&dir, "loads.csv", &history());
-    let out = moesim()
-        .args([
-            "place",
-            "--gpus",
-            "4",
-            "--slots-per-gpu",
-            "6",
-            "--nodes",
-            "2",
-            "--json",
-            "--loads",
-        ])
-        .arg(&loads)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let v = place_json(
+        &["--gpus", "4", "--slots-per-gpu", "6", "--nodes", "2"],
+        &loads,
     );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["gpus"], 4);
     let layers = v["layers"].as_array().unwrap();
     assert_eq!(layers.len(), 4);
@@ -117,25 +117,7 @@ fn a_one_row_per_layer_matrix_works_and_prints_the_baseline() {
 fn the_shipped_olmoe_counts_are_a_loads_file() {
     let loads = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("scenarios/data/olmoe/olmoe_expert_counts_c4.json");
-    let out = moesim()
-        .args([
-            "place",
-            "--gpus",
-            "8",
-            "--slots-per-gpu",
-            "9",
-            "--json",
-            "--loads",
-        ])
-        .arg(&loads)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v = place_json(&["--gpus", "8", "--slots-per-gpu", "9"], &loads);
     let layers = v["layers"].as_array().unwrap();
     assert_eq!(layers.len(), 3);
     for l in layers {
@@ -227,22 +209,17 @@ fn impossible_shapes_are_rejected() {
 fn evaluation_on_later_iterations_is_reported() {
     let dir = tempfile::tempdir().unwrap();
     let loads = write(&dir, "loads.csv", &history());
-    let out = moesim()
-        .args([
-            "place",
+    let v = place_json(
+        &[
             "--gpus",
             "4",
             "--slots-per-gpu",
             "5",
-            "--json",
             "--evaluate-from",
             "4",
-            "--loads",
-        ])
-        .arg(&loads)
-        .output()
-        .unwrap();
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        ],
+        &loads,
+    );
     let e = &v["evaluation"];
     assert_eq!(e["from_iteration"], 4);
     assert!(e["balancedness"].as_f64().unwrap() > 0.5);
@@ -253,9 +230,8 @@ fn evaluation_on_later_iterations_is_reported() {
 fn shares_are_planned_on_request_and_sum_to_one_per_expert() {
     let dir = tempfile::tempdir().unwrap();
     let loads = write(&dir, "loads.csv", &history());
-    let out = moesim()
-        .args([
-            "place",
+    let v = place_json(
+        &[
             "--gpus",
             "4",
             "--slots-per-gpu",
@@ -263,18 +239,9 @@ fn shares_are_planned_on_request_and_sum_to_one_per_expert() {
             "--nodes",
             "2",
             "--shares",
-            "--json",
-            "--loads",
-        ])
-        .arg(&loads)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        ],
+        &loads,
     );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["objective"], "robust");
     for l in v["layers"].as_array().unwrap() {
         let experts = l["gpu_experts"].as_array().unwrap();
@@ -300,20 +267,7 @@ fn shares_are_planned_on_request_and_sum_to_one_per_expert() {
         );
     }
     // Without --shares the interface is unchanged: no shares.
-    let plain = moesim()
-        .args([
-            "place",
-            "--gpus",
-            "4",
-            "--slots-per-gpu",
-            "6",
-            "--json",
-            "--loads",
-        ])
-        .arg(&loads)
-        .output()
-        .unwrap();
-    let v: serde_json::Value = serde_json::from_slice(&plain.stdout).unwrap();
+    let v = place_json(&["--gpus", "4", "--slots-per-gpu", "6"], &loads);
     assert!(v["layers"][0].get("gpu_shares").is_none());
 }
 
