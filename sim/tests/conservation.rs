@@ -92,3 +92,37 @@ fn capacity_factor_caps_every_expert() {
         assert!(p.tokens_received <= cap_per_rank_per_layer * s.model.moe_layers() as f64 + 1e-9);
     }
 }
+
+#[test]
+fn fp8_experts_dispatch_fp8_tokens_forward_and_keep_the_rest_in_the_model_dtype() {
+    // DeepSeek-V3 §3.3.2 / DeepEP: tokens are quantised to FP8 (one FP32 scale per 128 elements) before
+    // the forward dispatch; the forward combine and both backward all-to-alls stay in the model's dtype.
+    // So of training's four all-to-alls per MoE layer, one shrinks by fp8_scaled_bytes(d) / token_bytes.
+    let sets = [
+        "workload.mode=\"training\"",
+        "training.zero_stage=0",
+        "cluster.peak_fp8_tflops=2000",
+    ];
+    let bf16 = scenario("ideal-switch.toml", &sets);
+    let fp8 = scenario(
+        "ideal-switch.toml",
+        &[&sets[..], &["model.expert_dtype=\"fp8\""]].concat(),
+    );
+    let g = bf16.cluster.gpus() as f64;
+    let a2a = g
+        * bf16.tokens_per_rank() as f64
+        * bf16.model.top_k as f64
+        * (1.0 - 1.0 / g)
+        * bf16.model.token_bytes() as f64
+        * bf16.model.moe_layers() as f64;
+    let ratio = moesim_sim::scenario::model::fp8_scaled_bytes(bf16.model.d_model) as f64
+        / bf16.model.token_bytes() as f64;
+    assert!(ratio > 0.5 && ratio < 0.52, "{ratio}");
+    let saved =
+        run(&bf16)[0].network_bytes_per_iteration - run(&fp8)[0].network_bytes_per_iteration;
+    let expect = (1.0 - ratio) * a2a;
+    assert!(
+        (saved - expect).abs() < 1e-6 * expect,
+        "{saved} vs {expect}"
+    );
+}

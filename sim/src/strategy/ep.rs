@@ -32,6 +32,7 @@ use crate::placement::{LayerPlacement, eplb::eplb};
 use crate::result::StrategyResult;
 use crate::scenario::file::Mode;
 use crate::scenario::file::{PlacementMethod, TokenSplit};
+use crate::scenario::model::{Dtype, fp8_scaled_bytes};
 use crate::scenario::{Scenario, Strategy};
 use crate::strategy::blocks::{self, Speeds};
 use crate::strategy::layout::{LayerLayout, Layout};
@@ -72,7 +73,10 @@ pub struct EpModel<'a> {
 
 /// What one (micro-batch, layer, group, part) cell needs in the operation graph.
 struct MoeCell {
+    /// The forward dispatch (FP8 tokens with their scales when the experts run in FP8, as DeepEP does).
     dispatch: CollectiveSpec,
+    /// The backward's dispatch-direction all-to-all (the combine's gradient): always the model's dtype.
+    dispatch_grad: CollectiveSpec,
     combine: CollectiveSpec,
     /// Per group rank: routed-expert forward seconds at nominal speed.
     expert_s: Vec<f64>,
@@ -120,7 +124,12 @@ fn moe_block(
     };
     for (ranks, parts) in groups.iter().zip(cells) {
         for (chain, cell) in prev.iter_mut().zip(parts) {
-            blocks::collective(graph, chain, first, cell.dispatch.clone(), &[]);
+            let spec = if backward {
+                &cell.dispatch_grad
+            } else {
+                &cell.dispatch
+            };
+            blocks::collective(graph, chain, first, spec.clone(), &[]);
         }
         for (chain, cell) in prev.iter_mut().zip(parts) {
             blocks::experts(graph, chain, ranks, &cell.expert_s, scale, speeds);
@@ -659,7 +668,13 @@ impl<'a> EpModel<'a> {
             }
         }
         let comms = Collectives::new(self.topo, s.cluster.network);
-        let (dispatch, combine) = if hierarchical {
+        // FP8 experts take FP8 tokens: the forward dispatch carries 1 byte per element plus one FP32 scale per
+        // 128 (DeepSeek-V3 §3.3.2, DeepEP); combines and the backward stay in the model's dtype.
+        let fp8_ratio = match s.model.expert_dtype {
+            Dtype::Fp8 => fp8_scaled_bytes(s.model.d_model) as f64 / s.model.token_bytes() as f64,
+            Dtype::Bf16 => 1.0,
+        };
+        let (dispatch, dispatch_grad, combine) = if hierarchical {
             let group_pick = &ws.group_pick;
             let dedup = |miss: &[f64], copies: &[f64]| -> Vec<f64> {
                 miss.chunks_exact(groups)
@@ -687,6 +702,18 @@ impl<'a> EpModel<'a> {
             let to_node = dedup(&ws.miss_node, &node_copies);
             let d =
                 comms.hierarchical_all_to_all(ranks, &to_gpu, &to_node, Stream::Comm, &mut ws.a2a);
+            let d_fwd = (fp8_ratio != 1.0).then(|| {
+                let scaled = |v: &[f64]| v.iter().map(|&b| b * fp8_ratio).collect::<Vec<_>>();
+                comms
+                    .hierarchical_all_to_all(
+                        ranks,
+                        &scaled(&to_gpu),
+                        &scaled(&to_node),
+                        Stream::Comm,
+                        &mut ws.a2a,
+                    )
+                    .0
+            });
             // The combine reduces each token's expert outputs on the way back: the reverse of the dispatch.
             let c_transfers: Vec<Transfer> =
                 hierarchical_transfers(self.topo, ranks, &to_gpu, &to_node)
@@ -698,11 +725,17 @@ impl<'a> EpModel<'a> {
                     })
                     .collect();
             let c = comms.transfers(ranks, &c_transfers, Stream::Comm, &mut ws.a2a);
-            (d.0, c.0)
+            (d_fwd.unwrap_or_else(|| d.0.clone()), d.0, c.0)
         } else {
             let d = comms.all_to_all(ranks, &ws.bytes, Stream::Comm, &mut ws.a2a);
             let c = comms.all_to_all_mirrored(ranks, &d.1, &ws.bytes, Stream::Comm);
-            (d.0, c.0)
+            let d_fwd = (fp8_ratio != 1.0).then(|| {
+                let scaled: Vec<f64> = ws.bytes.iter().map(|&b| b * fp8_ratio).collect();
+                comms
+                    .all_to_all(ranks, &scaled, Stream::Comm, &mut ws.a2a)
+                    .0
+            });
+            (d_fwd.unwrap_or_else(|| d.0.clone()), d.0, c.0)
         };
         let mut expert_s = Vec::with_capacity(ep);
         for (i, &r) in ranks.iter().enumerate() {
@@ -722,6 +755,7 @@ impl<'a> EpModel<'a> {
         }
         MoeCell {
             dispatch,
+            dispatch_grad,
             combine,
             expert_s,
         }
