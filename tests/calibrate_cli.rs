@@ -1,5 +1,7 @@
 //! `moesim calibrate` and `moesim validate` without a GPU, and scenarios priced by a GPU profile.
 
+mod common;
+
 use assert_cmd::Command;
 use std::path::{Path, PathBuf};
 
@@ -68,11 +70,7 @@ fn make_plan(dir: &Path) -> PathBuf {
         .arg(repo("scenarios/quickstart.toml"))
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_ok(&out);
     dir.join("plan.json")
 }
 
@@ -132,11 +130,7 @@ fn step_times(scenario: &Path, sets: &[&str]) -> Vec<f64> {
         cmd.args(["--set", s]);
     }
     let out = cmd.arg(scenario).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_ok(&out);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     v["results"]
         .as_array()
@@ -254,11 +248,7 @@ fn refit_rebuilds_the_model_from_samples_without_a_gpu() {
         .arg(&path)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_ok(&out);
     assert!(String::from_utf8_lossy(&out.stdout).contains("fit error"));
     let refit: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();

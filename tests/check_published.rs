@@ -1,6 +1,8 @@
 //! `moesim check-published`: the validation suite runs, covers what issue 14 asks for, and its median
 //! |error| stays within the bound the project claims in the README's Accuracy section.
 
+mod common;
+
 use assert_cmd::Command;
 use std::path::Path;
 
@@ -11,11 +13,7 @@ fn run() -> String {
         .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")))
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_ok(&out);
     String::from_utf8(out.stdout).unwrap()
 }
 

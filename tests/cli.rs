@@ -1,5 +1,7 @@
 //! The `moesim` binary end to end: the JSON interface, plan files, determinism and bad input.
 
+mod common;
+
 use assert_cmd::Command;
 use predicates::prelude::*;
 use std::path::{Path, PathBuf};
@@ -29,11 +31,7 @@ fn simulate_json_has_the_documented_fields() {
         .arg(repo("scenarios/quickstart.toml"))
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_ok(&out);
     let v = json(&out.stdout);
     assert_eq!(v["scenario"], "quickstart");
     let results = v["results"].as_array().unwrap();
@@ -373,11 +371,7 @@ fn a_strategy_name_with_dots_can_be_overridden() {
         .arg(repo("scenarios/quickstart.toml"))
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_ok(&out);
     let v = json(&out.stdout);
     let r = &v["results"][2];
     assert_eq!(r["strategy"], "ep16-cf1.25");
@@ -403,11 +397,7 @@ fn a_tie_is_called_a_tie() {
         .arg(&scenario)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_ok(&out);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         text.contains("chosen: a — ties on tokens/s with b"),
@@ -433,11 +423,7 @@ fn simulate_serves_a_request_stream_and_exports_every_request() {
     };
     let csv = dir.path().join("r.csv");
     let out = run(&csv, &[]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_ok(&out);
     let text = String::from_utf8_lossy(&out.stdout);
     for metric in [
         "TTFT",

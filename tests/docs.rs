@@ -5,6 +5,8 @@
 //! When a figure changes on purpose, `MOESIM_UPDATE_DOCS=1 cargo test --test docs` rewrites the docs
 //! instead of failing; review the diff.
 
+mod common;
+
 use assert_cmd::Command;
 use moesim_reports::inputs::Inputs;
 use moesim_reports::numbers::rate;
@@ -139,11 +141,7 @@ fn the_readme_shows_what_plan_prints_today() {
         .current_dir(repo("."))
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_ok(&out);
     let stdout = String::from_utf8(out.stdout)
         .unwrap()
         .replace(&dir.path().display().to_string(), "out");
@@ -195,11 +193,7 @@ fn the_readme_accuracy_section_is_what_check_published_prints() {
         .current_dir(repo("."))
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_ok(&out);
     let table = String::from_utf8(out.stdout).unwrap();
     check_or_update(
         &repo("README.md"),

@@ -58,11 +58,7 @@ replan_interval = 3
         .arg(&scenario)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_ok(&out);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     for r in v["results"].as_array().unwrap() {
         let f = &r["forecast"];

@@ -30,11 +30,7 @@ fn trace_stats(trace: &Path, dir: &Path, sizes: &str) -> serde_json::Value {
         .arg(&native)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_ok(&out);
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
@@ -54,11 +50,7 @@ fn offload_scenario_hit_rates_equal_trace_stats() {
         .arg(&scenario)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_ok(&out);
     let sim: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let mut checked = 0;
     for r in sim["results"].as_array().unwrap() {
@@ -107,11 +99,7 @@ fn plan_search_replays_the_trace_for_offloading_candidates() {
         .arg(&scenario)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_ok(&out);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let c5_lru: Vec<f64> = v["results"]
         .as_array()

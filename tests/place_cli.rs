@@ -1,5 +1,7 @@
 //! `moesim place`: the JSON interface, the constraints, and clear errors for bad load files.
 
+mod common;
+
 use assert_cmd::Command;
 use predicates::prelude::*;
 
@@ -22,11 +24,7 @@ fn place_json(args: &[&str], loads: &std::path::Path) -> serde_json::Value {
         .arg(loads)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_ok(&out);
     serde_json::from_slice(&out.stdout).unwrap()
 }
 

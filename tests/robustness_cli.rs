@@ -1,6 +1,8 @@
 //! Issue 18: every input a mutation fuzzer found to panic, abort, hang or be accepted as nonsense now gets a
 //! clear error (exit 1, file/key/value named) within seconds. Each test feeds the offending input.
 
+mod common;
+
 use assert_cmd::Command;
 use std::path::{Path, PathBuf};
 
@@ -334,11 +336,7 @@ fn skew_at_its_limit_still_runs() {
         ])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_ok(&out);
 }
 
 #[test]
@@ -400,11 +398,7 @@ fn place_refuses_huge_ids_and_gpu_counts() {
         .args(["--gpus", "2", "--slots-per-gpu", "1", "--json"])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_ok(&out);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["layers"].as_array().unwrap().len(), 2);
     let err = fails(moesim().args(["place", "--loads"]).arg(&p).args([
@@ -439,11 +433,7 @@ fn place_numbers_layers_as_the_file_does() {
         .args(["--gpus", "2", "--slots-per-gpu", "2", "--json"])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_ok(&out);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let layers: Vec<u64> = v["layers"]
         .as_array()
@@ -764,11 +754,7 @@ fn validate_of_a_plan_whose_cluster_has_no_gpus_per_node_is_an_error() {
         .arg(&out)
         .output()
         .unwrap();
-    assert!(
-        ok.status.success(),
-        "{}",
-        String::from_utf8_lossy(&ok.stderr)
-    );
+    common::assert_ok(&ok);
     let p = out.join("plan.json");
     let mut v: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();

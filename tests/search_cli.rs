@@ -1,5 +1,7 @@
 //! `moesim plan --search`: every strategy family expanded over its knobs, the best chosen by simulation.
 
+mod common;
+
 use assert_cmd::Command;
 use std::path::Path;
 
@@ -23,11 +25,7 @@ fn search_ranks_hundreds_of_candidates_and_writes_the_winner() {
         .arg(&scenario)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_ok(&out);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let results = v["results"].as_array().unwrap();
     assert!(results.len() >= 500, "{}", results.len());

@@ -20,11 +20,7 @@ fn shared(sub: &str) -> PathBuf {
 
 fn ok(cmd: &mut Command) -> Vec<u8> {
     let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_ok(&out);
     out.stdout
 }
 

@@ -2,6 +2,8 @@
 //! output either as it was or complete, never half-written or mixed, and (unless SIGKILLed) no temporary
 //! files.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -238,11 +240,7 @@ fn a_report_killed_part_way_is_the_old_report_or_the_new_one_never_a_mix() {
             .arg(&out)
             .output()
             .unwrap();
-        assert!(
-            check.status.success(),
-            "{}",
-            String::from_utf8_lossy(&check.stderr)
-        );
+        common::assert_ok(&check);
         if now == new {
             // Start again from the old report so later kills can catch the swap.
             std::fs::remove_dir_all(&out).unwrap();

@@ -26,3 +26,12 @@ pub fn shared_traces(sub: &str) -> PathBuf {
     );
     dir
 }
+
+/// Asserts that a command of the binary succeeded, showing its standard error when it did not.
+pub fn assert_ok(out: &std::process::Output) {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
