@@ -31,6 +31,11 @@ pub enum Phase {
     Reshard,
     /// EP with replication: expert copies (and their optimizer state) moved to a new placement.
     Rebalance,
+    /// Pipeline parallelism: activations (forward) and their gradients (backward) sent between stages.
+    PipelineSend,
+    /// Tensor parallelism: the all-reduces (or reduce-scatters and all-gathers with sequence
+    /// parallelism) inside a layer.
+    TensorParallel,
 }
 
 impl Phase {
@@ -44,7 +49,7 @@ impl Phase {
         Phase::GradSync,
         Phase::Optimizer,
     ];
-    pub const COUNT: usize = 12;
+    pub const COUNT: usize = 14;
 
     pub fn name(self) -> &'static str {
         match self {
@@ -60,6 +65,8 @@ impl Phase {
             Phase::ExpertFetch => "expert_fetch",
             Phase::Reshard => "reshard",
             Phase::Rebalance => "rebalance",
+            Phase::PipelineSend => "pipeline_send",
+            Phase::TensorParallel => "tensor_parallel",
         }
     }
 

@@ -30,6 +30,8 @@ pub fn glyph(p: Phase) -> (char, Color) {
         Phase::ExpertFetch => ('f', Color::LightRed),
         Phase::Reshard => ('h', Color::LightBlue),
         Phase::Rebalance => ('b', Color::LightGreen),
+        Phase::PipelineSend => ('p', Color::LightCyan),
+        Phase::TensorParallel => ('t', Color::Gray),
     }
 }
 
