@@ -33,6 +33,7 @@ pub mod iteration;
 pub mod memory;
 pub mod network;
 pub mod phase;
+pub mod pipeline;
 pub mod placement;
 pub mod plan;
 pub mod result;
