@@ -8,7 +8,13 @@
 //! sends behind it. So slots are issued in the order they would *finish* under estimated durations (a
 //! list schedule, like Dijkstra by finish time), which is always a valid dependency order and, when the
 //! estimates are right, puts every communication stream in the order its transfers happen. Estimates come
-//! from [`StageLowering::estimate_s`], or default to F = 1, B = 2, B-input = W = 1 with free sends.
+//! from [`StageLowering::estimate_s`], or default to F = 1, B = 2, B-input = W = 1 with sends almost free.
+//!
+//! Known limitation: all of a GPU's pipeline sends and receives share its one `comm-aux` stream, so
+//! transfers that overlap in time queue behind each other. GPipe and 1F1B never overlap them; DualPipe,
+//! which sends and receives in both directions at once, pays a few send times per step for it (pinned in
+//! `tests/pipeline_schedules.rs`). PyTorch gives each NCCL point-to-point pair its own stream; a stream
+//! per peer in the engine would remove the queueing.
 
 use super::schedule::{Pass, Schedule, Slot, Task};
 use crate::collective::{AllToAllScratch, Collectives, Transfer};
@@ -58,7 +64,7 @@ pub trait StageLowering {
 
     /// Estimated seconds of `task` on pipeline rank `rank`, used only to choose the issue order (see the
     /// module doc). When every task has an estimate, sends are estimated by their analytic price too;
-    /// otherwise uniform defaults (F 1, B 2, B-input 1, W 1, sends free) order the slots.
+    /// otherwise uniform defaults (F 1, B 2, B-input 1, W 1, sends almost free) order the slots.
     fn estimate_s(&self, rank: usize, task: Task) -> Option<f64> {
         let _ = (rank, task);
         None
@@ -72,6 +78,11 @@ fn default_weight(pass: Pass) -> f64 {
         Pass::Backward => 2.0,
     }
 }
+
+/// Without estimates, a send counts as this fraction of a forward: enough to break ties the way real
+/// sends do (a consumer on another rank starts a little after its producer finishes), too little to
+/// reorder anything else.
+const DEFAULT_HOP: f64 = 1e-6;
 
 /// What a task's input is: the previous stage's activations or the next stage's gradient.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -201,9 +212,9 @@ pub fn emit(
         }
     }
 
-    // Each send's collective, priced once, keyed by the input it carries: (spec, analytic
-    // seconds).
-    let mut sends: HashMap<(usize, usize, Edge), (CollectiveSpec, f64)> = HashMap::new();
+    // Each send's collective, priced once, and its analytic seconds, keyed by the input it carries.
+    let mut sends: HashMap<(usize, usize, Edge), CollectiveSpec> = HashMap::new();
+    let mut hops: HashMap<(usize, usize, Edge), f64> = HashMap::new();
     for (r, _, t) in schedule.tasks() {
         let Some(key) = output_of(t, stages) else {
             continue;
@@ -227,7 +238,8 @@ pub fn emit(
         let ranks: Vec<usize> = src.iter().chain(dst).copied().collect();
         let (spec, priced) = comms.transfers(&ranks, &transfers, Stream::CommAux, scratch);
         let time = priced.per_rank.iter().map(|t| t.time_s).fold(0.0, f64::max);
-        sends.insert(key, (spec, time));
+        sends.insert(key, spec);
+        hops.insert(key, time);
     }
     // Estimated duration of every slot, for the issue order only.
     let seconds = schedule
@@ -273,8 +285,9 @@ pub fn emit(
                     match done.get(src) {
                         Some(&(finish, rank)) => {
                             let hop = match (rank == r, seconds) {
-                                (false, true) => sends.get(&key).map_or(0.0, |s| s.1),
-                                _ => 0.0,
+                                (true, _) => 0.0,
+                                (false, true) => hops.get(&key).copied().unwrap_or(0.0),
+                                (false, false) => DEFAULT_HOP,
                             };
                             start = start.max(finish + hop);
                         }
@@ -328,7 +341,7 @@ pub fn emit(
             let Some(key) = output_of(t, stages) else {
                 continue;
             };
-            let Some((spec, _)) = sends.remove(&key) else {
+            let Some(spec) = sends.remove(&key) else {
                 continue;
             };
             let ranks: Vec<usize> = spec.parts.iter().map(|part| part.rank as usize).collect();

@@ -176,7 +176,7 @@ impl Schedule {
                 if v < 2 {
                     return Err(ScheduleError::TooFewChunks { virtual_stages: v });
                 }
-                if m % p != 0 {
+                if !m.is_multiple_of(p) {
                     return Err(ScheduleError::Indivisible {
                         ranks: p,
                         micro_batches: m,
@@ -185,10 +185,10 @@ impl Schedule {
                 (0..p).map(|r| interleaved(p, v, r, m)).collect()
             }
             ScheduleKind::DualPipe => {
-                if p % 2 != 0 {
+                if !p.is_multiple_of(2) {
                     return Err(ScheduleError::OddRanks { ranks: p });
                 }
-                if m % 2 != 0 || m < 2 * p {
+                if !m.is_multiple_of(2) || m < 2 * p {
                     return Err(ScheduleError::DualPipeMicroBatches {
                         ranks: p,
                         micro_batches: m,
@@ -441,11 +441,11 @@ fn dual_pipe(p: usize, rank: usize, m: usize) -> Vec<Slot> {
     let steps = half_rank + 1;
     let mut zero_bubble = false;
     for i in 0..steps {
-        if i == steps / 2 && half_rank % 2 == 1 {
+        if i == steps / 2 && !half_rank.is_multiple_of(2) {
             zero_bubble = true;
         }
         out.push(one(s.b(1, zero_bubble)));
-        if i == steps / 2 && half_rank % 2 == 0 {
+        if i == steps / 2 && half_rank.is_multiple_of(2) {
             zero_bubble = true;
         }
         out.push(one(s.b(0, zero_bubble)));
