@@ -243,6 +243,7 @@ fn gpipe_takes_as_long_as_1f1b_and_holds_every_micro_batch() {
 fn interleaved_bubble_is_a_vth_of_1f1b() {
     let b = 2 * F;
     for (p, v, m) in [
+        (1, 2, 3),
         (4, 2, 8),
         (4, 2, 4),
         (4, 3, 8),
@@ -312,10 +313,12 @@ fn dual_pipe_bubble_and_memory_match_its_readme() {
     }
 }
 
-/// Extra hops on 1F1B's critical path when every send takes s (small next to F): filling and draining
-/// the pipeline crosses 2(p−1) hops; after that, rank 0's backward of micro-batch k waits for a round
-/// trip of 2(p−1) hops that its own p forwards and p−1 backwards do not cover, which costs 2 hops for
-/// every micro-batch after the first except one in every p.
+/// Hops on 1F1B's critical path when every send takes s (small next to F). The path chains the round
+/// trips of micro-batches 0, p, 2p, …: each crosses 2(p−1) hops down and back up, and rank 0 starts
+/// micro-batch kp's forward right after micro-batch (k−1)p's backward, so no other work hides them; the
+/// last round trip is cut short by the cool-down. In all 2(p−1) + 2(m−1−⌈(m−1)/p⌉) hops, exactly
+/// 2(p−1)·⌈m/p⌉ when m ≡ 1 (mod p). (Read off the critical path of the independent list schedule
+/// below, which the engine matches.)
 fn one_f_one_b_hops(p: usize, m: usize) -> usize {
     2 * (p - 1) + 2 * ((m - 1) - (m - 1).div_ceil(p))
 }

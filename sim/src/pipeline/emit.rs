@@ -270,7 +270,7 @@ pub fn emit(
     let total: usize = schedule.per_rank.iter().map(Vec::len).sum();
     for _ in 0..total {
         // The head slot of each rank whose inputs have all been issued; pick the earliest to finish.
-        let mut best: Option<(f64, usize, f64)> = None;
+        let mut best: Option<(f64, usize)> = None;
         for r in 0..p {
             let Some(slot) = schedule.per_rank[r].get(next[r]) else {
                 continue;
@@ -299,11 +299,11 @@ pub fn emit(
                 continue;
             }
             let finish = start + slot_cost[r][next[r]];
-            if best.is_none_or(|(f, _, _)| finish < f) {
-                best = Some((finish, r, start));
+            if best.is_none_or(|(f, _)| finish < f) {
+                best = Some((finish, r));
             }
         }
-        let Some((finish, r, _)) = best else {
+        let Some((finish, r)) = best else {
             let stuck: Vec<String> = (0..p)
                 .filter_map(|r| {
                     schedule.per_rank[r]
@@ -320,22 +320,25 @@ pub fn emit(
         let slot = schedule.per_rank[r][next[r]];
         next[r] += 1;
         free[r] = finish;
-        let ready_of = |received: &HashMap<_, Vec<Option<OpId>>>, t: Task| -> Vec<Option<OpId>> {
+        // Each input is consumed once: its receives leave the table.
+        let ready_of = |received: &mut HashMap<_, Vec<Option<OpId>>>, t: Task| {
             input_of(t, stages)
-                .and_then(|key| received.get(&key).cloned())
+                .and_then(|key| received.remove(&key))
                 .unwrap_or_else(|| vec![None; n])
         };
         match slot {
             Slot::Single(t) => {
-                let ready = ready_of(&received, t);
+                let ready = ready_of(&mut received, t);
                 lowering.task(graph, r, t, prev, &ready);
             }
             Slot::Overlapped { forward, backward } => {
-                let rf = ready_of(&received, forward);
-                let rb = ready_of(&received, backward);
+                let rf = ready_of(&mut received, forward);
+                let rb = ready_of(&mut received, backward);
                 lowering.overlapped(graph, r, forward, backward, prev, &rf, &rb);
             }
         }
+        // Outputs leave once the slot is done (an overlapped pair's both after the pair, as DualPipe sends
+        // them after `_forward_backward_compute_chunk`).
         for t in slot.tasks() {
             done.insert(t, (finish, r));
             let Some(key) = output_of(t, stages) else {
