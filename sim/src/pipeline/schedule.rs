@@ -21,7 +21,9 @@ pub enum ScheduleKind {
     OneFOneB,
     /// Megatron's interleaved 1F1B: v model chunks per rank divide the bubble by v.
     Interleaved,
-    /// DeepSeek's bidirectional schedule with overlapped forward/backward chunks.
+    /// DeepSeek's bidirectional schedule with overlapped forward/backward chunks (`dual-pipe`, or
+    /// `dualpipe` as its repository spells it).
+    #[serde(alias = "dualpipe")]
     DualPipe,
 }
 
@@ -687,5 +689,9 @@ mod tests {
             assert_eq!(serde_json::from_str::<ScheduleKind>(&json).unwrap(), k);
         }
         assert_eq!(ScheduleKind::default(), ScheduleKind::OneFOneB);
+        assert_eq!(
+            serde_json::from_str::<ScheduleKind>("\"dualpipe\"").unwrap(),
+            ScheduleKind::DualPipe
+        );
     }
 }
