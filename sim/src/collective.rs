@@ -972,8 +972,9 @@ impl<'t> Collectives<'t> {
         self.rings(&[ranks.to_vec()], bytes, passes, s, stream)
     }
 
-    /// Several disjoint rings priced together (they share links).
-    fn rings(
+    /// Several disjoint rings priced together (they share links): `passes` 1 is a reduce-scatter or an
+    /// all-gather of `bytes` on each ring, 2 an all-reduce.
+    pub fn rings(
         &self,
         rings: &[Vec<usize>],
         bytes: f64,

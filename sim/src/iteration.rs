@@ -69,6 +69,7 @@ pub struct IterationGraph {
     flow_records: Vec<FlowRecord>,
     flows: u64,
     network_bytes: f64,
+    phase_bytes: [f64; Phase::COUNT],
     deps: Vec<OpId>,
 }
 
@@ -89,6 +90,8 @@ pub struct IterationOutcome {
     pub comm_hidden: SimTime,
     /// Bytes that left their GPU in the iteration's collectives.
     pub network_bytes: f64,
+    /// The same bytes by the phase of their collective.
+    pub phase_bytes: [f64; Phase::COUNT],
 }
 
 impl IterationGraph {
@@ -108,6 +111,7 @@ impl IterationGraph {
         self.network = network;
         self.flow_records.clear();
         self.network_bytes = 0.0;
+        self.phase_bytes = [0.0; Phase::COUNT];
     }
 
     /// Keep every flow's record (flow backend) for per-link timelines.
@@ -176,6 +180,7 @@ impl IterationGraph {
             })
             .collect();
         self.network_bytes += spec.bytes;
+        self.phase_bytes[phase.index()] += spec.bytes;
         let ops = self.engine.add_collective(spec);
         self.info.extend(infos);
         for (i, &op) in ops.iter().enumerate() {
@@ -285,6 +290,7 @@ impl IterationGraph {
             comm_exposed: (exposed / n) as SimTime,
             comm_hidden: (hidden / n) as SimTime,
             network_bytes: self.network_bytes,
+            phase_bytes: self.phase_bytes,
         }
     }
 }

@@ -48,8 +48,17 @@ impl Default for RunOptions<'_> {
 
 /// The synthetic workload a scenario describes (used when it names no trace).
 pub fn synthetic_routing(s: &Scenario) -> SyntheticRouting {
+    synthetic_routing_shaped(s, EpModel::routing_shape(s))
+}
+
+/// The scenario's synthetic workload drawn for `shape` (a strategy with tensor or pipeline parallelism
+/// needs one stage's token sources, see [`EpModel::routing_shape_for`]).
+pub fn synthetic_routing_shaped(
+    s: &Scenario,
+    shape: moesim_traces::RoutingShape,
+) -> SyntheticRouting {
     SyntheticRouting::with_dynamics(
-        EpModel::routing_shape(s),
+        shape,
         s.workload.iterations,
         SyntheticSpec {
             skew: s.workload.skew,
@@ -86,6 +95,15 @@ pub fn simulate_strategy(
         EpModel::routing_shape(s),
         "routing workload shape does not match the scenario"
     );
+    // Tensor and pipeline parallelism draw the scenario's synthetic workload for their own token sources
+    // (validation refuses them a trace).
+    let own;
+    let routing: &dyn RoutingSource = if strategy.parallel.is_single() {
+        routing
+    } else {
+        own = synthetic_routing_shaped(s, EpModel::routing_shape_for(s, strategy));
+        &own
+    };
     match strategy.params() {
         StrategyParams::Ep | StrategyParams::EpReplicated(_) => {
             let model = EpModel::new(s, strategy, topo, cost, routing);
@@ -139,6 +157,7 @@ pub fn run<M: StrategyModel>(
         strategy,
         runs.iter().map(M::record),
         model.extra_phases(),
+        model.rank_gpus(),
     );
     model.finish(&runs, &mut result);
     result.oom = result.memory_peak_gib > s.objective.memory_limit_gib;
@@ -261,8 +280,11 @@ fn summarize<'r>(
     strategy: &Strategy,
     runs: impl Iterator<Item = &'r IterationRecord> + Clone,
     extra_phases: &[Phase],
+    rank_gpus: Option<&[usize]>,
 ) -> StrategyResult {
-    let g = s.cluster.gpus();
+    // Ranks of the iteration graph, reported by the GPU each one simulates.
+    let g = rank_gpus.map_or(s.cluster.gpus(), <[usize]>::len);
+    let gpu = |q: usize| rank_gpus.map_or(q, |v| v[q]);
     let count = runs.clone().count();
     let n = count.max(1) as f64;
     let step_ms: Vec<f64> = runs.clone().map(|r| to_ms(r.outcome.step)).collect();
@@ -284,7 +306,11 @@ fn summarize<'r>(
     let mut straggles: BTreeMap<usize, BTreeMap<Cause, usize>> = BTreeMap::new();
     for r in runs.clone() {
         if let Some((rank, cause)) = r.outcome.straggler {
-            *straggles.entry(rank).or_default().entry(cause).or_default() += 1;
+            *straggles
+                .entry(gpu(rank))
+                .or_default()
+                .entry(cause)
+                .or_default() += 1;
         }
     }
     let mut stragglers: Vec<Straggler> = straggles
@@ -317,7 +343,7 @@ fn summarize<'r>(
                 .sum::<f64>()
                 / n;
             RankSummary {
-                rank,
+                rank: gpu(rank),
                 tokens_received: runs
                     .clone()
                     .map(|r| r.tokens_received[rank] as f64)
@@ -328,11 +354,18 @@ fn summarize<'r>(
             }
         })
         .collect();
-    let per_iteration: Vec<IterationSummary> = runs.clone().map(summary).collect();
+    let per_iteration: Vec<IterationSummary> = runs
+        .clone()
+        .map(|r| {
+            let mut it = summary(r);
+            it.critical_rank = it.critical_rank.map(gpu);
+            it
+        })
+        .collect();
     let routed: u64 = runs.clone().map(|r| r.routed).sum();
     let dropped: u64 = runs.clone().map(|r| r.dropped).sum();
     let tokens_per_s = if step_time_ms.mean > 0.0 {
-        s.tokens_per_iteration() as f64 / (step_time_ms.mean * 1e-3)
+        strategy.tokens_per_iteration(s) as f64 / (step_time_ms.mean * 1e-3)
     } else {
         0.0
     };

@@ -54,6 +54,7 @@ pub fn candidates(s: &Scenario) -> Vec<Strategy> {
                             replication: None,
                             fssdp: None,
                             offload: None,
+                            parallel: Default::default(),
                         });
                     }
                 }
@@ -93,6 +94,7 @@ pub fn candidates(s: &Scenario) -> Vec<Strategy> {
                                             }),
                                             fssdp: None,
                                             offload: None,
+                                            parallel: Default::default(),
                                         });
                                     }
                                 }

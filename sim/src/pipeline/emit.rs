@@ -30,6 +30,17 @@ pub trait StageLowering {
     /// rank's GPUs sends to index i of the next).
     fn gpus(&self, rank: usize) -> &[usize];
 
+    /// The topology GPU that graph rank `graph_rank` simulates (identity unless the graph holds a subset
+    /// of the cluster, as a representative unit per stage).
+    fn gpu_of(&self, graph_rank: usize) -> usize {
+        graph_rank
+    }
+
+    /// A collective priced on topology GPUs, renumbered to graph ranks (see [`StageLowering::gpu_of`]).
+    fn to_graph(&self, spec: CollectiveSpec) -> CollectiveSpec {
+        spec
+    }
+
     /// Emits `task` on the GPUs of pipeline rank `rank`. Each GPU's first op must follow `prev[gpu]` and,
     /// where present, `ready[gpu]` (the receive of its input); advances `prev[gpu]` to the task's last op.
     /// `prev` and `ready` are indexed by graph rank.
@@ -224,10 +235,18 @@ pub fn emit(
             continue;
         }
         let bytes = lowering.send_bytes(t);
-        let (src, dst) = (lowering.gpus(r), lowering.gpus(to));
+        // Priced on the GPUs the graph ranks simulate, then renumbered to graph ranks.
+        let gpus = |rank: usize| -> Vec<usize> {
+            lowering
+                .gpus(rank)
+                .iter()
+                .map(|&g| lowering.gpu_of(g))
+                .collect()
+        };
+        let (src, dst) = (gpus(r), gpus(to));
         let transfers: Vec<Transfer> = src
             .iter()
-            .zip(dst)
+            .zip(&dst)
             .map(|(&s, &d)| Transfer {
                 src: s,
                 dst: d,
@@ -235,8 +254,9 @@ pub fn emit(
                 messages: 1.0,
             })
             .collect();
-        let ranks: Vec<usize> = src.iter().chain(dst).copied().collect();
+        let ranks: Vec<usize> = src.iter().chain(&dst).copied().collect();
         let (spec, priced) = comms.transfers(&ranks, &transfers, Stream::CommAux, scratch);
+        let spec = lowering.to_graph(spec);
         let time = priced.per_rank.iter().map(|t| t.time_s).fold(0.0, f64::max);
         sends.insert(key, spec);
         hops.insert(key, time);

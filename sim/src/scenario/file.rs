@@ -266,6 +266,18 @@ pub struct StrategySection {
     /// EP kinds: `direct` (every token copy to its GPU; default) or `hierarchical` all-to-all.
     pub a2a: Option<crate::collective::A2aAlgorithm>,
 
+    // Tensor and pipeline parallelism (kind = "ep"; see `scenario/parallel.rs`).
+    /// Tensor-parallel degree (default 1).
+    pub tp: Option<usize>,
+    /// Pipeline-parallel degree (default 1).
+    pub pp: Option<usize>,
+    /// `gpipe`, `1f1b` (default), `interleaved` or `dual-pipe`.
+    pub pipeline_schedule: Option<crate::scenario::parallel::PipelineSchedule>,
+    /// Model chunks per pipeline rank (interleaved schedule).
+    pub virtual_stages: Option<usize>,
+    /// Layers of each model stage (default: Megatron's even split counting the embedding and head as layers).
+    pub stage_layers: Option<Vec<usize>>,
+
     // EP with replication (kind = "ep-replicated").
     /// Expert slots per GPU (default: experts / ep_size + 1).
     pub slots_per_gpu: Option<usize>,

@@ -50,17 +50,34 @@ pub fn estimate(s: &Scenario) -> Cost {
     let experts = s.model.experts as f64;
     let iterations = s.workload.iterations as f64;
     let micro_batches = s.workload.micro_batches as f64;
-    let parts: f64 = s
+    // Ranks one layer's cells span: every GPU, or with tensor or pipeline parallelism the simulated unit
+    // of one stage (see `strategy/ep/pipelined.rs`).
+    let layer_ranks = |st: &crate::scenario::Strategy| -> f64 {
+        if st.parallel.is_single() {
+            gpus
+        } else {
+            crate::scenario::parallel::lcm(st.ep_size, st.parallel.tp) as f64
+        }
+    };
+    let work: f64 = s
         .strategies
         .iter()
-        .map(|st| st.overlap_micro_batches as f64)
+        .map(|st| {
+            iterations * micro_batches * layers * layer_ranks(st) * st.overlap_micro_batches as f64
+        })
         .sum();
-    let work = iterations * micro_batches * layers * gpus * parts;
     // Routes: an offset, a latency and about three links per GPU pair.
     let routes = 24.0 * gpus * gpus;
     // Per iteration in flight: a byte matrix per layer and micro-batch, and per-rank expert counts.
     let threads = rayon::current_num_threads().max(1) as f64;
-    let per_iteration = micro_batches * layers * (8.0 * gpus * gpus + 4.0 * gpus * experts);
+    let per_iteration = s
+        .strategies
+        .iter()
+        .map(|st| {
+            let r = layer_ranks(st);
+            micro_batches * layers * (8.0 * r * r + 4.0 * r * experts)
+        })
+        .fold(0.0, f64::max);
     // Summaries kept per iteration and strategy, and synthetic popularity over time.
     let kept = iterations * s.strategies.len() as f64 * 256.0;
     let over_time = if s.workload.dynamics.varies_over_time() {

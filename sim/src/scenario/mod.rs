@@ -16,6 +16,7 @@ pub mod limits;
 pub mod locate;
 pub mod model;
 pub mod overrides;
+pub mod parallel;
 pub mod serving;
 
 use cluster::{Cluster, Fabric, cluster_preset};
@@ -84,6 +85,9 @@ pub struct Strategy {
     pub offload: Option<knobs::OffloadKnobs>,
     /// Replication settings (kind `ep-replicated` only).
     pub replication: Option<Replication>,
+    /// Tensor and pipeline parallelism (kind `ep` only; tp = pp = 1 elsewhere).
+    #[serde(default, skip_serializing_if = "parallel::Parallel::is_single")]
+    pub parallel: parallel::Parallel,
 }
 
 fn one_part() -> usize {
@@ -101,6 +105,13 @@ pub enum StrategyParams<'a> {
 }
 
 impl Strategy {
+    /// Tokens the whole cluster processes per iteration under this strategy: every data-parallel replica
+    /// (`GPUs / (tp · pp)` of them) runs the iteration's micro-batches.
+    pub fn tokens_per_iteration(&self, s: &Scenario) -> u64 {
+        let p = &self.parallel;
+        s.tokens_per_iteration() / (p.tp * p.pp).max(1) as u64
+    }
+
     /// The kind with its settings. Validation guarantees every kind carries its own settings.
     pub fn params(&self) -> StrategyParams<'_> {
         let missing = |what: &str| -> ! {
@@ -856,9 +867,20 @@ impl Resolver<'_> {
             let gpus = c.gpus();
             let (fssdp, offload) = self.strategy_knobs(i, s, m, c, raw.workload.mode)?;
             let replicated = s.kind == StrategyKind::EpReplicated;
+            let parallel = self.parallel(
+                i,
+                s,
+                m,
+                gpus,
+                raw.workload.mode,
+                raw.workload.trace.is_some(),
+                raw.workload.micro_batches,
+            )?;
+            // EP is carved from one pipeline stage's GPUs.
+            let stage_gpus = parallel.stage_gpus(gpus);
             let ep_size = match s.kind {
                 StrategyKind::Ep | StrategyKind::EpReplicated => {
-                    s.ep_size.unwrap_or_else(|| gpus.min(m.experts))
+                    s.ep_size.unwrap_or_else(|| stage_gpus.min(m.experts))
                 }
                 // FSSDP shards over every rank; offloading keeps every expert reachable from each GPU.
                 StrategyKind::Fssdp => gpus,
@@ -867,10 +889,15 @@ impl Resolver<'_> {
             let ep_kind = matches!(s.kind, StrategyKind::Ep | StrategyKind::EpReplicated);
             // Copies let ep-replicated hold any expert count; plain EP splits experts evenly.
             let experts_ok = replicated || m.experts.is_multiple_of(ep_size.max(1));
-            if ep_kind && (ep_size == 0 || !gpus.is_multiple_of(ep_size) || !experts_ok) {
+            if ep_kind && (ep_size == 0 || !stage_gpus.is_multiple_of(ep_size) || !experts_ok) {
                 return Err(self.error(
                     &p("ep_size"),
-                    if replicated {
+                    if !parallel.is_single() {
+                        format!(
+                            "ep_size = {ep_size} must divide a pipeline stage's GPUs ({stage_gpus}) and the expert count ({})",
+                            m.experts
+                        )
+                    } else if replicated {
                         format!("ep_size = {ep_size} must divide the GPU count ({gpus})")
                     } else {
                         format!(
@@ -879,6 +906,18 @@ impl Resolver<'_> {
                         )
                     },
                     "expected a common divisor",
+                ));
+            }
+            if !parallel.is_single()
+                && !stage_gpus.is_multiple_of(parallel::lcm(ep_size, parallel.tp))
+            {
+                return Err(self.error(
+                    &p("ep_size"),
+                    format!(
+                        "EP groups of {ep_size} and TP groups of {} do not tile a pipeline stage's {stage_gpus} GPUs",
+                        parallel.tp
+                    ),
+                    "expected lcm(ep_size, tp) to divide the GPUs of a stage",
                 ));
             }
             let replication_knobs = [
@@ -983,6 +1022,7 @@ impl Resolver<'_> {
                 fssdp,
                 offload,
                 replication,
+                parallel,
             });
         }
         Ok(out)

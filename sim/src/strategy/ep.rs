@@ -45,6 +45,8 @@ use moesim_calibrate::CostModel;
 use moesim_traces::{IterationRouting, RoutingShape, RoutingSource};
 use rayon::prelude::*;
 
+mod pipelined;
+
 /// Everything about an EP run that does not change between iterations.
 pub struct EpModel<'a> {
     pub scenario: &'a Scenario,
@@ -69,6 +71,8 @@ pub struct EpModel<'a> {
     /// Per window: the gradient synchronisation's collectives, in the order every rank issues them.
     grad_sync: Vec<Vec<CollectiveSpec>>,
     optimizer_s: f64,
+    /// Tensor and pipeline parallelism (`tp` or `pp` above 1): the pipelined lowering's fixed parts.
+    pipelined: Option<pipelined::Pipelined>,
 }
 
 /// What one (micro-batch, layer, group, part) cell needs in the operation graph.
@@ -370,7 +374,9 @@ impl<'a> EpModel<'a> {
         ];
         let lm_head_s = cost.gemm_s(part_tokens, m.vocab, m.d_model, m.dtype_bytes);
         let p = params_on_rank(s, slots_per_gpu);
-        let (grad_sync, optimizer_time) = if training {
+        let pipelined = (!strategy.parallel.is_single())
+            .then(|| pipelined::Pipelined::new(s, strategy, topo, cost));
+        let (grad_sync, optimizer_time) = if training && pipelined.is_none() {
             let t = &s.training;
             let zero3 = if t.zero_stage >= 3 { 1.5 } else { 1.0 };
             let dense = comms.all_reduce(
@@ -432,6 +438,7 @@ impl<'a> EpModel<'a> {
             lm_head_s,
             grad_sync,
             optimizer_s: optimizer_time,
+            pipelined,
         }
     }
 
@@ -442,6 +449,20 @@ impl<'a> EpModel<'a> {
     /// Expert copies moved at each re-plan (window starts after the first).
     pub fn moved_copies_per_replan(&self) -> &[usize] {
         &self.moved_copies[1..]
+    }
+
+    /// The routing shape `strategy` needs: with tensor or pipeline parallelism, the token sources of one
+    /// stage's simulated unit (`lcm(ep_size, tp)` GPUs, each holding `1/tp` of a micro-batch).
+    pub fn routing_shape_for(s: &Scenario, strategy: &Strategy) -> RoutingShape {
+        let p = &strategy.parallel;
+        if p.is_single() {
+            return Self::routing_shape(s);
+        }
+        RoutingShape {
+            ranks: crate::scenario::parallel::lcm(strategy.ep_size, p.tp),
+            tokens_per_rank: s.tokens_per_rank() / p.tp as u64,
+            ..Self::routing_shape(s)
+        }
     }
 
     /// The routing shape this strategy needs from its workload.
@@ -477,6 +498,9 @@ impl<'a> EpModel<'a> {
 
     /// Memory of the rank with the most routed tokens.
     pub fn memory(&self, routed: RoutedTokens) -> MemoryBreakdown {
+        if let Some(pipe) = &self.pipelined {
+            return pipe.memory(self.scenario, routed.peak_layer);
+        }
         rank_memory(
             self.scenario,
             params_on_rank(self.scenario, self.slots_per_gpu),
@@ -500,10 +524,13 @@ impl<'a> EpModel<'a> {
     /// Dispatch and combine of one (micro-batch, layer, group, part): collectives and each group rank's
     /// expert seconds; adds to the routing facts.
     #[allow(clippy::too_many_arguments)]
+    /// `cell_counts` are the group's (source, expert) counts; `ranks` its GPUs (for the topology) and
+    /// `graph_ranks` their ranks in the iteration graph (for the routing facts).
     fn moe_cell(
         &self,
-        counts: &[u32],
+        cell_counts: &[u32],
         ranks: &[usize],
+        graph_ranks: &[usize],
         layer: usize,
         part: usize,
         ws: &mut EpWorkspace,
@@ -516,7 +543,6 @@ impl<'a> EpModel<'a> {
         let layout = &self.layouts[facts.window];
         let start = ranks[0];
         // This part's share of each (source, expert) count: an even split with the remainder spread.
-        let cell_counts = &counts[start * experts..(start + ep) * experts];
         let capacity = self.strategy.capacity_factor;
         // Counts used as they lie are totalled below, from the column sums when those are taken anyway.
         let as_they_lie = parts == 1 && capacity.is_none();
@@ -556,7 +582,9 @@ impl<'a> EpModel<'a> {
         // Static EP writes every entry below; the other paths add into zeros.
         ws.bytes.resize(ep * ep, 0.0);
         // Tokens of one source in this part: the rank's tokens split like the counts.
-        let source_tokens = (s.tokens_per_rank() as f64 / parts as f64).max(1.0);
+        // (A TP rank dispatches its sequence shard: 1/tp of the micro-batch.)
+        let source_tokens =
+            (s.tokens_per_rank() as f64 / (parts * self.strategy.parallel.tp) as f64).max(1.0);
         // Group-limited routing: per (source, group), the probability that a token picks the group.
         let routing = s.model.routing;
         let groups = if routing.limits() { routing.groups } else { 1 };
@@ -738,7 +766,7 @@ impl<'a> EpModel<'a> {
             (d_fwd.unwrap_or_else(|| d.0.clone()), d.0, c.0)
         };
         let mut expert_s = Vec::with_capacity(ep);
-        for (i, &r) in ranks.iter().enumerate() {
+        for (i, &r) in graph_ranks.iter().enumerate() {
             ws.slot_tokens.clear();
             let slots = layout.layers[layer].slots[i].iter();
             if single.is_some() {
@@ -767,9 +795,13 @@ impl<'a> EpModel<'a> {
         routing: &IterationRouting,
         ws: &mut EpWorkspace,
     ) -> IterationRecord {
+        if let Some(pipe) = &self.pipelined {
+            return self.lower_pipelined(pipe, iteration, routing, ws);
+        }
         let s = self.scenario;
         let g = s.cluster.gpus();
         let ep = self.ep_size;
+        let experts = s.model.experts;
         let shape = routing.shape;
         let (mbs, moe_layers) = (shape.micro_batches, shape.moe_layers);
         let parts = self.strategy.overlap_micro_batches;
@@ -818,7 +850,10 @@ impl<'a> EpModel<'a> {
                     .iter()
                     .map(|ranks| {
                         (0..parts)
-                            .map(|p| self.moe_cell(counts, ranks, layer, p, ws, &mut facts))
+                            .map(|p| {
+                                let rows = &counts[ranks[0] * experts..(ranks[0] + ep) * experts];
+                                self.moe_cell(rows, ranks, ranks, layer, p, ws, &mut facts)
+                            })
                             .collect()
                     })
                     .collect();
@@ -929,11 +964,19 @@ impl StrategyModel for EpModel<'_> {
         &mut ws.graph
     }
 
+    fn rank_gpus(&self) -> Option<&[usize]> {
+        self.pipelined.as_ref().map(|p| p.gpus())
+    }
+
     fn extra_phases(&self) -> &'static [Phase] {
-        if self.strategy.replication.is_some() {
-            &[Phase::Rebalance]
-        } else {
-            &[]
+        match (&self.pipelined, self.strategy.replication.is_some()) {
+            (Some(p), _) if p.par.pp > 1 && p.par.tp > 1 => {
+                &[Phase::PipelineSend, Phase::TensorParallel]
+            }
+            (Some(p), _) if p.par.pp > 1 => &[Phase::PipelineSend],
+            (Some(_), _) => &[Phase::TensorParallel],
+            (None, true) => &[Phase::Rebalance],
+            (None, false) => &[],
         }
     }
 

@@ -29,6 +29,11 @@ pub trait StrategyModel: Sync {
     fn extra_phases(&self) -> &'static [Phase] {
         &[]
     }
+    /// The GPU each rank of the iteration graph simulates, where the graph holds a subset of the cluster
+    /// (a representative unit per pipeline stage); `None`: rank `i` is GPU `i`.
+    fn rank_gpus(&self) -> Option<&[usize]> {
+        None
+    }
     /// Fills memory, placement and the strategy's own statistics into `result`.
     fn finish(&self, runs: &[Self::Iteration], result: &mut StrategyResult);
 }

@@ -97,6 +97,52 @@ pub fn serving_attention_s(
     time
 }
 
+/// One layer's dense forward on one rank of a `tp`-way tensor-parallel group in training, split into its
+/// attention block and its MLP block (the gate and shared experts of an MoE layer, or the dense FFN), for
+/// a micro-batch of `t` tokens (the whole group's). Megatron's column/row split gives each rank `1/tp` of
+/// the heads and of the FFN width over all `t` tokens (attention projections divide evenly when `tp`
+/// divides the KV heads); with sequence parallelism the norms, residuals, router and permutations run on
+/// the rank's `t/tp` tokens, and the router's GEMM is replicated over them. With `tp = 1` the sum is
+/// [`dense_forward_tokens_s`] in training.
+pub fn dense_forward_tp_s(
+    s: &Scenario,
+    cost: &dyn CostModel,
+    moe_layer: bool,
+    t: u64,
+    tp: u64,
+) -> (f64, f64) {
+    let m = &s.model;
+    let d = m.d_model;
+    let dt = m.dtype_bytes;
+    let shard = t.div_ceil(tp);
+    let mut attention = cost.gemm_s(t, (m.attn_params_per_layer / d).div_ceil(tp), d, dt);
+    let keys = Attention::causal_mean_keys(m.seq_len);
+    let heads = m.attention.heads.div_ceil(tp);
+    let width = heads * (m.attention.qk_head_dim + m.attention.v_head_dim);
+    let mut per_rank = m.attention;
+    per_rank.heads = heads;
+    let flops = per_rank.score_flops(t as f64, keys);
+    let n = (flops / (2.0 * t.max(1) as f64 * width as f64))
+        .round()
+        .max(1.0) as u64;
+    attention += cost.gemm_s(t, n, width, dt);
+    attention += non_gemm_s(s, cost, shard, moe_layer);
+    let mut mlp = 0.0;
+    if moe_layer {
+        mlp += cost.gemm_s(shard, m.experts as u64, d, dt);
+        let f = m.expert_d_ff.div_ceil(tp);
+        for _ in 0..m.shared_experts {
+            mlp += swiglu_s(cost, t, d, f, m.expert_matrices, dt);
+            mlp += activation_s(cost, t, f, m.expert_matrices, dt);
+        }
+    } else {
+        let f = m.dense_d_ff.div_ceil(tp);
+        mlp += swiglu_s(cost, t, d, f, 3, dt);
+        mlp += activation_s(cost, t, f, 3, dt);
+    }
+    (attention, mlp)
+}
+
 /// The memory-bound kernels of one layer's dense part over `t` tokens, each a kernel launch plus its HBM
 /// traffic (read and write): two RMSNorms (t·d in, t·d out), two residual adds (two t·d in, one out), and
 /// in an MoE layer the router's softmax and top-k over t × experts FP32 logits, the permutation that

@@ -1,0 +1,246 @@
+//! Tensor and pipeline parallelism of an EP strategy: the resolved knobs and their validation.
+//!
+//! Ranks are laid out as Megatron-Core lays them out by default (`tp-cp-ep-dp-pp`): tensor-parallel ranks
+//! innermost (inside a node), then data-parallel ranks, then pipeline stages outermost, so that pipeline
+//! stage `k` holds the consecutive GPUs `[k·S, (k+1)·S)` with `S = GPUs / pp`. Expert parallelism is carved
+//! from a stage's `S = dp × tp` GPUs (Megatron-Core's "MoE parallel folding"): EP groups are `ep_size`
+//! consecutive GPUs of a stage, and tokens reach the MoE block sequence-parallel (each TP rank dispatches its
+//! `1/tp` of the micro-batch's tokens), which Megatron-Core requires of MoE models with TP > 1.
+
+use super::file::{Mode, StrategyKind, StrategySection};
+use super::model::Model;
+use super::{Resolver, ScenarioError};
+use serde::{Deserialize, Serialize};
+
+/// The pipeline schedule (see `crate::pipeline::schedule`).
+pub use crate::pipeline::schedule::ScheduleKind as PipelineSchedule;
+
+/// Tensor and pipeline parallelism of one strategy (both 1: plain EP × DP).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Parallel {
+    /// Tensor-parallel degree (attention and dense MLPs split Megatron-style, sequence-parallel).
+    pub tp: usize,
+    /// Pipeline-parallel degree: pipeline ranks.
+    pub pp: usize,
+    pub schedule: PipelineSchedule,
+    /// Model chunks per pipeline rank (interleaved 1F1B; 1 otherwise).
+    pub virtual_stages: usize,
+    /// Layers of each model stage (`pp × virtual_stages` stages; GPipe, 1F1B and DualPipe: `pp`).
+    pub stage_layers: Vec<usize>,
+}
+
+impl Default for Parallel {
+    fn default() -> Self {
+        Parallel {
+            tp: 1,
+            pp: 1,
+            schedule: PipelineSchedule::default(),
+            virtual_stages: 1,
+            stage_layers: Vec::new(),
+        }
+    }
+}
+
+impl Parallel {
+    /// No tensor or pipeline parallelism: the plain EP lowering.
+    pub fn is_single(&self) -> bool {
+        self.tp == 1 && self.pp == 1
+    }
+
+    /// GPUs of one pipeline stage (`dp × tp`).
+    pub fn stage_gpus(&self, gpus: usize) -> usize {
+        gpus / self.pp.max(1)
+    }
+
+    /// Data-parallel replicas of the dense (attention) parameters.
+    pub fn dp(&self, gpus: usize) -> usize {
+        self.stage_gpus(gpus) / self.tp.max(1)
+    }
+
+    /// Model stages: `pp × virtual_stages`.
+    pub fn model_stages(&self) -> usize {
+        self.pp * self.virtual_stages
+    }
+
+    /// The layers `[first, end)` of model stage `k`.
+    pub fn layers_of(&self, k: usize) -> std::ops::Range<usize> {
+        let first: usize = self.stage_layers[..k].iter().sum();
+        first..first + self.stage_layers[k]
+    }
+
+    /// Megatron's default split: the embedding and the output head each count as one layer
+    /// (`account_for_embedding_in_pipeline_split`, `account_for_loss_in_pipeline_split`), and the
+    /// `layers + 2` units are spread as evenly as possible over the stages, the extra units on the last.
+    pub fn default_split(layers: usize, stages: usize) -> Vec<usize> {
+        let units = layers + 2;
+        let mut out: Vec<usize> = (0..stages)
+            .map(|k| (k + 1) * units / stages - k * units / stages)
+            .collect();
+        out[0] = out[0].saturating_sub(1);
+        let last = stages - 1;
+        out[last] = out[last].saturating_sub(1);
+        out
+    }
+}
+
+fn gcd(a: usize, b: usize) -> usize {
+    if b == 0 { a } else { gcd(b, a % b) }
+}
+
+/// Least common multiple (the GPUs of a stage that hold whole EP and TP groups).
+pub fn lcm(a: usize, b: usize) -> usize {
+    a / gcd(a, b) * b
+}
+
+impl Resolver<'_> {
+    /// Resolves `tp`, `pp`, `pipeline_schedule`, `virtual_stages` and `stage_layers` of strategy `i`;
+    /// returns them with the EP size (its default is the stage's GPUs, at most the experts).
+    pub(super) fn parallel(
+        &self,
+        i: usize,
+        s: &StrategySection,
+        m: &Model,
+        gpus: usize,
+        mode: Mode,
+        trace: bool,
+        micro_batches: usize,
+    ) -> Result<Parallel, ScenarioError> {
+        let p = |f: &str| format!("strategy[{i}].{f}");
+        let tp = s.tp.unwrap_or(1);
+        let pp = s.pp.unwrap_or(1);
+        for (f, v) in [("tp", tp), ("pp", pp)] {
+            if v == 0 || !gpus.is_multiple_of(v) {
+                return Err(self.error(
+                    &p(f),
+                    format!("{f} = {v} must divide the GPU count ({gpus})"),
+                    "expected a divisor of the GPU count",
+                ));
+            }
+        }
+        if !gpus.is_multiple_of(tp * pp) {
+            return Err(self.error(
+                &p("tp"),
+                format!("tp × pp = {} must divide the GPU count ({gpus})", tp * pp),
+                "expected tp × pp to divide the GPUs",
+            ));
+        }
+        let pipelined = pp > 1;
+        let knobs = [
+            ("pipeline_schedule", s.pipeline_schedule.is_some()),
+            ("virtual_stages", s.virtual_stages.is_some()),
+            ("stage_layers", s.stage_layers.is_some()),
+        ];
+        if !pipelined && let Some((knob, _)) = knobs.iter().find(|(_, set)| *set) {
+            return Err(self.error(
+                &p(knob),
+                format!("`{knob}` needs pipeline parallelism (pp > 1)"),
+                "set pp or remove this knob",
+            ));
+        }
+        if tp * pp > 1 {
+            if s.kind != StrategyKind::Ep {
+                let f = if pp > 1 { "pp" } else { "tp" };
+                return Err(self.error(
+                    &p(f),
+                    format!(
+                        "tensor and pipeline parallelism compose with kind = \"ep\" only so far (this entry is {:?})",
+                        s.kind
+                    ),
+                    "expected tp = 1 and pp = 1 for this kind",
+                ));
+            }
+            if mode != Mode::Training {
+                let f = if pp > 1 { "pp" } else { "tp" };
+                return Err(self.error(
+                    &p(f),
+                    "tensor and pipeline parallelism are modelled for training only so far",
+                    "expected tp = 1 and pp = 1 outside training",
+                ));
+            }
+            if trace {
+                let f = if pp > 1 { "pp" } else { "tp" };
+                return Err(self.error(
+                    &p(f),
+                    "tensor and pipeline parallelism replay synthetic routing only so far: a trace's sources are one GPU each, not one TP rank's share of a micro-batch",
+                    "expected no workload.trace with tp or pp above 1",
+                ));
+            }
+            if s.overlap_micro_batches.unwrap_or(1) > 1 {
+                return Err(self.error(
+                    &p("overlap_micro_batches"),
+                    "splitting micro-batches into overlapped parts is not modelled with tensor or pipeline parallelism (DualPipe overlaps a forward chunk with a backward chunk instead)",
+                    "expected 1 with tp or pp above 1",
+                ));
+            }
+            if tp > 1 && !(m.seq_len * m.micro_batch).is_multiple_of(tp as u64) {
+                return Err(self.error(
+                    &p("tp"),
+                    format!(
+                        "sequence parallelism splits a micro-batch's {} tokens over the tp = {tp} ranks evenly",
+                        m.seq_len * m.micro_batch
+                    ),
+                    "expected tp to divide seq_len × micro_batch",
+                ));
+            }
+        }
+        let schedule = s.pipeline_schedule.unwrap_or_default();
+        let virtual_stages = s.virtual_stages.unwrap_or(1);
+        if pipelined {
+            use crate::pipeline::schedule::{Schedule, ScheduleError};
+            if let Err(e) = Schedule::build(schedule, pp, virtual_stages, micro_batches) {
+                let field = match e {
+                    ScheduleError::VirtualStages { .. } | ScheduleError::TooFewChunks { .. } => {
+                        p("virtual_stages")
+                    }
+                    ScheduleError::OddRanks { .. } => p("pp"),
+                    ScheduleError::Empty { .. }
+                    | ScheduleError::Indivisible { .. }
+                    | ScheduleError::DualPipeMicroBatches { .. } => "workload.micro_batches".into(),
+                };
+                return Err(self.error(
+                    &field,
+                    e.to_string(),
+                    format!("does not fit the {} schedule", schedule.name()),
+                ));
+            }
+        }
+        let stages = pp * virtual_stages;
+        let stage_layers = match &s.stage_layers {
+            Some(v) => {
+                if v.len() != stages || v.iter().sum::<usize>() != m.layers {
+                    return Err(self.error(
+                        &p("stage_layers"),
+                        format!(
+                            "{} stages holding {} layers",
+                            v.len(),
+                            v.iter().sum::<usize>()
+                        ),
+                        format!(
+                            "expected {stages} layer counts (pp × virtual_stages) summing to the model's {} layers",
+                            m.layers
+                        ),
+                    ));
+                }
+                v.clone()
+            }
+            None => Parallel::default_split(m.layers, stages),
+        };
+        if stage_layers.iter().skip(1).any(|&l| l == 0) && stages > 1 {
+            return Err(self.error(
+                &p("pp"),
+                format!(
+                    "{stages} model stages for {} layers leave a stage after the first without layers",
+                    m.layers
+                ),
+                "expected fewer stages",
+            ));
+        }
+        Ok(Parallel {
+            tp,
+            pp,
+            schedule,
+            virtual_stages,
+            stage_layers,
+        })
+    }
+}

@@ -1,0 +1,697 @@
+//! Expert parallelism composed with tensor and pipeline parallelism (`tp`, `pp` of an `ep` strategy).
+//!
+//! Rank order (Megatron-Core's default `tp-cp-ep-dp-pp`, see `scenario/parallel.rs`): pipeline rank `r`
+//! holds GPUs `[r·S, (r+1)·S)`, `S = GPUs / pp`; inside a stage, TP groups are `tp` consecutive GPUs and EP
+//! groups `ep_size` consecutive GPUs. Data-parallel replicas of a stage are statistically alike (same
+//! shapes, independent routing), so one **representative unit** of each stage is simulated: its first
+//! `U = lcm(ep_size, tp)` GPUs, which hold whole EP and TP groups. The iteration graph has `pp × U` ranks
+//! (graph rank `r·U + j` is GPU `r·S + j`); collectives are priced on the real topology over their real
+//! groups (gradient rings span every data-parallel replica) and keep the parts of simulated GPUs. Under the
+//! flow backend a kept part's transfers to or from an unsimulated GPU still cross their real links; the
+//! traffic between two unsimulated GPUs (other replicas') is not simulated.
+//!
+//! One micro-batch on one model stage is a task of the pipeline schedule (`crate::pipeline`): per layer,
+//! the attention block and the MLP block each run between a sequence-parallel all-gather and
+//! reduce-scatter over the TP group (Megatron's SP: 2 all-gathers and 2 reduce-scatters of `t·d` elements
+//! per dense layer and direction); an MoE layer's routed experts take the tokens of each TP rank's
+//! sequence shard through the EP all-to-alls (no TP collective around them, as with ETP = 1). The first
+//! stage embeds, the last computes the output head. Backward runs the layers in reverse with twice the
+//! compute (plus the forward again under activation checkpointing); DualPipe splits it into the input
+//! gradient (with every communication) and the deferred weight gradient, and overlaps a forward chunk with
+//! a backward chunk by interleaving their steps on the streams. Gradients synchronise per stage over its
+//! data-parallel group (dense) and expert-data-parallel group (experts) after the stage's last task.
+
+use super::{CellFacts, EpModel, EpWorkspace, MoeCell};
+use crate::collective::{AllToAllScratch, Collectives};
+use crate::engine::{OpId, Stream};
+use crate::iteration::IterationGraph;
+use crate::memory::{GIB, MemoryBreakdown};
+use crate::network::CollectiveSpec;
+use crate::phase::Phase;
+use crate::pipeline::emit::{StageLowering, emit};
+use crate::pipeline::schedule::{Pass, Schedule, Task};
+use crate::scenario::file::Mode;
+use crate::scenario::parallel::{Parallel, lcm};
+use crate::scenario::{Scenario, Strategy};
+use crate::strategy::blocks::{self, Speeds};
+use crate::strategy::record::IterationRecord;
+use crate::strategy::shared::{dense_forward_tp_s, optimizer_s};
+use crate::topology::Topology;
+use moesim_calibrate::CostModel;
+use moesim_traces::IterationRouting;
+use std::collections::HashMap;
+
+/// What a pipelined EP run keeps between iterations.
+pub(super) struct Pipelined {
+    pub par: Parallel,
+    /// GPUs of one pipeline stage (S).
+    stage_gpus: usize,
+    /// Simulated GPUs per pipeline rank (U).
+    pub unit: usize,
+    /// GPU of each graph rank.
+    gpu_of: Vec<usize>,
+    /// Graph rank of each GPU (`u32::MAX`: not simulated).
+    graph_of: Vec<u32>,
+    pub schedule: Schedule,
+    /// [dense layer, MoE layer]: (attention block, MLP block) forward seconds of one micro-batch on one
+    /// TP rank.
+    dense: [(f64, f64); 2],
+    lm_head_s: f64,
+    /// Per pipeline rank: one sequence-parallel all-gather (a reduce-scatter moves the same ring traffic)
+    /// of a micro-batch's activations over every TP group of its unit; `None` without TP.
+    tp_ring: Vec<Option<CollectiveSpec>>,
+    /// Per pipeline rank: its gradient synchronisation, in issue order (graph ranks).
+    grad_sync: Vec<Vec<CollectiveSpec>>,
+    /// Per pipeline rank: optimizer seconds.
+    optimizer_s: Vec<f64>,
+    /// Bytes one GPU sends to its peer on the next stage per micro-batch (its sequence shard's activations).
+    send_bytes: f64,
+    /// Per pipeline rank: parameters it holds (dense, experts) and their replicas for ZeRO sharding.
+    params: Vec<StageParams>,
+}
+
+/// Parameters of one pipeline rank's GPU.
+#[derive(Debug, Clone, Copy)]
+struct StageParams {
+    dense: f64,
+    experts: f64,
+    dense_replicas: f64,
+    expert_replicas: f64,
+    /// Layers whose activations one in-flight micro-batch leaves on the rank (mean over its chunks).
+    layers_per_chunk: f64,
+}
+
+impl Pipelined {
+    pub fn new(s: &Scenario, ep: &Strategy, topo: &Topology, cost: &dyn CostModel) -> Self {
+        let par = ep.parallel.clone();
+        let m = &s.model;
+        let g = s.cluster.gpus();
+        let (pp, tp) = (par.pp, par.tp);
+        let ep_size = ep.ep_size;
+        let stage_gpus = par.stage_gpus(g);
+        let unit = lcm(ep_size, tp);
+        let mut gpu_of = Vec::with_capacity(pp * unit);
+        let mut graph_of = vec![u32::MAX; g];
+        for r in 0..pp {
+            for j in 0..unit {
+                graph_of[r * stage_gpus + j] = gpu_of.len() as u32;
+                gpu_of.push(r * stage_gpus + j);
+            }
+        }
+        let schedule = Schedule::build(
+            par.schedule,
+            pp,
+            par.virtual_stages,
+            s.workload.micro_batches,
+        )
+        .expect("a validated scenario's schedule builds");
+        let t = s.tokens_per_rank();
+        let dense = [
+            dense_forward_tp_s(s, cost, false, t, tp as u64),
+            dense_forward_tp_s(s, cost, true, t, tp as u64),
+        ];
+        let lm_head_s = cost.gemm_s(t, m.vocab.div_ceil(tp as u64), m.d_model, m.dtype_bytes);
+        let comms = Collectives::new(topo, s.cluster.network);
+        let mut scratch = AllToAllScratch::default();
+        let act_bytes = (t * m.d_model * m.dtype_bytes as u64) as f64;
+        let mut this = Pipelined {
+            par,
+            stage_gpus,
+            unit,
+            gpu_of,
+            graph_of,
+            schedule,
+            dense,
+            lm_head_s,
+            tp_ring: Vec::new(),
+            grad_sync: Vec::new(),
+            optimizer_s: Vec::new(),
+            send_bytes: act_bytes / tp as f64,
+            params: Vec::new(),
+        };
+        for r in 0..pp {
+            let base = r * stage_gpus;
+            let tp_ring = (tp > 1).then(|| {
+                let rings: Vec<Vec<usize>> = (0..unit / tp)
+                    .map(|k| (base + k * tp..base + (k + 1) * tp).collect())
+                    .collect();
+                this.to_graph(comms.rings(&rings, act_bytes, 1.0, &mut scratch, Stream::Comm))
+            });
+            this.tp_ring.push(tp_ring);
+            // Parameters of the rank's model stages.
+            let stages = this.schedule.stages_on(r);
+            let layers: Vec<usize> = stages.iter().flat_map(|&k| this.par.layers_of(k)).collect();
+            let moe = layers
+                .iter()
+                .filter(|&&l| l >= m.first_dense_layers)
+                .count();
+            let dense_layers = layers.len() - moe;
+            let per_layer_dense = |is_moe: bool| -> f64 {
+                let mlp = if is_moe {
+                    m.shared_experts as f64 * m.expert_params() as f64
+                        + (m.experts as u64 * m.d_model) as f64
+                } else {
+                    3.0 * (m.d_model * m.dense_d_ff) as f64
+                };
+                (m.attn_params_per_layer as f64 + mlp) / tp as f64
+            };
+            let embedding = (m.vocab * m.d_model) as f64 / tp as f64;
+            let mut dense_params =
+                moe as f64 * per_layer_dense(true) + dense_layers as f64 * per_layer_dense(false);
+            if stages.contains(&0) {
+                dense_params += embedding;
+            }
+            if stages.contains(&(this.par.model_stages() - 1)) {
+                dense_params += embedding;
+            }
+            let expert_params = (moe * (m.experts / ep_size)) as f64 * m.expert_params() as f64;
+            let dp = stage_gpus / tp;
+            let edp = stage_gpus / ep_size;
+            this.params.push(StageParams {
+                dense: dense_params,
+                experts: expert_params,
+                dense_replicas: dp as f64,
+                expert_replicas: edp as f64,
+                layers_per_chunk: layers.len() as f64 / stages.len().max(1) as f64,
+            });
+            // Gradients: dense over each TP index's data-parallel group, experts over each EP index's
+            // expert-data-parallel group, every group of the unit in one grouped call.
+            let t_ = &s.training;
+            let zero3 = if t_.zero_stage >= 3 { 1.5 } else { 1.0 };
+            let dense_groups: Vec<(Vec<usize>, f64)> = (0..tp)
+                .map(|j| {
+                    let group = (0..dp).map(|i| base + i * tp + j).collect();
+                    (group, dense_params * t_.grad_bytes_per_param * zero3)
+                })
+                .collect();
+            let expert_groups: Vec<(Vec<usize>, f64)> = (0..ep_size)
+                .map(|e| {
+                    let group = (0..edp).map(|k| base + k * ep_size + e).collect();
+                    (group, expert_params * t_.grad_bytes_per_param * zero3)
+                })
+                .collect();
+            let specs: Vec<CollectiveSpec> = [dense_groups, expert_groups]
+                .iter()
+                .filter_map(|b| comms.grouped_all_reduce(b, Stream::Comm, &mut scratch))
+                .map(|spec| this.to_graph(spec))
+                .collect();
+            this.grad_sync.push(specs);
+            let updated = if t_.zero_stage >= 1 {
+                dense_params / dp as f64 + expert_params / edp as f64
+            } else {
+                dense_params + expert_params
+            };
+            this.optimizer_s.push(optimizer_s(s, cost, updated));
+        }
+        this
+    }
+
+    /// The GPU of each graph rank.
+    pub fn gpus(&self) -> &[usize] {
+        &self.gpu_of
+    }
+
+    /// Graph ranks in the simulated iteration.
+    pub fn graph_ranks(&self) -> usize {
+        self.gpu_of.len()
+    }
+
+    /// A collective priced on GPUs, restricted to the simulated GPUs and renumbered to graph ranks. A
+    /// transfer with one simulated end keeps its links and is waited for by that end's part.
+    fn to_graph(&self, spec: CollectiveSpec) -> CollectiveSpec {
+        let total = spec.parts.len().max(1);
+        let mut index = vec![u32::MAX; spec.parts.len()];
+        let mut parts = Vec::new();
+        for (i, p) in spec.parts.iter().enumerate() {
+            let q = self.graph_of[p.rank as usize];
+            if q != u32::MAX {
+                index[i] = parts.len() as u32;
+                let holder = self.graph_of[p.holder as usize];
+                parts.push(crate::network::PartSpec {
+                    rank: q,
+                    holder: if holder == u32::MAX { q } else { holder },
+                    ..*p
+                });
+            }
+        }
+        let flows = spec
+            .flows
+            .iter()
+            .filter_map(|f| {
+                let (a, b) = (index[f.src_part as usize], index[f.dst_part as usize]);
+                let (src_part, dst_part) = match (a, b) {
+                    (u32::MAX, u32::MAX) => return None,
+                    (u32::MAX, b) => (b, b),
+                    (a, u32::MAX) => (a, a),
+                    (a, b) => (a, b),
+                };
+                Some(crate::network::FlowSpec {
+                    src_part,
+                    dst_part,
+                    ..*f
+                })
+            })
+            .collect();
+        CollectiveSpec {
+            bytes: spec.bytes * parts.len() as f64 / total as f64,
+            parts,
+            flows,
+        }
+    }
+
+    /// Memory of the most loaded pipeline rank's GPU: its stages' parameters, gradients and optimizer
+    /// state by ZeRO stage over their replicas, and the activations of the micro-batches the schedule keeps
+    /// in flight on it (each a chunk of its layers over its sequence shard), plus routed tokens.
+    pub fn memory(&self, s: &Scenario, peak_routed_tokens: f64) -> MemoryBreakdown {
+        let m = &s.model;
+        let t = &s.training;
+        let dtype = m.dtype_bytes as f64;
+        let d = m.d_model as f64;
+        let shard = s.tokens_per_rank() as f64 / self.par.tp as f64;
+        let per_routed_token = (2.0 * d + 3.0 * m.expert_d_ff as f64) * dtype;
+        let mut worst = MemoryBreakdown::default();
+        for (r, p) in self.params.iter().enumerate() {
+            let shard_by = |replicas: f64, from_stage: u8| {
+                if t.zero_stage >= from_stage {
+                    replicas
+                } else {
+                    1.0
+                }
+            };
+            let per_param = |bytes: f64, from_stage: u8| {
+                bytes
+                    * (p.dense / shard_by(p.dense_replicas, from_stage)
+                        + p.experts / shard_by(p.expert_replicas, from_stage))
+            };
+            let in_flight = self.schedule.peak_in_flight(r) as f64;
+            let layer_full = shard * 34.0 * d * dtype / 2.0 + peak_routed_tokens * per_routed_token;
+            let stored_per_layer = if t.activation_checkpointing {
+                shard * 2.0 * d * dtype
+            } else {
+                layer_full
+            };
+            let act = in_flight * p.layers_per_chunk * stored_per_layer + layer_full;
+            let mut out = MemoryBreakdown {
+                params_gib: per_param(dtype, 3) / GIB,
+                grads_gib: per_param(t.grad_bytes_per_param, 2) / GIB,
+                optimizer_gib: per_param(t.optimizer_bytes_per_param, 1) / GIB,
+                activations_gib: act / GIB,
+                kv_cache_gib: 0.0,
+                total_gib: 0.0,
+            };
+            out.total_gib =
+                out.params_gib + out.grads_gib + out.optimizer_gib + out.activations_gib;
+            if out.total_gib > worst.total_gib {
+                worst = out;
+            }
+        }
+        worst
+    }
+}
+
+/// One step of a task: work on every GPU of the pipeline rank, per-GPU expert work, or collectives.
+enum Step {
+    Compute(f64, Phase),
+    Experts(Vec<f64>, f64),
+    Collectives(Vec<CollectiveSpec>, Phase),
+}
+
+/// The lowering the schedule's emitter drives for one iteration.
+struct Lowering<'m, 'a> {
+    model: &'m EpModel<'a>,
+    pipe: &'m Pipelined,
+    routing: &'m IterationRouting,
+    ws_scratch: &'m mut EpWorkspace,
+    facts: CellFacts,
+    /// Per graph rank: the most tokens its experts received in one MoE layer.
+    peak_layer_tokens: Vec<u64>,
+    speeds: Speeds,
+    /// Cells of (micro-batch, MoE layer), built at the forward and used by the backward.
+    cells: HashMap<(usize, usize), Vec<MoeCell>>,
+    graph_ranks: Vec<Vec<usize>>,
+}
+
+impl Lowering<'_, '_> {
+    fn tp_steps(&self, r: usize, out: &mut Vec<Step>) {
+        if let Some(spec) = &self.pipe.tp_ring[r] {
+            out.push(Step::Collectives(vec![spec.clone()], Phase::TensorParallel));
+        }
+    }
+
+    /// A block between the sequence-parallel all-gather and reduce-scatter (both present with TP).
+    fn block(&self, r: usize, seconds: f64, out: &mut Vec<Step>) {
+        self.tp_steps(r, out);
+        out.push(Step::Compute(seconds, Phase::DenseCompute));
+        self.tp_steps(r, out);
+    }
+
+    /// A block's backward: with activation checkpointing its forward runs again first, collectives
+    /// included.
+    fn block_backward(&self, r: usize, seconds: f64, recompute: bool, out: &mut Vec<Step>) {
+        if recompute {
+            self.tp_steps(r, out);
+            self.tp_steps(r, out);
+        }
+        self.block(r, seconds, out);
+    }
+
+    /// The MoE cells of (micro-batch, layer) for pipeline rank `r`'s EP groups.
+    fn cells(&mut self, r: usize, mb: usize, layer: usize) -> &Vec<MoeCell> {
+        if !self.cells.contains_key(&(mb, layer)) {
+            let model = self.model;
+            let ep = model.ep_size;
+            let experts = model.scenario.model.experts;
+            let moe_layer = layer - model.scenario.model.first_dense_layers;
+            let counts = self.routing.layer_counts(mb, moe_layer);
+            let base = r * self.pipe.stage_gpus;
+            self.facts.layer_tokens.fill(0);
+            let mut cells = Vec::new();
+            for k in 0..self.pipe.unit / ep {
+                let gpus: Vec<usize> = (base + k * ep..base + (k + 1) * ep).collect();
+                let graph: Vec<usize> = gpus
+                    .iter()
+                    .map(|&g| self.pipe.graph_of[g] as usize)
+                    .collect();
+                let rows = &counts[k * ep * experts..(k + 1) * ep * experts];
+                let cell = model.moe_cell(
+                    rows,
+                    &gpus,
+                    &graph,
+                    moe_layer,
+                    0,
+                    self.ws_scratch,
+                    &mut self.facts,
+                );
+                cells.push(MoeCell {
+                    dispatch: self.pipe.to_graph(cell.dispatch),
+                    dispatch_grad: self.pipe.to_graph(cell.dispatch_grad),
+                    combine: self.pipe.to_graph(cell.combine),
+                    expert_s: cell.expert_s,
+                });
+            }
+            for (peak, &t) in self
+                .peak_layer_tokens
+                .iter_mut()
+                .zip(&self.facts.layer_tokens)
+            {
+                *peak = (*peak).max(t);
+            }
+            self.cells.insert((mb, layer), cells);
+        }
+        &self.cells[&(mb, layer)]
+    }
+
+    fn steps(&mut self, r: usize, task: Task) -> Vec<Step> {
+        let s = self.model.scenario;
+        let m = &s.model;
+        let last = self.pipe.par.model_stages() - 1;
+        let layers = self.pipe.par.layers_of(task.model_stage);
+        let rc = s.training.activation_checkpointing;
+        let recompute = if rc { 1.0 } else { 0.0 };
+        let mut out = Vec::new();
+        let moe = |l: usize| l >= m.first_dense_layers;
+        match task.pass {
+            Pass::Forward => {
+                for l in layers {
+                    let (attn, mlp) = self.pipe.dense[moe(l) as usize];
+                    self.block(r, attn, &mut out);
+                    if moe(l) {
+                        if m.shared_experts > 0 {
+                            self.block(r, mlp, &mut out);
+                        } else {
+                            out.push(Step::Compute(mlp, Phase::DenseCompute));
+                        }
+                        let cells = self.cells(r, task.mb, l);
+                        out.push(Step::Collectives(
+                            cells.iter().map(|c| c.dispatch.clone()).collect(),
+                            Phase::Dispatch,
+                        ));
+                        out.push(Step::Experts(
+                            cells.iter().flat_map(|c| c.expert_s.clone()).collect(),
+                            1.0,
+                        ));
+                        out.push(Step::Collectives(
+                            cells.iter().map(|c| c.combine.clone()).collect(),
+                            Phase::Combine,
+                        ));
+                    } else {
+                        self.block(r, mlp, &mut out);
+                    }
+                }
+                if task.model_stage == last {
+                    out.push(Step::Compute(self.pipe.lm_head_s, Phase::DenseCompute));
+                }
+            }
+            Pass::Backward | Pass::BackwardInput => {
+                // The whole backward is 2× the forward's compute; its input-gradient half 1×.
+                let scale = if task.pass == Pass::Backward {
+                    2.0
+                } else {
+                    1.0
+                };
+                if task.model_stage == last {
+                    out.push(Step::Compute(
+                        scale * self.pipe.lm_head_s,
+                        Phase::DenseCompute,
+                    ));
+                }
+                for l in layers.rev() {
+                    let (attn, mlp) = self.pipe.dense[moe(l) as usize];
+                    if moe(l) {
+                        let cells = self.cells(r, task.mb, l);
+                        out.push(Step::Collectives(
+                            cells.iter().map(|c| c.dispatch_grad.clone()).collect(),
+                            Phase::Combine,
+                        ));
+                        out.push(Step::Experts(
+                            cells.iter().flat_map(|c| c.expert_s.clone()).collect(),
+                            scale,
+                        ));
+                        out.push(Step::Collectives(
+                            cells.iter().map(|c| c.combine.clone()).collect(),
+                            Phase::Dispatch,
+                        ));
+                        if m.shared_experts > 0 {
+                            self.block_backward(r, (scale + recompute) * mlp, rc, &mut out);
+                        } else {
+                            out.push(Step::Compute(
+                                (scale + recompute) * mlp,
+                                Phase::DenseCompute,
+                            ));
+                        }
+                    } else {
+                        self.block_backward(r, (scale + recompute) * mlp, rc, &mut out);
+                    }
+                    self.block_backward(r, (scale + recompute) * attn, rc, &mut out);
+                }
+                if task.pass == Pass::Backward {
+                    for l in self.pipe.par.layers_of(task.model_stage) {
+                        self.cells.remove(&(task.mb, l));
+                    }
+                }
+            }
+            Pass::BackwardWeight => {
+                // Weight gradients: one more forward's worth of GEMMs, no communication.
+                let mut dense_s = 0.0;
+                let mut experts: Vec<f64> = vec![0.0; self.pipe.unit];
+                for l in layers {
+                    let (attn, mlp) = self.pipe.dense[moe(l) as usize];
+                    dense_s += attn + mlp;
+                    if moe(l) {
+                        let cells = self.cells(r, task.mb, l);
+                        for (x, y) in experts
+                            .iter_mut()
+                            .zip(cells.iter().flat_map(|c| c.expert_s.iter()))
+                        {
+                            *x += y;
+                        }
+                        self.cells.remove(&(task.mb, l));
+                    }
+                }
+                if task.model_stage == last {
+                    dense_s += self.pipe.lm_head_s;
+                }
+                out.push(Step::Compute(dense_s, Phase::DenseCompute));
+                out.push(Step::Experts(experts, 1.0));
+            }
+        }
+        out
+    }
+
+    fn run(&self, graph: &mut IterationGraph, r: usize, prev: &mut [Option<OpId>], step: &Step) {
+        let ranks = &self.graph_ranks[r];
+        match step {
+            Step::Compute(secs, phase) => blocks::dense(
+                graph,
+                prev,
+                ranks.iter().copied(),
+                *secs,
+                &self.speeds,
+                *phase,
+            ),
+            Step::Experts(secs, scale) => {
+                blocks::experts(graph, prev, ranks, secs, *scale, &self.speeds)
+            }
+            Step::Collectives(specs, phase) => {
+                for spec in specs {
+                    blocks::collective(graph, prev, *phase, spec.clone(), &[]);
+                }
+            }
+        }
+    }
+}
+
+/// `prev[g]` becomes an operation after both `prev[g]` and `ready[g]`.
+fn join(
+    graph: &mut IterationGraph,
+    ranks: &[usize],
+    prev: &mut [Option<OpId>],
+    ready: &[Option<OpId>],
+) {
+    for &g in ranks {
+        prev[g] = match (prev[g], ready[g]) {
+            (Some(a), Some(b)) => Some(graph.barrier([a, b])),
+            (a, b) => a.or(b),
+        };
+    }
+}
+
+impl StageLowering for Lowering<'_, '_> {
+    fn gpus(&self, rank: usize) -> &[usize] {
+        &self.graph_ranks[rank]
+    }
+
+    fn gpu_of(&self, graph_rank: usize) -> usize {
+        self.pipe.gpu_of[graph_rank]
+    }
+
+    fn to_graph(&self, spec: CollectiveSpec) -> CollectiveSpec {
+        self.pipe.to_graph(spec)
+    }
+
+    fn task(
+        &mut self,
+        graph: &mut IterationGraph,
+        rank: usize,
+        task: Task,
+        prev: &mut [Option<OpId>],
+        ready: &[Option<OpId>],
+    ) {
+        let ranks = self.graph_ranks[rank].clone();
+        join(graph, &ranks, prev, ready);
+        for step in self.steps(rank, task) {
+            self.run(graph, rank, prev, &step);
+        }
+    }
+
+    fn overlapped(
+        &mut self,
+        graph: &mut IterationGraph,
+        rank: usize,
+        forward: Task,
+        backward: Task,
+        prev: &mut [Option<OpId>],
+        ready_forward: &[Option<OpId>],
+        ready_backward: &[Option<OpId>],
+    ) {
+        // Two chains on the same streams: issuing their steps alternately lets one chunk's all-to-all run
+        // on the communication stream while the other computes (DualPipe's overlapped forward-backward).
+        let ranks = self.graph_ranks[rank].clone();
+        let mut back = prev.to_vec();
+        join(graph, &ranks, prev, ready_forward);
+        join(graph, &ranks, &mut back, ready_backward);
+        let f = self.steps(rank, forward);
+        let b = self.steps(rank, backward);
+        for i in 0..f.len().max(b.len()) {
+            if let Some(step) = f.get(i) {
+                self.run(graph, rank, prev, step);
+            }
+            if let Some(step) = b.get(i) {
+                self.run(graph, rank, &mut back, step);
+            }
+        }
+        join(graph, &ranks, prev, &back);
+    }
+
+    fn send_bytes(&self, _task: Task) -> f64 {
+        self.pipe.send_bytes
+    }
+}
+
+impl EpModel<'_> {
+    /// One iteration of a pipelined (and/or tensor-parallel) EP strategy.
+    pub(super) fn lower_pipelined(
+        &self,
+        pipe: &Pipelined,
+        iteration: usize,
+        routing: &IterationRouting,
+        ws: &mut EpWorkspace,
+    ) -> IterationRecord {
+        let s = self.scenario;
+        let n = pipe.graph_ranks();
+        let mut graph = std::mem::take(&mut ws.graph);
+        graph.reset(n, &s.cluster);
+        let graph_ranks: Vec<Vec<usize>> = (0..pipe.par.pp)
+            .map(|r| (r * pipe.unit..(r + 1) * pipe.unit).collect())
+            .collect();
+        let mut lowering = Lowering {
+            model: self,
+            pipe,
+            routing,
+            ws_scratch: ws,
+            facts: CellFacts {
+                window: 0,
+                tokens_received: vec![0; n],
+                layer_tokens: vec![0; n],
+                routed: 0,
+                dropped: 0,
+            },
+            peak_layer_tokens: vec![0; n],
+            speeds: Speeds::of(s, iteration, n),
+            cells: HashMap::new(),
+            graph_ranks,
+        };
+        let mut prev: Vec<Option<OpId>> = vec![None; n];
+        let comms = Collectives::new(self.topo, s.cluster.network);
+        let mut scratch = AllToAllScratch::default();
+        emit(
+            &mut graph,
+            &pipe.schedule,
+            &comms,
+            &mut scratch,
+            &mut lowering,
+            &mut prev,
+        )
+        .expect("a built schedule emits");
+        let training = s.workload.mode == Mode::Training;
+        if training {
+            let specs = pipe.grad_sync.iter().flatten().cloned();
+            let synced = blocks::grad_sync(&mut graph, &[prev], specs);
+            let unit = pipe.unit;
+            blocks::optimizer(
+                &mut graph,
+                &synced,
+                |q| pipe.optimizer_s[q / unit],
+                &lowering.speeds,
+            );
+        }
+        let Lowering {
+            facts,
+            peak_layer_tokens,
+            ..
+        } = lowering;
+        let outcome = graph.analyse(Some(self.topo));
+        ws.graph = graph;
+        // Activations of one micro-batch on a rank: its tokens over the layers it holds (the memory model
+        // multiplies by the micro-batches in flight).
+        let activation_tokens = peak_layer_tokens.clone();
+        IterationRecord {
+            outcome,
+            tokens_received: facts.tokens_received,
+            peak_layer_tokens,
+            activation_tokens,
+            routed: facts.routed,
+            dropped: facts.dropped,
+        }
+    }
+}

@@ -1,0 +1,302 @@
+//! Tensor and pipeline parallelism composed with EP, checked through the whole strategy (scenario → routing
+//! → lowering → engine) against closed forms: pipeline bubbles, Megatron's tensor-parallel traffic, the
+//! activations a schedule keeps in flight.
+
+use moesim_sim::Scenario;
+use moesim_sim::phase::Phase;
+use moesim_sim::pipeline::schedule::{Schedule, ScheduleKind};
+use moesim_sim::runner::{RunOptions, simulate_scenario, synthetic_routing_shaped};
+use moesim_sim::scenario::parse_scenario;
+use moesim_sim::strategy::ep::{EpModel, EpWorkspace};
+use moesim_sim::topology::Topology;
+
+/// Mixtral's shapes on 8 GPUs of an ideal roofline whose links are so fast that communication is
+/// negligible; balanced routing, no noise, a negligible output head, equal stages.
+fn ideal(strategy: &str, micro_batches: usize, extra: &str) -> Scenario {
+    let text = format!(
+        "name = \"pp\"\nseed = 3\n[model]\npreset = \"mixtral-8x7b\"\nlayers = 8\nvocab = 8\nseq_len = 4096\n\
+         micro_batch = 1\n{extra}\n[cluster]\npreset = \"ideal\"\ngpus_per_node = 8\npeak_tflops = 1000.0\n\
+         ideal_link_gbytes_per_s = 1e9\nideal_latency_us = 0.0\n[workload]\nmode = \"training\"\n\
+         iterations = 1\nmicro_batches = {micro_batches}\nskew = {{ distribution = \"balanced\" }}\n\
+         [[strategy]]\nname = \"s\"\nkind = \"ep\"\n{strategy}\n"
+    );
+    parse_scenario("pp.toml", &text, &[]).unwrap_or_else(|e| panic!("{e:?}"))
+}
+
+fn step_ms(s: &Scenario) -> f64 {
+    let report = simulate_scenario(
+        s,
+        &moesim_sim::runner::synthetic_routing(s),
+        None,
+        RunOptions {
+            timing: false,
+            progress: None,
+        },
+    );
+    report.results[0].step_time_ms.mean
+}
+
+/// Step time minus gradient synchronisation and optimizer (both negligible here, but not zero).
+fn rel(a: f64, b: f64) -> f64 {
+    (a - b).abs() / b.abs()
+}
+
+const PP4: &str = "pp = 4\nep_size = 2\nstage_layers = [2, 2, 2, 2]";
+
+#[test]
+fn one_f_one_b_bubble_is_p_minus_1_over_m_plus_p_minus_1() {
+    let p = 4.0;
+    // One micro-batch runs the stages one after another: p·(F+B).
+    let one = step_ms(&ideal(PP4, 1, ""));
+    for m in [4usize, 8, 12] {
+        let step = step_ms(&ideal(PP4, m, ""));
+        let expect = (m as f64 + p - 1.0) * one / p;
+        assert!(rel(step, expect) < 1e-3, "m = {m}: {step} vs {expect}");
+        let bubble = 1.0 - m as f64 * (one / p) / step;
+        let closed = (p - 1.0) / (m as f64 + p - 1.0);
+        assert!((bubble - closed).abs() < 1e-3, "{bubble} vs {closed}");
+        // GPipe has the same bubble.
+        let gpipe = step_ms(&ideal(
+            &format!("{PP4}\npipeline_schedule = \"gpipe\""),
+            m,
+            "",
+        ));
+        assert!(rel(gpipe, step) < 1e-3, "gpipe {gpipe} vs 1f1b {step}");
+    }
+}
+
+#[test]
+fn interleaving_divides_the_bubble_by_the_virtual_stages() {
+    let (p, v) = (4.0, 2.0);
+    let one = step_ms(&ideal(PP4, 1, ""));
+    let per_mb = one / p;
+    let m = 8usize;
+    let flat = step_ms(&ideal(PP4, m, ""));
+    let interleaved = step_ms(&ideal(
+        "pp = 4\nep_size = 2\npipeline_schedule = \"interleaved\"\nvirtual_stages = 2\n\
+         stage_layers = [1, 1, 1, 1, 1, 1, 1, 1]",
+        m,
+        "",
+    ));
+    let bubble_flat = flat - m as f64 * per_mb;
+    let bubble_interleaved = interleaved - m as f64 * per_mb;
+    assert!(
+        rel(bubble_interleaved, bubble_flat / v) < 1e-2,
+        "{bubble_interleaved} vs {}",
+        bubble_flat / v
+    );
+    // Megatron's fraction: (p−1)/(v·m) of the ideal time.
+    let fraction = bubble_interleaved / (m as f64 * per_mb);
+    assert!(
+        (fraction - (p - 1.0) / (v * m as f64)).abs() < 1e-3,
+        "{fraction}"
+    );
+}
+
+#[test]
+fn dual_pipe_bubble_matches_its_papers_formula() {
+    let p = 4;
+    let m = 8;
+    let one = step_ms(&ideal(PP4, 1, ""));
+    // F + B of one micro-batch on one stage; B = 2F, W = F (the weight half of the backward).
+    let fb = one / p as f64;
+    let (f, b, w) = (fb / 3.0, 2.0 * fb / 3.0, fb / 3.0);
+    let dual = step_ms(&ideal(
+        "pp = 4\nep_size = 2\npipeline_schedule = \"dual-pipe\"\nstage_layers = [2, 2, 2, 2]",
+        m,
+        "",
+    ));
+    let schedule = Schedule::build(ScheduleKind::DualPipe, p, 1, m).unwrap();
+    let expect = m as f64 * fb * (1.0 + schedule.closed_form_bubble(f, b, w));
+    assert!(rel(dual, expect) < 1e-3, "{dual} vs {expect}");
+}
+
+/// One simulated iteration's record of the scenario's first strategy.
+fn iteration(s: &Scenario) -> moesim_sim::strategy::record::IterationRecord {
+    let strategy = &s.strategies[0];
+    let topo = Topology::build(&s.cluster);
+    let cost = s.cluster.roofline();
+    let routing = synthetic_routing_shaped(s, EpModel::routing_shape_for(s, strategy));
+    let model = EpModel::new(s, strategy, &topo, &cost, &routing);
+    model.simulate_iteration(0, &mut EpWorkspace::default())
+}
+
+#[test]
+fn tensor_parallel_traffic_is_megatrons_count() {
+    // Megatron with sequence parallelism: per transformer layer and direction, two all-gathers and two
+    // reduce-scatters of the micro-batch's activations (t·d elements); a ring over tp GPUs sends
+    // (tp−1)/tp of them from each GPU. Mixtral's MoE layers have no shared expert: their MLP block is the
+    // routed experts, which take the sequence shard through the all-to-all, so one AG + RS per direction.
+    for (tp, ep) in [(2usize, 2usize), (4, 4), (8, 8)] {
+        let s = ideal(&format!("tp = {tp}\npp = 1\nep_size = {ep}"), 2, "");
+        let rec = iteration(&s);
+        let m = &s.model;
+        let act = (s.tokens_per_rank() * m.d_model * m.dtype_bytes as u64) as f64;
+        let per_gpu_per_collective = (tp as f64 - 1.0) / tp as f64 * act;
+        let collectives_per_layer = 2.0 * 2.0; // (AG + RS) × (forward + backward), attention only
+        // The simulated unit of the stage: lcm(ep, tp) GPUs.
+        let gpus = tp.max(ep) as f64;
+        let expect = m.layers as f64
+            * s.workload.micro_batches as f64
+            * collectives_per_layer
+            * per_gpu_per_collective
+            * gpus;
+        let got = rec.outcome.phase_bytes[Phase::TensorParallel.index()];
+        assert!(rel(got, expect) < 1e-9, "tp {tp}: {got} vs {expect}");
+        // A dense layer adds its MLP block's pair: DeepSeek-style first dense layers.
+        let s2 = ideal(
+            &format!("tp = {tp}\npp = 1\nep_size = {ep}"),
+            2,
+            "first_dense_layers = 2",
+        );
+        let got2 = iteration(&s2).outcome.phase_bytes[Phase::TensorParallel.index()];
+        let expect2 = expect * (m.layers as f64 + 2.0) / m.layers as f64;
+        assert!(rel(got2, expect2) < 1e-9, "tp {tp}: {got2} vs {expect2}");
+    }
+}
+
+#[test]
+fn pipeline_sends_carry_each_micro_batchs_activations_both_ways() {
+    let s = ideal(
+        "tp = 2\npp = 4\nep_size = 2\nstage_layers = [2, 2, 2, 2]",
+        8,
+        "",
+    );
+    let rec = iteration(&s);
+    let m = &s.model;
+    // Each of a stage's GPUs sends its sequence shard (t/tp tokens × d) to its peer: p−1 boundaries,
+    // forward and backward, every micro-batch; the unit of a stage is lcm(ep, tp) = 2 GPUs.
+    let shard = (s.tokens_per_rank() / 2 * m.d_model * m.dtype_bytes as u64) as f64;
+    let expect = 3.0 * 2.0 * 8.0 * 2.0 * shard;
+    let got = rec.outcome.phase_bytes[Phase::PipelineSend.index()];
+    assert!(rel(got, expect) < 1e-9, "{got} vs {expect}");
+}
+
+#[test]
+fn the_first_one_f_one_b_stage_holds_p_micro_batches_of_activations() {
+    // With checkpointing a layer stores its input (2·d bytes per token of the sequence shard) per
+    // micro-batch in flight; GPipe keeps all m in flight, 1F1B's first stage p. Same routing, so the rest of
+    // the activations (one layer's working set) cancels in the difference.
+    let (p, m) = (4usize, 12usize);
+    let memory = |schedule: &str| {
+        let s = ideal(
+            &format!(
+                "pp = {p}\nep_size = 2\nstage_layers = [2, 2, 2, 2]\npipeline_schedule = \"{schedule}\""
+            ),
+            m,
+            "",
+        );
+        let s = Scenario {
+            training: moesim_sim::scenario::file::TrainingSection {
+                activation_checkpointing: true,
+                ..s.training
+            },
+            ..s
+        };
+        let report = simulate_scenario(
+            &s,
+            &moesim_sim::runner::synthetic_routing(&s),
+            None,
+            RunOptions {
+                timing: false,
+                progress: None,
+            },
+        );
+        (s.clone(), report.results[0].memory)
+    };
+    let (s, gpipe) = memory("gpipe");
+    let (_, one_f_one_b) = memory("1f1b");
+    let md = &s.model;
+    let per_chunk =
+        2.0 * (md.d_model * md.dtype_bytes as u64) as f64 * s.tokens_per_rank() as f64 * 2.0;
+    let expect = (m - p) as f64 * per_chunk / (1u64 << 30) as f64;
+    let got = gpipe.activations_gib - one_f_one_b.activations_gib;
+    assert!(rel(got, expect) < 1e-9, "{got} vs {expect}");
+}
+
+#[test]
+fn tp_and_pp_output_is_deterministic_across_thread_counts() {
+    let s = ideal("tp = 2\npp = 2\nep_size = 2", 4, "");
+    let s = Scenario {
+        cluster: moesim_sim::scenario::cluster::Cluster {
+            compute_noise_cv: 0.05,
+            ..s.cluster
+        },
+        ..s
+    };
+    let run = |threads: usize| {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap()
+            .install(|| {
+                let r = simulate_scenario(
+                    &s,
+                    &moesim_sim::runner::synthetic_routing(&s),
+                    None,
+                    RunOptions {
+                        timing: false,
+                        progress: None,
+                    },
+                );
+                serde_json::to_string(&r).unwrap()
+            })
+    };
+    assert_eq!(run(1), run(2));
+}
+
+#[test]
+fn inconsistent_layouts_are_refused_naming_their_field() {
+    let err = |strategy: &str, micro_batches: usize| {
+        let text = format!(
+            "name = \"pp\"\n[model]\npreset = \"mixtral-8x7b\"\nseq_len = 4096\nmicro_batch = 1\n\
+             [cluster]\npreset = \"dgx-h100\"\nnodes = 2\n[workload]\nmode = \"training\"\niterations = 1\n\
+             micro_batches = {micro_batches}\n[[strategy]]\nname = \"s\"\n{strategy}\n"
+        );
+        let e = parse_scenario("pp.toml", &text, &[]).expect_err("refused");
+        format!("{e}")
+    };
+    let cases = [
+        ("kind = \"ep\"\npp = 3", 4, "strategy[0].pp"),
+        (
+            "kind = \"ep\"\npp = 4\npipeline_schedule = \"dual-pipe\"",
+            4,
+            "workload.micro_batches",
+        ),
+        (
+            "kind = \"ep\"\npp = 4\npipeline_schedule = \"interleaved\"\nvirtual_stages = 2",
+            6,
+            "workload.micro_batches",
+        ),
+        (
+            "kind = \"ep\"\npp = 2\nvirtual_stages = 2",
+            4,
+            "strategy[0].virtual_stages",
+        ),
+        (
+            "kind = \"ep\"\npp = 2\nstage_layers = [10, 10]",
+            4,
+            "strategy[0].stage_layers",
+        ),
+        (
+            "kind = \"ep\"\nvirtual_stages = 2",
+            4,
+            "strategy[0].virtual_stages",
+        ),
+        ("kind = \"ep-replicated\"\ntp = 2", 4, "strategy[0].tp"),
+        (
+            "kind = \"ep\"\ntp = 2\noverlap_micro_batches = 2",
+            4,
+            "strategy[0].overlap_micro_batches",
+        ),
+        (
+            "kind = \"ep\"\npp = 2\nep_size = 16",
+            4,
+            "strategy[0].ep_size",
+        ),
+    ];
+    for (strategy, m, field) in cases {
+        let e = err(strategy, m);
+        assert!(e.contains(field), "{strategy}: {e}");
+    }
+}
