@@ -210,7 +210,15 @@ pub fn price_transfers(
     let load = &s.load;
     let busy = |l: u32| load[l as usize] / topo.links[l as usize].capacity();
     let means = port_means(topo, ranks, busy);
-    let index_of = |g: usize| ranks.iter().position(|&r| r == g);
+    // Participants' positions: arithmetic for a run of consecutive GPUs, else a search.
+    let consecutive = ranks.iter().enumerate().all(|(i, &r)| r == ranks[0] + i);
+    let index_of = |g: usize| {
+        if consecutive {
+            g.checked_sub(ranks[0]).filter(|&i| i < ranks.len())
+        } else {
+            ranks.iter().position(|&r| r == g)
+        }
+    };
     let mut binding = vec![u32::MAX; ranks.len()];
     for t in transfers {
         if t.bytes <= 0.0 || t.src == t.dst {
@@ -1020,6 +1028,11 @@ fn node_groups(topo: &Topology, ranks: &[usize]) -> Vec<Vec<usize>> {
 }
 
 /// The transfers of a hierarchical all-to-all (see [`Collectives::hierarchical_all_to_all`]).
+///
+/// For each source `i` in order: its same-node transfers (destinations ascending), then per remote node in
+/// the order the node first appears among `ranks`, the copy to the node's relay (the GPU on the source's
+/// rail, else the node's first) and the relay's forwards to the node's other GPUs (ascending). Node
+/// membership, first GPUs and relays are looked up once, not searched per pair.
 pub fn hierarchical_transfers(
     topo: &Topology,
     ranks: &[usize],
@@ -1027,31 +1040,40 @@ pub fn hierarchical_transfers(
     to_node: &[f64],
 ) -> Vec<Transfer> {
     let n = ranks.len();
-    let node = |i: usize| topo.node_of(ranks[i]);
+    let node: Vec<usize> = ranks.iter().map(|&r| topo.node_of(r)).collect();
+    let rail: Vec<usize> = ranks.iter().map(|&r| topo.rail_of(r)).collect();
+    // Nodes in order of first appearance, each with its members (indices ascending).
+    let mut nodes: Vec<(usize, Vec<usize>)> = Vec::new();
+    for (k, &y) in node.iter().enumerate() {
+        match nodes.iter_mut().find(|(x, _)| *x == y) {
+            Some((_, members)) => members.push(k),
+            None => nodes.push((y, vec![k])),
+        }
+    }
     let mut out = Vec::new();
     for i in 0..n {
+        let row = i * n;
         for j in 0..n {
-            if i != j && node(i) == node(j) && to_gpu[i * n + j] > 0.0 {
+            if i != j && node[i] == node[j] && to_gpu[row + j] > 0.0 {
                 out.push(Transfer {
                     src: ranks[i],
                     dst: ranks[j],
-                    bytes: to_gpu[i * n + j],
+                    bytes: to_gpu[row + j],
                     messages: 1.0,
                 });
             }
         }
-        let mut seen_nodes: Vec<usize> = Vec::new();
-        for j in 0..n {
-            let y = node(j);
-            if y == node(i) || seen_nodes.contains(&y) {
+        for (y, members) in &nodes {
+            if *y == node[i] {
                 continue;
             }
-            seen_nodes.push(y);
-            let first = (0..n).find(|&k| node(k) == y).expect("j is on y");
-            let relay = (0..n)
-                .find(|&k| node(k) == y && topo.rail_of(ranks[k]) == topo.rail_of(ranks[i]))
+            let first = members[0];
+            let relay = members
+                .iter()
+                .copied()
+                .find(|&k| rail[k] == rail[i])
                 .unwrap_or(first);
-            let b = to_node[i * n + first];
+            let b = to_node[row + first];
             if b > 0.0 {
                 out.push(Transfer {
                     src: ranks[i],
@@ -1060,12 +1082,12 @@ pub fn hierarchical_transfers(
                     messages: 1.0,
                 });
             }
-            for k in (0..n).filter(|&k| node(k) == y && k != relay) {
-                if to_gpu[i * n + k] > 0.0 {
+            for &k in members.iter().filter(|&&k| k != relay) {
+                if to_gpu[row + k] > 0.0 {
                     out.push(Transfer {
                         src: ranks[relay],
                         dst: ranks[k],
-                        bytes: to_gpu[i * n + k],
+                        bytes: to_gpu[row + k],
                         messages: 1.0,
                     });
                 }

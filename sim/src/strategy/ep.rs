@@ -728,30 +728,28 @@ impl<'a> EpModel<'a> {
                 }
             }
             let to_node = dedup(&ws.miss_node, &node_copies);
-            let d =
-                comms.hierarchical_all_to_all(ranks, &to_gpu, &to_node, Stream::Comm, &mut ws.a2a);
+            // One set of transfers: the FP8 forward moves the same copies scaled, the combine reverses them.
+            let transfers = hierarchical_transfers(self.topo, ranks, &to_gpu, &to_node);
+            let d = comms.transfers(ranks, &transfers, Stream::Comm, &mut ws.a2a);
             let d_fwd = (fp8_ratio != 1.0).then(|| {
-                let scaled = |v: &[f64]| v.iter().map(|&b| b * fp8_ratio).collect::<Vec<_>>();
-                comms
-                    .hierarchical_all_to_all(
-                        ranks,
-                        &scaled(&to_gpu),
-                        &scaled(&to_node),
-                        Stream::Comm,
-                        &mut ws.a2a,
-                    )
-                    .0
-            });
-            // The combine reduces each token's expert outputs on the way back: the reverse of the dispatch.
-            let c_transfers: Vec<Transfer> =
-                hierarchical_transfers(self.topo, ranks, &to_gpu, &to_node)
-                    .into_iter()
+                let scaled: Vec<Transfer> = transfers
+                    .iter()
                     .map(|t| Transfer {
-                        src: t.dst,
-                        dst: t.src,
-                        ..t
+                        bytes: t.bytes * fp8_ratio,
+                        ..*t
                     })
                     .collect();
+                comms.transfers(ranks, &scaled, Stream::Comm, &mut ws.a2a).0
+            });
+            // The combine reduces each token's expert outputs on the way back: the reverse of the dispatch.
+            let c_transfers: Vec<Transfer> = transfers
+                .into_iter()
+                .map(|t| Transfer {
+                    src: t.dst,
+                    dst: t.src,
+                    ..t
+                })
+                .collect();
             let c = comms.transfers(ranks, &c_transfers, Stream::Comm, &mut ws.a2a);
             (d_fwd.unwrap_or_else(|| d.0.clone()), d.0, c.0)
         } else {
