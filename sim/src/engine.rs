@@ -62,18 +62,26 @@ pub enum Stream {
     D2h,
     /// The host CPU (offloaded expert compute).
     HostCpu,
+    /// Point-to-point transfers with the previous pipeline rank (PyTorch runs each peer pair's sends and
+    /// receives on their own NCCL stream, so transfers with the two neighbours do not queue behind each
+    /// other).
+    PipePrev,
+    /// Point-to-point transfers with the next pipeline rank.
+    PipeNext,
 }
 
 impl Stream {
-    pub const ALL: [Stream; 6] = [
+    pub const ALL: [Stream; 8] = [
         Stream::Compute,
         Stream::Comm,
         Stream::CommAux,
         Stream::H2d,
         Stream::D2h,
         Stream::HostCpu,
+        Stream::PipePrev,
+        Stream::PipeNext,
     ];
-    pub const COUNT: usize = 6;
+    pub const COUNT: usize = 8;
 
     pub fn index(self) -> usize {
         self as usize
@@ -87,10 +95,15 @@ impl Stream {
             Stream::H2d => "h2d",
             Stream::D2h => "d2h",
             Stream::HostCpu => "host-cpu",
+            Stream::PipePrev => "pipe-prev",
+            Stream::PipeNext => "pipe-next",
         }
     }
 
-    /// Communication kernels run on SMs (NCCL, DeepEP); copy engines and the host do not.
+    /// Communication kernels run on SMs (NCCL, DeepEP); copy engines and the host do not. Pipeline
+    /// point-to-point kernels are not counted: NCCL runs a send or receive on one or two channels' blocks,
+    /// negligible beside an all-to-all's share, and a receive posted ahead of its data would otherwise
+    /// slow the rank's compute for as long as it waits.
     pub fn takes_sms(self) -> bool {
         matches!(self, Stream::Comm | Stream::CommAux)
     }
@@ -99,7 +112,12 @@ impl Stream {
     pub fn is_communication(self) -> bool {
         matches!(
             self,
-            Stream::Comm | Stream::CommAux | Stream::H2d | Stream::D2h
+            Stream::Comm
+                | Stream::CommAux
+                | Stream::H2d
+                | Stream::D2h
+                | Stream::PipePrev
+                | Stream::PipeNext
         )
     }
 }
@@ -121,6 +139,8 @@ pub struct StreamPriorities {
     pub h2d: u8,
     pub d2h: u8,
     pub host_cpu: u8,
+    pub pipe_prev: u8,
+    pub pipe_next: u8,
 }
 
 impl StreamPriorities {
@@ -132,6 +152,8 @@ impl StreamPriorities {
             Stream::H2d => self.h2d,
             Stream::D2h => self.d2h,
             Stream::HostCpu => self.host_cpu,
+            Stream::PipePrev => self.pipe_prev,
+            Stream::PipeNext => self.pipe_next,
         }
     }
 }

@@ -361,15 +361,12 @@ fn sends_on_a_dgx_h100_delay_the_step_by_their_time_on_every_critical_hop() {
 }
 
 /// With real sends, the engine against an independent list schedule in which every receive costs the
-/// send time and transfers never wait for each other. Where a GPU's transfers never overlap in time
-/// (GPipe, 1F1B, interleaved on 2 ranks) they agree exactly: the issue order puts every `comm-aux`
-/// stream in the order its transfers happen, so nothing waits behind a receive posted too early.
-///
-/// Known limitation, pinned: all of a GPU's pipeline sends and receives share its one `comm-aux` stream,
-/// so transfers that overlap in time queue. DualPipe receives from and sends to both neighbours at once
-/// (and interleaved 1F1B on 4 ranks sometimes does), so its step is longer than the reference by whole
-/// send times; the engine would need a stream per peer (as PyTorch gives each NCCL p2p pair) to overlap
-/// them.
+/// send time and transfers never wait for each other. Each GPU has one stream per pipeline neighbour (as
+/// PyTorch gives each NCCL point-to-point pair its own stream), and the issue order puts every such
+/// stream in the order its transfers happen, so GPipe, 1F1B and interleaved 1F1B agree exactly with the
+/// reference. Pinned: DualPipe moves activations one way and gradients the other between the same two
+/// neighbours at once, and on the pair's one stream those queue, whole send times beyond the reference
+/// (4 for p = 4, 11 for p = 8; as on PyTorch's one stream per pair).
 #[test]
 fn the_engine_agrees_with_an_independent_list_schedule() {
     let topo = dgx_h100();
@@ -380,7 +377,7 @@ fn the_engine_agrees_with_an_independent_list_schedule() {
         .parts[0]
         .analytic;
     let u = F / 3;
-    // (kind, p, v, m, (f, b, w), extra send times the shared stream costs today; None: some, not whole)
+    // (kind, p, v, m, (f, b, w), send times beyond the reference that a pair's one stream costs)
     let cases = [
         (ScheduleKind::Gpipe, 4, 1, 6, (3 * u, 6 * u, 0), Some(0)),
         (ScheduleKind::OneFOneB, 8, 1, 12, (3 * u, 6 * u, 0), Some(0)),
@@ -391,7 +388,7 @@ fn the_engine_agrees_with_an_independent_list_schedule() {
             2,
             8,
             (3 * u / 2, 3 * u, 0),
-            None,
+            Some(0),
         ),
         (
             ScheduleKind::DualPipe,
@@ -421,9 +418,17 @@ fn the_engine_agrees_with_an_independent_list_schedule() {
                 let reference = max_plus(&s, &l, send) as f64;
                 let what = format!("{kind:?} p={p} m={m} estimates={estimates} {network:?}");
                 match extra {
+                    // Under the flow backend, sends to both neighbours at once also share the GPU's switch
+                    // port: up to one more send time.
+                    Some(k) if network == NetworkKind::Flow && k > 0 => assert!(
+                        step >= reference + (k * send) as f64 - 1.0
+                            && step <= reference + ((k + 1) * send) as f64 + 1.0,
+                        "{what}: {step} vs {reference} + {k}..={} sends of {send}",
+                        k + 1
+                    ),
                     Some(k) => assert!(
                         close(step, reference + (k * send) as f64),
-                        "{what}: {step} vs {reference} + {k} sends"
+                        "{what}: {step} vs {reference} + {k} sends of {send}"
                     ),
                     None => assert!(
                         step > reference && step < reference + send as f64,
@@ -457,7 +462,22 @@ fn several_gpus_per_stage_send_pairwise() {
     assert_eq!(sends.len(), 2 * m * (p - 1));
     for spec in sends {
         assert_eq!(spec.parts.len(), 2 * width);
-        assert!(spec.parts.iter().all(|part| part.stream == Stream::CommAux));
+        // Each side on its stream for the other: one part towards the next rank, one towards the previous.
+        assert!(
+            spec.parts
+                .iter()
+                .all(|part| matches!(part.stream, Stream::PipeNext | Stream::PipePrev))
+        );
+        assert!(
+            spec.parts
+                .iter()
+                .any(|part| part.stream == Stream::PipeNext)
+        );
+        assert!(
+            spec.parts
+                .iter()
+                .any(|part| part.stream == Stream::PipePrev)
+        );
         assert!((spec.bytes - width as f64 * 1e6).abs() < 1e-6);
     }
     let pipeline_send = graph

@@ -2,19 +2,15 @@
 //! point-to-point sends.
 //!
 //! Why an order matters at all: the engine runs each stream in issue order (as CUDA does), and a send is a
-//! collective whose parts sit on the communication streams of both the sender and the receiver. A rank's
-//! `comm-aux` stream therefore carries its own sends and its receives from both neighbours, interleaved in
-//! the order they were issued. Issuing a receive long before its data exists would hold up the rank's own
-//! sends behind it. So slots are issued in the order they would *finish* under estimated durations (a
-//! list schedule, like Dijkstra by finish time), which is always a valid dependency order and, when the
-//! estimates are right, puts every communication stream in the order its transfers happen. Estimates come
-//! from [`StageLowering::estimate_s`], or default to F = 1, B = 2, B-input = W = 1 with sends almost free.
-//!
-//! Known limitation: all of a GPU's pipeline sends and receives share its one `comm-aux` stream, so
-//! transfers that overlap in time queue behind each other. GPipe and 1F1B never overlap them; DualPipe,
-//! which sends and receives in both directions at once, pays a few send times per step for it (pinned in
-//! `tests/pipeline_schedules.rs`). PyTorch gives each NCCL point-to-point pair its own stream; a stream
-//! per peer in the engine would remove the queueing.
+//! collective whose parts sit on a stream of both the sender and the receiver. As PyTorch gives each NCCL
+//! point-to-point peer pair its own stream, a GPU has one stream per pipeline neighbour
+//! (`Stream::PipePrev`, `Stream::PipeNext`): its sends to and receives from one neighbour are interleaved
+//! there in the order they were issued, and transfers with the two neighbours do not wait for each other.
+//! Issuing a receive long before its data exists would hold up the same peer's sends behind it. So slots
+//! are issued in the order they would *finish* under estimated durations (a list schedule, like Dijkstra
+//! by finish time), which is always a valid dependency order and, when the estimates are right, puts every
+//! stream in the order its transfers happen. Estimates come from [`StageLowering::estimate_s`], or default
+//! to F = 1, B = 2, B-input = W = 1 with sends almost free.
 
 use super::schedule::{Pass, Schedule, Slot, Task};
 use crate::collective::{AllToAllScratch, Collectives, Transfer};
@@ -147,12 +143,13 @@ fn local_needs(task: Task) -> Option<Task> {
 /// (forward of stage k+1 after forward of k's send arrives; backward of stage k after backward of k+1; the
 /// last stage's backward after its own forward; BackwardWeight after its BackwardInput), rank order kept
 /// inside each pipeline rank. Sends are point-to-point `Collectives` transfers (each GPU i of the sending
-/// stage to GPU i of the receiving stage, one collective per task output) on `Stream::CommAux`, phase
+/// stage to GPU i of the receiving stage, one collective per task output) on each side's stream for that
+/// peer (`Stream::PipeNext` / `Stream::PipePrev`), phase
 /// `Phase::PipelineSend`, issued right after the producing task. `prev` is per graph rank (the chain to
 /// continue); returns nothing, `prev` is advanced. Errors (a schedule that cannot make progress) are a
 /// bug: return Err with a message.
 ///
-/// A receive's part has no dependency of its own: it waits on the receiver's `comm-aux` stream for its
+/// A receive's part has no dependency of its own: it waits on the receiver's stream for that peer for its
 /// sender (a posted receive). The sender's part follows the producing task's last op on its GPU.
 pub fn emit(
     graph: &mut IterationGraph,
@@ -255,8 +252,22 @@ pub fn emit(
             })
             .collect();
         let ranks: Vec<usize> = src.iter().chain(&dst).copied().collect();
-        let (spec, priced) = comms.transfers(&ranks, &transfers, Stream::CommAux, scratch);
-        let spec = lowering.to_graph(spec);
+        let (spec, priced) = comms.transfers(&ranks, &transfers, Stream::PipeNext, scratch);
+        let mut spec = lowering.to_graph(spec);
+        // Each side on its stream for this peer: the sender's towards `to`, the receiver's towards `r`.
+        let (towards_to, towards_r) = if to > r {
+            (Stream::PipeNext, Stream::PipePrev)
+        } else {
+            (Stream::PipePrev, Stream::PipeNext)
+        };
+        let senders = lowering.gpus(r);
+        for part in &mut spec.parts {
+            part.stream = if senders.contains(&(part.rank as usize)) {
+                towards_to
+            } else {
+                towards_r
+            };
+        }
         let time = priced.per_rank.iter().map(|t| t.time_s).fold(0.0, f64::max);
         sends.insert(key, spec);
         hops.insert(key, time);

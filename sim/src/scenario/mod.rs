@@ -867,15 +867,7 @@ impl Resolver<'_> {
             let gpus = c.gpus();
             let (fssdp, offload) = self.strategy_knobs(i, s, m, c, raw.workload.mode)?;
             let replicated = s.kind == StrategyKind::EpReplicated;
-            let parallel = self.parallel(
-                i,
-                s,
-                m,
-                gpus,
-                raw.workload.mode,
-                raw.workload.trace.is_some(),
-                raw.workload.micro_batches,
-            )?;
+            let parallel = self.parallel(i, s, m, gpus, &raw.workload)?;
             // EP is carved from one pipeline stage's GPUs.
             let stage_gpus = parallel.stage_gpus(gpus);
             let ep_size = match s.kind {

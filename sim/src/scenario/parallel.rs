@@ -7,7 +7,7 @@
 //! consecutive GPUs of a stage, and tokens reach the MoE block sequence-parallel (each TP rank dispatches its
 //! `1/tp` of the micro-batch's tokens), which Megatron-Core requires of MoE models with TP > 1.
 
-use super::file::{Mode, StrategyKind, StrategySection};
+use super::file::{Mode, StrategyKind, StrategySection, WorkloadSection};
 use super::model::Model;
 use super::{Resolver, ScenarioError};
 use serde::{Deserialize, Serialize};
@@ -101,10 +101,9 @@ impl Resolver<'_> {
         s: &StrategySection,
         m: &Model,
         gpus: usize,
-        mode: Mode,
-        trace: bool,
-        micro_batches: usize,
+        w: &WorkloadSection,
     ) -> Result<Parallel, ScenarioError> {
+        let (mode, trace, micro_batches) = (w.mode, w.trace.is_some(), w.micro_batches);
         let p = |f: &str| format!("strategy[{i}].{f}");
         let tp = s.tp.unwrap_or(1);
         let pp = s.pp.unwrap_or(1);
