@@ -16,7 +16,7 @@
 
 use crate::scenario::Scenario;
 use crate::serving::config::{Arrival, Deployment};
-use crate::serving::{ServingResult, arrivals, deployments, serve};
+use crate::serving::{ServingResult, arrivals, deployments, serve_with_memos};
 use moesim_calibrate::CostModel;
 use moesim_traces::requests::TraceRequest;
 use rayon::prelude::*;
@@ -169,11 +169,13 @@ pub fn search(
 ) -> Result<Capacity, String> {
     let mut probes = Vec::new();
     let mut runs: Vec<(f64, ServingResult)> = Vec::new();
+    // Step times depend on the batch, not the rate: one memo per pool serves every rate.
+    let mut memos = Vec::new();
     let mut eval = |r: f64| -> Result<bool, String> {
         let sr = at_rate(s, r);
         let cfg = sr.serving.as_ref().expect("serving");
         let requests = arrivals::requests(&cfg.requests, sr.seed, trace)?;
-        let mut res = serve(&sr, d, &requests, cost)?;
+        let mut res = serve_with_memos(&sr, d, &requests, cost, &mut memos)?;
         res.records = Vec::new();
         let g = res.metrics.goodput.expect("an SLO");
         probes.push(Probe {

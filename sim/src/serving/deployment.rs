@@ -31,7 +31,7 @@ use crate::serving::arrivals::Request;
 use crate::serving::config::{Layout, Pool};
 use crate::serving::instance::{Engine, Entry, InstanceRun, Served, Stalled, unserved};
 use crate::serving::kv;
-use crate::serving::step_cost::StepCost;
+use crate::serving::step_cost::{Memo, StepCost};
 use crate::topology::Topology;
 use moesim_calibrate::CostModel;
 
@@ -113,6 +113,18 @@ pub fn run(
     requests: &[Request],
     cost: &dyn CostModel,
 ) -> Result<DeploymentRun, String> {
+    run_with_memos(s, layout, requests, cost, &mut Vec::new())
+}
+
+/// [`run`], each pool's step times starting from `memos` (per pool, from an earlier run of the same
+/// scenario and layout; empty: none) and left there for the next.
+pub fn run_with_memos(
+    s: &Scenario,
+    layout: &Layout,
+    requests: &[Request],
+    cost: &dyn CostModel,
+    memos: &mut Vec<Memo>,
+) -> Result<DeploymentRun, String> {
     let pools = layout.pools();
     let scenarios: Vec<Scenario> = pools.iter().map(|p| pool_scenario(s, p)).collect();
     let topos: Vec<Topology> = scenarios
@@ -135,8 +147,10 @@ pub fn run(
         .iter()
         .zip(&topos)
         .zip(&pools)
-        .map(|((ps, topo), pool)| {
+        .enumerate()
+        .map(|(k, ((ps, topo), pool))| {
             StepCost::new(ps, &ps.strategies[0], topo, cost, pool.engine.shape_bits)
+                .with_memo(memos.get_mut(k).map(std::mem::take).unwrap_or_default())
         })
         .collect();
     let disaggregated = matches!(layout, Layout::Disaggregated { .. });
@@ -262,6 +276,7 @@ pub fn run(
             step_shapes: c.shapes(),
         })
         .collect();
+    *memos = costs.into_iter().map(StepCost::into_memo).collect();
     Ok(DeploymentRun {
         served: merged,
         placement,

@@ -124,6 +124,17 @@ pub fn serve(
     requests: &[arrivals::Request],
     cost: &dyn CostModel,
 ) -> Result<ServingResult, String> {
+    serve_with_memos(s, d, requests, cost, &mut Vec::new())
+}
+
+/// [`serve`] with the pools' step-time memos kept between calls (see [`deployment::run_with_memos`]).
+pub fn serve_with_memos(
+    s: &Scenario,
+    d: &Deployment,
+    requests: &[arrivals::Request],
+    cost: &dyn CostModel,
+    memos: &mut Vec<step_cost::Memo>,
+) -> Result<ServingResult, String> {
     let slo = s.serving.as_ref().and_then(|c| c.slo.as_ref());
     let kind = match &d.layout {
         Layout::Colocated { pool } if pool.instances == 1 => kind_name(pool.strategy.kind).into(),
@@ -134,7 +145,7 @@ pub fn serve(
         ),
         Layout::Disaggregated { .. } => "disaggregated".into(),
     };
-    let run = deployment::run(s, &d.layout, requests, cost)
+    let run = deployment::run_with_memos(s, &d.layout, requests, cost, memos)
         .map_err(|x| format!("deployment `{}`: {x}", d.name))?;
     let records = metrics::records(&run.served, Some(&run.placement), slo);
     let pools = d.layout.pools();
