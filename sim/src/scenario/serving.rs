@@ -79,13 +79,14 @@ pub struct ServingSection {
     pub deployments: Vec<DeploymentSection>,
 }
 
-/// `[[serving.deployment]]`: a prefill pool and a decode pool.
+/// `[[serving.deployment]]`: a prefill pool and a decode pool, or one pool of co-located instances.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeploymentSection {
     pub name: String,
-    pub prefill: PoolSection,
-    pub decode: PoolSection,
+    pub prefill: Option<PoolSection>,
+    pub decode: Option<PoolSection>,
+    pub colocated: Option<PoolSection>,
 }
 
 /// `[serving.deployment.prefill]` or `.decode`: identical instances, each `nodes` whole nodes or `gpus`
@@ -608,11 +609,29 @@ impl Resolver<'_> {
                     "already used",
                 ));
             }
-            let prefill = self.pool(raw, i, "prefill", &d.prefill, engine, &model, &cluster)?;
-            let decode = self.pool(raw, i, "decode", &d.decode, engine, &model, &cluster)?;
+            let layout = match (&d.prefill, &d.decode, &d.colocated) {
+                (Some(p), Some(q), None) => Layout::Disaggregated {
+                    prefill: self.pool(raw, i, "prefill", p, engine, &model, &cluster)?,
+                    decode: self.pool(raw, i, "decode", q, engine, &model, &cluster)?,
+                },
+                (None, None, Some(c)) => Layout::Colocated {
+                    pool: self.pool(raw, i, "colocated", c, engine, &model, &cluster)?,
+                },
+                _ => {
+                    return Err(self
+                        .deployment_error(
+                            i,
+                            &[],
+                            None,
+                            "a deployment has a prefill and a decode pool, or one colocated pool",
+                            "expected [serving.deployment.prefill] and .decode, or .colocated",
+                        )
+                        .help("e.g. [serving.deployment.prefill] nodes = 1 … [serving.deployment.decode] nodes = 1 …"));
+                }
+            };
             out.push(Deployment {
                 name: d.name.clone(),
-                layout: Layout::Disaggregated { prefill, decode },
+                layout,
             });
         }
         Ok(out)

@@ -347,6 +347,50 @@ fn deployment_fields_are_validated_with_file_line_and_field() {
     assert_eq!((decode.instances, decode.gpus_per_instance()), (1, 4));
     assert_eq!((decode.engine.max_seqs, prefill.engine.max_seqs), (7, 256));
     assert_eq!(decode.strategy.ep_size, 4, "default: the instance's GPUs");
+    // One co-located pool instead; a deployment with one of prefill and decode is refused.
+    let text = scenario_text(8, stream, "", "gpus = 1", "instances = 2\ngpus = 4")
+        .replace("[serving.deployment.prefill]\ngpus = 1\n[serving.deployment.prefill.strategy]\nname = \"p\"\nkind = \"ep\"\n", "")
+        .replace("deployment.decode", "deployment.colocated");
+    let s = parse_scenario("pd.toml", &text, &[]).unwrap();
+    let Layout::Colocated { pool } = &s.serving.unwrap().deployments[0].layout else {
+        panic!("co-located")
+    };
+    assert_eq!((pool.instances, pool.gpus_per_instance()), (2, 4));
+    let text = text.replace("deployment.colocated", "deployment.decode");
+    assert!(
+        err(text)
+            .to_string()
+            .contains("a prefill and a decode pool, or one colocated pool")
+    );
+}
+
+#[test]
+fn co_located_instances_share_the_stream_and_each_takes_part_of_it() {
+    // Two co-located instances of 1 GPU against one of 1 GPU: the same requests complete, spread over both,
+    // sooner.
+    let text = |instances: usize| {
+        scenario_text(8, busy_stream(), "", "gpus = 1", &format!("instances = {instances}\ngpus = 1"))
+            .replace("[serving.deployment.prefill]\ngpus = 1\n[serving.deployment.prefill.strategy]\nname = \"p\"\nkind = \"ep\"\n", "")
+            .replace("deployment.decode", "deployment.colocated")
+    };
+    let run = |n: usize| {
+        let s = parse_scenario("pd.toml", &text(n), &[]).unwrap();
+        simulate_serving(&s, None, None).unwrap().results.remove(0)
+    };
+    let (one, two) = (run(1), run(2));
+    assert_eq!(two.kind, "ep co-located × 2");
+    assert_eq!((one.gpus, two.gpus), (1, 2));
+    assert_eq!(one.metrics.completed, two.metrics.completed);
+    assert_eq!(one.metrics.output_tokens, two.metrics.output_tokens);
+    for i in 0..2 {
+        assert!(two.records.iter().any(|r| r.instance == Some(i)));
+    }
+    assert!(two.metrics.e2e_ms.mean < one.metrics.e2e_ms.mean);
+    assert!(
+        two.records
+            .iter()
+            .all(|r| r.decode_instance.is_none() && r.kv_transfer_ms.is_none())
+    );
 }
 
 /// An M/D/1-like co-located scenario for the capacity search: one sequence at a time, one output token,
