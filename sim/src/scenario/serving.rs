@@ -629,6 +629,22 @@ impl Resolver<'_> {
                         .help("e.g. [serving.deployment.prefill] nodes = 1 … [serving.deployment.decode] nodes = 1 …"));
                 }
             };
+            // Every GPU of the deployment is placed on one topology (the KV transfers' routes).
+            let gpus = layout.pools().iter().fold(0usize, |a, p| {
+                a.saturating_add(p.instances.saturating_mul(p.gpus_per_instance()))
+            });
+            if gpus > super::limits::MAX_GPUS {
+                return Err(self.deployment_error(
+                    i,
+                    &[],
+                    None,
+                    format!(
+                        "{gpus} GPUs over its pools, more than a cluster may have ({})",
+                        super::limits::MAX_GPUS
+                    ),
+                    "too many GPUs",
+                ));
+            }
             out.push(Deployment {
                 name: d.name.clone(),
                 layout,

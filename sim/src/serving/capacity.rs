@@ -15,6 +15,7 @@
 //! the SLO at no rate tried rank last.
 
 use crate::scenario::Scenario;
+use crate::scenario::serving::MAX_REQUESTS;
 use crate::serving::config::{Arrival, Deployment};
 use crate::serving::{ServingResult, arrivals, deployments, serve_with_memos};
 use moesim_calibrate::CostModel;
@@ -22,7 +23,8 @@ use moesim_traces::requests::TraceRequest;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-/// Doublings or halvings tried from the scenario's rate before giving up (a factor of about 10⁶).
+/// Doublings or halvings tried from the scenario's rate before giving up (a factor of about 10⁶; doubling
+/// also stops before the stream passes [`MAX_REQUESTS`]).
 pub const MAX_SCALINGS: usize = 20;
 
 /// One rate tried.
@@ -87,6 +89,13 @@ fn base_rate(s: &Scenario) -> Result<f64, String> {
                 .into(),
         ),
     }
+}
+
+/// Requests a stream of `s` at `rate` holds, about.
+fn expected_requests(s: &Scenario, rate: f64) -> f64 {
+    let Some(c) = &s.serving else { return 0.0 };
+    let by_time = c.requests.duration_s.map_or(f64::INFINITY, |d| rate * d);
+    by_time.min(c.requests.max_requests.map_or(f64::INFINITY, |n| n as f64))
 }
 
 /// `s` with its stream at `rate`.
@@ -192,6 +201,10 @@ pub fn search(
         let mut r = rate;
         for _ in 0..MAX_SCALINGS {
             r *= 2.0;
+            // A stream limited by its duration grows with the rate: stop before it passes the largest run.
+            if expected_requests(s, r) > MAX_REQUESTS as f64 {
+                break;
+            }
             if eval(r)? {
                 lo = Some(r);
             } else {
