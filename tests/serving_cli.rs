@@ -111,3 +111,59 @@ fn simulate_serves_deepseek_v3_disaggregated_with_per_pool_figures() {
         assert!(text.contains(want), "{want}: {text}");
     }
 }
+
+#[test]
+fn disaggregated_records_name_their_instances_and_kv_transfer() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("r.csv");
+    let out = moesim()
+        .args([
+            "simulate",
+            "--quiet",
+            "--set",
+            "workload.serving.duration_s=3",
+        ])
+        .arg("--requests-out")
+        .arg(&csv)
+        .arg(repo("scenarios/serving-mixtral-pd.toml"))
+        .output()
+        .unwrap();
+    common::assert_ok(&out);
+    let text = std::fs::read_to_string(&csv).unwrap();
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let col = |name: &str| header.iter().position(|h| *h == name).unwrap();
+    let (strategy, instance, decode, transfer, output) = (
+        col("strategy"),
+        col("instance"),
+        col("decode_instance"),
+        col("kv_transfer_ms"),
+        col("output_tokens"),
+    );
+    let mut seen = [0usize; 3];
+    for line in lines {
+        let f: Vec<&str> = line.split(',').collect();
+        let multi = f[output].parse::<u64>().unwrap() > 1;
+        match f[strategy] {
+            "prefill-ep8-decode-ep8" => {
+                seen[0] += 1;
+                assert_eq!(f[instance], "0");
+                assert_eq!(f[decode] == "0", multi, "{line}");
+                assert_eq!(!f[transfer].is_empty(), multi, "{line}");
+                if multi {
+                    assert!(f[transfer].parse::<f64>().unwrap() > 0.0, "{line}");
+                }
+            }
+            "colocated-2x-ep8" => {
+                seen[1] += 1;
+                assert!(f[instance] == "0" || f[instance] == "1", "{line}");
+                assert!(f[decode].is_empty() && f[transfer].is_empty(), "{line}");
+            }
+            _ => seen[2] += 1,
+        }
+    }
+    assert!(
+        seen[0] > 10 && seen[0] == seen[1] && seen[1] == seen[2],
+        "{seen:?}"
+    );
+}

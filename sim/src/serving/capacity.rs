@@ -45,7 +45,8 @@ pub struct Capacity {
     pub rate_per_s: Option<f64>,
     /// Lowest rate found to miss it (`None`: met at every rate tried).
     pub breaks_at_per_s: Option<f64>,
-    /// The run at the capacity rate (at the lowest rate tried when none meets the SLO).
+    /// The run at the capacity rate (at the lowest rate tried when none meets the SLO; its `step_shapes`
+    /// counts the shapes lowered over the whole search, whose memo every rate shares).
     pub at_capacity: ServingResult,
     pub output_tokens_per_s: f64,
     pub output_tokens_per_s_per_gpu: f64,
