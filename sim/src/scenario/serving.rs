@@ -16,7 +16,24 @@
 //! [slo]
 //! ttft_ms = 2000.0
 //! tpot_ms = 100.0
+//! [[serving.deployment]]      # a disaggregated candidate beside the co-located [[strategy]] entries
+//! name = "pd"
+//! [serving.deployment.prefill]
+//! nodes = 1                   # per instance (or gpus = N); instances = 1 by default
+//! [serving.deployment.prefill.strategy]
+//! name = "prefill-ep8"
+//! kind = "ep"
+//! [serving.deployment.decode]
+//! instances = 2
+//! gpus = 4
+//! [serving.deployment.decode.strategy]
+//! name = "decode-ep4"
+//! kind = "ep"
 //! ```
+//!
+//! A pool's strategy is validated against the pool's instance (its GPUs, not the cluster's); its errors
+//! are re-located at the pool's table by [`locate_deployment`], since the generic locator does not index
+//! tables below an array of tables.
 
 use super::file::{Mode, ScenarioFile, StrategyKind};
 use super::{Resolver, ScenarioError};
