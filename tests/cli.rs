@@ -466,13 +466,13 @@ fn serving_errors_name_the_file_and_field() {
         .failure()
         .stderr(predicate::str::contains("need a serving scenario"));
     moesim()
-        .args(["plan", "--quiet", "--out"])
+        .args(["plan", "--quiet", "--search", "--out"])
         .arg(dir.path().join("plan"))
         .arg(repo("scenarios/serving-mixtral.toml"))
         .assert()
         .failure()
         .stderr(predicate::str::contains(
-            "is simulated by `moesim simulate`",
+            "--search expands step-level strategies",
         ));
     moesim()
         .args(["simulate", "--quiet", "--set", "serving.max_seqs=0"])

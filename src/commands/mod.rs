@@ -1,4 +1,5 @@
 pub mod calibrate;
+pub mod capacity;
 pub mod check_published;
 pub mod place;
 pub mod plan;

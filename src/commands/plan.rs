@@ -16,6 +16,17 @@ pub fn run(
     search: Option<usize>,
 ) -> miette::Result<ExitCode> {
     let inputs = load::inputs(args)?;
+    // A serving scenario plans its capacity: the highest request rate each deployment serves within the SLO.
+    if inputs.scenario.serving.is_some() {
+        if search.is_some() {
+            return Err(miette::miette!(
+                "{}: --search expands step-level strategies; a serving scenario's candidates are its \
+                 [[strategy]] and [[serving.deployment]] entries (plan it without --search)",
+                args.scenario.display()
+            ));
+        }
+        return crate::commands::capacity::run(&inputs, out, json);
+    }
     let opts = |progress| RunOptions {
         timing: !args.no_timing,
         progress,

@@ -86,9 +86,10 @@ fn table(inputs: &Inputs, report: &ServingReport) -> String {
     for r in &report.results {
         let m = &r.metrics;
         t.push_str(&format!(
-            "\n{} ({}): {} requests, {} completed, {} rejected over {:.1} s; {} steps ({} shapes lowered), busy {}\n",
+            "\n{} ({}, {} GPUs): {} requests, {} completed, {} rejected over {:.1} s; {} steps ({} shapes lowered), busy {}\n",
             r.strategy,
             r.kind,
+            r.gpus,
             m.requests,
             m.completed,
             m.rejected,
@@ -118,6 +119,32 @@ fn table(inputs: &Inputs, report: &ServingReport) -> String {
             m.peak_batch_seqs,
             m.peak_batch_tokens
         ));
+        if r.pools.len() > 1 || r.pools.iter().any(|p| p.instances > 1) {
+            for p in &r.pools {
+                t.push_str(&format!(
+                    "  {} pool: {} × {} GPUs ({}, {}): {} requests, {} steps, busy {}, queueing mean {:.2} p90 {:.2} ms; \
+                     KV {} blocks per instance, mean {} used, peak {}; {} preemptions\n",
+                    p.role,
+                    p.instances,
+                    p.gpus_per_instance,
+                    p.strategy,
+                    p.kind,
+                    p.requests,
+                    p.steps,
+                    percent(p.busy_fraction),
+                    p.queue_ms.mean,
+                    p.queue_ms.p90,
+                    p.kv_capacity_blocks,
+                    percent(p.kv_mean_utilization),
+                    percent(p.kv_peak_utilization),
+                    p.preemptions
+                ));
+            }
+        }
+        if let Some(d) = &r.kv_transfer_ms {
+            // Prefill end → KV cache at the decode instance.
+            t.push_str(&dist("transfer", d));
+        }
         if let Some(g) = &m.goodput {
             let target = |v: Option<f64>| v.map_or("—".to_string(), |x| format!("{x} ms"));
             t.push_str(&format!(

@@ -84,6 +84,11 @@ pub struct Cluster {
     /// Achievable fraction of the NIC's datasheet bandwidth.
     #[serde(default = "one")]
     pub nic_efficiency: f64,
+    /// Price of one GPU-hour (any currency), for the serving capacity ranking by cost per million output
+    /// tokens. `None` (the default, and every preset's: prices vary by provider and contract, and none is
+    /// invented here): deployments rank by output tokens per second per GPU instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub price_per_gpu_hour: Option<f64>,
 }
 
 fn one() -> f64 {
@@ -177,6 +182,7 @@ fn dgx(name: &str, gpu_key: &str, gpu: &GpuDatasheet, nic_gbits: f64) -> Cluster
         stream_priority: crate::engine::StreamPriorities::default(),
         nvlink_efficiency: datasheet::NVLINK_ACHIEVABLE_FRACTION,
         nic_efficiency: datasheet::NIC_ACHIEVABLE_FRACTION,
+        price_per_gpu_hour: None,
     }
 }
 

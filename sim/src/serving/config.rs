@@ -10,6 +10,14 @@ pub struct ServingConfig {
     pub requests: RequestStream,
     pub engine: EngineConfig,
     pub slo: Option<Slo>,
+    /// Whether each `[[strategy]]` is served co-located on the whole cluster (`[serving] colocated`).
+    pub colocated: bool,
+    /// Disaggregated deployments (`[[serving.deployment]]`).
+    pub deployments: Vec<Deployment>,
+    /// `moesim plan`: the rate search stops when its bracket is narrower than this share of its top.
+    pub capacity_tolerance: f64,
+    /// `[serving] price_per_gpu_hour`: the price the capacity ranking uses when the cluster has none.
+    pub price_per_gpu_hour: Option<f64>,
 }
 
 /// Where requests come from and how long the run lasts.
@@ -103,4 +111,60 @@ pub struct Slo {
     pub ttft_ms: Option<f64>,
     pub tpot_ms: Option<f64>,
     pub percentile: f64,
+}
+
+/// A candidate deployment: how the request stream is served. The scenario's `[[strategy]]` entries are
+/// each a co-located deployment on the whole `[cluster]` (one instance); `[[serving.deployment]]` entries
+/// declare disaggregated ones (DistServe, Splitwise, Mooncake, DeepSeek-V3's inference system): a prefill
+/// pool and a decode pool, the KV cache moved between them over the topology.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Deployment {
+    pub name: String,
+    pub layout: Layout,
+}
+
+/// The pools of a deployment. (A scenario holds a handful: their size does not matter, and unboxed pools
+/// keep the patterns plain.)
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "layout", rename_all = "kebab-case")]
+pub enum Layout {
+    /// Prefill and decode on the same instances (continuous batching mixes them).
+    Colocated { pool: Pool },
+    /// Prompts on the prefill pool; their KV caches transferred to the decode pool, which generates the
+    /// remaining tokens.
+    Disaggregated { prefill: Pool, decode: Pool },
+}
+
+impl Layout {
+    /// The pools, prefill (or co-located) first.
+    pub fn pools(&self) -> Vec<&Pool> {
+        match self {
+            Layout::Colocated { pool } => vec![pool],
+            Layout::Disaggregated { prefill, decode } => vec![prefill, decode],
+        }
+    }
+}
+
+/// Identical engine instances of one role, each `nodes × gpus_per_node` GPUs of the scenario's node type.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Pool {
+    pub instances: usize,
+    /// Nodes one instance spans (1 when it takes part of a node).
+    pub nodes: usize,
+    /// GPUs of each of those nodes the instance uses.
+    pub gpus_per_node: usize,
+    /// The instance's MoE strategy, validated against the instance's GPU count.
+    pub strategy: crate::scenario::Strategy,
+    /// `[serving]` with the pool's own overrides.
+    pub engine: EngineConfig,
+}
+
+impl Pool {
+    pub fn gpus_per_instance(&self) -> usize {
+        self.nodes * self.gpus_per_node
+    }
+    pub fn gpus(&self) -> usize {
+        self.instances * self.gpus_per_instance()
+    }
 }

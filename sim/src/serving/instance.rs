@@ -16,6 +16,12 @@
 //! never preempts: a waiting request is admitted only when its first chunk's blocks are free. A request
 //! whose prompt and output cannot fit in the whole cache is rejected on arrival.
 //!
+//! [`Engine`] is the instance advanced one step at a time, so that the instances of a deployment run side by
+//! side in time order (see [`crate::serving::deployment`]); [`run`] drives one instance alone. A request
+//! enters an instance with its prompt to compute ([`Entry::Prompt`]: co-located and prefill instances) or
+//! with its prompt's KV cache transferred from a prefill instance ([`Entry::Transferred`]: decode
+//! instances, which admit it as a decoding sequence holding `prompt + 1` tokens of cache).
+//!
 //! A step's time comes from `step_time` (the strategy's lowering in a run; any function in tests); tokens
 //! are produced at the end of the step that computes the last pending token of a sequence.
 
@@ -72,6 +78,8 @@ struct Seq {
     /// Prompt plus generated tokens: the tokens the next produced token attends to, less itself.
     context: u64,
     generated: u64,
+    /// Tokens generated when the sequence leaves this instance (its output; 1 on a prefill instance).
+    target: u64,
     blocks: u64,
     /// Tokens scheduled in the step being built.
     sched: u64,
@@ -84,6 +92,17 @@ impl Seq {
     fn pending(&self) -> u64 {
         self.context - self.computed
     }
+}
+
+/// How a request enters an instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Entry {
+    /// Its prompt is computed here, then `outputs` tokens are generated (the request's output on a
+    /// co-located instance, 1 on a prefill instance: the first token).
+    Prompt { outputs: u64 },
+    /// Prefilled elsewhere: the prompt's KV cache and the first token arrive with it; the remaining
+    /// tokens are generated here (a decode instance).
+    Transferred,
 }
 
 /// Why a run could not go on (a bug guard: a correct schedule always progresses).
@@ -104,57 +123,168 @@ pub fn run(
     kv_blocks: u64,
     mut step_time: impl FnMut(&Batch) -> f64,
 ) -> Result<InstanceRun, Stalled> {
-    let mut kv = PagedKv::new(cfg.block_size, kv_blocks);
-    let mut out = InstanceRun {
-        served: requests
-            .iter()
-            .map(|&request| Served {
-                request,
-                first_scheduled_s: None,
-                first_token_s: None,
-                finish_s: None,
-                preemptions: 0,
-                rejected: false,
-            })
-            .collect(),
-        kv_capacity_blocks: kv_blocks,
-        ..Default::default()
-    };
-    let mut waiting: VecDeque<Seq> = VecDeque::new();
-    let mut running: Vec<Seq> = Vec::new();
+    let mut served = unserved(requests);
+    let mut e = Engine::new(*cfg, kv_blocks);
     let mut next = 0;
-    let mut now = 0.0f64;
-    let mut kv_area = 0.0;
     loop {
-        while next < requests.len() && requests[next].arrival_s <= now {
-            let r = &requests[next];
-            // The last token is produced, never stored: a request holds at most prompt + output − 1. A
-            // request without a prompt or an output cannot be served.
-            let need = (r.prompt_tokens + r.output_tokens).saturating_sub(1);
-            if r.prompt_tokens == 0 || r.output_tokens == 0 || kv.blocks_for(need) > kv.capacity {
-                out.served[next].rejected = true;
-            } else {
-                waiting.push_back(Seq {
-                    req: next,
+        // Arrivals first: a step starting at t holds every request that arrived by t.
+        match (next < requests.len(), e.next_step_s()) {
+            (true, Some(t)) if requests[next].arrival_s > t => {}
+            (true, _) => {
+                let r = &requests[next];
+                e.arrive(
+                    next,
+                    r,
+                    Entry::Prompt {
+                        outputs: r.output_tokens,
+                    },
+                    r.arrival_s,
+                    &mut served,
+                );
+                next += 1;
+                continue;
+            }
+            (false, None) => break,
+            (false, Some(_)) => {}
+        }
+        e.step(&mut served, &mut step_time)?;
+    }
+    if e.load() > 0 {
+        return Err(Stalled {
+            at_s: e.now,
+            waiting: e.waiting.len(),
+            running: e.running.len(),
+        });
+    }
+    Ok(e.finish(served))
+}
+
+/// Every request not yet served.
+pub fn unserved(requests: &[Request]) -> Vec<Served> {
+    requests
+        .iter()
+        .map(|&request| Served {
+            request,
+            first_scheduled_s: None,
+            first_token_s: None,
+            finish_s: None,
+            preemptions: 0,
+            rejected: false,
+        })
+        .collect()
+}
+
+/// One engine instance, advanced one step at a time by its caller (one instance alone in [`run`]; the
+/// instances of a deployment in time order in [`crate::serving::deployment`]). Its clock is the end of
+/// its last step; requests handed to it join its queue and are considered from its next step on.
+#[derive(Debug, Clone)]
+pub struct Engine {
+    cfg: EngineConfig,
+    kv: PagedKv,
+    waiting: VecDeque<Seq>,
+    running: Vec<Seq>,
+    /// End of the last step (or when it last went idle).
+    now: f64,
+    /// Nothing fits until another request arrives (a guard; see [`Engine::step`]).
+    blocked: bool,
+    stats: InstanceRun,
+    kv_area: f64,
+}
+
+impl Engine {
+    pub fn new(cfg: EngineConfig, kv_blocks: u64) -> Self {
+        Engine {
+            cfg,
+            kv: PagedKv::new(cfg.block_size, kv_blocks),
+            waiting: VecDeque::new(),
+            running: Vec::new(),
+            now: 0.0,
+            blocked: false,
+            stats: InstanceRun {
+                kv_capacity_blocks: kv_blocks,
+                ..Default::default()
+            },
+            kv_area: 0.0,
+        }
+    }
+
+    /// When its next step starts: now, if it has work; `None` when idle.
+    pub fn next_step_s(&self) -> Option<f64> {
+        let idle = self.blocked || (self.waiting.is_empty() && self.running.is_empty());
+        (!idle).then_some(self.now)
+    }
+
+    /// Requests waiting or running here.
+    pub fn load(&self) -> usize {
+        self.waiting.len() + self.running.len()
+    }
+
+    /// Hands it request `req` (index into `served`) at time `at_s`: it joins the queue, or is rejected when
+    /// its tokens cannot fit the whole cache (false).
+    pub fn arrive(
+        &mut self,
+        req: usize,
+        r: &Request,
+        entry: Entry,
+        at_s: f64,
+        served: &mut [Served],
+    ) -> bool {
+        if self.next_step_s().is_none() {
+            self.now = self.now.max(at_s);
+        }
+        self.blocked = false;
+        let (seq, outputs) = match entry {
+            Entry::Prompt { outputs } => (
+                Seq {
+                    req,
                     computed: 0,
                     context: r.prompt_tokens,
                     generated: 0,
+                    target: outputs,
                     blocks: 0,
                     sched: 0,
-                });
-            }
-            next += 1;
+                },
+                outputs,
+            ),
+            Entry::Transferred => (
+                Seq {
+                    req,
+                    computed: r.prompt_tokens,
+                    context: r.prompt_tokens + 1,
+                    generated: 1,
+                    target: r.output_tokens,
+                    blocks: 0,
+                    sched: 0,
+                },
+                r.output_tokens,
+            ),
+        };
+        // The last token is produced, never stored: a request holds at most prompt + outputs − 1. A
+        // request without a prompt or an output cannot be served.
+        let need = (r.prompt_tokens + outputs).saturating_sub(1);
+        if r.prompt_tokens == 0 || outputs == 0 || self.kv.blocks_for(need) > self.kv.capacity {
+            served[req].rejected = true;
+            return false;
         }
-        if running.is_empty() && waiting.is_empty() {
-            if next == requests.len() {
-                break;
-            }
-            now = now.max(requests[next].arrival_s);
-            continue;
-        }
+        self.waiting.push_back(seq);
+        true
+    }
 
-        let mut budget = cfg.max_batch_tokens;
-        let order: [Work; 3] = match cfg.policy {
+    /// Builds and runs one step at [`Engine::next_step_s`]; returns the requests (indices into `served`)
+    /// that left this instance at its end (finished here, or prefilled on a prefill instance).
+    pub fn step(
+        &mut self,
+        served: &mut [Served],
+        step_time: &mut impl FnMut(&Batch) -> f64,
+    ) -> Result<Vec<usize>, Stalled> {
+        let (kv, running, waiting, out) = (
+            &mut self.kv,
+            &mut self.running,
+            &mut self.waiting,
+            &mut self.stats,
+        );
+        let mut budget = self.cfg.max_batch_tokens;
+        let order: [Work; 3] = match self.cfg.policy {
             Policy::DecodeFirst => [Work::Decode, Work::Prefill, Work::Admit],
             Policy::PrefillFirst => [Work::Prefill, Work::Admit, Work::Decode],
         };
@@ -169,7 +299,7 @@ pub fn run(
                             continue;
                         }
                         let n = s.pending().min(budget);
-                        if grow(&mut kv, &mut running, &mut waiting, &mut out, i, n) {
+                        if grow(kv, running, waiting, out, served, i, n) {
                             running[i].sched = n;
                             budget -= n;
                             i += 1;
@@ -178,7 +308,7 @@ pub fn run(
                     }
                 }
                 Work::Admit => {
-                    while budget > 0 && running.len() < cfg.max_seqs {
+                    while budget > 0 && running.len() < self.cfg.max_seqs {
                         let Some(mut s) = waiting.front().copied() else {
                             break;
                         };
@@ -197,7 +327,7 @@ pub fn run(
 
         let mut batch = Batch::default();
         let mut seqs = 0;
-        for s in &running {
+        for s in running.iter() {
             if s.sched == 0 {
                 continue;
             }
@@ -211,27 +341,29 @@ pub fn run(
         if seqs == 0 {
             // Nothing fits now (every candidate waits for blocks held by no running sequence): only new
             // arrivals can change that, and with an empty engine the first waiting request always fits.
-            if running.is_empty() && next < requests.len() {
-                now = now.max(requests[next].arrival_s);
-                continue;
+            if running.is_empty() {
+                self.blocked = true;
+                return Ok(Vec::new());
             }
             return Err(Stalled {
-                at_s: now,
+                at_s: self.now,
                 waiting: waiting.len(),
                 running: running.len(),
             });
         }
         let dt = step_time(&batch);
-        let start = now;
-        now += dt;
+        let start = self.now;
+        self.now += dt;
+        let now = self.now;
         out.steps += 1;
         out.busy_s += dt;
         out.peak_batch_seqs = out.peak_batch_seqs.max(seqs);
         out.peak_batch_tokens = out.peak_batch_tokens.max(batch.tokens());
         out.peak_resident_seqs = out.peak_resident_seqs.max(running.len() as u64);
-        kv_area += dt * kv.used as f64;
+        self.kv_area += dt * kv.used as f64;
         out.kv_peak_blocks = out.kv_peak_blocks.max(kv.used);
 
+        let mut left = Vec::new();
         let mut i = 0;
         while i < running.len() {
             let s = &mut running[i];
@@ -239,31 +371,40 @@ pub fn run(
                 i += 1;
                 continue;
             }
-            let served = &mut out.served[s.req];
-            served.first_scheduled_s.get_or_insert(start);
+            let sv = &mut served[s.req];
+            sv.first_scheduled_s.get_or_insert(start);
             s.computed += s.sched;
             s.sched = 0;
             if s.computed == s.context {
                 s.generated += 1;
                 s.context += 1;
-                served.first_token_s.get_or_insert(now);
-                if s.generated == served.request.output_tokens {
-                    served.finish_s = Some(now);
+                sv.first_token_s.get_or_insert(now);
+                if s.generated == s.target {
+                    sv.finish_s = Some(now);
                     kv.release(&mut s.blocks);
+                    left.push(s.req);
                     running.remove(i);
                     continue;
                 }
             }
             i += 1;
         }
+        Ok(left)
     }
-    out.end_s = now;
-    out.kv_mean_utilization = if out.busy_s > 0.0 && kv_blocks > 0 {
-        kv_area / out.busy_s / kv_blocks as f64
-    } else {
-        0.0
-    };
-    Ok(out)
+
+    /// The instance's figures, with `served` as its requests.
+    pub fn finish(&self, served: Vec<Served>) -> InstanceRun {
+        let mut out = self.stats.clone();
+        out.served = served;
+        out.end_s = self.now;
+        let cap = self.stats.kv_capacity_blocks;
+        out.kv_mean_utilization = if out.busy_s > 0.0 && cap > 0 {
+            self.kv_area / out.busy_s / cap as f64
+        } else {
+            0.0
+        };
+        out
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -280,6 +421,7 @@ fn grow(
     running: &mut Vec<Seq>,
     waiting: &mut VecDeque<Seq>,
     out: &mut InstanceRun,
+    served: &mut [Served],
     i: usize,
     n: u64,
 ) -> bool {
@@ -294,7 +436,7 @@ fn grow(
         // Recomputation: everything it had computed is recomputed as a prompt when it is admitted again.
         victim.computed = 0;
         victim.sched = 0;
-        out.served[victim.req].preemptions += 1;
+        served[victim.req].preemptions += 1;
         out.preemptions += 1;
         waiting.push_front(victim);
         if running.len() == i {

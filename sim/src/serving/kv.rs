@@ -3,7 +3,8 @@
 //! physical block a sequence holds does not change its cost).
 //!
 //! Capacity comes from the memory model: on every rank, the share `gpu_memory_utilization` of its memory
-//! less its weights and the activations of the largest step ([`crate::memory::rank_memory`]), divided by
+//! less its weights (routed experts in their own element type: FP8 experts take a byte per weight) and the
+//! activations of the largest step ([`crate::memory::rank_memory`]), divided by
 //! the KV bytes of a block (`block_size × layers × kv_bytes_per_token_per_layer`, the model's attention
 //! layout: MHA, GQA or MLA's compressed latent). Attention is data-parallel across the instance's ranks
 //! (DP-attention), so the instance's cache is the sum of its ranks' caches.
@@ -73,14 +74,22 @@ pub fn capacity_blocks(
     let g = s.cluster.gpus();
     // The largest step: its tokens on each rank, each routed to top_k experts (the mean rank's share).
     let t = s.tokens_per_rank() as f64 * s.model.top_k as f64;
+    let p = params_on_rank(s, slots_per_rank(s, strategy));
     let mem = rank_memory(
         s,
-        params_on_rank(s, slots_per_rank(s, strategy)),
+        p,
         RoutedTokens {
             peak_layer: t,
             all_layers: t,
         },
     );
+    // The routed experts' weights in their own element type (FP8 experts take one byte per weight;
+    // `rank_memory` prices every weight in the model's dtype).
+    let params_gib = (p.dense * s.model.dtype_bytes as f64
+        + p.experts * s.model.expert_dtype.bytes() as f64)
+        / GIB;
+    debug_assert!(params_gib <= mem.params_gib * (1.0 + 1e-12));
+    let mem = crate::memory::MemoryBreakdown { params_gib, ..mem };
     let budget = s.cluster.gpu_memory_gib * utilization;
     let free_gib = budget - mem.params_gib - mem.activations_gib;
     let block_bytes = block_size as f64 * kv_bytes_per_token(s);

@@ -141,6 +141,9 @@ pub fn separable(s: &Scenario, strategy: &Strategy) -> bool {
         && s.cluster.slow_ranks.is_empty()
 }
 
+/// Step times by shape (see [`StepCost`]).
+pub type Memo = HashMap<StepShape, f64>;
+
 /// Step times of one strategy, memoised by quantised shape.
 pub struct StepCost<'a> {
     s: &'a Scenario,
@@ -203,6 +206,18 @@ impl<'a> StepCost<'a> {
     /// Distinct shapes lowered so far.
     pub fn shapes(&self) -> usize {
         self.memo.len()
+    }
+
+    /// Starts from the step times of an earlier run of the same scenario, pool and strategy (the capacity
+    /// search serves one deployment at many rates: the shapes repeat).
+    pub fn with_memo(mut self, memo: Memo) -> Self {
+        self.memo = memo;
+        self
+    }
+
+    /// The step times lowered so far.
+    pub fn into_memo(self) -> Memo {
+        self.memo
     }
 }
 

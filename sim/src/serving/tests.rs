@@ -23,7 +23,7 @@ fn serving(gpus: usize, serving: &str, engine: &str) -> Scenario {
 
 /// The same model and cluster running one `mode` step of `micro_batch` sequences of `seq_len` tokens per
 /// rank, as `moesim simulate` lowers it.
-fn step_ms(gpus: usize, mode: &str, seq_len: u64) -> f64 {
+pub(super) fn step_ms(gpus: usize, mode: &str, seq_len: u64) -> f64 {
     let text = format!(
         "name = \"step\"\nseed = 7\n[model]\npreset = \"olmoe-1b-7b\"\nlayers = 2\nseq_len = {seq_len}\n\
          micro_batch = 1\n[cluster]\npreset = \"dgx-h100\"\ngpus_per_node = {gpus}\ncompute_noise_cv = 0.0\n\
