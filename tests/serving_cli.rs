@@ -66,6 +66,23 @@ fn plan_finds_each_deployments_capacity_and_writes_capacity_json() {
         ))
         .stdout(predicate::str::contains("cost/M out tokens"))
         .stdout(predicate::str::contains("capacity/s"));
+    // The cluster's own price is the first choice; a price that is not positive names its field.
+    moesim()
+        .args(["plan", "--quiet", "--set", "workload.serving.duration_s=3"])
+        .args(["--set", "cluster.price_per_gpu_hour=2.0", "--out"])
+        .arg(dir.path())
+        .arg(repo("scenarios/serving-mixtral.toml"))
+        .assert()
+        .success()
+        .stdout(predicate::str::contains(
+            "ranked by cost per million output tokens",
+        ));
+    moesim()
+        .args(["plan", "--quiet", "--set", "cluster.price_per_gpu_hour=-1"])
+        .arg(repo("scenarios/serving-mixtral.toml"))
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("cluster.price_per_gpu_hour"));
 }
 
 #[test]

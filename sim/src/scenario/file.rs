@@ -106,6 +106,8 @@ pub struct ClusterSection {
     pub stream_priority: Option<crate::engine::StreamPriorities>,
     pub nvlink_efficiency: Option<f64>,
     pub nic_efficiency: Option<f64>,
+    /// Price of one GPU-hour (any currency) for ranking serving deployments by cost per million tokens.
+    pub price_per_gpu_hour: Option<f64>,
 }
 
 /// What is being run: a training step, an inference prefill or decode step, or serving a stream of

@@ -666,6 +666,16 @@ impl Resolver<'_> {
         if s.profile.is_some() {
             c.profile = s.profile.clone();
         }
+        if let Some(price) = s.price_per_gpu_hour {
+            if !(price.is_finite() && price > 0.0) {
+                return Err(self.error(
+                    "cluster.price_per_gpu_hour",
+                    format!("must be positive and finite, got {price}"),
+                    "expected a price per GPU-hour",
+                ));
+            }
+            c.price_per_gpu_hour = Some(price);
+        }
         if c.nodes == 0 || c.gpus_per_node == 0 {
             let f = if c.nodes == 0 {
                 "cluster.nodes"
