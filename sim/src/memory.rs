@@ -48,6 +48,13 @@ pub struct RoutedTokens {
     pub all_layers: f64,
 }
 
+/// Weights of an inference rank: the dense parts in the model's dtype, the routed experts in their own
+/// element type (FP8 experts are served as FP8 weights, one byte each; in training the optimizer's copies
+/// dominate and the weights count in the model's dtype).
+fn inference_params_bytes(s: &Scenario, p: ParamsOnRank) -> f64 {
+    p.dense * s.model.dtype_bytes as f64 + p.experts * s.model.expert_dtype.bytes() as f64
+}
+
 /// Memory of a rank that holds `p` parameters and whose experts receive `routed` tokens.
 pub fn rank_memory(s: &Scenario, p: ParamsOnRank, routed: RoutedTokens) -> MemoryBreakdown {
     let peak_routed_tokens = routed.peak_layer;
@@ -89,13 +96,13 @@ pub fn rank_memory(s: &Scenario, p: ParamsOnRank, routed: RoutedTokens) -> Memor
         }
         // A serving step holds the KV cache of the sequences it decodes (their share on this rank).
         Mode::Serving => {
-            out.params_gib = (p.dense + p.experts) * dtype / GIB;
+            out.params_gib = inference_params_bytes(s, p) / GIB;
             out.activations_gib = layer_full / GIB;
             let context = s.workload.step.map_or(0, |st| st.decode_kv_tokens) as f64;
             out.kv_cache_gib = context * layers * m.kv_bytes_per_token_per_layer as f64 / GIB;
         }
         Mode::Prefill | Mode::Decode => {
-            out.params_gib = (p.dense + p.experts) * dtype / GIB;
+            out.params_gib = inference_params_bytes(s, p) / GIB;
             out.activations_gib = layer_full / GIB;
             let context = m.micro_batch as f64 * m.seq_len as f64;
             out.kv_cache_gib = context * layers * m.kv_bytes_per_token_per_layer as f64 / GIB;

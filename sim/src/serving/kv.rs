@@ -83,13 +83,6 @@ pub fn capacity_blocks(
             all_layers: t,
         },
     );
-    // The routed experts' weights in their own element type (FP8 experts take one byte per weight;
-    // `rank_memory` prices every weight in the model's dtype).
-    let params_gib = (p.dense * s.model.dtype_bytes as f64
-        + p.experts * s.model.expert_dtype.bytes() as f64)
-        / GIB;
-    debug_assert!(params_gib <= mem.params_gib * (1.0 + 1e-12));
-    let mem = crate::memory::MemoryBreakdown { params_gib, ..mem };
     let budget = s.cluster.gpu_memory_gib * utilization;
     let free_gib = budget - mem.params_gib - mem.activations_gib;
     let block_bytes = block_size as f64 * kv_bytes_per_token(s);
