@@ -1,5 +1,6 @@
 pub mod calibrate;
 pub mod check_published;
+pub mod layout_report;
 pub mod place;
 pub mod plan;
 pub mod report;
