@@ -345,9 +345,66 @@ pub struct Configuration {
     pub why: String,
 }
 
-/// The knobs a result's name spells (`tp2`, `pp16`, `dual-pipe`, `z1`, `rc`…), for comparing two.
-fn knobs(name: &str) -> Vec<&str> {
-    name.split(['-', '/']).collect()
+/// The knobs a result's name spells, keyed by what they set (`tp` → `tp2`, `schedule` → `dual-pipe`,
+/// `rc` → `rc`), for comparing two layouts knob by knob.
+fn knobs(name: &str) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    let mut parts = name.split('-').peekable();
+    while let Some(part) = parts.next() {
+        let (key, value) = match part {
+            "dual" if parts.peek() == Some(&"pipe") => {
+                parts.next();
+                ("schedule".to_string(), "dual-pipe".to_string())
+            }
+            "interleaved" => {
+                let v = parts.next_if(|p| p.starts_with('v')).unwrap_or("");
+                ("schedule".to_string(), format!("interleaved-{v}"))
+            }
+            "1f1b" | "gpipe" => ("schedule".to_string(), part.to_string()),
+            _ => {
+                let key: String = part
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphabetic())
+                    .collect();
+                (key, part.to_string())
+            }
+        };
+        out.push((key, value));
+    }
+    out
+}
+
+/// The knobs that differ between two names (`pp16 vs pp8, z1 vs z3-rc`), or both names when they are
+/// not layouts of the same knobs.
+fn knob_differences(a: &str, b: &str) -> String {
+    let (ka, kb) = (knobs(a), knobs(b));
+    let get = |k: &[(String, String)], key: &str| {
+        k.iter().find(|(x, _)| x == key).map(|(_, v)| v.clone())
+    };
+    let mut keys: Vec<&str> = ka.iter().chain(&kb).map(|(k, _)| k.as_str()).collect();
+    let mut seen = std::collections::HashSet::new();
+    keys.retain(|k| seen.insert(*k));
+    if !(a.starts_with("tp") && b.starts_with("tp")) {
+        return format!("{a} vs {b}");
+    }
+    let differ: Vec<String> = keys
+        .iter()
+        .filter_map(|key| {
+            let (x, y) = (get(&ka, key), get(&kb, key));
+            let show = |v: Option<String>| match (v, *key) {
+                (Some(v), _) => v,
+                (None, "rc") => "no rc".into(),
+                (None, "schedule") => "no pipeline".into(),
+                (None, k) => format!("no {k}"),
+            };
+            (x != y).then(|| format!("{} vs {}", show(x), show(y)))
+        })
+        .collect();
+    if differ.is_empty() {
+        format!("{a} vs {b}")
+    } else {
+        differ.join(", ")
+    }
 }
 
 /// The busiest rank's idle share of the step.
@@ -365,18 +422,7 @@ fn bubble(r: &StrategyResult) -> f64 {
 /// figures that explain it (memory when `r` does not fit, bubble, exposed communication, compute).
 pub fn reason(w: &StrategyResult, r: &StrategyResult, s: &Scenario) -> String {
     let metric = s.objective.metric;
-    let (kw, kr) = (knobs(&w.strategy), knobs(&r.strategy));
-    let differ: Vec<String> = kw
-        .iter()
-        .zip(&kr)
-        .filter(|(a, b)| a != b)
-        .map(|(a, b)| format!("{a} vs {b}"))
-        .collect();
-    let differ = if differ.is_empty() || kw.len() != kr.len() {
-        format!("{} vs {}", w.strategy, r.strategy)
-    } else {
-        differ.join(", ")
-    };
+    let differ = knob_differences(&w.strategy, &r.strategy);
     let mut parts = Vec::new();
     if let Some(e) = exclusion(r, s) {
         parts.push(format!("{} is excluded ({e})", r.strategy));
@@ -696,6 +742,25 @@ memory_limit_gib = 9.0
             serde_json::to_string(&o.report).unwrap()
         );
         assert_eq!(one.layouts, o.layouts);
+    }
+
+    #[test]
+    fn reasons_compare_layouts_knob_by_knob() {
+        assert_eq!(
+            knob_differences(
+                "tp1-pp16-ep64-dual-pipe-m32-z1-rc",
+                "tp1-pp8-ep64-interleaved-v2-m16-z3"
+            ),
+            "pp16 vs pp8, dual-pipe vs interleaved-v2, m32 vs m16, z1 vs z3, rc vs no rc"
+        );
+        assert_eq!(
+            knob_differences("tp2-pp1-ep8-m4-z1", "tp1-pp2-ep8-1f1b-m4-z1"),
+            "tp2 vs tp1, pp1 vs pp2, no pipeline vs 1f1b"
+        );
+        assert_eq!(
+            knob_differences("ep8", "tp1-pp1-ep8-m1-z1"),
+            "ep8 vs tp1-pp1-ep8-m1-z1"
+        );
     }
 
     #[test]
