@@ -30,6 +30,7 @@ pub mod collective_sparse;
 pub mod engine;
 pub mod forecast;
 pub mod iteration;
+pub mod layout_search;
 pub mod memory;
 pub mod network;
 pub mod phase;

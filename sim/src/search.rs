@@ -2,7 +2,10 @@
 //! candidate is simulated (in parallel) and ranked by the scenario's objective, within the memory limit.
 //!
 //! Families and knobs searched:
-//! - `ep`: EP degree (each divisor of both the GPU and the expert count); capacity factor only where the
+//! - `ep` in training (synthetic routing): parallel layouts, see [`crate::layout_search`] (TP, PP, EP,
+//!   schedule, micro-batches under the global batch, checkpointing, ZeRO stage, capacity factor), pruned
+//!   by a memory lower bound and by dominance before simulating;
+//! - `ep` otherwise: EP degree (each divisor of both the GPU and the expert count); capacity factor only where the
 //!   scenario's strategy drops tokens (its factor c, then 1.5·c, 2·c and no dropping: the search never
 //!   drops more tokens than the user allowed);
 //! - `ep-replicated`: EP degree, slots per GPU (from the minimum to twice it), re-plan interval (5, 10,
@@ -18,9 +21,10 @@
 //! Candidates that drop more than `objective.max_dropped_fraction` of their assignments are simulated and
 //! shown but never chosen, and rank after every candidate the objective allows (as do those out of memory).
 
+use crate::layout_search::{self, Fate, Layout, Pruned};
 use crate::plan::{choose, exclusion, score};
 use crate::result::{SimulationReport, StrategyResult};
-use crate::runner::{RunOptions, simulate_strategy};
+use crate::runner::{RunOptions, simulate_strategy, synthetic_routing};
 use crate::scenario::file::{PlacementMethod, StrategyKind, TokenSplit};
 use crate::scenario::{Replication, Scenario, Strategy};
 use crate::topology::Topology;
@@ -28,13 +32,37 @@ use moesim_calibrate::CostModel;
 use moesim_traces::RoutingSource;
 use rayon::prelude::*;
 
-/// The candidates a scenario's strategies expand to, in a fixed order.
+/// The candidates a scenario's strategies expand to, in a fixed order: the knob families', then every
+/// layout's strategy (a layout also sets micro-batches, checkpointing and the ZeRO stage: see
+/// [`layouts`]).
 pub fn candidates(s: &Scenario) -> Vec<Strategy> {
+    let mut out = families(s);
+    out.extend(layouts(s).into_iter().map(|l| l.strategy));
+    out
+}
+
+/// The layouts of every strategy that expands to layouts, each name once, in a fixed order.
+pub fn layouts(s: &Scenario) -> Vec<Layout> {
+    let mut seen = std::collections::HashSet::new();
+    let mut out: Vec<Layout> = s
+        .strategies
+        .iter()
+        .flat_map(|base| layout_search::layouts(s, base))
+        .collect();
+    out.retain(|l| seen.insert(l.strategy.name.clone()));
+    out
+}
+
+/// The candidates of the knob families (strategies that do not expand to layouts).
+fn families(s: &Scenario) -> Vec<Strategy> {
     let g = s.cluster.gpus();
     let e = s.model.experts;
     let divisors = |n: usize| (1..=n).filter(move |d| n.is_multiple_of(*d));
     let mut out = Vec::new();
     for base in &s.strategies {
+        if layout_search::expands_to_layouts(s, base) {
+            continue;
+        }
         match base.kind {
             StrategyKind::Ep => {
                 let factors: Vec<Option<f64>> = match base.capacity_factor {
@@ -188,11 +216,61 @@ pub fn candidates(s: &Scenario) -> Vec<Strategy> {
     out
 }
 
+/// What a search did: the results of every simulated candidate, and the fate of every layout.
+#[derive(Debug, Clone)]
+pub struct SearchOutcome {
+    /// The scenario whose strategies are the simulated candidates, in report order (the family candidates,
+    /// then the simulated layouts). A layout's own micro-batches, checkpointing and ZeRO stage are in
+    /// `layouts`: use [`SearchOutcome::scenario_of`] for the scenario a result was simulated on.
+    pub scenario: Scenario,
+    pub report: SimulationReport,
+    /// Every layout expanded, and what became of it.
+    pub layouts: Vec<(Layout, Fate)>,
+}
+
+impl SearchOutcome {
+    /// The layout result `i` simulates, if it is one.
+    pub fn layout_of(&self, i: usize) -> Option<&Layout> {
+        self.layouts
+            .iter()
+            .find(|(_, f)| *f == Fate::Simulated(i))
+            .map(|(l, _)| l)
+    }
+
+    /// The scenario result `i` was simulated on, with its strategy as the only one (for a plan).
+    pub fn scenario_of(&self, i: usize) -> Scenario {
+        match self.layout_of(i) {
+            Some(l) => l.scenario(&self.scenario),
+            None => {
+                let mut s = self.scenario.clone();
+                s.strategies = vec![self.scenario.strategies[i].clone()];
+                s
+            }
+        }
+    }
+
+    /// The plan of result `i`, made on the scenario it was simulated on.
+    pub fn plan(&self, i: usize) -> crate::plan::Plan {
+        let report = SimulationReport {
+            scenario: self.report.scenario.clone(),
+            results: vec![self.report.results[i].clone()],
+            chosen: Some(self.report.results[i].strategy.clone()),
+        };
+        crate::plan::make_plan(&self.scenario_of(i), &report, 0)
+    }
+
+    /// Layouts pruned, with why.
+    pub fn pruned(&self) -> impl Iterator<Item = (&Layout, &Pruned)> {
+        self.layouts.iter().filter_map(|(l, f)| match f {
+            Fate::Pruned(p) => Some((l, p)),
+            Fate::Simulated(_) => None,
+        })
+    }
+}
+
 /// Simulates every candidate; returns them as a report (in candidate order) with the chosen one set, and
-/// the scenario whose strategies are the candidates (so a plan can be made from it).
-///
-/// Offloading candidates replay `tokens` (a per-token trace the caller read) when given, else the
-/// scenario's synthetic per-token routing.
+/// the scenario whose strategies are the candidates (so a plan can be made from it). See [`search_all`]
+/// for the layouts' fates and per-layout scenarios.
 pub fn search(
     s: &Scenario,
     routing: &dyn RoutingSource,
@@ -200,38 +278,121 @@ pub fn search(
     cost: Option<&dyn CostModel>,
     opts: RunOptions,
 ) -> (Scenario, SimulationReport) {
+    let o = search_all(s, routing, tokens, cost, opts);
+    (o.scenario, o.report)
+}
+
+/// Simulates the family candidates, and the layouts that survive pruning (wave by wave, see
+/// [`layout_search::run_waves`]), each layout on its own copy of the scenario and its own synthetic
+/// routing, for the scenario's iterations. `opts.progress` ticks once per candidate simulated or pruned.
+///
+/// Offloading candidates replay `tokens` (a per-token trace the caller read) when given, else the
+/// scenario's synthetic per-token routing.
+pub fn search_all(
+    s: &Scenario,
+    routing: &dyn RoutingSource,
+    tokens: Option<&crate::strategy::offload::tokens::TokenRouting>,
+    cost: Option<&dyn CostModel>,
+    opts: RunOptions,
+) -> SearchOutcome {
     let topo = Topology::build(&s.cluster);
     let roofline = s.cluster.roofline();
     let cost = cost.unwrap_or(&roofline);
+    let quiet = RunOptions {
+        progress: None,
+        ..opts
+    };
+    let tick = || {
+        if let Some(p) = opts.progress {
+            p();
+        }
+    };
     let mut expanded = s.clone();
-    expanded.strategies = candidates(s);
-    let results: Vec<StrategyResult> = expanded
+    expanded.strategies = families(s);
+    let mut results: Vec<StrategyResult> = expanded
         .strategies
         .par_iter()
         .map(|st| {
-            let quiet = RunOptions {
-                progress: None,
-                ..opts
-            };
             let r = match (st.kind, tokens) {
                 (StrategyKind::Offload, Some(t)) => {
                     crate::runner::simulate_offload(&expanded, st, cost, t, quiet)
                 }
                 _ => simulate_strategy(&expanded, st, &topo, cost, routing, quiet),
             };
-            if let Some(p) = opts.progress {
-                p();
-            }
+            tick();
             r
         })
         .collect();
+    let layouts = layouts(s);
+    let fates = layout_search::run_waves(s, &layouts, |wave| {
+        let simulated: Vec<StrategyResult> = wave
+            .par_iter()
+            .map(|&i| {
+                let l = &layouts[i];
+                let ls = l.scenario(s);
+                let r = simulate_strategy(
+                    &ls,
+                    &l.strategy,
+                    &topo,
+                    cost,
+                    &synthetic_routing(&ls),
+                    quiet,
+                );
+                tick();
+                r
+            })
+            .collect();
+        simulated
+            .into_iter()
+            .map(|r| {
+                results.push(r);
+                (!results.last().expect("pushed").oom, results.len() - 1)
+            })
+            .collect()
+    });
+    // Layout results in layout order (waves simulate them out of order).
+    let first = expanded.strategies.len();
+    let mut order: Vec<usize> = fates
+        .iter()
+        .filter_map(|f| match f {
+            Fate::Simulated(i) => Some(*i),
+            Fate::Pruned(_) => None,
+        })
+        .collect();
+    let mut by_index: Vec<Option<StrategyResult>> = results.drain(first..).map(Some).collect();
+    let mut renumber = vec![0; by_index.len()];
+    for (k, i) in order.iter_mut().enumerate() {
+        renumber[*i - first] = first + k;
+        results.push(by_index[*i - first].take().expect("each result once"));
+    }
+    let layouts: Vec<(Layout, Fate)> = layouts
+        .into_iter()
+        .zip(fates)
+        .map(|(l, f)| match f {
+            Fate::Simulated(i) => (l, Fate::Simulated(renumber[i - first])),
+            pruned => {
+                tick();
+                (l, pruned)
+            }
+        })
+        .collect();
+    expanded.strategies.extend(
+        layouts
+            .iter()
+            .filter(|(_, f)| matches!(f, Fate::Simulated(_)))
+            .map(|(l, _)| l.strategy.clone()),
+    );
     let mut report = SimulationReport {
         scenario: s.name.clone(),
         results,
         chosen: None,
     };
     report.chosen = choose(&report, &expanded).map(|i| report.results[i].strategy.clone());
-    (expanded, report)
+    SearchOutcome {
+        scenario: expanded,
+        report,
+        layouts,
+    }
 }
 
 /// Indices of the results ranked best first under the objective: those the objective allows (they fit

@@ -1,6 +1,7 @@
 pub mod calibrate;
 pub mod capacity;
 pub mod check_published;
+pub mod layout_report;
 pub mod place;
 pub mod plan;
 pub mod report;

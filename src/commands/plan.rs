@@ -31,6 +31,7 @@ pub fn run(
         timing: !args.no_timing,
         progress,
     };
+    let mut outcome = None;
     let (s, mut report) = match search {
         Some(_) => {
             let s = &inputs.scenario;
@@ -38,7 +39,7 @@ pub fn run(
             let bar = output::progress_items(n as u64, "candidates", quiet);
             bar.set_message(format!("{} search", s.name));
             let tick = || bar.inc(1);
-            let r = moesim_sim::search::search(
+            let o = moesim_sim::search::search_all(
                 s,
                 inputs.routing.as_ref(),
                 inputs.tokens.as_deref(),
@@ -46,6 +47,8 @@ pub fn run(
                 opts(Some(&tick)),
             );
             bar.finish_and_clear();
+            let r = (o.scenario.clone(), o.report.clone());
+            outcome = Some(o);
             r
         }
         None => {
@@ -62,7 +65,11 @@ pub fn run(
     report.chosen = chosen.map(|i| report.results[i].strategy.clone());
     let plan_path = out.join("plan.json");
     if let Some(i) = chosen {
-        let plan = make_plan(&s, &report, i);
+        // A layout's plan is made on its own scenario (its micro-batches, checkpointing, ZeRO stage).
+        let plan = match &outcome {
+            Some(o) => o.plan(i),
+            None => make_plan(&s, &report, i),
+        };
         output::write_atomic(
             &plan_path,
             serde_json::to_string_pretty(&plan)
@@ -71,7 +78,13 @@ pub fn run(
         )?;
     }
     if json {
-        output::print_json(&report)?;
+        match &outcome {
+            Some(o) => output::print_json(&super::layout_report::SearchJson {
+                report: &report,
+                layout_search: super::layout_report::summary(o),
+            })?,
+            None => output::print_json(&report)?,
+        }
     } else {
         let mut text = table::headline(&inputs);
         match search {
@@ -88,6 +101,9 @@ pub fn run(
                     .map(|&i| report.results[i].clone())
                     .collect();
                 text.push_str(&table::comparison(&shown, chosen.map(|_| 0), &s));
+                if let Some(o) = &outcome {
+                    text.push_str(&super::layout_report::text(o, &ranked, top.min(5)));
+                }
             }
             None => text.push_str(&table::comparison(&report.results, chosen, &s)),
         }

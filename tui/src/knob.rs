@@ -1,7 +1,8 @@
 //! Knobs: the scenario parameters the Knobs view edits, each bound to the `--set` key that changes it.
 
 use moesim_sim::Scenario;
-use moesim_sim::scenario::file::StrategyKind;
+use moesim_sim::pipeline::schedule::ScheduleKind;
+use moesim_sim::scenario::file::{Mode, StrategyKind};
 use moesim_traces::CachePolicy;
 
 /// One editable parameter.
@@ -22,13 +23,17 @@ impl Knob {
     }
 
     /// The value one step up (`up`) or down: integers by one (never below 1) or to the next divisor,
-    /// factors by a quarter, policies cycled.
+    /// factors by a quarter, cache policies and pipeline schedules cycled.
     pub fn step(&self, up: bool) -> Option<String> {
-        let policies = CachePolicy::ALL;
-        if let Some(i) = policies.iter().position(|p| p.name() == self.value) {
-            let n = policies.len();
+        let cycle = |names: &[&'static str]| {
+            let i = names.iter().position(|p| *p == self.value)?;
+            let n = names.len();
             let next = if up { (i + 1) % n } else { (i + n - 1) % n };
-            return Some(policies[next].name().to_string());
+            Some(names[next].to_string())
+        };
+        let policies: Vec<&'static str> = CachePolicy::ALL.iter().map(|p| p.name()).collect();
+        if let Some(next) = cycle(&policies).or_else(|| cycle(&schedules())) {
+            return Some(next);
         }
         if let Ok(v) = self.value.parse::<usize>() {
             let next = match self.divides {
@@ -45,15 +50,34 @@ impl Knob {
     }
 }
 
-/// The knobs of strategy `i` of `s`, then the cluster's.
+/// The pipeline schedules, as a scenario names them.
+fn schedules() -> [&'static str; 4] {
+    [
+        ScheduleKind::Gpipe,
+        ScheduleKind::OneFOneB,
+        ScheduleKind::Interleaved,
+        ScheduleKind::DualPipe,
+    ]
+    .map(ScheduleKind::name)
+}
+
+/// The knobs of strategy `i` of `s`, then the cluster's. An `ep` training strategy also has its tensor-
+/// and pipeline-parallel degrees, its schedule (with PP above 1: the scenario refuses one without) and
+/// the micro-batches per iteration; a value the scenario refuses is the error the view shows.
 pub fn knobs(s: &Scenario, i: usize) -> Vec<Knob> {
     let mut out = Vec::new();
     let gpus = s.cluster.gpus();
+    let per_node = s.cluster.gpus_per_node;
     let mut add = |label, field: &str, value: String| {
         out.push(Knob {
             label,
             key: format!("strategy.{i}.{field}"),
-            divides: (field == "ep_size").then_some(gpus),
+            divides: match field {
+                "ep_size" | "pp" => Some(gpus),
+                // Tensor parallelism stays inside a node.
+                "tp" => Some(per_node),
+                _ => None,
+            },
             value,
         })
     };
@@ -66,6 +90,19 @@ pub fn knobs(s: &Scenario, i: usize) -> Vec<Knob> {
                 }
             }
             _ => {}
+        }
+        let parallel = st.kind == StrategyKind::Ep && s.workload.mode == Mode::Training;
+        if parallel {
+            let p = &st.parallel;
+            add("TP (tensor parallel)", "tp", p.tp.to_string());
+            add("PP (pipeline stages)", "pp", p.pp.to_string());
+            if p.pp > 1 {
+                add(
+                    "pipeline schedule",
+                    "pipeline_schedule",
+                    p.schedule.name().into(),
+                );
+            }
         }
         if let Some(r) = st.replication {
             add(
@@ -94,6 +131,17 @@ pub fn knobs(s: &Scenario, i: usize) -> Vec<Knob> {
             );
             add("cache policy", "cache_policy", o.policy.name().to_string());
         }
+    }
+    if s.strategies
+        .get(i)
+        .is_some_and(|st| st.kind == StrategyKind::Ep && s.workload.mode == Mode::Training)
+    {
+        out.push(Knob {
+            label: "micro-batches",
+            key: "workload.micro_batches".into(),
+            value: s.workload.micro_batches.to_string(),
+            divides: None,
+        });
     }
     out.push(Knob {
         label: "nodes",
@@ -204,6 +252,87 @@ cache_experts_per_layer = 16
                 assert_eq!(after.value, v, "{}", k.key);
             }
         }
+    }
+
+    const PIPELINED: &str = r#"
+[model]
+preset = "olmoe-1b-7b"
+layers = 4
+seq_len = 256
+[cluster]
+preset = "dgx-h100"
+[workload]
+iterations = 1
+micro_batches = 4
+[[strategy]]
+name = "pp2"
+kind = "ep"
+ep_size = 2
+pp = 2
+[[strategy]]
+name = "flat"
+kind = "ep"
+ep_size = 8
+"#;
+
+    /// TP, PP, the schedule and the micro-batches of an `ep` training strategy step to values the scenario
+    /// accepts and resolves; a schedule it refuses is an error naming the field to fix.
+    #[test]
+    fn parallel_knobs_change_the_layout() {
+        use moesim_sim::scenario::parse_scenario;
+        let s = parse_scenario("p.toml", PIPELINED, &[]).unwrap();
+        let labels = |i| knobs(&s, i).iter().map(|k| k.label).collect::<Vec<_>>();
+        assert_eq!(
+            labels(0),
+            [
+                "EP size",
+                "TP (tensor parallel)",
+                "PP (pipeline stages)",
+                "pipeline schedule",
+                "micro-batches",
+                "nodes"
+            ]
+        );
+        // Without pipeline parallelism the scenario refuses a schedule: no schedule knob.
+        assert!(!labels(1).contains(&"pipeline schedule"));
+        let ks = knobs(&s, 0);
+        let get = |label: &str| ks.iter().find(|k| k.label == label).unwrap();
+        let apply = |k: &Knob, v: &str| parse_scenario("p.toml", PIPELINED, &[k.assignment(v)]);
+        let tp = get("TP (tensor parallel)");
+        assert_eq!(tp.step(true).as_deref(), Some("2"));
+        let changed = apply(tp, "2").unwrap();
+        assert_eq!(changed.strategies[0].parallel.tp, 2);
+        let pp = get("PP (pipeline stages)");
+        assert_eq!(pp.step(true).as_deref(), Some("4"));
+        assert_eq!(apply(pp, "4").unwrap().strategies[0].parallel.pp, 4);
+        let sched = get("pipeline schedule");
+        assert_eq!(sched.value, "1f1b");
+        assert_eq!(sched.step(false).as_deref(), Some("gpipe"));
+        assert_eq!(
+            apply(sched, "gpipe").unwrap().strategies[0]
+                .parallel
+                .schedule,
+            ScheduleKind::Gpipe
+        );
+        // Interleaving needs virtual stages: refused, naming the field.
+        assert_eq!(sched.step(true).as_deref(), Some("interleaved"));
+        let err = apply(sched, "interleaved").unwrap_err().to_string();
+        assert!(err.contains("virtual_stages"), "{err}");
+        let mb = get("micro-batches");
+        assert_eq!(mb.key, "workload.micro_batches");
+        assert_eq!(
+            apply(mb, &mb.step(true).unwrap())
+                .unwrap()
+                .workload
+                .micro_batches,
+            5
+        );
+        // A TP degree that does not divide the node is not a step.
+        let eight = Knob {
+            value: "8".into(),
+            ..tp.clone()
+        };
+        assert_eq!(eight.step(true).as_deref(), Some("8"));
     }
 
     #[test]

@@ -368,6 +368,39 @@ fn plus_steps_knobs_to_the_next_valid_value() {
     assert_eq!(app.session.as_ref().unwrap().scenario.cluster.nodes, 2);
 }
 
+#[test]
+fn tp_and_pp_knobs_resimulate_and_a_refused_layout_is_an_error_on_screen() {
+    let (_dir, mut app) = small();
+    keys(&mut app, "6");
+    key(&mut app, KeyCode::Down); // ep8: EP size, then TP
+    assert_eq!(app.knobs()[app.knob].label, "TP (tensor parallel)");
+    keys(&mut app, "+");
+    app.wait();
+    assert!(app.error.is_none(), "{:?}", app.error);
+    let s = app.session.as_ref().unwrap();
+    assert_eq!(s.request.overrides, vec!["strategy.0.tp=2"]);
+    assert_eq!(s.scenario.strategies[0].parallel.tp, 2);
+    assert!(app.previous.is_some());
+    assert!(screen_text(&app, 80, 24).contains("strategy.0.tp=2"));
+    // PP 3 does not divide the 8 GPUs: the scenario's error is shown and the last good run kept.
+    key(&mut app, KeyCode::Down);
+    assert_eq!(app.knobs()[app.knob].label, "PP (pipeline stages)");
+    key(&mut app, KeyCode::Enter);
+    key(&mut app, KeyCode::Backspace);
+    keys(&mut app, "3");
+    key(&mut app, KeyCode::Enter);
+    app.wait();
+    let err = app.error.clone().expect("refused");
+    assert!(err.contains("pp"), "{err}");
+    assert_eq!(
+        app.session.as_ref().unwrap().scenario.strategies[0]
+            .parallel
+            .pp,
+        1
+    );
+    assert!(screen_text(&app, 80, 24).contains("error"));
+}
+
 /// The picker opens on the quickstart (seconds), not on the first file by name (the 256-GPU benchmark).
 #[test]
 fn the_picker_defaults_to_the_quickstart() {

@@ -28,7 +28,15 @@ fn the_ui_answers_keys_and_draws_while_a_slow_simulation_runs() {
     app.wait();
     let started = Instant::now();
     keys(&mut app, "6");
-    key(&mut app, KeyCode::Down); // ep8's knobs: EP size, nodes
+    // ep8's knobs end with the node count.
+    let nodes = app
+        .knobs()
+        .iter()
+        .position(|k| k.key == "cluster.nodes")
+        .unwrap();
+    for _ in 0..nodes {
+        key(&mut app, KeyCode::Down);
+    }
     keys(&mut app, "+");
     assert!(app.busy(), "the re-simulation runs in the background");
     // While it runs: keys change the state, and frames draw, each in far less than the simulation takes.

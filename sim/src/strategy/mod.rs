@@ -9,3 +9,4 @@ pub mod offload;
 pub mod reach;
 pub mod record;
 pub mod shared;
+pub mod stage_memory;

@@ -25,7 +25,7 @@ use super::{CellFacts, EpModel, EpWorkspace, MoeCell};
 use crate::collective::{AllToAllScratch, Collectives};
 use crate::engine::{OpId, Stream};
 use crate::iteration::IterationGraph;
-use crate::memory::{GIB, MemoryBreakdown};
+use crate::memory::MemoryBreakdown;
 use crate::network::CollectiveSpec;
 use crate::phase::Phase;
 use crate::pipeline::emit::{StageLowering, emit};
@@ -36,6 +36,7 @@ use crate::scenario::{Scenario, Strategy};
 use crate::strategy::blocks::{self, Speeds};
 use crate::strategy::record::IterationRecord;
 use crate::strategy::shared::{dense_forward_tp_s, optimizer_s};
+use crate::strategy::stage_memory::{StageParams, stage_memory, stage_params};
 use crate::topology::Topology;
 use moesim_calibrate::CostModel;
 use moesim_traces::IterationRouting;
@@ -68,17 +69,6 @@ pub(super) struct Pipelined {
     send_bytes: f64,
     /// Per pipeline rank: parameters it holds (dense, experts) and their replicas for ZeRO sharding.
     params: Vec<StageParams>,
-}
-
-/// Parameters of one pipeline rank's GPU.
-#[derive(Debug, Clone, Copy)]
-struct StageParams {
-    dense: f64,
-    experts: f64,
-    dense_replicas: f64,
-    expert_replicas: f64,
-    /// Layers whose activations one in-flight micro-batch leaves on the rank (mean over its chunks).
-    layers_per_chunk: f64,
 }
 
 impl Pipelined {
@@ -129,7 +119,8 @@ impl Pipelined {
             send_bytes: act_bytes / tp as f64,
             params: Vec::new(),
         };
-        for r in 0..pp {
+        let params = stage_params(s, &this.par, ep_size, &this.schedule);
+        for (r, &stage_params) in params.iter().enumerate() {
             let base = r * stage_gpus;
             let tp_ring = (tp > 1).then(|| {
                 let rings: Vec<Vec<usize>> = (0..unit / tp)
@@ -138,42 +129,14 @@ impl Pipelined {
                 this.to_graph(comms.rings(&rings, act_bytes, 1.0, &mut scratch, Stream::Comm))
             });
             this.tp_ring.push(tp_ring);
-            // Parameters of the rank's model stages.
-            let stages = this.schedule.stages_on(r);
-            let layers: Vec<usize> = stages.iter().flat_map(|&k| this.par.layers_of(k)).collect();
-            let moe = layers
-                .iter()
-                .filter(|&&l| l >= m.first_dense_layers)
-                .count();
-            let dense_layers = layers.len() - moe;
-            let per_layer_dense = |is_moe: bool| -> f64 {
-                let mlp = if is_moe {
-                    m.shared_experts as f64 * m.expert_params() as f64
-                        + (m.experts as u64 * m.d_model) as f64
-                } else {
-                    3.0 * (m.d_model * m.dense_d_ff) as f64
-                };
-                (m.attn_params_per_layer as f64 + mlp) / tp as f64
-            };
-            let embedding = (m.vocab * m.d_model) as f64 / tp as f64;
-            let mut dense_params =
-                moe as f64 * per_layer_dense(true) + dense_layers as f64 * per_layer_dense(false);
-            if stages.contains(&0) {
-                dense_params += embedding;
-            }
-            if stages.contains(&(this.par.model_stages() - 1)) {
-                dense_params += embedding;
-            }
-            let expert_params = (moe * (m.experts / ep_size)) as f64 * m.expert_params() as f64;
-            let dp = stage_gpus / tp;
-            let edp = stage_gpus / ep_size;
-            this.params.push(StageParams {
+            // Parameters of the rank's model stages (shared with the layout search's memory bound).
+            let StageParams {
                 dense: dense_params,
                 experts: expert_params,
-                dense_replicas: dp as f64,
-                expert_replicas: edp as f64,
-                layers_per_chunk: layers.len() as f64 / stages.len().max(1) as f64,
-            });
+                ..
+            } = stage_params;
+            let dp = stage_gpus / tp;
+            let edp = stage_gpus / ep_size;
             // Gradients: dense over each TP index's data-parallel group, experts over each EP index's
             // expert-data-parallel group, every group of the unit in one grouped call.
             let t_ = &s.training;
@@ -203,6 +166,7 @@ impl Pipelined {
             };
             this.optimizer_s.push(optimizer_s(s, cost, updated));
         }
+        this.params = params;
         this
     }
 
@@ -261,51 +225,16 @@ impl Pipelined {
 
     /// Memory of the most loaded pipeline rank's GPU: its stages' parameters, gradients and optimizer
     /// state by ZeRO stage over their replicas, and the activations of the micro-batches the schedule keeps
-    /// in flight on it (each a chunk of its layers over its sequence shard), plus routed tokens.
+    /// in flight on it (each a chunk of its layers over its sequence shard), plus routed tokens (see
+    /// [`stage_memory`], which the layout search's lower bound shares).
     pub fn memory(&self, s: &Scenario, peak_routed_tokens: f64) -> MemoryBreakdown {
-        let m = &s.model;
-        let t = &s.training;
-        let dtype = m.dtype_bytes as f64;
-        let d = m.d_model as f64;
-        let shard = s.tokens_per_rank() as f64 / self.par.tp as f64;
-        let per_routed_token = (2.0 * d + 3.0 * m.expert_d_ff as f64) * dtype;
-        let mut worst = MemoryBreakdown::default();
-        for (r, p) in self.params.iter().enumerate() {
-            let shard_by = |replicas: f64, from_stage: u8| {
-                if t.zero_stage >= from_stage {
-                    replicas
-                } else {
-                    1.0
-                }
-            };
-            let per_param = |bytes: f64, from_stage: u8| {
-                bytes
-                    * (p.dense / shard_by(p.dense_replicas, from_stage)
-                        + p.experts / shard_by(p.expert_replicas, from_stage))
-            };
-            let in_flight = self.schedule.peak_in_flight(r) as f64;
-            let layer_full = shard * 34.0 * d * dtype / 2.0 + peak_routed_tokens * per_routed_token;
-            let stored_per_layer = if t.activation_checkpointing {
-                shard * 2.0 * d * dtype
-            } else {
-                layer_full
-            };
-            let act = in_flight * p.layers_per_chunk * stored_per_layer + layer_full;
-            let mut out = MemoryBreakdown {
-                params_gib: per_param(dtype, 3) / GIB,
-                grads_gib: per_param(t.grad_bytes_per_param, 2) / GIB,
-                optimizer_gib: per_param(t.optimizer_bytes_per_param, 1) / GIB,
-                activations_gib: act / GIB,
-                kv_cache_gib: 0.0,
-                total_gib: 0.0,
-            };
-            out.total_gib =
-                out.params_gib + out.grads_gib + out.optimizer_gib + out.activations_gib;
-            if out.total_gib > worst.total_gib {
-                worst = out;
-            }
-        }
-        worst
+        stage_memory(
+            s,
+            &self.par,
+            &self.schedule,
+            &self.params,
+            peak_routed_tokens,
+        )
     }
 }
 

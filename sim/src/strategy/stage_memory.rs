@@ -1,0 +1,175 @@
+//! Memory of a pipelined (tensor- and/or pipeline-parallel) EP rank, as pure functions of the scenario and
+//! the strategy: the pipelined lowering reports it with the routed tokens it simulated, and the layout
+//! search bounds it from below (routed tokens at their balanced mean) to prune layouts before simulating.
+//!
+//! Per pipeline rank: the parameters of its model stages (dense ones split over the TP group, routed
+//! experts over the EP group), gradients and optimizer state by ZeRO stage over their data-parallel
+//! (dense) and expert-data-parallel (experts) replicas, and the activations of the micro-batches the
+//! schedule keeps in flight on it (each a chunk of its layers over its sequence shard) plus one layer's
+//! working set.
+
+use crate::memory::{GIB, MemoryBreakdown, RoutedTokens, rank_memory};
+use crate::pipeline::schedule::Schedule;
+use crate::scenario::parallel::Parallel;
+use crate::scenario::{Scenario, Strategy};
+
+/// Parameters of one pipeline rank's GPU.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StageParams {
+    /// Dense parameters (attention, dense MLPs, shared experts, gates, embedding or head) on one TP rank.
+    pub dense: f64,
+    /// Routed-expert parameters on one GPU.
+    pub experts: f64,
+    /// Data-parallel replicas of the dense parameters (`dp = S / tp`), the ZeRO group.
+    pub dense_replicas: f64,
+    /// Expert-data-parallel replicas of each expert (`S / ep_size`), the experts' ZeRO group.
+    pub expert_replicas: f64,
+    /// Layers whose activations one in-flight micro-batch leaves on the rank (mean over its chunks).
+    pub layers_per_chunk: f64,
+}
+
+/// Parameters of every pipeline rank of `par` (with `ep_size`-way EP) under `schedule`.
+pub fn stage_params(
+    s: &Scenario,
+    par: &Parallel,
+    ep_size: usize,
+    schedule: &Schedule,
+) -> Vec<StageParams> {
+    let m = &s.model;
+    let tp = par.tp;
+    let stage_gpus = par.stage_gpus(s.cluster.gpus());
+    (0..par.pp)
+        .map(|r| {
+            let stages = schedule.stages_on(r);
+            let layers: Vec<usize> = stages.iter().flat_map(|&k| par.layers_of(k)).collect();
+            let moe = layers
+                .iter()
+                .filter(|&&l| l >= m.first_dense_layers)
+                .count();
+            let dense_layers = layers.len() - moe;
+            let per_layer_dense = |is_moe: bool| -> f64 {
+                let mlp = if is_moe {
+                    m.shared_experts as f64 * m.expert_params() as f64
+                        + (m.experts as u64 * m.d_model) as f64
+                } else {
+                    3.0 * (m.d_model * m.dense_d_ff) as f64
+                };
+                (m.attn_params_per_layer as f64 + mlp) / tp as f64
+            };
+            let embedding = (m.vocab * m.d_model) as f64 / tp as f64;
+            let mut dense =
+                moe as f64 * per_layer_dense(true) + dense_layers as f64 * per_layer_dense(false);
+            if stages.contains(&0) {
+                dense += embedding;
+            }
+            if stages.contains(&(par.model_stages() - 1)) {
+                dense += embedding;
+            }
+            StageParams {
+                dense,
+                experts: (moe * (m.experts / ep_size)) as f64 * m.expert_params() as f64,
+                dense_replicas: (stage_gpus / tp) as f64,
+                expert_replicas: (stage_gpus / ep_size) as f64,
+                layers_per_chunk: layers.len() as f64 / stages.len().max(1) as f64,
+            }
+        })
+        .collect()
+}
+
+/// Memory of the most loaded pipeline rank's GPU when its experts receive at most `peak_routed_tokens`
+/// in one MoE layer (of one micro-batch).
+pub fn stage_memory(
+    s: &Scenario,
+    par: &Parallel,
+    schedule: &Schedule,
+    params: &[StageParams],
+    peak_routed_tokens: f64,
+) -> MemoryBreakdown {
+    let m = &s.model;
+    let t = &s.training;
+    let dtype = m.dtype_bytes as f64;
+    let d = m.d_model as f64;
+    let shard = s.tokens_per_rank() as f64 / par.tp as f64;
+    let per_routed_token = (2.0 * d + 3.0 * m.expert_d_ff as f64) * dtype;
+    let mut worst = MemoryBreakdown::default();
+    for (r, p) in params.iter().enumerate() {
+        let shard_by = |replicas: f64, from_stage: u8| {
+            if t.zero_stage >= from_stage {
+                replicas
+            } else {
+                1.0
+            }
+        };
+        let per_param = |bytes: f64, from_stage: u8| {
+            bytes
+                * (p.dense / shard_by(p.dense_replicas, from_stage)
+                    + p.experts / shard_by(p.expert_replicas, from_stage))
+        };
+        let in_flight = schedule.peak_in_flight(r) as f64;
+        let layer_full = shard * 34.0 * d * dtype / 2.0 + peak_routed_tokens * per_routed_token;
+        let stored_per_layer = if t.activation_checkpointing {
+            shard * 2.0 * d * dtype
+        } else {
+            layer_full
+        };
+        let act = in_flight * p.layers_per_chunk * stored_per_layer + layer_full;
+        let mut out = MemoryBreakdown {
+            params_gib: per_param(dtype, 3) / GIB,
+            grads_gib: per_param(t.grad_bytes_per_param, 2) / GIB,
+            optimizer_gib: per_param(t.optimizer_bytes_per_param, 1) / GIB,
+            activations_gib: act / GIB,
+            kv_cache_gib: 0.0,
+            total_gib: 0.0,
+        };
+        out.total_gib = out.params_gib + out.grads_gib + out.optimizer_gib + out.activations_gib;
+        if out.total_gib > worst.total_gib {
+            worst = out;
+        }
+    }
+    worst
+}
+
+/// A lower bound on the memory an `ep` training strategy's simulation reports for `s`, without
+/// simulating: the same formulas with the routed tokens of the busiest rank replaced by their balanced
+/// mean (every GPU sources its tokens × top-k assignments, so the most any GPU receives in one layer is at
+/// least that mean). With a capacity factor (drops can leave a GPU below the mean) or null experts (fewer
+/// assignments) the routed tokens are bounded by 0 instead.
+///
+/// `None` when the strategy's schedule does not build (the scenario would refuse it).
+pub fn memory_lower_bound(s: &Scenario, strategy: &Strategy) -> Option<MemoryBreakdown> {
+    let m = &s.model;
+    let exact = strategy.capacity_factor.is_none() && s.workload.dynamics.null_expert_prob <= 0.0;
+    let per_source = |tokens: f64| {
+        if exact {
+            tokens * m.top_k.min(m.experts) as f64
+        } else {
+            0.0
+        }
+    };
+    let par = &strategy.parallel;
+    if par.is_single() {
+        let tokens = s.tokens_per_rank() as f64;
+        let slots = m.experts / strategy.ep_size.max(1);
+        let peak = per_source(tokens);
+        let routed = RoutedTokens {
+            peak_layer: peak,
+            // The busiest rank's sum over layers is at least the mean rank's.
+            all_layers: m.moe_layers() as f64 * peak,
+        };
+        return Some(rank_memory(
+            s,
+            crate::strategy::ep::params_on_rank(s, slots),
+            routed,
+        ));
+    }
+    let schedule = Schedule::build(
+        par.schedule,
+        par.pp,
+        par.virtual_stages,
+        s.workload.micro_batches,
+    )
+    .ok()?;
+    let params = stage_params(s, par, strategy.ep_size, &schedule);
+    let shard = s.tokens_per_rank() as f64 / par.tp as f64;
+    Some(stage_memory(s, par, &schedule, &params, per_source(shard)))
+}
