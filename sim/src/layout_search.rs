@@ -2,7 +2,7 @@
 //! micro-batches, activation checkpointing, ZeRO stage) under the GPU count and the scenario's global batch,
 //! pruned before simulating, and the winners explained.
 //!
-//! Expansion (per `ep` training strategy of a scenario without a routing trace):
+//! Expansion (per `ep` training strategy that sets `tp` or `pp`, in a scenario without a routing trace):
 //! - TP: divisors of the GPUs per node (at most 8) that split a micro-batch's tokens evenly (sequence
 //!   parallelism);
 //! - PP: divisors of the GPU count up to the layer count;
@@ -90,9 +90,11 @@ impl Layout {
 }
 
 /// Whether `plan --search` expands `base` over parallel layouts: kind `ep` in training with synthetic
-/// routing (tensor and pipeline parallelism replay synthetic routing only).
+/// routing (tensor and pipeline parallelism replay synthetic routing only) that already sets `tp` or `pp`
+/// (a 3D-parallel family; a plain `ep` strategy keeps the EP family: its degree and capacity factor).
 pub fn expands_to_layouts(s: &Scenario, base: &Strategy) -> bool {
     base.kind == StrategyKind::Ep
+        && !base.parallel.is_single()
         && s.workload.mode == Mode::Training
         && s.workload.trace.is_none()
         && base.replication.is_none()
@@ -540,6 +542,7 @@ zero_stage = 1
 name = "own"
 kind = "ep"
 ep_size = 8
+pp = 2
 [objective]
 memory_limit_gib = 9.0
 "#;
@@ -595,7 +598,8 @@ memory_limit_gib = 9.0
         let s = scenario();
         let base = &s.strategies[0];
         let global = global_batch(&s, base);
-        assert_eq!(global, 2 * 32);
+        // 2 micro-batches on each of the own layout's 32 / pp = 16 data-parallel replicas.
+        assert_eq!(global, 2 * 16);
         let ls = layouts(&s, base);
         let mut names: Vec<&str> = ls.iter().map(|l| l.name()).collect();
         names.sort_unstable();
@@ -638,7 +642,10 @@ memory_limit_gib = 9.0
         }
         assert!(!ls.iter().any(|l| l.strategy.parallel.virtual_stages == 4));
         // The scenario's own layout is among them.
-        assert!(ls.iter().any(|l| l.name() == "tp1-pp1-ep8-m2-z1"));
+        assert!(
+            ls.iter().any(|l| l.name() == "tp1-pp2-ep8-1f1b-m2-z1"),
+            "{names:?}"
+        );
     }
 
     #[test]
