@@ -55,6 +55,44 @@ fn inference_params_bytes(s: &Scenario, p: ParamsOnRank) -> f64 {
     p.dense * s.model.dtype_bytes as f64 + p.experts * s.model.expert_dtype.bytes() as f64
 }
 
+/// Bytes one routed token copy keeps for the expert's backward: its input and output (2·d) and the FFN's
+/// three intermediates (3·f), in the model's dtype.
+pub fn routed_token_bytes(s: &Scenario) -> f64 {
+    let m = &s.model;
+    (2.0 * m.d_model as f64 + 3.0 * m.expert_d_ff as f64) * m.dtype_bytes as f64
+}
+
+/// One layer's full activations over `tokens` of a rank (Korthikanti et al.'s 34·d bytes per token in
+/// bf16) plus the routed copies its experts received.
+pub fn layer_activation_bytes(s: &Scenario, tokens: f64, peak_routed_tokens: f64) -> f64 {
+    let m = &s.model;
+    tokens * 34.0 * m.d_model as f64 * m.dtype_bytes as f64 / 2.0
+        + peak_routed_tokens * routed_token_bytes(s)
+}
+
+/// Weights, gradients and optimizer state of a training rank holding `p`, in GiB, each sharded over its
+/// parameters' replicas from its ZeRO stage on (optimizer from 1, gradients from 2, weights from 3).
+pub fn training_state_gib(s: &Scenario, p: ParamsOnRank) -> (f64, f64, f64) {
+    let t = &s.training;
+    let shard = |replicas: f64, from_stage: u8| {
+        if t.zero_stage >= from_stage {
+            replicas
+        } else {
+            1.0
+        }
+    };
+    let per_param = |bytes: f64, from_stage: u8| {
+        bytes
+            * (p.dense / shard(p.dense_replicas, from_stage)
+                + p.experts / shard(p.expert_replicas, from_stage))
+    };
+    (
+        per_param(s.model.dtype_bytes as f64, 3) / GIB,
+        per_param(t.grad_bytes_per_param, 2) / GIB,
+        per_param(t.optimizer_bytes_per_param, 1) / GIB,
+    )
+}
+
 /// Memory of a rank that holds `p` parameters and whose experts receive `routed` tokens.
 pub fn rank_memory(s: &Scenario, p: ParamsOnRank, routed: RoutedTokens) -> MemoryBreakdown {
     let peak_routed_tokens = routed.peak_layer;
@@ -63,28 +101,13 @@ pub fn rank_memory(s: &Scenario, p: ParamsOnRank, routed: RoutedTokens) -> Memor
     let d = m.d_model as f64;
     let tokens = s.tokens_per_rank() as f64;
     let layers = m.layers as f64;
-    let per_routed_token = (2.0 * d + 3.0 * m.expert_d_ff as f64) * dtype;
-    let routed_bytes = peak_routed_tokens * per_routed_token;
-    let layer_full = tokens * 34.0 * d * dtype / 2.0 + routed_bytes;
+    let per_routed_token = routed_token_bytes(s);
+    let layer_full = layer_activation_bytes(s, tokens, peak_routed_tokens);
     let mut out = MemoryBreakdown::default();
     match s.workload.mode {
         Mode::Training => {
             let t = &s.training;
-            let shard = |replicas: f64, from_stage: u8| {
-                if t.zero_stage >= from_stage {
-                    replicas
-                } else {
-                    1.0
-                }
-            };
-            let per_param = |bytes: f64, from_stage: u8| {
-                bytes
-                    * (p.dense / shard(p.dense_replicas, from_stage)
-                        + p.experts / shard(p.expert_replicas, from_stage))
-            };
-            out.params_gib = per_param(dtype, 3) / GIB;
-            out.grads_gib = per_param(t.grad_bytes_per_param, 2) / GIB;
-            out.optimizer_gib = per_param(t.optimizer_bytes_per_param, 1) / GIB;
+            (out.params_gib, out.grads_gib, out.optimizer_gib) = training_state_gib(s, p);
             let act = if t.activation_checkpointing {
                 layers * tokens * 2.0 * d * dtype + layer_full
             } else {

@@ -8,7 +8,10 @@
 //! schedule keeps in flight on it (each a chunk of its layers over its sequence shard) plus one layer's
 //! working set.
 
-use crate::memory::{GIB, MemoryBreakdown, RoutedTokens, rank_memory};
+use crate::memory::{
+    GIB, MemoryBreakdown, ParamsOnRank, RoutedTokens, layer_activation_bytes, rank_memory,
+    training_state_gib,
+};
 use crate::pipeline::schedule::Schedule;
 use crate::scenario::parallel::Parallel;
 use crate::scenario::{Scenario, Strategy};
@@ -90,33 +93,29 @@ pub fn stage_memory(
     let dtype = m.dtype_bytes as f64;
     let d = m.d_model as f64;
     let shard = s.tokens_per_rank() as f64 / par.tp as f64;
-    let per_routed_token = (2.0 * d + 3.0 * m.expert_d_ff as f64) * dtype;
     let mut worst = MemoryBreakdown::default();
     for (r, p) in params.iter().enumerate() {
-        let shard_by = |replicas: f64, from_stage: u8| {
-            if t.zero_stage >= from_stage {
-                replicas
-            } else {
-                1.0
-            }
-        };
-        let per_param = |bytes: f64, from_stage: u8| {
-            bytes
-                * (p.dense / shard_by(p.dense_replicas, from_stage)
-                    + p.experts / shard_by(p.expert_replicas, from_stage))
-        };
         let in_flight = schedule.peak_in_flight(r) as f64;
-        let layer_full = shard * 34.0 * d * dtype / 2.0 + peak_routed_tokens * per_routed_token;
+        let layer_full = layer_activation_bytes(s, shard, peak_routed_tokens);
         let stored_per_layer = if t.activation_checkpointing {
             shard * 2.0 * d * dtype
         } else {
             layer_full
         };
         let act = in_flight * p.layers_per_chunk * stored_per_layer + layer_full;
+        let (params_gib, grads_gib, optimizer_gib) = training_state_gib(
+            s,
+            ParamsOnRank {
+                dense: p.dense,
+                experts: p.experts,
+                dense_replicas: p.dense_replicas,
+                expert_replicas: p.expert_replicas,
+            },
+        );
         let mut out = MemoryBreakdown {
-            params_gib: per_param(dtype, 3) / GIB,
-            grads_gib: per_param(t.grad_bytes_per_param, 2) / GIB,
-            optimizer_gib: per_param(t.optimizer_bytes_per_param, 1) / GIB,
+            params_gib,
+            grads_gib,
+            optimizer_gib,
             activations_gib: act / GIB,
             kv_cache_gib: 0.0,
             total_gib: 0.0,
