@@ -184,3 +184,33 @@ fn disaggregated_records_name_their_instances_and_kv_transfer() {
         "{seen:?}"
     );
 }
+
+#[test]
+fn simulate_strategy_picks_one_served_strategy_or_deployment() {
+    let run = |name: &str| {
+        moesim()
+            .args([
+                "simulate",
+                "--quiet",
+                "--set",
+                "workload.serving.duration_s=2",
+            ])
+            .args(["--strategy", name])
+            .arg(repo("scenarios/serving-mixtral-pd.toml"))
+            .output()
+            .unwrap()
+    };
+    let out = run("prefill-ep8-decode-ep8");
+    common::assert_ok(&out);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("prefill-ep8-decode-ep8"), "{text}");
+    assert!(!text.contains("colocated-2x-ep8"), "{text}");
+    let out = run("no-such");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("no served strategy or deployment named `no-such`")
+            && err.contains("prefill-ep8-decode-ep8"),
+        "{err}"
+    );
+}

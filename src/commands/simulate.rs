@@ -21,13 +21,42 @@ pub fn run(
     timeline::check(timeline_args, Some(inputs.scenario.workload.iterations))?;
     if let Some(name) = strategy {
         let s = &mut inputs.scenario;
-        let known: Vec<String> = s.strategies.iter().map(|x| x.name.clone()).collect();
+        // A serving scenario's candidates are its co-located strategies and its deployments.
+        let served: Vec<String> = moesim_sim::serving::deployments(s)
+            .into_iter()
+            .map(|d| d.name)
+            .collect();
+        let mut known: Vec<String> = s.strategies.iter().map(|x| x.name.clone()).collect();
+        known.extend(
+            served
+                .iter()
+                .filter(|d| !known.contains(d))
+                .cloned()
+                .collect::<Vec<_>>(),
+        );
         s.strategies.retain(|x| x.name == name);
-        if s.strategies.is_empty() {
+        if let Some(cfg) = s.serving.as_mut() {
+            cfg.deployments.retain(|d| d.name == name);
+        }
+        let found = if s.workload.mode == Mode::Serving {
+            served.iter().any(|d| d == name)
+        } else {
+            !s.strategies.is_empty()
+        };
+        if !found {
             return Err(miette!(
-                "{}: no strategy named `{name}` (the scenario has: {})",
+                "{}: no {} named `{name}` (the scenario has: {})",
                 args.scenario.display(),
-                known.join(", ")
+                if s.workload.mode == Mode::Serving {
+                    "served strategy or deployment"
+                } else {
+                    "strategy"
+                },
+                if s.workload.mode == Mode::Serving {
+                    served.join(", ")
+                } else {
+                    known.join(", ")
+                }
             ));
         }
     }
