@@ -143,6 +143,33 @@ fn plan_writes_plan_json_and_reports_the_choice() {
 }
 
 #[test]
+fn a_pipelined_plan_records_its_parallel_layout() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = moesim()
+        .args(["plan", "-q", "--set", "workload.iterations=1", "--out"])
+        .arg(dir.path())
+        .arg(repo("scenarios/mixtral-tp-ep-pp.toml"))
+        .output()
+        .unwrap();
+    common::assert_ok(&out);
+    let plan: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("plan.json")).unwrap())
+            .unwrap();
+    let chosen = plan["chosen"].as_str().unwrap();
+    let p = &plan["parameters"]["parallel"];
+    // Every strategy of the scenario is pipelined: the plan says how (pp, schedule, layers per stage).
+    assert!(p["pp"].as_u64().unwrap() >= 2, "{chosen}: {p}");
+    let layers: u64 = p["stage_layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l.as_u64().unwrap())
+        .sum();
+    assert_eq!(layers, 32, "{chosen}: {p}");
+    assert!(p["schedule"].is_string(), "{p}");
+}
+
+#[test]
 fn plan_refuses_when_everything_runs_out_of_memory() {
     let dir = tempfile::tempdir().unwrap();
     moesim()

@@ -101,6 +101,13 @@ pub struct PlanParameters {
     pub fssdp: Option<crate::scenario::knobs::FssdpKnobs>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub offload: Option<crate::scenario::knobs::OffloadKnobs>,
+    /// Tensor and pipeline parallelism (`tp`, `pp`, schedule, virtual stages, layers per stage); absent
+    /// for plain EP × DP.
+    #[serde(
+        default,
+        skip_serializing_if = "crate::scenario::parallel::Parallel::is_single"
+    )]
+    pub parallel: crate::scenario::parallel::Parallel,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -144,6 +151,7 @@ pub fn make_plan(s: &Scenario, report: &SimulationReport, chosen: usize) -> Plan
             replication: st.replication,
             fssdp: st.fssdp.clone(),
             offload: st.offload.clone(),
+            parallel: st.parallel.clone(),
         },
         placement: PlanPlacement {
             gpus: s.cluster.gpus(),
