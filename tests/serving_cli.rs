@@ -53,30 +53,26 @@ fn plan_finds_each_deployments_capacity_and_writes_capacity_json() {
         .map(|d| d["output_tokens_per_s_per_gpu"].as_f64().unwrap())
         .collect();
     assert!(per_gpu[0] >= per_gpu[1], "{per_gpu:?}");
-    // With a price the table ranks by cost per million output tokens.
-    moesim()
-        .args(["plan", "--quiet", "--set", "workload.serving.duration_s=3"])
-        .args(["--set", "serving.price_per_gpu_hour=2.0", "--out"])
-        .arg(dir.path())
-        .arg(repo("scenarios/serving-mixtral.toml"))
-        .assert()
-        .success()
-        .stdout(predicate::str::contains(
-            "ranked by cost per million output tokens",
-        ))
-        .stdout(predicate::str::contains("cost/M out tokens"))
-        .stdout(predicate::str::contains("capacity/s"));
-    // The cluster's own price is the first choice; a price that is not positive names its field.
-    moesim()
-        .args(["plan", "--quiet", "--set", "workload.serving.duration_s=3"])
-        .args(["--set", "cluster.price_per_gpu_hour=2.0", "--out"])
-        .arg(dir.path())
-        .arg(repo("scenarios/serving-mixtral.toml"))
-        .assert()
-        .success()
-        .stdout(predicate::str::contains(
-            "ranked by cost per million output tokens",
-        ));
+    // With a price (the serving section's, or the cluster's own, which comes first) the table ranks by
+    // cost per million output tokens.
+    for price in [
+        "serving.price_per_gpu_hour=2.0",
+        "cluster.price_per_gpu_hour=2.0",
+    ] {
+        moesim()
+            .args(["plan", "--quiet", "--set", "workload.serving.duration_s=3"])
+            .args(["--set", price, "--out"])
+            .arg(dir.path())
+            .arg(repo("scenarios/serving-mixtral.toml"))
+            .assert()
+            .success()
+            .stdout(predicate::str::contains(
+                "ranked by cost per million output tokens",
+            ))
+            .stdout(predicate::str::contains("cost/M out tokens"))
+            .stdout(predicate::str::contains("capacity/s"));
+    }
+    // A price that is not positive names its field.
     moesim()
         .args(["plan", "--quiet", "--set", "cluster.price_per_gpu_hour=-1"])
         .arg(repo("scenarios/serving-mixtral.toml"))

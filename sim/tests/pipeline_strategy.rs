@@ -23,8 +23,9 @@ fn ideal(strategy: &str, micro_batches: usize, extra: &str) -> Scenario {
     parse_scenario("pp.toml", &text, &[]).unwrap_or_else(|e| panic!("{e:?}"))
 }
 
-fn step_ms(s: &Scenario) -> f64 {
-    let report = simulate_scenario(
+/// The scenario simulated on its synthetic workload, without wall-clock fields.
+fn report(s: &Scenario) -> moesim_sim::result::SimulationReport {
+    simulate_scenario(
         s,
         &moesim_sim::runner::synthetic_routing(s),
         None,
@@ -32,11 +33,14 @@ fn step_ms(s: &Scenario) -> f64 {
             timing: false,
             progress: None,
         },
-    );
-    report.results[0].step_time_ms.mean
+    )
 }
 
-/// Step time minus gradient synchronisation and optimizer (both negligible here, but not zero).
+fn step_ms(s: &Scenario) -> f64 {
+    report(s).results[0].step_time_ms.mean
+}
+
+/// Relative difference.
 fn rel(a: f64, b: f64) -> f64 {
     (a - b).abs() / b.abs()
 }
@@ -193,15 +197,7 @@ fn the_first_one_f_one_b_stage_holds_p_micro_batches_of_activations() {
             },
             ..s
         };
-        let report = simulate_scenario(
-            &s,
-            &moesim_sim::runner::synthetic_routing(&s),
-            None,
-            RunOptions {
-                timing: false,
-                progress: None,
-            },
-        );
+        let report = report(&s);
         (s.clone(), report.results[0].memory)
     };
     let (s, gpipe) = memory("gpipe");
@@ -230,15 +226,7 @@ fn tp_and_pp_output_is_deterministic_across_thread_counts() {
             .build()
             .unwrap()
             .install(|| {
-                let r = simulate_scenario(
-                    &s,
-                    &moesim_sim::runner::synthetic_routing(&s),
-                    None,
-                    RunOptions {
-                        timing: false,
-                        progress: None,
-                    },
-                );
+                let r = report(&s);
                 serde_json::to_string(&r).unwrap()
             })
     };
