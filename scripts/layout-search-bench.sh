@@ -30,7 +30,9 @@ print(f"wall: {t1 - t0:.1f} s")
 print(f"candidates simulated: {len(d['results'])}")
 if ls:
     print(f"layouts: {ls['expanded']} expanded, {ls['simulated']} simulated, "
-          f"{ls['pruned_memory']} pruned by memory bound, {ls['pruned_dominated']} dominated")
+          f"{ls['pruned_memory']} pruned by memory bound, {ls['pruned_dominated']} dominated, "
+          f"{ls['pruned_bound']} pruned from below ({ls['bounded']} bounded, {ls['estimated']} estimated), "
+          f"{ls['pruned_too_large']} too large")
 print(f"chosen: {d.get('chosen')}")
 best = sorted((r for r in d["results"] if not r["oom"]), key=lambda r: -r["tokens_per_s"])[:5]
 for r in best:

@@ -51,3 +51,58 @@ fn search_ranks_hundreds_of_candidates_and_writes_the_winner() {
             .unwrap();
     assert_eq!(plan["chosen"], chosen);
 }
+
+#[test]
+fn a_layout_search_accounts_for_every_layout_and_says_why_each_was_skipped() {
+    // Mixtral cut to 4 layers on 4 × DGX H100 with a pipelined strategy: a layout family.
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = dir.path().join("layouts.toml");
+    std::fs::write(
+        &scenario,
+        "name = \"layouts\"\nseed = 5\n[model]\npreset = \"mixtral-8x7b\"\nlayers = 4\nseq_len = 1024\n\
+         micro_batch = 1\n[cluster]\npreset = \"dgx-h100\"\nnodes = 4\n[workload]\nmode = \"training\"\n\
+         iterations = 1\nmicro_batches = 2\nskew = { distribution = \"zipf\", s = 0.8 }\n\
+         [[strategy]]\nname = \"own\"\nkind = \"ep\"\nep_size = 8\npp = 2\n",
+    )
+    .unwrap();
+    let run = |json: bool| {
+        let mut cmd = Command::cargo_bin("moesim").unwrap();
+        cmd.args(["plan", "--search", "-q", "--no-timing", "--out"])
+            .arg(dir.path().join("out"));
+        if json {
+            cmd.arg("--json");
+        }
+        let out = cmd.arg(&scenario).output().unwrap();
+        common::assert_ok(&out);
+        out.stdout
+    };
+    let v: serde_json::Value = serde_json::from_slice(&run(true)).unwrap();
+    let ls = &v["layout_search"];
+    let count = |k: &str| ls[k].as_u64().unwrap();
+    let pruned = ls["pruned"].as_array().unwrap();
+    assert_eq!(
+        count("expanded"),
+        count("simulated") + pruned.len() as u64,
+        "every layout simulated or pruned"
+    );
+    assert_eq!(
+        pruned.len() as u64,
+        count("pruned_memory")
+            + count("pruned_dominated")
+            + count("pruned_bound")
+            + count("pruned_too_large")
+    );
+    // The bound does the pruning here, with its figures.
+    assert!(count("pruned_bound") > 0 && count("bounded") > 0);
+    for p in pruned.iter().filter(|p| p["reason"] == "bound") {
+        assert!(p["step_ms"].as_f64().unwrap() > 0.0, "{p}");
+        assert!(p["best_ms"].as_f64().unwrap() > 0.0, "{p}");
+        assert!(
+            ["schedule", "estimate"].contains(&p["by"].as_str().unwrap()),
+            "{p}"
+        );
+    }
+    let text = String::from_utf8(run(false)).unwrap();
+    assert!(text.contains("pruned from below"), "{text}");
+    assert!(text.contains("pruned (bound)"), "{text}");
+}

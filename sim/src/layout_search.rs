@@ -241,10 +241,33 @@ pub fn layouts(s: &Scenario, base: &Strategy) -> Vec<Layout> {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "reason", rename_all = "kebab-case")]
 pub enum Pruned {
-    /// Its memory lower bound exceeds the limit.
+    /// Its memory lower bound exceeds the limit (the formula bound, or its balanced-routing estimate's
+    /// simulated peak, which routing skew only raises).
     Memory { bound_gib: f64, limit_gib: f64 },
     /// A sibling that does no more work fits (the layout named).
     Dominated { by: String },
+    /// Its step from below (`by`: the schedule's lower bound or the balanced-routing estimate; `via`: that
+    /// of a sibling that does no more work) is already no better on the objective than `best`, simulated.
+    Bound {
+        by: BoundKind,
+        step_ms: f64,
+        best: String,
+        best_ms: f64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        via: Option<String>,
+    },
+    /// Its iteration has more operations than the search simulates (`moesim simulate` runs it alone).
+    TooLarge { operations: usize, cap: usize },
+}
+
+/// Which figure from below pruned a layout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BoundKind {
+    /// [`crate::strategy::ep::EpModel::pipelined_step_bound`]: the schedule's chains, no engine.
+    Schedule,
+    /// [`Estimate`]: one simulated iteration of balanced routing.
+    Estimate,
 }
 
 impl std::fmt::Display for Pruned {
@@ -258,6 +281,32 @@ impl std::fmt::Display for Pruned {
                 "needs at least {bound_gib:.1} GiB per GPU (limit {limit_gib:.1} GiB)"
             ),
             Pruned::Dominated { by } => write!(f, "{by} does no more work and fits"),
+            Pruned::Bound {
+                by,
+                step_ms,
+                best,
+                best_ms,
+                via,
+            } => {
+                if let Some(v) = via {
+                    write!(f, "{v} does no more work and ")?;
+                }
+                let what = match by {
+                    BoundKind::Schedule => "schedule's lower bound",
+                    BoundKind::Estimate => "balanced-routing estimate",
+                };
+                write!(
+                    f,
+                    "its {what}, {step_ms:.1} ms, is no better than {best} simulated ({best_ms:.1} ms)"
+                )
+            }
+            Pruned::TooLarge { operations, cap } => write!(
+                f,
+                "{:.1} million operations per iteration, above the search's {:.0} million (simulate it on \
+                 its own)",
+                *operations as f64 * 1e-6,
+                *cap as f64 * 1e-6
+            ),
         }
     }
 }
@@ -270,15 +319,114 @@ pub enum Fate {
     Pruned(Pruned),
 }
 
-/// Decides, wave by wave, which layouts to simulate: `simulate` is given the indices of one wave (to run,
-/// in parallel if it likes) and returns, per index, whether the layout fits (its result not out of memory)
-/// and the index its result gets. Layouts over `limit_gib` by their lower bound are pruned at once; a layout
-/// is pruned as dominated as soon as a sibling that dominates it fits.
-pub fn run_waves(
+/// A layout's step from below on the objective: the schedule's lower bound (no engine) or its
+/// [`Estimate`].
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct FromBelow {
+    /// The objective's score (lower is better, see [`crate::plan::score`]).
+    pub score: f64,
+    pub step_ms: f64,
+    /// Operations one simulated iteration takes (the schedule bound's count).
+    pub operations: usize,
+}
+
+/// A layout's iteration simulated with balanced routing (every rank sends every expert the same share)
+/// and no compute noise: what routing skew and stragglers can only slow down. Its score bounds the
+/// layout's from below on the objective (tested on every layout the search simulates), and its memory
+/// bounds the simulated peak from below.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Estimate {
+    /// The objective's score (lower is better, see [`crate::plan::score`]).
+    pub score: f64,
+    pub step_ms: f64,
+    pub memory_gib: f64,
+    pub oom: bool,
+}
+
+/// The scenario a layout's [`Estimate`] is simulated on: one iteration of balanced routing without compute
+/// noise; `None` where balanced routing would route more than the scenario (null experts drop choices),
+/// so that it would not bound the layout from below.
+pub fn estimate_scenario(base: &Scenario, l: &Layout) -> Option<Scenario> {
+    if base.workload.dynamics.null_expert_prob > 0.0 {
+        return None;
+    }
+    let mut s = l.scenario(base);
+    s.workload.skew = moesim_traces::Skew::Balanced;
+    s.workload.iterations = 1;
+    s.cluster.compute_noise_cv = 0.0;
+    Some(s)
+}
+
+/// The objective's score of a step of `step_ms` for `strategy` on `s` (see [`crate::plan::score`]: every
+/// metric is a step time but tokens/s, which divides the iteration's tokens by it).
+pub fn step_score(s: &Scenario, strategy: &Strategy, step_ms: f64) -> f64 {
+    match s.objective.metric {
+        crate::scenario::file::Metric::TokensPerS => {
+            -(strategy.tokens_per_iteration(s) as f64) / (step_ms * 1e-3)
+        }
+        _ => step_ms,
+    }
+}
+
+/// What simulating one layout showed.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Simulated {
+    /// Its result's index in the search report.
+    pub index: usize,
+    /// Not out of memory.
+    pub fits: bool,
+    /// Its score on the objective, `None` where the objective excludes it.
+    pub score: Option<f64>,
+    pub step_ms: f64,
+}
+
+/// Layouts refined at a time: fixed, so that which layouts the bounds prune does not depend on the
+/// thread count.
+pub const WAVE: usize = 2;
+
+/// Most operations per iteration of a layout the search estimates or simulates: about 4 × those of
+/// DeepSeek-V3's own layout on 2,048 GPUs, a few GiB of operation graph.
+pub const MAX_OPERATIONS: usize = 30_000_000;
+
+/// The search's three ways to learn about a layout, cheapest first; each is given indices to work on (in
+/// parallel if it likes).
+pub struct Probes<B, E, S> {
+    /// The schedule's lower bound (`None`: no bound, e.g. without pipeline or tensor parallelism).
+    pub bound: B,
+    /// The balanced-routing estimate (`None`: no estimate, see [`estimate_scenario`]).
+    pub estimate: E,
+    /// The full simulation.
+    pub simulate: S,
+}
+
+/// What the search learned of each layout.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Knowledge {
+    pub bounds: Vec<Option<FromBelow>>,
+    pub estimates: Vec<Option<Estimate>>,
+}
+
+/// Decides which layouts to simulate, best first:
+/// 1. layouts over `limit_gib` by their memory lower bound are pruned at once;
+/// 2. a layout is pruned as dominated as soon as a sibling that dominates it fits, and waits until every
+///    sibling that dominates it is decided;
+/// 3. every layout its siblings allow gets the schedule's lower bound;
+/// 4. round by round, the [`WAVE`] layouts best from below are refined: bound → estimate (out of memory
+///    even so: pruned; more than [`MAX_OPERATIONS`]: pruned) → simulation; and every layout whose figure
+///    from below is no better than the best simulated score is pruned, with the siblings it dominates.
+///
+/// Returns each layout's fate and what the search learned of it.
+pub fn run_waves<B, E, S>(
     s: &Scenario,
     layouts: &[Layout],
-    mut simulate: impl FnMut(&[usize]) -> Vec<(bool, usize)>,
-) -> Vec<Fate> {
+    mut probes: Probes<B, E, S>,
+) -> (Vec<Fate>, Knowledge)
+where
+    B: FnMut(&[usize]) -> Vec<Option<FromBelow>>,
+    E: FnMut(&[usize]) -> Vec<Option<Estimate>>,
+    S: FnMut(&[usize]) -> Vec<Simulated>,
+{
+    let n = layouts.len();
     let limit = s.objective.memory_limit_gib;
     let mut fate: Vec<Option<Fate>> = layouts
         .iter()
@@ -291,7 +439,14 @@ pub fn run_waves(
             }))
         })
         .collect();
-    let mut fits = vec![false; layouts.len()];
+    let mut know = Knowledge {
+        bounds: vec![None; n],
+        estimates: vec![None; n],
+    };
+    let (mut bounded, mut estimated) = (vec![false; n], vec![false; n]);
+    let mut fits = vec![false; n];
+    // The best simulated layout the objective allows: (score, index, step ms).
+    let mut best: Option<(f64, usize, f64)> = None;
     // Siblings are adjacent (same shape, consecutive): index ranges by shape.
     let mut groups: Vec<std::ops::Range<usize>> = Vec::new();
     for (i, l) in layouts.iter().enumerate() {
@@ -300,34 +455,136 @@ pub fn run_waves(
             _ => groups.push(i..i + 1),
         }
     }
+    // A layout's best figure from below: (score, step ms, which).
+    let below = |know: &Knowledge, i: usize| -> Option<(f64, f64, BoundKind)> {
+        match (know.estimates[i], know.bounds[i]) {
+            (Some(e), _) => Some((e.score, e.step_ms, BoundKind::Estimate)),
+            (None, Some(b)) => Some((b.score, b.step_ms, BoundKind::Schedule)),
+            (None, None) => None,
+        }
+    };
     loop {
-        let mut wave = Vec::new();
+        let mut eligible = Vec::new();
+        let mut decided = false;
         for g in &groups {
             for i in g.clone() {
                 if fate[i].is_some() {
                     continue;
                 }
                 let dominators = g.clone().filter(|&j| layouts[j].dominates(&layouts[i]));
+                let via_bound = dominators.clone().find_map(|j| match &fate[j] {
+                    Some(Fate::Pruned(Pruned::Bound {
+                        by,
+                        step_ms,
+                        best,
+                        best_ms,
+                        ..
+                    })) => Some(Pruned::Bound {
+                        by: *by,
+                        step_ms: *step_ms,
+                        best: best.clone(),
+                        best_ms: *best_ms,
+                        via: Some(layouts[j].name().to_string()),
+                    }),
+                    _ => None,
+                });
                 if let Some(j) = dominators.clone().find(|&j| fits[j]) {
                     fate[i] = Some(Fate::Pruned(Pruned::Dominated {
                         by: layouts[j].name().to_string(),
                     }));
+                    decided = true;
+                } else if let Some(b) = via_bound {
+                    fate[i] = Some(Fate::Pruned(b));
+                    decided = true;
                 } else if dominators.clone().all(|j| fate[j].is_some()) {
-                    wave.push(i);
+                    eligible.push(i);
                 }
             }
         }
+        let unbounded: Vec<usize> = eligible.iter().copied().filter(|&i| !bounded[i]).collect();
+        if !unbounded.is_empty() {
+            for (&i, b) in unbounded.iter().zip((probes.bound)(&unbounded)) {
+                bounded[i] = true;
+                know.bounds[i] = b;
+            }
+            continue;
+        }
+        let key = |i: usize| below(&know, i).map_or(f64::NEG_INFINITY, |b| b.0);
+        eligible.sort_by(|&a, &b| key(a).total_cmp(&key(b)).then(a.cmp(&b)));
+        if let Some((score, b, best_ms)) = best {
+            for &i in &eligible {
+                if let Some((_, step_ms, by)) = below(&know, i).filter(|x| x.0 >= score) {
+                    fate[i] = Some(Fate::Pruned(Pruned::Bound {
+                        by,
+                        step_ms,
+                        best: layouts[b].name().to_string(),
+                        best_ms,
+                        via: None,
+                    }));
+                    decided = true;
+                }
+            }
+        }
+        let wave: Vec<usize> = eligible
+            .into_iter()
+            .filter(|&i| fate[i].is_none())
+            .take(WAVE)
+            .collect();
         if wave.is_empty() {
+            if decided {
+                continue;
+            }
             break;
         }
-        for (&i, (fit, index)) in wave.iter().zip(simulate(&wave)) {
-            fits[i] = fit;
-            fate[i] = Some(Fate::Simulated(index));
+        let mut to_estimate = Vec::new();
+        let mut to_simulate = Vec::new();
+        for &i in &wave {
+            let operations = know.bounds[i].map_or(0, |b| b.operations);
+            if estimated[i] {
+                to_simulate.push(i);
+            } else if operations > MAX_OPERATIONS {
+                fate[i] = Some(Fate::Pruned(Pruned::TooLarge {
+                    operations,
+                    cap: MAX_OPERATIONS,
+                }));
+            } else {
+                to_estimate.push(i);
+            }
+        }
+        if !to_estimate.is_empty() {
+            for (&i, e) in to_estimate.iter().zip((probes.estimate)(&to_estimate)) {
+                estimated[i] = true;
+                know.estimates[i] = e;
+                match e {
+                    Some(e) if e.oom => {
+                        fate[i] = Some(Fate::Pruned(Pruned::Memory {
+                            bound_gib: e.memory_gib,
+                            limit_gib: limit,
+                        }));
+                    }
+                    // Nothing learned: simulate it next.
+                    None => to_simulate.push(i),
+                    Some(_) => {}
+                }
+            }
+        }
+        if !to_simulate.is_empty() {
+            for (&i, r) in to_simulate.iter().zip((probes.simulate)(&to_simulate)) {
+                fits[i] = r.fits;
+                fate[i] = Some(Fate::Simulated(r.index));
+                if let Some(score) = r.score
+                    && best.is_none_or(|(b, _, _)| score < b)
+                {
+                    best = Some((score, i, r.step_ms));
+                }
+            }
         }
     }
-    fate.into_iter()
+    let fates = fate
+        .into_iter()
         .map(|f| f.expect("every layout is simulated or pruned"))
-        .collect()
+        .collect();
+    (fates, know)
 }
 
 /// One ranked configuration, for the report.
@@ -737,6 +994,73 @@ memory_limit_gib = 9.0
     }
 
     #[test]
+    fn bounds_and_estimates_bound_the_simulated_layouts_and_prune_only_losers() {
+        let (s, o) = searched();
+        let metric = s.objective.metric;
+        let topo = crate::topology::Topology::build(&s.cluster);
+        let roofline = s.cluster.roofline();
+        // Every simulated layout with an estimate: the estimate is no better on the objective, and its
+        // memory no higher.
+        let mut checked = 0;
+        for ((l, fate), e) in o.layouts.iter().zip(&o.estimates) {
+            if let (Fate::Simulated(i), Some(e)) = (fate, e) {
+                let r = &o.report.results[*i];
+                assert!(
+                    e.score <= score(r, metric) + 1e-9 * score(r, metric).abs(),
+                    "{}: estimate {} vs simulated {}",
+                    l.name(),
+                    e.score,
+                    score(r, metric)
+                );
+                assert!(e.memory_gib <= r.memory_peak_gib + 1e-9, "{}", l.name());
+                checked += 1;
+            }
+        }
+        assert!(checked > 0);
+        // The schedule's bound never exceeds the estimate it stands in for.
+        let mut both = 0;
+        for (b, e) in o.bounds.iter().zip(&o.estimates) {
+            if let (Some(b), Some(e)) = (b, e) {
+                assert!(b.step_ms <= e.step_ms * (1.0 + 1e-9), "{b:?} vs {e:?}");
+                both += 1;
+            }
+        }
+        assert!(both > 0);
+        // Every layout pruned by the bound, simulated after all, loses to the chosen one.
+        let chosen = o.report.chosen.as_deref().expect("a layout fits");
+        let best = o
+            .report
+            .results
+            .iter()
+            .find(|r| r.strategy == chosen)
+            .unwrap();
+        let pruned: Vec<&Layout> = o
+            .pruned()
+            .filter(|(_, p)| matches!(p, Pruned::Bound { .. }))
+            .map(|(l, _)| l)
+            .collect();
+        assert!(!pruned.is_empty(), "the bound prunes in this scenario");
+        for l in pruned {
+            let ls = l.scenario(s);
+            let r = crate::runner::simulate_strategy(
+                &ls,
+                &l.strategy,
+                &topo,
+                &roofline,
+                &synthetic_routing(&ls),
+                quiet(),
+            );
+            assert!(
+                exclusion(&r, s).is_some() || score(&r, metric) >= score(best, metric),
+                "{} ({}) beats {chosen} ({})",
+                l.name(),
+                score(&r, metric),
+                score(best, metric)
+            );
+        }
+    }
+
+    #[test]
     fn the_search_is_deterministic_across_thread_counts() {
         let (s, o) = searched();
         let one = rayon::ThreadPoolBuilder::new()
@@ -749,6 +1073,7 @@ memory_limit_gib = 9.0
             serde_json::to_string(&o.report).unwrap()
         );
         assert_eq!(one.layouts, o.layouts);
+        assert_eq!(one.estimates, o.estimates);
     }
 
     #[test]

@@ -21,12 +21,13 @@
 //! Candidates that drop more than `objective.max_dropped_fraction` of their assignments are simulated and
 //! shown but never chosen, and rank after every candidate the objective allows (as do those out of memory).
 
-use crate::layout_search::{self, Fate, Layout, Pruned};
+use crate::layout_search::{self, Estimate, Fate, FromBelow, Layout, Probes, Pruned, Simulated};
 use crate::plan::{choose, exclusion, score};
 use crate::result::{SimulationReport, StrategyResult};
 use crate::runner::{RunOptions, simulate_strategy, synthetic_routing};
 use crate::scenario::file::{PlacementMethod, StrategyKind, TokenSplit};
 use crate::scenario::{Replication, Scenario, Strategy};
+use crate::strategy::ep::EpModel;
 use crate::topology::Topology;
 use moesim_calibrate::CostModel;
 use moesim_traces::RoutingSource;
@@ -226,6 +227,10 @@ pub struct SearchOutcome {
     pub report: SimulationReport,
     /// Every layout expanded, and what became of it.
     pub layouts: Vec<(Layout, Fate)>,
+    /// Per layout (same order): the schedule's lower bound, where the search computed one.
+    pub bounds: Vec<Option<FromBelow>>,
+    /// Per layout (same order): its balanced-routing estimate, where the search made one.
+    pub estimates: Vec<Option<Estimate>>,
 }
 
 impl SearchOutcome {
@@ -324,7 +329,47 @@ pub fn search_all(
         })
         .collect();
     let layouts = layouts(s);
-    let fates = layout_search::run_waves(s, &layouts, |wave| {
+    let metric = s.objective.metric;
+    let estimate = |batch: &[usize]| -> Vec<Option<Estimate>> {
+        batch
+            .par_iter()
+            .map(|&i| {
+                let l = &layouts[i];
+                let es = layout_search::estimate_scenario(s, l)?;
+                let r = simulate_strategy(
+                    &es,
+                    &l.strategy,
+                    &topo,
+                    cost,
+                    &synthetic_routing(&es),
+                    quiet,
+                );
+                Some(Estimate {
+                    score: score(&r, metric),
+                    step_ms: r.step_time_ms.mean,
+                    memory_gib: r.memory_peak_gib,
+                    oom: r.oom,
+                })
+            })
+            .collect()
+    };
+    let bound = |batch: &[usize]| -> Vec<Option<FromBelow>> {
+        batch
+            .par_iter()
+            .map(|&i| {
+                let l = &layouts[i];
+                let es = layout_search::estimate_scenario(s, l)?;
+                let b = EpModel::pipelined_step_bound(&es, &l.strategy, &topo, cost)?;
+                let step_ms = b.seconds * 1e3;
+                Some(FromBelow {
+                    score: layout_search::step_score(&es, &l.strategy, step_ms),
+                    step_ms,
+                    operations: b.operations,
+                })
+            })
+            .collect()
+    };
+    let simulate = |wave: &[usize]| {
         let simulated: Vec<StrategyResult> = wave
             .par_iter()
             .map(|&i| {
@@ -345,11 +390,26 @@ pub fn search_all(
         simulated
             .into_iter()
             .map(|r| {
+                let simulated = Simulated {
+                    index: results.len(),
+                    fits: !r.oom,
+                    score: exclusion(&r, s).is_none().then(|| score(&r, metric)),
+                    step_ms: r.step_time_ms.mean,
+                };
                 results.push(r);
-                (!results.last().expect("pushed").oom, results.len() - 1)
+                simulated
             })
             .collect()
-    });
+    };
+    let (fates, know) = layout_search::run_waves(
+        s,
+        &layouts,
+        Probes {
+            bound,
+            estimate,
+            simulate,
+        },
+    );
     // Layout results in layout order (waves simulate them out of order).
     let first = expanded.strategies.len();
     let mut order: Vec<usize> = fates
@@ -392,6 +452,8 @@ pub fn search_all(
         scenario: expanded,
         report,
         layouts,
+        bounds: know.bounds,
+        estimates: know.estimates,
     }
 }
 

@@ -288,3 +288,74 @@ fn inconsistent_layouts_are_refused_naming_their_field() {
         assert!(e.contains(field), "{strategy}: {e}");
     }
 }
+
+/// The schedule's lower bound (`EpModel::pipelined_step_bound`) of `s`'s first strategy, in ms.
+fn bound_ms(s: &Scenario) -> f64 {
+    let topo = Topology::build(&s.cluster);
+    let cost = s.cluster.roofline();
+    EpModel::pipelined_step_bound(s, &s.strategies[0], &topo, &cost)
+        .expect("a pipelined strategy")
+        .seconds
+        * 1e3
+}
+
+#[test]
+fn the_schedule_bound_is_the_step_of_uniform_one_f_one_b_and_gpipe() {
+    // Uniform stages, negligible communication: the chains of the last stage's rank are the step, for any
+    // number of micro-batches.
+    for (schedule, m) in [("1f1b", 4), ("1f1b", 12), ("gpipe", 8)] {
+        let s = ideal(&format!("{PP4}\npipeline_schedule = \"{schedule}\""), m, "");
+        let (bound, step) = (bound_ms(&s), step_ms(&s));
+        assert!(
+            bound <= step * (1.0 + 1e-9),
+            "{schedule} m={m}: {bound} > {step}"
+        );
+        eprintln!("{schedule} m={m}: bound {bound:.3} ms, step {step:.3} ms");
+        assert!(
+            rel(bound, step) < 2e-3,
+            "{schedule} m={m}: {bound} vs {step}"
+        );
+    }
+    // Interleaving and DualPipe overlap more than chains can show: still below.
+    for extra in [
+        "pipeline_schedule = \"interleaved\"\nvirtual_stages = 2\nstage_layers = [1, 1, 1, 1, 1, 1, 1, 1]",
+        "pipeline_schedule = \"dual-pipe\"",
+    ] {
+        let strategy = format!("pp = 4\nep_size = 2\n{extra}");
+        let s = ideal(&strategy, 8, "");
+        let (bound, step) = (bound_ms(&s), step_ms(&s));
+        assert!(bound <= step * (1.0 + 1e-9), "{extra}: {bound} > {step}");
+        assert!(bound > 0.5 * step, "{extra}: {bound} vs {step}");
+    }
+}
+
+#[test]
+fn the_schedule_bound_never_exceeds_a_balanced_step_with_real_communication() {
+    // Mixtral cut to 8 layers on 4 × DGX H100 (NVLink, InfiniBand), balanced routing, no noise: tensor
+    // parallelism, every schedule, checkpointing.
+    for strategy in [
+        "pp = 4\nep_size = 8\npipeline_schedule = \"1f1b\"",
+        "pp = 2\ntp = 2\nep_size = 8\npipeline_schedule = \"1f1b\"",
+        "pp = 4\nep_size = 8\npipeline_schedule = \"dual-pipe\"",
+        "pp = 2\nep_size = 4\npipeline_schedule = \"interleaved\"\nvirtual_stages = 2",
+        "tp = 4\nep_size = 8",
+    ] {
+        for rc in [false, true] {
+            let text = format!(
+                "name = \"b\"\nseed = 9\n[model]\npreset = \"mixtral-8x7b\"\nlayers = 8\nseq_len = 2048\n\
+                 micro_batch = 1\n[cluster]\npreset = \"dgx-h100\"\nnodes = 4\n[workload]\n\
+                 mode = \"training\"\niterations = 1\nmicro_batches = 8\n\
+                 skew = {{ distribution = \"balanced\" }}\n[training]\nactivation_checkpointing = {rc}\n\
+                 [[strategy]]\nname = \"s\"\nkind = \"ep\"\n{strategy}\n"
+            );
+            let s = parse_scenario("b.toml", &text, &[]).unwrap_or_else(|e| panic!("{e:?}"));
+            let (bound, step) = (bound_ms(&s), step_ms(&s));
+            eprintln!("{strategy} rc={rc}: bound {bound:.3} ms, balanced step {step:.3} ms");
+            assert!(
+                bound <= step * (1.0 + 1e-9),
+                "{strategy} rc={rc}: {bound} > {step}"
+            );
+            assert!(bound > 0.5 * step, "{strategy} rc={rc}: {bound} vs {step}");
+        }
+    }
+}

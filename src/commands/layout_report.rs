@@ -17,6 +17,15 @@ pub struct LayoutSummary<'a> {
     pub simulated: usize,
     pub pruned_memory: usize,
     pub pruned_dominated: usize,
+    /// Pruned because their step from below (the schedule's bound or the balanced-routing estimate, or a
+    /// dominating sibling's) is no better than the best simulated layout.
+    pub pruned_bound: usize,
+    /// Pruned because an iteration has more operations than the search simulates.
+    pub pruned_too_large: usize,
+    /// Layouts given the schedule's lower bound.
+    pub bounded: usize,
+    /// Layouts given a balanced-routing estimate (a one-iteration simulation each).
+    pub estimated: usize,
     /// Every pruned layout with its reason.
     pub pruned: Vec<PrunedLayout<'a>>,
 }
@@ -49,10 +58,7 @@ pub fn summary(o: &SearchOutcome) -> Option<LayoutSummary<'_>> {
             why,
         })
         .collect();
-    let memory = pruned
-        .iter()
-        .filter(|p| matches!(p.why, Pruned::Memory { .. }))
-        .count();
+    let count = |kind: Kind| pruned.iter().filter(|p| Kind::of(p.why) == kind).count();
     Some(LayoutSummary {
         expanded: o.layouts.len(),
         simulated: o
@@ -60,10 +66,34 @@ pub fn summary(o: &SearchOutcome) -> Option<LayoutSummary<'_>> {
             .iter()
             .filter(|(_, f)| matches!(f, Fate::Simulated(_)))
             .count(),
-        pruned_memory: memory,
-        pruned_dominated: pruned.len() - memory,
+        pruned_memory: count(Kind::Memory),
+        pruned_dominated: count(Kind::Dominated),
+        pruned_bound: count(Kind::Bound),
+        pruned_too_large: count(Kind::TooLarge),
+        bounded: o.bounds.iter().filter(|e| e.is_some()).count(),
+        estimated: o.estimates.iter().filter(|e| e.is_some()).count(),
         pruned,
     })
+}
+
+/// A pruning reason's kind, for counting and listing.
+#[derive(Clone, Copy, PartialEq)]
+enum Kind {
+    Memory,
+    Dominated,
+    Bound,
+    TooLarge,
+}
+
+impl Kind {
+    fn of(p: &Pruned) -> Kind {
+        match p {
+            Pruned::Memory { .. } => Kind::Memory,
+            Pruned::Dominated { .. } => Kind::Dominated,
+            Pruned::Bound { .. } => Kind::Bound,
+            Pruned::TooLarge { .. } => Kind::TooLarge,
+        }
+    }
 }
 
 /// The text: counts, a few pruned layouts per reason, and the best `top` configurations with reasons.
@@ -73,14 +103,27 @@ pub fn text(o: &SearchOutcome, ranked: &[usize], top: usize) -> String {
     };
     let mut out = format!(
         "layouts: {} expanded, {} simulated, {} pruned by their memory lower bound, {} dominated by a \
-         sibling that does no more work and fits\n",
-        sum.expanded, sum.simulated, sum.pruned_memory, sum.pruned_dominated
+         sibling that does no more work and fits, {} pruned from below (schedule bound or balanced-routing \
+         estimate no better than the best simulated; {} bounded, {} estimated), {} too large to simulate\n",
+        sum.expanded,
+        sum.simulated,
+        sum.pruned_memory,
+        sum.pruned_dominated,
+        sum.pruned_bound,
+        sum.bounded,
+        sum.estimated,
+        sum.pruned_too_large
     );
-    for (label, memory) in [("memory", true), ("dominated", false)] {
+    for (label, kind) in [
+        ("memory", Kind::Memory),
+        ("dominated", Kind::Dominated),
+        ("bound", Kind::Bound),
+        ("too large", Kind::TooLarge),
+    ] {
         let of_kind: Vec<&PrunedLayout> = sum
             .pruned
             .iter()
-            .filter(|p| matches!(p.why, Pruned::Memory { .. }) == memory)
+            .filter(|p| Kind::of(p.why) == kind)
             .collect();
         for p in of_kind.iter().take(LISTED) {
             out.push_str(&format!("  pruned ({label}) {}: {}\n", p.layout, p.why));

@@ -45,7 +45,7 @@ use moesim_calibrate::CostModel;
 use moesim_traces::{IterationRouting, RoutingShape, RoutingSource};
 use rayon::prelude::*;
 
-mod pipelined;
+pub mod pipelined;
 
 /// Everything about an EP run that does not change between iterations.
 pub struct EpModel<'a> {
@@ -449,6 +449,39 @@ impl<'a> EpModel<'a> {
     /// Expert copies moved at each re-plan (window starts after the first).
     pub fn moved_copies_per_replan(&self) -> &[usize] {
         &self.moved_copies[1..]
+    }
+
+    /// A lower bound on one iteration of `strategy` (with tensor or pipeline parallelism; `None` without)
+    /// under balanced routing, and the operations simulating it would take: see [`pipelined::bound`].
+    /// With the analytic network and no compute noise it never exceeds the simulated step of balanced
+    /// routing (the layout search's estimate).
+    pub fn pipelined_step_bound(
+        s: &Scenario,
+        strategy: &Strategy,
+        topo: &Topology,
+        cost: &dyn CostModel,
+    ) -> Option<pipelined::bound::StepBound> {
+        if strategy.parallel.is_single() {
+            return None;
+        }
+        let shape = RoutingShape {
+            micro_batches: 1,
+            ..Self::routing_shape_for(s, strategy)
+        };
+        let source = moesim_traces::SyntheticRouting::new(
+            shape,
+            1,
+            moesim_traces::SyntheticSpec {
+                skew: moesim_traces::Skew::Balanced,
+                seed: s.seed,
+                shuffle_per_layer: false,
+            },
+        );
+        let model = EpModel::new(s, strategy, topo, cost, &source);
+        let pipe = model.pipelined.as_ref()?;
+        let mut routing = IterationRouting::zeros(shape);
+        source.fill_iteration(0, &mut routing);
+        Some(model.step_bound_of(pipe, &routing))
     }
 
     /// The routing shape `strategy` needs: with tensor or pipeline parallelism, the token sources of one

@@ -41,6 +41,9 @@ use crate::topology::Topology;
 use moesim_calibrate::CostModel;
 use moesim_traces::IterationRouting;
 use std::collections::HashMap;
+use std::rc::Rc;
+
+pub mod bound;
 
 /// What a pipelined EP run keeps between iterations.
 pub(super) struct Pipelined {
@@ -256,11 +259,85 @@ struct Lowering<'m, 'a> {
     peak_layer_tokens: Vec<u64>,
     speeds: Speeds,
     /// Cells of (micro-batch, MoE layer), built at the forward and used by the backward.
-    cells: HashMap<(usize, usize), Vec<MoeCell>>,
+    cells: HashMap<(usize, usize), Rc<Vec<MoeCell>>>,
+    /// Per MoE layer: whether its routing counts are the same in every micro-batch (balanced routing,
+    /// as the layout search's estimates use). Such a layer's cells are priced once.
+    uniform: Vec<bool>,
+    /// Per (pipeline rank, uniform MoE layer): its cells and the routing facts one micro-batch adds
+    /// (DualPipe places a layer on two pipeline ranks).
+    uniform_cells: HashMap<(usize, usize), UniformCells>,
     graph_ranks: Vec<Vec<usize>>,
 }
 
-impl Lowering<'_, '_> {
+/// A uniform layer's cells, priced once, and what each micro-batch adds to the routing facts.
+type UniformCells = (Rc<Vec<MoeCell>>, FactsDelta);
+
+/// What one micro-batch's cells of a layer add to the routing facts (replayed for the micro-batches of a
+/// uniform layer, whose cells are priced once).
+struct FactsDelta {
+    routed: u64,
+    dropped: u64,
+    /// (graph rank, tokens received).
+    received: Vec<(usize, u64)>,
+}
+
+/// A lowering (iteration 0's speeds) whose every MoE layer routes in each micro-batch as `routing`'s
+/// first: for [`bound`].
+fn uniform_cells_only<'m, 'a>(
+    model: &'m EpModel<'a>,
+    pipe: &'m Pipelined,
+    routing: &'m IterationRouting,
+    ws: &'m mut EpWorkspace,
+) -> Lowering<'m, 'a> {
+    let speeds = Speeds::of(model.scenario, 0, pipe.graph_ranks());
+    let uniform = vec![true; routing.shape.moe_layers];
+    Lowering::new(model, pipe, routing, ws, speeds, uniform)
+}
+
+/// Per MoE layer of `routing`: whether every micro-batch routes exactly like the first.
+fn uniform_layers(routing: &IterationRouting) -> Vec<bool> {
+    let shape = routing.shape;
+    (0..shape.moe_layers)
+        .map(|l| {
+            let first = routing.layer_counts(0, l);
+            (1..shape.micro_batches).all(|mb| routing.layer_counts(mb, l) == first)
+        })
+        .collect()
+}
+
+impl<'m, 'a> Lowering<'m, 'a> {
+    fn new(
+        model: &'m EpModel<'a>,
+        pipe: &'m Pipelined,
+        routing: &'m IterationRouting,
+        ws: &'m mut EpWorkspace,
+        speeds: Speeds,
+        uniform: Vec<bool>,
+    ) -> Self {
+        let n = pipe.graph_ranks();
+        Lowering {
+            model,
+            pipe,
+            routing,
+            ws_scratch: ws,
+            facts: CellFacts {
+                window: 0,
+                tokens_received: vec![0; n],
+                layer_tokens: vec![0; n],
+                routed: 0,
+                dropped: 0,
+            },
+            peak_layer_tokens: vec![0; n],
+            speeds,
+            cells: HashMap::new(),
+            uniform,
+            uniform_cells: HashMap::new(),
+            graph_ranks: (0..pipe.par.pp)
+                .map(|r| (r * pipe.unit..(r + 1) * pipe.unit).collect())
+                .collect(),
+        }
+    }
+
     fn tp_steps(&self, r: usize, out: &mut Vec<Step>) {
         if let Some(spec) = &self.pipe.tp_ring[r] {
             out.push(Step::Collectives(vec![spec.clone()], Phase::TensorParallel));
@@ -287,6 +364,43 @@ impl Lowering<'_, '_> {
     /// The MoE cells of (micro-batch, layer) for pipeline rank `r`'s EP groups.
     fn cells(&mut self, r: usize, mb: usize, layer: usize) -> &Vec<MoeCell> {
         if !self.cells.contains_key(&(mb, layer)) {
+            let moe_layer = layer - self.model.scenario.model.first_dense_layers;
+            let cells = if !self.uniform[moe_layer] {
+                Rc::new(self.build_cells(r, mb, layer))
+            } else if let Some((cells, delta)) = self.uniform_cells.get(&(r, moe_layer)) {
+                self.facts.routed += delta.routed;
+                self.facts.dropped += delta.dropped;
+                for &(g, t) in &delta.received {
+                    self.facts.tokens_received[g] += t;
+                }
+                cells.clone()
+            } else {
+                let (routed, dropped) = (self.facts.routed, self.facts.dropped);
+                let before = self.facts.tokens_received.clone();
+                // Micro-batch 0 routes like every other (a bound's routing holds only that one).
+                let cells = Rc::new(self.build_cells(r, 0, layer));
+                let delta = FactsDelta {
+                    routed: self.facts.routed - routed,
+                    dropped: self.facts.dropped - dropped,
+                    received: (self.facts.tokens_received.iter().zip(&before))
+                        .enumerate()
+                        .filter(|(_, (a, b))| a != b)
+                        .map(|(g, (a, b))| (g, a - b))
+                        .collect(),
+                };
+                self.uniform_cells
+                    .insert((r, moe_layer), (cells.clone(), delta));
+                cells
+            };
+            self.cells.insert((mb, layer), cells);
+        }
+        &self.cells[&(mb, layer)]
+    }
+
+    /// Prices the MoE cells of (micro-batch, layer) for pipeline rank `r`'s EP groups and adds their
+    /// routing facts.
+    fn build_cells(&mut self, r: usize, mb: usize, layer: usize) -> Vec<MoeCell> {
+        {
             let model = self.model;
             let ep = model.ep_size;
             let experts = model.scenario.model.experts;
@@ -325,9 +439,8 @@ impl Lowering<'_, '_> {
             {
                 *peak = (*peak).max(t);
             }
-            self.cells.insert((mb, layer), cells);
+            cells
         }
-        &self.cells[&(mb, layer)]
     }
 
     fn steps(&mut self, r: usize, task: Task) -> Vec<Step> {
@@ -560,26 +673,14 @@ impl EpModel<'_> {
         let n = pipe.graph_ranks();
         let mut graph = std::mem::take(&mut ws.graph);
         graph.reset(n, &s.cluster);
-        let graph_ranks: Vec<Vec<usize>> = (0..pipe.par.pp)
-            .map(|r| (r * pipe.unit..(r + 1) * pipe.unit).collect())
-            .collect();
-        let mut lowering = Lowering {
-            model: self,
+        let mut lowering = Lowering::new(
+            self,
             pipe,
             routing,
-            ws_scratch: ws,
-            facts: CellFacts {
-                window: 0,
-                tokens_received: vec![0; n],
-                layer_tokens: vec![0; n],
-                routed: 0,
-                dropped: 0,
-            },
-            peak_layer_tokens: vec![0; n],
-            speeds: Speeds::of(s, iteration, n),
-            cells: HashMap::new(),
-            graph_ranks,
-        };
+            ws,
+            Speeds::of(s, iteration, n),
+            uniform_layers(routing),
+        );
         let mut prev: Vec<Option<OpId>> = vec![None; n];
         let comms = Collectives::new(self.topo, s.cluster.network);
         let mut scratch = AllToAllScratch::default();
