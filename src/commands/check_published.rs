@@ -4,7 +4,8 @@
 //! published value with its unit, how that value becomes a moesim figure (`conversion`), and the setup
 //! moesim computes the figure from: a GEMM on a cluster preset's GPU (priced by the cost model), an
 //! all-to-all of a benchmark's routing on a cluster preset's topology (priced by the collectives every
-//! strategy uses), or a whole scenario file under `validation/scenarios/` (simulated as `simulate` does).
+//! strategy uses), one engine step of a serving scenario's pool (priced as the serving simulation prices
+//! it), or a whole scenario file under `validation/scenarios/` (simulated as `simulate` does).
 //! The command prints every case with its error, the median |error| over all cases and per source.
 
 use miette::{IntoDiagnostic, WrapErr, miette};
@@ -101,6 +102,24 @@ enum Setup {
         algorithm: A2a,
         metric: A2aMetric,
     },
+    /// One engine step of a serving deployment's pool (a serving scenario under `validation/scenarios/`),
+    /// priced as the serving simulation prices it (`StepCost`): `decode_seqs_per_gpu` sequences on every
+    /// GPU of one instance decode one token each, every one reading a `context`-token KV cache, and
+    /// `prefill_tokens_per_gpu` prompt tokens (fresh prompts of `prompt` tokens) prefill beside them.
+    ServingStep {
+        file: PathBuf,
+        deployment: String,
+        pool: ServingPool,
+        #[serde(default)]
+        decode_seqs_per_gpu: u64,
+        #[serde(default)]
+        context: u64,
+        #[serde(default)]
+        prefill_tokens_per_gpu: u64,
+        #[serde(default)]
+        prompt: u64,
+        metric: StepMetric,
+    },
     /// A scenario under `validation/scenarios/`, simulated; `metric` of strategy `strategy`.
     Scenario {
         file: PathBuf,
@@ -147,6 +166,24 @@ enum A2aMetric {
     /// buffers (one copy per (token, destination node), its own node included) across nodes, or the bytes
     /// it receives over NVLink (one copy per (token, GPU)) inside one node, over the collective's time; GB/s.
     BottleneckGbytesPerS,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+enum ServingPool {
+    Prefill,
+    Decode,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+enum StepMetric {
+    /// The step's time, milliseconds (a decode step: the time per output token).
+    StepMs,
+    /// Decoded tokens per second per node: sequences × GPUs per node / step.
+    OutputTokensPerSPerNode,
+    /// Prefilled tokens per second per node.
+    InputTokensPerSPerNode,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]
@@ -274,6 +311,68 @@ fn figure(dir: &Path, setup: &Setup) -> miette::Result<f64> {
                 token_bytes: payload.token_bytes(*hidden),
             };
             Ok(bench.figure(*algorithm, *metric))
+        }
+        Setup::ServingStep {
+            file,
+            deployment,
+            pool,
+            decode_seqs_per_gpu,
+            context,
+            prefill_tokens_per_gpu,
+            prompt,
+            metric,
+        } => {
+            let path = dir.join(file);
+            let inputs = Inputs::read(&path, Vec::new(), None).map_err(|e| miette!("{e:?}"))?;
+            let s = &inputs.scenario;
+            let d = moesim_sim::serving::deployments(s)
+                .into_iter()
+                .find(|d| d.name == *deployment)
+                .ok_or_else(|| miette!("{}: no deployment `{deployment}`", path.display()))?;
+            let pools = d.layout.pools();
+            let chosen = match (pool, pools.as_slice()) {
+                (ServingPool::Prefill, [p, _]) | (ServingPool::Decode, [_, p]) => *p,
+                _ => {
+                    return Err(miette!(
+                        "{}: deployment `{deployment}` is not disaggregated (no {pool:?} pool)",
+                        path.display()
+                    ));
+                }
+            };
+            let ps = moesim_sim::serving::deployment::pool_scenario(s, chosen);
+            let topo = Topology::build(&ps.cluster);
+            let cost = ps.cluster.roofline();
+            let gpus = ps.cluster.gpus() as u64;
+            let mut batch = moesim_sim::serving::step_cost::Batch::default();
+            for _ in 0..decode_seqs_per_gpu * gpus {
+                batch.add_decode(*context);
+            }
+            let prompts = if *prompt > 0 {
+                prefill_tokens_per_gpu * gpus / prompt
+            } else {
+                0
+            };
+            for _ in 0..prompts {
+                batch.add_prefill(0, *prompt);
+            }
+            let mut step = moesim_sim::serving::step_cost::StepCost::new(
+                &ps,
+                &ps.strategies[0],
+                &topo,
+                &cost,
+                0,
+            );
+            let secs = step.seconds(&batch);
+            let per_node = ps.cluster.gpus_per_node as f64;
+            Ok(match metric {
+                StepMetric::StepMs => secs * 1e3,
+                StepMetric::OutputTokensPerSPerNode => {
+                    *decode_seqs_per_gpu as f64 * per_node / secs
+                }
+                StepMetric::InputTokensPerSPerNode => {
+                    (prompts * prompt) as f64 / gpus as f64 * per_node / secs
+                }
+            })
         }
         Setup::Scenario {
             file,

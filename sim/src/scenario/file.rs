@@ -67,6 +67,7 @@ pub struct ModelSection {
     pub attn_qk_head_dim: Option<u64>,
     pub attn_v_head_dim: Option<u64>,
     pub expert_dtype: Option<crate::scenario::model::Dtype>,
+    pub dense_dtype: Option<crate::scenario::model::Dtype>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]

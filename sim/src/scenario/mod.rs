@@ -405,6 +405,7 @@ impl Resolver<'_> {
                     micro_batch: 1,
                     attention: model::Attention::mha(d, 128),
                     expert_dtype: model::Dtype::Bf16,
+                    dense_dtype: model::Dtype::Bf16,
                     routing: model::RouterGroups::NONE,
                 }
             }
@@ -429,7 +430,8 @@ impl Resolver<'_> {
             dtype_bytes,
             seq_len,
             micro_batch,
-            expert_dtype
+            expert_dtype,
+            dense_dtype
         );
         if let Some(h) = s.attn_heads {
             m.attention.heads = h;

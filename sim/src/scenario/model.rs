@@ -37,6 +37,12 @@ pub struct Model {
     /// Element type of the routed experts' GEMMs (weights and inputs): bf16, or fp8 with its own peak.
     #[serde(default)]
     pub expert_dtype: Dtype,
+    /// Element type of the dense layers' linear GEMMs — attention projections, dense FFNs, shared experts
+    /// (not the core attention, the router or the output head): bf16, or fp8 with its own peak, its
+    /// activations cast on the way in and, for inference, its weights stored in one byte (DeepSeek-V3 trains
+    /// and serves every linear layer in FP8, §3.3).
+    #[serde(default)]
+    pub dense_dtype: Dtype,
     /// Group-limited routing (DeepSeek-V3: experts in 8 groups, each token picks its top 4 groups first).
     #[serde(default)]
     pub routing: RouterGroups,
@@ -164,6 +170,14 @@ impl Model {
     }
 
     /// Bytes per element of the routed experts' GEMMs.
+    /// Bytes per element of the dense linear GEMMs (see `dense_dtype`).
+    pub fn dense_gemm_bytes(&self) -> u32 {
+        match self.dense_dtype {
+            Dtype::Bf16 => self.dtype_bytes,
+            Dtype::Fp8 => 1,
+        }
+    }
+
     pub fn expert_gemm_bytes(&self) -> u32 {
         match self.expert_dtype {
             Dtype::Bf16 => self.dtype_bytes,
@@ -214,6 +228,7 @@ pub fn model_preset(name: &str) -> Option<Model> {
             micro_batch: 1,
             attention: Attention::mha(4096, 128),
             expert_dtype: Dtype::Bf16,
+            dense_dtype: Dtype::Bf16,
             routing: RouterGroups::NONE,
         },
         // 61 layers, first 3 dense (FFN 18432), 256 routed + 1 shared expert of 2048, top-8, MLA attention
@@ -245,6 +260,7 @@ pub fn model_preset(name: &str) -> Option<Model> {
                 v_head_dim: 128,
             },
             expert_dtype: Dtype::Bf16,
+            dense_dtype: Dtype::Bf16,
             routing: RouterGroups {
                 groups: 8,
                 max_groups_per_token: 4,
@@ -274,6 +290,7 @@ pub fn model_preset(name: &str) -> Option<Model> {
                 v_head_dim: 128,
             },
             expert_dtype: Dtype::Bf16,
+            dense_dtype: Dtype::Bf16,
             routing: RouterGroups::NONE,
         },
         // 16 layers, 64 experts of 1024, top-8, MHA.
@@ -296,6 +313,7 @@ pub fn model_preset(name: &str) -> Option<Model> {
             micro_batch: 1,
             attention: Attention::mha(2048, 128),
             expert_dtype: Dtype::Bf16,
+            dense_dtype: Dtype::Bf16,
             routing: RouterGroups::NONE,
         },
         // Hecate's GPT-MoE-S: d 768, 12 layers, 64 experts, top-2, GELU experts of width 2·d, sequence 2048.
@@ -318,6 +336,7 @@ pub fn model_preset(name: &str) -> Option<Model> {
             micro_batch: 8,
             attention: Attention::mha(768, 64),
             expert_dtype: Dtype::Bf16,
+            dense_dtype: Dtype::Bf16,
             routing: RouterGroups::NONE,
         },
         _ => return None,

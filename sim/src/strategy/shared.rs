@@ -26,7 +26,8 @@ pub fn dense_forward_tokens_s(
     let m = &s.model;
     let d = m.d_model;
     let dt = m.dtype_bytes;
-    let mut time = cost.gemm_s(t, m.attn_params_per_layer / d, d, dt);
+    let dg = m.dense_gemm_bytes();
+    let mut time = cost.gemm_s(t, m.attn_params_per_layer / d, d, dg) + dense_cast_s(s, cost, t, d);
     match s.workload.mode {
         // Causal attention over the sequence: every query scores and mixes (s + 1) / 2 keys on average, over
         // every head's key and value widths (MHA, GQA and MLA alike; see `Attention::score_flops`). Priced
@@ -58,14 +59,26 @@ pub fn dense_forward_tokens_s(
     if moe_layer {
         time += cost.gemm_s(t, m.experts as u64, d, dt);
         for _ in 0..m.shared_experts {
-            time += swiglu_s(cost, t, d, m.expert_d_ff, m.expert_matrices, dt);
+            time += swiglu_s(cost, t, d, m.expert_d_ff, m.expert_matrices, dg);
             time += activation_s(cost, t, m.expert_d_ff, m.expert_matrices, dt);
+            time += dense_cast_s(s, cost, t, d + m.expert_d_ff);
         }
     } else {
-        time += swiglu_s(cost, t, d, m.dense_d_ff, 3, dt);
+        time += swiglu_s(cost, t, d, m.dense_d_ff, 3, dg);
         time += activation_s(cost, t, m.dense_d_ff, 3, dt);
+        time += dense_cast_s(s, cost, t, d + m.dense_d_ff);
     }
     time + non_gemm_s(s, cost, t, moe_layer)
+}
+
+/// With FP8 dense linears (`model.dense_dtype`), casting a GEMM's `t × k` input to FP8: bf16 in, one byte
+/// plus a scale per 128 out, 3 bytes of traffic per element (as for FP8 experts); 0 in bf16.
+fn dense_cast_s(s: &Scenario, cost: &dyn CostModel, t: u64, k: u64) -> f64 {
+    if s.model.dense_dtype == Dtype::Fp8 && t > 0 {
+        cost.memory_bound_s(3.0 * t as f64 * k as f64)
+    } else {
+        0.0
+    }
 }
 
 /// Attention scores and values of one layer of a serving step on one rank, one of `parts` overlapped parts:
@@ -114,8 +127,10 @@ pub fn dense_forward_tp_s(
     let m = &s.model;
     let d = m.d_model;
     let dt = m.dtype_bytes;
+    let dg = m.dense_gemm_bytes();
     let shard = t.div_ceil(tp);
-    let mut attention = cost.gemm_s(t, (m.attn_params_per_layer / d).div_ceil(tp), d, dt);
+    let mut attention = cost.gemm_s(t, (m.attn_params_per_layer / d).div_ceil(tp), d, dg)
+        + dense_cast_s(s, cost, t, d);
     let keys = Attention::causal_mean_keys(m.seq_len);
     let heads = m.attention.heads.div_ceil(tp);
     let width = heads * (m.attention.qk_head_dim + m.attention.v_head_dim);
@@ -132,13 +147,15 @@ pub fn dense_forward_tp_s(
         mlp += cost.gemm_s(shard, m.experts as u64, d, dt);
         let f = m.expert_d_ff.div_ceil(tp);
         for _ in 0..m.shared_experts {
-            mlp += swiglu_s(cost, t, d, f, m.expert_matrices, dt);
+            mlp += swiglu_s(cost, t, d, f, m.expert_matrices, dg);
             mlp += activation_s(cost, t, f, m.expert_matrices, dt);
+            mlp += dense_cast_s(s, cost, t, d + f);
         }
     } else {
         let f = m.dense_d_ff.div_ceil(tp);
-        mlp += swiglu_s(cost, t, d, f, 3, dt);
+        mlp += swiglu_s(cost, t, d, f, 3, dg);
         mlp += activation_s(cost, t, f, 3, dt);
+        mlp += dense_cast_s(s, cost, t, d + f);
     }
     (attention, mlp)
 }
@@ -309,5 +326,33 @@ mod tests {
         let ratio = (gemm(&bf16) - launches) / (gemm(&fp8) - launches);
         // H100: 1979 dense FP8 TFLOP/s against 989 bf16.
         assert!((ratio - 1979.0 / 989.0).abs() < 1e-9, "{ratio}");
+    }
+
+    #[test]
+    fn fp8_dense_linears_change_only_the_projections_and_ffns_and_add_their_casts() {
+        // DeepSeek-V3 decoding 64 tokens on an H100: every linear GEMM reads its weights (memory-bound),
+        // so FP8 halves it; the gate, the KV-cache read and the non-GEMM kernels stay as they are.
+        let text = "name = \"t\"\n[model]\npreset = \"deepseek-v3\"\nseq_len = 4096\nmicro_batch = 64\n\
+            [cluster]\npreset = \"dgx-h100\"\n[workload]\nmode = \"decode\"\niterations = 1\n\
+            [[strategy]]\nname = \"ep\"\nkind = \"ep\"\n";
+        let bf16 = parse_scenario("t.toml", text, &[]).unwrap();
+        let fp8 = parse_scenario("t.toml", text, &["model.dense_dtype=\"fp8\"".into()]).unwrap();
+        let cost = bf16.cluster.roofline();
+        let (t, d) = (64u64, 7168u64);
+        let m = &bf16.model;
+        let linears = |dt: u32| {
+            cost.gemm_s(t, m.attn_params_per_layer / d, d, dt)
+                + swiglu_s(&cost, t, d, m.expert_d_ff, 3, dt)
+        };
+        let casts = cost.memory_bound_s(3.0 * (t * d) as f64)
+            + cost.memory_bound_s(3.0 * (t * (d + m.expert_d_ff)) as f64);
+        let a = dense_forward_tokens_s(&bf16, &cost, true, t, 1);
+        let b = dense_forward_tokens_s(&fp8, &cost, true, t, 1);
+        let expect = a - linears(2) + linears(1) + casts;
+        assert!((b - expect).abs() < 1e-12, "{b} vs {expect}");
+        // Weights dominate a 64-token decode step's linears: FP8 halves them (one byte per element).
+        let launches = 4.0 * cost.launch_overhead_s();
+        let ratio = (linears(1) - launches) / (linears(2) - launches);
+        assert!((0.49..0.51).contains(&ratio), "{ratio}");
     }
 }
