@@ -54,5 +54,6 @@ pub mod load;
 pub mod numbers;
 pub mod place_loads;
 pub mod report;
+pub mod serving_curves;
 pub mod sweep;
 pub mod trace;

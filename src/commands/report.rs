@@ -6,7 +6,8 @@ use moesim_reports::capacity::default_node_counts;
 use moesim_reports::check::{check_png, check_svg};
 use moesim_reports::collect::{CollectOptions, collect};
 use moesim_reports::inputs::Inputs;
-use moesim_reports::report::{ReportOptions, render_report};
+use moesim_reports::report::{ReportOptions, render_report_with_serving};
+use moesim_reports::serving_curves::collect_serving;
 use moesim_reports::sweep::SweepResult;
 use moesim_reports::trace::validate_chrome_trace;
 use std::path::{Path, PathBuf};
@@ -43,6 +44,7 @@ pub fn run(a: &ReportArgs, quiet: bool) -> miette::Result<ExitCode> {
         return check(dir);
     }
     let mut scenarios = Vec::new();
+    let mut serving = Vec::new();
     let mut sweeps = Vec::new();
     for path in &a.inputs {
         let text = std::fs::read_to_string(path)
@@ -62,6 +64,16 @@ pub fn run(a: &ReportArgs, quiet: bool) -> miette::Result<ExitCode> {
         }
         let inputs = Inputs::resolve(path, text, a.set.clone(), None)?;
         let s = &inputs.scenario;
+        if s.serving.is_some() {
+            // Serving: capacity search, latency against rate and the cost Pareto front per deployment.
+            if !quiet {
+                eprintln!("{}: serving capacity search and latency curves", s.name);
+            }
+            let data =
+                collect_serving(&inputs, env!("CARGO_PKG_VERSION")).map_err(|e| miette!("{e}"))?;
+            serving.push(data);
+            continue;
+        }
         let nodes = if a.no_capacity {
             Vec::new()
         } else if a.capacity_nodes.is_empty() {
@@ -84,8 +96,9 @@ pub fn run(a: &ReportArgs, quiet: bool) -> miette::Result<ExitCode> {
         bar.finish_and_clear();
         scenarios.push(data);
     }
-    let files = render_report(
+    let files = render_report_with_serving(
         &scenarios,
+        &serving,
         &sweeps,
         &ReportOptions {
             target_tokens_per_s: a.target_tokens_per_s,

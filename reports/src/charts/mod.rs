@@ -3,10 +3,12 @@
 pub mod heatmap;
 pub mod line;
 pub mod palette;
+pub mod scatter;
 pub mod stacked;
 
 pub use heatmap::Heatmap;
 pub use line::{LineChart, Series};
+pub use scatter::{LabelledPoint, Scatter};
 pub use stacked::StackedBars;
 
 /// Font sizes: captions, axis descriptions and tick labels, chosen to read well at [`crate::figure::SIZE`].

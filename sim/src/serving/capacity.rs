@@ -70,7 +70,7 @@ pub struct CapacityReport {
 }
 
 /// The stream's rate, or why the rate cannot be searched.
-fn base_rate(s: &Scenario) -> Result<f64, String> {
+pub fn base_rate(s: &Scenario) -> Result<f64, String> {
     let cfg = s
         .serving
         .as_ref()
@@ -177,15 +177,31 @@ pub fn search(
     tolerance: f64,
     price: Option<f64>,
 ) -> Result<Capacity, String> {
+    search_with_memos(s, d, trace, cost, rate, tolerance, price, &mut Vec::new())
+}
+
+/// [`search`] with the pools' step-time memos kept by the caller, so that later runs of the same
+/// deployment at other rates (the report's latency curves) reuse the shapes the search lowered. Memo keys
+/// are quantised shapes priced as such, so a memo changes no result, only how often a shape is lowered.
+#[allow(clippy::too_many_arguments)]
+pub fn search_with_memos(
+    s: &Scenario,
+    d: &Deployment,
+    trace: Option<&[TraceRequest]>,
+    cost: &dyn CostModel,
+    rate: f64,
+    tolerance: f64,
+    price: Option<f64>,
+    memos: &mut Vec<crate::serving::step_cost::Memo>,
+) -> Result<Capacity, String> {
     let mut probes = Vec::new();
     let mut runs: Vec<(f64, ServingResult)> = Vec::new();
     // Step times depend on the batch, not the rate: one memo per pool serves every rate.
-    let mut memos = Vec::new();
     let mut eval = |r: f64| -> Result<bool, String> {
         let sr = at_rate(s, r);
         let cfg = sr.serving.as_ref().expect("serving");
         let requests = arrivals::requests(&cfg.requests, sr.seed, trace)?;
-        let mut res = serve_with_memos(&sr, d, &requests, cost, &mut memos)?;
+        let mut res = serve_with_memos(&sr, d, &requests, cost, memos)?;
         res.records = Vec::new();
         let g = res.metrics.goodput.expect("an SLO");
         probes.push(Probe {
