@@ -277,8 +277,9 @@ impl Inputs {
     pub fn simulate(&self, opts: RunOptions) -> Result<SimulationReport, InputError> {
         if self.scenario.serving.is_some() {
             return Err(InputError::Simulation(format!(
-                "{}: a serving scenario (workload.mode = \"serving\") is simulated by `moesim simulate`; \
-                 plan, report, sweep and the TUI do not serve requests yet",
+                "{}: a serving scenario (workload.mode = \"serving\") is simulated by `moesim simulate`, \
+                 `moesim plan` searches its capacity and `moesim report` draws its latency curves; sweep \
+                 and the TUI do not serve requests yet",
                 self.file.display()
             )));
         }

@@ -7,7 +7,15 @@ use crate::charts::{LabelledPoint, LineChart, Scatter, Series};
 use crate::document::Block;
 use crate::figure::{SIZE, render};
 use crate::numbers::{percent, rate};
-use crate::serving_curves::{ServingCurves, ServingData};
+use crate::serving_curves::{CurvePoint, ServingCurves, ServingData};
+
+/// A latency figure: file stem, label, the value of a point, the SLO's target.
+type Metric = (
+    &'static str,
+    &'static str,
+    fn(&CurvePoint) -> f64,
+    Option<f64>,
+);
 
 fn opt(v: Option<f64>, show: impl Fn(f64) -> String) -> String {
     v.map_or("—".into(), show)
@@ -120,7 +128,7 @@ pub(super) fn section(sec: &mut Section, d: &ServingData) -> Result<(), String> 
                 .join(", "))
             .unwrap_or_default()
     )));
-    let series = |value: fn(&crate::serving_curves::CurvePoint) -> f64| -> Vec<Series> {
+    let series = |value: fn(&CurvePoint) -> f64| -> Vec<Series> {
         c.curves
             .iter()
             .map(|cv| Series {
@@ -129,12 +137,7 @@ pub(super) fn section(sec: &mut Section, d: &ServingData) -> Result<(), String> 
             })
             .collect()
     };
-    let metrics: [(
-        &str,
-        &str,
-        fn(&crate::serving_curves::CurvePoint) -> f64,
-        Option<f64>,
-    ); 2] = [
+    let metrics: [Metric; 2] = [
         ("ttft", "TTFT", |p| p.ttft_ms, slo.ttft_ms),
         ("tpot", "TPOT", |p| p.tpot_ms, slo.tpot_ms),
     ];
