@@ -62,12 +62,13 @@ fn serving_view_shows_every_deployment_with_the_reports_ttft() {
         assert!(row.contains(&m.completed.to_string()), "{row}");
         assert!(m.completed > 0);
     }
-    // At 80 columns the names and the TTFT p90 still show.
+    // At 80 columns the names, the TTFT p90 and the SLO target still show.
     let narrow = screen_text(&app, 80, 24);
     for r in &report.results {
         assert!(narrow.contains(&r.strategy), "{narrow}");
         assert!(narrow.contains(&ms(r.metrics.ttft_ms.p90)), "{narrow}");
     }
+    assert!(narrow.contains("SLO TTFT ≤ 1000 ms"), "{narrow}");
     // The histogram of the selected deployment, its title marking the SLO's TTFT target.
     assert!(wide.contains("ep8: TTFT per request"), "{wide}");
     assert!(wide.contains("SLO TTFT ≤ 1000 ms for 90 %"), "{wide}");

@@ -354,7 +354,7 @@ fn histogram(app: &App, r: &ServingResult, slo: Option<&Slo>, area: Rect, buf: &
         .map(|f| f.name())
         .collect();
     let title = format!(
-        " {}: {} per request, ms ({} requests; bars to p99, the rest in the last){mark} · ←/→ {} ",
+        " {}: {} per request (ms){mark} · {} requests, bars to p99, the rest in the last · ←/→ {} ",
         r.strategy,
         figure.name(),
         v.len(),
