@@ -175,7 +175,7 @@ fn serving_diff(
         .map(|r| r.strategy.chars().count())
         .max()
         .unwrap_or(10)
-        .clamp(10, 24) as u16;
+        .clamp(10, 28) as u16;
     Table::new(
         rows,
         [

@@ -210,7 +210,7 @@ fn table(app: &App, s: &Session, report: &ServingReport, area: Rect, buf: &mut B
         .map(|r| r.strategy.chars().count())
         .max()
         .unwrap_or(10)
-        .clamp(10, 24) as u16;
+        .clamp(10, 28) as u16;
     let columns = fitting(area.width.saturating_sub(2), 2 + name);
     let header = Row::new(
         ["", "deployment"]
