@@ -8,6 +8,7 @@ use crate::session::{Request, Session};
 use crate::timeline_job::{TimelineInput, TimelineJobs, TimelineKey, TimelineResult};
 use crate::worker::Worker;
 use moesim_sim::result::{SimulationReport, StrategyResult};
+use moesim_sim::serving::{ServingReport, ServingResult};
 use ratatui::crossterm::event::{
     KeyCode, KeyEvent, KeyModifiers, MouseButton, MouseEvent, MouseEventKind,
 };
@@ -24,16 +25,18 @@ pub enum View {
     Placement,
     Trace,
     Knobs,
+    Serving,
 }
 
 impl View {
-    pub const ALL: [View; 6] = [
+    pub const ALL: [View; 7] = [
         View::Compare,
         View::Ranks,
         View::Timeline,
         View::Placement,
         View::Trace,
         View::Knobs,
+        View::Serving,
     ];
 
     pub fn title(self) -> &'static str {
@@ -44,11 +47,47 @@ impl View {
             View::Placement => "Placement",
             View::Trace => "Trace",
             View::Knobs => "Knobs",
+            View::Serving => "Serving",
         }
     }
 
     pub fn index(self) -> usize {
         View::ALL.iter().position(|v| *v == self).unwrap_or(0)
+    }
+
+    /// Whether the view shows a serving scenario (the others show step-level training or decode runs).
+    pub fn serves(self) -> bool {
+        matches!(self, View::Serving | View::Knobs)
+    }
+}
+
+/// The per-request figure whose distribution the Serving view draws.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServingFigure {
+    Ttft,
+    Tpot,
+    Latency,
+}
+
+impl ServingFigure {
+    pub const ALL: [ServingFigure; 3] = [
+        ServingFigure::Ttft,
+        ServingFigure::Tpot,
+        ServingFigure::Latency,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ServingFigure::Ttft => "TTFT",
+            ServingFigure::Tpot => "TPOT",
+            ServingFigure::Latency => "latency",
+        }
+    }
+
+    fn step(self, up: bool) -> ServingFigure {
+        let n = Self::ALL.len();
+        let i = Self::ALL.iter().position(|f| *f == self).unwrap_or(0);
+        Self::ALL[if up { (i + 1) % n } else { (i + n - 1) % n }]
     }
 }
 
@@ -64,6 +103,8 @@ pub struct App {
     pub session: Option<Session>,
     /// The report before the latest re-simulation, to show what changed.
     pub previous: Option<SimulationReport>,
+    /// A serving scenario's report before the latest re-simulation.
+    pub previous_serving: Option<ServingReport>,
     /// The overrides that distinguish `session` from `previous`.
     pub last_change: Vec<String>,
     /// A load or re-simulation error, shown in the UI.
@@ -76,6 +117,10 @@ pub struct App {
     /// The selected strategy (row of the Compare table).
     pub strategy: usize,
     pub iteration: usize,
+    /// The selected deployment (row of the Serving table).
+    pub deployment: usize,
+    /// The per-request figure the Serving view's histogram shows.
+    pub serving_figure: ServingFigure,
     /// MoE layer shown by the Placement view.
     pub layer: usize,
     /// First expert column shown by the Placement view.
@@ -107,6 +152,7 @@ impl App {
             view: View::Compare,
             session: None,
             previous: None,
+            previous_serving: None,
             last_change: Vec::new(),
             error: None,
             status: String::new(),
@@ -115,6 +161,8 @@ impl App {
             picker: None,
             strategy: 0,
             iteration: 0,
+            deployment: 0,
+            serving_figure: ServingFigure::Ttft,
             layer: 0,
             expert_offset: 0,
             zoom: 1,
@@ -139,6 +187,7 @@ impl App {
                 self.picker = None;
                 self.session = None;
                 self.previous = None;
+                self.previous_serving = None;
                 self.last_change.clear();
                 self.error = None;
                 self.status = format!("loading {}…", file_name(path));
@@ -202,11 +251,18 @@ impl App {
                         .cloned()
                         .collect();
                     self.previous = Some(old.report);
+                    self.previous_serving = old.serving;
                     self.status = "re-simulated".into();
                 } else {
                     self.status = format!("loaded {}", file_name(&new.request.path));
                 }
                 self.error = None;
+                // A serving scenario opens on the Serving view; a step-level one leaves it.
+                if new.is_serving() && !self.view.serves() {
+                    self.view = View::Serving;
+                } else if !new.is_serving() && self.view == View::Serving {
+                    self.view = View::Compare;
+                }
                 self.strategy = self
                     .strategy
                     .min(new.report.results.len().saturating_sub(1));
@@ -227,12 +283,39 @@ impl App {
         self.session.as_ref()?.report.results.get(self.strategy)
     }
 
-    /// The knobs of the selected strategy.
+    /// The knobs of the selected strategy (a serving scenario: the selected deployment's, when it is one of
+    /// the `[[strategy]]` entries served co-located, and the serving knobs).
     pub fn knobs(&self) -> Vec<Knob> {
         self.session
             .as_ref()
-            .map(|s| knobs(&s.scenario, self.strategy))
+            .map(|s| knobs(&s.scenario, self.knob_strategy()))
             .unwrap_or_default()
+    }
+
+    /// The strategy index the knobs edit (`usize::MAX`: none, a disaggregated deployment).
+    fn knob_strategy(&self) -> usize {
+        let Some(s) = &self.session else {
+            return self.strategy;
+        };
+        let Some(cfg) = &s.scenario.serving else {
+            return self.strategy;
+        };
+        // Co-located `[[strategy]]` deployments come first, in the scenario's order.
+        if cfg.colocated && self.deployment < s.scenario.strategies.len() {
+            self.deployment
+        } else {
+            usize::MAX
+        }
+    }
+
+    /// A serving scenario's report.
+    pub fn serving(&self) -> Option<&ServingReport> {
+        self.session.as_ref()?.serving.as_ref()
+    }
+
+    /// The selected deployment's result.
+    pub fn selected_deployment(&self) -> Option<&ServingResult> {
+        self.serving()?.results.get(self.deployment)
     }
 
     /// Maps one key to a state change.
@@ -265,7 +348,7 @@ impl App {
             KeyCode::BackTab => {
                 self.switch((self.view.index() + View::ALL.len() - 1) % View::ALL.len())
             }
-            KeyCode::Char(c @ '1'..='6') => self.switch(c as usize - '1' as usize),
+            KeyCode::Char(c @ '1'..='7') => self.switch(c as usize - '1' as usize),
             KeyCode::Char('o') => self.open_picker(),
             KeyCode::Char('s') => self.save_plan(),
             KeyCode::Char('w') => self.write_report(),
@@ -371,6 +454,8 @@ impl App {
     fn clamp(&mut self) {
         let strategies = self.session.as_ref().map_or(0, |s| s.report.results.len());
         self.strategy = self.strategy.min(strategies.saturating_sub(1));
+        let deployments = self.serving().map_or(0, |r| r.results.len());
+        self.deployment = self.deployment.min(deployments.saturating_sub(1));
         self.iteration = self.iteration.min(self.iterations().saturating_sub(1));
         self.layer = self.layer.min(self.layers() - 1);
         self.knob = self.knob.min(self.knobs().len().saturating_sub(1));
@@ -387,6 +472,7 @@ impl App {
         match self.view {
             View::Knobs => self.knob = self.knob.saturating_sub(1),
             View::Timeline => self.row_offset = self.row_offset.saturating_sub(1),
+            View::Serving => self.deployment = self.deployment.saturating_sub(1),
             _ => self.strategy = self.strategy.saturating_sub(1),
         }
     }
@@ -395,6 +481,7 @@ impl App {
         match self.view {
             View::Knobs => self.knob += 1,
             View::Timeline => self.row_offset += 1,
+            View::Serving => self.deployment += 1,
             _ => self.strategy += 1,
         }
     }
@@ -403,7 +490,11 @@ impl App {
     pub fn left(&mut self) {
         match self.view {
             View::Placement => self.layer = self.layer.saturating_sub(1),
+            View::Knobs if self.serving().is_some() => {
+                self.deployment = self.deployment.saturating_sub(1)
+            }
             View::Knobs => self.strategy = self.strategy.saturating_sub(1),
+            View::Serving => self.serving_figure = self.serving_figure.step(false),
             _ => self.iteration = self.iteration.saturating_sub(1),
         }
     }
@@ -411,7 +502,9 @@ impl App {
     pub fn right(&mut self) {
         match self.view {
             View::Placement => self.layer += 1,
+            View::Knobs if self.serving().is_some() => self.deployment += 1,
             View::Knobs => self.strategy += 1,
+            View::Serving => self.serving_figure = self.serving_figure.step(true),
             _ => self.iteration += 1,
         }
     }
@@ -542,6 +635,10 @@ impl App {
         let Some(s) = &self.session else {
             return;
         };
+        if s.is_serving() {
+            // A serving scenario has no step-level iterations to draw.
+            return;
+        }
         let Some(st) = s.scenario.strategies.get(self.strategy) else {
             return;
         };
@@ -568,6 +665,10 @@ impl App {
         let Some(s) = &self.session else {
             return;
         };
+        if s.is_serving() {
+            self.status = SERVING_EXPORT.into();
+            return;
+        }
         self.status = match export::save_plan(s, &self.out_dir) {
             Ok(p) => format!("plan saved to {}", p.display()),
             Err(e) => format!("cannot save the plan: {e}"),
@@ -579,6 +680,10 @@ impl App {
         let Some(s) = &self.session else {
             return;
         };
+        if s.is_serving() {
+            self.status = SERVING_EXPORT.into();
+            return;
+        }
         if self.report_job.is_some() {
             self.status = "a report is already being written".into();
             return;
@@ -616,6 +721,9 @@ impl App {
         };
     }
 }
+
+/// What `s` and `W` say for a serving scenario: neither file exists for one.
+const SERVING_EXPORT: &str = "a serving scenario: `moesim plan FILE` ranks its deployments by capacity (no plan.json or report here)";
 
 /// The last component of `p`, for short status lines.
 pub fn file_name(p: &Path) -> String {

@@ -3,6 +3,7 @@
 use moesim_sim::Scenario;
 use moesim_sim::pipeline::schedule::ScheduleKind;
 use moesim_sim::scenario::file::{Mode, StrategyKind};
+use moesim_sim::serving::config::{Arrival, Policy};
 use moesim_traces::CachePolicy;
 
 /// One editable parameter.
@@ -14,6 +15,8 @@ pub struct Knob {
     pub value: String,
     /// The value must divide this (EP size divides the GPU count), so steps go from divisor to divisor.
     pub divides: Option<usize>,
+    /// An integer that steps by doubling and halving (token and sequence budgets).
+    pub doubles: bool,
 }
 
 impl Knob {
@@ -22,8 +25,8 @@ impl Knob {
         format!("{}={}", self.key, value.trim())
     }
 
-    /// The value one step up (`up`) or down: integers by one (never below 1) or to the next divisor,
-    /// factors by a quarter, cache policies and pipeline schedules cycled.
+    /// The value one step up (`up`) or down: integers by one (never below 1), to the next divisor or by
+    /// doubling, factors by a quarter, cache policies, pipeline schedules and serving policies cycled.
     pub fn step(&self, up: bool) -> Option<String> {
         let cycle = |names: &[&'static str]| {
             let i = names.iter().position(|p| *p == self.value)?;
@@ -32,13 +35,18 @@ impl Knob {
             Some(names[next].to_string())
         };
         let policies: Vec<&'static str> = CachePolicy::ALL.iter().map(|p| p.name()).collect();
-        if let Some(next) = cycle(&policies).or_else(|| cycle(&schedules())) {
+        if let Some(next) = cycle(&policies)
+            .or_else(|| cycle(&schedules()))
+            .or_else(|| cycle(&serving_policies()))
+        {
             return Some(next);
         }
         if let Ok(v) = self.value.parse::<usize>() {
             let next = match self.divides {
                 Some(n) if up => (v + 1..=n).find(|d| n % d == 0).unwrap_or(v),
                 Some(n) => (1..v).rev().find(|d| n % d == 0).unwrap_or(v),
+                None if self.doubles && up => v.saturating_mul(2),
+                None if self.doubles => (v / 2).max(1),
                 None if up => v + 1,
                 None => v.saturating_sub(1).max(1),
             };
@@ -61,11 +69,70 @@ fn schedules() -> [&'static str; 4] {
     .map(ScheduleKind::name)
 }
 
-/// The knobs of strategy `i` of `s`, then the cluster's. An `ep` training strategy also has its tensor-
+/// A serving engine's scheduling policies, as a scenario names them.
+fn serving_policies() -> [&'static str; 2] {
+    [Policy::DecodeFirst, Policy::PrefillFirst].map(policy_name)
+}
+
+fn policy_name(p: Policy) -> &'static str {
+    match p {
+        Policy::DecodeFirst => "decode-first",
+        Policy::PrefillFirst => "prefill-first",
+    }
+}
+
+/// A serving scenario's own knobs: the arrival rate (Poisson or Gamma arrivals; a trace has its own) and
+/// the engine's token and sequence budgets and policy.
+fn serving_knobs(s: &Scenario) -> Vec<Knob> {
+    let Some(cfg) = &s.serving else {
+        return Vec::new();
+    };
+    let knob = |label, key: &str, value: String, doubles| Knob {
+        label,
+        key: key.into(),
+        value,
+        divides: None,
+        doubles,
+    };
+    let mut out = Vec::new();
+    if let Arrival::Poisson { rate_per_s } | Arrival::Gamma { rate_per_s, .. } =
+        cfg.requests.arrival
+    {
+        out.push(knob(
+            "arrival rate (requests/s)",
+            "workload.serving.rate_per_s",
+            format!("{rate_per_s}"),
+            false,
+        ));
+    }
+    let e = &cfg.engine;
+    out.push(knob(
+        "max batch tokens (per step)",
+        "serving.max_batch_tokens",
+        e.max_batch_tokens.to_string(),
+        true,
+    ));
+    out.push(knob(
+        "max sequences (per step)",
+        "serving.max_seqs",
+        e.max_seqs.to_string(),
+        true,
+    ));
+    out.push(knob(
+        "scheduling policy",
+        "serving.policy",
+        policy_name(e.policy).into(),
+        false,
+    ));
+    out
+}
+
+/// The knobs of strategy `i` of `s`, then the cluster's (a serving scenario's own knobs first; `i` out of
+/// range: no strategy knobs). An `ep` training strategy also has its tensor-
 /// and pipeline-parallel degrees, its schedule (with PP above 1: the scenario refuses one without) and
 /// the micro-batches per iteration; a value the scenario refuses is the error the view shows.
 pub fn knobs(s: &Scenario, i: usize) -> Vec<Knob> {
-    let mut out = Vec::new();
+    let mut out = serving_knobs(s);
     let gpus = s.cluster.gpus();
     let per_node = s.cluster.gpus_per_node;
     let mut add = |label, field: &str, value: String| {
@@ -79,6 +146,7 @@ pub fn knobs(s: &Scenario, i: usize) -> Vec<Knob> {
                 _ => None,
             },
             value,
+            doubles: false,
         })
     };
     if let Some(st) = s.strategies.get(i) {
@@ -141,6 +209,7 @@ pub fn knobs(s: &Scenario, i: usize) -> Vec<Knob> {
             key: "workload.micro_batches".into(),
             value: s.workload.micro_batches.to_string(),
             divides: None,
+            doubles: false,
         });
     }
     out.push(Knob {
@@ -148,6 +217,7 @@ pub fn knobs(s: &Scenario, i: usize) -> Vec<Knob> {
         key: "cluster.nodes".into(),
         value: s.cluster.nodes.to_string(),
         divides: None,
+        doubles: false,
     });
     out
 }
@@ -162,6 +232,7 @@ mod tests {
             key: "strategy.0.x".into(),
             value: value.into(),
             divides: None,
+            doubles: false,
         }
     }
 
@@ -333,6 +404,63 @@ ep_size = 8
             ..tp.clone()
         };
         assert_eq!(eight.step(true).as_deref(), Some("8"));
+    }
+
+    const SERVING: &str = r#"
+[model]
+preset = "mixtral-8x7b"
+[cluster]
+preset = "dgx-h100"
+[workload]
+mode = "serving"
+[workload.serving]
+rate_per_s = 2.5
+duration_s = 5.0
+prompt = { dist = "fixed", tokens = 512 }
+output = { dist = "fixed", tokens = 64 }
+[serving]
+max_batch_tokens = 4096
+max_seqs = 64
+[[strategy]]
+name = "ep8"
+kind = "ep"
+"#;
+
+    /// A serving scenario's knobs come first: the arrival rate, the batch budgets (doubled and halved) and
+    /// the policy (cycled); each step is an override the scenario accepts; out of range, no strategy knobs.
+    #[test]
+    fn serving_knobs_step_and_resolve() {
+        use moesim_sim::scenario::parse_scenario;
+        let s = parse_scenario("s.toml", SERVING, &[]).unwrap();
+        let ks = knobs(&s, 0);
+        assert_eq!(
+            ks.iter().map(|k| k.label).collect::<Vec<_>>(),
+            [
+                "arrival rate (requests/s)",
+                "max batch tokens (per step)",
+                "max sequences (per step)",
+                "scheduling policy",
+                "EP size",
+                "nodes"
+            ]
+        );
+        let steps: Vec<_> = ks.iter().map(|k| k.step(true).unwrap()).collect();
+        assert_eq!(steps[..4], ["2.75", "8192", "128", "prefill-first"]);
+        assert_eq!(ks[1].step(false).as_deref(), Some("2048"));
+        for (k, v) in ks.iter().zip(&steps).take(4) {
+            let changed = parse_scenario("s.toml", SERVING, &[k.assignment(v)])
+                .unwrap_or_else(|e| panic!("{}: {e}", k.key));
+            let after = knobs(&changed, 0)
+                .into_iter()
+                .find(|n| n.key == k.key)
+                .unwrap();
+            assert_eq!(&after.value, v, "{}", k.key);
+        }
+        let none: Vec<_> = knobs(&s, usize::MAX).iter().map(|k| k.label).collect();
+        assert!(
+            !none.contains(&"EP size") && none.contains(&"nodes"),
+            "{none:?}"
+        );
     }
 
     #[test]

@@ -8,6 +8,7 @@ use moesim_sim::Scenario;
 use moesim_sim::plan::choose;
 use moesim_sim::result::SimulationReport;
 use moesim_sim::runner::RunOptions;
+use moesim_sim::serving::ServingReport;
 use moesim_traces::{RoutingSource, Trace};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -45,7 +46,10 @@ pub struct Session {
     pub trace: Option<Arc<Trace>>,
     /// The measured cost model of `cluster.profile`, if the scenario names one (the roofline otherwise).
     pub cost: Option<Arc<MeasuredCost>>,
+    /// The step-level report (no results for a serving scenario: see `serving`).
     pub report: SimulationReport,
+    /// A serving scenario's (`workload.mode = "serving"`) request-level report, one result per deployment.
+    pub serving: Option<ServingReport>,
     /// Index of the strategy `plan` would choose (`None`: every strategy runs out of memory).
     pub chosen: Option<usize>,
     /// The Trace view's statistics (an error when the trace cannot be analysed).
@@ -59,9 +63,17 @@ pub struct Progress {
     pub total: AtomicUsize,
 }
 
+impl Session {
+    /// Whether this is a serving scenario (its figures are in [`Session::serving`]).
+    pub fn is_serving(&self) -> bool {
+        self.serving.is_some()
+    }
+}
+
 /// Resolves the scenario through the input pipeline ([`Inputs::resolve`]: overrides, trace, per-token
 /// routing, cost profile — as every `moesim` command does) and simulates every strategy, counting
-/// iterations into `progress`. Errors come back as text for the UI to show.
+/// iterations into `progress`; a serving scenario is served instead (every deployment, with
+/// [`Inputs::simulate_serving`]). Errors come back as text for the UI to show.
 pub fn load(request: Request, progress: &Progress) -> Result<Session, String> {
     let inputs = Inputs::resolve(
         &request.path,
@@ -71,6 +83,24 @@ pub fn load(request: Request, progress: &Progress) -> Result<Session, String> {
     )
     .map_err(|e| describe_error(&e))?;
     let scenario = inputs.scenario.clone();
+    if scenario.serving.is_some() {
+        let serving = inputs.simulate_serving().map_err(|e| e.to_string())?;
+        return Ok(Session {
+            cost: inputs.cost.clone(),
+            routing: Arc::clone(&inputs.routing),
+            trace: inputs.trace.clone(),
+            workload: Err("a serving scenario: see the Serving view".into()),
+            report: SimulationReport {
+                scenario: scenario.name.clone(),
+                results: Vec::new(),
+                chosen: None,
+            },
+            serving: Some(serving),
+            request,
+            scenario,
+            chosen: None,
+        });
+    }
     progress.total.store(
         scenario.workload.iterations * scenario.strategies.len(),
         Ordering::Relaxed,
@@ -108,6 +138,7 @@ pub fn load(request: Request, progress: &Progress) -> Result<Session, String> {
         request,
         scenario,
         report,
+        serving: None,
         chosen,
     })
 }

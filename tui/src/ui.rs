@@ -10,14 +10,14 @@ use ratatui::widgets::{Block, Clear, List, ListItem, Paragraph, Tabs, Widget, Wr
 
 /// The keys, as the help overlay and docs/tui.md list them.
 pub const HELP: [(&str, &str); 17] = [
-    ("1-6, Tab", "switch view (Shift-Tab: back)"),
+    ("1-7, Tab", "switch view (Shift-Tab: back)"),
     (
         "↑ ↓ / j k",
-        "select strategy; knob (Knobs); scroll rows (Timeline)",
+        "select strategy or deployment; knob (Knobs); scroll rows",
     ),
     (
         "← → / h l",
-        "scrub iterations; layer (Placement); strategy (Knobs)",
+        "scrub iterations; layer; strategy (Knobs); figure (Serving)",
     ),
     (
         "+ -",
@@ -55,6 +55,8 @@ impl Widget for &App {
             render_picker(p, self.error.as_deref(), body, buf);
         } else if let Some(s) = &self.session {
             match self.view {
+                View::Serving => views::serving::render(self, s, body, buf),
+                v if s.is_serving() && !v.serves() => views::serving::not_applicable(v, body, buf),
                 View::Compare => views::compare::render(self, s, body, buf),
                 View::Ranks => views::ranks::render(self, s, body, buf),
                 View::Timeline => views::timeline::render(self, s, body, buf),
@@ -94,7 +96,9 @@ impl App {
         let mut spans = Vec::new();
         if let Some(s) = &self.session {
             spans.push(Span::from(s.scenario.name.clone()).bold());
-            if let Some(r) = self.selected() {
+            if let Some(d) = self.selected_deployment() {
+                spans.push(Span::from(format!(" · {} ({})", d.strategy, d.kind)));
+            } else if let Some(r) = self.selected() {
                 spans.push(Span::from(format!(
                     " · {} · it {} of 0..{}",
                     r.strategy,

@@ -11,14 +11,34 @@ use ratatui::widgets::{Block, Paragraph, Row, Table, Widget};
 
 pub fn render(app: &App, s: &Session, area: Rect, buf: &mut Buffer) {
     let knobs = app.knobs();
-    let n = s.report.results.len() as u16;
+    let n = s
+        .serving
+        .as_ref()
+        .map_or(s.report.results.len(), |r| r.results.len()) as u16;
     let [list, overrides, diff] = Layout::vertical([
         Constraint::Length(knobs.len() as u16 + 2),
         Constraint::Length(3),
         Constraint::Min(n.min(4) + 3),
     ])
     .areas(area);
-    let strategy = app.selected().map_or("", |r| r.strategy.as_str());
+    let strategy = match &s.serving {
+        Some(_) => app
+            .selected_deployment()
+            .map_or("", |r| r.strategy.as_str()),
+        None => app.selected().map_or("", |r| r.strategy.as_str()),
+    };
+    let selects = if s.is_serving() {
+        "deployment"
+    } else {
+        "strategy"
+    };
+    // Values up to 10 characters wide, more for a long one (a serving policy).
+    let value_width = knobs
+        .iter()
+        .map(|k| k.value.chars().count() as u16)
+        .max()
+        .unwrap_or(0)
+        .clamp(10, 16);
     let rows = knobs.iter().enumerate().map(|(i, k)| {
         let value = match (&app.edit, i == app.knob) {
             (Some(buf), true) => format!("{buf}▏"),
@@ -35,12 +55,12 @@ pub fn render(app: &App, s: &Session, area: Rect, buf: &mut Buffer) {
         rows,
         [
             Constraint::Length(32),
-            Constraint::Length(10),
+            Constraint::Length(value_width),
             Constraint::Fill(1),
         ],
     )
     .block(Block::bordered().title(format!(
-        " knobs of {strategy} (←/→ strategy, ↑/↓ knob, Enter edit, +/- step) "
+        " knobs of {strategy} (←/→ {selects}, ↑/↓ knob, Enter edit, +/- step) "
     )))
     .render(list, buf);
     let applied = if s.request.overrides.is_empty() {
@@ -51,6 +71,10 @@ pub fn render(app: &App, s: &Session, area: Rect, buf: &mut Buffer) {
     Paragraph::new(applied)
         .block(Block::bordered().title(" overrides in effect "))
         .render(overrides, buf);
+    if let Some(report) = &s.serving {
+        serving_diff(app, report, diff, buf);
+        return;
+    }
     let prev = app.previous.as_ref();
     let rows = s.report.results.iter().map(|r| {
         let tps = previous_figure(prev, &r.strategy, |p| p.tokens_per_s);
@@ -105,4 +129,77 @@ pub fn render(app: &App, s: &Session, area: Rect, buf: &mut Buffer) {
     )
     .block(Block::bordered().title(title))
     .render(diff, buf);
+}
+
+/// A serving scenario's previous run against this one, per deployment: TTFT p90 and output tokens/s.
+fn serving_diff(
+    app: &App,
+    report: &moesim_sim::serving::ServingReport,
+    area: Rect,
+    buf: &mut Buffer,
+) {
+    use super::serving::ms;
+    let before = |name: &str, f: fn(&moesim_sim::serving::ServingResult) -> f64| {
+        app.previous_serving
+            .as_ref()?
+            .results
+            .iter()
+            .find(|r| r.strategy == name)
+            .map(f)
+    };
+    let rows = report.results.iter().map(|r| {
+        let ttft = before(&r.strategy, |p| p.metrics.ttft_ms.p90);
+        let tps = before(&r.strategy, |p| p.metrics.throughput.output_tokens_per_s);
+        let now_tps = r.metrics.throughput.output_tokens_per_s;
+        Row::new([
+            r.strategy.clone(),
+            ttft.map_or("—".to_string(), ms),
+            ms(r.metrics.ttft_ms.p90),
+            delta(ttft, r.metrics.ttft_ms.p90),
+            tps.map_or("—".to_string(), super::rate),
+            super::rate(now_tps),
+            delta(tps, now_tps),
+        ])
+    });
+    let title = if app.previous_serving.is_some() {
+        format!(
+            " previous run → this run ({}) · TTFT p90 ms ",
+            app.last_change.join(" ")
+        )
+    } else {
+        " previous run → this run (change a knob to compare) · TTFT p90 ms ".into()
+    };
+    let name = report
+        .results
+        .iter()
+        .map(|r| r.strategy.chars().count())
+        .max()
+        .unwrap_or(10)
+        .clamp(10, 28) as u16;
+    Table::new(
+        rows,
+        [
+            Constraint::Length(name),
+            Constraint::Length(8),
+            Constraint::Length(8),
+            Constraint::Length(7),
+            Constraint::Length(9),
+            Constraint::Length(9),
+            Constraint::Length(7),
+        ],
+    )
+    .header(
+        Row::new([
+            "deployment",
+            "TTFT was",
+            "TTFT now",
+            "Δ",
+            "tok/s was",
+            "tok/s now",
+            "Δ",
+        ])
+        .bold(),
+    )
+    .block(Block::bordered().title(title))
+    .render(area, buf);
 }

@@ -4,6 +4,7 @@ pub mod compare;
 pub mod knobs;
 pub mod placement;
 pub mod ranks;
+pub mod serving;
 pub mod timeline;
 pub mod trace;
 
