@@ -278,8 +278,8 @@ impl Inputs {
         if self.scenario.serving.is_some() {
             return Err(InputError::Simulation(format!(
                 "{}: a serving scenario (workload.mode = \"serving\") is simulated by `moesim simulate`, \
-                 `moesim plan` searches its capacity and `moesim report` draws its latency curves; sweep \
-                 and the TUI do not serve requests yet",
+                 `moesim plan` searches its capacity, `moesim report` draws its latency curves and the TUI \
+                 shows it in its Serving view; sweep does not serve requests yet",
                 self.file.display()
             )));
         }
