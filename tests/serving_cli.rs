@@ -210,3 +210,57 @@ fn simulate_strategy_picks_one_served_strategy_or_deployment() {
         "{err}"
     );
 }
+
+#[test]
+fn a_routing_trace_drives_each_serving_steps_routing_and_a_mismatched_one_is_refused() {
+    let trace = repo("../shared/traces/mixtral-8x7b/mixtral_gsm8k_2_routing.jsonl");
+    let run = |extra: &[&std::ffi::OsStr]| {
+        let mut cmd = moesim();
+        cmd.args([
+            "simulate",
+            "--quiet",
+            "--no-timing",
+            "--set",
+            "workload.serving.duration_s=3",
+            "--strategy",
+            "ep8",
+        ]);
+        cmd.args(extra).arg(repo("scenarios/serving-mixtral.toml"));
+        cmd.output().unwrap()
+    };
+    let replayed = run(&["--trace".as_ref(), trace.as_os_str()]);
+    common::assert_ok(&replayed);
+    let text = String::from_utf8(replayed.stdout.clone()).unwrap();
+    assert!(text.contains("routing: trace"), "{text}");
+    assert!(
+        text.contains("mixtral_gsm8k_2_routing.jsonl replayed per step"),
+        "{text}"
+    );
+    let synthetic = run(&[]);
+    common::assert_ok(&synthetic);
+    let synthetic = String::from_utf8(synthetic.stdout).unwrap();
+    assert!(
+        synthetic.contains("routing: synthetic per step"),
+        "{synthetic}"
+    );
+    // The same requests, other routing: other step times.
+    let figures = |t: &str| -> Vec<String> {
+        t.lines()
+            .filter(|l| l.trim_start().starts_with("TTFT"))
+            .map(str::to_string)
+            .collect()
+    };
+    assert_ne!(figures(&text), figures(&synthetic));
+    // Deterministic.
+    assert_eq!(
+        run(&["--trace".as_ref(), trace.as_os_str()]).stdout,
+        replayed.stdout
+    );
+    // OLMoE's 64 experts do not fit Mixtral's 8: the error names the trace.
+    let olmoe = repo("../shared/traces/olmoe/olmoe_expert_counts_c4.json");
+    let out = run(&["--trace".as_ref(), olmoe.as_os_str()]);
+    assert!(!out.status.success());
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("olmoe_expert_counts_c4.json"), "{err}");
+    assert!(err.contains("expected 8"), "{err}");
+}

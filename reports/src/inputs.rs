@@ -235,6 +235,10 @@ impl Inputs {
             cost_label,
         };
         inputs.routing = inputs.routing_for(&inputs.scenario)?;
+        // A serving scenario's steps replay the routing trace (checked against the model just above).
+        if let (Some(c), Some(t)) = (inputs.scenario.serving.as_mut(), &inputs.trace) {
+            c.routing_trace = Some(Arc::clone(t));
+        }
         Ok(inputs)
     }
 

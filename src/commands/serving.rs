@@ -75,13 +75,20 @@ fn dist(name: &str, d: &Distribution) -> String {
 fn table(inputs: &Inputs, report: &ServingReport) -> String {
     let s = &inputs.scenario;
     let mut t = format!(
-        "{} — {} on {} × {} ({} GPUs), serving, {}\n",
+        "{} — {} on {} × {} ({} GPUs), serving, {}; routing: {}\n",
         s.name,
         s.model.name,
         s.cluster.nodes,
         s.cluster.name,
         s.cluster.gpus(),
-        inputs.cost_label
+        inputs.cost_label,
+        match (
+            &inputs.trace_path,
+            s.serving.as_ref().and_then(|c| c.routing_trace.as_ref())
+        ) {
+            (Some(p), Some(_)) => format!("trace {} replayed per step", p.display()),
+            _ => "synthetic per step".to_string(),
+        }
     );
     for r in &report.results {
         let m = &r.metrics;

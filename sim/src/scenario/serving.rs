@@ -564,6 +564,7 @@ impl Resolver<'_> {
             deployments,
             capacity_tolerance: tolerance,
             price_per_gpu_hour: e.price_per_gpu_hour,
+            routing_trace: None,
         }))
     }
 

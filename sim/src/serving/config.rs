@@ -18,6 +18,11 @@ pub struct ServingConfig {
     pub capacity_tolerance: f64,
     /// `[serving] price_per_gpu_hour`: the price the capacity ranking uses when the cluster has none.
     pub price_per_gpu_hour: Option<f64>,
+    /// The routing trace (`workload.trace` or `--trace`), read and checked against the model by the caller
+    /// (the core does no I/O): each step's routing replays the trace's first tokens instead of the
+    /// synthetic generator's draw (see [`crate::serving::step_cost::lower`]). Not part of the file format.
+    #[serde(skip)]
+    pub routing_trace: Option<std::sync::Arc<moesim_traces::Trace>>,
 }
 
 /// Where requests come from and how long the run lasts.

@@ -8,6 +8,11 @@
 //! grouped expert GEMMs on the routing the synthetic generator draws for that many tokens, overlap) on the
 //! scenario's network backend. There is no second cost model.
 //!
+//! Routing: the synthetic generator's draw for the step's tokens (the scenario's skew), or, with a routing
+//! trace (`ServingConfig::routing_trace`), the trace replayed onto the step's shape: rank r of a step takes
+//! the trace's tokens `[r·t, (r+1)·t)` of its concatenated stream (wrapping), so every step of one shape
+//! routes alike and the memo below stays exact.
+//!
 //! Lowering a step costs milliseconds, and an hour of traffic runs hundreds of thousands of steps, so
 //! times are memoised by the shape with each figure rounded up to `shape_bits` significant bits (six:
 //! less than 1/32 above the exact figure; zero: exact).
@@ -26,8 +31,10 @@ use crate::scenario::{Scenario, Strategy};
 use crate::strategy::shared::serving_attention_s;
 use crate::topology::Topology;
 use moesim_calibrate::CostModel;
+use moesim_traces::{RoutingSource, TraceRouting};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
+use std::path::Path;
 
 /// One step's batch on one rank (the instance's batch split evenly over its ranks: DP-attention).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -118,13 +125,30 @@ pub fn lower(
     st.overlap_micro_batches = st
         .overlap_micro_batches
         .min(shape.tokens.clamp(1, 16) as usize);
-    let routing = synthetic_routing(&step);
+    let synthetic = synthetic_routing(&step);
+    let replayed;
+    let routing: &dyn RoutingSource =
+        match step.serving.as_ref().and_then(|c| c.routing_trace.clone()) {
+            Some(trace) => {
+                replayed = TraceRouting::shared(
+                    trace,
+                    Path::new("workload.trace"),
+                    synthetic.shape(),
+                    synthetic.iterations(),
+                )
+                .expect(
+                    "a serving scenario's routing trace is checked against its model when read",
+                );
+                &replayed
+            }
+            None => &synthetic,
+        };
     let r = simulate_strategy(
         &step,
         &st,
         topo,
         cost,
-        &routing,
+        routing,
         RunOptions {
             timing: false,
             progress: None,
@@ -224,6 +248,73 @@ impl<'a> StepCost<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A per-token trace of Mixtral's shape (32 layers, 8 experts, top-2) whose every token picks
+    /// `pick(token)` in every layer.
+    fn trace(tokens: usize, pick: impl Fn(usize) -> [u32; 2]) -> moesim_traces::Trace {
+        let layers = 32;
+        let mut seq = moesim_traces::Sequence::with_capacity("s".into(), tokens, layers, 2);
+        for _ in 0..layers {
+            for t in 0..tokens {
+                seq.push_row(&pick(t), None);
+            }
+        }
+        moesim_traces::Trace::Tokens(moesim_traces::TokenTrace {
+            meta: moesim_traces::TraceMeta {
+                version: 1,
+                kind: moesim_traces::TraceKind::Tokens,
+                model: "mixtral".into(),
+                layers,
+                layer_ids: (0..layers as u32).collect(),
+                experts: 8,
+                top_k: 2,
+                ranks: 1,
+                has_gates: false,
+                provenance: Default::default(),
+            },
+            sequences: vec![seq],
+        })
+    }
+
+    #[test]
+    fn a_routing_trace_sets_each_steps_routing() {
+        let path = format!(
+            "{}/../scenarios/serving-mixtral.toml",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let text = std::fs::read_to_string(&path).unwrap();
+        let base = crate::scenario::parse_scenario(&path, &text, &[]).unwrap();
+        let topo = Topology::build(&base.cluster);
+        let cost = base.cluster.roofline();
+        // A decode step of 64 sequences per GPU on the 8 GPUs.
+        let shape = StepShape {
+            tokens: 512,
+            prefill_tokens: 0,
+            prefill_key_pairs: 0,
+            decode_kv_tokens: 512 * 1024,
+        };
+        let with = |t: Option<moesim_traces::Trace>| {
+            let mut s = base.clone();
+            s.serving.as_mut().unwrap().routing_trace = t.map(std::sync::Arc::new);
+            lower(&s, &s.strategies[0], &topo, &cost, shape)
+        };
+        // Every token on experts 0 and 1 (one GPU of EP8) against tokens spread over all eight.
+        let hot = with(Some(trace(4096, |_| [0, 1])));
+        let spread = with(Some(trace(4096, |t| {
+            let a = (2 * t % 8) as u32;
+            [a, a + 1]
+        })));
+        assert!(hot > 1.2 * spread, "hot {hot} vs spread {spread}");
+        // Replay is deterministic, and differs from the synthetic draw.
+        assert_eq!(
+            spread,
+            with(Some(trace(4096, |t| {
+                let a = (2 * t % 8) as u32;
+                [a, a + 1]
+            })))
+        );
+        assert_ne!(hot, with(None));
+    }
 
     #[test]
     fn quantise_keeps_small_values_and_rounds_large_ones_up_within_its_resolution() {
