@@ -246,11 +246,7 @@ pub fn serving_curves(
             slo,
             tolerance: cfg.capacity_tolerance,
             price_per_gpu_hour: price,
-            ranked_by: if price.is_some() {
-                "cost per million output tokens".into()
-            } else {
-                "output tokens/s per GPU (no price_per_gpu_hour)".into()
-            },
+            ranked_by: moesim_sim::serving::capacity::ranked_by(price),
             deployments: caps,
         },
         curves,

@@ -824,6 +824,13 @@ memory_limit_gib = 9.0
         })
     }
 
+    /// The search's chosen layout and its result.
+    fn chosen(o: &SearchOutcome) -> (&str, &StrategyResult) {
+        let chosen = o.report.chosen.as_deref().expect("a layout fits");
+        let best = o.report.results.iter().find(|r| r.strategy == chosen);
+        (chosen, best.expect("the chosen layout has a result"))
+    }
+
     /// The `--set` overrides that give `l` from the scenario file.
     fn overrides(l: &Layout) -> Vec<String> {
         let p = &l.strategy.parallel;
@@ -954,13 +961,7 @@ memory_limit_gib = 9.0
         let own = simulate_scenario(s, &synthetic_routing(s), None, quiet());
         let own = &own.results[0];
         assert!(!own.oom);
-        let chosen = o.report.chosen.as_deref().expect("a layout fits");
-        let best = o
-            .report
-            .results
-            .iter()
-            .find(|r| r.strategy == chosen)
-            .unwrap();
+        let (chosen, best) = chosen(o);
         assert!(
             best.tokens_per_s >= own.tokens_per_s * (1.0 - 1e-9),
             "{chosen}: {} < own {}",
@@ -1027,13 +1028,7 @@ memory_limit_gib = 9.0
         }
         assert!(both > 0);
         // Every layout pruned by the bound, simulated after all, loses to the chosen one.
-        let chosen = o.report.chosen.as_deref().expect("a layout fits");
-        let best = o
-            .report
-            .results
-            .iter()
-            .find(|r| r.strategy == chosen)
-            .unwrap();
+        let (chosen, best) = chosen(o);
         let pruned: Vec<&Layout> = o
             .pruned()
             .filter(|(_, p)| matches!(p, Pruned::Bound { .. }))

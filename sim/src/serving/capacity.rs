@@ -69,6 +69,15 @@ pub struct CapacityReport {
     pub deployments: Vec<Capacity>,
 }
 
+/// What the capacities are ranked by: cost with a price, output tokens/s per GPU without.
+pub fn ranked_by(price: Option<f64>) -> String {
+    if price.is_some() {
+        "cost per million output tokens".into()
+    } else {
+        "output tokens/s per GPU (no price_per_gpu_hour)".into()
+    }
+}
+
 /// The stream's rate, or why the rate cannot be searched.
 pub fn base_rate(s: &Scenario) -> Result<f64, String> {
     let cfg = s
@@ -141,11 +150,7 @@ pub fn capacity(
         slo: cfg.slo.expect("checked"),
         tolerance: cfg.capacity_tolerance,
         price_per_gpu_hour: price,
-        ranked_by: if price.is_some() {
-            "cost per million output tokens".into()
-        } else {
-            "output tokens/s per GPU (no price_per_gpu_hour)".into()
-        },
+        ranked_by: ranked_by(price),
         deployments: out,
     })
 }
