@@ -8,6 +8,7 @@ use moesim_sim::pipeline::schedule::{Schedule, ScheduleKind};
 use moesim_sim::runner::{RunOptions, simulate_scenario, synthetic_routing_shaped};
 use moesim_sim::scenario::parse_scenario;
 use moesim_sim::strategy::ep::{EpModel, EpWorkspace};
+use moesim_sim::strategy::shared::attention_backward_extra_s;
 use moesim_sim::topology::Topology;
 
 /// Mixtral's shapes on 8 GPUs of an ideal roofline whose links are so fast that communication is
@@ -101,14 +102,23 @@ fn interleaving_divides_the_bubble_by_the_virtual_stages() {
 fn dual_pipe_bubble_matches_its_papers_formula() {
     let p = 4;
     let m = 8;
-    let one = step_ms(&ideal(PP4, 1, ""));
-    // F + B of one micro-batch on one stage; B = 2F, W = F (the weight half of the backward).
+    // The formula's premise, B = 2F and W = F (the weight half of the backward), holds for layers of
+    // GEMMs with weights; attention's score products (2.5× in backward, none of it weight gradient) are
+    // made negligible here with one-wide heads.
+    const THIN: &str = "attn_qk_head_dim = 1\nattn_v_head_dim = 1";
+    let base = ideal(PP4, 1, THIN);
+    let one = step_ms(&base);
     let fb = one / p as f64;
+    let e = attention_backward_extra_s(&base, &base.cluster.roofline(), base.tokens_per_rank(), 1);
+    assert!(
+        e * 1e3 < 1e-4 * fb,
+        "{e} s of attention backward is not negligible"
+    );
     let (f, b, w) = (fb / 3.0, 2.0 * fb / 3.0, fb / 3.0);
     let dual = step_ms(&ideal(
         "pp = 4\nep_size = 2\npipeline_schedule = \"dual-pipe\"\nstage_layers = [2, 2, 2, 2]",
         m,
-        "",
+        THIN,
     ));
     let schedule = Schedule::build(ScheduleKind::DualPipe, p, 1, m).unwrap();
     let expect = m as f64 * fb * (1.0 + schedule.closed_form_bubble(f, b, w));
@@ -358,4 +368,35 @@ fn the_schedule_bound_never_exceeds_a_balanced_step_with_real_communication() {
             assert!(bound > 0.5 * step, "{strategy} rc={rc}: {bound} vs {step}");
         }
     }
+}
+
+#[test]
+fn the_multi_token_prediction_module_runs_once_more_a_layer_and_its_projection_on_the_last_stage() {
+    // One micro-batch runs the stages one after another: each stage's F + B (two layers) adds up.
+    let without = ideal(PP4, 1, "");
+    let with = ideal(PP4, 1, "mtp_depth = 1");
+    let fb = step_ms(&without) / 4.0;
+    let s = &without;
+    let (t, d) = (s.tokens_per_rank() as f64, s.model.d_model as f64);
+    // The module: one more layer (half a stage's F + B), a 2d → d projection trained (3 × 2·t·2d·d), and
+    // the output head again (8 words of vocabulary here: 3 × 2·t·d·8).
+    let projection_ms = 3.0 * 2.0 * t * 2.0 * d * d / (s.cluster.peak_tflops * 1e12) * 1e3;
+    let head_ms = 3.0 * 2.0 * t * d * 8.0 / (s.cluster.peak_tflops * 1e12) * 1e3;
+    let expect = fb / 2.0 + projection_ms + head_ms;
+    let got = step_ms(&with) - step_ms(&without);
+    assert!(rel(got, expect) < 1e-3, "{got} vs {expect}");
+    // Its weights sit on the last stage only.
+    let params = |s: &Scenario| {
+        let strategy = &s.strategies[0];
+        let schedule = Schedule::build(ScheduleKind::OneFOneB, 4, 1, 1).unwrap();
+        moesim_sim::strategy::stage_memory::stage_params(s, &strategy.parallel, 2, &schedule)
+    };
+    let (a, b) = (params(&without), params(&with));
+    for r in 0..3 {
+        assert_eq!(a[r].dense, b[r].dense);
+        assert_eq!(a[r].experts, b[r].experts);
+    }
+    let per_stage_experts = a[3].experts / 2.0;
+    assert!(rel(b[3].experts - a[3].experts, per_stage_experts) < 1e-12);
+    assert!(b[3].dense > a[3].dense);
 }

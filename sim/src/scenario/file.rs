@@ -68,6 +68,8 @@ pub struct ModelSection {
     pub attn_v_head_dim: Option<u64>,
     pub expert_dtype: Option<crate::scenario::model::Dtype>,
     pub dense_dtype: Option<crate::scenario::model::Dtype>,
+    /// Multi-token-prediction modules trained beside the model (DeepSeek-V3: 1).
+    pub mtp_depth: Option<usize>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]

@@ -407,6 +407,7 @@ impl Resolver<'_> {
                     expert_dtype: model::Dtype::Bf16,
                     dense_dtype: model::Dtype::Bf16,
                     routing: model::RouterGroups::NONE,
+                    mtp_depth: 0,
                 }
             }
         };
@@ -431,7 +432,8 @@ impl Resolver<'_> {
             seq_len,
             micro_batch,
             expert_dtype,
-            dense_dtype
+            dense_dtype,
+            mtp_depth
         );
         if let Some(h) = s.attn_heads {
             m.attention.heads = h;

@@ -46,6 +46,12 @@ pub struct Model {
     /// Group-limited routing (DeepSeek-V3: experts in 8 groups, each token picks its top 4 groups first).
     #[serde(default)]
     pub routing: RouterGroups,
+    /// Multi-token-prediction modules trained beside the model (DeepSeek-V3: 1, §2.2 of arXiv 2412.19437):
+    /// each predicts one more future token with a projection of `2·d_model` to `d_model`, one more
+    /// Transformer block (an MoE layer here) and the shared output head. Training runs them; inference
+    /// drops them (or uses them to draft tokens, which moesim does not model).
+    #[serde(default)]
+    pub mtp_depth: usize,
 }
 
 /// A router that limits each token to a few expert groups: the experts are split into `groups` equal,
@@ -159,6 +165,15 @@ impl Model {
         attn + dense_ffn + shared + gates + embeddings
     }
 
+    /// Dense parameters of the multi-token-prediction modules (each: an MoE layer's attention, shared
+    /// experts and router, and its `2·d_model × d_model` projection; embedding and head are shared).
+    pub fn mtp_dense_params(&self) -> u64 {
+        let layer = self.attn_params_per_layer
+            + self.shared_experts as u64 * self.expert_params()
+            + self.d_model * self.experts as u64;
+        self.mtp_depth as u64 * (layer + 2 * self.d_model * self.d_model)
+    }
+
     /// All parameters.
     pub fn total_params(&self) -> u64 {
         self.dense_params() + self.moe_layers() as u64 * self.experts as u64 * self.expert_params()
@@ -230,6 +245,7 @@ pub fn model_preset(name: &str) -> Option<Model> {
             expert_dtype: Dtype::Bf16,
             dense_dtype: Dtype::Bf16,
             routing: RouterGroups::NONE,
+            mtp_depth: 0,
         },
         // 61 layers, first 3 dense (FFN 18432), 256 routed + 1 shared expert of 2048, top-8, MLA attention
         // (q_lora 1536, kv_lora 512, 128 heads of 128+64): about 187 M attention parameters per layer.
@@ -265,6 +281,7 @@ pub fn model_preset(name: &str) -> Option<Model> {
                 groups: 8,
                 max_groups_per_token: 4,
             },
+            mtp_depth: 1,
         },
         // 48 layers, 128 experts of 768, top-8, GQA 32 query / 4 KV heads of 128.
         "qwen3-30b-a3b" => Model {
@@ -292,6 +309,7 @@ pub fn model_preset(name: &str) -> Option<Model> {
             expert_dtype: Dtype::Bf16,
             dense_dtype: Dtype::Bf16,
             routing: RouterGroups::NONE,
+            mtp_depth: 0,
         },
         // 16 layers, 64 experts of 1024, top-8, MHA.
         "olmoe-1b-7b" => Model {
@@ -315,6 +333,7 @@ pub fn model_preset(name: &str) -> Option<Model> {
             expert_dtype: Dtype::Bf16,
             dense_dtype: Dtype::Bf16,
             routing: RouterGroups::NONE,
+            mtp_depth: 0,
         },
         // Hecate's GPT-MoE-S: d 768, 12 layers, 64 experts, top-2, GELU experts of width 2·d, sequence 2048.
         "gpt-moe-s" => Model {
@@ -338,6 +357,7 @@ pub fn model_preset(name: &str) -> Option<Model> {
             expert_dtype: Dtype::Bf16,
             dense_dtype: Dtype::Bf16,
             routing: RouterGroups::NONE,
+            mtp_depth: 0,
         },
         _ => return None,
     };

@@ -39,7 +39,10 @@ use crate::strategy::layout::{LayerLayout, Layout};
 use crate::strategy::model::StrategyModel;
 use crate::strategy::reach;
 use crate::strategy::record::{IterationRecord, routed_tokens};
-use crate::strategy::shared::{dense_forward_tokens_s, experts_forward_s, optimizer_s};
+use crate::strategy::shared::{
+    attention_backward_extra_s, dense_forward_tokens_s, experts_forward_s, mtp_projection_s,
+    optimizer_s,
+};
 use crate::topology::Topology;
 use moesim_calibrate::CostModel;
 use moesim_traces::{IterationRouting, RoutingShape, RoutingSource};
@@ -67,7 +70,11 @@ pub struct EpModel<'a> {
     moved_copies: Vec<usize>,
     /// Dense forward seconds of one overlapped part (attention layers without and with an MoE block).
     dense_fwd_s: [f64; 2],
+    /// What attention's backward adds beyond twice the forward (one part).
+    attention_bwd_extra_s: f64,
     lm_head_s: f64,
+    /// A multi-token-prediction module's projection (one part).
+    mtp_projection_s: f64,
     /// Per window: the gradient synchronisation's collectives, in the order every rank issues them.
     grad_sync: Vec<Vec<CollectiveSpec>>,
     optimizer_s: f64,
@@ -372,7 +379,9 @@ impl<'a> EpModel<'a> {
             dense_forward_tokens_s(s, cost, false, part_tokens, parts),
             dense_forward_tokens_s(s, cost, true, part_tokens, parts),
         ];
+        let attention_bwd_extra_s = attention_backward_extra_s(s, cost, part_tokens, 1);
         let lm_head_s = cost.gemm_s(part_tokens, m.vocab, m.d_model, m.dtype_bytes);
+        let mtp_projection_s = mtp_projection_s(s, cost, part_tokens, 1);
         let p = params_on_rank(s, slots_per_gpu);
         let pipelined = (!strategy.parallel.is_single())
             .then(|| pipelined::Pipelined::new(s, strategy, topo, cost));
@@ -435,7 +444,9 @@ impl<'a> EpModel<'a> {
             rebalance,
             moved_copies,
             dense_fwd_s,
+            attention_bwd_extra_s,
             lm_head_s,
+            mtp_projection_s,
             grad_sync,
             optimizer_s: optimizer_time,
             pipelined,
@@ -915,7 +926,28 @@ impl<'a> EpModel<'a> {
                 }
             }
             dense_all(graph, &mut prev, g, self.lm_head_s, &speeds);
+            // Training runs the multi-token-prediction modules after the output head (DeepSeek-V3 §2.2):
+            // a projection, one more MoE block (routed as the last MoE layer: traces have no routing for
+            // it) and the shared head; their backward comes first.
+            let mtp = if training { s.model.mtp_depth } else { 0 };
+            let mtp_cells = cells.last().filter(|_| mtp > 0);
+            let mtp_dense = self.mtp_projection_s + self.dense_fwd_s[mtp_cells.is_some() as usize];
+            for _ in 0..mtp {
+                dense_all(graph, &mut prev, g, mtp_dense, &speeds);
+                if let Some(c) = mtp_cells {
+                    moe_block(graph, &mut prev, c, &group_ranks, &speeds, false);
+                }
+                dense_all(graph, &mut prev, g, self.lm_head_s, &speeds);
+            }
             if training {
+                for _ in 0..mtp {
+                    dense_all(graph, &mut prev, g, 2.0 * self.lm_head_s, &speeds);
+                    if let Some(c) = mtp_cells {
+                        moe_block(graph, &mut prev, c, &group_ranks, &speeds, true);
+                    }
+                    let secs = (2.0 + recompute) * mtp_dense + self.attention_bwd_extra_s;
+                    dense_all(graph, &mut prev, g, secs, &speeds);
+                }
                 dense_all(graph, &mut prev, g, 2.0 * self.lm_head_s, &speeds);
                 for layer in (0..layers).rev() {
                     let moe = layer >= first_moe;
@@ -929,7 +961,8 @@ impl<'a> EpModel<'a> {
                             true,
                         );
                     }
-                    let secs = (2.0 + recompute) * self.dense_fwd_s[moe as usize];
+                    let secs = (2.0 + recompute) * self.dense_fwd_s[moe as usize]
+                        + self.attention_bwd_extra_s;
                     dense_all(graph, &mut prev, g, secs, &speeds);
                 }
             }
@@ -963,9 +996,16 @@ pub fn slots_per_rank(s: &Scenario, strategy: &Strategy) -> usize {
 pub fn params_on_rank(s: &Scenario, slots: usize) -> ParamsOnRank {
     let m = &s.model;
     let g = s.cluster.gpus();
+    // Training also holds the multi-token-prediction modules (one MoE layer each).
+    let mtp = if s.workload.mode == Mode::Training {
+        m.mtp_depth
+    } else {
+        0
+    };
+    let dense_mtp = if mtp > 0 { m.mtp_dense_params() } else { 0 };
     ParamsOnRank {
-        dense: m.dense_params() as f64,
-        experts: (m.moe_layers() * slots) as f64 * m.expert_params() as f64,
+        dense: (m.dense_params() + dense_mtp) as f64,
+        experts: ((m.moe_layers() + mtp) * slots) as f64 * m.expert_params() as f64,
         dense_replicas: g as f64,
         // Mean copies per expert across the cluster.
         expert_replicas: (g * slots) as f64 / m.experts as f64,

@@ -38,7 +38,7 @@ use crate::scenario::{Scenario, Strategy};
 use crate::strategy::ep::EpModel;
 use crate::strategy::model::StrategyModel;
 use crate::strategy::record::{IterationRecord, routed_tokens};
-use crate::strategy::shared::dense_forward_s;
+use crate::strategy::shared::{attention_backward_extra_s, dense_forward_s};
 use crate::topology::Topology;
 use dispatch::Dispatch;
 use materialize::{LayerPlacement, materialize, overlap_degree};
@@ -62,6 +62,8 @@ pub struct FssdpModel<'a> {
     /// The overlap degree t in use.
     pub overlap_degree: usize,
     dense_fwd_s: [f64; 2],
+    /// What attention's backward adds beyond twice the forward.
+    attention_bwd_extra_s: f64,
     lm_head_s: f64,
     /// The dense gradient all-reduce's stages.
     grad_sync: Vec<crate::network::CollectiveSpec>,
@@ -151,6 +153,7 @@ impl<'a> FssdpModel<'a> {
             dense_forward_s(s, cost, false),
             dense_forward_s(s, cost, true),
         ];
+        let attention_bwd_extra_s = attention_backward_extra_s(s, cost, s.tokens_per_rank(), 1);
         let lm_head_s = cost.gemm_s(s.tokens_per_rank(), m.vocab, m.d_model, m.dtype_bytes);
         let expert_bytes = m.expert_bytes() as f64;
         let grad_bytes = m.expert_params() as f64 * s.training.grad_bytes_per_param;
@@ -200,6 +203,7 @@ impl<'a> FssdpModel<'a> {
             moe_layers,
             overlap_degree: t,
             dense_fwd_s,
+            attention_bwd_extra_s,
             lm_head_s,
             grad_sync,
             expert_bytes,

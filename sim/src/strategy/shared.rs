@@ -32,15 +32,7 @@ pub fn dense_forward_tokens_s(
         // Causal attention over the sequence: every query scores and mixes (s + 1) / 2 keys on average, over
         // every head's key and value widths (MHA, GQA and MLA alike; see `Attention::score_flops`). Priced
         // as one GEMM with those FLOPs: t queries × mean keys × heads · (qk + v).
-        Mode::Training | Mode::Prefill => {
-            let keys = Attention::causal_mean_keys(m.seq_len);
-            let width = m.attention.heads * (m.attention.qk_head_dim + m.attention.v_head_dim);
-            let flops = m.attention.score_flops(t as f64, keys);
-            let n = (flops / (2.0 * t.max(1) as f64 * width as f64))
-                .round()
-                .max(1.0) as u64;
-            time += cost.gemm_s(t, n, width, dt);
-        }
+        Mode::Training | Mode::Prefill => time += attention_scores_s(s, cost, t, m.attention.heads),
         // Decode reads the whole KV cache of every sequence.
         Mode::Decode => {
             let kv =
@@ -69,6 +61,43 @@ pub fn dense_forward_tokens_s(
         time += dense_cast_s(s, cost, t, d + m.dense_d_ff);
     }
     time + non_gemm_s(s, cost, t, moe_layer)
+}
+
+/// Causal attention's score and mix GEMMs for `t` queries over `heads` heads: every query scores and mixes
+/// (s + 1) / 2 keys on average, over every head's key and value widths (MHA, GQA and MLA alike; see
+/// `Attention::score_flops`), priced as one GEMM with those FLOPs: t queries × mean keys × heads · (qk + v).
+fn attention_scores_s(s: &Scenario, cost: &dyn CostModel, t: u64, heads: u64) -> f64 {
+    let m = &s.model;
+    let keys = Attention::causal_mean_keys(m.seq_len);
+    let width = heads * (m.attention.qk_head_dim + m.attention.v_head_dim);
+    let mut per_rank = m.attention;
+    per_rank.heads = heads;
+    let flops = per_rank.score_flops(t as f64, keys);
+    let n = (flops / (2.0 * t.max(1) as f64 * width as f64))
+        .round()
+        .max(1.0) as u64;
+    cost.gemm_s(t, n, width, m.dtype_bytes)
+}
+
+/// What attention's backward costs beyond twice its forward, for `t` tokens of a micro-batch on one of
+/// `tp` tensor-parallel ranks. A layer's backward is priced as twice its forward (one GEMM for the input
+/// gradient, one for the weight gradient, per forward GEMM), but fused attention keeps no score matrix: its
+/// backward recomputes `QKᵀ` and then computes `dV`, `dP`, `dQ` and `dK`, five matrix products to the
+/// forward's two (FlashAttention-2, Dao 2023, §3.1; the same in FlashAttention-3 and FlashMLA), 2.5× the
+/// forward's score FLOPs. All of it is input gradient (attention has no weights). 0 outside training.
+pub fn attention_backward_extra_s(s: &Scenario, cost: &dyn CostModel, t: u64, tp: u64) -> f64 {
+    if s.workload.mode != Mode::Training {
+        return 0.0;
+    }
+    0.5 * attention_scores_s(s, cost, t, s.model.attention.heads.div_ceil(tp.max(1)))
+}
+
+/// A multi-token-prediction module's projection (`2·d_model` in, `d_model` out, DeepSeek-V3 §2.2) for `t`
+/// tokens on one of `tp` tensor-parallel ranks, with its input cast under FP8 dense linears.
+pub fn mtp_projection_s(s: &Scenario, cost: &dyn CostModel, t: u64, tp: u64) -> f64 {
+    let d = s.model.d_model;
+    let dg = s.model.dense_gemm_bytes();
+    cost.gemm_s(t, d.div_ceil(tp.max(1)), 2 * d, dg) + dense_cast_s(s, cost, t, 2 * d)
 }
 
 /// With FP8 dense linears (`model.dense_dtype`), casting a GEMM's `t × k` input to FP8: bf16 in, one byte
@@ -131,16 +160,7 @@ pub fn dense_forward_tp_s(
     let shard = t.div_ceil(tp);
     let mut attention = cost.gemm_s(t, (m.attn_params_per_layer / d).div_ceil(tp), d, dg)
         + dense_cast_s(s, cost, t, d);
-    let keys = Attention::causal_mean_keys(m.seq_len);
-    let heads = m.attention.heads.div_ceil(tp);
-    let width = heads * (m.attention.qk_head_dim + m.attention.v_head_dim);
-    let mut per_rank = m.attention;
-    per_rank.heads = heads;
-    let flops = per_rank.score_flops(t as f64, keys);
-    let n = (flops / (2.0 * t.max(1) as f64 * width as f64))
-        .round()
-        .max(1.0) as u64;
-    attention += cost.gemm_s(t, n, width, dt);
+    attention += attention_scores_s(s, cost, t, m.attention.heads.div_ceil(tp));
     attention += non_gemm_s(s, cost, shard, moe_layer);
     let mut mlp = 0.0;
     if moe_layer {

@@ -13,6 +13,7 @@ use crate::memory::{
     training_state_gib,
 };
 use crate::pipeline::schedule::Schedule;
+use crate::scenario::file::Mode;
 use crate::scenario::parallel::Parallel;
 use crate::scenario::{Scenario, Strategy};
 
@@ -65,12 +66,18 @@ pub fn stage_params(
             if stages.contains(&0) {
                 dense += embedding;
             }
+            // The last stage holds the output head and, in training, the multi-token-prediction modules.
+            let mut mtp = 0;
             if stages.contains(&(par.model_stages() - 1)) {
                 dense += embedding;
+                if s.workload.mode == Mode::Training {
+                    mtp = m.mtp_depth;
+                    dense += m.mtp_dense_params() as f64 / tp as f64;
+                }
             }
             StageParams {
                 dense,
-                experts: (moe * (m.experts / ep_size)) as f64 * m.expert_params() as f64,
+                experts: ((moe + mtp) * (m.experts / ep_size)) as f64 * m.expert_params() as f64,
                 dense_replicas: (stage_gpus / tp) as f64,
                 expert_replicas: (stage_gpus / ep_size) as f64,
                 layers_per_chunk: layers.len() as f64 / stages.len().max(1) as f64,

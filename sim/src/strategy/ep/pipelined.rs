@@ -35,7 +35,9 @@ use crate::scenario::parallel::{Parallel, lcm};
 use crate::scenario::{Scenario, Strategy};
 use crate::strategy::blocks::{self, Speeds};
 use crate::strategy::record::IterationRecord;
-use crate::strategy::shared::{dense_forward_tp_s, optimizer_s};
+use crate::strategy::shared::{
+    attention_backward_extra_s, dense_forward_tp_s, mtp_projection_s, optimizer_s,
+};
 use crate::strategy::stage_memory::{StageParams, stage_memory, stage_params};
 use crate::topology::Topology;
 use moesim_calibrate::CostModel;
@@ -60,7 +62,14 @@ pub(super) struct Pipelined {
     /// [dense layer, MoE layer]: (attention block, MLP block) forward seconds of one micro-batch on one
     /// TP rank.
     dense: [(f64, f64); 2],
+    /// What one layer's attention backward adds beyond twice its forward, on one TP rank.
+    attention_bwd_extra_s: f64,
     lm_head_s: f64,
+    /// Multi-token-prediction modules on the last stage in training (0 otherwise), each with its
+    /// projection's seconds and one more block routed as `mtp_layer` (the model's last layer).
+    mtp_depth: usize,
+    mtp_projection_s: f64,
+    mtp_layer: usize,
     /// Per pipeline rank: one sequence-parallel all-gather (a reduce-scatter moves the same ring traffic)
     /// of a micro-batch's activations over every TP group of its unit; `None` without TP.
     tp_ring: Vec<Option<CollectiveSpec>>,
@@ -103,6 +112,7 @@ impl Pipelined {
             dense_forward_tp_s(s, cost, false, t, tp as u64),
             dense_forward_tp_s(s, cost, true, t, tp as u64),
         ];
+        let attention_bwd_extra_s = attention_backward_extra_s(s, cost, t, tp as u64);
         let lm_head_s = cost.gemm_s(t, m.vocab.div_ceil(tp as u64), m.d_model, m.dtype_bytes);
         let comms = Collectives::new(topo, s.cluster.network);
         let mut scratch = AllToAllScratch::default();
@@ -115,7 +125,15 @@ impl Pipelined {
             graph_of,
             schedule,
             dense,
+            attention_bwd_extra_s,
             lm_head_s,
+            mtp_depth: if s.workload.mode == Mode::Training {
+                m.mtp_depth
+            } else {
+                0
+            },
+            mtp_projection_s: mtp_projection_s(s, cost, t, tp as u64),
+            mtp_layer: m.layers - 1,
             tp_ring: Vec::new(),
             grad_sync: Vec::new(),
             optimizer_s: Vec::new(),
@@ -444,43 +462,30 @@ impl<'m, 'a> Lowering<'m, 'a> {
     }
 
     fn steps(&mut self, r: usize, task: Task) -> Vec<Step> {
-        let s = self.model.scenario;
-        let m = &s.model;
         let last = self.pipe.par.model_stages() - 1;
         let layers = self.pipe.par.layers_of(task.model_stage);
-        let rc = s.training.activation_checkpointing;
-        let recompute = if rc { 1.0 } else { 0.0 };
+        let mtp = if task.model_stage == last {
+            self.pipe.mtp_depth
+        } else {
+            0
+        };
         let mut out = Vec::new();
-        let moe = |l: usize| l >= m.first_dense_layers;
         match task.pass {
             Pass::Forward => {
                 for l in layers {
-                    let (attn, mlp) = self.pipe.dense[moe(l) as usize];
-                    self.block(r, attn, &mut out);
-                    if moe(l) {
-                        if m.shared_experts > 0 {
-                            self.block(r, mlp, &mut out);
-                        } else {
-                            out.push(Step::Compute(mlp, Phase::DenseCompute));
-                        }
-                        let cells = self.cells(r, task.mb, l);
-                        out.push(Step::Collectives(
-                            cells.iter().map(|c| c.dispatch.clone()).collect(),
-                            Phase::Dispatch,
-                        ));
-                        out.push(Step::Experts(
-                            cells.iter().flat_map(|c| c.expert_s.clone()).collect(),
-                            1.0,
-                        ));
-                        out.push(Step::Collectives(
-                            cells.iter().map(|c| c.combine.clone()).collect(),
-                            Phase::Combine,
-                        ));
-                    } else {
-                        self.block(r, mlp, &mut out);
-                    }
+                    self.layer_forward(r, task.mb, l, &mut out);
                 }
                 if task.model_stage == last {
+                    out.push(Step::Compute(self.pipe.lm_head_s, Phase::DenseCompute));
+                }
+                // The multi-token-prediction modules follow the output head on the last stage (§2.2):
+                // projection, one more MoE block (routed as the last layer), the shared head.
+                for _ in 0..mtp {
+                    out.push(Step::Compute(
+                        self.pipe.mtp_projection_s,
+                        Phase::DenseCompute,
+                    ));
+                    self.layer_forward(r, task.mb, self.pipe.mtp_layer, &mut out);
                     out.push(Step::Compute(self.pipe.lm_head_s, Phase::DenseCompute));
                 }
             }
@@ -491,6 +496,13 @@ impl<'m, 'a> Lowering<'m, 'a> {
                 } else {
                     1.0
                 };
+                for _ in 0..mtp {
+                    let head = scale * self.pipe.lm_head_s;
+                    out.push(Step::Compute(head, Phase::DenseCompute));
+                    self.layer_backward(r, task, self.pipe.mtp_layer, &mut out);
+                    let proj = scale * self.pipe.mtp_projection_s;
+                    out.push(Step::Compute(proj, Phase::DenseCompute));
+                }
                 if task.model_stage == last {
                     out.push(Step::Compute(
                         scale * self.pipe.lm_head_s,
@@ -498,33 +510,7 @@ impl<'m, 'a> Lowering<'m, 'a> {
                     ));
                 }
                 for l in layers.rev() {
-                    let (attn, mlp) = self.pipe.dense[moe(l) as usize];
-                    if moe(l) {
-                        let cells = self.cells(r, task.mb, l);
-                        out.push(Step::Collectives(
-                            cells.iter().map(|c| c.dispatch_grad.clone()).collect(),
-                            Phase::Combine,
-                        ));
-                        out.push(Step::Experts(
-                            cells.iter().flat_map(|c| c.expert_s.clone()).collect(),
-                            scale,
-                        ));
-                        out.push(Step::Collectives(
-                            cells.iter().map(|c| c.combine.clone()).collect(),
-                            Phase::Dispatch,
-                        ));
-                        if m.shared_experts > 0 {
-                            self.block_backward(r, (scale + recompute) * mlp, rc, &mut out);
-                        } else {
-                            out.push(Step::Compute(
-                                (scale + recompute) * mlp,
-                                Phase::DenseCompute,
-                            ));
-                        }
-                    } else {
-                        self.block_backward(r, (scale + recompute) * mlp, rc, &mut out);
-                    }
-                    self.block_backward(r, (scale + recompute) * attn, rc, &mut out);
+                    self.layer_backward(r, task, l, &mut out);
                 }
                 if task.pass == Pass::Backward {
                     for l in self.pipe.par.layers_of(task.model_stage) {
@@ -536,10 +522,12 @@ impl<'m, 'a> Lowering<'m, 'a> {
                 // Weight gradients: one more forward's worth of GEMMs, no communication.
                 let mut dense_s = 0.0;
                 let mut experts: Vec<f64> = vec![0.0; self.pipe.unit];
-                for l in layers {
-                    let (attn, mlp) = self.pipe.dense[moe(l) as usize];
-                    dense_s += attn + mlp;
-                    if moe(l) {
+                let mtp_layers = std::iter::repeat_n(self.pipe.mtp_layer, mtp);
+                for l in mtp_layers.chain(layers.clone()) {
+                    let (attn, mlp) = self.pipe.dense[self.is_moe(l) as usize];
+                    // Less attention's score GEMMs, which have no weight gradient (twice the extra).
+                    dense_s += attn + mlp - 2.0 * self.pipe.attention_bwd_extra_s;
+                    if self.is_moe(l) {
                         let cells = self.cells(r, task.mb, l);
                         for (x, y) in experts
                             .iter_mut()
@@ -547,17 +535,101 @@ impl<'m, 'a> Lowering<'m, 'a> {
                         {
                             *x += y;
                         }
-                        self.cells.remove(&(task.mb, l));
                     }
                 }
+                for l in layers {
+                    self.cells.remove(&(task.mb, l));
+                }
                 if task.model_stage == last {
-                    dense_s += self.pipe.lm_head_s;
+                    dense_s += (1 + mtp) as f64 * self.pipe.lm_head_s
+                        + mtp as f64 * self.pipe.mtp_projection_s;
                 }
                 out.push(Step::Compute(dense_s, Phase::DenseCompute));
                 out.push(Step::Experts(experts, 1.0));
             }
         }
         out
+    }
+
+    fn is_moe(&self, l: usize) -> bool {
+        l >= self.model.scenario.model.first_dense_layers
+    }
+
+    /// One layer's forward: attention, then the MLP or the MoE block (dispatch, experts, combine).
+    fn layer_forward(&mut self, r: usize, mb: usize, l: usize, out: &mut Vec<Step>) {
+        let shared = self.model.scenario.model.shared_experts > 0;
+        let (attn, mlp) = self.pipe.dense[self.is_moe(l) as usize];
+        self.block(r, attn, out);
+        if !self.is_moe(l) {
+            self.block(r, mlp, out);
+            return;
+        }
+        if shared {
+            self.block(r, mlp, out);
+        } else {
+            out.push(Step::Compute(mlp, Phase::DenseCompute));
+        }
+        let cells = self.cells(r, mb, l);
+        out.push(Step::Collectives(
+            cells.iter().map(|c| c.dispatch.clone()).collect(),
+            Phase::Dispatch,
+        ));
+        out.push(Step::Experts(
+            cells.iter().flat_map(|c| c.expert_s.clone()).collect(),
+            1.0,
+        ));
+        out.push(Step::Collectives(
+            cells.iter().map(|c| c.combine.clone()).collect(),
+            Phase::Combine,
+        ));
+    }
+
+    /// One layer's backward (whole, or its input-gradient half): the MoE block's gradients travel back
+    /// through the all-to-alls, then the MLP's and attention's.
+    fn layer_backward(&mut self, r: usize, task: Task, l: usize, out: &mut Vec<Step>) {
+        let s = self.model.scenario;
+        let rc = s.training.activation_checkpointing;
+        let recompute = if rc { 1.0 } else { 0.0 };
+        let scale = if task.pass == Pass::Backward {
+            2.0
+        } else {
+            1.0
+        };
+        let shared = s.model.shared_experts > 0;
+        let (attn, mlp) = self.pipe.dense[self.is_moe(l) as usize];
+        if self.is_moe(l) {
+            let cells = self.cells(r, task.mb, l);
+            out.push(Step::Collectives(
+                cells.iter().map(|c| c.dispatch_grad.clone()).collect(),
+                Phase::Combine,
+            ));
+            out.push(Step::Experts(
+                cells.iter().flat_map(|c| c.expert_s.clone()).collect(),
+                scale,
+            ));
+            out.push(Step::Collectives(
+                cells.iter().map(|c| c.combine.clone()).collect(),
+                Phase::Dispatch,
+            ));
+            if shared {
+                self.block_backward(r, (scale + recompute) * mlp, rc, out);
+            } else {
+                out.push(Step::Compute(
+                    (scale + recompute) * mlp,
+                    Phase::DenseCompute,
+                ));
+            }
+        } else {
+            self.block_backward(r, (scale + recompute) * mlp, rc, out);
+        }
+        // Attention's input gradient is all of its extra backward work (it has no weights).
+        let extra = if task.pass == Pass::Backward {
+            1.0
+        } else {
+            3.0
+        };
+        let secs = (scale + recompute) * attn + extra * self.pipe.attention_bwd_extra_s;
+        self.block_backward(r, secs, rc, out);
     }
 
     fn run(&self, graph: &mut IterationGraph, r: usize, prev: &mut [Option<OpId>], step: &Step) {

@@ -355,7 +355,7 @@ impl FssdpModel<'_> {
                     graph,
                     &mut prev,
                     0..g,
-                    (2.0 + recompute) * self.dense_fwd_s[moe as usize],
+                    (2.0 + recompute) * self.dense_fwd_s[moe as usize] + self.attention_bwd_extra_s,
                     &speeds,
                     Phase::DenseCompute,
                 );
