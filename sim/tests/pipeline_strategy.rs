@@ -14,12 +14,17 @@ use moesim_sim::topology::Topology;
 /// Mixtral's shapes on 8 GPUs of an ideal roofline whose links are so fast that communication is
 /// negligible; balanced routing, no noise, a negligible output head, equal stages.
 fn ideal(strategy: &str, micro_batches: usize, extra: &str) -> Scenario {
+    ideal_kind("ep", strategy, micro_batches, extra)
+}
+
+/// [`ideal`] with a strategy of kind `kind`.
+fn ideal_kind(kind: &str, strategy: &str, micro_batches: usize, extra: &str) -> Scenario {
     let text = format!(
         "name = \"pp\"\nseed = 3\n[model]\npreset = \"mixtral-8x7b\"\nlayers = 8\nvocab = 8\nseq_len = 4096\n\
          micro_batch = 1\n{extra}\n[cluster]\npreset = \"ideal\"\ngpus_per_node = 8\npeak_tflops = 1000.0\n\
          ideal_link_gbytes_per_s = 1e9\nideal_latency_us = 0.0\n[workload]\nmode = \"training\"\n\
          iterations = 1\nmicro_batches = {micro_batches}\nskew = {{ distribution = \"balanced\" }}\n\
-         [[strategy]]\nname = \"s\"\nkind = \"ep\"\n{strategy}\n"
+         [[strategy]]\nname = \"s\"\nkind = \"{kind}\"\n{strategy}\n"
     );
     parse_scenario("pp.toml", &text, &[]).unwrap_or_else(|e| panic!("{e:?}"))
 }
@@ -281,7 +286,7 @@ fn inconsistent_layouts_are_refused_naming_their_field() {
             4,
             "strategy[0].virtual_stages",
         ),
-        ("kind = \"ep-replicated\"\ntp = 2", 4, "strategy[0].tp"),
+        ("kind = \"fssdp\"\ntp = 2", 4, "strategy[0].tp"),
         (
             "kind = \"ep\"\ntp = 2\noverlap_micro_batches = 2",
             4,
@@ -389,7 +394,7 @@ fn the_multi_token_prediction_module_runs_once_more_a_layer_and_its_projection_o
     let params = |s: &Scenario| {
         let strategy = &s.strategies[0];
         let schedule = Schedule::build(ScheduleKind::OneFOneB, 4, 1, 1).unwrap();
-        moesim_sim::strategy::stage_memory::stage_params(s, &strategy.parallel, 2, &schedule)
+        moesim_sim::strategy::stage_memory::stage_params(s, &strategy.parallel, 4, &schedule)
     };
     let (a, b) = (params(&without), params(&with));
     for r in 0..3 {
@@ -399,4 +404,60 @@ fn the_multi_token_prediction_module_runs_once_more_a_layer_and_its_projection_o
     let per_stage_experts = a[3].experts / 2.0;
     assert!(rel(b[3].experts - a[3].experts, per_stage_experts) < 1e-12);
     assert!(b[3].dense > a[3].dense);
+}
+
+/// An `ep-replicated` strategy on the ideal pipeline of [`PP4`] with `extra` knobs.
+fn replicated(extra: &str) -> Scenario {
+    ideal_kind("ep-replicated", &format!("{PP4}\n{extra}"), 8, "")
+}
+
+#[test]
+fn replicated_ep_without_spare_slots_is_static_ep_under_a_pipeline() {
+    // 8 experts on EP groups of 2: 4 slots per GPU hold exactly one copy of each expert, so under
+    // balanced routing every placement loads each GPU alike and the step equals static EP's.
+    let stat = step_ms(&ideal(PP4, 8, ""));
+    let rep = step_ms(&replicated("slots_per_gpu = 4"));
+    assert!(rel(rep, stat) < 1e-9, "{rep} vs {stat}");
+}
+
+#[test]
+fn replicated_ep_composes_with_a_pipeline_copies_memory_and_moves() {
+    // Skewed routing over links of 100 GB/s (a moved copy takes time to arrive).
+    let skewed = |mut s: Scenario| {
+        s.workload.skew = moesim_traces::Skew::LogNormal { sigma: 1.0 };
+        s.cluster.ideal_link_gbytes_per_s = 100.0;
+        s.workload.iterations = 4;
+        s
+    };
+    let stat = skewed(ideal(PP4, 8, ""));
+    let rep = skewed(replicated("slots_per_gpu = 6\nreplan_interval = 2"));
+    let (a, b) = (report(&stat), report(&rep));
+    let (a, b) = (&a.results[0], &b.results[0]);
+    // Spare copies of the hot experts shorten the most loaded GPU's expert work.
+    assert!(
+        b.breakdown_ms["expert_compute"] < a.breakdown_ms["expert_compute"],
+        "{} vs {}",
+        b.breakdown_ms["expert_compute"],
+        a.breakdown_ms["expert_compute"]
+    );
+    // Every assignment is routed to some copy: nothing is dropped and no token is lost.
+    assert_eq!(b.dropped_fraction, 0.0);
+    // A GPU holds 6 copies per MoE layer of its stage: 1.5× static EP's 4, in expert parameters.
+    let params = |s: &Scenario, slots: usize| {
+        let schedule = Schedule::build(ScheduleKind::OneFOneB, 4, 1, 8).unwrap();
+        moesim_sim::strategy::stage_memory::stage_params(
+            s,
+            &s.strategies[0].parallel,
+            slots,
+            &schedule,
+        )
+    };
+    let (ps, pr) = (params(&stat, 4), params(&rep, 6));
+    for r in 0..4 {
+        assert!(rel(pr[r].experts, 1.5 * ps[r].experts) < 1e-12);
+        assert_eq!(pr[r].dense, ps[r].dense);
+    }
+    // The re-plan after two iterations moves copies over the stage's links, as a rebalance phase.
+    assert!(b.breakdown_ms["rebalance"] > 0.0, "{:?}", b.breakdown_ms);
+    assert!(!a.breakdown_ms.contains_key("rebalance"));
 }

@@ -159,7 +159,8 @@ pub fn knobs(s: &Scenario, i: usize) -> Vec<Knob> {
             }
             _ => {}
         }
-        let parallel = st.kind == StrategyKind::Ep && s.workload.mode == Mode::Training;
+        let parallel = matches!(st.kind, StrategyKind::Ep | StrategyKind::EpReplicated)
+            && s.workload.mode == Mode::Training;
         if parallel {
             let p = &st.parallel;
             add("TP (tensor parallel)", "tp", p.tp.to_string());
@@ -267,8 +268,8 @@ iterations = 2
 [[strategy]]
 name = "rep"
 kind = "ep-replicated"
-ep_size = 8
-slots_per_gpu = 9
+ep_size = 4
+slots_per_gpu = 17
 replan_interval = 5
 [[strategy]]
 name = "fssdp"
@@ -299,7 +300,14 @@ cache_experts_per_layer = 16
             (
                 TRAINING,
                 0,
-                &["EP size", "slots per GPU", "re-plan interval", "nodes"],
+                &[
+                    "EP size",
+                    "TP (tensor parallel)",
+                    "PP (pipeline stages)",
+                    "slots per GPU",
+                    "re-plan interval",
+                    "nodes",
+                ],
             ),
             (TRAINING, 1, &["FSSDP memory cap (copies/layer)", "nodes"]),
             (

@@ -117,7 +117,10 @@ fn editing_a_knob_resimulates_and_shows_the_difference() {
     let before = app.session.as_ref().unwrap().report.clone();
     keys(&mut app, "6");
     key(&mut app, KeyCode::Right); // ep8-replicated
-    key(&mut app, KeyCode::Down); // slots per GPU (after EP size)
+    // After EP size, TP and PP (replicated EP composes with them in training): slots per GPU.
+    for _ in 0..3 {
+        key(&mut app, KeyCode::Down);
+    }
     assert_eq!(app.knobs()[app.knob].label, "slots per GPU");
     key(&mut app, KeyCode::Enter);
     key(&mut app, KeyCode::Backspace);

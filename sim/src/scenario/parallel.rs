@@ -137,12 +137,12 @@ impl Resolver<'_> {
             ));
         }
         if tp * pp > 1 {
-            if s.kind != StrategyKind::Ep {
+            if !matches!(s.kind, StrategyKind::Ep | StrategyKind::EpReplicated) {
                 let f = if pp > 1 { "pp" } else { "tp" };
                 return Err(self.error(
                     &p(f),
                     format!(
-                        "tensor and pipeline parallelism compose with kind = \"ep\" only so far (this entry is {:?})",
+                        "tensor and pipeline parallelism compose with kind = \"ep\" and \"ep-replicated\" only so far (this entry is {:?})",
                         s.kind
                     ),
                     "expected tp = 1 and pp = 1 for this kind",

@@ -328,6 +328,29 @@ impl<'a> EpModel<'a> {
         let mut scratch = AllToAllScratch::default();
         let all: Vec<usize> = (0..g).collect();
         let groups = g / ep_size;
+        let pipelined = (!strategy.parallel.is_single()).then(|| {
+            pipelined::Pipelined::new(s, strategy, topo, cost, rep.map(|_| layouts.as_slice()))
+        });
+        // The first GPU of every EP group that holds MoE layer l's experts: every group without
+        // pipelining; with it, the simulated groups of the pipeline ranks holding l's stage.
+        let group_bases: Vec<Vec<usize>> = match &pipelined {
+            None => vec![(0..groups).map(|k| k * ep_size).collect(); moe_layers],
+            Some(pipe) => {
+                let mut bases = vec![Vec::new(); moe_layers];
+                for r in 0..strategy.parallel.pp {
+                    for l in pipe.moe_layers_on(s, r) {
+                        let b = pipe.stage_base(r);
+                        let simulated = (0..pipe.unit() / ep_size).map(|k| b + k * ep_size);
+                        for x in simulated {
+                            if !bases[l].contains(&x) {
+                                bases[l].push(x);
+                            }
+                        }
+                    }
+                }
+                bases
+            }
+        };
         let mut rebalance = vec![None];
         let mut moved_copies = vec![0usize];
         for w in 1..placements.len() {
@@ -352,10 +375,10 @@ impl<'a> EpModel<'a> {
                             .or_else(|| holders.first().copied())
                             .unwrap_or(t);
                         if src != t {
-                            for k in 0..groups {
+                            for &b in &group_bases[l] {
                                 transfers.push(Transfer {
-                                    src: k * ep_size + src,
-                                    dst: k * ep_size + t,
+                                    src: b + src,
+                                    dst: b + t,
                                     bytes: move_bytes,
                                     messages: 1.0,
                                 });
@@ -365,9 +388,13 @@ impl<'a> EpModel<'a> {
                 }
             }
             rebalance.push((!transfers.is_empty()).then(|| {
-                comms
+                let spec = comms
                     .transfers(&all, &transfers, Stream::Comm, &mut scratch)
-                    .0
+                    .0;
+                match &pipelined {
+                    Some(pipe) => pipe.to_graph(spec),
+                    None => spec,
+                }
             }));
             moved_copies.push(moved);
         }
@@ -383,8 +410,6 @@ impl<'a> EpModel<'a> {
         let lm_head_s = cost.gemm_s(part_tokens, m.vocab, m.d_model, m.dtype_bytes);
         let mtp_projection_s = mtp_projection_s(s, cost, part_tokens, 1);
         let p = params_on_rank(s, slots_per_gpu);
-        let pipelined = (!strategy.parallel.is_single())
-            .then(|| pipelined::Pipelined::new(s, strategy, topo, cost));
         let (grad_sync, optimizer_time) = if training && pipelined.is_none() {
             let t = &s.training;
             let zero3 = if t.zero_stage >= 3 { 1.5 } else { 1.0 };
@@ -1040,14 +1065,19 @@ impl StrategyModel for EpModel<'_> {
     }
 
     fn extra_phases(&self) -> &'static [Phase] {
-        match (&self.pipelined, self.strategy.replication.is_some()) {
-            (Some(p), _) if p.par.pp > 1 && p.par.tp > 1 => {
-                &[Phase::PipelineSend, Phase::TensorParallel]
-            }
-            (Some(p), _) if p.par.pp > 1 => &[Phase::PipelineSend],
-            (Some(_), _) => &[Phase::TensorParallel],
-            (None, true) => &[Phase::Rebalance],
-            (None, false) => &[],
+        let (pp, tp) = self
+            .pipelined
+            .as_ref()
+            .map_or((1, 1), |p| (p.par.pp, p.par.tp));
+        match (pp > 1, tp > 1, self.strategy.replication.is_some()) {
+            (true, true, true) => &[Phase::PipelineSend, Phase::TensorParallel, Phase::Rebalance],
+            (true, true, false) => &[Phase::PipelineSend, Phase::TensorParallel],
+            (true, false, true) => &[Phase::PipelineSend, Phase::Rebalance],
+            (true, false, false) => &[Phase::PipelineSend],
+            (false, true, true) => &[Phase::TensorParallel, Phase::Rebalance],
+            (false, true, false) => &[Phase::TensorParallel],
+            (false, false, true) => &[Phase::Rebalance],
+            (false, false, false) => &[],
         }
     }
 

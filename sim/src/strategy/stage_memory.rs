@@ -26,17 +26,18 @@ pub struct StageParams {
     pub experts: f64,
     /// Data-parallel replicas of the dense parameters (`dp = S / tp`), the ZeRO group.
     pub dense_replicas: f64,
-    /// Expert-data-parallel replicas of each expert (`S / ep_size`), the experts' ZeRO group.
+    /// Copies of each expert in a stage (mean; `S / ep_size` without replication), the experts' ZeRO group.
     pub expert_replicas: f64,
     /// Layers whose activations one in-flight micro-batch leaves on the rank (mean over its chunks).
     pub layers_per_chunk: f64,
 }
 
-/// Parameters of every pipeline rank of `par` (with `ep_size`-way EP) under `schedule`.
+/// Parameters of every pipeline rank of `par` under `schedule`, each GPU holding `slots_per_gpu` expert
+/// copies per MoE layer (`experts / ep_size` without replication).
 pub fn stage_params(
     s: &Scenario,
     par: &Parallel,
-    ep_size: usize,
+    slots_per_gpu: usize,
     schedule: &Schedule,
 ) -> Vec<StageParams> {
     let m = &s.model;
@@ -77,9 +78,10 @@ pub fn stage_params(
             }
             StageParams {
                 dense,
-                experts: ((moe + mtp) * (m.experts / ep_size)) as f64 * m.expert_params() as f64,
+                experts: ((moe + mtp) * slots_per_gpu) as f64 * m.expert_params() as f64,
                 dense_replicas: (stage_gpus / tp) as f64,
-                expert_replicas: (stage_gpus / ep_size) as f64,
+                // Mean copies of an expert in the stage: one per EP group without replication.
+                expert_replicas: (stage_gpus * slots_per_gpu) as f64 / m.experts.max(1) as f64,
                 layers_per_chunk: layers.len() as f64 / stages.len().max(1) as f64,
             }
         })
@@ -155,7 +157,7 @@ pub fn memory_lower_bound(s: &Scenario, strategy: &Strategy) -> Option<MemoryBre
     let par = &strategy.parallel;
     if par.is_single() {
         let tokens = s.tokens_per_rank() as f64;
-        let slots = m.experts / strategy.ep_size.max(1);
+        let slots = crate::strategy::ep::slots_per_rank(s, strategy);
         let peak = per_source(tokens);
         let routed = RoutedTokens {
             peak_layer: peak,
@@ -175,7 +177,8 @@ pub fn memory_lower_bound(s: &Scenario, strategy: &Strategy) -> Option<MemoryBre
         s.workload.micro_batches,
     )
     .ok()?;
-    let params = stage_params(s, par, strategy.ep_size, &schedule);
+    let slots = crate::strategy::ep::slots_per_rank(s, strategy);
+    let params = stage_params(s, par, slots, &schedule);
     let shard = s.tokens_per_rank() as f64 / par.tp as f64;
     Some(stage_memory(s, par, &schedule, &params, per_source(shard)))
 }

@@ -34,6 +34,7 @@ use crate::scenario::file::Mode;
 use crate::scenario::parallel::{Parallel, lcm};
 use crate::scenario::{Scenario, Strategy};
 use crate::strategy::blocks::{self, Speeds};
+use crate::strategy::layout::Layout;
 use crate::strategy::record::IterationRecord;
 use crate::strategy::shared::{
     attention_backward_extra_s, dense_forward_tp_s, mtp_projection_s, optimizer_s,
@@ -73,8 +74,12 @@ pub(super) struct Pipelined {
     /// Per pipeline rank: one sequence-parallel all-gather (a reduce-scatter moves the same ring traffic)
     /// of a micro-batch's activations over every TP group of its unit; `None` without TP.
     tp_ring: Vec<Option<CollectiveSpec>>,
-    /// Per pipeline rank: its gradient synchronisation, in issue order (graph ranks).
+    /// Per pipeline rank: its gradient synchronisation, in issue order (graph ranks); with replicated
+    /// experts, the dense part only.
     grad_sync: Vec<Vec<CollectiveSpec>>,
+    /// With replicated experts, per planning window: every rank's expert-gradient synchronisation (each
+    /// expert's copies in the stage, bucketed by their GPUs as DDP buckets them).
+    expert_sync: Vec<Vec<CollectiveSpec>>,
     /// Per pipeline rank: optimizer seconds.
     optimizer_s: Vec<f64>,
     /// Bytes one GPU sends to its peer on the next stage per micro-batch (its sequence shard's activations).
@@ -84,7 +89,15 @@ pub(super) struct Pipelined {
 }
 
 impl Pipelined {
-    pub fn new(s: &Scenario, ep: &Strategy, topo: &Topology, cost: &dyn CostModel) -> Self {
+    /// The fixed parts of `ep`'s pipelined lowering. `replicated`: the layouts of an `ep-replicated`
+    /// strategy's planning windows (their expert copies' gradients synchronise over every copy).
+    pub fn new(
+        s: &Scenario,
+        ep: &Strategy,
+        topo: &Topology,
+        cost: &dyn CostModel,
+        replicated: Option<&[Layout]>,
+    ) -> Self {
         let par = ep.parallel.clone();
         let m = &s.model;
         let g = s.cluster.gpus();
@@ -136,11 +149,13 @@ impl Pipelined {
             mtp_layer: m.layers - 1,
             tp_ring: Vec::new(),
             grad_sync: Vec::new(),
+            expert_sync: Vec::new(),
             optimizer_s: Vec::new(),
             send_bytes: act_bytes / tp as f64,
             params: Vec::new(),
         };
-        let params = stage_params(s, &this.par, ep_size, &this.schedule);
+        let slots = super::slots_per_rank(s, ep);
+        let params = stage_params(s, &this.par, slots, &this.schedule);
         for (r, &stage_params) in params.iter().enumerate() {
             let base = r * stage_gpus;
             let tp_ring = (tp > 1).then(|| {
@@ -168,12 +183,16 @@ impl Pipelined {
                     (group, dense_params * t_.grad_bytes_per_param * zero3)
                 })
                 .collect();
-            let expert_groups: Vec<(Vec<usize>, f64)> = (0..ep_size)
-                .map(|e| {
-                    let group = (0..edp).map(|k| base + k * ep_size + e).collect();
-                    (group, expert_params * t_.grad_bytes_per_param * zero3)
-                })
-                .collect();
+            let expert_groups: Vec<(Vec<usize>, f64)> = if replicated.is_some() {
+                Vec::new()
+            } else {
+                (0..ep_size)
+                    .map(|e| {
+                        let group = (0..edp).map(|k| base + k * ep_size + e).collect();
+                        (group, expert_params * t_.grad_bytes_per_param * zero3)
+                    })
+                    .collect()
+            };
             let specs: Vec<CollectiveSpec> = [dense_groups, expert_groups]
                 .iter()
                 .filter_map(|b| comms.grouped_all_reduce(b, Stream::Comm, &mut scratch))
@@ -181,14 +200,80 @@ impl Pipelined {
                 .collect();
             this.grad_sync.push(specs);
             let updated = if t_.zero_stage >= 1 {
-                dense_params / dp as f64 + expert_params / edp as f64
+                dense_params / dp as f64 + expert_params / stage_params.expert_replicas
             } else {
                 dense_params + expert_params
             };
             this.optimizer_s.push(optimizer_s(s, cost, updated));
         }
+        if let Some(layouts) = replicated {
+            let edp = stage_gpus / ep_size;
+            let expert_bytes = m.expert_params() as f64
+                * s.training.grad_bytes_per_param
+                * if s.training.zero_stage >= 3 { 1.5 } else { 1.0 };
+            for layout in layouts {
+                let mut specs = Vec::new();
+                for r in 0..pp {
+                    let base = r * stage_gpus;
+                    let mut buckets: std::collections::BTreeMap<&[usize], f64> = Default::default();
+                    for l in this.moe_layers_on(s, r) {
+                        for holders in &layout.layers[l].replicas {
+                            *buckets.entry(holders.as_slice()).or_default() += expert_bytes;
+                        }
+                    }
+                    let grouped: Vec<(Vec<usize>, f64)> = buckets
+                        .into_iter()
+                        .map(|(holders, bytes)| {
+                            let copies = (0..edp)
+                                .flat_map(|k| holders.iter().map(move |&h| base + k * ep_size + h))
+                                .collect();
+                            (copies, bytes)
+                        })
+                        .collect();
+                    specs.extend(
+                        comms
+                            .grouped_all_reduce(&grouped, Stream::Comm, &mut scratch)
+                            .map(|spec| this.to_graph(spec)),
+                    );
+                }
+                this.expert_sync.push(specs);
+            }
+        }
         this.params = params;
         this
+    }
+
+    /// The first GPU of pipeline rank `r`'s stage.
+    pub fn stage_base(&self, r: usize) -> usize {
+        r * self.stage_gpus
+    }
+
+    /// GPUs of a stage that are simulated (one unit of `lcm(ep_size, tp)`; the others repeat it).
+    pub fn unit(&self) -> usize {
+        self.unit
+    }
+
+    /// MoE layers (0-based among MoE layers) whose experts pipeline rank `r` holds, the last stage's
+    /// multi-token-prediction block counted as the last MoE layer again (it is placed like it).
+    pub fn moe_layers_on(&self, s: &Scenario, r: usize) -> Vec<usize> {
+        let m = &s.model;
+        let mut out: Vec<usize> = self
+            .schedule
+            .stages_on(r)
+            .iter()
+            .flat_map(|&k| self.par.layers_of(k))
+            .filter(|&l| l >= m.first_dense_layers)
+            .map(|l| l - m.first_dense_layers)
+            .collect();
+        let last = self.par.model_stages() - 1;
+        if s.workload.mode == Mode::Training
+            && m.mtp_depth > 0
+            && self.schedule.stages_on(r).contains(&last)
+            && m.moe_layers() > 0
+        {
+            out.extend(std::iter::repeat_n(m.moe_layers() - 1, m.mtp_depth));
+        }
+        out
     }
 
     /// The GPU of each graph rank.
@@ -203,7 +288,7 @@ impl Pipelined {
 
     /// A collective priced on GPUs, restricted to the simulated GPUs and renumbered to graph ranks. A
     /// transfer with one simulated end keeps its links and is waited for by that end's part.
-    fn to_graph(&self, spec: CollectiveSpec) -> CollectiveSpec {
+    pub(super) fn to_graph(&self, spec: CollectiveSpec) -> CollectiveSpec {
         let total = spec.parts.len().max(1);
         let mut index = vec![u32::MAX; spec.parts.len()];
         let mut parts = Vec::new();
@@ -753,7 +838,16 @@ impl EpModel<'_> {
             Speeds::of(s, iteration, n),
             uniform_layers(routing),
         );
+        // Replicated experts: the window's placement, its copies moved at the window's start.
+        let window = self.window_of(iteration);
+        lowering.facts.window = window;
         let mut prev: Vec<Option<OpId>> = vec![None; n];
+        if window > 0
+            && iteration == window * self.window
+            && let Some(spec) = self.rebalance[window].clone()
+        {
+            blocks::collective(&mut graph, &mut prev, Phase::Rebalance, spec, &[]);
+        }
         let comms = Collectives::new(self.topo, s.cluster.network);
         let mut scratch = AllToAllScratch::default();
         emit(
@@ -767,7 +861,8 @@ impl EpModel<'_> {
         .expect("a built schedule emits");
         let training = s.workload.mode == Mode::Training;
         if training {
-            let specs = pipe.grad_sync.iter().flatten().cloned();
+            let experts = pipe.expert_sync.get(window).into_iter().flatten();
+            let specs = pipe.grad_sync.iter().flatten().chain(experts).cloned();
             let synced = blocks::grad_sync(&mut graph, &[prev], specs);
             let unit = pipe.unit;
             blocks::optimizer(
