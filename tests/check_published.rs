@@ -4,17 +4,35 @@
 mod common;
 
 use assert_cmd::Command;
+use common::{check_or_update, repo};
 use std::path::Path;
+use std::sync::OnceLock;
 
-fn run() -> String {
-    let out = Command::cargo_bin("moesim")
-        .unwrap()
-        .arg("check-published")
-        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")))
-        .output()
-        .unwrap();
-    common::assert_ok(&out);
-    String::from_utf8(out.stdout).unwrap()
+/// `moesim check-published --markdown`, run once for every test here (the suite simulates DeepSeek-V3 on
+/// 2,048 GPUs): the table and the median lines.
+fn run() -> &'static str {
+    static OUT: OnceLock<String> = OnceLock::new();
+    OUT.get_or_init(|| {
+        let out = Command::cargo_bin("moesim")
+            .unwrap()
+            .args(["check-published", "--markdown"])
+            .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")))
+            .output()
+            .unwrap();
+        common::assert_ok(&out);
+        String::from_utf8(out.stdout).unwrap()
+    })
+}
+
+/// The README's Accuracy section is what `check-published --markdown` prints.
+#[test]
+fn the_readme_accuracy_section_is_what_check_published_prints() {
+    check_or_update(
+        &repo("README.md"),
+        "<!-- tests/check_published.rs: accuracy -->\n",
+        "<!-- end -->",
+        &format!("\n{}\n", run()),
+    );
 }
 
 /// The percentage in a line that ends in `… N.N %` or `… N.N % over K cases`.
@@ -48,8 +66,21 @@ fn the_suite_has_twenty_cases_from_five_sources_and_a_median_within_ten_percent(
         .filter(|l| l.starts_with("  ") && l.contains("median |error|"))
         .collect();
     assert!(sources.len() >= 5, "{sources:?}");
-    // Every case printed a finite prediction.
-    assert!(!text.contains("NaN") && !text.contains("inf"), "{text}");
+    // Every case printed a finite prediction (the table's moesim column).
+    let rows: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("| ") && !l.starts_with("| source") && !l.starts_with("| ---"))
+        .collect();
+    assert_eq!(rows.len(), cases, "{text}");
+    for row in rows {
+        let moesim = row.split(" | ").nth(3).unwrap_or_else(|| panic!("{row}"));
+        let v: f64 = moesim
+            .replace(',', "")
+            .trim()
+            .parse()
+            .unwrap_or_else(|e| panic!("{row}: {e}"));
+        assert!(v.is_finite() && v > 0.0, "{row}");
+    }
     assert!(percent(median) <= 10.0, "{text}");
 }
 

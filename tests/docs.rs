@@ -3,19 +3,16 @@
 //! offloading table of docs/strategies.md) are what moesim prints today.
 //!
 //! When a figure changes on purpose, `MOESIM_UPDATE_DOCS=1 cargo test --test docs` rewrites the docs
-//! instead of failing; review the diff.
+//! instead of failing; review the diff. (The README's Accuracy table is `tests/check_published.rs`'s.)
 
 mod common;
 
 use assert_cmd::Command;
+use common::{check_or_update, repo};
 use moesim_reports::inputs::Inputs;
 use moesim_reports::numbers::rate;
 use moesim_sim::runner::RunOptions;
-use std::path::{Path, PathBuf};
-
-fn repo(path: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
-}
+use std::path::PathBuf;
 
 fn docs() -> Vec<PathBuf> {
     let mut files = vec![repo("README.md")];
@@ -47,32 +44,6 @@ fn blocks(text: &str, lang: &str) -> Vec<(usize, String)> {
         }
     }
     out
-}
-
-/// Checks that the text of `file` between `begin` and the next `end` is `expected`; with
-/// MOESIM_UPDATE_DOCS set, rewrites it instead.
-fn check_or_update(file: &Path, begin: &str, end: &str, expected: &str) {
-    let text = std::fs::read_to_string(file).unwrap();
-    let body = text
-        .find(begin)
-        .unwrap_or_else(|| panic!("{}: no `{begin}`", file.display()))
-        + begin.len();
-    let close = body
-        + text[body..]
-            .find(end)
-            .unwrap_or_else(|| panic!("{}: no `{end}` after `{begin}`", file.display()));
-    if text[body..close] == *expected {
-        return;
-    }
-    if std::env::var_os("MOESIM_UPDATE_DOCS").is_some() {
-        let new = format!("{}{expected}{}", &text[..body], &text[close..]);
-        std::fs::write(file, new).unwrap();
-        return;
-    }
-    panic!(
-        "{} after `{begin}` is stale; it should read:\n{expected}\n(MOESIM_UPDATE_DOCS=1 cargo test --test docs rewrites it)",
-        file.display()
-    );
 }
 
 #[test]
@@ -182,23 +153,5 @@ fn the_offloading_table_is_what_the_offloading_scenario_gives() {
         "<!-- tests/docs.rs: offload table -->\n",
         "<!-- end -->",
         &table,
-    );
-}
-
-#[test]
-fn the_readme_accuracy_section_is_what_check_published_prints() {
-    let out = Command::cargo_bin("moesim")
-        .unwrap()
-        .args(["check-published", "--markdown"])
-        .current_dir(repo("."))
-        .output()
-        .unwrap();
-    common::assert_ok(&out);
-    let table = String::from_utf8(out.stdout).unwrap();
-    check_or_update(
-        &repo("README.md"),
-        "<!-- tests/docs.rs: accuracy -->\n",
-        "<!-- end -->",
-        &format!("\n{table}\n"),
     );
 }

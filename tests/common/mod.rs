@@ -1,7 +1,7 @@
 //! Helpers shared by the binary's integration tests.
 #![allow(dead_code)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// The root of the real router traces: `$MOESIM_SHARED_TRACES` (relative to the workspace root), default
 /// `../shared/traces` beside the workspace.
@@ -33,5 +33,36 @@ pub fn assert_ok(out: &std::process::Output) {
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `path` in the repository.
+pub fn repo(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
+}
+
+/// Checks that the text of `file` between `begin` and the next `end` is `expected`; with
+/// MOESIM_UPDATE_DOCS set, rewrites it instead.
+pub fn check_or_update(file: &Path, begin: &str, end: &str, expected: &str) {
+    let text = std::fs::read_to_string(file).unwrap();
+    let body = text
+        .find(begin)
+        .unwrap_or_else(|| panic!("{}: no `{begin}`", file.display()))
+        + begin.len();
+    let close = body
+        + text[body..]
+            .find(end)
+            .unwrap_or_else(|| panic!("{}: no `{end}` after `{begin}`", file.display()));
+    if text[body..close] == *expected {
+        return;
+    }
+    if std::env::var_os("MOESIM_UPDATE_DOCS").is_some() {
+        let new = format!("{}{expected}{}", &text[..body], &text[close..]);
+        std::fs::write(file, new).unwrap();
+        return;
+    }
+    panic!(
+        "{} after `{begin}` is stale; it should read:\n{expected}\n(MOESIM_UPDATE_DOCS=1 cargo test --workspace rewrites it)",
+        file.display()
     );
 }
