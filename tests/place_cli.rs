@@ -204,6 +204,44 @@ fn impossible_shapes_are_rejected() {
 }
 
 #[test]
+fn a_zero_horizon_is_refused_and_any_other_plans() {
+    let dir = tempfile::tempdir().unwrap();
+    let loads = write(&dir, "loads.csv", &history());
+    moesim()
+        .args([
+            "place",
+            "--gpus",
+            "4",
+            "--slots-per-gpu",
+            "5",
+            "--horizon",
+            "0",
+            "--loads",
+        ])
+        .arg(&loads)
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains(
+            "--horizon 0: expected the number of iterations the plan serves",
+        ));
+    // Six iterations hold one backtest for a horizon of 1 and none for 100 (the default half-life then):
+    // both plan every layer with five slots per GPU.
+    for h in ["1", "100"] {
+        let v = place_json(
+            &["--gpus", "4", "--slots-per-gpu", "5", "--horizon", h],
+            &loads,
+        );
+        let layers = v["layers"].as_array().unwrap();
+        assert_eq!(layers.len(), 4);
+        for l in layers {
+            for g in l["gpu_experts"].as_array().unwrap() {
+                assert_eq!(g.as_array().unwrap().len(), 5);
+            }
+        }
+    }
+}
+
+#[test]
 fn evaluation_on_later_iterations_is_reported() {
     let dir = tempfile::tempdir().unwrap();
     let loads = write(&dir, "loads.csv", &history());

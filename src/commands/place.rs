@@ -40,6 +40,11 @@ pub struct PlaceArgs {
     /// Planner objective: `robust` (good across the history's iterations) or `forecast` (the mean load).
     #[arg(long, value_enum, default_value_t = Objective::Robust)]
     pub objective: Objective,
+    /// Iterations the plan will serve (until the next re-plan): the robust objective weighs the history with
+    /// the half-life that best predicted this horizon in a backtest over the history itself; a history shorter
+    /// than 2 × horizon + 2 iterations keeps the default half-life (32 iterations up to 64 GPUs, 8 above).
+    #[arg(long, default_value_t = 10)]
+    pub horizon: usize,
     /// Also plan token shares per copy (for runtimes that can split an expert's tokens unevenly over its
     /// copies); JSON gains `gpu_shares` per layer. Robust objective only.
     #[arg(long)]
@@ -80,6 +85,11 @@ pub fn run(a: &PlaceArgs) -> miette::Result<ExitCode> {
         return Err(miette!(
             "--move-price-scale {}: expected a finite value ≥ 0",
             a.move_price_scale
+        ));
+    }
+    if a.horizon == 0 {
+        return Err(miette!(
+            "--horizon 0: expected the number of iterations the plan serves (at least 1)"
         ));
     }
     if a.harness {
@@ -183,9 +193,9 @@ fn place(a: &Resolved) -> miette::Result<ExitCode> {
             if let Some(n) = a.history_samples.or(a.window) {
                 o.max_samples = n.max(1);
             }
-            // The plan serves the iterations after the history: with --evaluate-from, read the half-life
-            // off the history for a ten-iteration horizon (the harness's re-plan interval).
-            o.horizon = 10;
+            // The plan serves the iterations after the history: read the half-life off the history for
+            // the iterations it will serve (default ten, the harness's re-plan interval).
+            o.horizon = a.horizon;
             plan_layers_robust(&h, &o, a.evaluate_from, a.shares)
                 .into_iter()
                 .map(|p| (p.plan, p.shares))
