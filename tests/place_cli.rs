@@ -28,6 +28,18 @@ fn place_json(args: &[&str], loads: &std::path::Path) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
+/// `moesim place ARGS --loads LOADS` must fail with `message` on stderr.
+fn place_fails(args: &[&str], loads: &std::path::Path, message: &str) {
+    moesim()
+        .arg("place")
+        .args(args)
+        .arg("--loads")
+        .arg(loads)
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains(message));
+}
+
 /// A long-format history: 4 layers × 16 experts × 6 iterations with a hot expert per layer.
 fn history() -> String {
     let mut s = String::from("iteration,layer,expert,tokens\n");
@@ -187,43 +199,27 @@ fn bad_load_files_name_the_line() {
 fn impossible_shapes_are_rejected() {
     let dir = tempfile::tempdir().unwrap();
     let loads = write(&dir, "loads.csv", &history());
-    moesim()
-        .args(["place", "--gpus", "2", "--slots-per-gpu", "4", "--loads"])
-        .arg(&loads)
-        .assert()
-        .failure()
-        .stderr(predicate::str::contains(
-            "16 experts do not fit in 2 GPUs × 4 slots",
-        ));
-    moesim()
-        .args(["place", "--gpus", "2", "--slots-per-gpu", "17", "--loads"])
-        .arg(&loads)
-        .assert()
-        .failure()
-        .stderr(predicate::str::contains("two copies of one expert"));
+    place_fails(
+        &["--gpus", "2", "--slots-per-gpu", "4"],
+        &loads,
+        "16 experts do not fit in 2 GPUs × 4 slots",
+    );
+    place_fails(
+        &["--gpus", "2", "--slots-per-gpu", "17"],
+        &loads,
+        "two copies of one expert",
+    );
 }
 
 #[test]
 fn a_zero_horizon_is_refused_and_any_other_plans() {
     let dir = tempfile::tempdir().unwrap();
     let loads = write(&dir, "loads.csv", &history());
-    moesim()
-        .args([
-            "place",
-            "--gpus",
-            "4",
-            "--slots-per-gpu",
-            "5",
-            "--horizon",
-            "0",
-            "--loads",
-        ])
-        .arg(&loads)
-        .assert()
-        .failure()
-        .stderr(predicate::str::contains(
-            "--horizon 0: expected the number of iterations the plan serves",
-        ));
+    place_fails(
+        &["--gpus", "4", "--slots-per-gpu", "5", "--horizon", "0"],
+        &loads,
+        "--horizon 0: expected the number of iterations the plan serves",
+    );
     // Six iterations hold one backtest for a horizon of 1 and none for 100 (the default half-life then):
     // both plan every layer with five slots per GPU.
     for h in ["1", "100"] {
@@ -311,9 +307,8 @@ fn shares_are_planned_on_request_and_sum_to_one_per_expert() {
 fn shares_need_the_robust_objective() {
     let dir = tempfile::tempdir().unwrap();
     let loads = write(&dir, "loads.csv", &history());
-    moesim()
-        .args([
-            "place",
+    place_fails(
+        &[
             "--gpus",
             "4",
             "--slots-per-gpu",
@@ -321,12 +316,8 @@ fn shares_need_the_robust_objective() {
             "--objective",
             "forecast",
             "--shares",
-            "--loads",
-        ])
-        .arg(&loads)
-        .assert()
-        .failure()
-        .stderr(predicate::str::contains(
-            "--shares needs --objective robust",
-        ));
+        ],
+        &loads,
+        "--shares needs --objective robust",
+    );
 }
