@@ -9,6 +9,7 @@ use moesim_sim::runner::{RunOptions, simulate_scenario, synthetic_routing_shaped
 use moesim_sim::scenario::parse_scenario;
 use moesim_sim::strategy::ep::{EpModel, EpWorkspace};
 use moesim_sim::strategy::shared::attention_backward_extra_s;
+use moesim_sim::timeline::iteration_timelines;
 use moesim_sim::topology::Topology;
 
 /// Mixtral's shapes on 8 GPUs of an ideal roofline whose links are so fast that communication is
@@ -460,4 +461,38 @@ fn replicated_ep_composes_with_a_pipeline_copies_memory_and_moves() {
     // The re-plan after two iterations moves copies over the stage's links, as a rebalance phase.
     assert!(b.breakdown_ms["rebalance"] > 0.0, "{:?}", b.breakdown_ms);
     assert!(!a.breakdown_ms.contains_key("rebalance"));
+}
+
+#[test]
+fn a_chunks_gradients_synchronise_as_soon_as_they_are_final() {
+    // Interleaved 1F1B: pipeline rank 0 holds chunks 0 and 4 of 8, and chunk 4's last backward comes
+    // before chunk 0's, so chunk 4's all-reduce starts while chunk 0's backward still computes. With one
+    // chunk per rank (1F1B) the rank's only bucket follows its last task.
+    let interleaved = "pp = 4\nep_size = 2\npipeline_schedule = \"interleaved\"\nvirtual_stages = 2\n\
+                       stage_layers = [1, 1, 1, 1, 1, 1, 1, 1]";
+    for (strategy, overlaps) in [(interleaved, true), (PP4, false)] {
+        let s = ideal(strategy, 8, "");
+        let st = &s.strategies[0];
+        let routing = synthetic_routing_shaped(&s, EpModel::routing_shape_for(&s, st));
+        let tl = iteration_timelines(&s, st, &routing, None, 0..1)
+            .unwrap()
+            .remove(0);
+        let rank0 = tl.ops.iter().filter(|o| o.rank == 0);
+        let last_compute = rank0
+            .clone()
+            .filter(|o| matches!(o.phase, Phase::DenseCompute | Phase::ExpertCompute))
+            .map(|o| o.finish)
+            .max()
+            .unwrap();
+        let first_sync = rank0
+            .filter(|o| o.phase == Phase::GradSync)
+            .map(|o| o.start)
+            .min()
+            .unwrap();
+        assert_eq!(
+            first_sync < last_compute,
+            overlaps,
+            "{strategy}: first sync at {first_sync}, last compute ends at {last_compute}"
+        );
+    }
 }

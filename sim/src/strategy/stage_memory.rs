@@ -32,8 +32,52 @@ pub struct StageParams {
     pub layers_per_chunk: f64,
 }
 
-/// Parameters of every pipeline rank of `par` under `schedule`, each GPU holding `slots_per_gpu` expert
-/// copies per MoE layer (`experts / ep_size` without replication).
+/// Parameters of model stage `k` of `par` on one of its GPUs: (dense parameters on one TP rank, routed-expert
+/// parameters), each GPU holding `slots_per_gpu` expert copies per MoE layer. The first stage holds the
+/// embedding, the last the output head and, in training, the multi-token-prediction modules.
+pub fn model_stage_params(
+    s: &Scenario,
+    par: &Parallel,
+    slots_per_gpu: usize,
+    k: usize,
+) -> (f64, f64) {
+    let m = &s.model;
+    let tp = par.tp as f64;
+    let layers: Vec<usize> = par.layers_of(k).collect();
+    let moe = layers
+        .iter()
+        .filter(|&&l| l >= m.first_dense_layers)
+        .count();
+    let dense_layers = layers.len() - moe;
+    let per_layer_dense = |is_moe: bool| -> f64 {
+        let mlp = if is_moe {
+            m.shared_experts as f64 * m.expert_params() as f64
+                + (m.experts as u64 * m.d_model) as f64
+        } else {
+            3.0 * (m.d_model * m.dense_d_ff) as f64
+        };
+        (m.attn_params_per_layer as f64 + mlp) / tp
+    };
+    let embedding = (m.vocab * m.d_model) as f64 / tp;
+    let mut dense =
+        moe as f64 * per_layer_dense(true) + dense_layers as f64 * per_layer_dense(false);
+    if k == 0 {
+        dense += embedding;
+    }
+    let mut mtp = 0;
+    if k == par.model_stages() - 1 {
+        dense += embedding;
+        if s.workload.mode == Mode::Training {
+            mtp = m.mtp_depth;
+            dense += m.mtp_dense_params() as f64 / tp;
+        }
+    }
+    let experts = ((moe + mtp) * slots_per_gpu) as f64 * m.expert_params() as f64;
+    (dense, experts)
+}
+
+/// Parameters of every pipeline rank of `par` under `schedule` (the sum of its model stages'), each GPU
+/// holding `slots_per_gpu` expert copies per MoE layer (`experts / ep_size` without replication).
 pub fn stage_params(
     s: &Scenario,
     par: &Parallel,
@@ -41,48 +85,24 @@ pub fn stage_params(
     schedule: &Schedule,
 ) -> Vec<StageParams> {
     let m = &s.model;
-    let tp = par.tp;
     let stage_gpus = par.stage_gpus(s.cluster.gpus());
     (0..par.pp)
         .map(|r| {
             let stages = schedule.stages_on(r);
-            let layers: Vec<usize> = stages.iter().flat_map(|&k| par.layers_of(k)).collect();
-            let moe = layers
-                .iter()
-                .filter(|&&l| l >= m.first_dense_layers)
-                .count();
-            let dense_layers = layers.len() - moe;
-            let per_layer_dense = |is_moe: bool| -> f64 {
-                let mlp = if is_moe {
-                    m.shared_experts as f64 * m.expert_params() as f64
-                        + (m.experts as u64 * m.d_model) as f64
-                } else {
-                    3.0 * (m.d_model * m.dense_d_ff) as f64
-                };
-                (m.attn_params_per_layer as f64 + mlp) / tp as f64
-            };
-            let embedding = (m.vocab * m.d_model) as f64 / tp as f64;
-            let mut dense =
-                moe as f64 * per_layer_dense(true) + dense_layers as f64 * per_layer_dense(false);
-            if stages.contains(&0) {
-                dense += embedding;
+            let (mut dense, mut experts) = (0.0, 0.0);
+            for &k in &stages {
+                let (d, e) = model_stage_params(s, par, slots_per_gpu, k);
+                dense += d;
+                experts += e;
             }
-            // The last stage holds the output head and, in training, the multi-token-prediction modules.
-            let mut mtp = 0;
-            if stages.contains(&(par.model_stages() - 1)) {
-                dense += embedding;
-                if s.workload.mode == Mode::Training {
-                    mtp = m.mtp_depth;
-                    dense += m.mtp_dense_params() as f64 / tp as f64;
-                }
-            }
+            let layers: usize = stages.iter().map(|&k| par.layers_of(k).len()).sum();
             StageParams {
                 dense,
-                experts: ((moe + mtp) * slots_per_gpu) as f64 * m.expert_params() as f64,
-                dense_replicas: (stage_gpus / tp) as f64,
+                experts,
+                dense_replicas: (stage_gpus / par.tp) as f64,
                 // Mean copies of an expert in the stage: one per EP group without replication.
                 expert_replicas: (stage_gpus * slots_per_gpu) as f64 / m.experts.max(1) as f64,
-                layers_per_chunk: layers.len() as f64 / stages.len().max(1) as f64,
+                layers_per_chunk: layers as f64 / stages.len().max(1) as f64,
             }
         })
         .collect()

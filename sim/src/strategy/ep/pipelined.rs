@@ -39,6 +39,7 @@ use crate::strategy::record::IterationRecord;
 use crate::strategy::shared::{
     attention_backward_extra_s, dense_forward_tp_s, mtp_projection_s, optimizer_s,
 };
+use crate::strategy::stage_memory::model_stage_params;
 use crate::strategy::stage_memory::{StageParams, stage_memory, stage_params};
 use crate::topology::Topology;
 use moesim_calibrate::CostModel;
@@ -74,9 +75,12 @@ pub(super) struct Pipelined {
     /// Per pipeline rank: one sequence-parallel all-gather (a reduce-scatter moves the same ring traffic)
     /// of a micro-batch's activations over every TP group of its unit; `None` without TP.
     tp_ring: Vec<Option<CollectiveSpec>>,
-    /// Per pipeline rank: its gradient synchronisation, in issue order (graph ranks); with replicated
-    /// experts, the dense part only.
-    grad_sync: Vec<Vec<CollectiveSpec>>,
+    /// Per pipeline rank, per model stage it holds: (stage, its gradient synchronisation in issue order, on
+    /// graph ranks); with replicated experts, the dense part only.
+    grad_sync: Vec<Vec<(usize, Vec<CollectiveSpec>)>>,
+    /// The task after which each (pipeline rank, model stage)'s weight gradients are final: its last
+    /// backward (or weight-gradient) task in the rank's order.
+    last_grads: HashMap<Task, usize>,
     /// With replicated experts, per planning window: every rank's expert-gradient synchronisation (each
     /// expert's copies in the stage, bucketed by their GPUs as DDP buckets them).
     expert_sync: Vec<Vec<CollectiveSpec>>,
@@ -149,6 +153,7 @@ impl Pipelined {
             mtp_layer: m.layers - 1,
             tp_ring: Vec::new(),
             grad_sync: Vec::new(),
+            last_grads: HashMap::new(),
             expert_sync: Vec::new(),
             optimizer_s: Vec::new(),
             send_bytes: act_bytes / tp as f64,
@@ -177,34 +182,50 @@ impl Pipelined {
             // expert-data-parallel group, every group of the unit in one grouped call.
             let t_ = &s.training;
             let zero3 = if t_.zero_stage >= 3 { 1.5 } else { 1.0 };
-            let dense_groups: Vec<(Vec<usize>, f64)> = (0..tp)
-                .map(|j| {
-                    let group = (0..dp).map(|i| base + i * tp + j).collect();
-                    (group, dense_params * t_.grad_bytes_per_param * zero3)
-                })
-                .collect();
-            let expert_groups: Vec<(Vec<usize>, f64)> = if replicated.is_some() {
-                Vec::new()
-            } else {
-                (0..ep_size)
-                    .map(|e| {
-                        let group = (0..edp).map(|k| base + k * ep_size + e).collect();
-                        (group, expert_params * t_.grad_bytes_per_param * zero3)
+            // One bucket per model stage on the rank, issued on the auxiliary communication stream as
+            // soon as the stage's last weight gradients exist (`last_grads`), beside later work.
+            let mut per_stage = Vec::new();
+            for k in this.schedule.stages_on(r) {
+                let (dense, experts) = model_stage_params(s, &this.par, slots, k);
+                let dense_groups: Vec<(Vec<usize>, f64)> = (0..tp)
+                    .map(|j| {
+                        let group = (0..dp).map(|i| base + i * tp + j).collect();
+                        (group, dense * t_.grad_bytes_per_param * zero3)
                     })
-                    .collect()
-            };
-            let specs: Vec<CollectiveSpec> = [dense_groups, expert_groups]
-                .iter()
-                .filter_map(|b| comms.grouped_all_reduce(b, Stream::Comm, &mut scratch))
-                .map(|spec| this.to_graph(spec))
-                .collect();
-            this.grad_sync.push(specs);
+                    .collect();
+                let expert_groups: Vec<(Vec<usize>, f64)> = if replicated.is_some() {
+                    Vec::new()
+                } else {
+                    (0..ep_size)
+                        .map(|e| {
+                            let group = (0..edp).map(|k| base + k * ep_size + e).collect();
+                            (group, experts * t_.grad_bytes_per_param * zero3)
+                        })
+                        .collect()
+                };
+                let specs: Vec<CollectiveSpec> = [dense_groups, expert_groups]
+                    .iter()
+                    .filter_map(|b| comms.grouped_all_reduce(b, Stream::CommAux, &mut scratch))
+                    .map(|spec| this.to_graph(spec))
+                    .collect();
+                per_stage.push((k, specs));
+            }
+            this.grad_sync.push(per_stage);
             let updated = if t_.zero_stage >= 1 {
                 dense_params / dp as f64 + expert_params / stage_params.expert_replicas
             } else {
                 dense_params + expert_params
             };
             this.optimizer_s.push(optimizer_s(s, cost, updated));
+        }
+        for (r, slots) in this.schedule.per_rank.iter().enumerate() {
+            let mut last: HashMap<usize, Task> = HashMap::new();
+            for t in slots.iter().flat_map(|slot| slot.tasks()) {
+                if matches!(t.pass, Pass::Backward | Pass::BackwardWeight) {
+                    last.insert(t.model_stage, t);
+                }
+            }
+            this.last_grads.extend(last.into_values().map(|t| (t, r)));
         }
         if let Some(layouts) = replicated {
             let edp = stage_gpus / ep_size;
@@ -370,6 +391,9 @@ struct Lowering<'m, 'a> {
     /// (DualPipe places a layer on two pipeline ranks).
     uniform_cells: HashMap<(usize, usize), UniformCells>,
     graph_ranks: Vec<Vec<usize>>,
+    /// Per graph rank: its last gradient-synchronisation op issued so far (each stage's as soon as its
+    /// gradients are final).
+    synced: Vec<Option<OpId>>,
 }
 
 /// A uniform layer's cells, priced once, and what each micro-batch adds to the routing facts.
@@ -435,6 +459,7 @@ impl<'m, 'a> Lowering<'m, 'a> {
             cells: HashMap::new(),
             uniform,
             uniform_cells: HashMap::new(),
+            synced: vec![None; n],
             graph_ranks: (0..pipe.par.pp)
                 .map(|r| (r * pipe.unit..(r + 1) * pipe.unit).collect())
                 .collect(),
@@ -717,6 +742,29 @@ impl<'m, 'a> Lowering<'m, 'a> {
         self.block_backward(r, secs, rc, out);
     }
 
+    /// After the task that makes a (pipeline rank, model stage)'s weight gradients final, that stage's
+    /// gradient synchronisation, following `after` (the task's last ops), beside whatever comes next.
+    fn sync_if_final(&mut self, graph: &mut IterationGraph, task: Task, after: &[Option<OpId>]) {
+        let Some(&r) = self.pipe.last_grads.get(&task) else {
+            return;
+        };
+        let Some((_, specs)) = self.pipe.grad_sync[r]
+            .iter()
+            .find(|(k, _)| *k == task.model_stage)
+        else {
+            return;
+        };
+        let mut chain = after.to_vec();
+        for spec in specs {
+            blocks::collective(graph, &mut chain, Phase::GradSync, spec.clone(), &[]);
+        }
+        for &g in &self.graph_ranks[r] {
+            if chain[g] != after[g] {
+                self.synced[g] = chain[g];
+            }
+        }
+    }
+
     fn run(&self, graph: &mut IterationGraph, r: usize, prev: &mut [Option<OpId>], step: &Step) {
         let ranks = &self.graph_ranks[r];
         match step {
@@ -781,6 +829,7 @@ impl StageLowering for Lowering<'_, '_> {
         for step in self.steps(rank, task) {
             self.run(graph, rank, prev, &step);
         }
+        self.sync_if_final(graph, task, prev);
     }
 
     fn overlapped(
@@ -809,6 +858,7 @@ impl StageLowering for Lowering<'_, '_> {
                 self.run(graph, rank, &mut back, step);
             }
         }
+        self.sync_if_final(graph, backward, &back);
         join(graph, &ranks, prev, &back);
     }
 
@@ -861,9 +911,17 @@ impl EpModel<'_> {
         .expect("a built schedule emits");
         let training = s.workload.mode == Mode::Training;
         if training {
-            let experts = pipe.expert_sync.get(window).into_iter().flatten();
-            let specs = pipe.grad_sync.iter().flatten().chain(experts).cloned();
-            let synced = blocks::grad_sync(&mut graph, &[prev], specs);
+            // Each stage's dense and static-expert gradients were synchronised as they became final;
+            // replicated experts' (bucketed by the window's copies) follow the last task.
+            let early = std::mem::take(&mut lowering.synced);
+            let done: Vec<Option<OpId>> = (0..n)
+                .map(|g| match (prev[g], early[g]) {
+                    (Some(a), Some(b)) => Some(graph.barrier([a, b])),
+                    (a, b) => a.or(b),
+                })
+                .collect();
+            let experts = pipe.expert_sync.get(window).into_iter().flatten().cloned();
+            let synced = blocks::grad_sync(&mut graph, &[done], experts);
             let unit = pipe.unit;
             blocks::optimizer(
                 &mut graph,

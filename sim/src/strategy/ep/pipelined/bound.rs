@@ -9,7 +9,8 @@
 //! takes at least the longer chain and at least both chains' compute. A rank's slots run in order. Before its
 //! first task, the forward of the same micro-batch on every earlier model stage must have run; after its
 //! last (input) backward, the backward of every earlier model stage must still run; after its last task,
-//! its gradient synchronisation and optimizer step. Every duration is summed in the engine's own integer
+//! the gradient synchronisation of that task's model stage (other stages' may run beside earlier work) and
+//! the optimizer step. Every duration is summed in the engine's own integer
 //! picoseconds, so the bound and the engine agree exactly on a chain with no waits.
 
 use super::{Lowering, Pipelined, Step, uniform_cells_only};
@@ -107,8 +108,16 @@ impl EpModel<'_> {
                 });
             let graph = &lowering.graph_ranks[r];
             let mut sync = vec![0 as SimTime; unit];
-            for spec in &pipe.grad_sync[r] {
-                add_parts(spec, graph[0], &mut sync);
+            // Only the stage whose last task this is must synchronise after it: the others' buckets may
+            // have run beside this rank's later work.
+            let last_stage = last.map(|t| t.model_stage);
+            for (_, specs) in pipe.grad_sync[r]
+                .iter()
+                .filter(|(k, _)| Some(*k) == last_stage)
+            {
+                for spec in specs {
+                    add_parts(spec, graph[0], &mut sync);
+                }
             }
             for (j, (x, sync)) in total.iter().zip(&sync).enumerate() {
                 let g = graph[j];
