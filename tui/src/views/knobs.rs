@@ -169,13 +169,7 @@ fn serving_diff(
     } else {
         " previous run → this run (change a knob to compare) · TTFT p90 ms ".into()
     };
-    let name = report
-        .results
-        .iter()
-        .map(|r| r.strategy.chars().count())
-        .max()
-        .unwrap_or(10)
-        .clamp(10, 28) as u16;
+    let name = super::name_width(report.results.iter().map(|r| r.strategy.as_str()));
     Table::new(
         rows,
         [

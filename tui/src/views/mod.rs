@@ -23,6 +23,16 @@ pub fn delta(before: Option<f64>, now: f64) -> String {
     }
 }
 
+/// Width of a table's name column: the longest of `names`, between 10 and 28 characters.
+pub fn name_width<'a>(names: impl IntoIterator<Item = &'a str>) -> u16 {
+    names
+        .into_iter()
+        .map(|n| n.chars().count())
+        .max()
+        .unwrap_or(10)
+        .clamp(10, 28) as u16
+}
+
 /// A strategy's figure in the previous report, matched by name.
 pub fn previous_figure(
     previous: Option<&SimulationReport>,

@@ -204,13 +204,7 @@ fn fitting(width: u16, fixed: u16) -> Vec<&'static Column> {
 }
 
 fn table(app: &App, s: &Session, report: &ServingReport, area: Rect, buf: &mut Buffer) {
-    let name = report
-        .results
-        .iter()
-        .map(|r| r.strategy.chars().count())
-        .max()
-        .unwrap_or(10)
-        .clamp(10, 28) as u16;
+    let name = super::name_width(report.results.iter().map(|r| r.strategy.as_str()));
     let columns = fitting(area.width.saturating_sub(2), 2 + name);
     let header = Row::new(
         ["", "deployment"]
