@@ -201,6 +201,14 @@ pub const NVLINK_LATENCY_US: f64 = 2.0;
 pub const IB_LATENCY_US: f64 = 5.0;
 /// Typical one-way PCIe latency.
 pub const PCIE_LATENCY_US: f64 = 3.0;
+/// Host time per operator of PyTorch in eager mode (no CUDA graphs), the cost that bounds batch-1 decode
+/// in eager frameworks. Source: the PyTorch team's gpt-fast write-up ("Accelerating Generative AI with
+/// PyTorch II: GPT, Fast", pytorch.org, 2023) measures its eager Llama-2-7B at 25.5 tokens/s on an A100
+/// and finds it "heavily CPU overhead bound"; its model (pytorch-labs/gpt-fast, model.py and generate.py)
+/// issues about 80 operators per decoder layer (two RMSNorms of 8, attention's 57 with the rotary
+/// embedding's 20 per tensor, the MLP's 5, two residual adds) and about 30 per token outside the 32 layers
+/// (embedding, final norm, head, top-k sampling): 1 s / 25.5 / 2590 operators ≈ 15 µs each.
+pub const PYTORCH_EAGER_HOST_US_PER_OP: f64 = 1e6 / 25.5 / (32.0 * 80.0 + 30.0);
 /// Typical kernel launch overhead on a recent driver.
 pub const KERNEL_LAUNCH_US: f64 = 4.0;
 /// Share of a Hopper GPU's SMs that expert-parallel communication kernels hold while they run: DeepSeek-V3

@@ -462,6 +462,10 @@ fn offload_knobs_are_validated() {
     assert!(bad("strategy.lru-4.expert_bits=[4, 4]").contains("2 bit-widths for 8 experts"));
     assert!(bad("strategy.lru-4.expert_bits=0").contains("outside"));
     assert!(bad("strategy.lru-4-cpu.miss_action=\"gpu\"").contains("miss_action"));
+    assert!(bad("strategy.lru-4.eviction=\"evict\"").contains("unknown eviction"));
+    assert!(bad("strategy.lru-4.copy_stream=\"h2d\"").contains("unknown copy_stream"));
+    assert!(bad("strategy.lru-4.host_us_per_op=-1").contains("non-negative"));
+    assert!(bad("strategy.lru-4.host_ops_per_layer=-1").contains("host_ops_per_layer"));
     let e = {
         let path = format!(
             "{}/../scenarios/offload-mixtral.toml",
@@ -557,4 +561,98 @@ fn without_a_cache_every_expert_of_every_token_is_fetched_and_low_bit_experts_de
             .tpot_ms
     };
     assert!(t("materialize") > t("fused"));
+}
+
+/// Batch-1 decode of bf16 Mixtral with no expert cache: every step fetches its token's two experts in each of
+/// the 32 layers. `extra` lines are appended to the strategy.
+fn eager_offload(extra: &str) -> Scenario {
+    let text = format!(
+        r#"
+name = "eager-offload"
+seed = 3
+[model]
+preset = "mixtral-8x7b"
+seq_len = 512
+micro_batch = 1
+[cluster]
+preset = "dgx-a100"
+nodes = 1
+gpus_per_node = 1
+[workload]
+mode = "decode"
+iterations = 4
+[[strategy]]
+name = "s"
+kind = "offload"
+cache_experts_per_layer = 0
+prefetch = "none"
+{extra}
+"#
+    );
+    parse_text("eager-offload.toml", &text, &[])
+}
+
+fn offload_stats(extra: &str) -> moesim_sim::strategy::offload::OffloadStats {
+    let s = eager_offload(extra);
+    by_name(&run(&s), "s").offload.clone().unwrap()
+}
+
+#[test]
+fn write_back_eviction_copies_every_fetched_expert_back_one_copy_after_the_other() {
+    // With the copies on the compute stream, a step is the sum of its operations, so write-back adds
+    // exactly one device-to-host copy per fetch: 2 experts × 32 layers, each the PCIe latency plus the
+    // expert's bf16 bytes at the link's pinned rate (no measured copy curve in the roofline model).
+    let discard = offload_stats("copy_stream = \"compute\"");
+    let back = offload_stats("copy_stream = \"compute\"\neviction = \"write-back\"");
+    assert_eq!(discard.bytes_written_back, 0);
+    assert_eq!(back.bytes_written_back, back.bytes_fetched);
+    let s = eager_offload("");
+    let bytes = s.model.expert_bytes() as f64;
+    let copy_s = moesim_calibrate::datasheet::PCIE_LATENCY_US * 1e-6
+        + bytes / (s.cluster.pcie_gbytes_per_s * 1e9);
+    let expected_ms = 64.0 * copy_s * 1e3;
+    let added = back.tpot_ms - discard.tpot_ms;
+    assert!(
+        (added - expected_ms).abs() < 1e-6 * expected_ms,
+        "{added} ms added, expected {expected_ms}"
+    );
+}
+
+#[test]
+fn copies_on_the_compute_stream_stop_overlapping_expert_compute() {
+    // A dedicated copy stream lets the first expert compute while the second one's copy is in flight; on
+    // the compute stream every copy and kernel queue in issue order, so the step is their plain sum.
+    let dedicated = offload_stats("");
+    let compute = offload_stats("copy_stream = \"compute\"");
+    assert!(compute.tpot_ms > dedicated.tpot_ms);
+    let s = eager_offload("copy_stream = \"compute\"");
+    let r = run(&s).remove(0);
+    // Every copy is on the critical path: 64 per step, each the PCIe latency plus the expert's bytes.
+    let copy_ms = (moesim_calibrate::datasheet::PCIE_LATENCY_US * 1e-6
+        + s.model.expert_bytes() as f64 / (s.cluster.pcie_gbytes_per_s * 1e9))
+        * 1e3;
+    let fetch = r.breakdown_ms["expert_fetch"];
+    assert!(
+        (fetch - 64.0 * copy_ms).abs() < 1e-6 * fetch,
+        "{fetch} ms of copies on the critical path"
+    );
+}
+
+#[test]
+fn host_bound_eager_dispatch_adds_linearly_and_a_gpu_bound_one_adds_nothing() {
+    // Host-bound: at 10 000 operators of 10 µs a layer's dense work and each expert take 0.1 s of host
+    // time, far above their GPU time, so doubling the operators adds 32 × 0.1 s + 64 × 0.1 s per step.
+    let host = |layer: u32, expert: u32| {
+        offload_stats(&format!(
+            "copy_stream = \"compute\"\nhost_us_per_op = 10.0\nhost_ops_per_layer = {layer}\nhost_ops_per_expert = {expert}"
+        ))
+        .tpot_ms
+    };
+    let added = host(20_000, 20_000) - host(10_000, 10_000);
+    assert!((added - 9600.0).abs() < 1e-6 * 9600.0, "{added} ms");
+    // GPU-bound: one operator of 10 µs is shorter than every kernel here, so the step does not change.
+    assert_eq!(
+        host(1, 1),
+        offload_stats("copy_stream = \"compute\"").tpot_ms
+    );
 }

@@ -327,6 +327,16 @@ pub struct StrategySection {
     pub expert_bits: Option<ExpertBits>,
     /// Low-bit experts: `fused` (dequantised in the GEMM) or `materialize` (a bf16 copy in HBM first).
     pub dequant: Option<String>,
+    /// The expert a fetch replaces: `discard` (default) or `write-back` (copied back to host memory first).
+    pub eviction: Option<String>,
+    /// Stream the expert copies queue on: `dedicated` (default, overlapping compute) or `compute`.
+    pub copy_stream: Option<String>,
+    /// Host time per framework operator in microseconds (default: PyTorch eager, see the datasheet).
+    pub host_us_per_op: Option<f64>,
+    /// Framework operators per layer outside the experts (default 0: host work hidden behind the GPU).
+    pub host_ops_per_layer: Option<u32>,
+    /// Framework operators per expert run (default 0).
+    pub host_ops_per_expert: Option<u32>,
 }
 
 /// Per-expert bit-width: one for all, or one per expert of a layer.

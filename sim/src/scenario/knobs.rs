@@ -76,6 +76,58 @@ pub enum Dequant {
     Materialize,
 }
 
+/// What happens to the expert a fetch replaces on the GPU.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Eviction {
+    /// The host keeps the master copy; the GPU copy is simply overwritten.
+    #[default]
+    Discard,
+    /// The replaced expert is copied back to host memory first, on the same copy stream (mixtral-offloading's
+    /// `ExpertCache._swap` exchanges a device buffer with a pinned host buffer): each fetch moves an
+    /// expert's bytes both ways, one after the other.
+    WriteBack,
+}
+
+/// Which GPU stream expert copies queue on.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CopyStream {
+    /// A copy stream of their own: copies overlap compute (the copy engine runs beside the SMs).
+    #[default]
+    Dedicated,
+    /// The compute stream: copies and kernels run one after the other in issue order, as PyTorch's
+    /// `tensor.copy_(src, non_blocking=True)` does on the current stream (mixtral-offloading).
+    Compute,
+}
+
+/// Host time of an eager framework (PyTorch without CUDA graphs) at small batch: every operator costs the
+/// CPU about `us_per_op` to dispatch and launch, and the GPU cannot run ahead of that. A layer's dense
+/// work and each expert's work then take the longer of their GPU time and their host time; with host
+/// syncs between them (reading the routing to pick experts) nothing overlaps across the sync.
+/// Zero operators (the default) is a compiled or graph-captured engine whose host work hides behind the GPU.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct HostDispatch {
+    /// Host time per framework operator, microseconds.
+    pub us_per_op: f64,
+    /// Operators of one layer outside its experts (norms, attention, router, combine).
+    pub ops_per_layer: u32,
+    /// Operators of one expert run (its linears, activation, gather and scatter).
+    pub ops_per_expert: u32,
+}
+
+impl HostDispatch {
+    /// Host time of one layer's dense work.
+    pub fn layer_s(&self) -> f64 {
+        self.ops_per_layer as f64 * self.us_per_op * 1e-6
+    }
+
+    /// Host time of one expert run.
+    pub fn expert_s(&self) -> f64 {
+        self.ops_per_expert as f64 * self.us_per_op * 1e-6
+    }
+}
+
 /// Where the offloaded experts live.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -99,6 +151,12 @@ pub struct OffloadKnobs {
     pub expert_bits: Vec<f64>,
     #[serde(default)]
     pub dequant: Dequant,
+    #[serde(default)]
+    pub eviction: Eviction,
+    #[serde(default)]
+    pub copy_stream: CopyStream,
+    #[serde(default)]
+    pub host: HostDispatch,
 }
 
 impl OffloadKnobs {
@@ -145,6 +203,11 @@ impl Resolver<'_> {
             ("expert_tier", s.expert_tier.is_some()),
             ("expert_bits", s.expert_bits.is_some()),
             ("dequant", s.dequant.is_some()),
+            ("eviction", s.eviction.is_some()),
+            ("copy_stream", s.copy_stream.is_some()),
+            ("host_us_per_op", s.host_us_per_op.is_some()),
+            ("host_ops_per_layer", s.host_ops_per_layer.is_some()),
+            ("host_ops_per_expert", s.host_ops_per_expert.is_some()),
         ];
         let ep_set = [
             ("ep_size", s.ep_size.is_some()),
@@ -266,6 +329,23 @@ impl Resolver<'_> {
                 let host_memory = pick!(host_memory, HostMemory::Pinned, "pinned or pageable");
                 let expert_tier = pick!(expert_tier, ExpertTier::Dram, "dram or ssd");
                 let dequant = pick!(dequant, Dequant::Fused, "fused or materialize");
+                let eviction = pick!(eviction, Eviction::Discard, "discard or write-back");
+                let copy_stream = pick!(copy_stream, CopyStream::Dedicated, "dedicated or compute");
+                let us_per_op = s
+                    .host_us_per_op
+                    .unwrap_or(moesim_calibrate::datasheet::PYTORCH_EAGER_HOST_US_PER_OP);
+                if !(us_per_op.is_finite() && us_per_op >= 0.0) {
+                    return Err(self.error(
+                        &p("host_us_per_op"),
+                        format!("must be a non-negative number of microseconds, got {us_per_op}"),
+                        "expected microseconds >= 0",
+                    ));
+                }
+                let host = HostDispatch {
+                    us_per_op,
+                    ops_per_layer: s.host_ops_per_layer.unwrap_or(0),
+                    ops_per_expert: s.host_ops_per_expert.unwrap_or(0),
+                };
                 let cache = s
                     .cache_experts_per_layer
                     .unwrap_or((m.experts / 2).max(m.top_k));
@@ -346,6 +426,9 @@ impl Resolver<'_> {
                         expert_tier,
                         expert_bits: bits,
                         dequant,
+                        eviction,
+                        copy_stream,
+                        host,
                     }),
                 ))
             }

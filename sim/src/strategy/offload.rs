@@ -28,7 +28,9 @@ use crate::phase::Phase;
 use crate::result::StrategyResult;
 use crate::scenario::Scenario;
 use crate::scenario::file::Mode;
-use crate::scenario::knobs::{Dequant, ExpertTier, HostMemory, MissAction, OffloadKnobs, Prefetch};
+use crate::scenario::knobs::{
+    CopyStream, Dequant, Eviction, ExpertTier, HostMemory, MissAction, OffloadKnobs, Prefetch,
+};
 use crate::strategy::model::StrategyModel;
 use crate::strategy::record::IterationRecord;
 use crate::strategy::shared::{dense_forward_s, experts_forward_s};
@@ -59,6 +61,8 @@ pub struct OffloadModel<'a> {
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct StepFacts {
     pub fetched_bytes: f64,
+    /// Bytes copied back to host memory by write-back eviction.
+    pub written_back_bytes: f64,
     pub wasted_bytes: f64,
     pub demand_fetches: u64,
     pub prefetched: u64,
@@ -86,6 +90,9 @@ pub struct OffloadStats {
     pub bytes_per_tier: BTreeMap<String, u64>,
     /// Bytes of prefetches the step did not need.
     pub wasted_prefetch_bytes: u64,
+    /// Bytes copied back from the GPU to host memory by write-back eviction (`eviction = "write-back"`).
+    #[serde(default)]
+    pub bytes_written_back: u64,
     pub demand_fetches: u64,
     pub prefetched_experts: u64,
     pub cpu_experts: u64,
@@ -158,6 +165,43 @@ impl<'a> OffloadModel<'a> {
         }
     }
 
+    /// Device-to-host copy time of the expert a fetch of `e` replaces (a slot of `e`'s size), when eviction
+    /// writes back; zero when the GPU copy is simply overwritten.
+    pub fn write_back_s(&self, e: usize) -> f64 {
+        if self.knobs.eviction != Eviction::WriteBack {
+            return 0.0;
+        }
+        let bytes = self.expert_bytes[e];
+        let kind = match self.knobs.host_memory {
+            HostMemory::Pinned => CopyKind::D2hPinned,
+            HostMemory::Pageable => CopyKind::D2hPageable,
+        };
+        let factor = match self.knobs.host_memory {
+            HostMemory::Pinned => 1.0,
+            HostMemory::Pageable => 0.5,
+        };
+        let link = self.scenario.cluster.pcie_gbytes_per_s * 1e9 * factor;
+        self.cost
+            .copy_s(bytes, kind)
+            .unwrap_or_else(|| datasheet::PCIE_LATENCY_US * 1e-6 + bytes / link)
+    }
+
+    /// One fetch of expert `e` on the copy stream: the write-back of the expert it replaces (if any), then
+    /// the copy in; both on one stream, so they add even though PCIe is full duplex.
+    fn copy_in_s(&self, e: usize, facts: &mut StepFacts) -> f64 {
+        let back = self.write_back_s(e);
+        if back > 0.0 {
+            facts.written_back_bytes += self.expert_bytes[e];
+        }
+        self.fetch_s(e) + back
+    }
+
+    /// GPU stream time of running expert `e` over `tokens` tokens: its kernels, or the framework's host time
+    /// to issue them when that is longer (eager frameworks at small batch).
+    fn expert_run_s(&self, e: usize, tokens: u32) -> f64 {
+        self.gpu_expert_s(e, tokens).max(self.knobs.host.expert_s())
+    }
+
     /// GPU time of expert `e` over `tokens` tokens at its bit-width. Fused dequantisation: the weight-read
     /// share of the GEMMs shrinks with the bits (dequantised in registers), the FLOPs do not.
     /// Materialised: each weight matrix is first dequantised by a memory-bound kernel that reads the packed
@@ -198,7 +242,8 @@ impl<'a> OffloadModel<'a> {
             MissAction::Fetch => false,
             MissAction::Cpu => true,
             MissAction::Auto => {
-                self.cpu_expert_s(e, tokens) < self.fetch_s(e) + self.gpu_expert_s(e, tokens)
+                self.cpu_expert_s(e, tokens)
+                    < self.fetch_s(e) + self.write_back_s(e) + self.expert_run_s(e, tokens)
             }
         }
     }
@@ -240,6 +285,10 @@ impl<'a> OffloadModel<'a> {
             },
             excess: 0,
         };
+        let copies = match self.knobs.copy_stream {
+            CopyStream::Dedicated => Stream::H2d,
+            CopyStream::Compute => Stream::Compute,
+        };
         let mut prev: Option<OpId> = None;
         // Prefetch copies in flight for the next MoE layer: (expert, copy op).
         let mut inflight: Vec<(u32, OpId)> = Vec::new();
@@ -250,7 +299,7 @@ impl<'a> OffloadModel<'a> {
             let d = graph.op(
                 0,
                 Stream::Compute,
-                ps(self.dense_s[moe as usize]),
+                ps(self.dense_s[moe as usize].max(self.knobs.host.layer_s())),
                 info(Phase::DenseCompute),
                 prev.as_slice(),
             );
@@ -285,8 +334,8 @@ impl<'a> OffloadModel<'a> {
                         e,
                         graph.op(
                             0,
-                            Stream::H2d,
-                            ps(self.fetch_s(e as usize)),
+                            copies,
+                            ps(self.copy_in_s(e as usize, &mut facts)),
                             info(Phase::ExpertFetch),
                             &[d],
                         ),
@@ -301,8 +350,8 @@ impl<'a> OffloadModel<'a> {
                     facts.fetched_bytes += self.expert_bytes[e as usize];
                     let op = graph.op(
                         0,
-                        Stream::H2d,
-                        ps(self.fetch_s(e as usize)),
+                        copies,
+                        ps(self.copy_in_s(e as usize, &mut facts)),
                         info(Phase::ExpertFetch),
                         &[d],
                     );
@@ -315,18 +364,18 @@ impl<'a> OffloadModel<'a> {
             }
             // GPU expert compute in order of readiness: hits, prefetched, demand-fetched.
             for &e in &cell.hits {
-                let t = self.gpu_expert_s(e as usize, counts[e as usize]);
+                let t = self.expert_run_s(e as usize, counts[e as usize]);
                 done.push(graph.op(0, Stream::Compute, ps(t), info(Phase::ExpertCompute), &[d]));
             }
             for &e in &cell.prefetched {
                 facts.prefetched += 1;
                 let copy = inflight.iter().find(|(x, _)| *x == e).map(|(_, op)| *op);
-                let t = self.gpu_expert_s(e as usize, counts[e as usize]);
+                let t = self.expert_run_s(e as usize, counts[e as usize]);
                 let deps: Vec<OpId> = std::iter::once(d).chain(copy).collect();
                 done.push(graph.op(0, Stream::Compute, ps(t), info(Phase::ExpertCompute), &deps));
             }
             for &(e, copy) in &fetched {
-                let t = self.gpu_expert_s(e as usize, counts[e as usize]);
+                let t = self.expert_run_s(e as usize, counts[e as usize]);
                 done.push(graph.op(
                     0,
                     Stream::Compute,
@@ -422,6 +471,11 @@ impl<'a> OffloadModel<'a> {
             },
             bytes_per_tier: BTreeMap::from([(tier.to_string(), fetched.round() as u64)]),
             wasted_prefetch_bytes: facts.iter().map(|f| f.wasted_bytes).sum::<f64>().round() as u64,
+            bytes_written_back: facts
+                .iter()
+                .map(|f| f.written_back_bytes)
+                .sum::<f64>()
+                .round() as u64,
             demand_fetches: facts.iter().map(|f| f.demand_fetches).sum(),
             prefetched_experts: facts.iter().map(|f| f.prefetched).sum(),
             cpu_experts: facts.iter().map(|f| f.cpu_experts).sum(),
