@@ -188,28 +188,40 @@ pub fn price_transfers(
     transfers: &[Transfer],
     s: &mut AllToAllScratch,
 ) -> AllToAllOutcome {
+    price_transfers_scaled(topo, ranks, transfers, &[1.0], s)
+        .pop()
+        .expect("one scale")
+}
+
+/// [`price_transfers`] of the same transfers with every byte count multiplied by each of `scales` (an FP8
+/// dispatch beside its BF16 twin), in one walk of the routes: link loads scale with the bytes, so each
+/// transfer's binding link is the same at every scale and only its time changes.
+pub fn price_transfers_scaled(
+    topo: &Topology,
+    ranks: &[usize],
+    transfers: &[Transfer],
+    scales: &[f64],
+    s: &mut AllToAllScratch,
+) -> Vec<AllToAllOutcome> {
     s.load.clear();
     s.load.resize(topo.links.len(), 0.0);
-    let mut out = AllToAllOutcome {
-        per_rank: ranks.iter().map(|&r| RankTransfer::idle(r)).collect(),
-        ..Default::default()
-    };
+    let mut base = AllToAllOutcome::default();
     for t in transfers {
         if t.bytes <= 0.0 || t.src == t.dst {
             continue;
         }
-        out.network_bytes += t.bytes;
+        base.network_bytes += t.bytes;
         if topo.node_of(t.src) != topo.node_of(t.dst) {
-            out.nic_bytes += t.bytes;
+            base.nic_bytes += t.bytes;
         }
         for &l in topo.route(t.src, t.dst) {
             s.load[l as usize] += t.bytes;
-            out.link_bytes_total += t.bytes;
+            base.link_bytes_total += t.bytes;
         }
     }
     let load = &s.load;
     let busy = |l: u32| load[l as usize] / topo.links[l as usize].capacity();
-    let means = port_means(topo, ranks, busy);
+    let unscaled_means = port_means(topo, ranks, busy);
     // Participants' positions: arithmetic for a run of consecutive GPUs, else a search.
     let consecutive = ranks.iter().enumerate().all(|(i, &r)| r == ranks[0] + i);
     let index_of = |g: usize| {
@@ -219,7 +231,16 @@ pub fn price_transfers(
             ranks.iter().position(|&r| r == g)
         }
     };
-    let mut binding = vec![u32::MAX; ranks.len()];
+    let mut outs: Vec<AllToAllOutcome> = scales
+        .iter()
+        .map(|&k| AllToAllOutcome {
+            per_rank: ranks.iter().map(|&r| RankTransfer::idle(r)).collect(),
+            link_bytes_total: base.link_bytes_total * k,
+            network_bytes: base.network_bytes * k,
+            nic_bytes: base.nic_bytes * k,
+        })
+        .collect();
+    let mut binding = vec![u32::MAX; ranks.len() * scales.len()];
     for t in transfers {
         if t.bytes <= 0.0 || t.src == t.dst {
             continue;
@@ -231,22 +252,40 @@ pub fn price_transfers(
                 worst_link = l;
             }
         }
-        let time = t.messages * topo.route_latency_s(t.src, t.dst) + worst;
+        let latency = t.messages * topo.route_latency_s(t.src, t.dst);
         for g in [t.src, t.dst] {
-            if let Some(i) = index_of(g)
-                && time > out.per_rank[i].time_s
-            {
-                out.per_rank[i].time_s = time;
-                binding[i] = worst_link;
+            let Some(i) = index_of(g) else { continue };
+            for (k, (out, &scale)) in outs.iter_mut().zip(scales).enumerate() {
+                let time = latency + scale * worst;
+                if time > out.per_rank[i].time_s {
+                    out.per_rank[i].time_s = time;
+                    binding[k * ranks.len() + i] = worst_link;
+                }
             }
         }
     }
-    for (i, &l) in binding.iter().enumerate() {
-        if l != u32::MAX {
-            attribute(topo, ranks[i], l, busy(l), &means, &mut out.per_rank[i]);
+    for (k, (out, &scale)) in outs.iter_mut().zip(scales).enumerate() {
+        let means: Vec<_> = unscaled_means
+            .iter()
+            .map(|&(key, m)| (key, m * scale))
+            .collect();
+        for (i, &l) in binding[k * ranks.len()..(k + 1) * ranks.len()]
+            .iter()
+            .enumerate()
+        {
+            if l != u32::MAX {
+                attribute(
+                    topo,
+                    ranks[i],
+                    l,
+                    scale * busy(l),
+                    &means,
+                    &mut out.per_rank[i],
+                );
+            }
         }
     }
-    out
+    outs
 }
 
 /// Evaluates a direct all-to-all(v) among `ranks` (global GPU ids); `bytes[i * n + j]` is what participant
@@ -787,6 +826,48 @@ impl<'t> Collectives<'t> {
         (spec, priced)
     }
 
+    /// Transfers priced together at each of `scales` (every byte count multiplied), in one pass: see
+    /// [`price_transfers_scaled`].
+    pub fn transfers_scaled(
+        &self,
+        ranks: &[usize],
+        transfers: &[Transfer],
+        scales: &[f64],
+        stream: Stream,
+        s: &mut AllToAllScratch,
+    ) -> Vec<(CollectiveSpec, AllToAllOutcome)> {
+        price_transfers_scaled(self.topo, ranks, transfers, scales, s)
+            .into_iter()
+            .zip(scales)
+            .map(|(priced, &k)| {
+                let scaled = transfers.iter().map(|t| Transfer {
+                    bytes: t.bytes * k,
+                    ..*t
+                });
+                (self.spec(ranks, &priced, scaled, stream), priced)
+            })
+            .collect()
+    }
+
+    /// The reverse of transfers priced by [`Collectives::transfers`] (every transfer's source and
+    /// destination swapped: a combine after its dispatch), priced by mirroring them (see
+    /// [`AllToAllOutcome::mirrored`]).
+    pub fn transfers_mirrored(
+        &self,
+        ranks: &[usize],
+        forward: &AllToAllOutcome,
+        transfers: &[Transfer],
+        stream: Stream,
+    ) -> (CollectiveSpec, AllToAllOutcome) {
+        let priced = forward.mirrored();
+        let reversed = transfers.iter().map(|t| Transfer {
+            src: t.dst,
+            dst: t.src,
+            ..*t
+        });
+        (self.spec(ranks, &priced, reversed, stream), priced)
+    }
+
     /// A direct all-to-all(v) of a byte matrix (see [`all_to_all`]).
     pub fn all_to_all(
         &self,
@@ -1293,6 +1374,76 @@ mod tests {
             let mirror = d.mirrored();
             assert!((direct.network_bytes - mirror.network_bytes).abs() < 1e-3);
             assert_same_parts(&direct, &mirror, 1e-15);
+        }
+    }
+
+    /// Hierarchical transfers of a skewed dispatch among `ranks` (deduplicated shares below the copies).
+    fn skewed_hierarchical(topo: &Topology, ranks: &[usize]) -> Vec<Transfer> {
+        let n = ranks.len();
+        let to_gpu = hashed_matrix(n, 0x9e37_79b9_7f4a_7c15, 7, 1e4);
+        let to_node: Vec<f64> = to_gpu.iter().map(|&b| 1.5 * b).collect();
+        hierarchical_transfers(topo, ranks, &to_gpu, &to_node)
+    }
+
+    #[test]
+    fn reversed_hierarchical_transfers_are_their_mirror() {
+        // The combine of a hierarchical dispatch (every relay and forward reversed) priced by walking its
+        // routes equals the dispatch mirrored, on whole nodes and on a group that starts mid-node.
+        for (nodes, range) in [(2, 0..16), (4, 0..32), (4, 4..28)] {
+            let topo = dgx(nodes);
+            let ranks: Vec<usize> = range.collect();
+            let transfers = skewed_hierarchical(&topo, &ranks);
+            let reversed: Vec<Transfer> = transfers
+                .iter()
+                .map(|t| Transfer {
+                    src: t.dst,
+                    dst: t.src,
+                    ..*t
+                })
+                .collect();
+            let mut s = AllToAllScratch::default();
+            let forward = price_transfers(&topo, &ranks, &transfers, &mut s);
+            let walked = price_transfers(&topo, &ranks, &reversed, &mut s);
+            let mirror = forward.mirrored();
+            assert!((walked.network_bytes - mirror.network_bytes).abs() < 1e-3);
+            assert!((walked.nic_bytes - mirror.nic_bytes).abs() < 1e-3);
+            // Times agree exactly. The binding link may differ where two links of a rank's transfer are
+            // equally busy (a relay's NIC out and the receiver's NIC in carry the same one transfer on two
+            // nodes): the walk keeps the first on the route, whose order the reversal flips.
+            for (w, m) in walked.per_rank.iter().zip(&mirror.per_rank) {
+                assert!((w.time_s - m.time_s).abs() < 1e-15, "{w:?} vs {m:?}");
+            }
+            let same = (walked.per_rank.iter().zip(&mirror.per_rank))
+                .filter(|(w, m)| (w.holder, w.cause) == (m.holder, m.cause))
+                .count();
+            assert!(same > 0, "no rank keeps its attribution");
+        }
+    }
+
+    #[test]
+    fn scaled_pricing_equals_pricing_the_scaled_transfers() {
+        // One walk at scales 1 and 0.53 (an FP8 dispatch beside its BF16 twin) against pricing each
+        // scaled set on its own: the same per-rank times, holders, causes and bytes.
+        let topo = dgx(4);
+        let ranks: Vec<usize> = (0..32).collect();
+        let transfers = skewed_hierarchical(&topo, &ranks);
+        let mut s = AllToAllScratch::default();
+        let both = price_transfers_scaled(&topo, &ranks, &transfers, &[1.0, 0.53], &mut s);
+        assert_eq!(both.len(), 2);
+        for (out, k) in both.iter().zip([1.0, 0.53]) {
+            let scaled: Vec<Transfer> = transfers
+                .iter()
+                .map(|t| Transfer {
+                    bytes: t.bytes * k,
+                    ..*t
+                })
+                .collect();
+            let alone = price_transfers(&topo, &ranks, &scaled, &mut s);
+            let close = |x: f64, y: f64| (x - y).abs() <= 1e-12 * x.abs().max(y.abs());
+            assert!(close(out.network_bytes, alone.network_bytes));
+            assert!(close(out.nic_bytes, alone.nic_bytes));
+            assert!(close(out.link_bytes_total, alone.link_bytes_total));
+            assert_same_parts(out, &alone, 1e-15);
         }
     }
 

@@ -173,8 +173,8 @@ pub struct EpWorkspace {
     expert_load: Vec<u64>,
     to_gpu: Vec<u64>,
     slot_tokens: Vec<u32>,
-    /// Hierarchical all-to-all: per (source, destination, group), log-probabilities that a token misses
-    /// the destination's copies (see `reach`).
+    /// Hierarchical all-to-all: per (source, destination, group), the probability that a token misses all
+    /// of the destination's copies (a product over them, see `reach`).
     miss_gpu: Vec<f64>,
     miss_node: Vec<f64>,
     /// Per (source, group): the probability that a token of the source picks the group.
@@ -660,9 +660,9 @@ impl<'a> EpModel<'a> {
         let per_group = experts / groups;
         if hierarchical {
             ws.miss_gpu.clear();
-            ws.miss_gpu.resize(ep * ep * groups, 0.0);
+            ws.miss_gpu.resize(ep * ep * groups, 1.0);
             ws.miss_node.clear();
-            ws.miss_node.resize(ep * ep * groups, 0.0);
+            ws.miss_node.resize(ep * ep * groups, 1.0);
             ws.group_pick.clear();
             for i in 0..ep {
                 let p: Vec<f64> = kept[i * experts..(i + 1) * experts]
@@ -738,7 +738,40 @@ impl<'a> EpModel<'a> {
             ws.tokens_at.clear();
             ws.tokens_at.resize(ep * experts, 0);
         }
+        // The first participant of each destination's node (the node's entry in `miss_node`).
+        let first_of: Vec<usize> = (0..ep)
+            .map(|t| ep.min((node_of(t) * gpn).saturating_sub(start)))
+            .collect();
+        // One copy per expert under the hierarchical all-to-all (static EP): every token goes to its owner,
+        // the split below without its per-expert call.
+        let owners: Option<Vec<usize>> = if single.is_none() {
+            layout.layers[layer]
+                .replicas
+                .iter()
+                .map(|r| if let [only] = r[..] { Some(only) } else { None })
+                .collect()
+        } else {
+            None
+        };
         for i in (0..ep).filter(|_| single.is_none()) {
+            if let Some(owner) = &owners {
+                for (e, &t) in owner.iter().enumerate() {
+                    let c = kept[i * experts + e];
+                    if c == 0 {
+                        continue;
+                    }
+                    ws.tokens_at[t * experts + e] += c;
+                    ws.bytes[i * ep + t] += c as f64 * token_bytes;
+                    if hierarchical {
+                        let g = e / per_group;
+                        let miss =
+                            reach::miss(c as f64 / source_tokens, ws.group_pick[i * groups + g]);
+                        ws.miss_gpu[(i * ep + t) * groups + g] *= miss;
+                        ws.miss_node[(i * ep + first_of[t]) * groups + g] *= miss;
+                    }
+                }
+                continue;
+            }
             for e in 0..experts {
                 let c = kept[i * experts + e];
                 let (bytes, tokens_at, miss_gpu, miss_node, group_pick) = (
@@ -756,10 +789,9 @@ impl<'a> EpModel<'a> {
                         // Probability that a token of source i does not pick this copy (once its group is
                         // picked), multiplied over the copies of a GPU (node) per group: see `reach`.
                         let miss =
-                            reach::log_miss(sh as f64 / source_tokens, group_pick[i * groups + g]);
-                        miss_gpu[(i * ep + t) * groups + g] += miss;
-                        let first = ep.min((node_of(t) * gpn).saturating_sub(start));
-                        miss_node[(i * ep + first) * groups + g] += miss;
+                            reach::miss(sh as f64 / source_tokens, group_pick[i * groups + g]);
+                        miss_gpu[(i * ep + t) * groups + g] *= miss;
+                        miss_node[(i * ep + first_of[t]) * groups + g] *= miss;
                     }
                 });
             }
@@ -778,7 +810,7 @@ impl<'a> EpModel<'a> {
                     .zip(copies)
                     .enumerate()
                     .map(|(k, (m, &c))| {
-                        if m.iter().all(|&x| x == 0.0) {
+                        if m.iter().all(|&x| x == 1.0) {
                             0.0
                         } else {
                             let r = &group_pick[(k / ep) * groups..(k / ep + 1) * groups];
@@ -797,29 +829,20 @@ impl<'a> EpModel<'a> {
                 }
             }
             let to_node = dedup(&ws.miss_node, &node_copies);
-            // One set of transfers: the FP8 forward moves the same copies scaled, the combine reverses them.
+            // One set of transfers: the FP8 forward moves the same copies scaled (priced in the same pass),
+            // the combine reverses them.
             let transfers = hierarchical_transfers(self.topo, ranks, &to_gpu, &to_node);
-            let d = comms.transfers(ranks, &transfers, Stream::Comm, &mut ws.a2a);
-            let d_fwd = (fp8_ratio != 1.0).then(|| {
-                let scaled: Vec<Transfer> = transfers
-                    .iter()
-                    .map(|t| Transfer {
-                        bytes: t.bytes * fp8_ratio,
-                        ..*t
-                    })
-                    .collect();
-                comms.transfers(ranks, &scaled, Stream::Comm, &mut ws.a2a).0
-            });
+            let scales: &[f64] = if fp8_ratio != 1.0 {
+                &[1.0, fp8_ratio]
+            } else {
+                &[1.0]
+            };
+            let mut priced =
+                comms.transfers_scaled(ranks, &transfers, scales, Stream::Comm, &mut ws.a2a);
+            let d_fwd = (priced.len() == 2).then(|| priced.pop().expect("the FP8 dispatch").0);
+            let d = priced.pop().expect("the unscaled dispatch");
             // The combine reduces each token's expert outputs on the way back: the reverse of the dispatch.
-            let c_transfers: Vec<Transfer> = transfers
-                .into_iter()
-                .map(|t| Transfer {
-                    src: t.dst,
-                    dst: t.src,
-                    ..t
-                })
-                .collect();
-            let c = comms.transfers(ranks, &c_transfers, Stream::Comm, &mut ws.a2a);
+            let c = comms.transfers_mirrored(ranks, &d.1, &transfers, Stream::Comm);
             (d_fwd.unwrap_or_else(|| d.0.clone()), d.0, c.0)
         } else {
             let d = comms.all_to_all(ranks, &ws.bytes, Stream::Comm, &mut ws.a2a);

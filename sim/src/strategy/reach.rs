@@ -27,32 +27,28 @@ pub fn group_pick_probabilities(p: &[f64], routing: RouterGroups) -> Vec<f64> {
     pick_probabilities(&w, routing.max_groups_per_token)
 }
 
-/// Log-probability that a token misses one copy it picks with probability `p` once its group `r` is picked.
-pub fn log_miss(p: f64, r: f64) -> f64 {
+/// Probability that a token misses one copy it picks with probability `p` once its group `r` is picked.
+/// Products of these over a destination's copies (per group) are what [`needed_share`] takes: a product,
+/// not a sum of logarithms, because the all-to-alls of a 2048-GPU pipeline price millions of them.
+pub fn miss(p: f64, r: f64) -> f64 {
     if r <= 0.0 {
-        return 0.0;
+        return 1.0;
     }
-    (1.0 - (p / r).min(1.0)).max(0.0).ln()
+    (1.0 - (p / r).min(1.0)).max(0.0)
 }
 
-/// The share of a source's tokens a destination needs, from per-group sums of [`log_miss`] over the copies
-/// it holds (`miss[g]`, 0 for a group it holds none of) and the group pick probabilities `r`.
+/// The share of a source's tokens a destination needs, from per-group products of [`miss`] over the
+/// copies it holds (`miss[g]`, 1 for a group it holds none of) and the group pick probabilities `r`.
 pub fn needed_share(miss: &[f64], r: &[f64]) -> f64 {
     if let ([m], [r]) = (miss, r)
         && *r >= 1.0
     {
-        return 1.0 - m.exp();
+        return 1.0 - m;
     }
     let none: f64 = miss
         .iter()
         .zip(r)
-        .map(|(&m, &r)| {
-            if m == 0.0 {
-                1.0
-            } else {
-                1.0 - r * (1.0 - m.exp())
-            }
-        })
+        .map(|(&m, &r)| 1.0 - r * (1.0 - m))
         .product();
     1.0 - none
 }
@@ -73,13 +69,13 @@ mod tests {
         assert_eq!(r, vec![0.5, 0.5]);
         // The remote node holds group 1: picked by half the tokens, and then each of its 8 experts with
         // probability 0.25 / 0.5 = 0.5, so it is needed by 0.5 · (1 − 0.5^8) of them.
-        let miss = [0.0, 8.0 * log_miss(0.25, r[1])];
-        let limited_share = needed_share(&miss, &r);
+        let held = [1.0, miss(0.25, r[1]).powi(8)];
+        let limited_share = needed_share(&held, &r);
         assert!((limited_share - 0.5 * (1.0 - 0.5f64.powi(8))).abs() < 1e-12);
         // Without the limit: 1 − 0.75^8 of the tokens, 0.90 against 0.50.
         let free = RouterGroups::NONE;
         let r1 = group_pick_probabilities(&p, free);
-        let share = needed_share(&[8.0 * log_miss(0.25, r1[0])], &r1);
+        let share = needed_share(&[miss(0.25, r1[0]).powi(8)], &r1);
         assert!((share - (1.0 - 0.75f64.powi(8))).abs() < 1e-12);
         assert!(limited_share < 0.56 * share);
     }
@@ -96,8 +92,8 @@ mod tests {
         };
         let r = group_pick_probabilities(&p, rg);
         assert_eq!(r, vec![0.5; 4]);
-        let m = 2.0 * log_miss(0.5, 0.5);
-        assert_eq!(m, f64::NEG_INFINITY);
-        assert!((needed_share(&[m, m, 0.0, 0.0], &r) - 0.75).abs() < 1e-12);
+        let m = miss(0.5, 0.5).powi(2);
+        assert_eq!(m, 0.0);
+        assert!((needed_share(&[m, m, 1.0, 1.0], &r) - 0.75).abs() < 1e-12);
     }
 }
