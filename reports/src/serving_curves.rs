@@ -205,6 +205,9 @@ pub fn serving_curves(
             };
             Ok((cap, curve))
         })
+        .collect::<Vec<_>>()
+        // The first deployment's error in scenario order, whichever thread met one first.
+        .into_iter()
         .collect::<Result<Vec<_>, String>>()?;
     let cost_measure = if price.is_some() {
         CostMeasure::CostPerMillionOutputTokens

@@ -143,6 +143,9 @@ pub fn capacity(
     let mut out = deployments(s)
         .par_iter()
         .map(|d| search(s, d, trace, cost, rate, cfg.capacity_tolerance, price))
+        .collect::<Vec<_>>()
+        // The first deployment's error in scenario order, whichever thread met one first.
+        .into_iter()
         .collect::<Result<Vec<_>, String>>()?;
     rank(&mut out, price.is_some());
     Ok(CapacityReport {

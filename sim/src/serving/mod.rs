@@ -110,6 +110,9 @@ pub fn simulate_serving(
     let results = deployments(s)
         .par_iter()
         .map(|d| serve(s, d, &requests, cost))
+        .collect::<Vec<_>>()
+        // The first deployment's error in scenario order, whichever thread met one first.
+        .into_iter()
         .collect::<Result<Vec<_>, String>>()?;
     Ok(ServingReport {
         scenario: s.name.clone(),
