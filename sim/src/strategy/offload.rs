@@ -142,26 +142,37 @@ impl<'a> OffloadModel<'a> {
         self.replay.steps
     }
 
+    /// Copy time of `bytes` between pinned or pageable host memory (per the knob) and the GPU: the cost
+    /// model's measured copy if it has one, else the PCIe latency plus the bytes at the link's rate (half
+    /// of it from pageable memory, staged through a pinned bounce buffer).
+    fn host_copy_s(&self, bytes: f64, to_device: bool) -> f64 {
+        let (kind, factor) = match (self.knobs.host_memory, to_device) {
+            (HostMemory::Pinned, true) => (CopyKind::H2dPinned, 1.0),
+            (HostMemory::Pageable, true) => (CopyKind::H2dPageable, 0.5),
+            (HostMemory::Pinned, false) => (CopyKind::D2hPinned, 1.0),
+            (HostMemory::Pageable, false) => (CopyKind::D2hPageable, 0.5),
+        };
+        let link = self.scenario.cluster.pcie_gbytes_per_s * 1e9 * factor;
+        self.cost
+            .copy_s(bytes, kind)
+            .unwrap_or_else(|| datasheet::PCIE_LATENCY_US * 1e-6 + bytes / link)
+    }
+
     /// Host-to-GPU copy time of expert `e`.
     pub fn fetch_s(&self, e: usize) -> f64 {
         let c = &self.scenario.cluster;
         let bytes = self.expert_bytes[e];
-        let kind = match self.knobs.host_memory {
-            HostMemory::Pinned => CopyKind::H2dPinned,
-            HostMemory::Pageable => CopyKind::H2dPageable,
-        };
-        let factor = match self.knobs.host_memory {
-            HostMemory::Pinned => 1.0,
-            HostMemory::Pageable => 0.5,
-        };
-        let link = c.pcie_gbytes_per_s * 1e9 * factor;
         match self.knobs.expert_tier {
-            ExpertTier::Dram => self
-                .cost
-                .copy_s(bytes, kind)
-                .unwrap_or_else(|| datasheet::PCIE_LATENCY_US * 1e-6 + bytes / link),
+            ExpertTier::Dram => self.host_copy_s(bytes, true),
             // NVMe reads stream through the same link; the slower of the two sets the pace.
-            ExpertTier::Ssd => 100e-6 + bytes / link.min(c.nvme_gbytes_per_s * 1e9),
+            ExpertTier::Ssd => {
+                let factor = match self.knobs.host_memory {
+                    HostMemory::Pinned => 1.0,
+                    HostMemory::Pageable => 0.5,
+                };
+                let link = c.pcie_gbytes_per_s * 1e9 * factor;
+                100e-6 + bytes / link.min(c.nvme_gbytes_per_s * 1e9)
+            }
         }
     }
 
@@ -171,19 +182,7 @@ impl<'a> OffloadModel<'a> {
         if self.knobs.eviction != Eviction::WriteBack {
             return 0.0;
         }
-        let bytes = self.expert_bytes[e];
-        let kind = match self.knobs.host_memory {
-            HostMemory::Pinned => CopyKind::D2hPinned,
-            HostMemory::Pageable => CopyKind::D2hPageable,
-        };
-        let factor = match self.knobs.host_memory {
-            HostMemory::Pinned => 1.0,
-            HostMemory::Pageable => 0.5,
-        };
-        let link = self.scenario.cluster.pcie_gbytes_per_s * 1e9 * factor;
-        self.cost
-            .copy_s(bytes, kind)
-            .unwrap_or_else(|| datasheet::PCIE_LATENCY_US * 1e-6 + bytes / link)
+        self.host_copy_s(self.expert_bytes[e], false)
     }
 
     /// One fetch of expert `e` on the copy stream: the write-back of the expert it replaces (if any), then
