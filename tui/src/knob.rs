@@ -172,6 +172,14 @@ pub fn knobs(s: &Scenario, i: usize) -> Vec<Knob> {
                     p.schedule.name().into(),
                 );
             }
+            // Only interleaving takes more than one virtual stage per rank.
+            if p.schedule == ScheduleKind::Interleaved {
+                add(
+                    "virtual stages",
+                    "virtual_stages",
+                    p.virtual_stages.to_string(),
+                );
+            }
         }
         if let Some(r) = st.replication {
             add(
@@ -412,6 +420,26 @@ ep_size = 8
             ..tp.clone()
         };
         assert_eq!(eight.step(true).as_deref(), Some("8"));
+        // An interleaved schedule shows its virtual stages, which step and resolve like the others.
+        let overrides = [
+            "strategy.pp2.pipeline_schedule=\"interleaved\"".to_string(),
+            "strategy.pp2.virtual_stages=2".to_string(),
+        ];
+        let s = parse_scenario("p.toml", PIPELINED, &overrides).unwrap();
+        let ks = knobs(&s, 0);
+        let vs = ks.iter().find(|k| k.label == "virtual stages").unwrap();
+        assert_eq!(
+            (vs.key.as_str(), vs.value.as_str()),
+            ("strategy.0.virtual_stages", "2")
+        );
+        assert!(!labels(0).contains(&"virtual stages"));
+        let mut with = overrides.to_vec();
+        with.push(vs.assignment("1"));
+        // One virtual stage is not interleaving: refused, naming the field.
+        let err = parse_scenario("p.toml", PIPELINED, &with)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("virtual_stages"), "{err}");
     }
 
     const SERVING: &str = r#"
