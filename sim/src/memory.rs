@@ -51,7 +51,7 @@ pub struct RoutedTokens {
 /// Weights of an inference rank: the dense parts in the model's dtype, the routed experts in their own
 /// element type (FP8 experts are served as FP8 weights, one byte each; in training the optimizer's copies
 /// dominate and the weights count in the model's dtype).
-fn inference_params_bytes(s: &Scenario, p: ParamsOnRank) -> f64 {
+pub(crate) fn inference_params_bytes(s: &Scenario, p: ParamsOnRank) -> f64 {
     p.dense * s.model.dtype_bytes as f64 + p.experts * s.model.expert_dtype.bytes() as f64
 }
 

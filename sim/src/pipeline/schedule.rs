@@ -210,6 +210,22 @@ impl Schedule {
         })
     }
 
+    /// The same schedule without its backward passes: what inference runs (each rank's forwards in the
+    /// schedule's order; GPipe's and 1F1B's are both micro-batch order, the plain forward pipeline).
+    pub fn forward_only(mut self) -> Schedule {
+        for slots in &mut self.per_rank {
+            *slots = slots
+                .iter()
+                .filter_map(|slot| {
+                    slot.tasks()
+                        .find(|t| t.pass == Pass::Forward)
+                        .map(Slot::Single)
+                })
+                .collect();
+        }
+        self
+    }
+
     /// The pipeline rank that runs `model_stage` for micro-batch `mb` (DualPipe: rank i holds model stages
     /// i and p−1−i; the first half of micro-batches flows 0→p−1, the second half p−1→0; interleaved:
     /// model stage k on rank k % p).

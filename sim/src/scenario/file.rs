@@ -57,6 +57,8 @@ pub struct ModelSection {
     pub expert_matrices: Option<u64>,
     pub attn_params_per_layer: Option<u64>,
     pub kv_bytes_per_token_per_layer: Option<u64>,
+    /// KV heads of the cache (GQA groups; 1 for MLA): how tensor parallelism splits it.
+    pub kv_heads: Option<u64>,
     pub vocab: Option<u64>,
     pub dtype_bytes: Option<u32>,
     pub seq_len: Option<u64>,

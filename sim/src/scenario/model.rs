@@ -26,6 +26,12 @@ pub struct Model {
     pub attn_params_per_layer: u64,
     /// KV-cache bytes per token per layer (decode reads this for every context token).
     pub kv_bytes_per_token_per_layer: u64,
+    /// Key/value heads the cache holds per token: the heads for MHA, the KV groups for GQA, 1 for MLA
+    /// (its compressed latent serves every head). Tensor parallelism splits the cache over
+    /// `min(tp, kv_heads)` shards and replicates it beyond (see [`Model::kv_shards`]); 0 means MHA (the
+    /// attention heads).
+    #[serde(default)]
+    pub kv_heads: u64,
     pub vocab: u64,
     /// Bytes per parameter and activation element (2 for bf16).
     pub dtype_bytes: u32,
@@ -139,6 +145,18 @@ impl Attention {
 }
 
 impl Model {
+    /// Shards a `tp`-way tensor-parallel group splits the KV cache into: each rank holds `kv_heads / tp`
+    /// heads while `tp` divides them (Megatron, vLLM), one head (replicated) beyond; MLA's single latent is
+    /// replicated on every rank.
+    pub fn kv_shards(&self, tp: u64) -> u64 {
+        let heads = if self.kv_heads == 0 {
+            self.attention.heads
+        } else {
+            self.kv_heads
+        };
+        tp.min(heads).max(1)
+    }
+
     pub fn moe_layers(&self) -> usize {
         self.layers - self.first_dense_layers
     }
@@ -237,6 +255,7 @@ pub fn model_preset(name: &str) -> Option<Model> {
             expert_matrices: 3,
             attn_params_per_layer: 4096 * (4096 + 2 * 1024) + 4096 * 4096,
             kv_bytes_per_token_per_layer: 2 * 1024 * 2,
+            kv_heads: 8,
             vocab: 32000,
             dtype_bytes: 2,
             seq_len: 4096,
@@ -266,6 +285,7 @@ pub fn model_preset(name: &str) -> Option<Model> {
                 + 512 * 128 * 256
                 + 128 * 128 * 7168,
             kv_bytes_per_token_per_layer: (512 + 64) * 2,
+            kv_heads: 1,
             vocab: 129280,
             dtype_bytes: 2,
             seq_len: 4096,
@@ -297,6 +317,7 @@ pub fn model_preset(name: &str) -> Option<Model> {
             expert_matrices: 3,
             attn_params_per_layer: 2048 * 4096 + 2 * 2048 * 512 + 4096 * 2048,
             kv_bytes_per_token_per_layer: 2 * 512 * 2,
+            kv_heads: 4,
             vocab: 151936,
             dtype_bytes: 2,
             seq_len: 4096,
@@ -325,6 +346,7 @@ pub fn model_preset(name: &str) -> Option<Model> {
             expert_matrices: 3,
             attn_params_per_layer: 4 * 2048 * 2048,
             kv_bytes_per_token_per_layer: 2 * 2048 * 2,
+            kv_heads: 16,
             vocab: 50304,
             dtype_bytes: 2,
             seq_len: 4096,
@@ -349,6 +371,7 @@ pub fn model_preset(name: &str) -> Option<Model> {
             expert_matrices: 2,
             attn_params_per_layer: 4 * 768 * 768,
             kv_bytes_per_token_per_layer: 2 * 768 * 2,
+            kv_heads: 12,
             vocab: 50257,
             dtype_bytes: 2,
             seq_len: 2048,

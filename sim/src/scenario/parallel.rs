@@ -57,6 +57,25 @@ impl Parallel {
         self.stage_gpus(gpus) / self.tp.max(1)
     }
 
+    /// The pipeline schedule this layout runs for `micro_batches` micro-batches in `mode`: the
+    /// configured schedule in training, its forwards only in inference.
+    pub fn run_schedule(
+        &self,
+        mode: Mode,
+        micro_batches: usize,
+    ) -> Result<crate::pipeline::schedule::Schedule, crate::pipeline::schedule::ScheduleError> {
+        let schedule = crate::pipeline::schedule::Schedule::build(
+            self.schedule,
+            self.pp,
+            self.virtual_stages,
+            micro_batches,
+        )?;
+        Ok(match mode {
+            Mode::Training => schedule,
+            _ => schedule.forward_only(),
+        })
+    }
+
     /// Model stages: `pp × virtual_stages`.
     pub fn model_stages(&self) -> usize {
         self.pp * self.virtual_stages
@@ -148,12 +167,25 @@ impl Resolver<'_> {
                     "expected tp = 1 and pp = 1 for this kind",
                 ));
             }
-            if mode != Mode::Training {
+            if mode == Mode::Serving {
                 let f = if pp > 1 { "pp" } else { "tp" };
                 return Err(self.error(
                     &p(f),
-                    "tensor and pipeline parallelism are modelled for training only so far",
-                    "expected tp = 1 and pp = 1 outside training",
+                    "tensor and pipeline parallelism are modelled for training, prefill and decode, not yet for serving (its scheduler splits each step's batch over single-GPU ranks)",
+                    "expected tp = 1 and pp = 1 in serving",
+                ));
+            }
+            if mode != Mode::Training
+                && let Some(kind) = s.pipeline_schedule
+                && !matches!(kind, PipelineSchedule::Gpipe | PipelineSchedule::OneFOneB)
+            {
+                return Err(self.error(
+                    &p("pipeline_schedule"),
+                    format!(
+                        "`{}` orders backward passes; inference runs the forwards only, micro-batch after micro-batch through the stages",
+                        kind.name()
+                    ),
+                    "expected gpipe or 1f1b (both are the same forward pipeline without a backward), or no schedule",
                 ));
             }
             if trace {
@@ -171,14 +203,24 @@ impl Resolver<'_> {
                     "expected 1 with tp or pp above 1",
                 ));
             }
-            if tp > 1 && !(m.seq_len * m.micro_batch).is_multiple_of(tp as u64) {
+            // Decode steps one token per sequence; prefill and training take whole sequences.
+            let (tokens, what) = match mode {
+                Mode::Decode => (
+                    m.micro_batch,
+                    "model.micro_batch: decode steps one token per sequence",
+                ),
+                _ => (
+                    m.seq_len * m.micro_batch,
+                    "model.seq_len × model.micro_batch",
+                ),
+            };
+            if tp > 1 && !tokens.is_multiple_of(tp as u64) {
                 return Err(self.error(
                     &p("tp"),
                     format!(
-                        "sequence parallelism splits a micro-batch's {} tokens over the tp = {tp} ranks evenly",
-                        m.seq_len * m.micro_batch
+                        "sequence parallelism splits a micro-batch's {tokens} tokens ({what}) over the tp = {tp} ranks evenly"
                     ),
-                    "expected tp to divide seq_len × micro_batch",
+                    format!("expected tp to divide {what}"),
                 ));
             }
         }

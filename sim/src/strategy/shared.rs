@@ -139,13 +139,13 @@ pub fn serving_attention_s(
     time
 }
 
-/// One layer's dense forward on one rank of a `tp`-way tensor-parallel group in training, split into its
-/// attention block and its MLP block (the gate and shared experts of an MoE layer, or the dense FFN), for
-/// a micro-batch of `t` tokens (the whole group's). Megatron's column/row split gives each rank `1/tp` of
+/// One layer's dense forward on one rank of a `tp`-way tensor-parallel group (training, prefill or
+/// decode), split into its attention block and its MLP block (the gate and shared experts of an MoE layer,
+/// or the dense FFN), for a micro-batch of `t` tokens (the whole group's). Megatron's column/row split gives each rank `1/tp` of
 /// the heads and of the FFN width over all `t` tokens (attention projections divide evenly when `tp`
 /// divides the KV heads); with sequence parallelism the norms, residuals, router and permutations run on
 /// the rank's `t/tp` tokens, and the router's GEMM is replicated over them. With `tp = 1` the sum is
-/// [`dense_forward_tokens_s`] in training.
+/// [`dense_forward_tokens_s`] (training, prefill and decode).
 pub fn dense_forward_tp_s(
     s: &Scenario,
     cost: &dyn CostModel,
@@ -160,7 +160,15 @@ pub fn dense_forward_tp_s(
     let shard = t.div_ceil(tp);
     let mut attention = cost.gemm_s(t, (m.attn_params_per_layer / d).div_ceil(tp), d, dg)
         + dense_cast_s(s, cost, t, d);
-    attention += attention_scores_s(s, cost, t, m.attention.heads.div_ceil(tp));
+    attention += match s.workload.mode {
+        // Decode reads the KV cache of every sequence of the micro-batch, each rank its heads' share (MLA's
+        // latent whole on every rank, see `Model::kv_shards`).
+        Mode::Decode => cost.memory_bound_s(
+            m.micro_batch as f64 * m.seq_len as f64 * m.kv_bytes_per_token_per_layer as f64
+                / m.kv_shards(tp) as f64,
+        ),
+        _ => attention_scores_s(s, cost, t, m.attention.heads.div_ceil(tp)),
+    };
     attention += non_gemm_s(s, cost, shard, moe_layer);
     let mut mlp = 0.0;
     if moe_layer {

@@ -123,6 +123,42 @@ pub fn stage_memory(
     let d = m.d_model as f64;
     let shard = s.tokens_per_rank() as f64 / par.tp as f64;
     let mut worst = MemoryBreakdown::default();
+    if s.workload.mode != Mode::Training {
+        // Inference: weights, one layer's working set, and the KV cache of every micro-batch's sequences
+        // (all resident: each pipeline stage serves every micro-batch in turn) over the rank's layers, split
+        // over the TP group by KV heads (see `Model::kv_shards`).
+        let layer_full = layer_activation_bytes(s, shard, peak_routed_tokens);
+        let sequences = (s.model.micro_batch * s.workload.micro_batches as u64) as f64;
+        let per_layer_kv = sequences * m.seq_len as f64 * m.kv_bytes_per_token_per_layer as f64
+            / m.kv_shards(par.tp as u64) as f64;
+        for (r, p) in params.iter().enumerate() {
+            let layers: usize = schedule
+                .stages_on(r)
+                .iter()
+                .map(|&k| par.layers_of(k).len())
+                .sum();
+            let params_bytes = crate::memory::inference_params_bytes(
+                s,
+                ParamsOnRank {
+                    dense: p.dense,
+                    experts: p.experts,
+                    dense_replicas: p.dense_replicas,
+                    expert_replicas: p.expert_replicas,
+                },
+            );
+            let mut out = MemoryBreakdown {
+                params_gib: params_bytes / GIB,
+                activations_gib: layer_full / GIB,
+                kv_cache_gib: layers as f64 * per_layer_kv / GIB,
+                ..MemoryBreakdown::default()
+            };
+            out.total_gib = out.params_gib + out.activations_gib + out.kv_cache_gib;
+            if out.total_gib > worst.total_gib {
+                worst = out;
+            }
+        }
+        return worst;
+    }
     for (r, p) in params.iter().enumerate() {
         let in_flight = schedule.peak_in_flight(r) as f64;
         let layer_full = layer_activation_bytes(s, shard, peak_routed_tokens);
@@ -190,13 +226,9 @@ pub fn memory_lower_bound(s: &Scenario, strategy: &Strategy) -> Option<MemoryBre
             routed,
         ));
     }
-    let schedule = Schedule::build(
-        par.schedule,
-        par.pp,
-        par.virtual_stages,
-        s.workload.micro_batches,
-    )
-    .ok()?;
+    let schedule = par
+        .run_schedule(s.workload.mode, s.workload.micro_batches)
+        .ok()?;
     let slots = crate::strategy::ep::slots_per_rank(s, strategy);
     let params = stage_params(s, par, slots, &schedule);
     let shard = s.tokens_per_rank() as f64 / par.tp as f64;

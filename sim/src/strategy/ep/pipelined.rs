@@ -117,13 +117,9 @@ impl Pipelined {
                 gpu_of.push(r * stage_gpus + j);
             }
         }
-        let schedule = Schedule::build(
-            par.schedule,
-            pp,
-            par.virtual_stages,
-            s.workload.micro_batches,
-        )
-        .expect("a validated scenario's schedule builds");
+        let schedule = par
+            .run_schedule(s.workload.mode, s.workload.micro_batches)
+            .expect("a validated scenario's schedule builds");
         let t = s.tokens_per_rank();
         let dense = [
             dense_forward_tp_s(s, cost, false, t, tp as u64),
