@@ -193,6 +193,7 @@ pub fn layouts(s: &Scenario, base: &Strategy) -> Vec<Layout> {
                                 let parallel = Parallel {
                                     tp,
                                     pp,
+                                    etp: 1,
                                     schedule: kind,
                                     virtual_stages: v,
                                     // As the scenario resolves a strategy without `stage_layers`.

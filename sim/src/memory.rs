@@ -62,6 +62,14 @@ pub fn routed_token_bytes(s: &Scenario) -> f64 {
     (2.0 * m.d_model as f64 + 3.0 * m.expert_d_ff as f64) * m.dtype_bytes as f64
 }
 
+/// [`routed_token_bytes`] on one GPU of an `etp`-way expert-tensor-parallel group: the token's input and
+/// output whole, the FFN's intermediates `1/etp` as wide.
+pub fn routed_token_slice_bytes(s: &Scenario, etp: usize) -> f64 {
+    let m = &s.model;
+    (2.0 * m.d_model as f64 + 3.0 * m.expert_d_ff.div_ceil(etp.max(1) as u64) as f64)
+        * m.dtype_bytes as f64
+}
+
 /// One layer's full activations over `tokens` of a rank (Korthikanti et al.'s 34·d bytes per token in
 /// bf16) plus the routed copies its experts received.
 pub fn layer_activation_bytes(s: &Scenario, tokens: f64, peak_routed_tokens: f64) -> f64 {

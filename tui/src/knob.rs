@@ -128,8 +128,8 @@ fn serving_knobs(s: &Scenario) -> Vec<Knob> {
 }
 
 /// The knobs of strategy `i` of `s`, then the cluster's (a serving scenario's own knobs first; `i` out of
-/// range: no strategy knobs). An `ep` training strategy also has its tensor-
-/// and pipeline-parallel degrees, its schedule (with PP above 1: the scenario refuses one without) and
+/// range: no strategy knobs). An `ep` strategy outside serving also has its tensor-, expert-tensor-
+/// (static EP) and pipeline-parallel degrees, its schedule (with PP above 1: the scenario refuses one without) and
 /// the micro-batches per iteration; a value the scenario refuses is the error the view shows.
 pub fn knobs(s: &Scenario, i: usize) -> Vec<Knob> {
     let mut out = serving_knobs(s);
@@ -141,8 +141,8 @@ pub fn knobs(s: &Scenario, i: usize) -> Vec<Knob> {
             key: format!("strategy.{i}.{field}"),
             divides: match field {
                 "ep_size" | "pp" => Some(gpus),
-                // Tensor parallelism stays inside a node.
-                "tp" => Some(per_node),
+                // Tensor and expert tensor parallelism stay inside a node.
+                "tp" | "etp" => Some(per_node),
                 _ => None,
             },
             value,
@@ -160,10 +160,13 @@ pub fn knobs(s: &Scenario, i: usize) -> Vec<Knob> {
             _ => {}
         }
         let parallel = matches!(st.kind, StrategyKind::Ep | StrategyKind::EpReplicated)
-            && s.workload.mode == Mode::Training;
+            && s.workload.mode != Mode::Serving;
         if parallel {
             let p = &st.parallel;
             add("TP (tensor parallel)", "tp", p.tp.to_string());
+            if st.kind == StrategyKind::Ep {
+                add("ETP (expert tensor parallel)", "etp", p.etp.to_string());
+            }
             add("PP (pipeline stages)", "pp", p.pp.to_string());
             if p.pp > 1 {
                 add(
@@ -211,7 +214,7 @@ pub fn knobs(s: &Scenario, i: usize) -> Vec<Knob> {
     }
     if s.strategies
         .get(i)
-        .is_some_and(|st| st.kind == StrategyKind::Ep && s.workload.mode == Mode::Training)
+        .is_some_and(|st| st.kind == StrategyKind::Ep && s.workload.mode != Mode::Serving)
     {
         out.push(Knob {
             label: "micro-batches",
@@ -374,6 +377,7 @@ ep_size = 8
             [
                 "EP size",
                 "TP (tensor parallel)",
+                "ETP (expert tensor parallel)",
                 "PP (pipeline stages)",
                 "pipeline schedule",
                 "micro-batches",
@@ -389,6 +393,10 @@ ep_size = 8
         assert_eq!(tp.step(true).as_deref(), Some("2"));
         let changed = apply(tp, "2").unwrap();
         assert_eq!(changed.strategies[0].parallel.tp, 2);
+        // Expert tensor parallelism slices pp2's two-GPU EP groups' experts over pairs of GPUs.
+        let etp = get("ETP (expert tensor parallel)");
+        assert_eq!(etp.step(true).as_deref(), Some("2"));
+        assert_eq!(apply(etp, "2").unwrap().strategies[0].parallel.etp, 2);
         let pp = get("PP (pipeline stages)");
         assert_eq!(pp.step(true).as_deref(), Some("4"));
         assert_eq!(apply(pp, "4").unwrap().strategies[0].parallel.pp, 4);

@@ -387,6 +387,8 @@ fn tp_and_pp_knobs_resimulate_and_a_refused_layout_is_an_error_on_screen() {
     assert!(screen_text(&app, 80, 24).contains("strategy.0.tp=2"));
     // PP 3 does not divide the 8 GPUs: the scenario's error is shown and the last good run kept.
     key(&mut app, KeyCode::Down);
+    assert_eq!(app.knobs()[app.knob].label, "ETP (expert tensor parallel)");
+    key(&mut app, KeyCode::Down);
     assert_eq!(app.knobs()[app.knob].label, "PP (pipeline stages)");
     key(&mut app, KeyCode::Enter);
     key(&mut app, KeyCode::Backspace);

@@ -278,6 +278,8 @@ pub struct StrategySection {
     pub tp: Option<usize>,
     /// Pipeline-parallel degree (default 1).
     pub pp: Option<usize>,
+    /// Expert tensor-parallel degree (default 1): each routed expert's FFN split over `etp` GPUs.
+    pub etp: Option<usize>,
     /// `gpipe`, `1f1b` (default), `interleaved` or `dual-pipe`.
     pub pipeline_schedule: Option<crate::scenario::parallel::PipelineSchedule>,
     /// Model chunks per pipeline rank (interleaved schedule).

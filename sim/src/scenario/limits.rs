@@ -56,7 +56,7 @@ pub fn estimate(s: &Scenario) -> Cost {
         if st.parallel.is_single() {
             gpus
         } else {
-            crate::scenario::parallel::lcm(st.ep_size, st.parallel.tp) as f64
+            st.parallel.unit(st.ep_size) as f64
         }
     };
     let work: f64 = s

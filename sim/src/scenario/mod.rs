@@ -887,9 +887,9 @@ impl Resolver<'_> {
             // EP is carved from one pipeline stage's GPUs.
             let stage_gpus = parallel.stage_gpus(gpus);
             let ep_size = match s.kind {
-                StrategyKind::Ep | StrategyKind::EpReplicated => {
-                    s.ep_size.unwrap_or_else(|| stage_gpus.min(m.experts))
-                }
+                StrategyKind::Ep | StrategyKind::EpReplicated => s
+                    .ep_size
+                    .unwrap_or_else(|| (stage_gpus / parallel.etp).min(m.experts)),
                 // FSSDP shards over every rank; offloading keeps every expert reachable from each GPU.
                 StrategyKind::Fssdp => gpus,
                 StrategyKind::Offload => 1,
@@ -897,10 +897,16 @@ impl Resolver<'_> {
             let ep_kind = matches!(s.kind, StrategyKind::Ep | StrategyKind::EpReplicated);
             // Copies let ep-replicated hold any expert count; plain EP splits experts evenly.
             let experts_ok = replicated || m.experts.is_multiple_of(ep_size.max(1));
-            if ep_kind && (ep_size == 0 || !stage_gpus.is_multiple_of(ep_size) || !experts_ok) {
+            let block = ep_size * parallel.etp;
+            if ep_kind && (ep_size == 0 || !stage_gpus.is_multiple_of(block) || !experts_ok) {
                 return Err(self.error(
                     &p("ep_size"),
-                    if !parallel.is_single() {
+                    if parallel.etp > 1 {
+                        format!(
+                            "ep_size × etp = {ep_size} × {} must divide a pipeline stage's GPUs ({stage_gpus}), and ep_size the expert count ({})",
+                            parallel.etp, m.experts
+                        )
+                    } else if !parallel.is_single() {
                         format!(
                             "ep_size = {ep_size} must divide a pipeline stage's GPUs ({stage_gpus}) and the expert count ({})",
                             m.experts
@@ -916,16 +922,14 @@ impl Resolver<'_> {
                     "expected a common divisor",
                 ));
             }
-            if !parallel.is_single()
-                && !stage_gpus.is_multiple_of(parallel::lcm(ep_size, parallel.tp))
-            {
+            if !parallel.is_single() && !stage_gpus.is_multiple_of(parallel.unit(ep_size)) {
                 return Err(self.error(
                     &p("ep_size"),
                     format!(
-                        "EP groups of {ep_size} and TP groups of {} do not tile a pipeline stage's {stage_gpus} GPUs",
+                        "expert blocks of ep_size × etp = {block} GPUs and TP groups of {} do not tile a pipeline stage's {stage_gpus} GPUs",
                         parallel.tp
                     ),
-                    "expected lcm(ep_size, tp) to divide the GPUs of a stage",
+                    "expected lcm(ep_size × etp, tp) to divide the GPUs of a stage",
                 ));
             }
             let replication_knobs = [

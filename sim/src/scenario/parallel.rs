@@ -22,6 +22,10 @@ pub struct Parallel {
     pub tp: usize,
     /// Pipeline-parallel degree: pipeline ranks.
     pub pp: usize,
+    /// Expert tensor-parallel degree: each routed expert's FFN split column/row-wise over `etp` GPUs that
+    /// receive the same tokens (Megatron-Core's `expert_tensor_parallel_size`).
+    #[serde(default = "one")]
+    pub etp: usize,
     pub schedule: PipelineSchedule,
     /// Model chunks per pipeline rank (interleaved 1F1B; 1 otherwise).
     pub virtual_stages: usize,
@@ -29,11 +33,16 @@ pub struct Parallel {
     pub stage_layers: Vec<usize>,
 }
 
+fn one() -> usize {
+    1
+}
+
 impl Default for Parallel {
     fn default() -> Self {
         Parallel {
             tp: 1,
             pp: 1,
+            etp: 1,
             schedule: PipelineSchedule::default(),
             virtual_stages: 1,
             stage_layers: Vec::new(),
@@ -42,9 +51,19 @@ impl Default for Parallel {
 }
 
 impl Parallel {
-    /// No tensor or pipeline parallelism: the plain EP lowering.
+    /// No tensor, expert-tensor or pipeline parallelism: the plain EP lowering.
     pub fn is_single(&self) -> bool {
-        self.tp == 1 && self.pp == 1
+        self.tp == 1 && self.pp == 1 && self.etp == 1
+    }
+
+    /// GPUs of one stage that hold whole EP groups of `ep_size` expert-tensor-parallel groups each.
+    pub fn expert_block(&self, ep_size: usize) -> usize {
+        ep_size * self.etp.max(1)
+    }
+
+    /// GPUs of a stage simulated as its representative unit: whole TP groups and whole expert blocks.
+    pub fn unit(&self, ep_size: usize) -> usize {
+        lcm(self.expert_block(ep_size), self.tp)
     }
 
     /// GPUs of one pipeline stage (`dp × tp`).
@@ -126,7 +145,8 @@ impl Resolver<'_> {
         let p = |f: &str| format!("strategy[{i}].{f}");
         let tp = s.tp.unwrap_or(1);
         let pp = s.pp.unwrap_or(1);
-        for (f, v) in [("tp", tp), ("pp", pp)] {
+        let etp = s.etp.unwrap_or(1);
+        for (f, v) in [("tp", tp), ("pp", pp), ("etp", etp)] {
             if v == 0 || !gpus.is_multiple_of(v) {
                 return Err(self.error(
                     &p(f),
@@ -155,9 +175,25 @@ impl Resolver<'_> {
                 "set pp or remove this knob",
             ));
         }
-        if tp * pp > 1 {
+        if etp > 1 && s.kind != StrategyKind::Ep {
+            return Err(self.error(
+                &p("etp"),
+                format!(
+                    "expert tensor parallelism splits a static expert over its GPUs: kind = \"ep\" only (this entry is {:?})",
+                    s.kind
+                ),
+                "expected etp = 1 for this kind",
+            ));
+        }
+        if tp * pp * etp > 1 {
+            let f = if pp > 1 {
+                "pp"
+            } else if tp > 1 {
+                "tp"
+            } else {
+                "etp"
+            };
             if !matches!(s.kind, StrategyKind::Ep | StrategyKind::EpReplicated) {
-                let f = if pp > 1 { "pp" } else { "tp" };
                 return Err(self.error(
                     &p(f),
                     format!(
@@ -168,7 +204,6 @@ impl Resolver<'_> {
                 ));
             }
             if mode == Mode::Serving {
-                let f = if pp > 1 { "pp" } else { "tp" };
                 return Err(self.error(
                     &p(f),
                     "tensor and pipeline parallelism are modelled for training, prefill and decode, not yet for serving (its scheduler splits each step's batch over single-GPU ranks)",
@@ -189,7 +224,6 @@ impl Resolver<'_> {
                 ));
             }
             if trace {
-                let f = if pp > 1 { "pp" } else { "tp" };
                 return Err(self.error(
                     &p(f),
                     "tensor and pipeline parallelism replay synthetic routing only so far: a trace's sources are one GPU each, not one TP rank's share of a micro-batch",
@@ -279,6 +313,7 @@ impl Resolver<'_> {
         Ok(Parallel {
             tp,
             pp,
+            etp,
             schedule,
             virtual_stages,
             stage_layers,

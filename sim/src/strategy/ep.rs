@@ -91,6 +91,9 @@ struct MoeCell {
     combine: CollectiveSpec,
     /// Per group rank: routed-expert forward seconds at nominal speed.
     expert_s: Vec<f64>,
+    /// Per group rank: tokens each of its expert slots received (kept only under expert tensor
+    /// parallelism, whose GPUs compute on their ETP group's tokens together).
+    slot_tokens: Vec<Vec<u32>>,
 }
 
 /// Routing facts gathered while building cells.
@@ -521,14 +524,14 @@ impl<'a> EpModel<'a> {
     }
 
     /// The routing shape `strategy` needs: with tensor or pipeline parallelism, the token sources of one
-    /// stage's simulated unit (`lcm(ep_size, tp)` GPUs, each holding `1/tp` of a micro-batch).
+    /// stage's simulated unit (`lcm(ep_size × etp, tp)` GPUs, each holding `1/tp` of a micro-batch).
     pub fn routing_shape_for(s: &Scenario, strategy: &Strategy) -> RoutingShape {
         let p = &strategy.parallel;
         if p.is_single() {
             return Self::routing_shape(s);
         }
         RoutingShape {
-            ranks: crate::scenario::parallel::lcm(strategy.ep_size, p.tp),
+            ranks: p.unit(strategy.ep_size),
             tokens_per_rank: s.tokens_per_rank() / p.tp as u64,
             ..Self::routing_shape(s)
         }
@@ -610,7 +613,6 @@ impl<'a> EpModel<'a> {
         let experts = s.model.experts;
         let parts = self.strategy.overlap_micro_batches;
         let layout = &self.layouts[facts.window];
-        let start = ranks[0];
         // This part's share of each (source, expert) count: an even split with the remainder spread.
         let capacity = self.strategy.capacity_factor;
         // Counts used as they lie are totalled below, from the column sums when those are taken anyway.
@@ -678,7 +680,8 @@ impl<'a> EpModel<'a> {
             }
         }
         let gpn = s.cluster.gpus_per_node;
-        let node_of = |r: usize| (start + r) / gpn;
+        // Group ranks need not be consecutive GPUs (expert tensor parallelism strides an EP group).
+        let node_of = |r: usize| ranks[r] / gpn;
         let single: Option<Vec<usize>> = (!hierarchical)
             .then(|| {
                 layout.layers[layer]
@@ -740,7 +743,11 @@ impl<'a> EpModel<'a> {
         }
         // The first participant of each destination's node (the node's entry in `miss_node`).
         let first_of: Vec<usize> = (0..ep)
-            .map(|t| ep.min((node_of(t) * gpn).saturating_sub(start)))
+            .map(|t| {
+                (0..=t)
+                    .find(|&q| node_of(q) == node_of(t))
+                    .expect("t itself")
+            })
             .collect();
         // One copy per expert under the hierarchical all-to-all (static EP): every token goes to its owner,
         // the split below without its per-expert call.
@@ -824,8 +831,7 @@ impl<'a> EpModel<'a> {
             let mut node_copies = vec![0.0; ep * ep];
             for i in 0..ep {
                 for t in 0..ep {
-                    let first = ep.min((node_of(t) * gpn).saturating_sub(start));
-                    node_copies[i * ep + first] += ws.bytes[i * ep + t];
+                    node_copies[i * ep + first_of[t]] += ws.bytes[i * ep + t];
                 }
             }
             let to_node = dedup(&ws.miss_node, &node_copies);
@@ -856,6 +862,8 @@ impl<'a> EpModel<'a> {
             (d_fwd.unwrap_or_else(|| d.0.clone()), d.0, c.0)
         };
         let mut expert_s = Vec::with_capacity(ep);
+        let keep_slots = self.strategy.parallel.etp > 1;
+        let mut slot_tokens = Vec::new();
         for (i, &r) in graph_ranks.iter().enumerate() {
             ws.slot_tokens.clear();
             let slots = layout.layers[layer].slots[i].iter();
@@ -870,12 +878,16 @@ impl<'a> EpModel<'a> {
             facts.tokens_received[r] += recv;
             facts.layer_tokens[r] += recv;
             expert_s.push(experts_forward_s(s, self.cost, &ws.slot_tokens));
+            if keep_slots {
+                slot_tokens.push(ws.slot_tokens.clone());
+            }
         }
         MoeCell {
             dispatch,
             dispatch_grad,
             combine,
             expert_s,
+            slot_tokens,
         }
     }
 

@@ -230,8 +230,19 @@ pub fn experts_forward_s(
     cost: &dyn CostModel,
     tokens_per_local_expert: &[u32],
 ) -> f64 {
+    experts_forward_width_s(s, cost, tokens_per_local_expert, s.model.expert_d_ff)
+}
+
+/// [`experts_forward_s`] for experts `f` wide: one GPU's slice of each expert under expert tensor
+/// parallelism (`expert_d_ff / etp` of the up-projections' columns and the down-projection's rows).
+pub fn experts_forward_width_s(
+    s: &Scenario,
+    cost: &dyn CostModel,
+    tokens_per_local_expert: &[u32],
+    f: u64,
+) -> f64 {
     let m = &s.model;
-    let (d, f, dt) = (m.d_model, m.expert_d_ff, m.expert_gemm_bytes());
+    let (d, dt) = (m.d_model, m.expert_gemm_bytes());
     let total: u64 = tokens_per_local_expert.iter().map(|&t| t as u64).sum();
     let mut time = (m.expert_matrices - 1) as f64
         * cost.grouped_gemm_s(tokens_per_local_expert, f, d, dt)

@@ -10,7 +10,7 @@
 
 use crate::memory::{
     GIB, MemoryBreakdown, ParamsOnRank, RoutedTokens, layer_activation_bytes, rank_memory,
-    training_state_gib,
+    routed_token_slice_bytes, training_state_gib,
 };
 use crate::pipeline::schedule::Schedule;
 use crate::scenario::file::Mode;
@@ -72,7 +72,9 @@ pub fn model_stage_params(
             dense += m.mtp_dense_params() as f64 / tp;
         }
     }
-    let experts = ((moe + mtp) * slots_per_gpu) as f64 * m.expert_params() as f64;
+    // Expert tensor parallelism gives each GPU a 1/etp slice of its EP rank's experts.
+    let experts =
+        ((moe + mtp) * slots_per_gpu) as f64 * m.expert_params() as f64 / par.etp.max(1) as f64;
     (dense, experts)
 }
 
@@ -100,8 +102,9 @@ pub fn stage_params(
                 dense,
                 experts,
                 dense_replicas: (stage_gpus / par.tp) as f64,
-                // Mean copies of an expert in the stage: one per EP group without replication.
-                expert_replicas: (stage_gpus * slots_per_gpu) as f64 / m.experts.max(1) as f64,
+                // Mean copies of an expert (slice) in the stage: one per EP group without replication.
+                expert_replicas: (stage_gpus * slots_per_gpu) as f64
+                    / (m.experts.max(1) * par.etp.max(1)) as f64,
                 layers_per_chunk: layers as f64 / stages.len().max(1) as f64,
             }
         })
@@ -127,7 +130,8 @@ pub fn stage_memory(
         // Inference: weights, one layer's working set, and the KV cache of every micro-batch's sequences
         // (all resident: each pipeline stage serves every micro-batch in turn) over the rank's layers, split
         // over the TP group by KV heads (see `Model::kv_shards`).
-        let layer_full = layer_activation_bytes(s, shard, peak_routed_tokens);
+        let layer_full = layer_activation_bytes(s, shard, 0.0)
+            + peak_routed_tokens * routed_token_slice_bytes(s, par.etp);
         let sequences = (s.model.micro_batch * s.workload.micro_batches as u64) as f64;
         let per_layer_kv = sequences * m.seq_len as f64 * m.kv_bytes_per_token_per_layer as f64
             / m.kv_shards(par.tp as u64) as f64;
@@ -161,7 +165,8 @@ pub fn stage_memory(
     }
     for (r, p) in params.iter().enumerate() {
         let in_flight = schedule.peak_in_flight(r) as f64;
-        let layer_full = layer_activation_bytes(s, shard, peak_routed_tokens);
+        let layer_full = layer_activation_bytes(s, shard, 0.0)
+            + peak_routed_tokens * routed_token_slice_bytes(s, par.etp);
         let stored_per_layer = if t.activation_checkpointing {
             shard * 2.0 * d * dtype
         } else {

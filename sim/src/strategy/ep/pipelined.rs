@@ -31,13 +31,14 @@ use crate::phase::Phase;
 use crate::pipeline::emit::{StageLowering, emit};
 use crate::pipeline::schedule::{Pass, Schedule, Task};
 use crate::scenario::file::Mode;
-use crate::scenario::parallel::{Parallel, lcm};
+use crate::scenario::parallel::Parallel;
 use crate::scenario::{Scenario, Strategy};
 use crate::strategy::blocks::{self, Speeds};
 use crate::strategy::layout::Layout;
 use crate::strategy::record::IterationRecord;
 use crate::strategy::shared::{
-    attention_backward_extra_s, dense_forward_tp_s, mtp_projection_s, optimizer_s,
+    attention_backward_extra_s, dense_forward_tp_s, experts_forward_width_s, mtp_projection_s,
+    optimizer_s,
 };
 use crate::strategy::stage_memory::model_stage_params;
 use crate::strategy::stage_memory::{StageParams, stage_memory, stage_params};
@@ -108,7 +109,7 @@ impl Pipelined {
         let (pp, tp) = (par.pp, par.tp);
         let ep_size = ep.ep_size;
         let stage_gpus = par.stage_gpus(g);
-        let unit = lcm(ep_size, tp);
+        let unit = par.unit(ep_size);
         let mut gpu_of = Vec::with_capacity(pp * unit);
         let mut graph_of = vec![u32::MAX; g];
         for r in 0..pp {
@@ -173,9 +174,11 @@ impl Pipelined {
                 ..
             } = stage_params;
             let dp = stage_gpus / tp;
-            let edp = stage_gpus / ep_size;
-            // Gradients: dense over each TP index's data-parallel group, experts over each EP index's
-            // expert-data-parallel group, every group of the unit in one grouped call.
+            // Expert blocks: `ep_size` EP ranks of `etp` GPUs each (one GPU per expert slice).
+            let block = this.par.expert_block(ep_size);
+            let edp = stage_gpus / block;
+            // Gradients: dense over each TP index's data-parallel group, expert slices over each (EP,
+            // ETP) index's expert-data-parallel group, every group of the unit in one grouped call.
             let t_ = &s.training;
             let zero3 = if t_.zero_stage >= 3 { 1.5 } else { 1.0 };
             // One bucket per model stage on the rank, issued on the auxiliary communication stream as
@@ -192,9 +195,9 @@ impl Pipelined {
                 let expert_groups: Vec<(Vec<usize>, f64)> = if replicated.is_some() {
                     Vec::new()
                 } else {
-                    (0..ep_size)
+                    (0..block)
                         .map(|e| {
-                            let group = (0..edp).map(|k| base + k * ep_size + e).collect();
+                            let group = (0..edp).map(|k| base + k * block + e).collect();
                             (group, experts * t_.grad_bytes_per_param * zero3)
                         })
                         .collect()
@@ -361,6 +364,17 @@ impl Pipelined {
     }
 }
 
+/// One (micro-batch, MoE layer) on a pipeline rank's unit: its EP groups' all-to-alls, each GPU's
+/// routed-expert seconds, and under expert tensor parallelism the rings that gather an ETP group's tokens
+/// onto each of its GPUs (a reduce-scatter of the same size returns the outputs).
+struct LayerCells {
+    groups: Vec<MoeCell>,
+    /// Per GPU of the unit, in unit order: routed-expert forward seconds at nominal speed.
+    expert_s: Vec<f64>,
+    /// One all-gather ring per ETP group of the unit (empty with `etp = 1`).
+    etp_rings: Vec<CollectiveSpec>,
+}
+
 /// One step of a task: work on every GPU of the pipeline rank, per-GPU expert work, or collectives.
 enum Step {
     Compute(f64, Phase),
@@ -379,7 +393,7 @@ struct Lowering<'m, 'a> {
     peak_layer_tokens: Vec<u64>,
     speeds: Speeds,
     /// Cells of (micro-batch, MoE layer), built at the forward and used by the backward.
-    cells: HashMap<(usize, usize), Rc<Vec<MoeCell>>>,
+    cells: HashMap<(usize, usize), Rc<LayerCells>>,
     /// Per MoE layer: whether its routing counts are the same in every micro-batch (balanced routing,
     /// as the layout search's estimates use). Such a layer's cells are priced once.
     uniform: Vec<bool>,
@@ -393,7 +407,7 @@ struct Lowering<'m, 'a> {
 }
 
 /// A uniform layer's cells, priced once, and what each micro-batch adds to the routing facts.
-type UniformCells = (Rc<Vec<MoeCell>>, FactsDelta);
+type UniformCells = (Rc<LayerCells>, FactsDelta);
 
 /// What one micro-batch's cells of a layer add to the routing facts (replayed for the micro-batches of a
 /// uniform layer, whose cells are priced once).
@@ -486,7 +500,7 @@ impl<'m, 'a> Lowering<'m, 'a> {
     }
 
     /// The MoE cells of (micro-batch, layer) for pipeline rank `r`'s EP groups.
-    fn cells(&mut self, r: usize, mb: usize, layer: usize) -> &Vec<MoeCell> {
+    fn cells(&mut self, r: usize, mb: usize, layer: usize) -> Rc<LayerCells> {
         if !self.cells.contains_key(&(mb, layer)) {
             let moe_layer = layer - self.model.scenario.model.first_dense_layers;
             let cells = if !self.uniform[moe_layer] {
@@ -518,30 +532,52 @@ impl<'m, 'a> Lowering<'m, 'a> {
             };
             self.cells.insert((mb, layer), cells);
         }
-        &self.cells[&(mb, layer)]
+        self.cells[&(mb, layer)].clone()
     }
 
     /// Prices the MoE cells of (micro-batch, layer) for pipeline rank `r`'s EP groups and adds their
     /// routing facts.
-    fn build_cells(&mut self, r: usize, mb: usize, layer: usize) -> Vec<MoeCell> {
-        {
-            let model = self.model;
-            let ep = model.ep_size;
-            let experts = model.scenario.model.experts;
-            let moe_layer = layer - model.scenario.model.first_dense_layers;
-            let counts = self.routing.layer_counts(mb, moe_layer);
-            let base = r * self.pipe.stage_gpus;
-            self.facts.layer_tokens.fill(0);
-            let mut cells = Vec::new();
-            for k in 0..self.pipe.unit / ep {
-                let gpus: Vec<usize> = (base + k * ep..base + (k + 1) * ep).collect();
+    ///
+    /// A stage's expert blocks are `ep_size × etp` consecutive GPUs, ETP innermost (Megatron-Core's
+    /// expert rank order): GPU `e·etp + j` of a block is slice `j` of EP rank `e`. The GPUs of one ETP index
+    /// form an EP group that exchanges its own tokens through the all-to-all; then each ETP group gathers
+    /// what its GPUs received, and every GPU runs its slice of the EP rank's experts over all of it.
+    fn build_cells(&mut self, r: usize, mb: usize, layer: usize) -> LayerCells {
+        let model = self.model;
+        let s = model.scenario;
+        let ep = model.ep_size;
+        let experts = s.model.experts;
+        let etp = self.pipe.par.etp.max(1);
+        let block = ep * etp;
+        let unit = self.pipe.unit;
+        let moe_layer = layer - s.model.first_dense_layers;
+        let counts = self.routing.layer_counts(mb, moe_layer);
+        let base = r * self.pipe.stage_gpus;
+        self.facts.layer_tokens.fill(0);
+        let mut groups = Vec::new();
+        let mut expert_s = vec![0.0; unit];
+        let mut slot_tokens: Vec<Vec<u32>> = vec![Vec::new(); unit];
+        let mut rows: Vec<u32> = Vec::new();
+        for k in 0..unit / block {
+            for j in 0..etp {
+                // Unit indices of the EP group of ETP index j in block k.
+                let idx: Vec<usize> = (0..ep).map(|e| k * block + e * etp + j).collect();
+                let gpus: Vec<usize> = idx.iter().map(|&u| base + u).collect();
                 let graph: Vec<usize> = gpus
                     .iter()
                     .map(|&g| self.pipe.graph_of[g] as usize)
                     .collect();
-                let rows = &counts[k * ep * experts..(k + 1) * ep * experts];
+                let group_rows: &[u32] = if etp == 1 {
+                    &counts[k * ep * experts..(k + 1) * ep * experts]
+                } else {
+                    rows.clear();
+                    for &u in &idx {
+                        rows.extend_from_slice(&counts[u * experts..(u + 1) * experts]);
+                    }
+                    &rows
+                };
                 let cell = model.moe_cell(
-                    rows,
+                    group_rows,
                     &gpus,
                     &graph,
                     moe_layer,
@@ -549,21 +585,72 @@ impl<'m, 'a> Lowering<'m, 'a> {
                     self.ws_scratch,
                     &mut self.facts,
                 );
-                cells.push(MoeCell {
+                for (e, &u) in idx.iter().enumerate() {
+                    expert_s[u] = cell.expert_s[e];
+                    if etp > 1 {
+                        slot_tokens[u] = cell.slot_tokens[e].clone();
+                    }
+                }
+                groups.push(MoeCell {
                     dispatch: self.pipe.to_graph(cell.dispatch),
                     dispatch_grad: self.pipe.to_graph(cell.dispatch_grad),
                     combine: self.pipe.to_graph(cell.combine),
                     expert_s: cell.expert_s,
+                    slot_tokens: Vec::new(),
                 });
             }
-            for (peak, &t) in self
-                .peak_layer_tokens
-                .iter_mut()
-                .zip(&self.facts.layer_tokens)
-            {
-                *peak = (*peak).max(t);
+        }
+        let mut etp_rings = Vec::new();
+        if etp > 1 {
+            let comms = Collectives::new(model.topo, s.cluster.network);
+            let f = s.model.expert_d_ff.div_ceil(etp as u64);
+            let token_bytes = (s.model.d_model * s.model.dtype_bytes as u64) as f64;
+            for k in 0..unit / block {
+                for e in 0..ep {
+                    let members: Vec<usize> = (0..etp).map(|j| k * block + e * etp + j).collect();
+                    // The group's tokens per expert slot, and the most any member received.
+                    let mut union = vec![0u32; slot_tokens[members[0]].len()];
+                    let mut most = 0u64;
+                    for &u in &members {
+                        for (x, &t) in union.iter_mut().zip(&slot_tokens[u]) {
+                            *x += t;
+                        }
+                        most = most.max(slot_tokens[u].iter().map(|&t| t as u64).sum());
+                    }
+                    let secs = experts_forward_width_s(s, model.cost, &union, f);
+                    let held: u64 = union.iter().map(|&t| t as u64).sum();
+                    for &u in &members {
+                        expert_s[u] = secs;
+                        // Every member holds the group's tokens (its activations).
+                        let g = self.pipe.graph_of[base + u] as usize;
+                        let own: u64 = slot_tokens[u].iter().map(|&t| t as u64).sum();
+                        self.facts.layer_tokens[g] += held - own;
+                    }
+                    // Uneven shares gather as a ring of equal chunks of the largest (NCCL's all-gather
+                    // takes equal chunks: the smaller ones are padded).
+                    let ring: Vec<usize> = members.iter().map(|&u| base + u).collect();
+                    let spec = comms.rings(
+                        &[ring],
+                        etp as f64 * most as f64 * token_bytes,
+                        1.0,
+                        &mut AllToAllScratch::default(),
+                        Stream::Comm,
+                    );
+                    etp_rings.push(self.pipe.to_graph(spec));
+                }
             }
-            cells
+        }
+        for (peak, &t) in self
+            .peak_layer_tokens
+            .iter_mut()
+            .zip(&self.facts.layer_tokens)
+        {
+            *peak = (*peak).max(t);
+        }
+        LayerCells {
+            groups,
+            expert_s,
+            etp_rings,
         }
     }
 
@@ -635,10 +722,7 @@ impl<'m, 'a> Lowering<'m, 'a> {
                     dense_s += attn + mlp - 2.0 * self.pipe.attention_bwd_extra_s;
                     if self.is_moe(l) {
                         let cells = self.cells(r, task.mb, l);
-                        for (x, y) in experts
-                            .iter_mut()
-                            .zip(cells.iter().flat_map(|c| c.expert_s.iter()))
-                        {
+                        for (x, y) in experts.iter_mut().zip(&cells.expert_s) {
                             *x += y;
                         }
                     }
@@ -655,6 +739,24 @@ impl<'m, 'a> Lowering<'m, 'a> {
             }
         }
         out
+    }
+
+    /// The routed experts at `scale` × their forward seconds, between the ETP groups' all-gather of the
+    /// tokens their GPUs received and the reduce-scatter of the outputs (neither without ETP).
+    fn experts_between_etp_rings(cells: &LayerCells, scale: f64, out: &mut Vec<Step>) {
+        if !cells.etp_rings.is_empty() {
+            out.push(Step::Collectives(
+                cells.etp_rings.clone(),
+                Phase::TensorParallel,
+            ));
+        }
+        out.push(Step::Experts(cells.expert_s.clone(), scale));
+        if !cells.etp_rings.is_empty() {
+            out.push(Step::Collectives(
+                cells.etp_rings.clone(),
+                Phase::TensorParallel,
+            ));
+        }
     }
 
     fn is_moe(&self, l: usize) -> bool {
@@ -677,15 +779,12 @@ impl<'m, 'a> Lowering<'m, 'a> {
         }
         let cells = self.cells(r, mb, l);
         out.push(Step::Collectives(
-            cells.iter().map(|c| c.dispatch.clone()).collect(),
+            cells.groups.iter().map(|c| c.dispatch.clone()).collect(),
             Phase::Dispatch,
         ));
-        out.push(Step::Experts(
-            cells.iter().flat_map(|c| c.expert_s.clone()).collect(),
-            1.0,
-        ));
+        Self::experts_between_etp_rings(&cells, 1.0, out);
         out.push(Step::Collectives(
-            cells.iter().map(|c| c.combine.clone()).collect(),
+            cells.groups.iter().map(|c| c.combine.clone()).collect(),
             Phase::Combine,
         ));
     }
@@ -706,15 +805,16 @@ impl<'m, 'a> Lowering<'m, 'a> {
         if self.is_moe(l) {
             let cells = self.cells(r, task.mb, l);
             out.push(Step::Collectives(
-                cells.iter().map(|c| c.dispatch_grad.clone()).collect(),
+                cells
+                    .groups
+                    .iter()
+                    .map(|c| c.dispatch_grad.clone())
+                    .collect(),
                 Phase::Combine,
             ));
-            out.push(Step::Experts(
-                cells.iter().flat_map(|c| c.expert_s.clone()).collect(),
-                scale,
-            ));
+            Self::experts_between_etp_rings(&cells, scale, out);
             out.push(Step::Collectives(
-                cells.iter().map(|c| c.combine.clone()).collect(),
+                cells.groups.iter().map(|c| c.combine.clone()).collect(),
                 Phase::Dispatch,
             ));
             if shared {
