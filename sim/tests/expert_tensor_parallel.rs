@@ -2,12 +2,12 @@
 //! gather the tokens their ETP group received, checked through the whole strategy against closed forms:
 //! the gather/scatter traffic, the conservation of expert FLOPs, the parameters per GPU, and the refusals.
 
+mod common;
+
+use common::{ep_iteration as iteration, rel};
 use moesim_sim::Scenario;
 use moesim_sim::phase::Phase;
-use moesim_sim::runner::{RunOptions, simulate_scenario, synthetic_routing_shaped};
 use moesim_sim::scenario::parse_scenario;
-use moesim_sim::strategy::ep::{EpModel, EpWorkspace};
-use moesim_sim::topology::Topology;
 
 /// Mixtral's shapes (4 layers) on 8 GPUs of an ideal roofline with links so fast that communication is
 /// negligible; balanced routing, no noise.
@@ -22,31 +22,8 @@ fn ideal(strategy: &str, micro_batches: usize) -> Scenario {
     parse_scenario("etp.toml", &text, &[]).unwrap_or_else(|e| panic!("{e:?}"))
 }
 
-fn iteration(s: &Scenario) -> moesim_sim::strategy::record::IterationRecord {
-    let strategy = &s.strategies[0];
-    let topo = Topology::build(&s.cluster);
-    let cost = s.cluster.roofline();
-    let routing = synthetic_routing_shaped(s, EpModel::routing_shape_for(s, strategy));
-    let model = EpModel::new(s, strategy, &topo, &cost, &routing);
-    model.simulate_iteration(0, &mut EpWorkspace::default())
-}
-
 fn result(s: &Scenario) -> moesim_sim::result::StrategyResult {
-    simulate_scenario(
-        s,
-        &moesim_sim::runner::synthetic_routing(s),
-        None,
-        RunOptions {
-            timing: false,
-            progress: None,
-        },
-    )
-    .results
-    .remove(0)
-}
-
-fn rel(a: f64, b: f64) -> f64 {
-    (a - b).abs() / b.abs()
+    common::run(s).remove(0)
 }
 
 #[test]

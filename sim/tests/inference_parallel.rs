@@ -2,14 +2,14 @@
 //! forward pipeline's fill and drain, Megatron's tensor-parallel traffic without a backward, the KV cache
 //! split over a TP group by its KV heads (and MLA's latent, which is not split), and the refusals.
 
+mod common;
+
+use common::{ep_iteration as iteration, rel};
 use moesim_calibrate::CostModel;
 use moesim_sim::Scenario;
 use moesim_sim::phase::Phase;
-use moesim_sim::runner::{RunOptions, simulate_scenario, synthetic_routing_shaped};
 use moesim_sim::scenario::parse_scenario;
-use moesim_sim::strategy::ep::{EpModel, EpWorkspace};
 use moesim_sim::strategy::shared::dense_forward_tp_s;
-use moesim_sim::topology::Topology;
 
 /// `preset`'s shapes (8 layers) on 8 GPUs of an ideal roofline with links so fast that communication is
 /// negligible; balanced routing, no noise, a negligible output head.
@@ -37,24 +37,8 @@ fn ideal_with(
     parse_scenario("inf.toml", &text, &overrides).unwrap_or_else(|e| panic!("{e:?}"))
 }
 
-fn report(s: &Scenario) -> moesim_sim::result::SimulationReport {
-    simulate_scenario(
-        s,
-        &moesim_sim::runner::synthetic_routing(s),
-        None,
-        RunOptions {
-            timing: false,
-            progress: None,
-        },
-    )
-}
-
 fn step_ms(s: &Scenario) -> f64 {
-    report(s).results[0].step_time_ms.mean
-}
-
-fn rel(a: f64, b: f64) -> f64 {
-    (a - b).abs() / b.abs()
+    common::run(s)[0].step_time_ms.mean
 }
 
 #[test]
@@ -84,15 +68,6 @@ fn a_forward_pipeline_fills_and_drains_in_m_plus_p_minus_1_stage_times() {
         let one_f_one_b = step_ms(&ideal(mode, "mixtral-8x7b", pp4, 4, ""));
         assert_eq!(gpipe, one_f_one_b);
     }
-}
-
-fn iteration(s: &Scenario) -> moesim_sim::strategy::record::IterationRecord {
-    let strategy = &s.strategies[0];
-    let topo = Topology::build(&s.cluster);
-    let cost = s.cluster.roofline();
-    let routing = synthetic_routing_shaped(s, EpModel::routing_shape_for(s, strategy));
-    let model = EpModel::new(s, strategy, &topo, &cost, &routing);
-    model.simulate_iteration(0, &mut EpWorkspace::default())
 }
 
 #[test]
@@ -162,7 +137,7 @@ fn the_kv_cache_splits_over_a_tp_group_by_kv_heads_not_for_mla() {
     for (preset, shards) in [("mixtral-8x7b", 2.0), ("deepseek-v3", 1.0)] {
         let kv = |strategy: &str| {
             let s = ideal("decode", preset, strategy, 1, "");
-            report(&s).results[0].memory.kv_cache_gib
+            common::run(&s)[0].memory.kv_cache_gib
         };
         // One GPU's cache with the micro-batch's sequences on it (EP, DP attention) and with the same
         // sequences on a TP pair.
@@ -177,16 +152,16 @@ fn the_kv_cache_splits_over_a_tp_group_by_kv_heads_not_for_mla() {
     // Pipeline stages hold their own layers' caches, of every micro-batch in flight.
     let one = {
         let s = ideal("decode", "mixtral-8x7b", "pp = 2\nep_size = 4", 1, "");
-        report(&s).results[0].memory.kv_cache_gib
+        common::run(&s)[0].memory.kv_cache_gib
     };
     let two = {
         let s = ideal("decode", "mixtral-8x7b", "pp = 2\nep_size = 4", 2, "");
-        report(&s).results[0].memory.kv_cache_gib
+        common::run(&s)[0].memory.kv_cache_gib
     };
     assert!(rel(two, 2.0 * one) < 1e-9, "{two} vs 2 × {one}");
     let whole = {
         let s = ideal("decode", "mixtral-8x7b", "ep_size = 8", 1, "");
-        report(&s).results[0].memory.kv_cache_gib
+        common::run(&s)[0].memory.kv_cache_gib
     };
     assert!(rel(one, whole / 2.0) < 1e-9, "{one} vs {whole}/2");
 }

@@ -2,12 +2,15 @@
 //! → lowering → engine) against closed forms: pipeline bubbles, Megatron's tensor-parallel traffic, the
 //! activations a schedule keeps in flight.
 
+mod common;
+
+use common::{ep_iteration as iteration, rel};
 use moesim_sim::Scenario;
 use moesim_sim::phase::Phase;
 use moesim_sim::pipeline::schedule::{Schedule, ScheduleKind};
 use moesim_sim::runner::{RunOptions, simulate_scenario, synthetic_routing_shaped};
 use moesim_sim::scenario::parse_scenario;
-use moesim_sim::strategy::ep::{EpModel, EpWorkspace};
+use moesim_sim::strategy::ep::EpModel;
 use moesim_sim::strategy::shared::attention_backward_extra_s;
 use moesim_sim::timeline::iteration_timelines;
 use moesim_sim::topology::Topology;
@@ -45,11 +48,6 @@ fn report(s: &Scenario) -> moesim_sim::result::SimulationReport {
 
 fn step_ms(s: &Scenario) -> f64 {
     report(s).results[0].step_time_ms.mean
-}
-
-/// Relative difference.
-fn rel(a: f64, b: f64) -> f64 {
-    (a - b).abs() / b.abs()
 }
 
 const PP4: &str = "pp = 4\nep_size = 2\nstage_layers = [2, 2, 2, 2]";
@@ -129,16 +127,6 @@ fn dual_pipe_bubble_matches_its_papers_formula() {
     let schedule = Schedule::build(ScheduleKind::DualPipe, p, 1, m).unwrap();
     let expect = m as f64 * fb * (1.0 + schedule.closed_form_bubble(f, b, w));
     assert!(rel(dual, expect) < 1e-3, "{dual} vs {expect}");
-}
-
-/// One simulated iteration's record of the scenario's first strategy.
-fn iteration(s: &Scenario) -> moesim_sim::strategy::record::IterationRecord {
-    let strategy = &s.strategies[0];
-    let topo = Topology::build(&s.cluster);
-    let cost = s.cluster.roofline();
-    let routing = synthetic_routing_shaped(s, EpModel::routing_shape_for(s, strategy));
-    let model = EpModel::new(s, strategy, &topo, &cost, &routing);
-    model.simulate_iteration(0, &mut EpWorkspace::default())
 }
 
 #[test]

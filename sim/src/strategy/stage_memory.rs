@@ -32,6 +32,18 @@ pub struct StageParams {
     pub layers_per_chunk: f64,
 }
 
+impl StageParams {
+    /// What one GPU of the stage holds, as the memory model counts it.
+    pub fn on_rank(&self) -> ParamsOnRank {
+        ParamsOnRank {
+            dense: self.dense,
+            experts: self.experts,
+            dense_replicas: self.dense_replicas,
+            expert_replicas: self.expert_replicas,
+        }
+    }
+}
+
 /// Parameters of model stage `k` of `par` on one of its GPUs: (dense parameters on one TP rank, routed-expert
 /// parameters), each GPU holding `slots_per_gpu` expert copies per MoE layer. The first stage holds the
 /// embedding, the last the output head and, in training, the multi-token-prediction modules.
@@ -141,15 +153,7 @@ pub fn stage_memory(
                 .iter()
                 .map(|&k| par.layers_of(k).len())
                 .sum();
-            let params_bytes = crate::memory::inference_params_bytes(
-                s,
-                ParamsOnRank {
-                    dense: p.dense,
-                    experts: p.experts,
-                    dense_replicas: p.dense_replicas,
-                    expert_replicas: p.expert_replicas,
-                },
-            );
+            let params_bytes = crate::memory::inference_params_bytes(s, p.on_rank());
             let mut out = MemoryBreakdown {
                 params_gib: params_bytes / GIB,
                 activations_gib: layer_full / GIB,
@@ -173,15 +177,7 @@ pub fn stage_memory(
             layer_full
         };
         let act = in_flight * p.layers_per_chunk * stored_per_layer + layer_full;
-        let (params_gib, grads_gib, optimizer_gib) = training_state_gib(
-            s,
-            ParamsOnRank {
-                dense: p.dense,
-                experts: p.experts,
-                dense_replicas: p.dense_replicas,
-                expert_replicas: p.expert_replicas,
-            },
-        );
+        let (params_gib, grads_gib, optimizer_gib) = training_state_gib(s, p.on_rank());
         let mut out = MemoryBreakdown {
             params_gib,
             grads_gib,

@@ -52,3 +52,21 @@ pub fn shared_traces(sub: &str) -> PathBuf {
     );
     dir
 }
+
+/// Iteration 0 of the scenario's first strategy, which must be `ep` (static or replicated, any layout),
+/// simulated on its own synthetic routing: the record with its per-phase bytes and routed tokens.
+pub fn ep_iteration(s: &Scenario) -> moesim_sim::strategy::record::IterationRecord {
+    use moesim_sim::strategy::ep::{EpModel, EpWorkspace};
+    let strategy = &s.strategies[0];
+    let topo = moesim_sim::topology::Topology::build(&s.cluster);
+    let cost = s.cluster.roofline();
+    let routing =
+        moesim_sim::runner::synthetic_routing_shaped(s, EpModel::routing_shape_for(s, strategy));
+    let model = EpModel::new(s, strategy, &topo, &cost, &routing);
+    model.simulate_iteration(0, &mut EpWorkspace::default())
+}
+
+/// Relative difference of `a` from `b`.
+pub fn rel(a: f64, b: f64) -> f64 {
+    (a - b).abs() / b.abs()
+}
