@@ -198,6 +198,7 @@ pub fn layouts(s: &Scenario, base: &Strategy) -> Vec<Layout> {
                                     virtual_stages: v,
                                     // As the scenario resolves a strategy without `stage_layers`.
                                     stage_layers: Parallel::default_split(m.layers, pp * v),
+                                    rank_order: base.parallel.rank_order,
                                 };
                                 let single = parallel.is_single();
                                 out.push(Layout {

@@ -3,6 +3,7 @@
 use moesim_sim::Scenario;
 use moesim_sim::pipeline::schedule::ScheduleKind;
 use moesim_sim::scenario::file::{Mode, StrategyKind};
+use moesim_sim::scenario::parallel::RankOrder;
 use moesim_sim::serving::config::{Arrival, Policy};
 use moesim_traces::CachePolicy;
 
@@ -37,6 +38,7 @@ impl Knob {
         let policies: Vec<&'static str> = CachePolicy::ALL.iter().map(|p| p.name()).collect();
         if let Some(next) = cycle(&policies)
             .or_else(|| cycle(&schedules()))
+            .or_else(|| cycle(&rank_orders()))
             .or_else(|| cycle(&serving_policies()))
         {
             return Some(next);
@@ -67,6 +69,11 @@ fn schedules() -> [&'static str; 4] {
         ScheduleKind::DualPipe,
     ]
     .map(ScheduleKind::name)
+}
+
+/// The rank orders, as a scenario names them.
+fn rank_orders() -> [&'static str; 2] {
+    [RankOrder::PipelineOutermost, RankOrder::DataOutermost].map(RankOrder::name)
 }
 
 /// A serving engine's scheduling policies, as a scenario names them.
@@ -129,7 +136,8 @@ fn serving_knobs(s: &Scenario) -> Vec<Knob> {
 
 /// The knobs of strategy `i` of `s`, then the cluster's (a serving scenario's own knobs first; `i` out of
 /// range: no strategy knobs). An `ep` strategy outside serving also has its tensor-, expert-tensor-
-/// (static EP) and pipeline-parallel degrees, its schedule (with PP above 1: the scenario refuses one without) and
+/// (static EP) and pipeline-parallel degrees, its schedule and rank order (with PP above 1: the scenario
+/// refuses them without) and
 /// the micro-batches per iteration; a value the scenario refuses is the error the view shows.
 pub fn knobs(s: &Scenario, i: usize) -> Vec<Knob> {
     let mut out = serving_knobs(s);
@@ -174,6 +182,7 @@ pub fn knobs(s: &Scenario, i: usize) -> Vec<Knob> {
                     "pipeline_schedule",
                     p.schedule.name().into(),
                 );
+                add("rank order", "rank_order", p.rank_order.name().into());
             }
             // Only interleaving takes more than one virtual stage per rank.
             if p.schedule == ScheduleKind::Interleaved {
@@ -380,6 +389,7 @@ ep_size = 8
                 "ETP (expert tensor parallel)",
                 "PP (pipeline stages)",
                 "pipeline schedule",
+                "rank order",
                 "micro-batches",
                 "nodes"
             ]
@@ -408,6 +418,16 @@ ep_size = 8
                 .parallel
                 .schedule,
             ScheduleKind::Gpipe
+        );
+        // The rank order cycles through Megatron's two and resolves.
+        let order = get("rank order");
+        assert_eq!(order.value, "tp-ep-dp-pp");
+        assert_eq!(order.step(true).as_deref(), Some("tp-ep-pp-dp"));
+        assert_eq!(
+            apply(order, "tp-ep-pp-dp").unwrap().strategies[0]
+                .parallel
+                .rank_order,
+            RankOrder::DataOutermost
         );
         // Interleaving needs virtual stages: refused, naming the field.
         assert_eq!(sched.step(true).as_deref(), Some("interleaved"));

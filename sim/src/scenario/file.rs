@@ -286,6 +286,9 @@ pub struct StrategySection {
     pub virtual_stages: Option<usize>,
     /// Layers of each model stage (default: Megatron's even split counting the embedding and head as layers).
     pub stage_layers: Option<Vec<usize>>,
+    /// `tp-ep-dp-pp` (default: pipeline stages outermost) or `tp-ep-pp-dp` (data-parallel replicas
+    /// outermost, pipeline neighbours adjacent).
+    pub rank_order: Option<crate::scenario::parallel::RankOrder>,
 
     // EP with replication (kind = "ep-replicated").
     /// Expert slots per GPU (default: experts / ep_size + 1).

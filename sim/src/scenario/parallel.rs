@@ -1,11 +1,13 @@
 //! Tensor and pipeline parallelism of an EP strategy: the resolved knobs and their validation.
 //!
-//! Ranks are laid out as Megatron-Core lays them out by default (`tp-cp-ep-dp-pp`): tensor-parallel ranks
-//! innermost (inside a node), then data-parallel ranks, then pipeline stages outermost, so that pipeline
-//! stage `k` holds the consecutive GPUs `[k·S, (k+1)·S)` with `S = GPUs / pp`. Expert parallelism is carved
-//! from a stage's `S = dp × tp` GPUs (Megatron-Core's "MoE parallel folding"): EP groups are `ep_size`
-//! consecutive GPUs of a stage, and tokens reach the MoE block sequence-parallel (each TP rank dispatches its
-//! `1/tp` of the micro-batch's tokens), which Megatron-Core requires of MoE models with TP > 1.
+//! Ranks are laid out as Megatron-Core lays them out ([`RankOrder`]). By default (`tp-ep-dp-pp`, Megatron-Core's
+//! `tp-cp-ep-dp-pp`) tensor-parallel ranks are innermost (inside a node), then data-parallel ranks, then
+//! pipeline stages outermost, so that pipeline stage `k` holds the consecutive GPUs `[k·S, (k+1)·S)` with
+//! `S = GPUs / pp`. Expert parallelism is carved from a stage's `S = dp × tp` GPUs (Megatron-Core's "MoE
+//! parallel folding"): EP groups are `ep_size` consecutive ranks of a stage, and tokens reach the MoE block
+//! sequence-parallel (each TP rank dispatches its `1/tp` of the micro-batch's tokens), which Megatron-Core
+//! requires of MoE models with TP > 1. With `rank_order = "tp-ep-pp-dp"` (Megatron's `--use-tp-pp-dp-mapping`)
+//! the pipeline dimension moves inside the data-parallel one: see [`Parallel::gpu`].
 
 use super::file::{Mode, StrategyKind, StrategySection, WorkloadSection};
 use super::model::Model;
@@ -14,6 +16,36 @@ use serde::{Deserialize, Serialize};
 
 /// The pipeline schedule (see `crate::pipeline::schedule`).
 pub use crate::pipeline::schedule::ScheduleKind as PipelineSchedule;
+
+/// Which dimension follows the tensor- and expert-parallel ones in the GPU numbering, and so which
+/// communication stays inside a node: Megatron-Core's `order`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+pub enum RankOrder {
+    /// `tp-ep-dp-pp` (Megatron-Core's default `tp-cp-ep-dp-pp`): a stage's data-parallel ranks (and the EP
+    /// groups carved from them) are consecutive GPUs and pipeline stages outermost. EP all-to-alls and
+    /// gradient all-reduces stay as local as the stage allows; pipeline sends cross nodes once a stage
+    /// fills a node.
+    #[default]
+    #[serde(rename = "tp-ep-dp-pp", alias = "tp-cp-ep-dp-pp")]
+    PipelineOutermost,
+    /// `tp-ep-pp-dp` (Megatron's `--use-tp-pp-dp-mapping`, `tp-cp-ep-pp-dp`): units of `lcm(ep_size ×
+    /// etp, tp)` GPUs (whole TP groups and expert blocks), then pipeline stages, then data-parallel
+    /// replicas outermost. Pipeline sends stay inside a node while `unit × pp` GPUs fit one; data-parallel
+    /// gradient rings, and EP groups wider than a unit, stride across nodes. Megatron-Core itself accepts
+    /// this order for MoE models only when `ep_size × etp = tp` (its expert and dense grids must agree on
+    /// the pipeline groups); moesim lays out the general case the same way.
+    #[serde(rename = "tp-ep-pp-dp", alias = "tp-cp-ep-pp-dp")]
+    DataOutermost,
+}
+
+impl RankOrder {
+    pub fn name(self) -> &'static str {
+        match self {
+            RankOrder::PipelineOutermost => "tp-ep-dp-pp",
+            RankOrder::DataOutermost => "tp-ep-pp-dp",
+        }
+    }
+}
 
 /// Tensor and pipeline parallelism of one strategy (both 1: plain EP × DP).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -31,6 +63,9 @@ pub struct Parallel {
     pub virtual_stages: usize,
     /// Layers of each model stage (`pp × virtual_stages` stages; GPipe, 1F1B and DualPipe: `pp`).
     pub stage_layers: Vec<usize>,
+    /// How (pipeline rank, rank within the stage) map to GPUs.
+    #[serde(default)]
+    pub rank_order: RankOrder,
 }
 
 fn one() -> usize {
@@ -46,6 +81,7 @@ impl Default for Parallel {
             schedule: PipelineSchedule::default(),
             virtual_stages: 1,
             stage_layers: Vec::new(),
+            rank_order: RankOrder::default(),
         }
     }
 }
@@ -69,6 +105,15 @@ impl Parallel {
     /// GPUs of one pipeline stage (`dp × tp`).
     pub fn stage_gpus(&self, gpus: usize) -> usize {
         gpus / self.pp.max(1)
+    }
+
+    /// The GPU of rank `j` (TP innermost, then EP/DP: `j = dp_index × tp + tp_index`) of pipeline rank `r`'s
+    /// stage, on `gpus` GPUs with units of `unit` GPUs ([`Parallel::unit`]).
+    pub fn gpu(&self, gpus: usize, unit: usize, r: usize, j: usize) -> usize {
+        match self.rank_order {
+            RankOrder::PipelineOutermost => r * self.stage_gpus(gpus) + j,
+            RankOrder::DataOutermost => (j / unit) * unit * self.pp.max(1) + r * unit + j % unit,
+        }
     }
 
     /// Data-parallel replicas of the dense (attention) parameters.
@@ -167,6 +212,7 @@ impl Resolver<'_> {
             ("pipeline_schedule", s.pipeline_schedule.is_some()),
             ("virtual_stages", s.virtual_stages.is_some()),
             ("stage_layers", s.stage_layers.is_some()),
+            ("rank_order", s.rank_order.is_some()),
         ];
         if !pipelined && let Some((knob, _)) = knobs.iter().find(|(_, set)| *set) {
             return Err(self.error(
@@ -317,6 +363,60 @@ impl Resolver<'_> {
             schedule,
             virtual_stages,
             stage_layers,
+            rank_order: s.rank_order.unwrap_or_default(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn layout(tp: usize, pp: usize, order: RankOrder) -> Parallel {
+        Parallel {
+            tp,
+            pp,
+            rank_order: order,
+            ..Parallel::default()
+        }
+    }
+
+    #[test]
+    fn both_orders_number_every_gpu_once() {
+        for order in [RankOrder::PipelineOutermost, RankOrder::DataOutermost] {
+            for (tp, pp, unit, gpus) in [
+                (1, 2, 4, 16),
+                (2, 4, 4, 32),
+                (2, 2, 2, 8),
+                (1, 16, 64, 2048),
+            ] {
+                let par = layout(tp, pp, order);
+                let mut seen = vec![false; gpus];
+                for r in 0..pp {
+                    for j in 0..gpus / pp {
+                        let g = par.gpu(gpus, unit, r, j);
+                        assert!(!seen[g], "{order:?}: GPU {g} twice");
+                        seen[g] = true;
+                    }
+                }
+                assert!(seen.iter().all(|&s| s));
+            }
+        }
+    }
+
+    #[test]
+    fn data_outermost_is_megatrons_tp_pp_dp_mapping() {
+        // Megatron's order `tp-pp-dp` with tp = 2, pp = 2 on 8 GPUs: rank = tp_i + 2·(pp_i + 2·dp_i), so the
+        // pipeline groups are {0, 2}, {1, 3}, {4, 6}, {5, 7} and stage 0 holds GPUs 0, 1, 4, 5.
+        let par = layout(2, 2, RankOrder::DataOutermost);
+        let stage = |r: usize| -> Vec<usize> { (0..4).map(|j| par.gpu(8, 2, r, j)).collect() };
+        assert_eq!(stage(0), vec![0, 1, 4, 5]);
+        assert_eq!(stage(1), vec![2, 3, 6, 7]);
+        // The default keeps a stage's GPUs consecutive: {0..4}, {4..8}.
+        let par = layout(2, 2, RankOrder::PipelineOutermost);
+        assert_eq!(
+            (0..4).map(|j| par.gpu(8, 2, 1, j)).collect::<Vec<_>>(),
+            vec![4, 5, 6, 7]
+        );
     }
 }

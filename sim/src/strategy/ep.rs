@@ -334,24 +334,29 @@ impl<'a> EpModel<'a> {
         let pipelined = (!strategy.parallel.is_single()).then(|| {
             pipelined::Pipelined::new(s, strategy, topo, cost, rep.map(|_| layouts.as_slice()))
         });
-        // The first GPU of every EP group that holds MoE layer l's experts: every group without
-        // pipelining; with it, the simulated groups of the pipeline ranks holding l's stage.
-        let group_bases: Vec<Vec<usize>> = match &pipelined {
-            None => vec![(0..groups).map(|k| k * ep_size).collect(); moe_layers],
+        // The GPUs of every EP group that holds MoE layer l's experts: every group without pipelining;
+        // with it, the simulated groups of the pipeline ranks holding l's stage.
+        let layer_groups: Vec<Vec<Vec<usize>>> = match &pipelined {
+            None => vec![
+                (0..groups)
+                    .map(|k| (k * ep_size..(k + 1) * ep_size).collect())
+                    .collect();
+                moe_layers
+            ],
             Some(pipe) => {
-                let mut bases = vec![Vec::new(); moe_layers];
+                let mut out = vec![Vec::new(); moe_layers];
                 for r in 0..strategy.parallel.pp {
                     for l in pipe.moe_layers_on(s, r) {
-                        let b = pipe.stage_base(r);
-                        let simulated = (0..pipe.unit() / ep_size).map(|k| b + k * ep_size);
-                        for x in simulated {
-                            if !bases[l].contains(&x) {
-                                bases[l].push(x);
+                        for k in 0..pipe.unit() / ep_size {
+                            let group: Vec<usize> =
+                                (0..ep_size).map(|e| pipe.gpu(r, k * ep_size + e)).collect();
+                            if !out[l].contains(&group) {
+                                out[l].push(group);
                             }
                         }
                     }
                 }
-                bases
+                out
             }
         };
         let mut rebalance = vec![None];
@@ -378,10 +383,10 @@ impl<'a> EpModel<'a> {
                             .or_else(|| holders.first().copied())
                             .unwrap_or(t);
                         if src != t {
-                            for &b in &group_bases[l] {
+                            for group in &layer_groups[l] {
                                 transfers.push(Transfer {
-                                    src: b + src,
-                                    dst: b + t,
+                                    src: group[src],
+                                    dst: group[t],
                                     bytes: move_bytes,
                                     messages: 1.0,
                                 });

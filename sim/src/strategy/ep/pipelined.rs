@@ -1,11 +1,12 @@
 //! Expert parallelism composed with tensor and pipeline parallelism (`tp`, `pp` of an `ep` strategy).
 //!
-//! Rank order (Megatron-Core's default `tp-cp-ep-dp-pp`, see `scenario/parallel.rs`): pipeline rank `r`
-//! holds GPUs `[r·S, (r+1)·S)`, `S = GPUs / pp`; inside a stage, TP groups are `tp` consecutive GPUs and EP
-//! groups `ep_size` consecutive GPUs. Data-parallel replicas of a stage are statistically alike (same
-//! shapes, independent routing), so one **representative unit** of each stage is simulated: its first
-//! `U = lcm(ep_size, tp)` GPUs, which hold whole EP and TP groups. The iteration graph has `pp × U` ranks
-//! (graph rank `r·U + j` is GPU `r·S + j`); collectives are priced on the real topology over their real
+//! Rank order (`Parallel::rank_order`, see `scenario/parallel.rs`): by default (Megatron-Core's
+//! `tp-cp-ep-dp-pp`) pipeline rank `r` holds GPUs `[r·S, (r+1)·S)`, `S = GPUs / pp`; inside a stage, TP
+//! groups are `tp` consecutive ranks and EP groups `ep_size` consecutive ranks (`Parallel::gpu` maps a
+//! stage's rank to its GPU under either order). Data-parallel replicas of a stage are statistically alike
+//! (same shapes, independent routing), so one **representative unit** of each stage is simulated: its first
+//! `U = lcm(ep_size, tp)` ranks, which hold whole EP and TP groups. The iteration graph has `pp × U` ranks
+//! (graph rank `r·U + j` is the GPU of stage `r`'s rank `j`); collectives are priced on the real topology over their real
 //! groups (gradient rings span every data-parallel replica) and keep the parts of simulated GPUs. Under the
 //! flow backend a kept part's transfers to or from an unsimulated GPU still cross their real links; the
 //! traffic between two unsimulated GPUs (other replicas') is not simulated.
@@ -114,8 +115,9 @@ impl Pipelined {
         let mut graph_of = vec![u32::MAX; g];
         for r in 0..pp {
             for j in 0..unit {
-                graph_of[r * stage_gpus + j] = gpu_of.len() as u32;
-                gpu_of.push(r * stage_gpus + j);
+                let gpu = par.gpu(g, unit, r, j);
+                graph_of[gpu] = gpu_of.len() as u32;
+                gpu_of.push(gpu);
             }
         }
         let schedule = par
@@ -159,10 +161,10 @@ impl Pipelined {
         let slots = super::slots_per_rank(s, ep);
         let params = stage_params(s, &this.par, slots, &this.schedule);
         for (r, &stage_params) in params.iter().enumerate() {
-            let base = r * stage_gpus;
+            let gpu = |j: usize| this.par.gpu(g, unit, r, j);
             let tp_ring = (tp > 1).then(|| {
                 let rings: Vec<Vec<usize>> = (0..unit / tp)
-                    .map(|k| (base + k * tp..base + (k + 1) * tp).collect())
+                    .map(|k| (k * tp..(k + 1) * tp).map(gpu).collect())
                     .collect();
                 this.to_graph(comms.rings(&rings, act_bytes, 1.0, &mut scratch, Stream::Comm))
             });
@@ -188,7 +190,7 @@ impl Pipelined {
                 let (dense, experts) = model_stage_params(s, &this.par, slots, k);
                 let dense_groups: Vec<(Vec<usize>, f64)> = (0..tp)
                     .map(|j| {
-                        let group = (0..dp).map(|i| base + i * tp + j).collect();
+                        let group = (0..dp).map(|i| gpu(i * tp + j)).collect();
                         (group, dense * t_.grad_bytes_per_param * zero3)
                     })
                     .collect();
@@ -197,7 +199,7 @@ impl Pipelined {
                 } else {
                     (0..block)
                         .map(|e| {
-                            let group = (0..edp).map(|k| base + k * block + e).collect();
+                            let group = (0..edp).map(|k| gpu(k * block + e)).collect();
                             (group, experts * t_.grad_bytes_per_param * zero3)
                         })
                         .collect()
@@ -234,7 +236,7 @@ impl Pipelined {
             for layout in layouts {
                 let mut specs = Vec::new();
                 for r in 0..pp {
-                    let base = r * stage_gpus;
+                    let gpu = |j: usize| this.par.gpu(g, unit, r, j);
                     let mut buckets: std::collections::BTreeMap<&[usize], f64> = Default::default();
                     for l in this.moe_layers_on(s, r) {
                         for holders in &layout.layers[l].replicas {
@@ -245,7 +247,7 @@ impl Pipelined {
                         .into_iter()
                         .map(|(holders, bytes)| {
                             let copies = (0..edp)
-                                .flat_map(|k| holders.iter().map(move |&h| base + k * ep_size + h))
+                                .flat_map(|k| holders.iter().map(move |&h| gpu(k * ep_size + h)))
                                 .collect();
                             (copies, bytes)
                         })
@@ -263,9 +265,9 @@ impl Pipelined {
         this
     }
 
-    /// The first GPU of pipeline rank `r`'s stage.
-    pub fn stage_base(&self, r: usize) -> usize {
-        r * self.stage_gpus
+    /// The GPU of rank `j` of pipeline rank `r`'s stage (see [`Parallel::gpu`]).
+    pub fn gpu(&self, r: usize, j: usize) -> usize {
+        self.par.gpu(self.stage_gpus * self.par.pp, self.unit, r, j)
     }
 
     /// GPUs of a stage that are simulated (one unit of `lcm(ep_size, tp)`; the others repeat it).
@@ -552,7 +554,8 @@ impl<'m, 'a> Lowering<'m, 'a> {
         let unit = self.pipe.unit;
         let moe_layer = layer - s.model.first_dense_layers;
         let counts = self.routing.layer_counts(mb, moe_layer);
-        let base = r * self.pipe.stage_gpus;
+        let pipe = self.pipe;
+        let gpu = |u: usize| pipe.gpu(r, u);
         self.facts.layer_tokens.fill(0);
         let mut groups = Vec::new();
         let mut expert_s = vec![0.0; unit];
@@ -562,7 +565,7 @@ impl<'m, 'a> Lowering<'m, 'a> {
             for j in 0..etp {
                 // Unit indices of the EP group of ETP index j in block k.
                 let idx: Vec<usize> = (0..ep).map(|e| k * block + e * etp + j).collect();
-                let gpus: Vec<usize> = idx.iter().map(|&u| base + u).collect();
+                let gpus: Vec<usize> = idx.iter().map(|&u| gpu(u)).collect();
                 let graph: Vec<usize> = gpus
                     .iter()
                     .map(|&g| self.pipe.graph_of[g] as usize)
@@ -622,13 +625,13 @@ impl<'m, 'a> Lowering<'m, 'a> {
                     for &u in &members {
                         expert_s[u] = secs;
                         // Every member holds the group's tokens (its activations).
-                        let g = self.pipe.graph_of[base + u] as usize;
+                        let g = self.pipe.graph_of[gpu(u)] as usize;
                         let own: u64 = slot_tokens[u].iter().map(|&t| t as u64).sum();
                         self.facts.layer_tokens[g] += held - own;
                     }
                     // Uneven shares gather as a ring of equal chunks of the largest (NCCL's all-gather
                     // takes equal chunks: the smaller ones are padded).
-                    let ring: Vec<usize> = members.iter().map(|&u| base + u).collect();
+                    let ring: Vec<usize> = members.iter().map(|&u| gpu(u)).collect();
                     let spec = comms.rings(
                         &[ring],
                         etp as f64 * most as f64 * token_bytes,
