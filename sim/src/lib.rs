@@ -25,6 +25,7 @@
 //! assert!(report.results[0].step_time_ms.mean > 0.0);
 //! ```
 
+pub mod activations;
 pub mod collective;
 pub mod collective_sparse;
 pub mod engine;

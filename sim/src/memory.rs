@@ -4,12 +4,16 @@
 //! `optimizer_bytes_per_param` (12 for mixed-precision Adam: ≥ 6× the bf16 weights). ZeRO stage 1 shards the
 //! optimizer state over the data-parallel replicas of each parameter, stage 2 also the gradients, stage 3
 //! also the weights. Dense parameters are replicated on every rank; a routed expert on `gpus / ep_size`
-//! ranks. Activations per layer and token follow Korthikanti et al. (34·d bytes for a bf16 transformer layer
-//! with flash attention), plus `(2·d + 3·d_ff)·dtype` bytes per routed token for the MoE block; activation
-//! checkpointing keeps only each layer's input (2·d bytes per token) plus one layer's working set.
+//! ranks. Activations per layer and token are counted module by module from the model's shapes
+//! (`crate::activations`: norms, queries/keys/values as fused attention keeps them, FFN intermediates,
+//! router logits, and `(2·d + 3·d_ff)·dtype` bytes per routed copy), less what selective recomputation
+//! drops; full activation checkpointing keeps only each layer's input (2·d bytes per token) plus one
+//! layer's working set.
 
+use crate::activations;
 use crate::scenario::Scenario;
 use crate::scenario::file::Mode;
+use crate::scenario::recompute::RecomputeModules;
 use serde::{Deserialize, Serialize};
 
 pub const GIB: f64 = (1u64 << 30) as f64;
@@ -56,26 +60,39 @@ pub(crate) fn inference_params_bytes(s: &Scenario, p: ParamsOnRank) -> f64 {
 }
 
 /// Bytes one routed token copy keeps for the expert's backward: its input and output (2·d) and the FFN's
-/// three intermediates (3·f), in the model's dtype.
+/// intermediates (3·f for SwiGLU), in the model's dtype (see [`crate::activations`]).
 pub fn routed_token_bytes(s: &Scenario) -> f64 {
-    let m = &s.model;
-    (2.0 * m.d_model as f64 + 3.0 * m.expert_d_ff as f64) * m.dtype_bytes as f64
+    routed_token_slice_bytes(s, 1)
 }
 
 /// [`routed_token_bytes`] on one GPU of an `etp`-way expert-tensor-parallel group: the token's input and
 /// output whole, the FFN's intermediates `1/etp` as wide.
 pub fn routed_token_slice_bytes(s: &Scenario, etp: usize) -> f64 {
-    let m = &s.model;
-    (2.0 * m.d_model as f64 + 3.0 * m.expert_d_ff.div_ceil(etp.max(1) as u64) as f64)
-        * m.dtype_bytes as f64
+    activations::kept(&s.model, true, etp, RecomputeModules::NONE).per_routed_copy
 }
 
-/// One layer's full activations over `tokens` of a rank (Korthikanti et al.'s 34·d bytes per token in
-/// bf16) plus the routed copies its experts received.
+/// One layer's full activations over `tokens` of a rank plus the routed copies its experts received: the
+/// working set of the largest layer (see [`crate::activations`]).
 pub fn layer_activation_bytes(s: &Scenario, tokens: f64, peak_routed_tokens: f64) -> f64 {
-    let m = &s.model;
-    tokens * 34.0 * m.d_model as f64 * m.dtype_bytes as f64 / 2.0
-        + peak_routed_tokens * routed_token_bytes(s)
+    activations::working_set(&s.model, 1, tokens, peak_routed_tokens)
+}
+
+/// What a training rank keeps of every layer of one micro-batch over `tokens` of its shard with the
+/// scenario's selective recomputation (`training.recompute_modules`), its experts receiving `routed` copies
+/// over all of them (`etp`-way expert slices).
+pub fn stored_layers_bytes(
+    s: &Scenario,
+    dense_layers: f64,
+    moe_layers: f64,
+    tokens: f64,
+    routed: f64,
+    etp: usize,
+) -> f64 {
+    let rc = s.training.recompute_modules;
+    let dense = activations::kept(&s.model, false, etp, rc);
+    let moe = activations::kept(&s.model, true, etp, rc);
+    tokens * (dense_layers * dense.per_token + moe_layers * moe.per_token)
+        + routed * moe.per_routed_copy
 }
 
 /// Weights, gradients and optimizer state of a training rank holding `p`, in GiB, each sharded over its
@@ -109,7 +126,6 @@ pub fn rank_memory(s: &Scenario, p: ParamsOnRank, routed: RoutedTokens) -> Memor
     let d = m.d_model as f64;
     let tokens = s.tokens_per_rank() as f64;
     let layers = m.layers as f64;
-    let per_routed_token = routed_token_bytes(s);
     let layer_full = layer_activation_bytes(s, tokens, peak_routed_tokens);
     let mut out = MemoryBreakdown::default();
     match s.workload.mode {
@@ -119,8 +135,15 @@ pub fn rank_memory(s: &Scenario, p: ParamsOnRank, routed: RoutedTokens) -> Memor
             let act = if t.activation_checkpointing {
                 layers * tokens * 2.0 * d * dtype + layer_full
             } else {
-                layers * tokens * 34.0 * d * dtype / 2.0
-                    + routed.all_layers.max(peak_routed_tokens) * per_routed_token
+                let dense_layers = m.first_dense_layers.min(m.layers) as f64;
+                stored_layers_bytes(
+                    s,
+                    dense_layers,
+                    layers - dense_layers,
+                    tokens,
+                    routed.all_layers.max(peak_routed_tokens),
+                    1,
+                )
             };
             // Micro-batches run one after another: one micro-batch's activations are live at a time.
             out.activations_gib = act / GIB;

@@ -116,7 +116,11 @@ ep_size = 2
     let d = m.d_model as f64;
     let dtype = m.dtype_bytes as f64;
     let per_routed = (2.0 * d + 3.0 * m.expert_d_ff as f64) * dtype;
-    let dense = m.layers as f64 * tokens * 34.0 * d * dtype / 2.0;
+    // Per token and layer (OLMoE: MHA, 16 heads of 128 = d): both norms' inputs and outputs 4·d, queries,
+    // keys and values 3·d, the attention output d, in the dtype; one FP32 log-sum-exp per head and one
+    // FP32 router logit per expert.
+    let heads = m.attention.heads as f64;
+    let dense = m.layers as f64 * tokens * (8.0 * d * dtype + heads * 4.0 + m.experts as f64 * 4.0);
     let expect = (dense + 2.0 * tokens * per_routed) / GIB;
     assert!(
         (r.memory.activations_gib - expect).abs() < 1e-9,

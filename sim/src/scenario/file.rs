@@ -68,6 +68,10 @@ pub struct ModelSection {
     pub max_groups_per_token: Option<usize>,
     pub attn_qk_head_dim: Option<u64>,
     pub attn_v_head_dim: Option<u64>,
+    /// MLA's query latent width (0: not MLA).
+    pub q_lora_rank: Option<u64>,
+    /// MLA's key/value latent width (0: not MLA).
+    pub kv_lora_rank: Option<u64>,
     pub expert_dtype: Option<crate::scenario::model::Dtype>,
     pub dense_dtype: Option<crate::scenario::model::Dtype>,
     /// Multi-token-prediction modules trained beside the model (DeepSeek-V3: 1).
@@ -190,7 +194,7 @@ pub struct TrainingSection {
     /// ZeRO stage for data-parallel state: 0 replicated, 1 optimizer sharded, 2 + gradients, 3 + parameters.
     #[serde(default = "default_zero")]
     pub zero_stage: u8,
-    /// Keep only layer inputs in forward and recompute the rest in backward (costs one extra dense forward).
+    /// Keep only layer inputs in forward and recompute each layer's whole forward in backward.
     #[serde(default)]
     pub activation_checkpointing: bool,
     /// Optimizer bytes per parameter (mixed-precision Adam: fp32 master, m and v = 12).
@@ -199,6 +203,10 @@ pub struct TrainingSection {
     /// Gradient bytes per parameter.
     #[serde(default = "default_grad_bytes")]
     pub grad_bytes_per_param: f64,
+    /// Selective recomputation: modules whose outputs are recomputed in backward instead of kept
+    /// (`layernorm`, `mla_up_proj`, `moe_act`; see `crate::activations`).
+    #[serde(default)]
+    pub recompute_modules: crate::scenario::recompute::RecomputeModules,
 }
 
 impl Default for TrainingSection {
@@ -208,6 +216,7 @@ impl Default for TrainingSection {
             activation_checkpointing: false,
             optimizer_bytes_per_param: default_optimizer_bytes(),
             grad_bytes_per_param: default_grad_bytes(),
+            recompute_modules: Default::default(),
         }
     }
 }

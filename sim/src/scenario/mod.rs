@@ -17,6 +17,7 @@ pub mod locate;
 pub mod model;
 pub mod overrides;
 pub mod parallel;
+pub mod recompute;
 pub mod serving;
 
 use cluster::{Cluster, Fabric, cluster_preset};
@@ -329,8 +330,23 @@ impl Resolver<'_> {
                 format!("expected 1..{}", w.iterations),
             ));
         }
-        let training = self.training(&raw.training)?;
+        let training = self.training(&raw.training, &model)?;
         let strategies = self.strategies(raw, &model, &cluster)?;
+        if training.recompute_modules.moe_act
+            && let Some(i) = raw
+                .strategies
+                .iter()
+                .position(|st| st.kind == StrategyKind::Fssdp)
+        {
+            return Err(self.error(
+                "training.recompute_modules",
+                format!(
+                    "`moe_act` is not modelled for FSSDP (strategy[{i}] `{}`): its expert copies price their activation once",
+                    raw.strategies[i].name
+                ),
+                "expected layernorm and mla_up_proj only with an fssdp strategy",
+            ));
+        }
         let objective = self.objective(&raw.objective, &cluster)?;
         let serving = self.serving(raw)?;
         Ok(Scenario {
@@ -409,6 +425,8 @@ impl Resolver<'_> {
                     dense_dtype: model::Dtype::Bf16,
                     routing: model::RouterGroups::NONE,
                     mtp_depth: 0,
+                    q_lora_rank: 0,
+                    kv_lora_rank: 0,
                 }
             }
         };
@@ -435,7 +453,9 @@ impl Resolver<'_> {
             micro_batch,
             expert_dtype,
             dense_dtype,
-            mtp_depth
+            mtp_depth,
+            q_lora_rank,
+            kv_lora_rank
         );
         if let Some(h) = s.attn_heads {
             m.attention.heads = h;
@@ -827,7 +847,25 @@ impl Resolver<'_> {
         Ok(c)
     }
 
-    fn training(&self, t: &TrainingSection) -> Result<TrainingSection, ScenarioError> {
+    fn training(&self, t: &TrainingSection, m: &Model) -> Result<TrainingSection, ScenarioError> {
+        let rc = t.recompute_modules;
+        if t.activation_checkpointing && !rc.is_empty() {
+            return Err(self.error(
+                "training.recompute_modules",
+                "full recomputation (activation_checkpointing = true) already recomputes every module of every layer",
+                "expected either activation_checkpointing or recompute_modules",
+            ));
+        }
+        if rc.mla_up_proj && !m.is_mla() {
+            return Err(self.error(
+                "training.recompute_modules",
+                format!(
+                    "`mla_up_proj` recomputes MLA's up-projections, and `{}` has no MLA latents (model.q_lora_rank and model.kv_lora_rank are 0)",
+                    m.name
+                ),
+                "expected an MLA model, or layernorm and moe_act only",
+            ));
+        }
         if t.zero_stage > 3 {
             return Err(self.error(
                 "training.zero_stage",

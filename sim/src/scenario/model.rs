@@ -58,6 +58,12 @@ pub struct Model {
     /// drops them (or uses them to draft tokens, which moesim does not model).
     #[serde(default)]
     pub mtp_depth: usize,
+    /// MLA's low-rank query and key/value latents (DeepSeek-V3: 1536 and 512; 0 for GQA/MHA): what its
+    /// up-projections expand into per-head queries, keys and values (see `crate::activations`).
+    #[serde(default)]
+    pub q_lora_rank: u64,
+    #[serde(default)]
+    pub kv_lora_rank: u64,
 }
 
 /// A router that limits each token to a few expert groups: the experts are split into `groups` equal,
@@ -145,6 +151,11 @@ impl Attention {
 }
 
 impl Model {
+    /// Whether attention is MLA (low-rank latents expanded per head), not GQA or MHA.
+    pub fn is_mla(&self) -> bool {
+        self.q_lora_rank > 0 || self.kv_lora_rank > 0
+    }
+
     /// Shards a `tp`-way tensor-parallel group splits the KV cache into: each rank holds `kv_heads / tp`
     /// heads while `tp` divides them (Megatron, vLLM), one head (replicated) beyond; MLA's single latent is
     /// replicated on every rank.
@@ -265,6 +276,8 @@ pub fn model_preset(name: &str) -> Option<Model> {
             dense_dtype: Dtype::Bf16,
             routing: RouterGroups::NONE,
             mtp_depth: 0,
+            q_lora_rank: 0,
+            kv_lora_rank: 0,
         },
         // 61 layers, first 3 dense (FFN 18432), 256 routed + 1 shared expert of 2048, top-8, MLA attention
         // (q_lora 1536, kv_lora 512, 128 heads of 128+64): about 187 M attention parameters per layer.
@@ -302,6 +315,8 @@ pub fn model_preset(name: &str) -> Option<Model> {
                 max_groups_per_token: 4,
             },
             mtp_depth: 1,
+            q_lora_rank: 1536,
+            kv_lora_rank: 512,
         },
         // 48 layers, 128 experts of 768, top-8, GQA 32 query / 4 KV heads of 128.
         "qwen3-30b-a3b" => Model {
@@ -331,6 +346,8 @@ pub fn model_preset(name: &str) -> Option<Model> {
             dense_dtype: Dtype::Bf16,
             routing: RouterGroups::NONE,
             mtp_depth: 0,
+            q_lora_rank: 0,
+            kv_lora_rank: 0,
         },
         // 16 layers, 64 experts of 1024, top-8, MHA.
         "olmoe-1b-7b" => Model {
@@ -356,6 +373,8 @@ pub fn model_preset(name: &str) -> Option<Model> {
             dense_dtype: Dtype::Bf16,
             routing: RouterGroups::NONE,
             mtp_depth: 0,
+            q_lora_rank: 0,
+            kv_lora_rank: 0,
         },
         // Hecate's GPT-MoE-S: d 768, 12 layers, 64 experts, top-2, GELU experts of width 2·d, sequence 2048.
         "gpt-moe-s" => Model {
@@ -381,6 +400,8 @@ pub fn model_preset(name: &str) -> Option<Model> {
             dense_dtype: Dtype::Bf16,
             routing: RouterGroups::NONE,
             mtp_depth: 0,
+            q_lora_rank: 0,
+            kv_lora_rank: 0,
         },
         _ => return None,
     };

@@ -40,8 +40,8 @@ use crate::strategy::model::StrategyModel;
 use crate::strategy::reach;
 use crate::strategy::record::{IterationRecord, routed_tokens};
 use crate::strategy::shared::{
-    attention_backward_extra_s, dense_forward_tokens_s, experts_forward_s, mtp_projection_s,
-    optimizer_s,
+    activation_s, attention_backward_extra_s, dense_forward_tokens_s, experts_forward_s,
+    mtp_projection_s, optimizer_s, selective_recompute_s,
 };
 use crate::topology::Topology;
 use moesim_calibrate::CostModel;
@@ -70,6 +70,8 @@ pub struct EpModel<'a> {
     moved_copies: Vec<usize>,
     /// Dense forward seconds of one overlapped part (attention layers without and with an MoE block).
     dense_fwd_s: [f64; 2],
+    /// What selective recomputation adds to each layer's backward (norms, MLA up-projections).
+    selective_s: f64,
     /// What attention's backward adds beyond twice the forward (one part).
     attention_bwd_extra_s: f64,
     lm_head_s: f64,
@@ -94,6 +96,9 @@ struct MoeCell {
     /// Per group rank: tokens each of its expert slots received (kept only under expert tensor
     /// parallelism, whose GPUs compute on their ETP group's tokens together).
     slot_tokens: Vec<Vec<u32>>,
+    /// Per group rank: seconds of the experts' activation function run again in backward under selective
+    /// recomputation (`moe_act`); empty otherwise.
+    act_s: Vec<f64>,
 }
 
 /// Routing facts gathered while building cells.
@@ -146,6 +151,9 @@ fn moe_block(
             blocks::collective(graph, chain, first, spec.clone(), &[]);
         }
         for (chain, cell) in prev.iter_mut().zip(parts) {
+            if backward && !cell.act_s.is_empty() {
+                blocks::experts(graph, chain, ranks, &cell.act_s, 1.0, speeds);
+            }
             blocks::experts(graph, chain, ranks, &cell.expert_s, scale, speeds);
         }
         for (chain, cell) in prev.iter_mut().zip(parts) {
@@ -415,6 +423,7 @@ impl<'a> EpModel<'a> {
             dense_forward_tokens_s(s, cost, true, part_tokens, parts),
         ];
         let attention_bwd_extra_s = attention_backward_extra_s(s, cost, part_tokens, 1);
+        let selective_s = selective_recompute_s(s, cost, part_tokens, 1);
         let lm_head_s = cost.gemm_s(part_tokens, m.vocab, m.d_model, m.dtype_bytes);
         let mtp_projection_s = mtp_projection_s(s, cost, part_tokens, 1);
         let p = params_on_rank(s, slots_per_gpu);
@@ -477,6 +486,7 @@ impl<'a> EpModel<'a> {
             rebalance,
             moved_copies,
             dense_fwd_s,
+            selective_s,
             attention_bwd_extra_s,
             lm_head_s,
             mtp_projection_s,
@@ -867,6 +877,10 @@ impl<'a> EpModel<'a> {
             (d_fwd.unwrap_or_else(|| d.0.clone()), d.0, c.0)
         };
         let mut expert_s = Vec::with_capacity(ep);
+        let mut act_s = Vec::new();
+        let recompute_act = s.workload.mode == Mode::Training
+            && !s.training.activation_checkpointing
+            && s.training.recompute_modules.moe_act;
         let keep_slots = self.strategy.parallel.etp > 1;
         let mut slot_tokens = Vec::new();
         for (i, &r) in graph_ranks.iter().enumerate() {
@@ -883,6 +897,16 @@ impl<'a> EpModel<'a> {
             facts.tokens_received[r] += recv;
             facts.layer_tokens[r] += recv;
             expert_s.push(experts_forward_s(s, self.cost, &ws.slot_tokens));
+            if recompute_act {
+                let m = &s.model;
+                act_s.push(activation_s(
+                    self.cost,
+                    recv,
+                    m.expert_d_ff,
+                    m.expert_matrices,
+                    m.dtype_bytes,
+                ));
+            }
             if keep_slots {
                 slot_tokens.push(ws.slot_tokens.clone());
             }
@@ -893,6 +917,7 @@ impl<'a> EpModel<'a> {
             combine,
             expert_s,
             slot_tokens,
+            act_s,
         }
     }
 
@@ -941,11 +966,9 @@ impl<'a> EpModel<'a> {
         let layers = s.model.layers;
         let first_moe = s.model.first_dense_layers;
         let training = s.workload.mode == Mode::Training;
-        let recompute = if training && s.training.activation_checkpointing {
-            1.0
-        } else {
-            0.0
-        };
+        // Activation checkpointing keeps each layer's input only: the whole layer's forward (its MoE block's
+        // all-to-alls and experts included) runs again before its backward.
+        let recompute = training && s.training.activation_checkpointing;
         for mb in 0..mbs {
             // Every (layer, group, part) cell of this micro-batch: forward and backward use the same routing.
             let before = facts.tokens_received.clone();
@@ -1007,27 +1030,33 @@ impl<'a> EpModel<'a> {
             if training {
                 for _ in 0..mtp {
                     dense_all(graph, &mut prev, g, 2.0 * self.lm_head_s, &speeds);
+                    if recompute {
+                        dense_all(graph, &mut prev, g, mtp_dense, &speeds);
+                    }
                     if let Some(c) = mtp_cells {
+                        if recompute {
+                            moe_block(graph, &mut prev, c, &group_ranks, &speeds, false);
+                        }
                         moe_block(graph, &mut prev, c, &group_ranks, &speeds, true);
                     }
-                    let secs = (2.0 + recompute) * mtp_dense + self.attention_bwd_extra_s;
+                    let secs = 2.0 * mtp_dense + self.attention_bwd_extra_s + self.selective_s;
                     dense_all(graph, &mut prev, g, secs, &speeds);
                 }
                 dense_all(graph, &mut prev, g, 2.0 * self.lm_head_s, &speeds);
                 for layer in (0..layers).rev() {
                     let moe = layer >= first_moe;
-                    if moe {
-                        moe_block(
-                            graph,
-                            &mut prev,
-                            &cells[layer - first_moe],
-                            &group_ranks,
-                            &speeds,
-                            true,
-                        );
+                    let dense_fwd = self.dense_fwd_s[moe as usize];
+                    if recompute {
+                        dense_all(graph, &mut prev, g, dense_fwd, &speeds);
                     }
-                    let secs = (2.0 + recompute) * self.dense_fwd_s[moe as usize]
-                        + self.attention_bwd_extra_s;
+                    if moe {
+                        let c = &cells[layer - first_moe];
+                        if recompute {
+                            moe_block(graph, &mut prev, c, &group_ranks, &speeds, false);
+                        }
+                        moe_block(graph, &mut prev, c, &group_ranks, &speeds, true);
+                    }
+                    let secs = 2.0 * dense_fwd + self.attention_bwd_extra_s + self.selective_s;
                     dense_all(graph, &mut prev, g, secs, &speeds);
                 }
             }

@@ -62,6 +62,8 @@ pub struct FssdpModel<'a> {
     /// The overlap degree t in use.
     pub overlap_degree: usize,
     dense_fwd_s: [f64; 2],
+    /// What selective recomputation adds to each layer's backward (norms, MLA up-projections).
+    selective_s: f64,
     /// What attention's backward adds beyond twice the forward.
     attention_bwd_extra_s: f64,
     lm_head_s: f64,
@@ -154,6 +156,8 @@ impl<'a> FssdpModel<'a> {
             dense_forward_s(s, cost, true),
         ];
         let attention_bwd_extra_s = attention_backward_extra_s(s, cost, s.tokens_per_rank(), 1);
+        let selective_s =
+            crate::strategy::shared::selective_recompute_s(s, cost, s.tokens_per_rank(), 1);
         let lm_head_s = cost.gemm_s(s.tokens_per_rank(), m.vocab, m.d_model, m.dtype_bytes);
         let expert_bytes = m.expert_bytes() as f64;
         let grad_bytes = m.expert_params() as f64 * s.training.grad_bytes_per_param;
@@ -203,6 +207,7 @@ impl<'a> FssdpModel<'a> {
             moe_layers,
             overlap_degree: t,
             dense_fwd_s,
+            selective_s,
             attention_bwd_extra_s,
             lm_head_s,
             grad_sync,

@@ -1,5 +1,6 @@
 //! Costs every strategy shares: dense compute per layer, rank speed, the gradient all-reduce.
 
+use crate::activations;
 use crate::engine::{SimTime, ps};
 use crate::scenario::Scenario;
 use crate::scenario::file::Mode;
@@ -203,6 +204,30 @@ pub fn non_gemm_s(s: &Scenario, cost: &dyn CostModel, t: u64, moe_layer: bool) -
         time += cost.memory_bound_s(2.0 * t * m.experts as f64 * 4.0);
         time += cost.memory_bound_s(2.0 * t * k * d * b);
         time += cost.memory_bound_s((t * k + t) * d * b);
+    }
+    time
+}
+
+/// What selective recomputation (`training.recompute_modules`) adds to one layer's backward on one of `tp`
+/// tensor-parallel ranks over a micro-batch's `t` tokens (the norms over its `t/tp` shard): the RMSNorms
+/// again (each a launch plus reading its input and writing its output) and MLA's up-projection GEMMs. Zero
+/// outside training and under full recomputation (which reruns the whole layer instead). The experts'
+/// activation (`moe_act`) is priced per GPU with its tokens, beside the experts.
+pub fn selective_recompute_s(s: &Scenario, cost: &dyn CostModel, t: u64, tp: u64) -> f64 {
+    if s.workload.mode != Mode::Training || s.training.activation_checkpointing {
+        return 0.0;
+    }
+    let w = activations::recompute_work(&s.model, tp, s.training.recompute_modules);
+    let shard = t.div_ceil(tp) as f64;
+    let mut time = 0.0;
+    if w.norm_kernels > 0 {
+        let per_kernel = w.norm_bytes_per_token * shard / w.norm_kernels as f64;
+        time += w.norm_kernels as f64 * cost.memory_bound_s(per_kernel);
+    }
+    for (columns, inner) in w.gemms {
+        if columns > 0 && inner > 0 {
+            time += cost.gemm_s(t, columns, inner, s.model.dense_gemm_bytes());
+        }
     }
     time
 }

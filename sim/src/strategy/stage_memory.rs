@@ -9,8 +9,7 @@
 //! working set.
 
 use crate::memory::{
-    GIB, MemoryBreakdown, ParamsOnRank, RoutedTokens, layer_activation_bytes, rank_memory,
-    routed_token_slice_bytes, training_state_gib,
+    GIB, MemoryBreakdown, ParamsOnRank, RoutedTokens, rank_memory, training_state_gib,
 };
 use crate::pipeline::schedule::Schedule;
 use crate::scenario::file::Mode;
@@ -142,8 +141,8 @@ pub fn stage_memory(
         // Inference: weights, one layer's working set, and the KV cache of every micro-batch's sequences
         // (all resident: each pipeline stage serves every micro-batch in turn) over the rank's layers, split
         // over the TP group by KV heads (see `Model::kv_shards`).
-        let layer_full = layer_activation_bytes(s, shard, 0.0)
-            + peak_routed_tokens * routed_token_slice_bytes(s, par.etp);
+        let layer_full =
+            crate::activations::working_set(&s.model, par.etp, shard, peak_routed_tokens);
         let sequences = (s.model.micro_batch * s.workload.micro_batches as u64) as f64;
         let per_layer_kv = sequences * m.seq_len as f64 * m.kv_bytes_per_token_per_layer as f64
             / m.kv_shards(par.tp as u64) as f64;
@@ -169,12 +168,23 @@ pub fn stage_memory(
     }
     for (r, p) in params.iter().enumerate() {
         let in_flight = schedule.peak_in_flight(r) as f64;
-        let layer_full = layer_activation_bytes(s, shard, 0.0)
-            + peak_routed_tokens * routed_token_slice_bytes(s, par.etp);
+        let layer_full =
+            crate::activations::working_set(&s.model, par.etp, shard, peak_routed_tokens);
+        // What each layer keeps between its forward and backward: its input under full checkpointing, else
+        // everything but what selective recomputation drops (the heavier of a dense and an MoE layer, the
+        // busiest layer's routed copies).
         let stored_per_layer = if t.activation_checkpointing {
             shard * 2.0 * d * dtype
         } else {
-            layer_full
+            let one = |dense: f64, moe: f64, routed: f64| {
+                crate::memory::stored_layers_bytes(s, dense, moe, shard, routed, par.etp)
+            };
+            let moe = one(0.0, 1.0, peak_routed_tokens);
+            if s.model.first_dense_layers > 0 {
+                moe.max(one(1.0, 0.0, 0.0))
+            } else {
+                moe
+            }
         };
         let act = in_flight * p.layers_per_chunk * stored_per_layer + layer_full;
         let (params_gib, grads_gib, optimizer_gib) = training_state_gib(s, p.on_rank());

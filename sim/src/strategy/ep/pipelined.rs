@@ -17,7 +17,8 @@
 //! per dense layer and direction); an MoE layer's routed experts take the tokens of each TP rank's
 //! sequence shard through the EP all-to-alls (no TP collective around them, as with ETP = 1). The first
 //! stage embeds, the last computes the output head. Backward runs the layers in reverse with twice the
-//! compute (plus the forward again under activation checkpointing); DualPipe splits it into the input
+//! compute (after the whole layer's forward again, all-to-alls and experts included, under activation
+//! checkpointing); DualPipe splits it into the input
 //! gradient (with every communication) and the deferred weight gradient, and overlaps a forward chunk with
 //! a backward chunk by interleaving their steps on the streams. Gradients synchronise per stage over its
 //! data-parallel group (dense) and expert-data-parallel group (experts) after the stage's last task.
@@ -38,8 +39,8 @@ use crate::strategy::blocks::{self, Speeds};
 use crate::strategy::layout::Layout;
 use crate::strategy::record::IterationRecord;
 use crate::strategy::shared::{
-    attention_backward_extra_s, dense_forward_tp_s, experts_forward_width_s, mtp_projection_s,
-    optimizer_s,
+    activation_s, attention_backward_extra_s, dense_forward_tp_s, experts_forward_width_s,
+    mtp_projection_s, optimizer_s, selective_recompute_s,
 };
 use crate::strategy::stage_memory::model_stage_params;
 use crate::strategy::stage_memory::{StageParams, stage_memory, stage_params};
@@ -68,6 +69,9 @@ pub(super) struct Pipelined {
     dense: [(f64, f64); 2],
     /// What one layer's attention backward adds beyond twice its forward, on one TP rank.
     attention_bwd_extra_s: f64,
+    /// What selective recomputation adds to each layer's backward on one TP rank (norms, MLA's
+    /// up-projections).
+    selective_s: f64,
     lm_head_s: f64,
     /// Multi-token-prediction modules on the last stage in training (0 otherwise), each with its
     /// projection's seconds and one more block routed as `mtp_layer` (the model's last layer).
@@ -129,6 +133,7 @@ impl Pipelined {
             dense_forward_tp_s(s, cost, true, t, tp as u64),
         ];
         let attention_bwd_extra_s = attention_backward_extra_s(s, cost, t, tp as u64);
+        let selective_s = selective_recompute_s(s, cost, t, tp as u64);
         let lm_head_s = cost.gemm_s(t, m.vocab.div_ceil(tp as u64), m.d_model, m.dtype_bytes);
         let comms = Collectives::new(topo, s.cluster.network);
         let mut scratch = AllToAllScratch::default();
@@ -142,6 +147,7 @@ impl Pipelined {
             schedule,
             dense,
             attention_bwd_extra_s,
+            selective_s,
             lm_head_s,
             mtp_depth: if s.workload.mode == Mode::Training {
                 m.mtp_depth
@@ -375,6 +381,8 @@ struct LayerCells {
     expert_s: Vec<f64>,
     /// One all-gather ring per ETP group of the unit (empty with `etp = 1`).
     etp_rings: Vec<CollectiveSpec>,
+    /// Per GPU of the unit: the experts' activation run again in backward (`moe_act`); empty otherwise.
+    act_s: Vec<f64>,
 }
 
 /// One step of a task: work on every GPU of the pipeline rank, per-GPU expert work, or collectives.
@@ -491,16 +499,6 @@ impl<'m, 'a> Lowering<'m, 'a> {
         self.tp_steps(r, out);
     }
 
-    /// A block's backward: with activation checkpointing its forward runs again first, collectives
-    /// included.
-    fn block_backward(&self, r: usize, seconds: f64, recompute: bool, out: &mut Vec<Step>) {
-        if recompute {
-            self.tp_steps(r, out);
-            self.tp_steps(r, out);
-        }
-        self.block(r, seconds, out);
-    }
-
     /// The MoE cells of (micro-batch, layer) for pipeline rank `r`'s EP groups.
     fn cells(&mut self, r: usize, mb: usize, layer: usize) -> Rc<LayerCells> {
         if !self.cells.contains_key(&(mb, layer)) {
@@ -559,6 +557,14 @@ impl<'m, 'a> Lowering<'m, 'a> {
         self.facts.layer_tokens.fill(0);
         let mut groups = Vec::new();
         let mut expert_s = vec![0.0; unit];
+        let recompute_act = s.workload.mode == Mode::Training
+            && !s.training.activation_checkpointing
+            && s.training.recompute_modules.moe_act;
+        let mut act_s = if recompute_act {
+            vec![0.0; unit]
+        } else {
+            Vec::new()
+        };
         let mut slot_tokens: Vec<Vec<u32>> = vec![Vec::new(); unit];
         let mut rows: Vec<u32> = Vec::new();
         for k in 0..unit / block {
@@ -590,6 +596,9 @@ impl<'m, 'a> Lowering<'m, 'a> {
                 );
                 for (e, &u) in idx.iter().enumerate() {
                     expert_s[u] = cell.expert_s[e];
+                    if recompute_act && etp == 1 {
+                        act_s[u] = cell.act_s[e];
+                    }
                     if etp > 1 {
                         slot_tokens[u] = cell.slot_tokens[e].clone();
                     }
@@ -600,6 +609,7 @@ impl<'m, 'a> Lowering<'m, 'a> {
                     combine: self.pipe.to_graph(cell.combine),
                     expert_s: cell.expert_s,
                     slot_tokens: Vec::new(),
+                    act_s: Vec::new(),
                 });
             }
         }
@@ -622,8 +632,13 @@ impl<'m, 'a> Lowering<'m, 'a> {
                     }
                     let secs = experts_forward_width_s(s, model.cost, &union, f);
                     let held: u64 = union.iter().map(|&t| t as u64).sum();
+                    let m = &s.model;
+                    let act = activation_s(model.cost, held, f, m.expert_matrices, m.dtype_bytes);
                     for &u in &members {
                         expert_s[u] = secs;
+                        if recompute_act {
+                            act_s[u] = act;
+                        }
                         // Every member holds the group's tokens (its activations).
                         let g = self.pipe.graph_of[gpu(u)] as usize;
                         let own: u64 = slot_tokens[u].iter().map(|&t| t as u64).sum();
@@ -654,6 +669,7 @@ impl<'m, 'a> Lowering<'m, 'a> {
             groups,
             expert_s,
             etp_rings,
+            act_s,
         }
     }
 
@@ -793,11 +809,17 @@ impl<'m, 'a> Lowering<'m, 'a> {
     }
 
     /// One layer's backward (whole, or its input-gradient half): the MoE block's gradients travel back
-    /// through the all-to-alls, then the MLP's and attention's.
+    /// through the all-to-alls, then the MLP's and attention's. Under activation checkpointing only the
+    /// layer's input was kept, so the whole layer's forward runs again first — attention, MLP, and the MoE
+    /// block with its dispatch, experts and combine (Megatron-Core's full recomputation checkpoints whole
+    /// Transformer layers, token dispatcher included) — as the memory model assumes.
     fn layer_backward(&mut self, r: usize, task: Task, l: usize, out: &mut Vec<Step>) {
         let s = self.model.scenario;
-        let rc = s.training.activation_checkpointing;
-        let recompute = if rc { 1.0 } else { 0.0 };
+        if s.training.activation_checkpointing {
+            self.layer_forward(r, task.mb, l, out);
+        } else if self.pipe.selective_s > 0.0 {
+            out.push(Step::Compute(self.pipe.selective_s, Phase::DenseCompute));
+        }
         let scale = if task.pass == Pass::Backward {
             2.0
         } else {
@@ -815,21 +837,21 @@ impl<'m, 'a> Lowering<'m, 'a> {
                     .collect(),
                 Phase::Combine,
             ));
+            if !cells.act_s.is_empty() {
+                out.push(Step::Experts(cells.act_s.clone(), 1.0));
+            }
             Self::experts_between_etp_rings(&cells, scale, out);
             out.push(Step::Collectives(
                 cells.groups.iter().map(|c| c.combine.clone()).collect(),
                 Phase::Dispatch,
             ));
             if shared {
-                self.block_backward(r, (scale + recompute) * mlp, rc, out);
+                self.block(r, scale * mlp, out);
             } else {
-                out.push(Step::Compute(
-                    (scale + recompute) * mlp,
-                    Phase::DenseCompute,
-                ));
+                out.push(Step::Compute(scale * mlp, Phase::DenseCompute));
             }
         } else {
-            self.block_backward(r, (scale + recompute) * mlp, rc, out);
+            self.block(r, scale * mlp, out);
         }
         // Attention's input gradient is all of its extra backward work (it has no weights).
         let extra = if task.pass == Pass::Backward {
@@ -837,8 +859,8 @@ impl<'m, 'a> Lowering<'m, 'a> {
         } else {
             3.0
         };
-        let secs = (scale + recompute) * attn + extra * self.pipe.attention_bwd_extra_s;
-        self.block_backward(r, secs, rc, out);
+        let secs = scale * attn + extra * self.pipe.attention_bwd_extra_s;
+        self.block(r, secs, out);
     }
 
     /// After the task that makes a (pipeline rank, model stage)'s weight gradients final, that stage's

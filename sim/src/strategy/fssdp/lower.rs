@@ -271,11 +271,9 @@ impl FssdpModel<'_> {
         // (dense ops, spAG ops) per overlapped gather, to measure exposure after the run.
         let mut overlaps: Vec<(Vec<OpId>, Vec<OpId>)> = Vec::new();
         let mut sprs_ops: Vec<OpId> = Vec::new();
-        let recompute = if s.training.activation_checkpointing {
-            1.0
-        } else {
-            0.0
-        };
+        // Activation checkpointing keeps each layer's input only: the whole layer's forward (its MoE block's
+        // all-to-alls and experts included) runs again before its backward.
+        let recompute = s.training.activation_checkpointing;
         for mb in 0..mbs {
             for layer in 0..layers {
                 let moe = layer >= first_moe;
@@ -328,6 +326,16 @@ impl FssdpModel<'_> {
             );
             for layer in (0..layers).rev() {
                 let moe = layer >= first_moe;
+                if recompute {
+                    blocks::dense(
+                        graph,
+                        &mut prev,
+                        0..g,
+                        self.dense_fwd_s[moe as usize],
+                        &speeds,
+                        Phase::DenseCompute,
+                    );
+                }
                 if moe {
                     let l = layer - first_moe;
                     // Re-gather beside the dense backward that precedes this MoE block.
@@ -342,6 +350,21 @@ impl FssdpModel<'_> {
                         Vec::new()
                     };
                     let cell = &cells[mb * moe_layers + l];
+                    // The recomputed forward needs the (re-gathered) copies too.
+                    let gather = if recompute {
+                        blocks::collective(
+                            graph,
+                            &mut prev,
+                            Phase::Dispatch,
+                            cell.0.clone(),
+                            &gather,
+                        );
+                        blocks::experts(graph, &mut prev, &all, &cell.2, 1.0, &speeds);
+                        blocks::collective(graph, &mut prev, Phase::Combine, cell.1.clone(), &[]);
+                        Vec::new()
+                    } else {
+                        gather
+                    };
                     blocks::collective(graph, &mut prev, Phase::Combine, cell.0.clone(), &gather);
                     blocks::experts(graph, &mut prev, &all, &cell.2, 2.0, &speeds);
                     blocks::collective(graph, &mut prev, Phase::Dispatch, cell.1.clone(), &[]);
@@ -355,7 +378,9 @@ impl FssdpModel<'_> {
                     graph,
                     &mut prev,
                     0..g,
-                    (2.0 + recompute) * self.dense_fwd_s[moe as usize] + self.attention_bwd_extra_s,
+                    2.0 * self.dense_fwd_s[moe as usize]
+                        + self.attention_bwd_extra_s
+                        + self.selective_s,
                     &speeds,
                     Phase::DenseCompute,
                 );

@@ -1,0 +1,165 @@
+//! Full activation recomputation (`training.activation_checkpointing`): a layer keeps only its input, so its
+//! whole forward — attention, MLP and the MoE block's dispatch, experts and combine — runs again before its
+//! backward. Checked as a closed form against the forward pass itself: the extra step time is exactly the
+//! prefill of the same layout (the forwards alone), without and with a pipeline.
+
+mod common;
+
+use common::rel;
+use moesim_sim::Scenario;
+use moesim_sim::scenario::parse_scenario;
+
+/// Mixtral's shapes (8 layers) on 8 GPUs of an ideal roofline with links so fast that communication is
+/// negligible; balanced routing, no noise, a negligible output head.
+fn ideal(mode: &str, strategy: &str, micro_batches: usize, recompute: bool) -> Scenario {
+    ideal_kind(mode, "ep", strategy, micro_batches, recompute)
+}
+
+/// [`ideal`] with a strategy of kind `kind`.
+fn ideal_kind(
+    mode: &str,
+    kind: &str,
+    strategy: &str,
+    micro_batches: usize,
+    recompute: bool,
+) -> Scenario {
+    let text = format!(
+        "name = \"rc\"\nseed = 3\n[model]\npreset = \"mixtral-8x7b\"\nlayers = 8\nvocab = 8\nseq_len = 4096\n\
+         micro_batch = 1\n[cluster]\npreset = \"ideal\"\ngpus_per_node = 8\npeak_tflops = 1000.0\n\
+         ideal_link_gbytes_per_s = 1e9\nideal_latency_us = 0.0\n[workload]\nmode = \"{mode}\"\n\
+         iterations = 1\nmicro_batches = {micro_batches}\nskew = {{ distribution = \"balanced\" }}\n\
+         [training]\nactivation_checkpointing = {recompute}\n\
+         [[strategy]]\nname = \"s\"\nkind = \"{kind}\"\n{strategy}\n"
+    );
+    parse_scenario("rc.toml", &text, &[]).unwrap_or_else(|e| panic!("{e:?}"))
+}
+
+fn step_ms(s: &Scenario) -> f64 {
+    common::run(s)[0].step_time_ms.mean
+}
+
+#[test]
+fn recomputation_adds_one_forward_of_every_layer_moe_blocks_included() {
+    for (strategy, m) in [
+        ("ep_size = 8", 1usize),
+        ("ep_size = 8", 3),
+        ("pp = 4\nep_size = 2\nstage_layers = [2, 2, 2, 2]", 8),
+        (
+            "pp = 2\ntp = 2\nep_size = 2\nstage_layers = [4, 4]\npipeline_schedule = \"gpipe\"",
+            4,
+        ),
+    ] {
+        let plain = step_ms(&ideal("training", strategy, m, false));
+        let rc = step_ms(&ideal("training", strategy, m, true));
+        // The forwards alone, in the same layout: m micro-batches through the pipeline's fill and drain.
+        let forwards = step_ms(&ideal("prefill", strategy, m, false));
+        let extra = rc - plain;
+        assert!(
+            rel(extra, forwards) < 2e-3,
+            "{strategy:?}, m = {m}: recomputation adds {extra} ms, the forwards take {forwards} ms"
+        );
+        // The MoE blocks are part of it: the experts alone are most of Mixtral's forward.
+        assert!(extra > 0.5 * plain / 3.0, "{extra} of {plain}");
+    }
+}
+
+#[test]
+fn fssdp_recomputes_its_moe_blocks_too() {
+    // FSSDP on the same 8 GPUs: its forward splits each expert's tokens over materialised copies, so it is
+    // not EP's to the microsecond, but it is no cheaper (same FLOPs, smaller GEMMs). Recomputation adds at
+    // least EP's forward (the dense part alone would be a seventh of it), once per micro-batch.
+    let extra = |m| {
+        step_ms(&ideal_kind("training", "fssdp", "", m, true))
+            - step_ms(&ideal_kind("training", "fssdp", "", m, false))
+    };
+    let forwards = step_ms(&ideal("prefill", "ep_size = 8", 1, false));
+    let one = extra(1);
+    assert!(
+        one >= 0.999 * forwards && one < 1.25 * forwards,
+        "{one} vs {forwards}"
+    );
+    let two = extra(2);
+    assert!(rel(two, 2.0 * one) < 1e-2, "{two} vs 2 × {one}");
+}
+
+/// DeepSeek-V3's shapes (4 MoE layers, no MTP) on 8 GPUs of the ideal roofline, EP 8, balanced routing,
+/// `extra` in `[training]`.
+fn dsv3(strategy: &str, micro_batches: usize, training: &str) -> Scenario {
+    let text = dsv3_text(strategy, micro_batches, training);
+    parse_scenario("sel.toml", &text, &[]).unwrap_or_else(|e| panic!("{e:?}"))
+}
+
+fn dsv3_text(strategy: &str, micro_batches: usize, training: &str) -> String {
+    format!(
+        "name = \"sel\"\nseed = 3\n[model]\npreset = \"deepseek-v3\"\nlayers = 4\nfirst_dense_layers = 0\n\
+         mtp_depth = 0\nvocab = 8\nseq_len = 2048\nmicro_batch = 1\nrouting_groups = 1\n[cluster]\n\
+         preset = \"ideal\"\ngpus_per_node = 8\npeak_tflops = 1000.0\nideal_link_gbytes_per_s = 1e9\n\
+         ideal_latency_us = 0.0\n[workload]\nmode = \"training\"\niterations = 1\n\
+         micro_batches = {micro_batches}\nskew = {{ distribution = \"balanced\" }}\n[training]\n{training}\n\
+         [[strategy]]\nname = \"s\"\nkind = \"ep\"\n{strategy}\n"
+    )
+}
+
+const SELECTIVE: &str = "recompute_modules = [\"layernorm\", \"mla_up_proj\", \"moe_act\"]";
+
+#[test]
+fn selective_recomputation_keeps_less_by_the_modules_shapes_and_costs_their_forwards_again() {
+    use moesim_sim::strategy::shared::{activation_s, selective_recompute_s};
+    // DeepSeek-V3's recipe (§3.2.3: RMSNorm and the MLA up-projections; the SwiGLU output from its inputs).
+    let none = dsv3("ep_size = 8", 1, "");
+    let sel = dsv3("ep_size = 8", 1, SELECTIVE);
+    let m = &none.model;
+    let (layers, t, k) = (4.0, none.tokens_per_rank() as f64, m.top_k as f64);
+    let (d, f) = (m.d_model as f64, m.expert_d_ff as f64);
+    // Per token and layer: the norms' outputs (2·d and the two latents, 1536 + 512) and the per-head queries,
+    // keys and values (128 × (192 + 192 + 128)); per routed copy the activation's output (f). Balanced
+    // routing: each GPU receives t·k copies per layer.
+    let per_token = (2.0 * d + 1536.0 + 512.0 + 128.0 * 512.0) * 2.0;
+    let saved = layers * (t * per_token + t * k * f * 2.0) / (1u64 << 30) as f64;
+    let (a, b) = (&common::run(&none)[0], &common::run(&sel)[0]);
+    let got = a.memory.activations_gib - b.memory.activations_gib;
+    assert!(rel(got, saved) < 1e-9, "{got} vs {saved} GiB");
+    // Time: each layer's backward runs the norms and up-projections again, and each GPU the activation
+    // over its t·k copies.
+    let cost = none.cluster.roofline();
+    let per_layer = selective_recompute_s(&sel, &cost, t as u64, 1)
+        + activation_s(&cost, (t * k) as u64, m.expert_d_ff, 3, 2);
+    assert!(per_layer > 0.0);
+    let extra = b.step_time_ms.mean - a.step_time_ms.mean;
+    let expect = layers * per_layer * 1e3;
+    assert!(rel(extra, expect) < 1e-3, "{extra} vs {expect} ms");
+    // Under a 1F1B pipeline (4 stages of one layer, 8 micro-batches) the backward of every stage grows by
+    // one layer's recomputation: (m + p − 1) of them on the critical path.
+    let pp = "pp = 4\nep_size = 2\nstage_layers = [1, 1, 1, 1]";
+    let extra = step_ms(&dsv3(pp, 8, SELECTIVE)) - step_ms(&dsv3(pp, 8, ""));
+    let sel_pp = dsv3(pp, 8, SELECTIVE);
+    let t_pp = sel_pp.tokens_per_rank();
+    let per_layer = selective_recompute_s(&sel_pp, &cost, t_pp, 1)
+        + activation_s(&cost, t_pp * m.top_k as u64, m.expert_d_ff, 3, 2);
+    let expect = 11.0 * per_layer * 1e3;
+    assert!(rel(extra, expect) < 1e-3, "{extra} vs {expect} ms");
+}
+
+#[test]
+fn selective_recomputation_refuses_what_it_cannot_mean() {
+    let err = |text: &str| format!("{:?}", parse_scenario("x.toml", text, &[]).unwrap_err());
+    let both = dsv3_text(
+        "ep_size = 8",
+        1,
+        "activation_checkpointing = true\nrecompute_modules = [\"layernorm\"]",
+    );
+    let msg = err(&both);
+    assert!(
+        msg.contains("training.recompute_modules") || msg.contains("recompute_modules"),
+        "{msg}"
+    );
+    assert!(msg.contains("already recomputes"), "{msg}");
+    let gqa = dsv3_text("ep_size = 8", 1, "recompute_modules = [\"mla_up_proj\"]")
+        .replace("preset = \"deepseek-v3\"", "preset = \"mixtral-8x7b\"")
+        .replace("routing_groups = 1\n", "");
+    let msg = err(&gqa);
+    assert!(msg.contains("no MLA latents"), "{msg}");
+    let unknown = dsv3_text("ep_size = 8", 1, "recompute_modules = [\"core_attn\"]");
+    let msg = err(&unknown);
+    assert!(msg.contains("unknown variant `core_attn`"), "{msg}");
+}
