@@ -23,7 +23,7 @@ pub struct ExpertShape {
 }
 
 /// The expert shapes of the model presets (`sim/src/scenario/model.rs`).
-pub const EXPERT_SHAPES: [ExpertShape; 5] = [
+pub const EXPERT_SHAPES: [ExpertShape; 6] = [
     ExpertShape {
         model: "mixtral-8x7b",
         d_model: 4096,
@@ -38,6 +38,11 @@ pub const EXPERT_SHAPES: [ExpertShape; 5] = [
         model: "qwen3-30b-a3b",
         d_model: 2048,
         d_ff: 768,
+    },
+    ExpertShape {
+        model: "qwen3-235b-a22b",
+        d_model: 4096,
+        d_ff: 1536,
     },
     ExpertShape {
         model: "olmoe-1b-7b",
@@ -415,7 +420,11 @@ mod tests {
         for s in EXPERT_SHAPES {
             assert!(p.contains(&(s.d_ff, s.d_model)) && p.contains(&(s.d_model, s.d_ff)));
         }
-        assert_eq!(p.len(), 10);
+        assert_eq!(
+            p.len(),
+            2 * EXPERT_SHAPES.len(),
+            "no two presets share a projection"
+        );
         let t = token_counts(false);
         assert_eq!((t[0], *t.last().unwrap(), t.len()), (1, 16384, 28));
         assert!(

@@ -484,3 +484,31 @@ fn a_chunks_gradients_synchronise_as_soon_as_they_are_final() {
         );
     }
 }
+
+#[test]
+fn megatrons_split_may_leave_the_embedding_and_the_head_alone_at_the_ends() {
+    // 8 layers + embedding + head over 2 ranks × 5 chunks: one unit per model stage, so the first holds the
+    // embedding alone and the last the output head alone (Megatron's account-for-embedding/loss split).
+    let s = ideal(
+        "pp = 2\nep_size = 4\npipeline_schedule = \"interleaved\"\nvirtual_stages = 5",
+        4,
+        "",
+    );
+    assert_eq!(
+        s.strategies[0].parallel.stage_layers,
+        vec![0, 1, 1, 1, 1, 1, 1, 1, 1, 0]
+    );
+    // The lowering runs a chunk without layers (the head alone on the last rank's last chunk).
+    let t = step_ms(&s);
+    assert!(t.is_finite() && t > 0.0, "{t}");
+    // A stage between the ends without layers is still refused, naming the field.
+    let text = "name = \"pp\"\n[model]\npreset = \"mixtral-8x7b\"\nlayers = 8\nseq_len = 4096\n\
+                [cluster]\npreset = \"dgx-h100\"\nnodes = 1\n[workload]\nmode = \"training\"\n\
+                iterations = 1\nmicro_batches = 4\n[[strategy]]\nname = \"s\"\nkind = \"ep\"\npp = 4\n\
+                stage_layers = [3, 0, 3, 2]\n";
+    let e = format!(
+        "{}",
+        parse_scenario("pp.toml", text, &[]).expect_err("refused")
+    );
+    assert!(e.contains("strategy[0].pp"), "{e}");
+}

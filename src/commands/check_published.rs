@@ -191,6 +191,8 @@ enum StepMetric {
 enum ScenarioMetric {
     TokensPerS,
     TokensPerSPerGpu,
+    /// The mean step (iteration) time in seconds, as training logs print it.
+    StepS,
 }
 
 /// One evaluated case.
@@ -398,6 +400,7 @@ fn figure(dir: &Path, setup: &Setup) -> miette::Result<f64> {
                 ScenarioMetric::TokensPerSPerGpu => {
                     r.tokens_per_s / inputs.scenario.cluster.gpus() as f64
                 }
+                ScenarioMetric::StepS => r.step_time_ms.mean / 1e3,
             })
         }
     }

@@ -346,11 +346,14 @@ impl Resolver<'_> {
             }
             None => Parallel::default_split(m.layers, stages),
         };
-        if stage_layers.iter().skip(1).any(|&l| l == 0) && stages > 1 {
+        // The first stage may hold the embedding alone and the last the output head alone (Megatron's split
+        // when the units divide evenly, e.g. 94 layers + 2 over 96 stages); a stage between them needs layers.
+        let inner = stages.saturating_sub(2);
+        if stage_layers.iter().skip(1).take(inner).any(|&l| l == 0) {
             return Err(self.error(
                 &p("pp"),
                 format!(
-                    "{stages} model stages for {} layers leave a stage after the first without layers",
+                    "{stages} model stages for {} layers leave a stage between the first and the last without layers",
                     m.layers
                 ),
                 "expected fewer stages",
