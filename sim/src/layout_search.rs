@@ -1,5 +1,5 @@
 //! Parallel-layout search for `ep` training strategies: (TP, PP, EP, schedule, virtual stages,
-//! micro-batches, activation checkpointing, ZeRO stage) under the GPU count and the scenario's global batch,
+//! micro-batches, recomputation, ZeRO stage) under the GPU count and the scenario's global batch,
 //! pruned before simulating, and the winners explained.
 //!
 //! Expansion (per `ep` training strategy that sets `tp` or `pp`, in a scenario without a routing trace):
@@ -14,16 +14,19 @@
 //! - micro-batches: the global batch is kept. The scenario's own layout runs `micro_batches × micro_batch`
 //!   sequences on each of its `GPUs / (tp·pp)` data-parallel replicas; a layout with `dp` replicas runs
 //!   `global / (dp × micro_batch)` micro-batches, and is skipped where that is not a whole number;
-//! - activation checkpointing off/on, ZeRO stage 1, 2, 3 (these and the micro-batches are scenario fields:
-//!   a [`Layout`] carries them and is simulated on its own copy of the scenario);
+//! - recomputation: none, selective (every module the model has: the norms, MLA's up-projections, the
+//!   experts' activation; name suffix `-sr`) or full (activation checkpointing, `-rc`); ZeRO stage 1, 2, 3
+//!   (these and the micro-batches are scenario fields: a [`Layout`] carries them and is simulated on its own
+//!   copy of the scenario);
 //! - capacity factor as the `ep` family searches it (the strategy's c, 1.5·c, 2·c, none).
 //!
 //! Pruning, before any simulation:
 //! - **memory**: [`memory_lower_bound`] (the simulated memory's formulas with routed tokens at their
 //!   balanced mean) above `objective.memory_limit_gib`: the layout cannot fit;
 //! - **dominated**: a sibling layout (same TP, PP, EP, schedule, micro-batches, capacity factor) with
-//!   checkpointing no more on and a ZeRO stage no higher was simulated and fits. It does the same work or
-//!   less (ZeRO-1 and -2 lower to the same iteration, ZeRO-3 gathers more, checkpointing recomputes) with
+//!   no more recomputation and a ZeRO stage no higher was simulated and fits. It does the same work or
+//!   less (ZeRO-1 and -2 lower to the same iteration, ZeRO-3 gathers more, selective recomputation reruns
+//!   part of what full recomputation reruns) with
 //!   the same routing, so the sibling ranks at least as high. Siblings are therefore simulated in waves,
 //!   the least-work ones first, and a layout runs only when every sibling that dominates it is out of
 //!   memory.
@@ -33,6 +36,7 @@ use crate::plan::{exclusion, score};
 use crate::result::StrategyResult;
 use crate::scenario::file::{Mode, StrategyKind};
 use crate::scenario::parallel::{Parallel, lcm};
+use crate::scenario::recompute::RecomputeModules;
 use crate::scenario::{Scenario, Strategy};
 use serde::Serialize;
 
@@ -45,8 +49,8 @@ pub struct Layout {
     pub strategy: Strategy,
     /// `workload.micro_batches`: micro-batches per iteration on each data-parallel replica.
     pub micro_batches: usize,
-    /// `training.activation_checkpointing`.
-    pub activation_checkpointing: bool,
+    /// `training.activation_checkpointing` (full) or `training.recompute_modules` (selective).
+    pub recompute: Recompute,
     /// `training.zero_stage`.
     pub zero_stage: u8,
 }
@@ -61,13 +65,17 @@ impl Layout {
     pub fn scenario(&self, base: &Scenario) -> Scenario {
         let mut s = base.clone();
         s.workload.micro_batches = self.micro_batches;
-        s.training.activation_checkpointing = self.activation_checkpointing;
+        s.training.activation_checkpointing = self.recompute == Recompute::Full;
+        s.training.recompute_modules = match self.recompute {
+            Recompute::Selective => selective_modules(base),
+            Recompute::None | Recompute::Full => RecomputeModules::NONE,
+        };
         s.training.zero_stage = self.zero_stage;
         s.strategies = vec![self.strategy.clone()];
         s
     }
 
-    /// Whether `self` and `other` differ at most in checkpointing and ZeRO stage (siblings: the same
+    /// Whether `self` and `other` differ at most in recomputation and ZeRO stage (siblings: the same
     /// iteration shape and routing).
     fn sibling(&self, other: &Layout) -> bool {
         let (a, b) = (&self.strategy, &other.strategy);
@@ -79,13 +87,45 @@ impl Layout {
             && a.parallel == b.parallel
     }
 
-    /// Whether `self` is a sibling that does no more work than `other`: checkpointing no more on, ZeRO
+    /// Whether `self` is a sibling that does no more work than `other`: no more recomputation, ZeRO
     /// stage no higher (ZeRO-1 and -2 lower to the same iteration, ZeRO-3 also gathers parameters).
     fn dominates(&self, other: &Layout) -> bool {
         self.sibling(other)
             && self != other
-            && self.activation_checkpointing <= other.activation_checkpointing
+            && self.recompute <= other.recompute
             && self.zero_stage <= other.zero_stage
+    }
+}
+
+/// How a layout recomputes activations, ordered by the work it adds (and the memory it saves).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Recompute {
+    /// Every layer keeps what its backward needs.
+    None,
+    /// Selective recomputation of every module the model has ([`selective_modules`]).
+    Selective,
+    /// Full recomputation: each layer keeps its input and reruns its forward.
+    Full,
+}
+
+impl Recompute {
+    /// The layout name's suffix.
+    fn suffix(self) -> &'static str {
+        match self {
+            Recompute::None => "",
+            Recompute::Selective => "-sr",
+            Recompute::Full => "-rc",
+        }
+    }
+}
+
+/// The selective recomputation a layout searches: the norms, the experts' activation and, on an MLA
+/// model, the up-projections (Megatron-Core's `--recompute-modules`; DeepSeek-V3 §3.2.3's recipe).
+pub fn selective_modules(s: &Scenario) -> RecomputeModules {
+    RecomputeModules {
+        layernorm: true,
+        mla_up_proj: s.model.is_mla(),
+        moe_act: true,
     }
 }
 
@@ -137,7 +177,14 @@ fn schedules(layers: usize, pp: usize, m: usize) -> Vec<(ScheduleKind, usize)> {
 }
 
 /// The layout's name: every knob, in a fixed order (the schedule only with pipeline parallelism).
-fn name(p: &Parallel, ep: usize, m: usize, zero: u8, recompute: bool, cf: Option<f64>) -> String {
+fn name(
+    p: &Parallel,
+    ep: usize,
+    m: usize,
+    zero: u8,
+    recompute: Recompute,
+    cf: Option<f64>,
+) -> String {
     let sched = match (p.pp, p.schedule) {
         (1, _) => String::new(),
         (_, ScheduleKind::Interleaved) => format!("-interleaved-v{}", p.virtual_stages),
@@ -148,12 +195,12 @@ fn name(p: &Parallel, ep: usize, m: usize, zero: u8, recompute: bool, cf: Option
         p.tp,
         p.pp,
         cf.map_or(String::new(), |c| format!("-cf{c}")),
-        if recompute { "-rc" } else { "" },
+        recompute.suffix(),
     )
 }
 
 /// Every layout `base` expands to (empty unless [`expands_to_layouts`]), in a fixed order: for each
-/// shape, checkpointing off before on and ZeRO stages ascending.
+/// shape, recomputation none, selective, full, and ZeRO stages ascending.
 pub fn layouts(s: &Scenario, base: &Strategy) -> Vec<Layout> {
     if !expands_to_layouts(s, base) {
         return Vec::new();
@@ -188,7 +235,7 @@ pub fn layouts(s: &Scenario, base: &Strategy) -> Vec<Layout> {
             {
                 for (kind, v) in schedules(m.layers, pp, micro_batches) {
                     for &cf in &factors {
-                        for recompute in [false, true] {
+                        for recompute in [Recompute::None, Recompute::Selective, Recompute::Full] {
                             for zero in [1u8, 2, 3] {
                                 let parallel = Parallel {
                                     tp,
@@ -226,7 +273,7 @@ pub fn layouts(s: &Scenario, base: &Strategy) -> Vec<Layout> {
                                         parallel,
                                     },
                                     micro_batches,
-                                    activation_checkpointing: recompute,
+                                    recompute,
                                     zero_stage: zero,
                                 });
                             }
@@ -622,6 +669,8 @@ fn knobs(name: &str) -> Vec<(String, String)> {
                 ("schedule".to_string(), format!("interleaved-{v}"))
             }
             "1f1b" | "gpipe" => ("schedule".to_string(), part.to_string()),
+            // Selective and full recomputation are two values of one knob.
+            "sr" | "rc" => ("rc".to_string(), part.to_string()),
             _ => {
                 let key: String = part
                     .chars()
@@ -844,9 +893,13 @@ memory_limit_gib = 9.0
             format!("training.zero_stage={}", l.zero_stage),
             format!(
                 "training.activation_checkpointing={}",
-                l.activation_checkpointing
+                l.recompute == Recompute::Full
             ),
         ];
+        if l.recompute == Recompute::Selective {
+            // The selective set of a model without MLA (the tests' Mixtral).
+            o.push("training.recompute_modules=[\"layernorm\", \"moe_act\"]".into());
+        }
         if p.pp > 1 {
             o.push(format!(
                 "strategy.0.pipeline_schedule={}",
@@ -857,6 +910,44 @@ memory_limit_gib = 9.0
             o.push(format!("strategy.0.virtual_stages={}", p.virtual_stages));
         }
         o
+    }
+
+    #[test]
+    fn each_shape_is_searched_without_with_selective_and_with_full_recomputation() {
+        let s = scenario();
+        let ls = layouts(&s, &s.strategies[0]);
+        for l in &ls {
+            // Its siblings: three recomputations × three ZeRO stages, the least work first.
+            let siblings: Vec<&Layout> = ls.iter().filter(|o| o.sibling(l)).collect();
+            assert_eq!(siblings.len(), 9, "{}", l.name());
+            let sc = l.scenario(&s);
+            match l.recompute {
+                Recompute::None => {
+                    assert!(!sc.training.activation_checkpointing);
+                    assert!(sc.training.recompute_modules.is_empty());
+                }
+                Recompute::Selective => {
+                    assert!(l.name().ends_with("-sr"), "{}", l.name());
+                    assert!(!sc.training.activation_checkpointing);
+                    // Mixtral has no MLA: the norms and the experts' activation.
+                    assert_eq!(sc.training.recompute_modules, selective_modules(&s));
+                    assert!(!sc.training.recompute_modules.mla_up_proj);
+                }
+                Recompute::Full => {
+                    assert!(sc.training.activation_checkpointing);
+                    assert!(sc.training.recompute_modules.is_empty());
+                }
+            }
+            for o in siblings {
+                if o.dominates(l) {
+                    assert!(o.recompute <= l.recompute && o.zero_stage <= l.zero_stage);
+                }
+            }
+        }
+        // An MLA model recomputes its up-projections too.
+        let mut dsv3 = s.clone();
+        dsv3.model = crate::scenario::model::model_preset("deepseek-v3").unwrap();
+        assert!(selective_modules(&dsv3).mla_up_proj);
     }
 
     #[test]

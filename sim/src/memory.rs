@@ -155,10 +155,13 @@ pub fn rank_memory(s: &Scenario, p: ParamsOnRank, routed: RoutedTokens) -> Memor
             let context = s.workload.step.map_or(0, |st| st.decode_kv_tokens) as f64;
             out.kv_cache_gib = context * layers * m.kv_bytes_per_token_per_layer as f64 / GIB;
         }
+        // Prefill and decode hold the KV cache of every micro-batch's sequences: an iteration serves each
+        // micro-batch in turn and each keeps its cache (as the pipelined stages count it).
         Mode::Prefill | Mode::Decode => {
             out.params_gib = inference_params_bytes(s, p) / GIB;
             out.activations_gib = layer_full / GIB;
-            let context = m.micro_batch as f64 * m.seq_len as f64;
+            let sequences = m.micro_batch as f64 * s.workload.micro_batches.max(1) as f64;
+            let context = sequences * m.seq_len as f64;
             out.kv_cache_gib = context * layers * m.kv_bytes_per_token_per_layer as f64 / GIB;
         }
     }

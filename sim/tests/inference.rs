@@ -44,3 +44,27 @@ fn prefill_is_cheaper_than_a_training_step_on_the_same_batch() {
     assert!(prefill.step_time_ms.mean < 0.5 * train.step_time_ms.mean);
     assert!(prefill.breakdown_ms["expert_compute"] < 0.5 * train.breakdown_ms["expert_compute"]);
 }
+
+#[test]
+fn decode_holds_the_kv_cache_of_every_micro_batch() {
+    // Two micro-batches of 64 sequences are 128 sequences in flight: twice one micro-batch's cache, as the
+    // pipelined stages count it.
+    let kv = |m: &str| {
+        let s = scenario(
+            "quickstart.toml",
+            &[
+                "workload.mode=decode",
+                "workload.iterations=1",
+                "model.micro_batch=64",
+                m,
+            ],
+        );
+        run(&s)[0].memory.kv_cache_gib
+    };
+    let (one, two) = (
+        kv("workload.micro_batches=1"),
+        kv("workload.micro_batches=2"),
+    );
+    assert!(one > 0.0);
+    assert!((two - 2.0 * one).abs() < 1e-9 * one, "{one} vs {two}");
+}

@@ -586,7 +586,7 @@ impl<'a> EpModel<'a> {
     /// Memory of the rank with the most routed tokens.
     pub fn memory(&self, routed: RoutedTokens) -> MemoryBreakdown {
         if let Some(pipe) = &self.pipelined {
-            return pipe.memory(self.scenario, routed.peak_layer);
+            return pipe.memory(self.scenario, routed);
         }
         rank_memory(
             self.scenario,

@@ -10,8 +10,9 @@ pub struct IterationRecord {
     pub tokens_received: Vec<u64>,
     /// Per rank: the most tokens its experts received in one MoE layer.
     pub peak_layer_tokens: Vec<u64>,
-    /// Per rank: the most tokens its experts received over every MoE layer of one micro-batch (what its
-    /// stored activations must hold without checkpointing).
+    /// Per rank: the most tokens its experts received over every MoE layer of one micro-batch that it keeps
+    /// at once (what its stored activations must hold without checkpointing): all of them, or under a
+    /// pipeline one model chunk's.
     pub activation_tokens: Vec<u64>,
     pub routed: u64,
     pub dropped: u64,

@@ -89,6 +89,13 @@ pub fn model_stage_params(
     (dense, experts)
 }
 
+/// The MoE layers of model stage `k`.
+pub fn moe_layers_of(s: &Scenario, par: &Parallel, k: usize) -> usize {
+    par.layers_of(k)
+        .filter(|&l| l >= s.model.first_dense_layers)
+        .count()
+}
+
 /// Parameters of every pipeline rank of `par` under `schedule` (the sum of its model stages'), each GPU
 /// holding `slots_per_gpu` expert copies per MoE layer (`experts / ep_size` without replication).
 pub fn stage_params(
@@ -122,15 +129,18 @@ pub fn stage_params(
         .collect()
 }
 
-/// Memory of the most loaded pipeline rank's GPU when its experts receive at most `peak_routed_tokens`
-/// in one MoE layer (of one micro-batch).
+/// Memory of the most loaded pipeline rank's GPU when its experts receive at most `routed.peak_layer`
+/// tokens in one MoE layer of one micro-batch and at most `routed.all_layers` over the MoE layers of one
+/// model chunk of one micro-batch (what an in-flight chunk keeps: a sum over its layers, not its busiest
+/// layer times their number).
 pub fn stage_memory(
     s: &Scenario,
     par: &Parallel,
     schedule: &Schedule,
     params: &[StageParams],
-    peak_routed_tokens: f64,
+    routed: RoutedTokens,
 ) -> MemoryBreakdown {
+    let peak_routed_tokens = routed.peak_layer;
     let m = &s.model;
     let t = &s.training;
     let dtype = m.dtype_bytes as f64;
@@ -170,23 +180,24 @@ pub fn stage_memory(
         let in_flight = schedule.peak_in_flight(r) as f64;
         let layer_full =
             crate::activations::working_set(&s.model, par.etp, shard, peak_routed_tokens);
-        // What each layer keeps between its forward and backward: its input under full checkpointing, else
-        // everything but what selective recomputation drops (the heavier of a dense and an MoE layer, the
-        // busiest layer's routed copies).
-        let stored_per_layer = if t.activation_checkpointing {
-            shard * 2.0 * d * dtype
+        // What an in-flight chunk keeps between its forward and backward: each layer's input under full
+        // checkpointing, else everything but what selective recomputation drops (its layers taken as MoE
+        // layers, or dense ones if heavier, and the routed copies of the busiest chunk).
+        let layers = p.layers_per_chunk;
+        let stored_per_chunk = if t.activation_checkpointing {
+            layers * shard * 2.0 * d * dtype
         } else {
-            let one = |dense: f64, moe: f64, routed: f64| {
+            let stored = |dense: f64, moe: f64, routed: f64| {
                 crate::memory::stored_layers_bytes(s, dense, moe, shard, routed, par.etp)
             };
-            let moe = one(0.0, 1.0, peak_routed_tokens);
+            let moe = stored(0.0, layers, routed.all_layers);
             if s.model.first_dense_layers > 0 {
-                moe.max(one(1.0, 0.0, 0.0))
+                moe.max(stored(layers, 0.0, 0.0))
             } else {
                 moe
             }
         };
-        let act = in_flight * p.layers_per_chunk * stored_per_layer + layer_full;
+        let act = in_flight * stored_per_chunk + layer_full;
         let (params_gib, grads_gib, optimizer_gib) = training_state_gib(s, p.on_rank());
         let mut out = MemoryBreakdown {
             params_gib,
@@ -243,5 +254,14 @@ pub fn memory_lower_bound(s: &Scenario, strategy: &Strategy) -> Option<MemoryBre
     let slots = crate::strategy::ep::slots_per_rank(s, strategy);
     let params = stage_params(s, par, slots, &schedule);
     let shard = s.tokens_per_rank() as f64 / par.tp as f64;
-    Some(stage_memory(s, par, &schedule, &params, per_source(shard)))
+    // The busiest chunk's GPU received at least the mean GPU's share of the chunk with the most MoE layers.
+    let most = (0..par.model_stages())
+        .map(|k| moe_layers_of(s, par, k))
+        .max()
+        .unwrap_or(0);
+    let routed = RoutedTokens {
+        peak_layer: per_source(shard),
+        all_layers: most as f64 * per_source(shard),
+    };
+    Some(stage_memory(s, par, &schedule, &params, routed))
 }

@@ -27,7 +27,7 @@ use super::{CellFacts, EpModel, EpWorkspace, MoeCell};
 use crate::collective::{AllToAllScratch, Collectives};
 use crate::engine::{OpId, Stream};
 use crate::iteration::IterationGraph;
-use crate::memory::MemoryBreakdown;
+use crate::memory::{MemoryBreakdown, RoutedTokens};
 use crate::network::CollectiveSpec;
 use crate::phase::Phase;
 use crate::pipeline::emit::{StageLowering, emit};
@@ -361,14 +361,8 @@ impl Pipelined {
     /// state by ZeRO stage over their replicas, and the activations of the micro-batches the schedule keeps
     /// in flight on it (each a chunk of its layers over its sequence shard), plus routed tokens (see
     /// [`stage_memory`], which the layout search's lower bound shares).
-    pub fn memory(&self, s: &Scenario, peak_routed_tokens: f64) -> MemoryBreakdown {
-        stage_memory(
-            s,
-            &self.par,
-            &self.schedule,
-            &self.params,
-            peak_routed_tokens,
-        )
+    pub fn memory(&self, s: &Scenario, routed: RoutedTokens) -> MemoryBreakdown {
+        stage_memory(s, &self.par, &self.schedule, &self.params, routed)
     }
 }
 
@@ -383,6 +377,8 @@ struct LayerCells {
     etp_rings: Vec<CollectiveSpec>,
     /// Per GPU of the unit: the experts' activation run again in backward (`moe_act`); empty otherwise.
     act_s: Vec<f64>,
+    /// Per GPU of the unit: the routed tokens its experts hold (their activations).
+    received: Vec<u64>,
 }
 
 /// One step of a task: work on every GPU of the pipeline rank, per-GPU expert work, or collectives.
@@ -401,6 +397,9 @@ struct Lowering<'m, 'a> {
     facts: CellFacts,
     /// Per graph rank: the most tokens its experts received in one MoE layer.
     peak_layer_tokens: Vec<u64>,
+    /// Per graph rank: the most tokens its experts received over the MoE layers of one model chunk of one
+    /// micro-batch (what an in-flight chunk's activations hold).
+    chunk_tokens: Vec<u64>,
     speeds: Speeds,
     /// Cells of (micro-batch, MoE layer), built at the forward and used by the backward.
     cells: HashMap<(usize, usize), Rc<LayerCells>>,
@@ -475,6 +474,7 @@ impl<'m, 'a> Lowering<'m, 'a> {
                 dropped: 0,
             },
             peak_layer_tokens: vec![0; n],
+            chunk_tokens: vec![0; n],
             speeds,
             cells: HashMap::new(),
             uniform,
@@ -665,11 +665,15 @@ impl<'m, 'a> Lowering<'m, 'a> {
         {
             *peak = (*peak).max(t);
         }
+        let received = (0..unit)
+            .map(|u| self.facts.layer_tokens[self.pipe.graph_of[gpu(u)] as usize])
+            .collect();
         LayerCells {
             groups,
             expert_s,
             etp_rings,
             act_s,
+            received,
         }
     }
 
@@ -684,9 +688,10 @@ impl<'m, 'a> Lowering<'m, 'a> {
         let mut out = Vec::new();
         match task.pass {
             Pass::Forward => {
-                for l in layers {
+                for l in layers.clone() {
                     self.layer_forward(r, task.mb, l, &mut out);
                 }
+                self.note_chunk_tokens(r, task.mb, layers, mtp);
                 if task.model_stage == last {
                     out.push(Step::Compute(self.pipe.lm_head_s, Phase::DenseCompute));
                 }
@@ -783,6 +788,34 @@ impl<'m, 'a> Lowering<'m, 'a> {
     }
 
     /// One layer's forward: attention, then the MLP or the MoE block (dispatch, experts, combine).
+    /// Records what one forward chunk's MoE layers (and its multi-token-prediction blocks) leave routed on
+    /// each GPU of pipeline rank `r`'s unit.
+    fn note_chunk_tokens(
+        &mut self,
+        r: usize,
+        mb: usize,
+        layers: std::ops::Range<usize>,
+        mtp: usize,
+    ) {
+        let unit = self.pipe.unit;
+        let mut sum = vec![0u64; unit];
+        let mtp_layers = std::iter::repeat_n(self.pipe.mtp_layer, mtp);
+        let moe_layers: Vec<usize> = layers
+            .chain(mtp_layers)
+            .filter(|&l| self.is_moe(l))
+            .collect();
+        for l in moe_layers {
+            let cells = self.cells(r, mb, l);
+            for (x, &t) in sum.iter_mut().zip(&cells.received) {
+                *x += t;
+            }
+        }
+        for (u, &t) in sum.iter().enumerate() {
+            let g = self.pipe.graph_of[self.pipe.gpu(r, u)] as usize;
+            self.chunk_tokens[g] = self.chunk_tokens[g].max(t);
+        }
+    }
+
     fn layer_forward(&mut self, r: usize, mb: usize, l: usize, out: &mut Vec<Step>) {
         let shared = self.model.scenario.model.shared_experts > 0;
         let (attn, mlp) = self.pipe.dense[self.is_moe(l) as usize];
@@ -1054,18 +1087,17 @@ impl EpModel<'_> {
         let Lowering {
             facts,
             peak_layer_tokens,
+            chunk_tokens,
             ..
         } = lowering;
         let outcome = graph.analyse(Some(self.topo));
         ws.graph = graph;
-        // Activations of one micro-batch on a rank: its tokens over the layers it holds (the memory model
-        // multiplies by the micro-batches in flight).
-        let activation_tokens = peak_layer_tokens.clone();
         IterationRecord {
             outcome,
             tokens_received: facts.tokens_received,
             peak_layer_tokens,
-            activation_tokens,
+            // An in-flight chunk's routed tokens (the memory model multiplies by the chunks in flight).
+            activation_tokens: chunk_tokens,
             routed: facts.routed,
             dropped: facts.dropped,
         }
