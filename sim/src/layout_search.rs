@@ -1,4 +1,4 @@
-//! Parallel-layout search for `ep` training strategies: (TP, PP, EP, schedule, virtual stages,
+//! Parallel-layout search for `ep` training strategies: (TP, PP, EP, ETP, schedule, virtual stages,
 //! micro-batches, recomputation, ZeRO stage) under the GPU count and the scenario's global batch,
 //! pruned before simulating, and the winners explained.
 //!
@@ -8,6 +8,8 @@
 //! - PP: divisors of the GPU count up to the layer count;
 //! - EP: divisors of a stage's `S = GPUs / pp` GPUs that divide the experts, with `lcm(ep, tp) | S` (whole
 //!   EP and TP groups in a stage);
+//! - ETP (expert tensor parallelism, each expert's FFN split over `etp` GPUs): divisors of the GPUs per node
+//!   (at most 8) with `lcm(ep × etp, tp) | S` (whole expert blocks);
 //! - schedule (PP > 1): 1F1B, interleaved 1F1B with 2 and 4 virtual stages where every model stage after
 //!   the first keeps a layer and the micro-batches are a multiple of PP, DualPipe for even PP with at least
 //!   2·PP (even) micro-batches;
@@ -190,8 +192,13 @@ fn name(
         (_, ScheduleKind::Interleaved) => format!("-interleaved-v{}", p.virtual_stages),
         (_, kind) => format!("-{}", kind.name()),
     };
+    let etp = if p.etp > 1 {
+        format!("-etp{}", p.etp)
+    } else {
+        String::new()
+    };
     format!(
-        "tp{}-pp{}-ep{ep}{sched}{}-m{m}-z{zero}{}",
+        "tp{}-pp{}-ep{ep}{etp}{sched}{}-m{m}-z{zero}{}",
         p.tp,
         p.pp,
         cf.map_or(String::new(), |c| format!("-cf{c}")),
@@ -230,9 +237,10 @@ pub fn layouts(s: &Scenario, base: &Strategy) -> Vec<Layout> {
             if micro_batches == 0 {
                 continue;
             }
-            for ep in divisors(stage)
-                .filter(|&e| m.experts.is_multiple_of(e) && stage.is_multiple_of(lcm(e, tp)))
-            {
+            let shapes = divisors(stage).flat_map(|e| divisors(per_node).map(move |x| (e, x)));
+            for (ep, etp) in shapes.filter(|&(e, x)| {
+                m.experts.is_multiple_of(e) && stage.is_multiple_of(lcm(e * x, tp))
+            }) {
                 for (kind, v) in schedules(m.layers, pp, micro_batches) {
                     for &cf in &factors {
                         for recompute in [Recompute::None, Recompute::Selective, Recompute::Full] {
@@ -240,7 +248,7 @@ pub fn layouts(s: &Scenario, base: &Strategy) -> Vec<Layout> {
                                 let parallel = Parallel {
                                     tp,
                                     pp,
-                                    etp: 1,
+                                    etp,
                                     schedule: kind,
                                     virtual_stages: v,
                                     // As the scenario resolves a strategy without `stage_layers`.
@@ -889,6 +897,7 @@ memory_limit_gib = 9.0
             format!("strategy.0.tp={}", p.tp),
             format!("strategy.0.pp={}", p.pp),
             format!("strategy.0.ep_size={}", l.strategy.ep_size),
+            format!("strategy.0.etp={}", p.etp),
             format!("workload.micro_batches={}", l.micro_batches),
             format!("training.zero_stage={}", l.zero_stage),
             format!(
@@ -963,6 +972,7 @@ memory_limit_gib = 9.0
         names.dedup();
         assert_eq!(names.len(), ls.len(), "unique names");
         let mut kinds = std::collections::HashSet::new();
+        let mut etps = std::collections::BTreeSet::new();
         for l in &ls {
             let p = &l.strategy.parallel;
             let g = s.cluster.gpus();
@@ -988,7 +998,11 @@ memory_limit_gib = 9.0
             assert_eq!(parsed.workload.micro_batches, mine.workload.micro_batches);
             assert_eq!(parsed.training, mine.training);
             kinds.insert((p.schedule, p.virtual_stages, p.pp > 1));
+            etps.insert(p.etp);
+            assert_eq!(l.name().contains("-etp"), p.etp > 1, "{}", l.name());
         }
+        // Expert tensor parallelism inside a node: 1, 2, 4 and 8 all appear.
+        assert_eq!(etps, [1, 2, 4, 8].into_iter().collect());
         // 1F1B, interleaved (v = 2) and DualPipe all appear; v = 4 needs 8 stages of 4 layers: never.
         for want in [
             (ScheduleKind::OneFOneB, 1, true),
