@@ -46,33 +46,6 @@ fn oom_is_flagged_against_the_memory_limit() {
     assert!(run(&s).iter().all(|r| !r.oom));
 }
 
-/// Two ranks, two experts (one each), two MoE layers: layer 0 sends every token to expert 0 (rank 0), layer
-/// 1 to expert 1 (rank 1). The hot rank alternates, so each rank stores one layer's worth of routed tokens,
-/// not two: the old model multiplied the worst single layer by every MoE layer.
-struct Alternating(moesim_traces::RoutingShape);
-
-impl moesim_traces::RoutingSource for Alternating {
-    fn shape(&self) -> moesim_traces::RoutingShape {
-        self.0
-    }
-    fn iterations(&self) -> usize {
-        1
-    }
-    fn fill_iteration(&self, _: usize, out: &mut moesim_traces::IterationRouting) {
-        let s = self.0;
-        for layer in 0..s.moe_layers {
-            for rank in 0..s.ranks {
-                let c = out.rank_counts_mut(0, layer, rank);
-                c.fill(0);
-                c[layer % 2] = s.tokens_per_rank as u32;
-            }
-        }
-    }
-    fn describe(&self) -> String {
-        "alternating hot rank".into()
-    }
-}
-
 #[test]
 fn activation_memory_counts_each_ranks_own_tokens_per_layer() {
     use moesim_sim::runner::{RunOptions, simulate_strategy};
@@ -99,7 +72,10 @@ kind = "ep"
 ep_size = 2
 "#;
     let s = parse_scenario("alt.toml", text, &[]).unwrap();
-    let routing = Alternating(EpModel::routing_shape(&s));
+    // Two ranks, two experts (one each), two MoE layers: layer 0 sends every token to expert 0 (rank 0),
+    // layer 1 to expert 1 (rank 1). The hot rank alternates, so each rank stores one layer's worth of routed
+    // tokens, not two: the old model multiplied the worst single layer by every MoE layer.
+    let routing = AllTo(EpModel::routing_shape(&s), |l| l % 2);
     let topo = moesim_sim::topology::Topology::build(&s.cluster);
     let cost = s.cluster.roofline();
     let r = simulate_strategy(
