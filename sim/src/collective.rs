@@ -88,6 +88,13 @@ impl RankTransfer {
 pub struct AllToAllScratch {
     load: Vec<f64>,
     busy: Vec<f64>,
+    /// Links [`price_transfers_scaled`] loaded, so the next call zeroes only them (a large topology has
+    /// far more links than one group's transfers cross).
+    touched: Vec<u32>,
+    /// Whether `load` may hold bytes on links `touched` does not list (a dense pass wrote it).
+    dense: bool,
+    /// Position of each GPU among non-consecutive participants, offset by the lowest GPU id.
+    index: Vec<u32>,
 }
 
 /// Outcome of one all-to-all at the analytic fidelity.
@@ -203,8 +210,16 @@ pub fn price_transfers_scaled(
     scales: &[f64],
     s: &mut AllToAllScratch,
 ) -> Vec<AllToAllOutcome> {
-    s.load.clear();
-    s.load.resize(topo.links.len(), 0.0);
+    if s.dense || s.load.len() != topo.links.len() {
+        s.load.clear();
+        s.load.resize(topo.links.len(), 0.0);
+        s.touched.clear();
+        s.dense = false;
+    } else {
+        for l in s.touched.drain(..) {
+            s.load[l as usize] = 0.0;
+        }
+    }
     let mut base = AllToAllOutcome::default();
     for t in transfers {
         if t.bytes <= 0.0 || t.src == t.dst {
@@ -215,20 +230,39 @@ pub fn price_transfers_scaled(
             base.nic_bytes += t.bytes;
         }
         for &l in topo.route(t.src, t.dst) {
-            s.load[l as usize] += t.bytes;
+            let x = &mut s.load[l as usize];
+            if *x == 0.0 {
+                s.touched.push(l);
+            }
+            *x += t.bytes;
             base.link_bytes_total += t.bytes;
         }
     }
-    let load = &s.load;
+    // Participants' positions: arithmetic for a run of consecutive GPUs, else a table over their span.
+    let consecutive = ranks.iter().enumerate().all(|(i, &r)| r == ranks[0] + i);
+    let lowest = ranks.iter().copied().min().unwrap_or(0);
+    if !consecutive {
+        let span = ranks.iter().copied().max().unwrap_or(0) + 1 - lowest;
+        s.index.clear();
+        s.index.resize(span, u32::MAX);
+        for (i, &r) in ranks.iter().enumerate() {
+            let slot = &mut s.index[r - lowest];
+            if *slot == u32::MAX {
+                *slot = i as u32;
+            }
+        }
+    }
+    let (load, index) = (&s.load, &s.index);
     let busy = |l: u32| load[l as usize] / topo.links[l as usize].capacity();
     let unscaled_means = port_means(topo, ranks, busy);
-    // Participants' positions: arithmetic for a run of consecutive GPUs, else a search.
-    let consecutive = ranks.iter().enumerate().all(|(i, &r)| r == ranks[0] + i);
     let index_of = |g: usize| {
         if consecutive {
             g.checked_sub(ranks[0]).filter(|&i| i < ranks.len())
         } else {
-            ranks.iter().position(|&r| r == g)
+            g.checked_sub(lowest)
+                .and_then(|o| index.get(o))
+                .filter(|&&i| i != u32::MAX)
+                .map(|&i| i as usize)
         }
     };
     let mut outs: Vec<AllToAllOutcome> = scales
@@ -315,6 +349,7 @@ fn all_to_all_pairs(
     let n = ranks.len();
     s.load.clear();
     s.load.resize(topo.links.len(), 0.0);
+    s.dense = true;
     let gpn = topo.gpus_per_node();
     let ports: Vec<_> = ranks.iter().map(|&r| topo.ports(r)).collect();
     let nodes: Vec<usize> = ranks.iter().map(|&r| r / gpn).collect();
@@ -601,6 +636,7 @@ fn all_to_all_blocked(
     }
     s.load.clear();
     s.load.resize(topo.links.len(), 0.0);
+    s.dense = true;
     {
         let load = &mut s.load;
         // The same additions as the per-pair pass: a link's bytes in row-major order of its flows.
