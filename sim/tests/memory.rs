@@ -46,32 +46,28 @@ fn oom_is_flagged_against_the_memory_limit() {
     assert!(run(&s).iter().all(|r| !r.oom));
 }
 
+/// OLMoE cut to `layers` layers of two experts (top-1, 1,024 tokens per GPU) on an ideal node of `gpus`
+/// GPUs, nothing recomputed, with one `[[strategy]]` body.
+fn two_experts(
+    layers: usize,
+    gpus: usize,
+    micro_batches: usize,
+    strategy: &str,
+) -> moesim_sim::scenario::Scenario {
+    let text = format!(
+        "[model]\npreset = \"olmoe-1b-7b\"\nlayers = {layers}\nexperts = 2\ntop_k = 1\nseq_len = 1024\n\
+         micro_batch = 1\n[cluster]\npreset = \"ideal\"\ngpus_per_node = {gpus}\n[workload]\n\
+         iterations = 1\nmicro_batches = {micro_batches}\n[training]\nactivation_checkpointing = false\n\
+         [[strategy]]\n{strategy}\n"
+    );
+    moesim_sim::scenario::parse_scenario("two-experts.toml", &text, &[]).unwrap()
+}
+
 #[test]
 fn activation_memory_counts_each_ranks_own_tokens_per_layer() {
     use moesim_sim::runner::{RunOptions, simulate_strategy};
-    use moesim_sim::scenario::parse_scenario;
     use moesim_sim::strategy::ep::EpModel;
-    let text = r#"
-[model]
-preset = "olmoe-1b-7b"
-layers = 2
-experts = 2
-top_k = 1
-seq_len = 1024
-micro_batch = 1
-[cluster]
-preset = "ideal"
-gpus_per_node = 2
-[workload]
-iterations = 1
-[training]
-activation_checkpointing = false
-[[strategy]]
-name = "ep2"
-kind = "ep"
-ep_size = 2
-"#;
-    let s = parse_scenario("alt.toml", text, &[]).unwrap();
+    let s = two_experts(2, 2, 1, "name = \"ep2\"\nkind = \"ep\"\nep_size = 2");
     // Two ranks, two experts (one each), two MoE layers: layer 0 sends every token to expert 0 (rank 0),
     // layer 1 to expert 1 (rank 1). The hot rank alternates, so each rank stores one layer's worth of routed
     // tokens, not two: the old model multiplied the worst single layer by every MoE layer.
@@ -139,34 +135,15 @@ impl moesim_traces::RoutingSource for AllTo {
 fn a_pipeline_chunk_keeps_the_routed_tokens_of_its_layers_not_its_busiest_layer_times_their_number()
 {
     use moesim_sim::runner::{RunOptions, run};
-    use moesim_sim::scenario::parse_scenario;
     use moesim_sim::strategy::ep::EpModel;
     // Two pipeline ranks of two GPUs (EP 2, one expert each), two layers per stage, 1F1B over two
     // micro-batches: the first rank keeps two chunks in flight.
-    let text = r#"
-[model]
-preset = "olmoe-1b-7b"
-layers = 4
-experts = 2
-top_k = 1
-seq_len = 1024
-micro_batch = 1
-[cluster]
-preset = "ideal"
-gpus_per_node = 4
-[workload]
-iterations = 1
-micro_batches = 2
-[training]
-activation_checkpointing = false
-[[strategy]]
-name = "pp2-ep2"
-kind = "ep"
-ep_size = 2
-pp = 2
-stage_layers = [2, 2]
-"#;
-    let s = parse_scenario("pp.toml", text, &[]).unwrap();
+    let s = two_experts(
+        4,
+        4,
+        2,
+        "name = \"pp2-ep2\"\nkind = \"ep\"\nep_size = 2\npp = 2\nstage_layers = [2, 2]",
+    );
     let topo = moesim_sim::topology::Topology::build(&s.cluster);
     let cost = s.cluster.roofline();
     let strategy = &s.strategies[0];

@@ -250,6 +250,49 @@ pub const MODEL_PRESETS: &[&str] = &[
     "gpt-moe-s",
 ];
 
+/// A Qwen3 MoE model: every layer MoE, 128 routed experts (SwiGLU), top-8, no shared expert, GQA with 4 KV
+/// heads of 128, vocabulary 151,936 (the family's config.json files); `heads` query heads of 128.
+fn qwen3_moe(
+    name: &str,
+    layers: usize,
+    d_model: u64,
+    heads: u64,
+    expert_d_ff: u64,
+    dense_d_ff: u64,
+) -> Model {
+    let (q, kv) = (heads * 128, 4 * 128);
+    Model {
+        name: name.into(),
+        layers,
+        first_dense_layers: 0,
+        d_model,
+        expert_d_ff,
+        dense_d_ff,
+        experts: 128,
+        top_k: 8,
+        shared_experts: 0,
+        expert_matrices: 3,
+        attn_params_per_layer: d_model * q + 2 * d_model * kv + q * d_model,
+        kv_bytes_per_token_per_layer: 2 * kv * 2,
+        kv_heads: 4,
+        vocab: 151936,
+        dtype_bytes: 2,
+        seq_len: 4096,
+        micro_batch: 1,
+        attention: Attention {
+            heads,
+            qk_head_dim: 128,
+            v_head_dim: 128,
+        },
+        expert_dtype: Dtype::Bf16,
+        dense_dtype: Dtype::Bf16,
+        routing: RouterGroups::NONE,
+        mtp_depth: 0,
+        q_lora_rank: 0,
+        kv_lora_rank: 0,
+    }
+}
+
 /// A model preset by name.
 pub fn model_preset(name: &str) -> Option<Model> {
     let m = match name {
@@ -320,69 +363,11 @@ pub fn model_preset(name: &str) -> Option<Model> {
             kv_lora_rank: 512,
         },
         // 48 layers, 128 experts of 768, top-8, GQA 32 query / 4 KV heads of 128.
-        "qwen3-30b-a3b" => Model {
-            name: name.into(),
-            layers: 48,
-            first_dense_layers: 0,
-            d_model: 2048,
-            expert_d_ff: 768,
-            dense_d_ff: 6144,
-            experts: 128,
-            top_k: 8,
-            shared_experts: 0,
-            expert_matrices: 3,
-            attn_params_per_layer: 2048 * 4096 + 2 * 2048 * 512 + 4096 * 2048,
-            kv_bytes_per_token_per_layer: 2 * 512 * 2,
-            kv_heads: 4,
-            vocab: 151936,
-            dtype_bytes: 2,
-            seq_len: 4096,
-            micro_batch: 1,
-            attention: Attention {
-                heads: 32,
-                qk_head_dim: 128,
-                v_head_dim: 128,
-            },
-            expert_dtype: Dtype::Bf16,
-            dense_dtype: Dtype::Bf16,
-            routing: RouterGroups::NONE,
-            mtp_depth: 0,
-            q_lora_rank: 0,
-            kv_lora_rank: 0,
-        },
+        "qwen3-30b-a3b" => qwen3_moe(name, 48, 2048, 32, 768, 6144),
         // Qwen3-235B-A22B (its Hugging Face config.json; Megatron-MoE-ModelZoo's
         // model_configs/benchmarking/Qwen3-235B-A22B.yaml): 94 layers, all MoE, 128 experts of 1536,
         // top-8, GQA 64 query / 4 KV heads of 128 (the heads are 8192 wide, twice d_model).
-        "qwen3-235b-a22b" => Model {
-            name: name.into(),
-            layers: 94,
-            first_dense_layers: 0,
-            d_model: 4096,
-            expert_d_ff: 1536,
-            dense_d_ff: 12288,
-            experts: 128,
-            top_k: 8,
-            shared_experts: 0,
-            expert_matrices: 3,
-            attn_params_per_layer: 4096 * 8192 + 2 * 4096 * 512 + 8192 * 4096,
-            kv_bytes_per_token_per_layer: 2 * 512 * 2,
-            kv_heads: 4,
-            vocab: 151936,
-            dtype_bytes: 2,
-            seq_len: 4096,
-            micro_batch: 1,
-            attention: Attention {
-                heads: 64,
-                qk_head_dim: 128,
-                v_head_dim: 128,
-            },
-            expert_dtype: Dtype::Bf16,
-            dense_dtype: Dtype::Bf16,
-            routing: RouterGroups::NONE,
-            mtp_depth: 0,
-            q_lora_rank: 0,
-            kv_lora_rank: 0,
-        },
+        "qwen3-235b-a22b" => qwen3_moe(name, 94, 4096, 64, 1536, 12288),
         // 16 layers, 64 experts of 1024, top-8, MHA.
         "olmoe-1b-7b" => Model {
             name: name.into(),

@@ -274,18 +274,22 @@ impl FssdpModel<'_> {
         // Activation checkpointing keeps each layer's input only: the whole layer's forward (its MoE block's
         // all-to-alls and experts included) runs again before its backward.
         let recompute = s.training.activation_checkpointing;
+        // A layer's dense forward on every GPU (run again before its backward under recomputation).
+        let dense_forward = |graph: &mut IterationGraph, prev: &mut [Option<OpId>], moe: bool| {
+            blocks::dense(
+                graph,
+                prev,
+                0..g,
+                self.dense_fwd_s[moe as usize],
+                &speeds,
+                Phase::DenseCompute,
+            )
+        };
         for mb in 0..mbs {
             for layer in 0..layers {
                 let moe = layer >= first_moe;
                 let before = prev.clone();
-                blocks::dense(
-                    graph,
-                    &mut prev,
-                    0..g,
-                    self.dense_fwd_s[moe as usize],
-                    &speeds,
-                    Phase::DenseCompute,
-                );
+                dense_forward(graph, &mut prev, moe);
                 if moe {
                     let l = layer - first_moe;
                     let mut gather = if mb == 0 || remat {
@@ -327,14 +331,7 @@ impl FssdpModel<'_> {
             for layer in (0..layers).rev() {
                 let moe = layer >= first_moe;
                 if recompute {
-                    blocks::dense(
-                        graph,
-                        &mut prev,
-                        0..g,
-                        self.dense_fwd_s[moe as usize],
-                        &speeds,
-                        Phase::DenseCompute,
-                    );
+                    dense_forward(graph, &mut prev, moe);
                 }
                 if moe {
                     let l = layer - first_moe;
