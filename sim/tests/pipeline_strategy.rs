@@ -275,7 +275,7 @@ fn inconsistent_layouts_are_refused_naming_their_field() {
             4,
             "strategy[0].virtual_stages",
         ),
-        ("kind = \"fssdp\"\ntp = 2", 4, "strategy[0].tp"),
+        ("kind = \"fssdp\"\npp = 2", 4, "strategy[0].pp"),
         (
             "kind = \"ep\"\ntp = 2\noverlap_micro_batches = 2",
             4,

@@ -169,6 +169,10 @@ pub fn knobs(s: &Scenario, i: usize) -> Vec<Knob> {
         }
         let parallel = matches!(st.kind, StrategyKind::Ep | StrategyKind::EpReplicated)
             && s.workload.mode != Mode::Serving;
+        // FSSDP splits its dense layers over TP groups (no pipeline yet).
+        if st.kind == StrategyKind::Fssdp {
+            add("TP (tensor parallel)", "tp", st.parallel.tp.to_string());
+        }
         if parallel {
             let p = &st.parallel;
             add("TP (tensor parallel)", "tp", p.tp.to_string());
@@ -329,7 +333,15 @@ cache_experts_per_layer = 16
                     "nodes",
                 ],
             ),
-            (TRAINING, 1, &["FSSDP memory cap (copies/layer)", "nodes"]),
+            (
+                TRAINING,
+                1,
+                &[
+                    "TP (tensor parallel)",
+                    "FSSDP memory cap (copies/layer)",
+                    "nodes",
+                ],
+            ),
             (
                 DECODE,
                 0,

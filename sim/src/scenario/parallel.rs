@@ -239,11 +239,23 @@ impl Resolver<'_> {
             } else {
                 "etp"
             };
-            if !matches!(s.kind, StrategyKind::Ep | StrategyKind::EpReplicated) {
+            // FSSDP composes with tensor parallelism (its dense layers split over TP groups, every GPU a
+            // shard owner and a token source); not yet with a pipeline.
+            if s.kind == StrategyKind::Fssdp && pp > 1 {
+                return Err(self.error(
+                    &p("pp"),
+                    "pipeline parallelism is not modelled for kind = \"fssdp\" yet (tensor parallelism is)",
+                    "expected pp = 1 for this kind",
+                ));
+            }
+            if !matches!(
+                s.kind,
+                StrategyKind::Ep | StrategyKind::EpReplicated | StrategyKind::Fssdp
+            ) {
                 return Err(self.error(
                     &p(f),
                     format!(
-                        "tensor and pipeline parallelism compose with kind = \"ep\" and \"ep-replicated\" only so far (this entry is {:?})",
+                        "tensor and pipeline parallelism compose with kind = \"ep\", \"ep-replicated\" and (tensor only) \"fssdp\" so far (this entry is {:?})",
                         s.kind
                     ),
                     "expected tp = 1 and pp = 1 for this kind",

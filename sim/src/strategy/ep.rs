@@ -539,7 +539,8 @@ impl<'a> EpModel<'a> {
     }
 
     /// The routing shape `strategy` needs: with tensor or pipeline parallelism, the token sources of one
-    /// stage's simulated unit (`lcm(ep_size × etp, tp)` GPUs, each holding `1/tp` of a micro-batch).
+    /// stage's simulated unit (`lcm(ep_size × etp, tp)` GPUs, each holding `1/tp` of a micro-batch; FSSDP
+    /// simulates every GPU, its `ep_size` being the GPU count).
     pub fn routing_shape_for(s: &Scenario, strategy: &Strategy) -> RoutingShape {
         let p = &strategy.parallel;
         if p.is_single() {

@@ -38,7 +38,8 @@ use crate::scenario::{Scenario, Strategy};
 use crate::strategy::ep::EpModel;
 use crate::strategy::model::StrategyModel;
 use crate::strategy::record::{IterationRecord, routed_tokens};
-use crate::strategy::shared::{attention_backward_extra_s, dense_forward_s};
+use crate::strategy::shared::{attention_backward_extra_s, dense_forward_s, dense_forward_tp_s};
+use crate::strategy::stage_memory::{StageParams, stage_memory};
 use crate::topology::Topology;
 use dispatch::Dispatch;
 use materialize::{LayerPlacement, materialize, overlap_degree};
@@ -61,6 +62,9 @@ pub struct FssdpModel<'a> {
     moe_layers: usize,
     /// The overlap degree t in use.
     pub overlap_degree: usize,
+    /// Tensor parallelism of the dense layers (1: none); see [`TensorParallel`].
+    tp: Option<TensorParallel>,
+    /// [dense layer, MoE layer]: the dense forward of one micro-batch on one GPU (one TP rank's share).
     dense_fwd_s: [f64; 2],
     /// What selective recomputation adds to each layer's backward (norms, MLA up-projections).
     selective_s: f64,
@@ -75,6 +79,23 @@ pub struct FssdpModel<'a> {
     loads: Vec<Vec<f64>>,
     /// Owners per re-sharding epoch.
     epochs: Vec<Owners>,
+}
+
+/// FSSDP's dense layers split over tensor-parallel groups of `tp` consecutive GPUs (Megatron's column/row
+/// split with sequence parallelism, as `strategy/ep/pipelined.rs` lowers it): every GPU holds `1/tp` of the
+/// dense weights and a `1/tp` sequence shard of each micro-batch, which it routes to the experts' copies
+/// itself (experts stay whole: FSSDP shards them over every GPU, as expert TP 1).
+struct TensorParallel {
+    tp: usize,
+    /// [dense layer, MoE layer]: (attention block, MLP block) forward seconds on one TP rank.
+    blocks: [(f64, f64); 2],
+    /// One sequence-parallel all-gather of a micro-batch's activations over every TP group (a
+    /// reduce-scatter moves the same ring traffic), on the auxiliary communication stream so that it never
+    /// queues behind the sparse collectives on the main one.
+    ring: crate::network::CollectiveSpec,
+    /// The pipeline-free schedule (one micro-batch's activations in flight) the stage memory model takes.
+    parallel: crate::scenario::parallel::Parallel,
+    schedule: crate::pipeline::schedule::Schedule,
 }
 
 /// Per-iteration buffers, reused across iterations on one thread.
@@ -151,14 +172,53 @@ impl<'a> FssdpModel<'a> {
         let gpus_per_node = s.cluster.gpus_per_node;
         let experts = m.experts;
         let moe_layers = m.moe_layers();
-        let dense_fwd_s = [
-            dense_forward_s(s, cost, false),
-            dense_forward_s(s, cost, true),
-        ];
-        let attention_bwd_extra_s = attention_backward_extra_s(s, cost, s.tokens_per_rank(), 1);
+        let t = s.tokens_per_rank();
+        let tp_size = strategy.parallel.tp.max(1);
+        let comms = crate::collective::Collectives::new(topo, s.cluster.network);
+        let tp = (tp_size > 1).then(|| {
+            let blocks = [
+                dense_forward_tp_s(s, cost, false, t, tp_size as u64),
+                dense_forward_tp_s(s, cost, true, t, tp_size as u64),
+            ];
+            let rings: Vec<Vec<usize>> = (0..ranks / tp_size)
+                .map(|k| (k * tp_size..(k + 1) * tp_size).collect())
+                .collect();
+            let act_bytes = (t * m.d_model * m.dtype_bytes as u64) as f64;
+            let ring = comms.rings(
+                &rings,
+                act_bytes,
+                1.0,
+                &mut AllToAllScratch::default(),
+                crate::engine::Stream::CommAux,
+            );
+            let parallel = strategy.parallel.clone();
+            let schedule = parallel
+                .run_schedule(s.workload.mode, s.workload.micro_batches)
+                .expect("a validated scenario's schedule builds");
+            TensorParallel {
+                tp: tp_size,
+                blocks,
+                ring,
+                parallel,
+                schedule,
+            }
+        });
+        let dense_fwd_s = match &tp {
+            None => [
+                dense_forward_s(s, cost, false),
+                dense_forward_s(s, cost, true),
+            ],
+            Some(tp) => tp.blocks.map(|(attention, mlp)| attention + mlp),
+        };
+        let attention_bwd_extra_s = attention_backward_extra_s(s, cost, t, tp_size as u64);
         let selective_s =
-            crate::strategy::shared::selective_recompute_s(s, cost, s.tokens_per_rank(), 1);
-        let lm_head_s = cost.gemm_s(s.tokens_per_rank(), m.vocab, m.d_model, m.dtype_bytes);
+            crate::strategy::shared::selective_recompute_s(s, cost, t, tp_size as u64);
+        let lm_head_s = cost.gemm_s(
+            t,
+            m.vocab.div_ceil(tp_size as u64),
+            m.d_model,
+            m.dtype_bytes,
+        );
         let expert_bytes = m.expert_bytes() as f64;
         let grad_bytes = m.expert_params() as f64 * s.training.grad_bytes_per_param;
         let bandwidth = if s.cluster.nodes > 1 {
@@ -168,17 +228,24 @@ impl<'a> FssdpModel<'a> {
         } else {
             0.0
         };
-        let t = knobs
+        let overlap_degree = knobs
             .overlap_degree
             .unwrap_or_else(|| overlap_degree(dense_fwd_s[1], bandwidth, expert_bytes, experts));
         let zero3 = if s.training.zero_stage >= 3 { 1.5 } else { 1.0 };
-        let all: Vec<usize> = (0..ranks).collect();
-        let grad_sync = crate::collective::Collectives::new(topo, s.cluster.network).all_reduce(
-            &all,
-            m.dense_params() as f64 * s.training.grad_bytes_per_param * zero3,
-            crate::engine::Stream::Comm,
-            &mut AllToAllScratch::default(),
-        );
+        let dense_grad_bytes = m.dense_params() as f64 * s.training.grad_bytes_per_param * zero3;
+        // Dense gradients: all-reduced over every GPU, or with TP over each TP index's data-parallel group
+        // (its `1/tp` of them; the groups are disjoint, so their collectives run side by side).
+        let grad_sync: Vec<crate::network::CollectiveSpec> = (0..tp_size)
+            .flat_map(|j| {
+                let group: Vec<usize> = (0..ranks / tp_size).map(|i| i * tp_size + j).collect();
+                comms.all_reduce(
+                    &group,
+                    dense_grad_bytes / tp_size as f64,
+                    crate::engine::Stream::Comm,
+                    &mut AllToAllScratch::default(),
+                )
+            })
+            .collect();
         let iterations = s.workload.iterations.min(routing.iterations());
         let loads: Vec<Vec<f64>> = (0..iterations)
             .into_par_iter()
@@ -205,7 +272,8 @@ impl<'a> FssdpModel<'a> {
             gpus_per_node,
             experts,
             moe_layers,
-            overlap_degree: t,
+            overlap_degree,
+            tp,
             dense_fwd_s,
             selective_s,
             attention_bwd_extra_s,
@@ -287,12 +355,18 @@ impl<'a> FssdpModel<'a> {
     pub fn params_on_rank(&self) -> ParamsOnRank {
         let s = self.scenario;
         let owned = self.owned_experts_max();
+        let tp = self.tp_size();
         ParamsOnRank {
-            dense: s.model.dense_params() as f64,
+            dense: s.model.dense_params() as f64 / tp as f64,
             experts: owned as f64 * s.model.expert_params() as f64,
-            dense_replicas: self.ranks as f64,
+            dense_replicas: (self.ranks / tp) as f64,
             expert_replicas: 1.0,
         }
+    }
+
+    /// GPUs per tensor-parallel group (1 without TP).
+    pub fn tp_size(&self) -> usize {
+        self.tp.as_ref().map_or(1, |tp| tp.tp)
     }
 
     /// The most experts one rank owns over all layers, in any epoch.
@@ -308,7 +382,22 @@ impl<'a> FssdpModel<'a> {
     /// `materialized` copies, plus activations for `routed` tokens.
     pub fn memory(&self, routed: RoutedTokens, materialized: usize) -> MemoryBreakdown {
         let s = self.scenario;
-        let mut mem = rank_memory(s, self.params_on_rank(), routed);
+        let mut mem = match &self.tp {
+            None => rank_memory(s, self.params_on_rank(), routed),
+            // With TP, as a pipeline-free stage: one TP rank's parameters, activations of its sequence
+            // shard (one micro-batch in flight).
+            Some(tp) => {
+                let p = self.params_on_rank();
+                let params = StageParams {
+                    dense: p.dense,
+                    experts: p.experts,
+                    dense_replicas: p.dense_replicas,
+                    expert_replicas: p.expert_replicas,
+                    layers_per_chunk: s.model.layers as f64,
+                };
+                stage_memory(s, &tp.parallel, &tp.schedule, &[params], routed)
+            }
+        };
         let p = materialized as f64 * s.model.expert_params() as f64;
         mem.params_gib += p * s.model.dtype_bytes as f64 / GIB;
         mem.grads_gib += p * s.training.grad_bytes_per_param / GIB;
@@ -396,7 +485,16 @@ impl StrategyModel for FssdpModel<'_> {
     }
 
     fn extra_phases(&self) -> &'static [Phase] {
-        &[Phase::Spag, Phase::Sprs, Phase::Reshard]
+        if self.tp.is_some() {
+            &[
+                Phase::Spag,
+                Phase::Sprs,
+                Phase::Reshard,
+                Phase::TensorParallel,
+            ]
+        } else {
+            &[Phase::Spag, Phase::Sprs, Phase::Reshard]
+        }
     }
 
     fn finish(&self, runs: &[FssdpIteration], result: &mut StrategyResult) {

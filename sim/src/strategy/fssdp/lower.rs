@@ -17,6 +17,62 @@ use crate::strategy::shared::{experts_forward_s, optimizer_s};
 use moesim_traces::IterationRouting;
 
 impl FssdpModel<'_> {
+    /// One layer's dense work on every GPU, its forward or (`backward`) its backward: twice the forward's
+    /// GEMMs, attention's extra score work and what selective recomputation reruns. Without TP one
+    /// operation; with TP the attention block and, in a dense layer or beside shared experts, the MLP
+    /// block, each between its TP groups' sequence-parallel all-gather and reduce-scatter (an MoE layer's
+    /// router and routed experts take the sequence shard as it is), as `strategy/ep/pipelined.rs` lowers them.
+    fn dense_layer(
+        &self,
+        graph: &mut IterationGraph,
+        prev: &mut [Option<OpId>],
+        moe: bool,
+        backward: bool,
+        speeds: &Speeds,
+    ) {
+        let g = self.ranks;
+        let compute = |graph: &mut IterationGraph, prev: &mut [Option<OpId>], secs: f64| {
+            blocks::dense(graph, prev, 0..g, secs, speeds, Phase::DenseCompute)
+        };
+        let Some(tp) = &self.tp else {
+            let d = self.dense_fwd_s[moe as usize];
+            let secs = if backward {
+                2.0 * d + self.attention_bwd_extra_s + self.selective_s
+            } else {
+                d
+            };
+            return compute(graph, prev, secs);
+        };
+        let ring = |graph: &mut IterationGraph, prev: &mut [Option<OpId>]| {
+            blocks::collective(graph, prev, Phase::TensorParallel, tp.ring.clone(), &[]);
+        };
+        let between_rings = |graph: &mut IterationGraph, prev: &mut [Option<OpId>], secs: f64| {
+            ring(graph, prev);
+            compute(graph, prev, secs);
+            ring(graph, prev);
+        };
+        let (attention, mlp) = tp.blocks[moe as usize];
+        let mlp_between_rings = !moe || self.scenario.model.shared_experts > 0;
+        let scale = if backward { 2.0 } else { 1.0 };
+        let mlp_block = |graph: &mut IterationGraph, prev: &mut [Option<OpId>]| {
+            if mlp_between_rings {
+                between_rings(graph, prev, scale * mlp);
+            } else {
+                compute(graph, prev, scale * mlp);
+            }
+        };
+        if backward {
+            if self.selective_s > 0.0 {
+                compute(graph, prev, self.selective_s);
+            }
+            mlp_block(graph, prev);
+            between_rings(graph, prev, 2.0 * attention + self.attention_bwd_extra_s);
+        } else {
+            between_rings(graph, prev, attention);
+            mlp_block(graph, prev);
+        }
+    }
+
     fn spag(
         &self,
         p: &LayerPlacement,
@@ -276,14 +332,7 @@ impl FssdpModel<'_> {
         let recompute = s.training.activation_checkpointing;
         // A layer's dense forward on every GPU (run again before its backward under recomputation).
         let dense_forward = |graph: &mut IterationGraph, prev: &mut [Option<OpId>], moe: bool| {
-            blocks::dense(
-                graph,
-                prev,
-                0..g,
-                self.dense_fwd_s[moe as usize],
-                &speeds,
-                Phase::DenseCompute,
-            )
+            self.dense_layer(graph, prev, moe, false, &speeds)
         };
         for mb in 0..mbs {
             for layer in 0..layers {
@@ -371,16 +420,7 @@ impl FssdpModel<'_> {
                     }
                 }
                 before = prev.clone();
-                blocks::dense(
-                    graph,
-                    &mut prev,
-                    0..g,
-                    2.0 * self.dense_fwd_s[moe as usize]
-                        + self.attention_bwd_extra_s
-                        + self.selective_s,
-                    &speeds,
-                    Phase::DenseCompute,
-                );
+                self.dense_layer(graph, &mut prev, moe, true, &speeds);
             }
         }
         // FSSDP is a training strategy: every iteration ends with the dense all-reduce and the owners' step.
@@ -388,10 +428,13 @@ impl FssdpModel<'_> {
             let tail = graph.barrier(sprs_ops.iter().copied());
             let chains = [prev.clone(), vec![Some(tail); g]];
             let synced = blocks::grad_sync(graph, &chains, self.grad_sync.iter().cloned());
+            // A TP rank updates its 1/tp of the dense weights, sharded over its data-parallel group by ZeRO.
+            let tp = self.tp_size();
+            let dense_on_rank = s.model.dense_params() as f64 / tp as f64;
             let updated_dense = if s.training.zero_stage >= 1 {
-                s.model.dense_params() as f64 / g as f64
+                dense_on_rank / (g / tp) as f64
             } else {
-                s.model.dense_params() as f64
+                dense_on_rank
             };
             let owned = sharding::owned_per_rank(&owners, g);
             blocks::optimizer(
