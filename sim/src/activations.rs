@@ -10,11 +10,15 @@
 //! - **attention**: queries, keys and values as fused attention takes them — `heads·qk` queries, keys and
 //!   values per KV head for MHA/GQA, per head for MLA after its up-projections (`mla_up_proj` recomputes
 //!   these from the latents) — its output (`heads·v`, the output projection's input) and its log-sum-exp
-//!   (one FP32 value per head; fused attention keeps no score matrix).
+//!   (one FP32 value per head; fused attention keeps no score matrix). `core_attn` checkpoints the fused
+//!   kernel: its inputs and output stay (the projections keep them), its log-sum-exp goes.
 //! - **FFN** of a dense layer or the shared experts: the up-projections' outputs (2·f for SwiGLU, f for
-//!   GELU) and the activation's output (f); the router's FP32 logits over the experts.
+//!   GELU) and the activation's output (f); the router's FP32 logits over the experts. `mlp` checkpoints a
+//!   dense layer's MLP (its input stays, as a norm's output).
 //! - **each routed copy** on its expert's GPU: its permuted input and its output (2·d), the up-projections'
-//!   and the activation's outputs (3·f/etp for SwiGLU). `moe_act` recomputes the activation's output.
+//!   and the activation's outputs (3·f/etp for SwiGLU). `moe_act` recomputes the activation's output;
+//!   `moe` checkpoints the whole MoE block, which then keeps only its input: no routed copy, no router
+//!   logits, no shared-expert intermediates.
 //!
 //! No dropout masks (MoE pre-training runs without dropout). Korthikanti et al. (2022)'s 34·d bytes per token
 //! of a bf16 GPT layer is this count for MHA with a 4·d GELU MLP, plus two 1-byte dropout masks.
@@ -53,14 +57,21 @@ pub fn kept(m: &Model, moe: bool, etp: usize, recompute: RecomputeModules) -> Ke
         elements += heads * qk + kv_heads * (qk + v);
     }
     elements += heads * v;
-    let mut bytes = elements * b + heads * 4.0;
+    let mut bytes = elements * b;
+    // Core attention's own saved tensor beside its inputs and output (which the projections keep): the
+    // per-head log-sum-exp, dropped when it is checkpointed.
+    if !recompute.core_attn {
+        bytes += heads * 4.0;
+    }
     // The FFN's up-projections' and activation's outputs over `f` columns.
     let ffn = |f: f64, matrices: u64| if matrices == 3 { 3.0 * f } else { 2.0 * f };
-    if moe {
+    // A checkpointed MoE block keeps its input only (a norm's output, counted above): no router logits,
+    // shared experts' intermediates or routed copies.
+    if moe && !recompute.moe {
         bytes += m.experts as f64 * 4.0;
         let shared = (m.shared_experts as u64 * m.expert_d_ff) as f64;
         bytes += ffn(shared, m.expert_matrices) * b;
-    } else {
+    } else if !moe && !recompute.mlp {
         bytes += ffn(m.dense_d_ff as f64, 3) * b;
     }
     let f = m.expert_d_ff.div_ceil(etp.max(1) as u64) as f64;
@@ -70,7 +81,7 @@ pub fn kept(m: &Model, moe: bool, etp: usize, recompute: RecomputeModules) -> Ke
     }
     Kept {
         per_token: bytes,
-        per_routed_copy: if moe { copy * b } else { 0.0 },
+        per_routed_copy: if moe && !recompute.moe { copy * b } else { 0.0 },
     }
 }
 

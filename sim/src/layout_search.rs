@@ -128,6 +128,7 @@ pub fn selective_modules(s: &Scenario) -> RecomputeModules {
         layernorm: true,
         mla_up_proj: s.model.is_mla(),
         moe_act: true,
+        ..RecomputeModules::NONE
     }
 }
 

@@ -204,7 +204,7 @@ pub struct TrainingSection {
     #[serde(default = "default_grad_bytes")]
     pub grad_bytes_per_param: f64,
     /// Selective recomputation: modules whose outputs are recomputed in backward instead of kept
-    /// (`layernorm`, `mla_up_proj`, `moe_act`; see `crate::activations`).
+    /// (`layernorm`, `mla_up_proj`, `moe_act`, `core_attn`, `mlp`, `moe`; see `crate::activations`).
     #[serde(default)]
     pub recompute_modules: crate::scenario::recompute::RecomputeModules,
 }

@@ -863,7 +863,17 @@ impl Resolver<'_> {
                     "`mla_up_proj` recomputes MLA's up-projections, and `{}` has no MLA latents (model.q_lora_rank and model.kv_lora_rank are 0)",
                     m.name
                 ),
-                "expected an MLA model, or layernorm and moe_act only",
+                "expected an MLA model, or the other modules (layernorm, moe_act, core_attn, mlp, moe)",
+            ));
+        }
+        if rc.mlp && m.first_dense_layers == 0 {
+            return Err(self.error(
+                "training.recompute_modules",
+                format!(
+                    "`mlp` recomputes the MLP of dense layers, and every layer of `{}` is an MoE layer (model.first_dense_layers = 0); `moe` checkpoints MoE blocks",
+                    m.name
+                ),
+                "expected a model with dense layers, or moe",
             ));
         }
         if t.zero_stage > 3 {

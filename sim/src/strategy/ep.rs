@@ -70,8 +70,9 @@ pub struct EpModel<'a> {
     moved_copies: Vec<usize>,
     /// Dense forward seconds of one overlapped part (attention layers without and with an MoE block).
     dense_fwd_s: [f64; 2],
-    /// What selective recomputation adds to each layer's backward (norms, MLA up-projections).
-    selective_s: f64,
+    /// What selective recomputation adds to each [dense, MoE] layer's backward (norms, MLA up-projections,
+    /// core attention, a dense MLP, an MoE block's router and shared experts).
+    selective_s: [f64; 2],
     /// What attention's backward adds beyond twice the forward (one part).
     attention_bwd_extra_s: f64,
     lm_head_s: f64,
@@ -881,7 +882,7 @@ impl<'a> EpModel<'a> {
         let mut act_s = Vec::new();
         let recompute_act = s.workload.mode == Mode::Training
             && !s.training.activation_checkpointing
-            && s.training.recompute_modules.moe_act;
+            && s.training.recompute_modules.experts_activation_only();
         let keep_slots = self.strategy.parallel.etp > 1;
         let mut slot_tokens = Vec::new();
         for (i, &r) in graph_ranks.iter().enumerate() {
@@ -970,6 +971,8 @@ impl<'a> EpModel<'a> {
         // Activation checkpointing keeps each layer's input only: the whole layer's forward (its MoE block's
         // all-to-alls and experts included) runs again before its backward.
         let recompute = training && s.training.activation_checkpointing;
+        // Selective recomputation of the MoE block (`moe`) reruns its dispatch, experts and combine too.
+        let moe_recompute = training && s.training.recompute_modules.moe;
         for mb in 0..mbs {
             // Every (layer, group, part) cell of this micro-batch: forward and backward use the same routing.
             let before = facts.tokens_received.clone();
@@ -1035,12 +1038,14 @@ impl<'a> EpModel<'a> {
                         dense_all(graph, &mut prev, g, mtp_dense, &speeds);
                     }
                     if let Some(c) = mtp_cells {
-                        if recompute {
+                        if recompute || moe_recompute {
                             moe_block(graph, &mut prev, c, &group_ranks, &speeds, false);
                         }
                         moe_block(graph, &mut prev, c, &group_ranks, &speeds, true);
                     }
-                    let secs = 2.0 * mtp_dense + self.attention_bwd_extra_s + self.selective_s;
+                    let secs = 2.0 * mtp_dense
+                        + self.attention_bwd_extra_s
+                        + self.selective_s[mtp_cells.is_some() as usize];
                     dense_all(graph, &mut prev, g, secs, &speeds);
                 }
                 dense_all(graph, &mut prev, g, 2.0 * self.lm_head_s, &speeds);
@@ -1052,12 +1057,14 @@ impl<'a> EpModel<'a> {
                     }
                     if moe {
                         let c = &cells[layer - first_moe];
-                        if recompute {
+                        if recompute || moe_recompute {
                             moe_block(graph, &mut prev, c, &group_ranks, &speeds, false);
                         }
                         moe_block(graph, &mut prev, c, &group_ranks, &speeds, true);
                     }
-                    let secs = 2.0 * dense_fwd + self.attention_bwd_extra_s + self.selective_s;
+                    let secs = 2.0 * dense_fwd
+                        + self.attention_bwd_extra_s
+                        + self.selective_s[moe as usize];
                     dense_all(graph, &mut prev, g, secs, &speeds);
                 }
             }

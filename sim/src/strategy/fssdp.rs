@@ -66,8 +66,9 @@ pub struct FssdpModel<'a> {
     tp: Option<TensorParallel>,
     /// [dense layer, MoE layer]: the dense forward of one micro-batch on one GPU (one TP rank's share).
     dense_fwd_s: [f64; 2],
-    /// What selective recomputation adds to each layer's backward (norms, MLA up-projections).
-    selective_s: f64,
+    /// What selective recomputation adds to each [dense, MoE] layer's backward (norms, MLA up-projections,
+    /// core attention, a dense MLP, an MoE block's router and shared experts).
+    selective_s: [f64; 2],
     /// What attention's backward adds beyond twice the forward.
     attention_bwd_extra_s: f64,
     lm_head_s: f64,

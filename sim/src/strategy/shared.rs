@@ -209,15 +209,19 @@ pub fn non_gemm_s(s: &Scenario, cost: &dyn CostModel, t: u64, moe_layer: bool) -
 }
 
 /// What selective recomputation (`training.recompute_modules`) adds to one layer's backward on one of `tp`
-/// tensor-parallel ranks over a micro-batch's `t` tokens (the norms over its `t/tp` shard): the RMSNorms
-/// again (each a launch plus reading its input and writing its output) and MLA's up-projection GEMMs. Zero
-/// outside training and under full recomputation (which reruns the whole layer instead). The experts'
-/// activation (`moe_act`) is priced per GPU with its tokens, beside the experts.
-pub fn selective_recompute_s(s: &Scenario, cost: &dyn CostModel, t: u64, tp: u64) -> f64 {
+/// tensor-parallel ranks over a micro-batch's `t` tokens (the norms over its `t/tp` shard), as [dense
+/// layer, MoE layer]: the RMSNorms again (each a launch plus reading its input and writing its output),
+/// MLA's up-projection GEMMs, core attention's forward (`core_attn`), a dense layer's MLP forward (`mlp`),
+/// and an MoE layer's router, shared experts and token permutations (`moe`; its dispatch, routed experts
+/// and combine are the strategy's to lower). Zero outside training and under full recomputation (which
+/// reruns the whole layer instead). The experts' activation alone (`moe_act`) is priced per GPU with its
+/// tokens, beside the experts.
+pub fn selective_recompute_s(s: &Scenario, cost: &dyn CostModel, t: u64, tp: u64) -> [f64; 2] {
     if s.workload.mode != Mode::Training || s.training.activation_checkpointing {
-        return 0.0;
+        return [0.0; 2];
     }
-    let w = activations::recompute_work(&s.model, tp, s.training.recompute_modules);
+    let rc = s.training.recompute_modules;
+    let w = activations::recompute_work(&s.model, tp, rc);
     let shard = t.div_ceil(tp) as f64;
     let mut time = 0.0;
     if w.norm_kernels > 0 {
@@ -229,7 +233,19 @@ pub fn selective_recompute_s(s: &Scenario, cost: &dyn CostModel, t: u64, tp: u64
             time += cost.gemm_s(t, columns, inner, s.model.dense_gemm_bytes());
         }
     }
-    time
+    if rc.core_attn {
+        time += attention_scores_s(s, cost, t, s.model.attention.heads.div_ceil(tp.max(1)));
+    }
+    let mut out = [time; 2];
+    if rc.mlp {
+        out[0] += dense_forward_tp_s(s, cost, false, t, tp).1;
+    }
+    if rc.moe {
+        let shard = t.div_ceil(tp.max(1));
+        out[1] += dense_forward_tp_s(s, cost, true, t, tp).1 + non_gemm_s(s, cost, shard, true)
+            - non_gemm_s(s, cost, shard, false);
+    }
+    out
 }
 
 /// The activation between an FFN's up- and down-projections over `t` tokens of width `f`: SwiGLU reads

@@ -69,9 +69,9 @@ pub(super) struct Pipelined {
     dense: [(f64, f64); 2],
     /// What one layer's attention backward adds beyond twice its forward, on one TP rank.
     attention_bwd_extra_s: f64,
-    /// What selective recomputation adds to each layer's backward on one TP rank (norms, MLA's
-    /// up-projections).
-    selective_s: f64,
+    /// What selective recomputation adds to each [dense, MoE] layer's backward on one TP rank (norms,
+    /// MLA's up-projections, core attention, a dense MLP, an MoE block's router and shared experts).
+    selective_s: [f64; 2],
     lm_head_s: f64,
     /// Multi-token-prediction modules on the last stage in training (0 otherwise), each with its
     /// projection's seconds and one more block routed as `mtp_layer` (the model's last layer).
@@ -559,7 +559,7 @@ impl<'m, 'a> Lowering<'m, 'a> {
         let mut expert_s = vec![0.0; unit];
         let recompute_act = s.workload.mode == Mode::Training
             && !s.training.activation_checkpointing
-            && s.training.recompute_modules.moe_act;
+            && s.training.recompute_modules.experts_activation_only();
         let mut act_s = if recompute_act {
             vec![0.0; unit]
         } else {
@@ -830,11 +830,16 @@ impl<'m, 'a> Lowering<'m, 'a> {
             out.push(Step::Compute(mlp, Phase::DenseCompute));
         }
         let cells = self.cells(r, mb, l);
+        Self::moe_block_forward(&cells, out);
+    }
+
+    /// An MoE block's routed part forward: dispatch, experts, combine.
+    fn moe_block_forward(cells: &LayerCells, out: &mut Vec<Step>) {
         out.push(Step::Collectives(
             cells.groups.iter().map(|c| c.dispatch.clone()).collect(),
             Phase::Dispatch,
         ));
-        Self::experts_between_etp_rings(&cells, 1.0, out);
+        Self::experts_between_etp_rings(cells, 1.0, out);
         out.push(Step::Collectives(
             cells.groups.iter().map(|c| c.combine.clone()).collect(),
             Phase::Combine,
@@ -850,8 +855,16 @@ impl<'m, 'a> Lowering<'m, 'a> {
         let s = self.model.scenario;
         if s.training.activation_checkpointing {
             self.layer_forward(r, task.mb, l, out);
-        } else if self.pipe.selective_s > 0.0 {
-            out.push(Step::Compute(self.pipe.selective_s, Phase::DenseCompute));
+        } else {
+            let selective = self.pipe.selective_s[self.is_moe(l) as usize];
+            if selective > 0.0 {
+                out.push(Step::Compute(selective, Phase::DenseCompute));
+            }
+            // A checkpointed MoE block (`moe`) runs its dispatch, experts and combine again first.
+            if self.is_moe(l) && s.training.recompute_modules.moe {
+                let cells = self.cells(r, task.mb, l);
+                Self::moe_block_forward(&cells, out);
+            }
         }
         let scale = if task.pass == Pass::Backward {
             2.0

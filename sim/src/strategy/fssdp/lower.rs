@@ -37,7 +37,7 @@ impl FssdpModel<'_> {
         let Some(tp) = &self.tp else {
             let d = self.dense_fwd_s[moe as usize];
             let secs = if backward {
-                2.0 * d + self.attention_bwd_extra_s + self.selective_s
+                2.0 * d + self.attention_bwd_extra_s + self.selective_s[moe as usize]
             } else {
                 d
             };
@@ -62,8 +62,9 @@ impl FssdpModel<'_> {
             }
         };
         if backward {
-            if self.selective_s > 0.0 {
-                compute(graph, prev, self.selective_s);
+            let selective = self.selective_s[moe as usize];
+            if selective > 0.0 {
+                compute(graph, prev, selective);
             }
             mlp_block(graph, prev);
             between_rings(graph, prev, 2.0 * attention + self.attention_bwd_extra_s);
@@ -396,8 +397,9 @@ impl FssdpModel<'_> {
                         Vec::new()
                     };
                     let cell = &cells[mb * moe_layers + l];
-                    // The recomputed forward needs the (re-gathered) copies too.
-                    let gather = if recompute {
+                    // The recomputed forward (of the whole layer, or of the checkpointed MoE block)
+                    // needs the (re-gathered) copies too.
+                    let gather = if recompute || s.training.recompute_modules.moe {
                         blocks::collective(
                             graph,
                             &mut prev,
