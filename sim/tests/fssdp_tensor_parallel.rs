@@ -7,9 +7,7 @@ mod common;
 use common::rel;
 use moesim_sim::Scenario;
 use moesim_sim::phase::Phase;
-use moesim_sim::runner::{
-    RunOptions, simulate_scenario, synthetic_routing, synthetic_routing_shaped,
-};
+use moesim_sim::runner::synthetic_routing_shaped;
 use moesim_sim::scenario::parse_scenario;
 use moesim_sim::strategy::ep::EpModel;
 use moesim_sim::strategy::fssdp::{FssdpIteration, FssdpModel, FssdpWorkspace};
@@ -34,18 +32,6 @@ fn iteration(s: &Scenario) -> FssdpIteration {
     let routing = synthetic_routing_shaped(s, EpModel::routing_shape_for(s, strategy));
     let model = FssdpModel::new(s, strategy, &topo, &cost, &routing);
     model.simulate_iteration(0, &mut FssdpWorkspace::default())
-}
-
-fn report(s: &Scenario) -> moesim_sim::result::SimulationReport {
-    simulate_scenario(
-        s,
-        &synthetic_routing(s),
-        None,
-        RunOptions {
-            timing: false,
-            progress: None,
-        },
-    )
 }
 
 #[test]
@@ -98,9 +84,9 @@ fn every_gpu_routes_its_sequence_shard_to_the_expert_copies() {
 
 #[test]
 fn the_tp_group_splits_dense_weights_and_work_and_the_cluster_serves_fewer_replicas() {
-    let one = report(&ideal("", ""));
-    let two = report(&ideal("tp = 2", ""));
-    let (a, b) = (&one.results[0], &two.results[0]);
+    let one = common::run(&ideal("", ""));
+    let two = common::run(&ideal("tp = 2", ""));
+    let (a, b) = (&one[0], &two[0]);
     // Dense weights split over the pair; routed experts (owned whole) and Mixtral's tiny dense part make
     // the rest. Parameters on a rank: dense / tp + owned experts.
     let s = ideal("", "");
