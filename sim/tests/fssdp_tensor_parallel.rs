@@ -11,6 +11,7 @@ use moesim_sim::runner::synthetic_routing_shaped;
 use moesim_sim::scenario::parse_scenario;
 use moesim_sim::strategy::ep::EpModel;
 use moesim_sim::strategy::fssdp::{FssdpIteration, FssdpModel, FssdpWorkspace};
+use moesim_sim::strategy::record::IterationRecord;
 use moesim_sim::topology::Topology;
 
 /// Mixtral's shapes (8 layers) on 8 GPUs of an ideal roofline, balanced routing, FSSDP with `strategy`.
@@ -34,6 +35,13 @@ fn iteration(s: &Scenario) -> FssdpIteration {
     model.simulate_iteration(0, &mut FssdpWorkspace::default())
 }
 
+/// The scenario with FSSDP at `tp` (`extra` in `[model]`) and its iteration 0's record.
+fn at_tp(tp: usize, extra: &str) -> (Scenario, IterationRecord) {
+    let s = ideal(&format!("tp = {tp}"), extra);
+    let rec = iteration(&s).base;
+    (s, rec)
+}
+
 #[test]
 fn tensor_parallel_fssdp_moves_megatrons_sequence_parallel_traffic() {
     // Per layer and direction, an all-gather and a reduce-scatter of the micro-batch's activations (t·d
@@ -41,8 +49,7 @@ fn tensor_parallel_fssdp_moves_megatrons_sequence_parallel_traffic() {
     // experts take the sequence shard without a TP collective. A ring over tp GPUs sends (tp−1)/tp of
     // them from each GPU, and every GPU of the cluster is in one TP group.
     for tp in [2usize, 4, 8] {
-        let s = ideal(&format!("tp = {tp}"), "");
-        let rec = iteration(&s).base;
+        let (s, rec) = at_tp(tp, "");
         let m = &s.model;
         let act = (s.tokens_per_rank() * m.d_model * m.dtype_bytes as u64) as f64;
         let expect =
@@ -53,8 +60,8 @@ fn tensor_parallel_fssdp_moves_megatrons_sequence_parallel_traffic() {
         let got = rec.outcome.phase_bytes[Phase::TensorParallel.index()];
         assert!(rel(got, expect) < 1e-9, "tp {tp}: {got} vs {expect}");
         // DeepSeek-style dense first layers add their MLP block's pair.
-        let s2 = ideal(&format!("tp = {tp}"), "first_dense_layers = 2");
-        let got2 = iteration(&s2).base.outcome.phase_bytes[Phase::TensorParallel.index()];
+        let got2 = at_tp(tp, "first_dense_layers = 2").1.outcome.phase_bytes
+            [Phase::TensorParallel.index()];
         let expect2 = expect * (m.layers as f64 + 2.0) / m.layers as f64;
         assert!(rel(got2, expect2) < 1e-9, "tp {tp}: {got2} vs {expect2}");
     }
@@ -68,8 +75,7 @@ fn every_gpu_routes_its_sequence_shard_to_the_expert_copies() {
     // Conservation: each GPU sends top_k copies of its 1/tp share of every micro-batch's tokens per MoE
     // layer, and the copies all arrive (balanced routing drops nothing).
     for tp in [1usize, 2, 4] {
-        let s = ideal(&format!("tp = {tp}"), "");
-        let rec = iteration(&s).base;
+        let (s, rec) = at_tp(tp, "");
         let m = &s.model;
         let sent = s.cluster.gpus() as u64
             * s.workload.micro_batches as u64
