@@ -120,15 +120,3 @@ fn the_tp_group_splits_dense_weights_and_work_and_the_cluster_serves_fewer_repli
         "{tokens_b} vs {tokens_a}"
     );
 }
-
-#[test]
-fn pipeline_parallelism_with_fssdp_is_refused_naming_the_field() {
-    let text = "name = \"x\"\n[model]\npreset = \"mixtral-8x7b\"\n[cluster]\npreset = \"dgx-h100\"\n\
-                [workload]\nmode = \"training\"\nmicro_batches = 4\n[[strategy]]\nname = \"s\"\n\
-                kind = \"fssdp\"\npp = 2\n";
-    let e = format!(
-        "{:?}",
-        parse_scenario("x.toml", text, &[]).expect_err("refused")
-    );
-    assert!(e.contains("strategy[0].pp"), "{e}");
-}

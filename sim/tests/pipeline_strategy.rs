@@ -23,14 +23,7 @@ fn ideal(strategy: &str, micro_batches: usize, extra: &str) -> Scenario {
 
 /// [`ideal`] with a strategy of kind `kind`.
 fn ideal_kind(kind: &str, strategy: &str, micro_batches: usize, extra: &str) -> Scenario {
-    let text = format!(
-        "name = \"pp\"\nseed = 3\n[model]\npreset = \"mixtral-8x7b\"\nlayers = 8\nvocab = 8\nseq_len = 4096\n\
-         micro_batch = 1\n{extra}\n[cluster]\npreset = \"ideal\"\ngpus_per_node = 8\npeak_tflops = 1000.0\n\
-         ideal_link_gbytes_per_s = 1e9\nideal_latency_us = 0.0\n[workload]\nmode = \"training\"\n\
-         iterations = 1\nmicro_batches = {micro_batches}\nskew = {{ distribution = \"balanced\" }}\n\
-         [[strategy]]\nname = \"s\"\nkind = \"{kind}\"\n{strategy}\n"
-    );
-    parse_scenario("pp.toml", &text, &[]).unwrap_or_else(|e| panic!("{e:?}"))
+    common::ideal_pipeline(kind, strategy, micro_batches, extra)
 }
 
 /// The scenario simulated on its synthetic workload, without wall-clock fields.
@@ -275,7 +268,7 @@ fn inconsistent_layouts_are_refused_naming_their_field() {
             4,
             "strategy[0].virtual_stages",
         ),
-        ("kind = \"fssdp\"\npp = 2", 4, "strategy[0].pp"),
+        ("kind = \"fssdp\"\npp = 2\ntp = 2", 4, "strategy[0].tp"),
         (
             "kind = \"ep\"\ntp = 2\noverlap_micro_batches = 2",
             4,

@@ -135,10 +135,10 @@ fn serving_knobs(s: &Scenario) -> Vec<Knob> {
 }
 
 /// The knobs of strategy `i` of `s`, then the cluster's (a serving scenario's own knobs first; `i` out of
-/// range: no strategy knobs). An `ep` strategy outside serving also has its tensor-, expert-tensor-
-/// (static EP) and pipeline-parallel degrees, its schedule and rank order (with PP above 1: the scenario
-/// refuses them without) and
-/// the micro-batches per iteration; a value the scenario refuses is the error the view shows.
+/// range: no strategy knobs). An `ep`, `ep-replicated` or `fssdp` strategy outside serving also has its
+/// tensor-, expert-tensor- (static EP) and pipeline-parallel degrees, its schedule and rank order (with PP
+/// above 1: the scenario refuses them without); `ep` and `fssdp` the micro-batches per iteration. A value
+/// the scenario refuses is the error the view shows.
 pub fn knobs(s: &Scenario, i: usize) -> Vec<Knob> {
     let mut out = serving_knobs(s);
     let gpus = s.cluster.gpus();
@@ -167,12 +167,11 @@ pub fn knobs(s: &Scenario, i: usize) -> Vec<Knob> {
             }
             _ => {}
         }
-        let parallel = matches!(st.kind, StrategyKind::Ep | StrategyKind::EpReplicated)
-            && s.workload.mode != Mode::Serving;
-        // FSSDP splits its dense layers over TP groups (no pipeline yet).
-        if st.kind == StrategyKind::Fssdp {
-            add("TP (tensor parallel)", "tp", st.parallel.tp.to_string());
-        }
+        // FSSDP splits its dense layers over TP groups or its layers over pipeline stages (not yet both).
+        let parallel = matches!(
+            st.kind,
+            StrategyKind::Ep | StrategyKind::EpReplicated | StrategyKind::Fssdp
+        ) && s.workload.mode != Mode::Serving;
         if parallel {
             let p = &st.parallel;
             add("TP (tensor parallel)", "tp", p.tp.to_string());
@@ -225,10 +224,10 @@ pub fn knobs(s: &Scenario, i: usize) -> Vec<Knob> {
             add("cache policy", "cache_policy", o.policy.name().to_string());
         }
     }
-    if s.strategies
-        .get(i)
-        .is_some_and(|st| st.kind == StrategyKind::Ep && s.workload.mode != Mode::Serving)
-    {
+    if s.strategies.get(i).is_some_and(|st| {
+        matches!(st.kind, StrategyKind::Ep | StrategyKind::Fssdp)
+            && s.workload.mode != Mode::Serving
+    }) {
         out.push(Knob {
             label: "micro-batches",
             key: "workload.micro_batches".into(),
@@ -338,7 +337,9 @@ cache_experts_per_layer = 16
                 1,
                 &[
                     "TP (tensor parallel)",
+                    "PP (pipeline stages)",
                     "FSSDP memory cap (copies/layer)",
+                    "micro-batches",
                     "nodes",
                 ],
             ),

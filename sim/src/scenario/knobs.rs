@@ -263,7 +263,9 @@ impl Resolver<'_> {
                         "expected a positive count",
                     ));
                 }
-                let owned = m.experts.div_ceil(c.gpus());
+                // A layer's experts are sharded over the GPUs of the pipeline stage that holds it.
+                let stage_gpus = c.gpus() / s.pp.unwrap_or(1).max(1);
+                let owned = m.experts.div_ceil(stage_gpus.max(1));
                 let cap = s.memory_cap_experts.unwrap_or(2 * owned);
                 if cap > m.experts {
                     return Err(self.error(

@@ -931,15 +931,16 @@ impl Resolver<'_> {
             let gpus = c.gpus();
             let (fssdp, offload) = self.strategy_knobs(i, s, m, c, raw.workload.mode)?;
             let replicated = s.kind == StrategyKind::EpReplicated;
-            let parallel = self.parallel(i, s, m, gpus, &raw.workload)?;
+            let parallel = self.parallel(i, s, m, gpus, c.gpus_per_node, &raw.workload)?;
             // EP is carved from one pipeline stage's GPUs.
             let stage_gpus = parallel.stage_gpus(gpus);
             let ep_size = match s.kind {
                 StrategyKind::Ep | StrategyKind::EpReplicated => s
                     .ep_size
                     .unwrap_or_else(|| (stage_gpus / parallel.etp).min(m.experts)),
-                // FSSDP shards over every rank; offloading keeps every expert reachable from each GPU.
-                StrategyKind::Fssdp => gpus,
+                // FSSDP shards over every rank of a stage; offloading keeps every expert reachable from
+                // each GPU.
+                StrategyKind::Fssdp => stage_gpus,
                 StrategyKind::Offload => 1,
             };
             let ep_kind = matches!(s.kind, StrategyKind::Ep | StrategyKind::EpReplicated);

@@ -184,6 +184,7 @@ impl Resolver<'_> {
         s: &StrategySection,
         m: &Model,
         gpus: usize,
+        gpus_per_node: usize,
         w: &WorkloadSection,
     ) -> Result<Parallel, ScenarioError> {
         let (mode, trace, micro_batches) = (w.mode, w.trace.is_some(), w.micro_batches);
@@ -240,13 +241,41 @@ impl Resolver<'_> {
                 "etp"
             };
             // FSSDP composes with tensor parallelism (its dense layers split over TP groups, every GPU a
-            // shard owner and a token source); not yet with a pipeline.
+            // shard owner and a token source) or with a pipeline (each stage's GPUs shard its layers'
+            // experts), not yet with both at once, and not with DualPipe, whose model stages live on two
+            // pipeline ranks (their experts would need two shardings).
             if s.kind == StrategyKind::Fssdp && pp > 1 {
-                return Err(self.error(
-                    &p("pp"),
-                    "pipeline parallelism is not modelled for kind = \"fssdp\" yet (tensor parallelism is)",
-                    "expected pp = 1 for this kind",
-                ));
+                if tp > 1 {
+                    return Err(self.error(
+                        &p("tp"),
+                        "kind = \"fssdp\" composes with tensor or with pipeline parallelism, not yet with both",
+                        "expected tp = 1 with pp > 1 for this kind",
+                    ));
+                }
+                if s.pipeline_schedule == Some(PipelineSchedule::DualPipe) {
+                    return Err(self.error(
+                        &p("pipeline_schedule"),
+                        "DualPipe holds each model stage on two pipeline ranks; kind = \"fssdp\" shards a stage's experts over one rank's GPUs",
+                        "expected gpipe, 1f1b or interleaved for this kind",
+                    ));
+                }
+                if s.calibrate == Some(true) {
+                    return Err(self.error(
+                        &p("calibrate"),
+                        "FSSDP's calibration is modelled without a pipeline only",
+                        "expected calibrate = false with pp > 1",
+                    ));
+                }
+                let (stage, per_node) = (gpus / pp, gpus_per_node.max(1));
+                if !(stage.is_multiple_of(per_node) || per_node.is_multiple_of(stage)) {
+                    return Err(self.error(
+                        &p("pp"),
+                        format!(
+                            "a pipeline stage of {stage} GPUs splits nodes of {per_node} GPUs unevenly; FSSDP dispatches to copies by node"
+                        ),
+                        "expected the stage's GPUs to be whole nodes or a divisor of a node",
+                    ));
+                }
             }
             if !matches!(
                 s.kind,

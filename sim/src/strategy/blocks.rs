@@ -101,6 +101,22 @@ pub fn experts(
     }
 }
 
+/// `prev[g]` becomes an operation after both `prev[g]` and `ready[g]` (a pipeline task's GPUs waiting for
+/// their input as well as for their own last operation).
+pub fn join(
+    graph: &mut IterationGraph,
+    ranks: &[usize],
+    prev: &mut [Option<OpId>],
+    ready: &[Option<OpId>],
+) {
+    for &g in ranks {
+        prev[g] = match (prev[g], ready[g]) {
+            (Some(a), Some(b)) => Some(graph.barrier([a, b])),
+            (a, b) => a.or(b),
+        };
+    }
+}
+
 /// Gradient synchronisation: `specs` run one after another on each participating rank, after all of the
 /// rank's chains (`chains[k][rank]`) have finished; returns each rank's last operation.
 pub fn grad_sync(

@@ -24,6 +24,7 @@
 pub mod dispatch;
 mod lower;
 pub mod materialize;
+mod pipelined;
 pub mod sharding;
 
 use crate::collective::AllToAllScratch;
@@ -56,7 +57,15 @@ pub struct FssdpModel<'a> {
     pub topo: &'a Topology,
     pub cost: &'a dyn CostModel,
     pub routing: &'a dyn RoutingSource,
+    /// GPUs that shard a layer's experts: every GPU, or with a pipeline the GPUs of one stage.
     ranks: usize,
+    /// Per pipeline rank: its stage's GPUs (a layer's shard rank j is GPU `stage_gpus[r][j]`); one list of
+    /// every GPU without a pipeline.
+    stage_gpus: Vec<Vec<usize>>,
+    /// Per MoE layer: the pipeline rank that holds it (0 without a pipeline).
+    layer_rank: Vec<usize>,
+    /// With pipeline parallelism: its schedule and per-stage figures ([`pipelined`]).
+    pipe: Option<pipelined::Pipeline>,
     gpus_per_node: usize,
     experts: usize,
     moe_layers: usize,
@@ -169,7 +178,13 @@ impl<'a> FssdpModel<'a> {
             .as_ref()
             .expect("an fssdp strategy has FSSDP knobs");
         let m = &s.model;
-        let ranks = s.cluster.gpus();
+        let gpus = s.cluster.gpus();
+        let pipe = (strategy.parallel.pp > 1).then(|| pipelined::Pipeline::new(s, strategy, topo));
+        let ranks = strategy.parallel.stage_gpus(gpus);
+        let (stage_gpus, layer_rank) = match &pipe {
+            Some(p) => (p.stage_gpus.clone(), p.moe_rank.clone()),
+            None => (vec![(0..gpus).collect()], vec![0; m.moe_layers()]),
+        };
         let gpus_per_node = s.cluster.gpus_per_node;
         let experts = m.experts;
         let moe_layers = m.moe_layers();
@@ -222,7 +237,8 @@ impl<'a> FssdpModel<'a> {
         );
         let expert_bytes = m.expert_bytes() as f64;
         let grad_bytes = m.expert_params() as f64 * s.training.grad_bytes_per_param;
-        let bandwidth = if s.cluster.nodes > 1 {
+        // A copy travels between the GPUs of a layer's shard group: across nodes when it spans several.
+        let bandwidth = if ranks > gpus_per_node {
             topo.route_bandwidth(0, gpus_per_node)
         } else if ranks > 1 {
             topo.route_bandwidth(0, 1)
@@ -236,7 +252,9 @@ impl<'a> FssdpModel<'a> {
         let dense_grad_bytes = m.dense_params() as f64 * s.training.grad_bytes_per_param * zero3;
         // Dense gradients: all-reduced over every GPU, or with TP over each TP index's data-parallel group
         // (its `1/tp` of them; the groups are disjoint, so their collectives run side by side).
-        let grad_sync: Vec<crate::network::CollectiveSpec> = (0..tp_size)
+        // (With a pipeline each stage synchronises its own, see [`pipelined`].)
+        let tp_groups = if pipe.is_some() { 0 } else { tp_size };
+        let grad_sync: Vec<crate::network::CollectiveSpec> = (0..tp_groups)
             .flat_map(|j| {
                 let group: Vec<usize> = (0..ranks / tp_size).map(|i| i * tp_size + j).collect();
                 comms.all_reduce(
@@ -270,6 +288,9 @@ impl<'a> FssdpModel<'a> {
             cost,
             routing,
             ranks,
+            stage_gpus,
+            layer_rank,
+            pipe,
             gpus_per_node,
             experts,
             moe_layers,
@@ -291,13 +312,7 @@ impl<'a> FssdpModel<'a> {
             let mut k = 1;
             while k * n < iterations {
                 let f = model.forecast_all(k * n);
-                epochs.push(sharding::heterogeneous(
-                    &f,
-                    moe_layers,
-                    experts,
-                    ranks,
-                    gpus_per_node,
-                ));
+                epochs.push(model.heterogeneous(&f));
                 k += 1;
             }
         }
@@ -318,6 +333,45 @@ impl<'a> FssdpModel<'a> {
             }
         }
         f
+    }
+
+    /// Hecate's heterogeneous sharding from `forecast`, per pipeline rank over the layers it holds (equal
+    /// expert slots per GPU over those layers).
+    fn heterogeneous(&self, forecast: &[f64]) -> sharding::Owners {
+        let e = self.experts;
+        let mut owners = vec![0u32; self.moe_layers * e];
+        for r in 0..self.stage_gpus.len() {
+            let layers: Vec<usize> = (0..self.moe_layers)
+                .filter(|&l| self.layer_rank[l] == r)
+                .collect();
+            if layers.is_empty() {
+                continue;
+            }
+            let sub: Vec<f64> = layers
+                .iter()
+                .flat_map(|&l| forecast[l * e..(l + 1) * e].iter().copied())
+                .collect();
+            let own =
+                sharding::heterogeneous(&sub, layers.len(), e, self.ranks, self.gpus_per_node);
+            for (i, &l) in layers.iter().enumerate() {
+                owners[l * e..(l + 1) * e].copy_from_slice(&own[i * e..(i + 1) * e]);
+            }
+        }
+        owners
+    }
+
+    /// The GPUs of MoE layer `l`'s shard group (shard rank j is the j-th).
+    fn layer_gpus(&self, l: usize) -> &[usize] {
+        &self.stage_gpus[self.layer_rank[l]]
+    }
+
+    /// Experts each GPU owns over all layers under `owners`.
+    fn owned_per_gpu(&self, owners: &[u32]) -> Vec<usize> {
+        let mut out = vec![0; self.scenario.cluster.gpus()];
+        for (i, &o) in owners.iter().enumerate() {
+            out[self.layer_gpus(i / self.experts)[o as usize]] += 1;
+        }
+        out
     }
 
     fn epoch(&self, it: usize) -> usize {
@@ -374,7 +428,7 @@ impl<'a> FssdpModel<'a> {
     pub fn owned_experts_max(&self) -> usize {
         self.epochs
             .iter()
-            .flat_map(|o| sharding::owned_per_rank(o, self.ranks))
+            .flat_map(|o| self.owned_per_gpu(o))
             .max()
             .unwrap_or(0)
     }
@@ -384,6 +438,7 @@ impl<'a> FssdpModel<'a> {
     pub fn memory(&self, routed: RoutedTokens, materialized: usize) -> MemoryBreakdown {
         let s = self.scenario;
         let mut mem = match &self.tp {
+            None if self.pipe.is_some() => self.pipelined_memory(routed),
             None => rank_memory(s, self.params_on_rank(), routed),
             // With TP, as a pipeline-free stage: one TP rank's parameters, activations of its sequence
             // shard (one micro-batch in flight).
@@ -419,11 +474,16 @@ impl<'a> FssdpModel<'a> {
             / GIB
     }
 
-    /// Owner placement of the first MoE layer (in force at iteration 0), as experts per rank.
+    /// Owner placement of the first MoE layer (in force at iteration 0), as experts per GPU (with a
+    /// pipeline, the GPUs of the first layer's stage own them all).
     pub fn placement(&self) -> Vec<Vec<usize>> {
-        let mut out = vec![Vec::new(); self.ranks];
+        let mut out = vec![Vec::new(); self.scenario.cluster.gpus()];
+        if self.moe_layers == 0 {
+            return out;
+        }
+        let gpus = self.layer_gpus(0);
         for (e, &o) in self.epochs[0][..self.experts].iter().enumerate() {
-            out[o as usize].push(e);
+            out[gpus[o as usize]].push(e);
         }
         out
     }

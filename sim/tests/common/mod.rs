@@ -66,6 +66,20 @@ pub fn ep_iteration(s: &Scenario) -> moesim_sim::strategy::record::IterationReco
     model.simulate_iteration(0, &mut EpWorkspace::default())
 }
 
+/// Mixtral's shapes (8 layers) on 8 GPUs of an ideal roofline whose links are so fast that communication
+/// is negligible; balanced routing, no noise, a negligible output head; one strategy of kind `kind` with
+/// the `strategy` lines, `extra` lines in `[model]`.
+pub fn ideal_pipeline(kind: &str, strategy: &str, micro_batches: usize, extra: &str) -> Scenario {
+    let text = format!(
+        "name = \"pp\"\nseed = 3\n[model]\npreset = \"mixtral-8x7b\"\nlayers = 8\nvocab = 8\nseq_len = 4096\n\
+         micro_batch = 1\n{extra}\n[cluster]\npreset = \"ideal\"\ngpus_per_node = 8\npeak_tflops = 1000.0\n\
+         ideal_link_gbytes_per_s = 1e9\nideal_latency_us = 0.0\n[workload]\nmode = \"training\"\n\
+         iterations = 1\nmicro_batches = {micro_batches}\nskew = {{ distribution = \"balanced\" }}\n\
+         [[strategy]]\nname = \"s\"\nkind = \"{kind}\"\n{strategy}\n"
+    );
+    parse_scenario("pp.toml", &text, &[]).unwrap_or_else(|e| panic!("{e:?}"))
+}
+
 /// Relative difference of `a` from `b`.
 pub fn rel(a: f64, b: f64) -> f64 {
     (a - b).abs() / b.abs()

@@ -35,7 +35,7 @@ use crate::pipeline::schedule::{Pass, Schedule, Task};
 use crate::scenario::file::Mode;
 use crate::scenario::parallel::Parallel;
 use crate::scenario::{Scenario, Strategy};
-use crate::strategy::blocks::{self, Speeds};
+use crate::strategy::blocks::{self, Speeds, join};
 use crate::strategy::layout::Layout;
 use crate::strategy::record::IterationRecord;
 use crate::strategy::shared::{
@@ -952,21 +952,6 @@ impl<'m, 'a> Lowering<'m, 'a> {
                 }
             }
         }
-    }
-}
-
-/// `prev[g]` becomes an operation after both `prev[g]` and `ready[g]`.
-fn join(
-    graph: &mut IterationGraph,
-    ranks: &[usize],
-    prev: &mut [Option<OpId>],
-    ready: &[Option<OpId>],
-) {
-    for &g in ranks {
-        prev[g] = match (prev[g], ready[g]) {
-            (Some(a), Some(b)) => Some(graph.barrier([a, b])),
-            (a, b) => a.or(b),
-        };
     }
 }
 

@@ -4,7 +4,7 @@
 //! owners' optimizer step), run on the engine.
 
 use super::materialize::{LayerPlacement, materialize};
-use super::{FssdpIteration, FssdpModel, FssdpWorkspace, sharding};
+use super::{FssdpIteration, FssdpModel, FssdpWorkspace};
 use crate::collective::{Collectives, all_to_all};
 use crate::collective_sparse::{SparseKind, SparseOutcome, sparse_collective, sparse_spec};
 use crate::engine::{OpId, Stream, to_ms};
@@ -15,6 +15,24 @@ use crate::strategy::blocks::{self, Speeds};
 use crate::strategy::record::IterationRecord;
 use crate::strategy::shared::{experts_forward_s, optimizer_s};
 use moesim_traces::IterationRouting;
+
+/// A sparse collective whose part on rank r starts after `deps[r]`; returns its operations.
+pub(super) fn sparse_ops(
+    graph: &mut IterationGraph,
+    deps: &[Option<OpId>],
+    spec: &CollectiveSpec,
+    phase: Phase,
+) -> Vec<OpId> {
+    if spec.parts.is_empty() {
+        return Vec::new();
+    }
+    let d: Vec<Vec<OpId>> = spec
+        .parts
+        .iter()
+        .map(|p| deps[p.rank as usize].into_iter().collect())
+        .collect();
+    graph.collective(phase, spec.clone(), |i| &d[i])
+}
 
 impl FssdpModel<'_> {
     /// One layer's dense work on every GPU, its forward or (`backward`) its backward: twice the forward's
@@ -74,23 +92,60 @@ impl FssdpModel<'_> {
         }
     }
 
-    fn spag(
+    /// Layer `l`'s sparse collective of `kind` for plan `p`: each materialized expert's `bytes` between its
+    /// owner and its copies, on the GPUs of the layer's shard group.
+    pub(super) fn spag(
         &self,
+        l: usize,
         p: &LayerPlacement,
         owners: &[u32],
         bytes: f64,
         kind: SparseKind,
         ws: &mut FssdpWorkspace,
     ) -> (SparseOutcome, CollectiveSpec) {
+        let gpus = self.layer_gpus(l);
         ws.batch.clear();
         for (e, &o) in owners.iter().enumerate() {
             let h = p.holders(e);
             if h.len() > 1 {
-                ws.batch
-                    .push(o as usize, bytes, h[1..].iter().map(|&r| r as usize));
+                ws.batch.push(
+                    gpus[o as usize],
+                    bytes,
+                    h[1..].iter().map(|&r| gpus[r as usize]),
+                );
             }
         }
         self.sparse(kind, ws)
+    }
+
+    /// Moves the weights and optimizer state of every expert whose owner changed at iteration `it` (a new
+    /// re-sharding epoch) from its old owner to its new one: an all-to-all over every GPU, and its bytes.
+    pub(super) fn reshard(
+        &self,
+        it: usize,
+        ws: &mut FssdpWorkspace,
+    ) -> Option<(CollectiveSpec, f64)> {
+        if it == 0 || self.epoch(it) == self.epoch(it - 1) {
+            return None;
+        }
+        let s = self.scenario;
+        let g = s.cluster.gpus();
+        let (old, new) = (self.owners(it - 1), self.owners(it));
+        let per_expert = s.model.expert_params() as f64
+            * (s.model.dtype_bytes as f64 + s.training.optimizer_bytes_per_param);
+        let mut bytes = vec![0.0; g * g];
+        let mut moved = 0.0;
+        for (i, (&a, &b)) in old.iter().zip(new).enumerate() {
+            if a != b {
+                let gpus = self.layer_gpus(i / self.experts);
+                bytes[gpus[a as usize] * g + gpus[b as usize]] += per_expert;
+                moved += per_expert;
+            }
+        }
+        let all: Vec<usize> = (0..g).collect();
+        let comms = Collectives::new(self.topo, s.cluster.network);
+        let (spec, _) = comms.all_to_all(&all, &bytes, Stream::Comm, &mut ws.a2a);
+        Some((spec, moved))
     }
 
     /// Prices the batch in `ws` and makes it a collective.
@@ -136,7 +191,10 @@ impl FssdpModel<'_> {
             .take()
             .unwrap_or_else(|| IterationRouting::zeros(shape));
         self.routing.fill_iteration(it, &mut routing);
-        let out = self.lower_and_run(it, &routing, ws);
+        let out = match &self.pipe {
+            Some(pipe) => self.lower_pipelined(pipe, it, &routing, ws),
+            None => self.lower_and_run(it, &routing, ws),
+        };
         ws.routing = Some(routing);
         out
     }
@@ -210,6 +268,7 @@ impl FssdpModel<'_> {
         let spag: Vec<(SparseOutcome, CollectiveSpec)> = (0..moe_layers)
             .map(|l| {
                 self.spag(
+                    l,
                     &plan[l],
                     &owners[l * e..(l + 1) * e],
                     self.expert_bytes,
@@ -221,6 +280,7 @@ impl FssdpModel<'_> {
         let sprs: Vec<(SparseOutcome, CollectiveSpec)> = (0..moe_layers)
             .map(|l| {
                 self.spag(
+                    l,
                     &plan[l],
                     &owners[l * e..(l + 1) * e],
                     self.grad_bytes,
@@ -288,43 +348,16 @@ impl FssdpModel<'_> {
 
         // Lower into operations.
         let speeds = Speeds::of(s, it, g);
-        let graph = &mut ws.graph;
-        graph.reset(g, &s.cluster);
+        ws.graph.reset(g, &s.cluster);
         let mut prev: Vec<Option<OpId>> = vec![None; g];
         let mut reshard_bytes = 0.0;
-        if it > 0 && self.epoch(it) != self.epoch(it - 1) {
-            // Owners changed: move weights and optimizer state from old to new owners.
-            let old = self.owners(it - 1);
-            let per_expert = s.model.expert_params() as f64
-                * (s.model.dtype_bytes as f64 + s.training.optimizer_bytes_per_param);
-            let mut bytes = vec![0.0; g * g];
-            for (&a, &b) in old.iter().zip(owners.iter()) {
-                if a != b {
-                    bytes[a as usize * g + b as usize] += per_expert;
-                    reshard_bytes += per_expert;
-                }
-            }
-            let (spec, _) = comms.all_to_all(&all, &bytes, Stream::Comm, &mut ws.a2a);
-            blocks::collective(graph, &mut prev, Phase::Reshard, spec, &[]);
+        if let Some((spec, bytes)) = self.reshard(it, ws) {
+            reshard_bytes = bytes;
+            blocks::collective(&mut ws.graph, &mut prev, Phase::Reshard, spec, &[]);
         }
+        let graph = &mut ws.graph;
         let layers = s.model.layers;
         let first_moe = s.model.first_dense_layers;
-        // A sparse collective whose part on rank r starts after `deps[r]`; returns its operations.
-        let sparse_ops = |graph: &mut IterationGraph,
-                          deps: &[Option<OpId>],
-                          spec: &CollectiveSpec,
-                          phase: Phase|
-         -> Vec<OpId> {
-            if spec.parts.is_empty() {
-                return Vec::new();
-            }
-            let d: Vec<Vec<OpId>> = spec
-                .parts
-                .iter()
-                .map(|p| deps[p.rank as usize].into_iter().collect())
-                .collect();
-            graph.collective(phase, spec.clone(), |i| &d[i])
-        };
         // (dense ops, spAG ops) per overlapped gather, to measure exposure after the run.
         let mut overlaps: Vec<(Vec<OpId>, Vec<OpId>)> = Vec::new();
         let mut sprs_ops: Vec<OpId> = Vec::new();
@@ -438,7 +471,7 @@ impl FssdpModel<'_> {
             } else {
                 dense_on_rank
             };
-            let owned = sharding::owned_per_rank(&owners, g);
+            let owned = self.owned_per_gpu(&owners);
             blocks::optimizer(
                 graph,
                 &synced,

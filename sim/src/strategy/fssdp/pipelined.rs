@@ -1,0 +1,623 @@
+//! FSSDP composed with pipeline parallelism (`pp` of an `fssdp` strategy; GPipe, 1F1B or interleaved 1F1B).
+//!
+//! Each pipeline stage's GPUs shard the experts of the MoE layers the stage holds, as FSSDP without a
+//! pipeline shards them over every GPU: shard rank j of a layer is GPU j of its stage (`Parallel::gpu`),
+//! each GPU owns experts of its stage's layers only, and materialized copies, tokens, spAG and spRS stay
+//! inside the stage. Every GPU of a stage takes its own micro-batch (the stage's data parallelism), so the
+//! routing has one token source per GPU of a stage. The whole cluster is simulated (no representative
+//! unit: a layer's copies and tokens span its stage).
+//!
+//! Per task (`crate::pipeline::emit` drives them in the schedule's order):
+//! forward of a model stage, per layer: `dense ∥ spAG` (the layer's first forward of the iteration, or
+//! every forward with re-materialization; the first layer's gather may start while the stage still waits
+//! for its input) → dispatch → experts → combine; the last model stage adds the output head.
+//! Backward, per layer in reverse: recomputation where asked, the re-gather beside the preceding dense
+//! backward with re-materialization, then the MoE block's gradients (combine', experts 2×, dispatch') and
+//! the dense backward; the task after which the stage's gradients are final issues each layer's spRS right
+//! after its MoE block (beside the dense backward that follows) and then the stage's dense all-reduce over
+//! its GPUs on the auxiliary stream. The iteration ends with each GPU's optimizer step over its owned
+//! experts and its ZeRO share of its stage's dense parameters.
+
+use super::lower::sparse_ops;
+use super::materialize::LayerPlacement;
+use super::{FssdpIteration, FssdpModel, FssdpWorkspace};
+use crate::collective::{AllToAllScratch, Collectives};
+use crate::collective_sparse::{SparseKind, SparseOutcome};
+use crate::engine::{OpId, Stream, to_ms};
+use crate::iteration::IterationGraph;
+use crate::memory::{MemoryBreakdown, RoutedTokens};
+use crate::network::CollectiveSpec;
+use crate::phase::Phase;
+use crate::pipeline::emit::{StageLowering, emit};
+use crate::pipeline::schedule::{Pass, Schedule, Task};
+use crate::scenario::parallel::Parallel;
+use crate::scenario::{Scenario, Strategy};
+use crate::strategy::blocks::{self, Speeds, join};
+use crate::strategy::record::IterationRecord;
+use crate::strategy::shared::{experts_forward_s, optimizer_s};
+use crate::strategy::stage_memory::{StageParams, model_stage_params, stage_memory, stage_params};
+use crate::topology::Topology;
+use moesim_traces::IterationRouting;
+use std::collections::HashMap;
+
+/// The fixed parts of a pipelined FSSDP run.
+pub(crate) struct Pipeline {
+    pub par: Parallel,
+    pub schedule: Schedule,
+    /// Per pipeline rank: the GPUs of its stage, in shard-rank order.
+    pub stage_gpus: Vec<Vec<usize>>,
+    /// Per MoE layer: the pipeline rank that holds it.
+    pub moe_rank: Vec<usize>,
+    /// Per pipeline rank, per model stage it holds: (stage, its dense gradients' all-reduce over the
+    /// stage's GPUs).
+    grad_sync: Vec<Vec<(usize, Vec<CollectiveSpec>)>>,
+    /// The task after which each (pipeline rank, model stage)'s gradients are final: its last backward.
+    last_grads: HashMap<Task, usize>,
+    /// Per pipeline rank: dense parameters one GPU updates (its ZeRO share of the stage's).
+    dense_updated: Vec<f64>,
+    /// Bytes one GPU sends to its peer on the next stage per micro-batch (its micro-batch's activations).
+    send_bytes: f64,
+    /// Per pipeline rank: its stages' dense parameters (experts are counted per owner, see
+    /// [`FssdpModel::pipelined_memory`]).
+    params: Vec<StageParams>,
+}
+
+impl Pipeline {
+    pub fn new(s: &Scenario, strategy: &Strategy, topo: &Topology) -> Self {
+        let par = strategy.parallel.clone();
+        let m = &s.model;
+        let g = s.cluster.gpus();
+        let stage = par.stage_gpus(g);
+        let schedule = par
+            .run_schedule(s.workload.mode, s.workload.micro_batches)
+            .expect("a validated scenario's schedule builds");
+        let stage_gpus: Vec<Vec<usize>> = (0..par.pp)
+            .map(|r| (0..stage).map(|j| par.gpu(g, stage, r, j)).collect())
+            .collect();
+        let mut moe_rank = vec![0; m.moe_layers()];
+        for r in 0..par.pp {
+            for k in schedule.stages_on(r) {
+                for l in par.layers_of(k).filter(|&l| l >= m.first_dense_layers) {
+                    moe_rank[l - m.first_dense_layers] = r;
+                }
+            }
+        }
+        let t = &s.training;
+        let zero3 = if t.zero_stage >= 3 { 1.5 } else { 1.0 };
+        let comms = Collectives::new(topo, s.cluster.network);
+        let mut scratch = AllToAllScratch::default();
+        let grad_sync = (0..par.pp)
+            .map(|r| {
+                schedule
+                    .stages_on(r)
+                    .into_iter()
+                    .map(|k| {
+                        let (dense, _) = model_stage_params(s, &par, 0, k);
+                        let bytes = dense * t.grad_bytes_per_param * zero3;
+                        let specs =
+                            comms.all_reduce(&stage_gpus[r], bytes, Stream::CommAux, &mut scratch);
+                        (k, specs)
+                    })
+                    .collect()
+            })
+            .collect();
+        let mut last_grads = HashMap::new();
+        for (r, slots) in schedule.per_rank.iter().enumerate() {
+            let mut last: HashMap<usize, Task> = HashMap::new();
+            for task in slots.iter().flat_map(|slot| slot.tasks()) {
+                if matches!(task.pass, Pass::Backward | Pass::BackwardWeight) {
+                    last.insert(task.model_stage, task);
+                }
+            }
+            last_grads.extend(last.into_values().map(|task| (task, r)));
+        }
+        let params = stage_params(s, &par, 0, &schedule);
+        let dense_updated = params
+            .iter()
+            .map(|p| {
+                if t.zero_stage >= 1 {
+                    p.dense / stage as f64
+                } else {
+                    p.dense
+                }
+            })
+            .collect();
+        Pipeline {
+            par,
+            schedule,
+            stage_gpus,
+            moe_rank,
+            grad_sync,
+            last_grads,
+            dense_updated,
+            send_bytes: (s.tokens_per_rank() * m.d_model * m.dtype_bytes as u64) as f64,
+            params,
+        }
+    }
+}
+
+/// One (micro-batch, MoE layer): its dispatch and combine all-to-alls over the layer's stage, and each
+/// stage GPU's routed-expert forward seconds.
+type Cell = (CollectiveSpec, CollectiveSpec, Vec<f64>);
+
+/// The lowering the schedule's emitter drives for one iteration.
+struct Lowering<'m, 'a> {
+    model: &'m FssdpModel<'a>,
+    pipe: &'m Pipeline,
+    /// `cells[mb * moe_layers + l]`.
+    cells: &'m [Cell],
+    spag: &'m [CollectiveSpec],
+    sprs: &'m [CollectiveSpec],
+    speeds: &'m Speeds,
+    /// Per MoE layer: whether its copies were gathered this iteration.
+    gathered: Vec<bool>,
+    /// (the dense ops, the spAG ops) of each overlapped gather, to measure exposure after the run.
+    overlaps: Vec<(Vec<OpId>, Vec<OpId>)>,
+    sprs_ops: Vec<OpId>,
+    /// Per GPU: the last op of its stage's dense gradient all-reduce.
+    synced: Vec<Option<OpId>>,
+}
+
+impl Lowering<'_, '_> {
+    fn dense(
+        &self,
+        graph: &mut IterationGraph,
+        prev: &mut [Option<OpId>],
+        gpus: &[usize],
+        secs: f64,
+    ) {
+        blocks::dense(
+            graph,
+            prev,
+            gpus.iter().copied(),
+            secs,
+            self.speeds,
+            Phase::DenseCompute,
+        );
+    }
+
+    /// The routed part of an MoE block on the stage: `first` all-to-all (after `gather`), the experts at
+    /// `scale` × their forward seconds, then `second`.
+    #[allow(clippy::too_many_arguments)]
+    fn moe_block(
+        &self,
+        graph: &mut IterationGraph,
+        prev: &mut [Option<OpId>],
+        gpus: &[usize],
+        cell: &Cell,
+        backward: bool,
+        scale: f64,
+        gather: &[OpId],
+    ) {
+        let (first, second) = if backward {
+            ((Phase::Combine, &cell.0), (Phase::Dispatch, &cell.1))
+        } else {
+            ((Phase::Dispatch, &cell.0), (Phase::Combine, &cell.1))
+        };
+        blocks::collective(graph, prev, first.0, first.1.clone(), gather);
+        blocks::experts(graph, prev, gpus, &cell.2, scale, self.speeds);
+        blocks::collective(graph, prev, second.0, second.1.clone(), &[]);
+    }
+
+    fn is_final(&self, task: Task) -> bool {
+        self.pipe.last_grads.contains_key(&task)
+    }
+
+    fn forward(
+        &mut self,
+        graph: &mut IterationGraph,
+        gpus: &[usize],
+        task: Task,
+        prev: &mut [Option<OpId>],
+        waiting: &[Option<OpId>],
+    ) {
+        let model = self.model;
+        let first_moe = model.scenario.model.first_dense_layers;
+        let remat = model.knobs.rematerialize;
+        let mut before = waiting.to_vec();
+        for layer in self.pipe.par.layers_of(task.model_stage) {
+            let moe = layer >= first_moe;
+            self.dense(graph, prev, gpus, model.dense_fwd_s[moe as usize]);
+            if moe {
+                let l = layer - first_moe;
+                let gather = if !self.gathered[l] || remat {
+                    sparse_ops(graph, &before, &self.spag[l], Phase::Spag)
+                } else {
+                    Vec::new()
+                };
+                self.gathered[l] = true;
+                if !gather.is_empty() {
+                    let dense = gpus.iter().filter_map(|&g| prev[g]).collect();
+                    self.overlaps.push((dense, gather.clone()));
+                }
+                let cell = &self.cells[task.mb * model.moe_layers + l];
+                self.moe_block(graph, prev, gpus, cell, false, 1.0, &gather);
+            }
+            before = prev.to_vec();
+        }
+        if task.model_stage + 1 == self.pipe.par.model_stages() {
+            self.dense(graph, prev, gpus, model.lm_head_s);
+        }
+    }
+
+    fn backward(
+        &mut self,
+        graph: &mut IterationGraph,
+        gpus: &[usize],
+        task: Task,
+        prev: &mut [Option<OpId>],
+    ) {
+        let model = self.model;
+        let s = model.scenario;
+        let first_moe = s.model.first_dense_layers;
+        let remat = model.knobs.rematerialize;
+        let recompute = s.training.activation_checkpointing;
+        let last = task.model_stage + 1 == self.pipe.par.model_stages();
+        let layers = self.pipe.par.layers_of(task.model_stage);
+        // Gradients are final after this task: spRS each layer's copies back to their owners.
+        let reduce = self.is_final(task);
+        if task.pass == Pass::BackwardWeight {
+            // DualPipe's deferred weight gradients (refused for FSSDP by validation; kept complete): one
+            // more forward's worth of GEMMs less attention's score work, no communication.
+            let mut dense_s = if last { model.lm_head_s } else { 0.0 };
+            let mut experts = vec![0.0; gpus.len()];
+            for layer in layers.clone() {
+                let moe = layer >= first_moe;
+                dense_s += model.dense_fwd_s[moe as usize] - 2.0 * model.attention_bwd_extra_s;
+                if moe {
+                    let cell = &self.cells[task.mb * model.moe_layers + layer - first_moe];
+                    for (x, y) in experts.iter_mut().zip(&cell.2) {
+                        *x += y;
+                    }
+                }
+            }
+            self.dense(graph, prev, gpus, dense_s);
+            blocks::experts(graph, prev, gpus, &experts, 1.0, self.speeds);
+            if reduce {
+                for l in layers.filter(|&l| l >= first_moe) {
+                    let ops = sparse_ops(graph, prev, &self.sprs[l - first_moe], Phase::Sprs);
+                    self.sprs_ops.extend(ops);
+                }
+            }
+            return;
+        }
+        let whole = task.pass == Pass::Backward;
+        let scale = if whole { 2.0 } else { 1.0 };
+        if last {
+            self.dense(graph, prev, gpus, scale * model.lm_head_s);
+        }
+        let mut before = prev.to_vec();
+        for layer in layers.rev() {
+            let moe = layer >= first_moe;
+            if recompute {
+                self.dense(graph, prev, gpus, model.dense_fwd_s[moe as usize]);
+            }
+            if moe {
+                let l = layer - first_moe;
+                // Re-gather beside the dense backward that precedes this MoE block.
+                let mut gather = Vec::new();
+                if remat {
+                    gather = sparse_ops(graph, &before, &self.spag[l], Phase::Spag);
+                    if !gather.is_empty() {
+                        let dense = gpus.iter().filter_map(|&g| prev[g]).collect();
+                        self.overlaps.push((dense, gather.clone()));
+                    }
+                }
+                let cell = &self.cells[task.mb * model.moe_layers + l];
+                // The recomputed forward (of the whole layer, or of the checkpointed MoE block) needs the
+                // (re-gathered) copies too.
+                if recompute || s.training.recompute_modules.moe {
+                    self.moe_block(graph, prev, gpus, cell, false, 1.0, &gather);
+                    gather.clear();
+                }
+                self.moe_block(graph, prev, gpus, cell, true, scale, &gather);
+                if (reduce && whole) || remat {
+                    let ops = sparse_ops(graph, prev, &self.sprs[l], Phase::Sprs);
+                    self.sprs_ops.extend(ops);
+                }
+            }
+            before = prev.to_vec();
+            let d = model.dense_fwd_s[moe as usize];
+            let secs = if whole {
+                2.0 * d + model.attention_bwd_extra_s + model.selective_s[moe as usize]
+            } else {
+                d + 3.0 * model.attention_bwd_extra_s + model.selective_s[moe as usize]
+            };
+            self.dense(graph, prev, gpus, secs);
+        }
+    }
+
+    /// After the task that makes a model stage's gradients final, its dense all-reduce over the stage's
+    /// GPUs on the auxiliary stream, beside whatever comes next.
+    fn sync_if_final(&mut self, graph: &mut IterationGraph, task: Task, after: &[Option<OpId>]) {
+        let Some(&r) = self.pipe.last_grads.get(&task) else {
+            return;
+        };
+        let Some((_, specs)) = self.pipe.grad_sync[r]
+            .iter()
+            .find(|(k, _)| *k == task.model_stage)
+        else {
+            return;
+        };
+        let mut chain = after.to_vec();
+        for spec in specs {
+            blocks::collective(graph, &mut chain, Phase::GradSync, spec.clone(), &[]);
+        }
+        for &g in &self.pipe.stage_gpus[r] {
+            if chain[g] != after[g] {
+                self.synced[g] = chain[g];
+            }
+        }
+    }
+}
+
+impl StageLowering for Lowering<'_, '_> {
+    fn gpus(&self, rank: usize) -> &[usize] {
+        &self.pipe.stage_gpus[rank]
+    }
+
+    fn task(
+        &mut self,
+        graph: &mut IterationGraph,
+        rank: usize,
+        task: Task,
+        prev: &mut [Option<OpId>],
+        ready: &[Option<OpId>],
+    ) {
+        let pipe = self.pipe;
+        let gpus = &pipe.stage_gpus[rank];
+        // What a GPU did before its input arrived: a first gather may run while it waits.
+        let waiting = prev.to_vec();
+        join(graph, gpus, prev, ready);
+        match task.pass {
+            Pass::Forward => self.forward(graph, gpus, task, prev, &waiting),
+            Pass::Backward | Pass::BackwardInput | Pass::BackwardWeight => {
+                self.backward(graph, gpus, task, prev)
+            }
+        }
+        self.sync_if_final(graph, task, prev);
+    }
+
+    fn send_bytes(&self, _task: Task) -> f64 {
+        self.pipe.send_bytes
+    }
+}
+
+impl FssdpModel<'_> {
+    /// One pipelined FSSDP iteration.
+    pub(super) fn lower_pipelined(
+        &self,
+        pipe: &Pipeline,
+        it: usize,
+        routing: &IterationRouting,
+        ws: &mut FssdpWorkspace,
+    ) -> FssdpIteration {
+        let s = self.scenario;
+        let (n, e, moe_layers) = (s.cluster.gpus(), self.experts, self.moe_layers);
+        let mbs = routing.shape.micro_batches;
+        let remat = self.knobs.rematerialize;
+        let token_bytes = s.model.token_bytes() as f64;
+        let owners = self.owners(it).to_vec();
+        let plan = self.plan(it);
+        let sparse = |kind: SparseKind, bytes: f64, ws: &mut FssdpWorkspace| {
+            (0..moe_layers)
+                .map(|l| self.spag(l, &plan[l], &owners[l * e..(l + 1) * e], bytes, kind, ws))
+                .collect::<Vec<(SparseOutcome, CollectiveSpec)>>()
+        };
+        let spag = sparse(SparseKind::AllGather, self.expert_bytes, ws);
+        let sprs = sparse(SparseKind::ReduceScatter, self.grad_bytes, ws);
+        // Copies per GPU: per layer (re-materialization frees them after each use) or summed over its
+        // stage's layers (held for the whole iteration).
+        let materialized: usize = plan.iter().map(LayerPlacement::materialized).sum();
+        let (mut per_gpu_layer, mut per_gpu_sum) = (vec![0usize; n], vec![0usize; n]);
+        let mut peak_layer = 0;
+        for (l, p) in plan.iter().enumerate() {
+            let gpus = self.layer_gpus(l);
+            per_gpu_layer.fill(0);
+            for x in 0..e {
+                for &r in &p.holders(x)[1..] {
+                    per_gpu_layer[gpus[r as usize]] += 1;
+                }
+            }
+            for g in 0..n {
+                per_gpu_sum[g] += per_gpu_layer[g];
+                peak_layer = peak_layer.max(per_gpu_layer[g]);
+            }
+        }
+        let peak_materialized = if remat {
+            peak_layer
+        } else {
+            per_gpu_sum.iter().copied().max().unwrap_or(0)
+        };
+
+        // Dispatch, all-to-alls and expert compute per (micro-batch, MoE layer) on the layer's stage.
+        let comms = Collectives::new(self.topo, s.cluster.network);
+        let mut cells: Vec<Cell> = Vec::with_capacity(mbs * moe_layers);
+        // Per cell: tokens each GPU of the stage received.
+        let mut received: Vec<Vec<u64>> = Vec::with_capacity(mbs * moe_layers);
+        let mut tokens_received = vec![0u64; n];
+        let mut peak_layer_tokens = vec![0u64; n];
+        let mut routed = 0u64;
+        for mb in 0..mbs {
+            for (l, placement) in plan.iter().enumerate() {
+                let gpus = self.layer_gpus(l);
+                let counts = routing.layer_counts(mb, l);
+                routed += counts.iter().map(|&c| c as u64).sum::<u64>();
+                ws.dispatch.run(
+                    counts,
+                    placement,
+                    self.ranks,
+                    self.gpus_per_node,
+                    token_bytes,
+                );
+                let (d, priced) =
+                    comms.all_to_all(gpus, &ws.dispatch.bytes, Stream::Comm, &mut ws.a2a);
+                let (c, _) =
+                    comms.all_to_all_mirrored(gpus, &priced, &ws.dispatch.bytes, Stream::Comm);
+                let mut expert_s = Vec::with_capacity(gpus.len());
+                let mut got = Vec::with_capacity(gpus.len());
+                for (j, &g) in gpus.iter().enumerate() {
+                    let local = &ws.dispatch.tokens[j * e..(j + 1) * e];
+                    let recv: u64 = local.iter().map(|&x| x as u64).sum();
+                    tokens_received[g] += recv;
+                    peak_layer_tokens[g] = peak_layer_tokens[g].max(recv);
+                    expert_s.push(experts_forward_s(s, self.cost, local));
+                    got.push(recv);
+                }
+                cells.push((d, c, expert_s));
+                received.push(got);
+            }
+        }
+        // What one in-flight chunk (a model stage's layers for one micro-batch) leaves routed on a GPU.
+        let first_moe = s.model.first_dense_layers;
+        let mut activation_tokens = vec![0u64; n];
+        for k in 0..pipe.par.model_stages() {
+            let layers: Vec<usize> = pipe
+                .par
+                .layers_of(k)
+                .filter(|&l| l >= first_moe)
+                .map(|l| l - first_moe)
+                .collect();
+            let Some(&l0) = layers.first() else {
+                continue;
+            };
+            for mb in 0..mbs {
+                for (j, &g) in self.layer_gpus(l0).iter().enumerate() {
+                    let chunk: u64 = layers
+                        .iter()
+                        .map(|&l| received[mb * moe_layers + l][j])
+                        .sum();
+                    activation_tokens[g] = activation_tokens[g].max(chunk);
+                }
+            }
+        }
+
+        // Lower into operations: re-sharding first, then the schedule's tasks.
+        let speeds = Speeds::of(s, it, n);
+        ws.graph.reset(n, &s.cluster);
+        let mut prev: Vec<Option<OpId>> = vec![None; n];
+        let mut reshard_bytes = 0.0;
+        if let Some((spec, bytes)) = self.reshard(it, ws) {
+            reshard_bytes = bytes;
+            blocks::collective(&mut ws.graph, &mut prev, Phase::Reshard, spec, &[]);
+        }
+        let spag_specs: Vec<CollectiveSpec> = spag.iter().map(|x| x.1.clone()).collect();
+        let sprs_specs: Vec<CollectiveSpec> = sprs.iter().map(|x| x.1.clone()).collect();
+        let mut lowering = Lowering {
+            model: self,
+            pipe,
+            cells: &cells,
+            spag: &spag_specs,
+            sprs: &sprs_specs,
+            speeds: &speeds,
+            gathered: vec![false; moe_layers],
+            overlaps: Vec::new(),
+            sprs_ops: Vec::new(),
+            synced: vec![None; n],
+        };
+        let mut scratch = AllToAllScratch::default();
+        let graph = &mut ws.graph;
+        emit(
+            graph,
+            &pipe.schedule,
+            &comms,
+            &mut scratch,
+            &mut lowering,
+            &mut prev,
+        )
+        .expect("a built schedule emits");
+        let Lowering {
+            overlaps,
+            sprs_ops,
+            synced,
+            ..
+        } = lowering;
+        // The optimizer step after the GPU's last task, its stage's dense all-reduce and every spRS.
+        let tail = (!sprs_ops.is_empty()).then(|| graph.barrier(sprs_ops.iter().copied()));
+        let done: Vec<Option<OpId>> = (0..n)
+            .map(|g| {
+                let deps: Vec<OpId> = [prev[g], synced[g], tail].into_iter().flatten().collect();
+                match deps.len() {
+                    0 => None,
+                    1 => Some(deps[0]),
+                    _ => Some(graph.barrier(deps)),
+                }
+            })
+            .collect();
+        let owned = self.owned_per_gpu(&owners);
+        let rank_of_gpu = |g: usize| pipe.stage_gpus.iter().position(|l| l.contains(&g));
+        let updated: Vec<f64> = (0..n)
+            .map(|g| {
+                let dense = rank_of_gpu(g).map_or(0.0, |r| pipe.dense_updated[r]);
+                dense + owned[g] as f64 * s.model.expert_params() as f64
+            })
+            .collect();
+        blocks::optimizer(
+            graph,
+            &done,
+            |g| optimizer_s(s, self.cost, updated[g]),
+            &speeds,
+        );
+        let outcome = graph.analyse(Some(self.topo));
+        let finish = |ops: &[OpId]| {
+            ops.iter()
+                .map(|&o| graph.engine.timing(o).finish)
+                .max()
+                .unwrap_or(0)
+        };
+        let exposed: u64 = overlaps
+            .iter()
+            .map(|(dense, gather)| finish(gather).saturating_sub(finish(dense)))
+            .sum();
+        let repeat = if remat { 2.0 * mbs as f64 } else { 1.0 };
+        let sprs_repeat = if remat { mbs as f64 } else { 1.0 };
+        FssdpIteration {
+            base: IterationRecord {
+                outcome,
+                tokens_received,
+                peak_layer_tokens,
+                activation_tokens,
+                routed,
+                dropped: 0,
+            },
+            materialized,
+            peak_materialized_on_rank: peak_materialized,
+            spag_bytes: repeat * spag.iter().map(|x| x.0.bytes).sum::<f64>(),
+            sprs_bytes: sprs_repeat * sprs.iter().map(|x| x.0.bytes).sum::<f64>(),
+            exposed_spag_s: to_ms(exposed) * 1e-3,
+            calibrated: 0,
+            reshard_bytes,
+        }
+    }
+
+    /// Memory of the most loaded GPU of a pipelined run: each pipeline rank's dense parameters (ZeRO over
+    /// its stage) and owned experts' full state, the activations its schedule keeps in flight (see
+    /// [`stage_memory`]), before the materialized copies [`FssdpModel::memory`] adds.
+    pub(super) fn pipelined_memory(&self, routed: RoutedTokens) -> MemoryBreakdown {
+        let pipe = self.pipe.as_ref().expect("a pipelined FSSDP run");
+        let s = self.scenario;
+        let owned: Vec<usize> = (0..pipe.stage_gpus.len())
+            .map(|r| {
+                self.epochs
+                    .iter()
+                    .flat_map(|o| {
+                        let per_gpu = self.owned_per_gpu(o);
+                        pipe.stage_gpus[r].iter().map(move |&g| per_gpu[g])
+                    })
+                    .max()
+                    .unwrap_or(0)
+            })
+            .collect();
+        let params: Vec<StageParams> = pipe
+            .params
+            .iter()
+            .zip(&owned)
+            .map(|(p, &o)| StageParams {
+                experts: o as f64 * s.model.expert_params() as f64,
+                expert_replicas: 1.0,
+                ..*p
+            })
+            .collect();
+        stage_memory(s, &pipe.par, &pipe.schedule, &params, routed)
+    }
+}
