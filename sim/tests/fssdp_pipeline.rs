@@ -1,7 +1,8 @@
-//! FSSDP composed with pipeline parallelism, through the whole strategy (scenario → routing → lowering →
-//! engine): the pipeline's bubble with FSSDP stages, tokens and expert copies kept inside each stage, a
-//! stage's experts owned by its own GPUs, the per-stage dense gradient all-reduce, determinism, and the
-//! layouts it refuses.
+//! FSSDP composed with pipeline parallelism (and with tensor parallelism inside the stages), through the
+//! whole strategy (scenario → routing → lowering → engine): the pipeline's bubble with FSSDP stages, tokens
+//! and expert copies kept inside each stage, a stage's experts owned by its own GPUs, the per-stage dense
+//! gradient all-reduce, Megatron's sequence-parallel traffic per stage, determinism, and the layouts it
+//! refuses.
 
 mod common;
 
@@ -118,8 +119,38 @@ fn each_stage_all_reduces_its_own_dense_gradients_over_its_gpus() {
 }
 
 #[test]
+fn tensor_parallel_stages_move_megatrons_traffic_and_route_their_sequence_shards() {
+    // With pp 2 each layer runs on one stage's 4 GPUs per micro-batch: per layer and direction an
+    // all-gather and a reduce-scatter of the micro-batch's activations (t·d elements) around attention over
+    // each TP group, (tp − 1)/tp of them sent by each of the stage's GPUs. Each GPU routes its 1/tp
+    // sequence shard.
+    for tp in [2usize, 4] {
+        let s = ideal(&format!("pp = 2\ntp = {tp}"), 4);
+        with_iteration(&s, |_, it| {
+            let m = &s.model;
+            let mbs = s.workload.micro_batches as f64;
+            let act = (s.tokens_per_rank() * m.d_model * m.dtype_bytes as u64) as f64;
+            let expect = m.layers as f64 * mbs * 4.0 * (tp as f64 - 1.0) / tp as f64 * act * 4.0;
+            let got = it.base.outcome.phase_bytes[Phase::TensorParallel.index()];
+            assert!(rel(got, expect) < 1e-9, "tp {tp}: {got} vs {expect}");
+            let shard = s.tokens_per_rank() / tp as u64;
+            let routed = 4 * shard * m.top_k as u64 * mbs as u64 * m.moe_layers() as u64;
+            assert_eq!(it.base.routed, routed, "tp {tp}");
+            let received: u64 = it.base.tokens_received.iter().sum();
+            assert_eq!(received, routed, "tp {tp}");
+        });
+    }
+    // TP splits each stage's dense work: the step shrinks.
+    let (flat, split) = (
+        step_ms(&ideal("pp = 2", 4)),
+        step_ms(&ideal("pp = 2\ntp = 2", 4)),
+    );
+    assert!(split < flat, "{split} vs {flat}");
+}
+
+#[test]
 fn pipelined_fssdp_is_deterministic_across_thread_counts() {
-    let s = ideal("pp = 2\nrematerialize = true", 4);
+    let s = ideal("pp = 2\ntp = 2\nrematerialize = true", 4);
     let s = Scenario {
         cluster: moesim_sim::scenario::cluster::Cluster {
             compute_noise_cv: 0.05,
@@ -151,7 +182,6 @@ fn layouts_pipelined_fssdp_cannot_run_are_refused_naming_their_field() {
         )
     };
     for (nodes, strategy, field) in [
-        (2, "pp = 2\ntp = 2", "strategy[0].tp"),
         (
             2,
             "pp = 2\npipeline_schedule = \"dual-pipe\"",

@@ -268,7 +268,11 @@ fn inconsistent_layouts_are_refused_naming_their_field() {
             4,
             "strategy[0].virtual_stages",
         ),
-        ("kind = \"fssdp\"\npp = 2\ntp = 2", 4, "strategy[0].tp"),
+        (
+            "kind = \"fssdp\"\npp = 2\npipeline_schedule = \"dual-pipe\"",
+            4,
+            "strategy[0].pipeline_schedule",
+        ),
         (
             "kind = \"ep\"\ntp = 2\noverlap_micro_batches = 2",
             4,

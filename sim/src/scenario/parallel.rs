@@ -241,17 +241,10 @@ impl Resolver<'_> {
                 "etp"
             };
             // FSSDP composes with tensor parallelism (its dense layers split over TP groups, every GPU a
-            // shard owner and a token source) or with a pipeline (each stage's GPUs shard its layers'
-            // experts), not yet with both at once, and not with DualPipe, whose model stages live on two
-            // pipeline ranks (their experts would need two shardings).
+            // shard owner and a token source) and with a pipeline (each stage's GPUs shard its layers'
+            // experts), not with DualPipe, whose model stages live on two pipeline ranks (their experts
+            // would need two shardings).
             if s.kind == StrategyKind::Fssdp && pp > 1 {
-                if tp > 1 {
-                    return Err(self.error(
-                        &p("tp"),
-                        "kind = \"fssdp\" composes with tensor or with pipeline parallelism, not yet with both",
-                        "expected tp = 1 with pp > 1 for this kind",
-                    ));
-                }
                 if s.pipeline_schedule == Some(PipelineSchedule::DualPipe) {
                     return Err(self.error(
                         &p("pipeline_schedule"),
@@ -284,7 +277,7 @@ impl Resolver<'_> {
                 return Err(self.error(
                     &p(f),
                     format!(
-                        "tensor and pipeline parallelism compose with kind = \"ep\", \"ep-replicated\" and (tensor only) \"fssdp\" so far (this entry is {:?})",
+                        "tensor and pipeline parallelism compose with kind = \"ep\", \"ep-replicated\" and \"fssdp\" so far (this entry is {:?})",
                         s.kind
                     ),
                     "expected tp = 1 and pp = 1 for this kind",

@@ -196,7 +196,8 @@ impl<'a> FssdpModel<'a> {
                 dense_forward_tp_s(s, cost, false, t, tp_size as u64),
                 dense_forward_tp_s(s, cost, true, t, tp_size as u64),
             ];
-            let rings: Vec<Vec<usize>> = (0..ranks / tp_size)
+            // Every TP group of the cluster (a pipeline prices its stages' own, see [`pipelined`]).
+            let rings: Vec<Vec<usize>> = (0..gpus / tp_size)
                 .map(|k| (k * tp_size..(k + 1) * tp_size).collect())
                 .collect();
             let act_bytes = (t * m.d_model * m.dtype_bytes as u64) as f64;
@@ -438,7 +439,7 @@ impl<'a> FssdpModel<'a> {
     pub fn memory(&self, routed: RoutedTokens, materialized: usize) -> MemoryBreakdown {
         let s = self.scenario;
         let mut mem = match &self.tp {
-            None if self.pipe.is_some() => self.pipelined_memory(routed),
+            _ if self.pipe.is_some() => self.pipelined_memory(routed),
             None => rank_memory(s, self.params_on_rank(), routed),
             // With TP, as a pipeline-free stage: one TP rank's parameters, activations of its sequence
             // shard (one micro-batch in flight).

@@ -35,11 +35,8 @@ pub(super) fn sparse_ops(
 }
 
 impl FssdpModel<'_> {
-    /// One layer's dense work on every GPU, its forward or (`backward`) its backward: twice the forward's
-    /// GEMMs, attention's extra score work and what selective recomputation reruns. Without TP one
-    /// operation; with TP the attention block and, in a dense layer or beside shared experts, the MLP
-    /// block, each between its TP groups' sequence-parallel all-gather and reduce-scatter (an MoE layer's
-    /// router and routed experts take the sequence shard as it is), as `strategy/ep/pipelined.rs` lowers them.
+    /// One layer's dense work on every GPU, its forward or (`backward`) its backward (see
+    /// [`FssdpModel::dense_layer_on`]).
     fn dense_layer(
         &self,
         graph: &mut IterationGraph,
@@ -48,11 +45,39 @@ impl FssdpModel<'_> {
         backward: bool,
         speeds: &Speeds,
     ) {
-        let g = self.ranks;
+        let all = &self.stage_gpus[0];
+        let ring = self.tp.as_ref().map(|tp| &tp.ring);
+        self.dense_layer_on(graph, prev, all, ring, moe, backward, speeds);
+    }
+
+    /// One layer's dense work on `gpus`, its forward or (`backward`) its backward: twice the forward's
+    /// GEMMs, attention's extra score work and what selective recomputation reruns. Without TP one
+    /// operation; with TP the attention block and, in a dense layer or beside shared experts, the MLP
+    /// block, each between the TP groups' sequence-parallel all-gather and reduce-scatter (`ring`: one such
+    /// ring over every TP group of `gpus`); an MoE layer's router and routed experts take the sequence shard
+    /// as it is, as `strategy/ep/pipelined.rs` lowers them.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn dense_layer_on(
+        &self,
+        graph: &mut IterationGraph,
+        prev: &mut [Option<OpId>],
+        gpus: &[usize],
+        ring: Option<&CollectiveSpec>,
+        moe: bool,
+        backward: bool,
+        speeds: &Speeds,
+    ) {
         let compute = |graph: &mut IterationGraph, prev: &mut [Option<OpId>], secs: f64| {
-            blocks::dense(graph, prev, 0..g, secs, speeds, Phase::DenseCompute)
+            blocks::dense(
+                graph,
+                prev,
+                gpus.iter().copied(),
+                secs,
+                speeds,
+                Phase::DenseCompute,
+            )
         };
-        let Some(tp) = &self.tp else {
+        let (Some(tp), Some(ring)) = (&self.tp, ring) else {
             let d = self.dense_fwd_s[moe as usize];
             let secs = if backward {
                 2.0 * d + self.attention_bwd_extra_s + self.selective_s[moe as usize]
@@ -62,7 +87,7 @@ impl FssdpModel<'_> {
             return compute(graph, prev, secs);
         };
         let ring = |graph: &mut IterationGraph, prev: &mut [Option<OpId>]| {
-            blocks::collective(graph, prev, Phase::TensorParallel, tp.ring.clone(), &[]);
+            blocks::collective(graph, prev, Phase::TensorParallel, ring.clone(), &[]);
         };
         let between_rings = |graph: &mut IterationGraph, prev: &mut [Option<OpId>], secs: f64| {
             ring(graph, prev);

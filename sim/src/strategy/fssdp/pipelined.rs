@@ -48,14 +48,17 @@ pub(crate) struct Pipeline {
     pub stage_gpus: Vec<Vec<usize>>,
     /// Per MoE layer: the pipeline rank that holds it.
     pub moe_rank: Vec<usize>,
+    /// Per pipeline rank with TP: one sequence-parallel all-gather of a micro-batch's activations over
+    /// every TP group of its stage (a reduce-scatter moves the same ring traffic), on the auxiliary stream.
+    tp_ring: Vec<Option<CollectiveSpec>>,
     /// Per pipeline rank, per model stage it holds: (stage, its dense gradients' all-reduce over the
-    /// stage's GPUs).
+    /// stage's GPUs, per TP index over its data-parallel group).
     grad_sync: Vec<Vec<(usize, Vec<CollectiveSpec>)>>,
     /// The task after which each (pipeline rank, model stage)'s gradients are final: its last backward.
     last_grads: HashMap<Task, usize>,
     /// Per pipeline rank: dense parameters one GPU updates (its ZeRO share of the stage's).
     dense_updated: Vec<f64>,
-    /// Bytes one GPU sends to its peer on the next stage per micro-batch (its micro-batch's activations).
+    /// Bytes one GPU sends to its peer on the next stage per micro-batch (its sequence shard's activations).
     send_bytes: f64,
     /// Per pipeline rank: its stages' dense parameters (experts are counted per owner, see
     /// [`FssdpModel::pipelined_memory`]).
@@ -86,6 +89,19 @@ impl Pipeline {
         let zero3 = if t.zero_stage >= 3 { 1.5 } else { 1.0 };
         let comms = Collectives::new(topo, s.cluster.network);
         let mut scratch = AllToAllScratch::default();
+        let tp = par.tp;
+        let act_bytes = (s.tokens_per_rank() * m.d_model * m.dtype_bytes as u64) as f64;
+        let tp_ring = stage_gpus
+            .iter()
+            .map(|gpus| {
+                (tp > 1).then(|| {
+                    let rings: Vec<Vec<usize>> = gpus.chunks(tp).map(<[usize]>::to_vec).collect();
+                    comms.rings(&rings, act_bytes, 1.0, &mut scratch, Stream::CommAux)
+                })
+            })
+            .collect();
+        // A model stage's dense gradients (one TP rank's share) over each TP index's data-parallel group:
+        // disjoint groups, side by side.
         let grad_sync = (0..par.pp)
             .map(|r| {
                 schedule
@@ -94,8 +110,13 @@ impl Pipeline {
                     .map(|k| {
                         let (dense, _) = model_stage_params(s, &par, 0, k);
                         let bytes = dense * t.grad_bytes_per_param * zero3;
-                        let specs =
-                            comms.all_reduce(&stage_gpus[r], bytes, Stream::CommAux, &mut scratch);
+                        let specs = (0..tp)
+                            .flat_map(|j| {
+                                let group: Vec<usize> =
+                                    stage_gpus[r].iter().skip(j).step_by(tp).copied().collect();
+                                comms.all_reduce(&group, bytes, Stream::CommAux, &mut scratch)
+                            })
+                            .collect();
                         (k, specs)
                     })
                     .collect()
@@ -116,7 +137,7 @@ impl Pipeline {
             .iter()
             .map(|p| {
                 if t.zero_stage >= 1 {
-                    p.dense / stage as f64
+                    p.dense / (stage / tp) as f64
                 } else {
                     p.dense
                 }
@@ -127,10 +148,11 @@ impl Pipeline {
             schedule,
             stage_gpus,
             moe_rank,
+            tp_ring,
             grad_sync,
             last_grads,
             dense_updated,
-            send_bytes: (s.tokens_per_rank() * m.d_model * m.dtype_bytes as u64) as f64,
+            send_bytes: act_bytes / tp as f64,
             params,
         }
     }
@@ -159,6 +181,7 @@ struct Lowering<'m, 'a> {
 }
 
 impl Lowering<'_, '_> {
+    /// A dense op of `secs` on the stage's GPUs (the output head).
     fn dense(
         &self,
         graph: &mut IterationGraph,
@@ -174,6 +197,21 @@ impl Lowering<'_, '_> {
             self.speeds,
             Phase::DenseCompute,
         );
+    }
+
+    /// One layer's dense forward or backward on pipeline rank `r`'s stage (between its TP rings with TP).
+    fn dense_layer(
+        &self,
+        graph: &mut IterationGraph,
+        prev: &mut [Option<OpId>],
+        r: usize,
+        moe: bool,
+        backward: bool,
+    ) {
+        let gpus = &self.pipe.stage_gpus[r];
+        let ring = self.pipe.tp_ring[r].as_ref();
+        self.model
+            .dense_layer_on(graph, prev, gpus, ring, moe, backward, self.speeds);
     }
 
     /// The routed part of an MoE block on the stage: `first` all-to-all (after `gather`), the experts at
@@ -206,18 +244,19 @@ impl Lowering<'_, '_> {
     fn forward(
         &mut self,
         graph: &mut IterationGraph,
-        gpus: &[usize],
+        r: usize,
         task: Task,
         prev: &mut [Option<OpId>],
         waiting: &[Option<OpId>],
     ) {
         let model = self.model;
+        let gpus = &self.pipe.stage_gpus[r];
         let first_moe = model.scenario.model.first_dense_layers;
         let remat = model.knobs.rematerialize;
         let mut before = waiting.to_vec();
         for layer in self.pipe.par.layers_of(task.model_stage) {
             let moe = layer >= first_moe;
-            self.dense(graph, prev, gpus, model.dense_fwd_s[moe as usize]);
+            self.dense_layer(graph, prev, r, moe, false);
             if moe {
                 let l = layer - first_moe;
                 let gather = if !self.gathered[l] || remat {
@@ -240,57 +279,30 @@ impl Lowering<'_, '_> {
         }
     }
 
+    /// A whole backward (input and weight gradients) of the task's model stage.
     fn backward(
         &mut self,
         graph: &mut IterationGraph,
-        gpus: &[usize],
+        r: usize,
         task: Task,
         prev: &mut [Option<OpId>],
     ) {
         let model = self.model;
+        let gpus = &self.pipe.stage_gpus[r];
         let s = model.scenario;
         let first_moe = s.model.first_dense_layers;
         let remat = model.knobs.rematerialize;
         let recompute = s.training.activation_checkpointing;
-        let last = task.model_stage + 1 == self.pipe.par.model_stages();
-        let layers = self.pipe.par.layers_of(task.model_stage);
         // Gradients are final after this task: spRS each layer's copies back to their owners.
         let reduce = self.is_final(task);
-        if task.pass == Pass::BackwardWeight {
-            // DualPipe's deferred weight gradients (refused for FSSDP by validation; kept complete): one
-            // more forward's worth of GEMMs less attention's score work, no communication.
-            let mut dense_s = if last { model.lm_head_s } else { 0.0 };
-            let mut experts = vec![0.0; gpus.len()];
-            for layer in layers.clone() {
-                let moe = layer >= first_moe;
-                dense_s += model.dense_fwd_s[moe as usize] - 2.0 * model.attention_bwd_extra_s;
-                if moe {
-                    let cell = &self.cells[task.mb * model.moe_layers + layer - first_moe];
-                    for (x, y) in experts.iter_mut().zip(&cell.2) {
-                        *x += y;
-                    }
-                }
-            }
-            self.dense(graph, prev, gpus, dense_s);
-            blocks::experts(graph, prev, gpus, &experts, 1.0, self.speeds);
-            if reduce {
-                for l in layers.filter(|&l| l >= first_moe) {
-                    let ops = sparse_ops(graph, prev, &self.sprs[l - first_moe], Phase::Sprs);
-                    self.sprs_ops.extend(ops);
-                }
-            }
-            return;
-        }
-        let whole = task.pass == Pass::Backward;
-        let scale = if whole { 2.0 } else { 1.0 };
-        if last {
-            self.dense(graph, prev, gpus, scale * model.lm_head_s);
+        if task.model_stage + 1 == self.pipe.par.model_stages() {
+            self.dense(graph, prev, gpus, 2.0 * model.lm_head_s);
         }
         let mut before = prev.to_vec();
-        for layer in layers.rev() {
+        for layer in self.pipe.par.layers_of(task.model_stage).rev() {
             let moe = layer >= first_moe;
             if recompute {
-                self.dense(graph, prev, gpus, model.dense_fwd_s[moe as usize]);
+                self.dense_layer(graph, prev, r, moe, false);
             }
             if moe {
                 let l = layer - first_moe;
@@ -310,20 +322,14 @@ impl Lowering<'_, '_> {
                     self.moe_block(graph, prev, gpus, cell, false, 1.0, &gather);
                     gather.clear();
                 }
-                self.moe_block(graph, prev, gpus, cell, true, scale, &gather);
-                if (reduce && whole) || remat {
+                self.moe_block(graph, prev, gpus, cell, true, 2.0, &gather);
+                if reduce || remat {
                     let ops = sparse_ops(graph, prev, &self.sprs[l], Phase::Sprs);
                     self.sprs_ops.extend(ops);
                 }
             }
             before = prev.to_vec();
-            let d = model.dense_fwd_s[moe as usize];
-            let secs = if whole {
-                2.0 * d + model.attention_bwd_extra_s + model.selective_s[moe as usize]
-            } else {
-                d + 3.0 * model.attention_bwd_extra_s + model.selective_s[moe as usize]
-            };
-            self.dense(graph, prev, gpus, secs);
+            self.dense_layer(graph, prev, r, moe, true);
         }
     }
 
@@ -364,16 +370,15 @@ impl StageLowering for Lowering<'_, '_> {
         prev: &mut [Option<OpId>],
         ready: &[Option<OpId>],
     ) {
-        let pipe = self.pipe;
-        let gpus = &pipe.stage_gpus[rank];
         // What a GPU did before its input arrived: a first gather may run while it waits.
         let waiting = prev.to_vec();
-        join(graph, gpus, prev, ready);
+        join(graph, &self.pipe.stage_gpus[rank], prev, ready);
         match task.pass {
-            Pass::Forward => self.forward(graph, gpus, task, prev, &waiting),
-            Pass::Backward | Pass::BackwardInput | Pass::BackwardWeight => {
-                self.backward(graph, gpus, task, prev)
-            }
+            Pass::Forward => self.forward(graph, rank, task, prev, &waiting),
+            Pass::Backward => self.backward(graph, rank, task, prev),
+            Pass::BackwardInput | Pass::BackwardWeight => unreachable!(
+                "only DualPipe splits backward passes, and validation refuses it for kind = \"fssdp\""
+            ),
         }
         self.sync_if_final(graph, task, prev);
     }
