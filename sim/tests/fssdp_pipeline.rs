@@ -150,22 +150,7 @@ fn tensor_parallel_stages_move_megatrons_traffic_and_route_their_sequence_shards
 
 #[test]
 fn pipelined_fssdp_is_deterministic_across_thread_counts() {
-    let s = ideal("pp = 2\ntp = 2\nrematerialize = true", 4);
-    let s = Scenario {
-        cluster: moesim_sim::scenario::cluster::Cluster {
-            compute_noise_cv: 0.05,
-            ..s.cluster
-        },
-        ..s
-    };
-    let run = |threads: usize| {
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build()
-            .unwrap()
-            .install(|| serde_json::to_string(&common::run(&s)).unwrap())
-    };
-    assert_eq!(run(1), run(2));
+    common::assert_same_on_one_and_two_threads(&ideal("pp = 2\ntp = 2\nrematerialize = true", 4));
 }
 
 #[test]

@@ -209,25 +209,7 @@ fn the_first_one_f_one_b_stage_holds_p_micro_batches_of_activations() {
 
 #[test]
 fn tp_and_pp_output_is_deterministic_across_thread_counts() {
-    let s = ideal("tp = 2\npp = 2\nep_size = 2", 4, "");
-    let s = Scenario {
-        cluster: moesim_sim::scenario::cluster::Cluster {
-            compute_noise_cv: 0.05,
-            ..s.cluster
-        },
-        ..s
-    };
-    let run = |threads: usize| {
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build()
-            .unwrap()
-            .install(|| {
-                let r = report(&s);
-                serde_json::to_string(&r).unwrap()
-            })
-    };
-    assert_eq!(run(1), run(2));
+    common::assert_same_on_one_and_two_threads(&ideal("tp = 2\npp = 2\nep_size = 2", 4, ""));
 }
 
 #[test]

@@ -117,6 +117,27 @@ pub fn join(
     }
 }
 
+/// A pipeline stage's gradient synchronisation once its gradients are final: `specs` one after another on
+/// the stage's GPUs (`gpus`) after `after`, beside whatever the GPUs do next; `synced[g]` becomes each
+/// GPU's last synchronisation op (for the optimizer to wait on).
+pub fn stage_grad_sync(
+    graph: &mut IterationGraph,
+    specs: &[CollectiveSpec],
+    after: &[Option<OpId>],
+    gpus: &[usize],
+    synced: &mut [Option<OpId>],
+) {
+    let mut chain = after.to_vec();
+    for spec in specs {
+        collective(graph, &mut chain, Phase::GradSync, spec.clone(), &[]);
+    }
+    for &g in gpus {
+        if chain[g] != after[g] {
+            synced[g] = chain[g];
+        }
+    }
+}
+
 /// Gradient synchronisation: `specs` run one after another on each participating rank, after all of the
 /// rank's chains (`chains[k][rank]`) have finished; returns each rank's last operation.
 pub fn grad_sync(

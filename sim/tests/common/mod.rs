@@ -80,6 +80,26 @@ pub fn ideal_pipeline(kind: &str, strategy: &str, micro_batches: usize, extra: &
     parse_scenario("pp.toml", &text, &[]).unwrap_or_else(|e| panic!("{e:?}"))
 }
 
+/// Asserts that `s` with 5 % compute noise gives the same JSON results on one thread as on two (each
+/// iteration's noise is keyed by its index, never by the thread that runs it).
+pub fn assert_same_on_one_and_two_threads(s: &Scenario) {
+    let s = Scenario {
+        cluster: moesim_sim::scenario::cluster::Cluster {
+            compute_noise_cv: 0.05,
+            ..s.cluster.clone()
+        },
+        ..s.clone()
+    };
+    let json = |threads: usize| {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .expect("a thread pool")
+            .install(|| serde_json::to_string(&run(&s)).expect("results serialise"))
+    };
+    assert_eq!(json(1), json(2));
+}
+
 /// Relative difference of `a` from `b`.
 pub fn rel(a: f64, b: f64) -> f64 {
     (a - b).abs() / b.abs()

@@ -921,15 +921,7 @@ impl<'m, 'a> Lowering<'m, 'a> {
         else {
             return;
         };
-        let mut chain = after.to_vec();
-        for spec in specs {
-            blocks::collective(graph, &mut chain, Phase::GradSync, spec.clone(), &[]);
-        }
-        for &g in &self.graph_ranks[r] {
-            if chain[g] != after[g] {
-                self.synced[g] = chain[g];
-            }
-        }
+        blocks::stage_grad_sync(graph, specs, after, &self.graph_ranks[r], &mut self.synced);
     }
 
     fn run(&self, graph: &mut IterationGraph, r: usize, prev: &mut [Option<OpId>], step: &Step) {

@@ -16,6 +16,24 @@ use crate::strategy::record::IterationRecord;
 use crate::strategy::shared::{experts_forward_s, optimizer_s};
 use moesim_traces::IterationRouting;
 
+/// An FSSDP iteration's routing facts and sparse collectives as lowered, before its graph runs (see
+/// [`FssdpModel::finish`]).
+pub(super) struct Lowered<'x> {
+    pub tokens_received: Vec<u64>,
+    pub peak_layer_tokens: Vec<u64>,
+    pub activation_tokens: Vec<u64>,
+    pub routed: u64,
+    /// (copies materialized beyond the owners, the most one GPU holds at once).
+    pub copies: (usize, usize),
+    pub spag: &'x [(SparseOutcome, CollectiveSpec)],
+    pub sprs: &'x [(SparseOutcome, CollectiveSpec)],
+    /// Per layer: the extra critical-path gather calibration added.
+    pub calibrated: &'x [Option<(SparseOutcome, CollectiveSpec)>],
+    pub reshard_bytes: f64,
+    /// (the dense ops, the spAG ops) of each overlapped gather.
+    pub overlaps: Vec<(Vec<OpId>, Vec<OpId>)>,
+}
+
 /// A sparse collective whose part on rank r starts after `deps[r]`; returns its operations.
 pub(super) fn sparse_ops(
     graph: &mut IterationGraph,
@@ -208,6 +226,85 @@ impl FssdpModel<'_> {
         3.0 * compute + 4.0 * a2a
     }
 
+    /// Copies `plan` materializes beyond the owners (all layers), and the most one GPU holds at once: one
+    /// layer's with re-materialization (freed after each use), else its shard group's layers' together.
+    pub(super) fn copies(&self, plan: &[LayerPlacement]) -> (usize, usize) {
+        let n = self.scenario.cluster.gpus();
+        let materialized = plan.iter().map(LayerPlacement::materialized).sum();
+        let (mut per_layer, mut per_gpu) = (vec![0usize; n], vec![0usize; n]);
+        let mut peak_layer = 0;
+        for (l, p) in plan.iter().enumerate() {
+            let gpus = self.layer_gpus(l);
+            per_layer.fill(0);
+            for x in 0..self.experts {
+                for &r in &p.holders(x)[1..] {
+                    per_layer[gpus[r as usize]] += 1;
+                }
+            }
+            for g in 0..n {
+                per_gpu[g] += per_layer[g];
+                peak_layer = peak_layer.max(per_layer[g]);
+            }
+        }
+        let peak = if self.knobs.rematerialize {
+            peak_layer
+        } else {
+            per_gpu.iter().copied().max().unwrap_or(0)
+        };
+        (materialized, peak)
+    }
+
+    /// Runs the lowered iteration's graph and gathers its figures: the spAG time not hidden behind the dense
+    /// compute it overlaps, and the sparse collectives' bytes (every gather and reduce repeated per
+    /// micro-batch with re-materialization).
+    pub(super) fn finish(
+        &self,
+        graph: &mut IterationGraph,
+        mbs: usize,
+        l: Lowered,
+    ) -> FssdpIteration {
+        let outcome = graph.analyse(Some(self.topo));
+        let finish = |ops: &[OpId]| {
+            ops.iter()
+                .map(|&o| graph.engine.timing(o).finish)
+                .max()
+                .unwrap_or(0)
+        };
+        let exposed: u64 = l
+            .overlaps
+            .iter()
+            .map(|(dense, gather)| finish(gather).saturating_sub(finish(dense)))
+            .sum();
+        let remat = self.knobs.rematerialize;
+        let repeat = if remat { 2.0 * mbs as f64 } else { 1.0 };
+        let sprs_repeat = if remat { mbs as f64 } else { 1.0 };
+        let bytes =
+            |x: &[(SparseOutcome, CollectiveSpec)]| x.iter().map(|x| x.0.bytes).sum::<f64>();
+        let calibrated_bytes: f64 = l
+            .calibrated
+            .iter()
+            .flatten()
+            .map(|x| x.0.bytes * repeat)
+            .sum();
+        FssdpIteration {
+            base: IterationRecord {
+                outcome,
+                tokens_received: l.tokens_received,
+                peak_layer_tokens: l.peak_layer_tokens,
+                activation_tokens: l.activation_tokens,
+                routed: l.routed,
+                dropped: 0,
+            },
+            materialized: l.copies.0,
+            peak_materialized_on_rank: l.copies.1,
+            spag_bytes: repeat * bytes(l.spag) + calibrated_bytes,
+            sprs_bytes: sprs_repeat * bytes(l.sprs),
+            exposed_spag_s: to_ms(exposed) * 1e-3,
+            calibrated: l.calibrated.iter().flatten().count(),
+            reshard_bytes: l.reshard_bytes,
+        }
+    }
+
     /// Simulates one iteration.
     pub fn simulate_iteration(&self, it: usize, ws: &mut FssdpWorkspace) -> FssdpIteration {
         let shape = self.routing.shape();
@@ -240,7 +337,6 @@ impl FssdpModel<'_> {
 
         // Calibration: re-plan on the iteration's actual loads where the extra spAG pays for itself.
         let mut calibrated = vec![None::<(SparseOutcome, CollectiveSpec)>; moe_layers];
-        let mut calibrated_count = 0;
         if self.knobs.calibrate {
             for l in 0..moe_layers {
                 let own = &owners[l * e..(l + 1) * e];
@@ -284,7 +380,6 @@ impl FssdpModel<'_> {
                 if after + extra.0.time_s < before {
                     plan[l] = merged;
                     calibrated[l] = Some(extra);
-                    calibrated_count += 1;
                 }
             }
         }
@@ -314,27 +409,7 @@ impl FssdpModel<'_> {
                 )
             })
             .collect();
-        let materialized: usize = plan.iter().map(LayerPlacement::materialized).sum();
-        let mut per_rank_layer = vec![0usize; g];
-        let mut per_rank_sum = vec![0usize; g];
-        let mut peak_layer = 0;
-        for p in &plan {
-            per_rank_layer.fill(0);
-            for x in 0..e {
-                for &r in &p.holders(x)[1..] {
-                    per_rank_layer[r as usize] += 1;
-                }
-            }
-            for r in 0..g {
-                per_rank_sum[r] += per_rank_layer[r];
-                peak_layer = peak_layer.max(per_rank_layer[r]);
-            }
-        }
-        let peak_materialized = if remat {
-            peak_layer
-        } else {
-            per_rank_sum.iter().copied().max().unwrap_or(0)
-        };
+        let (materialized, peak_materialized) = self.copies(&plan);
 
         // Dispatch, all-to-alls and expert compute per (micro-batch, layer).
         let comms = Collectives::new(self.topo, s.cluster.network);
@@ -510,40 +585,21 @@ impl FssdpModel<'_> {
                 &speeds,
             );
         }
-        let outcome = graph.analyse(Some(self.topo));
-        let finish = |ops: &[OpId]| {
-            ops.iter()
-                .map(|&o| graph.engine.timing(o).finish)
-                .max()
-                .unwrap_or(0)
-        };
-        let exposed: u64 = overlaps
-            .iter()
-            .map(|(dense, gather)| finish(gather).saturating_sub(finish(dense)))
-            .sum();
-        let repeat = if remat { 2.0 * mbs as f64 } else { 1.0 };
-        let sprs_repeat = if remat { mbs as f64 } else { 1.0 };
-        FssdpIteration {
-            base: IterationRecord {
-                outcome,
+        self.finish(
+            graph,
+            mbs,
+            Lowered {
                 tokens_received,
                 peak_layer_tokens,
                 activation_tokens,
                 routed,
-                dropped: 0,
+                copies: (materialized, peak_materialized),
+                spag: &spag,
+                sprs: &sprs,
+                calibrated: &calibrated,
+                reshard_bytes,
+                overlaps,
             },
-            materialized,
-            peak_materialized_on_rank: peak_materialized,
-            spag_bytes: repeat * spag.iter().map(|x| x.0.bytes).sum::<f64>()
-                + calibrated
-                    .iter()
-                    .flatten()
-                    .map(|x| x.0.bytes * if remat { 2.0 * mbs as f64 } else { 1.0 })
-                    .sum::<f64>(),
-            sprs_bytes: sprs_repeat * sprs.iter().map(|x| x.0.bytes).sum::<f64>(),
-            exposed_spag_s: to_ms(exposed) * 1e-3,
-            calibrated: calibrated_count,
-            reshard_bytes,
-        }
+        )
     }
 }

@@ -18,12 +18,11 @@
 //! its GPUs on the auxiliary stream. The iteration ends with each GPU's optimizer step over its owned
 //! experts and its ZeRO share of its stage's dense parameters.
 
-use super::lower::sparse_ops;
-use super::materialize::LayerPlacement;
+use super::lower::{Lowered, sparse_ops};
 use super::{FssdpIteration, FssdpModel, FssdpWorkspace};
 use crate::collective::{AllToAllScratch, Collectives};
 use crate::collective_sparse::{SparseKind, SparseOutcome};
-use crate::engine::{OpId, Stream, to_ms};
+use crate::engine::{OpId, Stream};
 use crate::iteration::IterationGraph;
 use crate::memory::{MemoryBreakdown, RoutedTokens};
 use crate::network::CollectiveSpec;
@@ -33,7 +32,6 @@ use crate::pipeline::schedule::{Pass, Schedule, Task};
 use crate::scenario::parallel::Parallel;
 use crate::scenario::{Scenario, Strategy};
 use crate::strategy::blocks::{self, Speeds, join};
-use crate::strategy::record::IterationRecord;
 use crate::strategy::shared::{experts_forward_s, optimizer_s};
 use crate::strategy::stage_memory::{StageParams, model_stage_params, stage_memory, stage_params};
 use crate::topology::Topology;
@@ -345,15 +343,13 @@ impl Lowering<'_, '_> {
         else {
             return;
         };
-        let mut chain = after.to_vec();
-        for spec in specs {
-            blocks::collective(graph, &mut chain, Phase::GradSync, spec.clone(), &[]);
-        }
-        for &g in &self.pipe.stage_gpus[r] {
-            if chain[g] != after[g] {
-                self.synced[g] = chain[g];
-            }
-        }
+        blocks::stage_grad_sync(
+            graph,
+            specs,
+            after,
+            &self.pipe.stage_gpus[r],
+            &mut self.synced,
+        );
     }
 }
 
@@ -400,7 +396,6 @@ impl FssdpModel<'_> {
         let s = self.scenario;
         let (n, e, moe_layers) = (s.cluster.gpus(), self.experts, self.moe_layers);
         let mbs = routing.shape.micro_batches;
-        let remat = self.knobs.rematerialize;
         let token_bytes = s.model.token_bytes() as f64;
         let owners = self.owners(it).to_vec();
         let plan = self.plan(it);
@@ -411,29 +406,7 @@ impl FssdpModel<'_> {
         };
         let spag = sparse(SparseKind::AllGather, self.expert_bytes, ws);
         let sprs = sparse(SparseKind::ReduceScatter, self.grad_bytes, ws);
-        // Copies per GPU: per layer (re-materialization frees them after each use) or summed over its
-        // stage's layers (held for the whole iteration).
-        let materialized: usize = plan.iter().map(LayerPlacement::materialized).sum();
-        let (mut per_gpu_layer, mut per_gpu_sum) = (vec![0usize; n], vec![0usize; n]);
-        let mut peak_layer = 0;
-        for (l, p) in plan.iter().enumerate() {
-            let gpus = self.layer_gpus(l);
-            per_gpu_layer.fill(0);
-            for x in 0..e {
-                for &r in &p.holders(x)[1..] {
-                    per_gpu_layer[gpus[r as usize]] += 1;
-                }
-            }
-            for g in 0..n {
-                per_gpu_sum[g] += per_gpu_layer[g];
-                peak_layer = peak_layer.max(per_gpu_layer[g]);
-            }
-        }
-        let peak_materialized = if remat {
-            peak_layer
-        } else {
-            per_gpu_sum.iter().copied().max().unwrap_or(0)
-        };
+        let (materialized, peak_materialized) = self.copies(&plan);
 
         // Dispatch, all-to-alls and expert compute per (micro-batch, MoE layer) on the layer's stage.
         let comms = Collectives::new(self.topo, s.cluster.network);
@@ -563,36 +536,22 @@ impl FssdpModel<'_> {
             |g| optimizer_s(s, self.cost, updated[g]),
             &speeds,
         );
-        let outcome = graph.analyse(Some(self.topo));
-        let finish = |ops: &[OpId]| {
-            ops.iter()
-                .map(|&o| graph.engine.timing(o).finish)
-                .max()
-                .unwrap_or(0)
-        };
-        let exposed: u64 = overlaps
-            .iter()
-            .map(|(dense, gather)| finish(gather).saturating_sub(finish(dense)))
-            .sum();
-        let repeat = if remat { 2.0 * mbs as f64 } else { 1.0 };
-        let sprs_repeat = if remat { mbs as f64 } else { 1.0 };
-        FssdpIteration {
-            base: IterationRecord {
-                outcome,
+        self.finish(
+            graph,
+            mbs,
+            Lowered {
                 tokens_received,
                 peak_layer_tokens,
                 activation_tokens,
                 routed,
-                dropped: 0,
+                copies: (materialized, peak_materialized),
+                spag: &spag,
+                sprs: &sprs,
+                calibrated: &[],
+                reshard_bytes,
+                overlaps,
             },
-            materialized,
-            peak_materialized_on_rank: peak_materialized,
-            spag_bytes: repeat * spag.iter().map(|x| x.0.bytes).sum::<f64>(),
-            sprs_bytes: sprs_repeat * sprs.iter().map(|x| x.0.bytes).sum::<f64>(),
-            exposed_spag_s: to_ms(exposed) * 1e-3,
-            calibrated: 0,
-            reshard_bytes,
-        }
+        )
     }
 
     /// Memory of the most loaded GPU of a pipelined run: each pipeline rank's dense parameters (ZeRO over
