@@ -117,6 +117,21 @@ pub fn join(
     }
 }
 
+/// Per pipeline rank, per model stage it holds: (stage, its gradient synchronisation in issue order).
+pub type StageGradSync = Vec<Vec<(usize, Vec<CollectiveSpec>)>>;
+
+/// The gradient synchronisation due after `task`, when `task` is the one after which its model stage's
+/// gradients are final (`last_grads`: such tasks and their pipeline ranks): that rank and the stage's specs.
+pub fn due_grad_sync<'a>(
+    last_grads: &std::collections::HashMap<crate::pipeline::schedule::Task, usize>,
+    grad_sync: &'a StageGradSync,
+    task: crate::pipeline::schedule::Task,
+) -> Option<(usize, &'a [CollectiveSpec])> {
+    let &r = last_grads.get(&task)?;
+    let (_, specs) = grad_sync[r].iter().find(|(k, _)| *k == task.model_stage)?;
+    Some((r, specs))
+}
+
 /// A pipeline stage's gradient synchronisation once its gradients are final: `specs` one after another on
 /// the stage's GPUs (`gpus`) after `after`, beside whatever the GPUs do next; `synced[g]` becomes each
 /// GPU's last synchronisation op (for the optimizer to wait on).

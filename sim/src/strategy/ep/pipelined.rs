@@ -83,7 +83,7 @@ pub(super) struct Pipelined {
     tp_ring: Vec<Option<CollectiveSpec>>,
     /// Per pipeline rank, per model stage it holds: (stage, its gradient synchronisation in issue order, on
     /// graph ranks); with replicated experts, the dense part only.
-    grad_sync: Vec<Vec<(usize, Vec<CollectiveSpec>)>>,
+    grad_sync: blocks::StageGradSync,
     /// The task after which each (pipeline rank, model stage)'s weight gradients are final: its last
     /// backward (or weight-gradient) task in the rank's order.
     last_grads: HashMap<Task, usize>,
@@ -912,12 +912,8 @@ impl<'m, 'a> Lowering<'m, 'a> {
     /// After the task that makes a (pipeline rank, model stage)'s weight gradients final, that stage's
     /// gradient synchronisation, following `after` (the task's last ops), beside whatever comes next.
     fn sync_if_final(&mut self, graph: &mut IterationGraph, task: Task, after: &[Option<OpId>]) {
-        let Some(&r) = self.pipe.last_grads.get(&task) else {
-            return;
-        };
-        let Some((_, specs)) = self.pipe.grad_sync[r]
-            .iter()
-            .find(|(k, _)| *k == task.model_stage)
+        let Some((r, specs)) =
+            blocks::due_grad_sync(&self.pipe.last_grads, &self.pipe.grad_sync, task)
         else {
             return;
         };

@@ -51,7 +51,7 @@ pub(crate) struct Pipeline {
     tp_ring: Vec<Option<CollectiveSpec>>,
     /// Per pipeline rank, per model stage it holds: (stage, its dense gradients' all-reduce over the
     /// stage's GPUs, per TP index over its data-parallel group).
-    grad_sync: Vec<Vec<(usize, Vec<CollectiveSpec>)>>,
+    grad_sync: blocks::StageGradSync,
     /// The task after which each (pipeline rank, model stage)'s gradients are final: its last backward.
     last_grads: HashMap<Task, usize>,
     /// Per pipeline rank: dense parameters one GPU updates (its ZeRO share of the stage's).
@@ -334,12 +334,8 @@ impl Lowering<'_, '_> {
     /// After the task that makes a model stage's gradients final, its dense all-reduce over the stage's
     /// GPUs on the auxiliary stream, beside whatever comes next.
     fn sync_if_final(&mut self, graph: &mut IterationGraph, task: Task, after: &[Option<OpId>]) {
-        let Some(&r) = self.pipe.last_grads.get(&task) else {
-            return;
-        };
-        let Some((_, specs)) = self.pipe.grad_sync[r]
-            .iter()
-            .find(|(k, _)| *k == task.model_stage)
+        let Some((r, specs)) =
+            blocks::due_grad_sync(&self.pipe.last_grads, &self.pipe.grad_sync, task)
         else {
             return;
         };
