@@ -62,13 +62,13 @@ before=$(sed -nE 's/.* ep16-replicated +[0-9.]+ +[0-9.]+ +([0-9]+) .*/\1/p' "$tm
 [[ -n "$before" ]] || fail "no tokens/s for ep16-replicated"
 echo "tui-smoke: Compare view shows the quickstart; ep16-replicated at $before tokens/s"
 
-# 2. Knobs: select ep16-replicated (fourth strategy), its slots per GPU (after EP size, TP and PP), one
+# 2. Knobs: select ep16-replicated (fourth strategy), its slots per GPU (after EP size, TP, ETP and PP), one
 #    more slot.
 tmux send-keys -t "$session" 6
 wait_for 'knobs of ep16 '
 tmux send-keys -t "$session" Right Right Right
 wait_for 'knobs of ep16-replicated'
-tmux send-keys -t "$session" Down Down Down
+tmux send-keys -t "$session" Down Down Down Down
 tmux send-keys -t "$session" +
 wait_for 'strategy\.3\.slots_per_gpu=9' 120
 wait_for '│ep16-replicated +[0-9]+ +[0-9]+ +[-+][0-9.]+%' 120

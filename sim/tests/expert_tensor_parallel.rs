@@ -1,6 +1,7 @@
-//! Expert tensor parallelism (`etp` on `kind = "ep"`): each routed expert's FFN split over `etp` GPUs that
-//! gather the tokens their ETP group received, checked through the whole strategy against closed forms:
-//! the gather/scatter traffic, the conservation of expert FLOPs, the parameters per GPU, and the refusals.
+//! Expert tensor parallelism (`etp` on `kind = "ep"` and `"ep-replicated"`): each routed expert's FFN (each
+//! copy's) split over `etp` GPUs that gather the tokens their ETP group received, checked through the whole
+//! strategy against closed forms: the gather/scatter traffic, the conservation of expert FLOPs, the
+//! parameters per GPU, replicated copies' slices, and the refusals.
 
 mod common;
 
@@ -106,8 +107,6 @@ fn etp_layouts_that_cannot_run_are_refused_naming_their_field() {
             parse_scenario("etp.toml", &text, &[]).expect_err("refused")
         )
     };
-    let e = err("kind = \"ep-replicated\"\nep_size = 4\netp = 2");
-    assert!(e.contains("strategy[0].etp"), "{e}");
     let e = err("kind = \"ep\"\nep_size = 8\netp = 2");
     assert!(
         e.contains("strategy[0].ep_size") && e.contains("etp"),
@@ -117,4 +116,59 @@ fn etp_layouts_that_cannot_run_are_refused_naming_their_field() {
     assert!(e.contains("strategy[0].etp"), "{e}");
     let e = err("kind = \"fssdp\"\netp = 2");
     assert!(e.contains("strategy[0].etp"), "{e}");
+}
+
+#[test]
+fn replicated_ep_without_spare_slots_under_etp_is_static_etp() {
+    // 8 experts on EP groups of 2 ranks, each rank's experts sliced over 2 GPUs (blocks of 4, two of them
+    // on 8 GPUs): 4 slots per rank hold one copy of each expert, so under balanced routing every placement
+    // loads each GPU alike, and the step, the ETP rings and the expert gradients' all-reduce (each slice
+    // with the same slice of the expert's copy in the other block) equal static EP's.
+    let layout = "ep_size = 2\netp = 2";
+    let stat = common::ideal_pipeline("ep", layout, 4, "");
+    let rep = common::ideal_pipeline(
+        "ep-replicated",
+        &format!("{layout}\nslots_per_gpu = 4"),
+        4,
+        "",
+    );
+    let (a, b) = (iteration(&stat), iteration(&rep));
+    assert!(
+        rel(b.step_ms(), a.step_ms()) < 1e-9,
+        "{} vs {}",
+        b.step_ms(),
+        a.step_ms()
+    );
+    for phase in [Phase::TensorParallel, Phase::GradSync] {
+        let (x, y) = (
+            a.outcome.phase_bytes[phase.index()],
+            b.outcome.phase_bytes[phase.index()],
+        );
+        assert!(x > 0.0 && rel(y, x) < 1e-9, "{phase:?}: {y} vs {x}");
+    }
+}
+
+#[test]
+fn replicated_copies_under_etp_relieve_hot_experts_and_move_their_slices() {
+    // Skewed routing over links of 100 GB/s: spare copies of the hot experts shorten the busiest GPU's
+    // expert work against static EP with the same slicing; a re-plan moves copies (each GPU its slice).
+    let skewed = |mut s: Scenario| {
+        s.workload.skew = moesim_traces::Skew::LogNormal { sigma: 1.0 };
+        s.cluster.ideal_link_gbytes_per_s = 100.0;
+        s.workload.iterations = 4;
+        s
+    };
+    let layout = "ep_size = 2\netp = 2\npp = 2";
+    let stat = skewed(common::ideal_pipeline("ep", layout, 4, ""));
+    let rep = skewed(common::ideal_pipeline(
+        "ep-replicated",
+        &format!("{layout}\nslots_per_gpu = 6\nreplan_interval = 2"),
+        4,
+        "",
+    ));
+    let (a, b) = (result(&stat), result(&rep));
+    let expert = |r: &moesim_sim::result::StrategyResult| r.breakdown_ms["expert_compute"];
+    assert!(expert(&b) < expert(&a), "{} vs {}", expert(&b), expert(&a));
+    assert_eq!(b.dropped_fraction, 0.0);
+    assert!(b.breakdown_ms["rebalance"] > 0.0, "{:?}", b.breakdown_ms);
 }

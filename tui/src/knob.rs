@@ -136,7 +136,7 @@ fn serving_knobs(s: &Scenario) -> Vec<Knob> {
 
 /// The knobs of strategy `i` of `s`, then the cluster's (a serving scenario's own knobs first; `i` out of
 /// range: no strategy knobs). An `ep`, `ep-replicated` or `fssdp` strategy outside serving also has its
-/// tensor-, expert-tensor- (static EP) and pipeline-parallel degrees, its schedule and rank order (with PP
+/// tensor-, expert-tensor- (EP kinds) and pipeline-parallel degrees, its schedule and rank order (with PP
 /// above 1: the scenario refuses them without); `ep` and `fssdp` the micro-batches per iteration. A value
 /// the scenario refuses is the error the view shows.
 pub fn knobs(s: &Scenario, i: usize) -> Vec<Knob> {
@@ -175,7 +175,7 @@ pub fn knobs(s: &Scenario, i: usize) -> Vec<Knob> {
         if parallel {
             let p = &st.parallel;
             add("TP (tensor parallel)", "tp", p.tp.to_string());
-            if st.kind == StrategyKind::Ep {
+            if matches!(st.kind, StrategyKind::Ep | StrategyKind::EpReplicated) {
                 add("ETP (expert tensor parallel)", "etp", p.etp.to_string());
             }
             add("PP (pipeline stages)", "pp", p.pp.to_string());
@@ -326,6 +326,7 @@ cache_experts_per_layer = 16
                 &[
                     "EP size",
                     "TP (tensor parallel)",
+                    "ETP (expert tensor parallel)",
                     "PP (pipeline stages)",
                     "slots per GPU",
                     "re-plan interval",

@@ -117,8 +117,8 @@ fn editing_a_knob_resimulates_and_shows_the_difference() {
     let before = app.session.as_ref().unwrap().report.clone();
     keys(&mut app, "6");
     key(&mut app, KeyCode::Right); // ep8-replicated
-    // After EP size, TP and PP (replicated EP composes with them in training): slots per GPU.
-    for _ in 0..3 {
+    // After EP size, TP, ETP and PP (replicated EP composes with them in training): slots per GPU.
+    for _ in 0..4 {
         key(&mut app, KeyCode::Down);
     }
     assert_eq!(app.knobs()[app.knob].label, "slots per GPU");

@@ -222,11 +222,11 @@ impl Resolver<'_> {
                 "set pp or remove this knob",
             ));
         }
-        if etp > 1 && s.kind != StrategyKind::Ep {
+        if etp > 1 && !matches!(s.kind, StrategyKind::Ep | StrategyKind::EpReplicated) {
             return Err(self.error(
                 &p("etp"),
                 format!(
-                    "expert tensor parallelism splits a static expert over its GPUs: kind = \"ep\" only (this entry is {:?})",
+                    "expert tensor parallelism splits each expert copy of an EP rank over its GPUs: kind = \"ep\" or \"ep-replicated\" only (this entry is {:?})",
                     s.kind
                 ),
                 "expected etp = 1 for this kind",

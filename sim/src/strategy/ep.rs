@@ -327,9 +327,10 @@ impl<'a> EpModel<'a> {
             })
             .collect();
 
-        // Moving copies between windows: weights, plus gradients' optimizer state in training.
+        // Moving copies between windows: weights, plus gradients' optimizer state in training (a GPU of an
+        // ETP group moves its 1/etp slice).
         let training = s.workload.mode == Mode::Training;
-        let move_bytes = m.expert_params() as f64
+        let move_bytes = m.expert_params() as f64 / strategy.parallel.etp.max(1) as f64
             * (m.dtype_bytes as f64
                 + if training {
                     s.training.optimizer_bytes_per_param
@@ -353,14 +354,21 @@ impl<'a> EpModel<'a> {
                 moe_layers
             ],
             Some(pipe) => {
+                // With expert tensor parallelism, one group per ETP index of each expert block (its GPUs
+                // hold the same slice of every copy, and move that slice).
+                let etp = strategy.parallel.etp.max(1);
+                let block = ep_size * etp;
                 let mut out = vec![Vec::new(); moe_layers];
                 for r in 0..strategy.parallel.pp {
                     for l in pipe.moe_layers_on(s, r) {
-                        for k in 0..pipe.unit() / ep_size {
-                            let group: Vec<usize> =
-                                (0..ep_size).map(|e| pipe.gpu(r, k * ep_size + e)).collect();
-                            if !out[l].contains(&group) {
-                                out[l].push(group);
+                        for k in 0..pipe.unit() / block {
+                            for j in 0..etp {
+                                let group: Vec<usize> = (0..ep_size)
+                                    .map(|e| pipe.gpu(r, k * block + e * etp + j))
+                                    .collect();
+                                if !out[l].contains(&group) {
+                                    out[l].push(group);
+                                }
                             }
                         }
                     }

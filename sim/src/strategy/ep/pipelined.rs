@@ -235,8 +235,13 @@ impl Pipelined {
             this.last_grads.extend(last.into_values().map(|t| (t, r)));
         }
         if let Some(layouts) = replicated {
-            let edp = stage_gpus / ep_size;
-            let expert_bytes = m.expert_params() as f64
+            // Each copy's slice (1/etp of it with expert tensor parallelism) all-reduces with the same
+            // slice of the expert's other copies: those of its EP group and of every expert-data-parallel
+            // block of the stage.
+            let etp = this.par.etp.max(1);
+            let block = ep_size * etp;
+            let edp = stage_gpus / block;
+            let expert_bytes = m.expert_params() as f64 / etp as f64
                 * s.training.grad_bytes_per_param
                 * if s.training.zero_stage >= 3 { 1.5 } else { 1.0 };
             for layout in layouts {
@@ -251,11 +256,15 @@ impl Pipelined {
                     }
                     let grouped: Vec<(Vec<usize>, f64)> = buckets
                         .into_iter()
-                        .map(|(holders, bytes)| {
-                            let copies = (0..edp)
-                                .flat_map(|k| holders.iter().map(move |&h| gpu(k * ep_size + h)))
-                                .collect();
-                            (copies, bytes)
+                        .flat_map(|(holders, bytes)| {
+                            (0..etp).map(move |j| {
+                                let copies = (0..edp)
+                                    .flat_map(|k| {
+                                        holders.iter().map(move |&h| gpu(k * block + h * etp + j))
+                                    })
+                                    .collect();
+                                (copies, bytes)
+                            })
                         })
                         .collect();
                     specs.extend(
