@@ -4,8 +4,10 @@
 //! pipeline shards them over every GPU: shard rank j of a layer is GPU j of its stage (`Parallel::gpu`),
 //! each GPU owns experts of its stage's layers only, and materialized copies, tokens, spAG and spRS stay
 //! inside the stage. Every GPU of a stage takes its own micro-batch (the stage's data parallelism), so the
-//! routing has one token source per GPU of a stage. The whole cluster is simulated (no representative
-//! unit: a layer's copies and tokens span its stage).
+//! routing has one token source per GPU of a stage (with TP, each GPU routes its `1/tp` sequence shard,
+//! and each stage's dense layers run between the sequence-parallel rings of its TP groups, as without a
+//! pipeline). The whole cluster is simulated (no representative unit: a layer's copies and tokens span its
+//! stage).
 //!
 //! Per task (`crate::pipeline::emit` drives them in the schedule's order):
 //! forward of a model stage, per layer: `dense ∥ spAG` (the layer's first forward of the iteration, or
