@@ -1,6 +1,6 @@
 //! The documentation is checked against the code: every TOML block in the README and `docs/` is a file in
 //! the repository that parses and plans, and the figures the docs quote (the README's `plan` output, the
-//! offloading table of docs/strategies.md) are what moesim prints today.
+//! Hecate and offloading tables of docs/strategies.md) are what moesim prints today.
 //!
 //! When a figure changes on purpose, `MOESIM_UPDATE_DOCS=1 cargo test --test docs` rewrites the docs
 //! instead of failing; review the diff. (The README's Accuracy table is `tests/check_published.rs`'s.)
@@ -151,6 +151,62 @@ fn the_offloading_table_is_what_the_offloading_scenario_gives() {
     check_or_update(
         &repo("docs/strategies.md"),
         "<!-- tests/docs.rs: offload table -->\n",
+        "<!-- end -->",
+        &table,
+    );
+}
+
+#[test]
+fn the_hecate_table_is_what_the_hecate_scenario_gives() {
+    let options = || RunOptions {
+        timing: false,
+        progress: None,
+    };
+    let mut table = String::from(
+        "| routing | strategy | step ms | speedup vs EP | MoE blocks vs EP | all-to-alls vs EP | memory GiB | spAG GB per iteration |\n\
+         | --- | --- | --- | --- | --- | --- | --- | --- |\n",
+    );
+    for (routing, overrides) in [
+        ("log-normal σ = 0.5", vec![]),
+        (
+            "uniform",
+            vec!["workload.skew={distribution=\"uniform\"}".to_string()],
+        ),
+        (
+            "Zipf s = 1.2",
+            vec!["workload.skew={distribution=\"zipf\",s=1.2}".to_string()],
+        ),
+    ] {
+        let inputs =
+            Inputs::read(&repo("scenarios/hecate-gpt-moe-s.toml"), overrides, None).unwrap();
+        let report = inputs.simulate(options()).unwrap();
+        let phases = |r: &moesim_sim::result::StrategyResult, names: &[&str]| -> f64 {
+            names
+                .iter()
+                .map(|n| r.breakdown_ms.get(*n).copied().unwrap_or(0.0))
+                .sum()
+        };
+        let moe = ["dispatch", "expert_compute", "combine"];
+        let a2a = ["dispatch", "combine"];
+        let ep = &report.results[0];
+        for r in &report.results {
+            let spag = r.fssdp.as_ref().map_or("–".to_string(), |f| {
+                format!("{:.1}", f.spag_bytes as f64 / 1e9)
+            });
+            table.push_str(&format!(
+                "| {routing} | {} | {:.1} | {:.2} | {:.2} | {:.1} | {:.1} | {spag} |\n",
+                r.strategy,
+                r.step_time_ms.mean,
+                ep.step_time_ms.mean / r.step_time_ms.mean,
+                phases(ep, &moe) / phases(r, &moe),
+                phases(ep, &a2a) / phases(r, &a2a),
+                r.memory_peak_gib,
+            ));
+        }
+    }
+    check_or_update(
+        &repo("docs/strategies.md"),
+        "<!-- tests/docs.rs: hecate table -->\n",
         "<!-- end -->",
         &table,
     );
