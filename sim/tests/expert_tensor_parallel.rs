@@ -152,12 +152,7 @@ fn replicated_ep_without_spare_slots_under_etp_is_static_etp() {
 fn replicated_copies_under_etp_relieve_hot_experts_and_move_their_slices() {
     // Skewed routing over links of 100 GB/s: spare copies of the hot experts shorten the busiest GPU's
     // expert work against static EP with the same slicing; a re-plan moves copies (each GPU its slice).
-    let skewed = |mut s: Scenario| {
-        s.workload.skew = moesim_traces::Skew::LogNormal { sigma: 1.0 };
-        s.cluster.ideal_link_gbytes_per_s = 100.0;
-        s.workload.iterations = 4;
-        s
-    };
+    let skewed = common::skewed_over_slow_links;
     let layout = "ep_size = 2\netp = 2\npp = 2";
     let stat = skewed(common::ideal_pipeline("ep", layout, 4, ""));
     let rep = skewed(common::ideal_pipeline(

@@ -391,12 +391,7 @@ fn replicated_ep_without_spare_slots_is_static_ep_under_a_pipeline() {
 #[test]
 fn replicated_ep_composes_with_a_pipeline_copies_memory_and_moves() {
     // Skewed routing over links of 100 GB/s (a moved copy takes time to arrive).
-    let skewed = |mut s: Scenario| {
-        s.workload.skew = moesim_traces::Skew::LogNormal { sigma: 1.0 };
-        s.cluster.ideal_link_gbytes_per_s = 100.0;
-        s.workload.iterations = 4;
-        s
-    };
+    let skewed = common::skewed_over_slow_links;
     let stat = skewed(ideal(PP4, 8, ""));
     let rep = skewed(replicated("slots_per_gpu = 6\nreplan_interval = 2"));
     let (a, b) = (report(&stat), report(&rep));

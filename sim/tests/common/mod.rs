@@ -100,6 +100,15 @@ pub fn assert_same_on_one_and_two_threads(s: &Scenario) {
     assert_eq!(json(1), json(2));
 }
 
+/// `s` over 4 iterations with skewed routing (log-normal σ = 1) and links of 100 GB/s, so that a moved
+/// expert copy takes time to arrive.
+pub fn skewed_over_slow_links(mut s: Scenario) -> Scenario {
+    s.workload.skew = moesim_traces::Skew::LogNormal { sigma: 1.0 };
+    s.cluster.ideal_link_gbytes_per_s = 100.0;
+    s.workload.iterations = 4;
+    s
+}
+
 /// Relative difference of `a` from `b`.
 pub fn rel(a: f64, b: f64) -> f64 {
     (a - b).abs() / b.abs()
