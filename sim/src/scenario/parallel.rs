@@ -252,13 +252,6 @@ impl Resolver<'_> {
                         "expected gpipe, 1f1b or interleaved for this kind",
                     ));
                 }
-                if s.calibrate == Some(true) {
-                    return Err(self.error(
-                        &p("calibrate"),
-                        "FSSDP's calibration is modelled without a pipeline only",
-                        "expected calibrate = false with pp > 1",
-                    ));
-                }
                 let (stage, per_node) = (gpus / pp, gpus_per_node.max(1));
                 if !(stage.is_multiple_of(per_node) || per_node.is_multiple_of(stage)) {
                     return Err(self.error(

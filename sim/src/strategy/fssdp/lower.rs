@@ -207,7 +207,13 @@ impl FssdpModel<'_> {
 
     /// Predicted MoE-block latency of one (micro-batch, layer) on `p`: slowest expert compute plus dispatch
     /// and combine, for calibration.
-    fn predict(&self, counts: &[u32], p: &LayerPlacement, ws: &mut FssdpWorkspace) -> f64 {
+    fn predict(
+        &self,
+        l: usize,
+        counts: &[u32],
+        p: &LayerPlacement,
+        ws: &mut FssdpWorkspace,
+    ) -> f64 {
         let s = self.scenario;
         let (g, e) = (self.ranks, self.experts);
         ws.dispatch.run(
@@ -217,13 +223,82 @@ impl FssdpModel<'_> {
             self.gpus_per_node,
             s.model.token_bytes() as f64,
         );
-        let all: Vec<usize> = (0..g).collect();
-        let d = all_to_all(self.topo, &all, &ws.dispatch.bytes, &mut ws.a2a);
+        let d = all_to_all(
+            self.topo,
+            self.layer_gpus(l),
+            &ws.dispatch.bytes,
+            &mut ws.a2a,
+        );
         let a2a = d.per_rank.iter().map(|x| x.time_s).fold(0.0, f64::max);
         let compute = (0..g)
             .map(|r| experts_forward_s(s, self.cost, &ws.dispatch.tokens[r * e..(r + 1) * e]))
             .fold(0.0, f64::max);
         3.0 * compute + 4.0 * a2a
+    }
+
+    /// Calibration (`calibrate = true`): per layer, the plan recomputed on the iteration's actual loads; its
+    /// extra copies join `plan` (a critical-path spAG after the gate, returned per layer) only where the
+    /// predicted MoE-block time they save over the iteration's micro-batches exceeds that spAG.
+    pub(super) fn calibrate(
+        &self,
+        it: usize,
+        routing: &IterationRouting,
+        plan: &mut [LayerPlacement],
+        owners: &[u32],
+        ws: &mut FssdpWorkspace,
+    ) -> Vec<Option<(SparseOutcome, CollectiveSpec)>> {
+        let (e, moe_layers) = (self.experts, self.moe_layers);
+        let mut calibrated = vec![None::<(SparseOutcome, CollectiveSpec)>; moe_layers];
+        if !self.knobs.calibrate {
+            return calibrated;
+        }
+        for l in 0..moe_layers {
+            let own = &owners[l * e..(l + 1) * e];
+            let actual = &self.loads[it.min(self.loads.len() - 1)][l * e..(l + 1) * e];
+            let cal = materialize(
+                actual,
+                own,
+                self.ranks,
+                self.gpus_per_node,
+                self.overlap_degree,
+                self.knobs.memory_cap_experts,
+            );
+            // The extra copies: those in the calibrated plan the forecast plan lacks.
+            let gpus = self.layer_gpus(l);
+            ws.batch.clear();
+            for (x, &o) in own.iter().enumerate() {
+                let extra: Vec<usize> = cal.holders(x)[1..]
+                    .iter()
+                    .map(|&r| r as usize)
+                    .filter(|&r| !plan[l].holds(x, r))
+                    .map(|r| gpus[r])
+                    .collect();
+                if !extra.is_empty() {
+                    ws.batch.push(gpus[o as usize], self.expert_bytes, extra);
+                }
+            }
+            if ws.batch.is_empty() {
+                continue;
+            }
+            let extra = self.sparse(SparseKind::AllGather, ws);
+            let mut merged = plan[l].clone();
+            for x in 0..e {
+                for &r in &cal.holders(x)[1..] {
+                    merged.add(x, r as usize);
+                }
+            }
+            let (mut before, mut after) = (0.0, 0.0);
+            for mb in 0..routing.shape.micro_batches {
+                let counts = routing.layer_counts(mb, l);
+                before += self.predict(l, counts, &plan[l], ws);
+                after += self.predict(l, counts, &merged, ws);
+            }
+            if after + extra.0.time_s < before {
+                plan[l] = merged;
+                calibrated[l] = Some(extra);
+            }
+        }
+        calibrated
     }
 
     /// Copies `plan` materializes beyond the owners (all layers), and the most one GPU holds at once: one
@@ -335,54 +410,7 @@ impl FssdpModel<'_> {
         let owners = self.owners(it).to_vec();
         let mut plan = self.plan(it);
 
-        // Calibration: re-plan on the iteration's actual loads where the extra spAG pays for itself.
-        let mut calibrated = vec![None::<(SparseOutcome, CollectiveSpec)>; moe_layers];
-        if self.knobs.calibrate {
-            for l in 0..moe_layers {
-                let own = &owners[l * e..(l + 1) * e];
-                let actual = &self.loads[it.min(self.loads.len() - 1)][l * e..(l + 1) * e];
-                let cal = materialize(
-                    actual,
-                    own,
-                    g,
-                    self.gpus_per_node,
-                    self.overlap_degree,
-                    self.knobs.memory_cap_experts,
-                );
-                // The extra copies: those in the calibrated plan the forecast plan lacks.
-                ws.batch.clear();
-                for (x, &o) in own.iter().enumerate() {
-                    let extra: Vec<usize> = cal.holders(x)[1..]
-                        .iter()
-                        .map(|&r| r as usize)
-                        .filter(|&r| !plan[l].holds(x, r))
-                        .collect();
-                    if !extra.is_empty() {
-                        ws.batch.push(o as usize, self.expert_bytes, extra);
-                    }
-                }
-                if ws.batch.is_empty() {
-                    continue;
-                }
-                let extra = self.sparse(SparseKind::AllGather, ws);
-                let mut merged = plan[l].clone();
-                for x in 0..e {
-                    for &r in &cal.holders(x)[1..] {
-                        merged.add(x, r as usize);
-                    }
-                }
-                let (mut before, mut after) = (0.0, 0.0);
-                for mb in 0..mbs {
-                    let counts = routing.layer_counts(mb, l);
-                    before += self.predict(counts, &plan[l], ws);
-                    after += self.predict(counts, &merged, ws);
-                }
-                if after + extra.0.time_s < before {
-                    plan[l] = merged;
-                    calibrated[l] = Some(extra);
-                }
-            }
-        }
+        let calibrated = self.calibrate(it, routing, &mut plan, &owners, ws);
 
         // Sparse collectives per layer.
         let spag: Vec<(SparseOutcome, CollectiveSpec)> = (0..moe_layers)

@@ -9,6 +9,9 @@
 //! pipeline). The whole cluster is simulated (no representative unit: a layer's copies and tokens span its
 //! stage).
 //!
+//! Calibration (`calibrate = true`) re-plans each layer on the iteration's actual loads as without a
+//! pipeline; its extra copies are gathered on the critical path after the layer's first dense forward.
+//!
 //! Per task (`crate::pipeline::emit` drives them in the schedule's order):
 //! forward of a model stage, per layer: `dense ∥ spAG` (the layer's first forward of the iteration, or
 //! every forward with re-materialization; the first layer's gather may start while the stage still waits
@@ -170,6 +173,8 @@ struct Lowering<'m, 'a> {
     cells: &'m [Cell],
     spag: &'m [CollectiveSpec],
     sprs: &'m [CollectiveSpec],
+    /// Per MoE layer: calibration's extra copies, gathered on the critical path after the dense compute.
+    calibrated: &'m [Option<(SparseOutcome, CollectiveSpec)>],
     speeds: &'m Speeds,
     /// Per MoE layer: whether its copies were gathered this iteration.
     gathered: Vec<bool>,
@@ -259,7 +264,8 @@ impl Lowering<'_, '_> {
             self.dense_layer(graph, prev, r, moe, false);
             if moe {
                 let l = layer - first_moe;
-                let gather = if !self.gathered[l] || remat {
+                let gathers = !self.gathered[l] || remat;
+                let mut gather = if gathers {
                     sparse_ops(graph, &before, &self.spag[l], Phase::Spag)
                 } else {
                     Vec::new()
@@ -268,6 +274,11 @@ impl Lowering<'_, '_> {
                 if !gather.is_empty() {
                     let dense = gpus.iter().filter_map(|&g| prev[g]).collect();
                     self.overlaps.push((dense, gather.clone()));
+                }
+                if let Some(extra) = self.calibrated[l].as_ref().filter(|_| gathers) {
+                    // The calibrated copies are known only after the gate: on the critical path.
+                    let deps = prev.to_vec();
+                    gather.extend(sparse_ops(graph, &deps, &extra.1, Phase::Spag));
                 }
                 let cell = &self.cells[task.mb * model.moe_layers + l];
                 self.moe_block(graph, prev, gpus, cell, false, 1.0, &gather);
@@ -396,7 +407,8 @@ impl FssdpModel<'_> {
         let mbs = routing.shape.micro_batches;
         let token_bytes = s.model.token_bytes() as f64;
         let owners = self.owners(it).to_vec();
-        let plan = self.plan(it);
+        let mut plan = self.plan(it);
+        let calibrated = self.calibrate(it, routing, &mut plan, &owners, ws);
         let sparse = |kind: SparseKind, bytes: f64, ws: &mut FssdpWorkspace| {
             (0..moe_layers)
                 .map(|l| self.spag(l, &plan[l], &owners[l * e..(l + 1) * e], bytes, kind, ws))
@@ -485,6 +497,7 @@ impl FssdpModel<'_> {
             cells: &cells,
             spag: &spag_specs,
             sprs: &sprs_specs,
+            calibrated: &calibrated,
             speeds: &speeds,
             gathered: vec![false; moe_layers],
             overlaps: Vec::new(),
@@ -545,7 +558,7 @@ impl FssdpModel<'_> {
                 copies: (materialized, peak_materialized),
                 spag: &spag,
                 sprs: &sprs,
-                calibrated: &[],
+                calibrated: &calibrated,
                 reshard_bytes,
                 overlaps,
             },
