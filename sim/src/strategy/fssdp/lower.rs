@@ -16,22 +16,31 @@ use crate::strategy::record::IterationRecord;
 use crate::strategy::shared::{experts_forward_s, optimizer_s};
 use moesim_traces::IterationRouting;
 
-/// An FSSDP iteration's routing facts and sparse collectives as lowered, before its graph runs (see
-/// [`FssdpModel::finish`]).
-pub(super) struct Lowered<'x> {
+/// One (micro-batch, MoE layer): its dispatch and combine all-to-alls over the layer's shard group, and
+/// each of the group's GPUs' routed-expert forward seconds.
+pub(super) type Cell = (CollectiveSpec, CollectiveSpec, Vec<f64>);
+
+/// What an iteration's routing leaves on each GPU (indexed by GPU).
+pub(super) struct RoutedFacts {
     pub tokens_received: Vec<u64>,
     pub peak_layer_tokens: Vec<u64>,
+    /// The most one in-flight chunk of one micro-batch leaves routed on the GPU.
     pub activation_tokens: Vec<u64>,
     pub routed: u64,
+}
+
+/// An FSSDP iteration's routing facts and sparse collectives as lowered, before its graph runs (see
+/// [`FssdpModel::finish`]).
+pub(super) struct Lowered {
+    pub facts: RoutedFacts,
     /// (copies materialized beyond the owners, the most one GPU holds at once).
     pub copies: (usize, usize),
-    pub spag: &'x [(SparseOutcome, CollectiveSpec)],
-    pub sprs: &'x [(SparseOutcome, CollectiveSpec)],
+    /// Per MoE layer: its spAG and spRS.
+    pub spag: Vec<(SparseOutcome, CollectiveSpec)>,
+    pub sprs: Vec<(SparseOutcome, CollectiveSpec)>,
     /// Per layer: the extra critical-path gather calibration added.
-    pub calibrated: &'x [Option<(SparseOutcome, CollectiveSpec)>],
+    pub calibrated: Vec<Option<(SparseOutcome, CollectiveSpec)>>,
     pub reshard_bytes: f64,
-    /// (the dense ops, the spAG ops) of each overlapped gather.
-    pub overlaps: Vec<(Vec<OpId>, Vec<OpId>)>,
 }
 
 /// A sparse collective whose part on rank r starts after `deps[r]`; returns its operations.
@@ -301,6 +310,123 @@ impl FssdpModel<'_> {
         calibrated
     }
 
+    /// Everything an iteration's lowering starts from: the plan in force (calibrated where asked), its
+    /// sparse collectives and copies, the cells and routing facts (`chunks` as in [`FssdpModel::route`]),
+    /// the owners, and a fresh graph whose GPUs first move re-sharded experts (`prev`: each GPU's last op),
+    /// with the iteration's speeds.
+    #[allow(clippy::type_complexity)]
+    pub(super) fn prepare(
+        &self,
+        it: usize,
+        routing: &IterationRouting,
+        chunks: &[Vec<usize>],
+        ws: &mut FssdpWorkspace,
+    ) -> (Lowered, Vec<Cell>, Vec<u32>, Vec<Option<OpId>>, Speeds) {
+        let s = self.scenario;
+        let (n, e) = (s.cluster.gpus(), self.experts);
+        let owners = self.owners(it).to_vec();
+        let mut plan = self.plan(it);
+        let calibrated = self.calibrate(it, routing, &mut plan, &owners, ws);
+        let sparse = |kind: SparseKind, bytes: f64, ws: &mut FssdpWorkspace| {
+            (0..self.moe_layers)
+                .map(|l| self.spag(l, &plan[l], &owners[l * e..(l + 1) * e], bytes, kind, ws))
+                .collect::<Vec<(SparseOutcome, CollectiveSpec)>>()
+        };
+        let spag = sparse(SparseKind::AllGather, self.expert_bytes, ws);
+        let sprs = sparse(SparseKind::ReduceScatter, self.grad_bytes, ws);
+        let copies = self.copies(&plan);
+        let (cells, facts) = self.route(routing, &plan, chunks, ws);
+        let speeds = Speeds::of(s, it, n);
+        ws.graph.reset(n, &s.cluster);
+        let mut prev: Vec<Option<OpId>> = vec![None; n];
+        let mut reshard_bytes = 0.0;
+        if let Some((spec, bytes)) = self.reshard(it, ws) {
+            reshard_bytes = bytes;
+            blocks::collective(&mut ws.graph, &mut prev, Phase::Reshard, spec, &[]);
+        }
+        let lowered = Lowered {
+            facts,
+            copies,
+            spag,
+            sprs,
+            calibrated,
+            reshard_bytes,
+        };
+        (lowered, cells, owners, prev, speeds)
+    }
+
+    /// Dispatch, all-to-alls and expert compute of every (micro-batch, MoE layer) on the layer's shard group
+    /// (`cells[mb * layers + l]`), and what the routing leaves on each GPU; `chunks` are the groups of MoE
+    /// layers whose activations one micro-batch keeps in flight together (all of them without a pipeline, a
+    /// model stage's with one).
+    pub(super) fn route(
+        &self,
+        routing: &IterationRouting,
+        plan: &[LayerPlacement],
+        chunks: &[Vec<usize>],
+        ws: &mut FssdpWorkspace,
+    ) -> (Vec<Cell>, RoutedFacts) {
+        let s = self.scenario;
+        let (n, e) = (s.cluster.gpus(), self.experts);
+        let mbs = routing.shape.micro_batches;
+        let token_bytes = s.model.token_bytes() as f64;
+        let comms = Collectives::new(self.topo, s.cluster.network);
+        let mut cells: Vec<Cell> = Vec::with_capacity(mbs * plan.len());
+        // Per cell: tokens each GPU of the group received.
+        let mut received: Vec<Vec<u64>> = Vec::with_capacity(mbs * plan.len());
+        let mut facts = RoutedFacts {
+            tokens_received: vec![0; n],
+            peak_layer_tokens: vec![0; n],
+            activation_tokens: vec![0; n],
+            routed: 0,
+        };
+        for mb in 0..mbs {
+            for (l, placement) in plan.iter().enumerate() {
+                let gpus = self.layer_gpus(l);
+                let counts = routing.layer_counts(mb, l);
+                facts.routed += counts.iter().map(|&c| c as u64).sum::<u64>();
+                ws.dispatch.run(
+                    counts,
+                    placement,
+                    self.ranks,
+                    self.gpus_per_node,
+                    token_bytes,
+                );
+                let (d, priced) =
+                    comms.all_to_all(gpus, &ws.dispatch.bytes, Stream::Comm, &mut ws.a2a);
+                let (c, _) =
+                    comms.all_to_all_mirrored(gpus, &priced, &ws.dispatch.bytes, Stream::Comm);
+                let mut expert_s = Vec::with_capacity(gpus.len());
+                let mut got = Vec::with_capacity(gpus.len());
+                for (j, &g) in gpus.iter().enumerate() {
+                    let local = &ws.dispatch.tokens[j * e..(j + 1) * e];
+                    let recv: u64 = local.iter().map(|&x| x as u64).sum();
+                    facts.tokens_received[g] += recv;
+                    facts.peak_layer_tokens[g] = facts.peak_layer_tokens[g].max(recv);
+                    expert_s.push(experts_forward_s(s, self.cost, local));
+                    got.push(recv);
+                }
+                cells.push((d, c, expert_s));
+                received.push(got);
+            }
+        }
+        for layers in chunks {
+            let Some(&l0) = layers.first() else {
+                continue;
+            };
+            for mb in 0..mbs {
+                for (j, &g) in self.layer_gpus(l0).iter().enumerate() {
+                    let chunk: u64 = layers
+                        .iter()
+                        .map(|&l| received[mb * plan.len() + l][j])
+                        .sum();
+                    facts.activation_tokens[g] = facts.activation_tokens[g].max(chunk);
+                }
+            }
+        }
+        (cells, facts)
+    }
+
     /// Copies `plan` materializes beyond the owners (all layers), and the most one GPU holds at once: one
     /// layer's with re-materialization (freed after each use), else its shard group's layers' together.
     pub(super) fn copies(&self, plan: &[LayerPlacement]) -> (usize, usize) {
@@ -337,6 +463,7 @@ impl FssdpModel<'_> {
         graph: &mut IterationGraph,
         mbs: usize,
         l: Lowered,
+        overlaps: Vec<(Vec<OpId>, Vec<OpId>)>,
     ) -> FssdpIteration {
         let outcome = graph.analyse(Some(self.topo));
         let finish = |ops: &[OpId]| {
@@ -345,8 +472,7 @@ impl FssdpModel<'_> {
                 .max()
                 .unwrap_or(0)
         };
-        let exposed: u64 = l
-            .overlaps
+        let exposed: u64 = overlaps
             .iter()
             .map(|(dense, gather)| finish(gather).saturating_sub(finish(dense)))
             .sum();
@@ -364,16 +490,16 @@ impl FssdpModel<'_> {
         FssdpIteration {
             base: IterationRecord {
                 outcome,
-                tokens_received: l.tokens_received,
-                peak_layer_tokens: l.peak_layer_tokens,
-                activation_tokens: l.activation_tokens,
-                routed: l.routed,
+                tokens_received: l.facts.tokens_received,
+                peak_layer_tokens: l.facts.peak_layer_tokens,
+                activation_tokens: l.facts.activation_tokens,
+                routed: l.facts.routed,
                 dropped: 0,
             },
             materialized: l.copies.0,
             peak_materialized_on_rank: l.copies.1,
-            spag_bytes: repeat * bytes(l.spag) + calibrated_bytes,
-            sprs_bytes: sprs_repeat * bytes(l.sprs),
+            spag_bytes: repeat * bytes(&l.spag) + calibrated_bytes,
+            sprs_bytes: sprs_repeat * bytes(&l.sprs),
             exposed_spag_s: to_ms(exposed) * 1e-3,
             calibrated: l.calibrated.iter().flatten().count(),
             reshard_bytes: l.reshard_bytes,
@@ -403,86 +529,13 @@ impl FssdpModel<'_> {
         ws: &mut FssdpWorkspace,
     ) -> FssdpIteration {
         let s = self.scenario;
-        let (g, e, moe_layers) = (self.ranks, self.experts, self.moe_layers);
+        let (g, moe_layers) = (self.ranks, self.moe_layers);
         let mbs = routing.shape.micro_batches;
         let remat = self.knobs.rematerialize;
-        let token_bytes = s.model.token_bytes() as f64;
-        let owners = self.owners(it).to_vec();
-        let mut plan = self.plan(it);
-
-        let calibrated = self.calibrate(it, routing, &mut plan, &owners, ws);
-
-        // Sparse collectives per layer.
-        let spag: Vec<(SparseOutcome, CollectiveSpec)> = (0..moe_layers)
-            .map(|l| {
-                self.spag(
-                    l,
-                    &plan[l],
-                    &owners[l * e..(l + 1) * e],
-                    self.expert_bytes,
-                    SparseKind::AllGather,
-                    ws,
-                )
-            })
-            .collect();
-        let sprs: Vec<(SparseOutcome, CollectiveSpec)> = (0..moe_layers)
-            .map(|l| {
-                self.spag(
-                    l,
-                    &plan[l],
-                    &owners[l * e..(l + 1) * e],
-                    self.grad_bytes,
-                    SparseKind::ReduceScatter,
-                    ws,
-                )
-            })
-            .collect();
-        let (materialized, peak_materialized) = self.copies(&plan);
-
-        // Dispatch, all-to-alls and expert compute per (micro-batch, layer).
-        let comms = Collectives::new(self.topo, s.cluster.network);
-        let mut cells: Vec<(CollectiveSpec, CollectiveSpec, Vec<f64>)> =
-            Vec::with_capacity(mbs * moe_layers);
-        let mut tokens_received = vec![0u64; g];
-        let mut peak_layer_tokens = vec![0u64; g];
-        let mut activation_tokens = vec![0u64; g];
-        let mut routed = 0u64;
-        let all: Vec<usize> = (0..g).collect();
-        for mb in 0..mbs {
-            let before = tokens_received.clone();
-            for (l, placement) in plan.iter().enumerate() {
-                let counts = routing.layer_counts(mb, l);
-                routed += counts.iter().map(|&c| c as u64).sum::<u64>();
-                ws.dispatch
-                    .run(counts, placement, g, self.gpus_per_node, token_bytes);
-                let (d, priced) =
-                    comms.all_to_all(&all, &ws.dispatch.bytes, Stream::Comm, &mut ws.a2a);
-                let (c, _) =
-                    comms.all_to_all_mirrored(&all, &priced, &ws.dispatch.bytes, Stream::Comm);
-                let mut expert_s = Vec::with_capacity(g);
-                for r in 0..g {
-                    let local = &ws.dispatch.tokens[r * e..(r + 1) * e];
-                    let recv: u64 = local.iter().map(|&x| x as u64).sum();
-                    tokens_received[r] += recv;
-                    peak_layer_tokens[r] = peak_layer_tokens[r].max(recv);
-                    expert_s.push(experts_forward_s(s, self.cost, local));
-                }
-                cells.push((d, c, expert_s));
-            }
-            for r in 0..g {
-                activation_tokens[r] = activation_tokens[r].max(tokens_received[r] - before[r]);
-            }
-        }
-
-        // Lower into operations.
-        let speeds = Speeds::of(s, it, g);
-        ws.graph.reset(g, &s.cluster);
-        let mut prev: Vec<Option<OpId>> = vec![None; g];
-        let mut reshard_bytes = 0.0;
-        if let Some((spec, bytes)) = self.reshard(it, ws) {
-            reshard_bytes = bytes;
-            blocks::collective(&mut ws.graph, &mut prev, Phase::Reshard, spec, &[]);
-        }
+        // Every layer's activations stay in flight until the micro-batch's backward.
+        let (lw, cells, owners, mut prev, speeds) =
+            self.prepare(it, routing, &[(0..moe_layers).collect()], ws);
+        let all = &self.stage_gpus[0];
         let graph = &mut ws.graph;
         let layers = s.model.layers;
         let first_moe = s.model.first_dense_layers;
@@ -504,21 +557,21 @@ impl FssdpModel<'_> {
                 if moe {
                     let l = layer - first_moe;
                     let mut gather = if mb == 0 || remat {
-                        sparse_ops(graph, &before, &spag[l].1, Phase::Spag)
+                        sparse_ops(graph, &before, &lw.spag[l].1, Phase::Spag)
                     } else {
                         Vec::new()
                     };
                     if !gather.is_empty() {
                         overlaps.push((prev.iter().flatten().copied().collect(), gather.clone()));
                     }
-                    if let Some(extra) = calibrated[l].as_ref().filter(|_| mb == 0 || remat) {
+                    if let Some(extra) = lw.calibrated[l].as_ref().filter(|_| mb == 0 || remat) {
                         // The calibrated copies are known only after the gate: on the critical path.
                         let deps = prev.clone();
                         gather.extend(sparse_ops(graph, &deps, &extra.1, Phase::Spag));
                     }
                     let cell = &cells[mb * moe_layers + l];
                     blocks::collective(graph, &mut prev, Phase::Dispatch, cell.0.clone(), &gather);
-                    blocks::experts(graph, &mut prev, &all, &cell.2, 1.0, &speeds);
+                    blocks::experts(graph, &mut prev, all, &cell.2, 1.0, &speeds);
                     blocks::collective(graph, &mut prev, Phase::Combine, cell.1.clone(), &[]);
                 }
             }
@@ -549,7 +602,7 @@ impl FssdpModel<'_> {
                     // Re-gather beside the dense backward that precedes this MoE block.
                     let gather = if remat {
                         let dense: Vec<OpId> = prev.iter().flatten().copied().collect();
-                        let ops = sparse_ops(graph, &before, &spag[l].1, Phase::Spag);
+                        let ops = sparse_ops(graph, &before, &lw.spag[l].1, Phase::Spag);
                         if !ops.is_empty() {
                             overlaps.push((dense, ops.clone()));
                         }
@@ -568,18 +621,18 @@ impl FssdpModel<'_> {
                             cell.0.clone(),
                             &gather,
                         );
-                        blocks::experts(graph, &mut prev, &all, &cell.2, 1.0, &speeds);
+                        blocks::experts(graph, &mut prev, all, &cell.2, 1.0, &speeds);
                         blocks::collective(graph, &mut prev, Phase::Combine, cell.1.clone(), &[]);
                         Vec::new()
                     } else {
                         gather
                     };
                     blocks::collective(graph, &mut prev, Phase::Combine, cell.0.clone(), &gather);
-                    blocks::experts(graph, &mut prev, &all, &cell.2, 2.0, &speeds);
+                    blocks::experts(graph, &mut prev, all, &cell.2, 2.0, &speeds);
                     blocks::collective(graph, &mut prev, Phase::Dispatch, cell.1.clone(), &[]);
                     if mb + 1 == mbs || remat {
                         let deps = prev.clone();
-                        sprs_ops.extend(sparse_ops(graph, &deps, &sprs[l].1, Phase::Sprs));
+                        sprs_ops.extend(sparse_ops(graph, &deps, &lw.sprs[l].1, Phase::Sprs));
                     }
                 }
                 before = prev.clone();
@@ -613,21 +666,6 @@ impl FssdpModel<'_> {
                 &speeds,
             );
         }
-        self.finish(
-            graph,
-            mbs,
-            Lowered {
-                tokens_received,
-                peak_layer_tokens,
-                activation_tokens,
-                routed,
-                copies: (materialized, peak_materialized),
-                spag: &spag,
-                sprs: &sprs,
-                calibrated: &calibrated,
-                reshard_bytes,
-                overlaps,
-            },
-        )
+        self.finish(graph, mbs, lw, overlaps)
     }
 }

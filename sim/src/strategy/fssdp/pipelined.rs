@@ -23,10 +23,10 @@
 //! its GPUs on the auxiliary stream. The iteration ends with each GPU's optimizer step over its owned
 //! experts and its ZeRO share of its stage's dense parameters.
 
-use super::lower::{Lowered, sparse_ops};
+use super::lower::{Cell, sparse_ops};
 use super::{FssdpIteration, FssdpModel, FssdpWorkspace};
 use crate::collective::{AllToAllScratch, Collectives};
-use crate::collective_sparse::{SparseKind, SparseOutcome};
+use crate::collective_sparse::SparseOutcome;
 use crate::engine::{OpId, Stream};
 use crate::iteration::IterationGraph;
 use crate::memory::{MemoryBreakdown, RoutedTokens};
@@ -37,7 +37,7 @@ use crate::pipeline::schedule::{Pass, Schedule, Task};
 use crate::scenario::parallel::Parallel;
 use crate::scenario::{Scenario, Strategy};
 use crate::strategy::blocks::{self, Speeds, join};
-use crate::strategy::shared::{experts_forward_s, optimizer_s};
+use crate::strategy::shared::optimizer_s;
 use crate::strategy::stage_memory::{StageParams, model_stage_params, stage_memory, stage_params};
 use crate::topology::Topology;
 use moesim_traces::IterationRouting;
@@ -160,10 +160,6 @@ impl Pipeline {
         }
     }
 }
-
-/// One (micro-batch, MoE layer): its dispatch and combine all-to-alls over the layer's stage, and each
-/// stage GPU's routed-expert forward seconds.
-type Cell = (CollectiveSpec, CollectiveSpec, Vec<f64>);
 
 /// The lowering the schedule's emitter drives for one iteration.
 struct Lowering<'m, 'a> {
@@ -403,101 +399,30 @@ impl FssdpModel<'_> {
         ws: &mut FssdpWorkspace,
     ) -> FssdpIteration {
         let s = self.scenario;
-        let (n, e, moe_layers) = (s.cluster.gpus(), self.experts, self.moe_layers);
+        let (n, moe_layers) = (s.cluster.gpus(), self.moe_layers);
         let mbs = routing.shape.micro_batches;
-        let token_bytes = s.model.token_bytes() as f64;
-        let owners = self.owners(it).to_vec();
-        let mut plan = self.plan(it);
-        let calibrated = self.calibrate(it, routing, &mut plan, &owners, ws);
-        let sparse = |kind: SparseKind, bytes: f64, ws: &mut FssdpWorkspace| {
-            (0..moe_layers)
-                .map(|l| self.spag(l, &plan[l], &owners[l * e..(l + 1) * e], bytes, kind, ws))
-                .collect::<Vec<(SparseOutcome, CollectiveSpec)>>()
-        };
-        let spag = sparse(SparseKind::AllGather, self.expert_bytes, ws);
-        let sprs = sparse(SparseKind::ReduceScatter, self.grad_bytes, ws);
-        let (materialized, peak_materialized) = self.copies(&plan);
-
-        // Dispatch, all-to-alls and expert compute per (micro-batch, MoE layer) on the layer's stage.
-        let comms = Collectives::new(self.topo, s.cluster.network);
-        let mut cells: Vec<Cell> = Vec::with_capacity(mbs * moe_layers);
-        // Per cell: tokens each GPU of the stage received.
-        let mut received: Vec<Vec<u64>> = Vec::with_capacity(mbs * moe_layers);
-        let mut tokens_received = vec![0u64; n];
-        let mut peak_layer_tokens = vec![0u64; n];
-        let mut routed = 0u64;
-        for mb in 0..mbs {
-            for (l, placement) in plan.iter().enumerate() {
-                let gpus = self.layer_gpus(l);
-                let counts = routing.layer_counts(mb, l);
-                routed += counts.iter().map(|&c| c as u64).sum::<u64>();
-                ws.dispatch.run(
-                    counts,
-                    placement,
-                    self.ranks,
-                    self.gpus_per_node,
-                    token_bytes,
-                );
-                let (d, priced) =
-                    comms.all_to_all(gpus, &ws.dispatch.bytes, Stream::Comm, &mut ws.a2a);
-                let (c, _) =
-                    comms.all_to_all_mirrored(gpus, &priced, &ws.dispatch.bytes, Stream::Comm);
-                let mut expert_s = Vec::with_capacity(gpus.len());
-                let mut got = Vec::with_capacity(gpus.len());
-                for (j, &g) in gpus.iter().enumerate() {
-                    let local = &ws.dispatch.tokens[j * e..(j + 1) * e];
-                    let recv: u64 = local.iter().map(|&x| x as u64).sum();
-                    tokens_received[g] += recv;
-                    peak_layer_tokens[g] = peak_layer_tokens[g].max(recv);
-                    expert_s.push(experts_forward_s(s, self.cost, local));
-                    got.push(recv);
-                }
-                cells.push((d, c, expert_s));
-                received.push(got);
-            }
-        }
-        // What one in-flight chunk (a model stage's layers for one micro-batch) leaves routed on a GPU.
+        // A model stage's MoE layers are one chunk of activations in flight.
         let first_moe = s.model.first_dense_layers;
-        let mut activation_tokens = vec![0u64; n];
-        for k in 0..pipe.par.model_stages() {
-            let layers: Vec<usize> = pipe
-                .par
-                .layers_of(k)
-                .filter(|&l| l >= first_moe)
-                .map(|l| l - first_moe)
-                .collect();
-            let Some(&l0) = layers.first() else {
-                continue;
-            };
-            for mb in 0..mbs {
-                for (j, &g) in self.layer_gpus(l0).iter().enumerate() {
-                    let chunk: u64 = layers
-                        .iter()
-                        .map(|&l| received[mb * moe_layers + l][j])
-                        .sum();
-                    activation_tokens[g] = activation_tokens[g].max(chunk);
-                }
-            }
-        }
-
-        // Lower into operations: re-sharding first, then the schedule's tasks.
-        let speeds = Speeds::of(s, it, n);
-        ws.graph.reset(n, &s.cluster);
-        let mut prev: Vec<Option<OpId>> = vec![None; n];
-        let mut reshard_bytes = 0.0;
-        if let Some((spec, bytes)) = self.reshard(it, ws) {
-            reshard_bytes = bytes;
-            blocks::collective(&mut ws.graph, &mut prev, Phase::Reshard, spec, &[]);
-        }
-        let spag_specs: Vec<CollectiveSpec> = spag.iter().map(|x| x.1.clone()).collect();
-        let sprs_specs: Vec<CollectiveSpec> = sprs.iter().map(|x| x.1.clone()).collect();
+        let chunks: Vec<Vec<usize>> = (0..pipe.par.model_stages())
+            .map(|k| {
+                pipe.par
+                    .layers_of(k)
+                    .filter(|&l| l >= first_moe)
+                    .map(|l| l - first_moe)
+                    .collect()
+            })
+            .collect();
+        let (lw, cells, owners, mut prev, speeds) = self.prepare(it, routing, &chunks, ws);
+        let comms = Collectives::new(self.topo, s.cluster.network);
+        let spag_specs: Vec<CollectiveSpec> = lw.spag.iter().map(|x| x.1.clone()).collect();
+        let sprs_specs: Vec<CollectiveSpec> = lw.sprs.iter().map(|x| x.1.clone()).collect();
         let mut lowering = Lowering {
             model: self,
             pipe,
             cells: &cells,
             spag: &spag_specs,
             sprs: &sprs_specs,
-            calibrated: &calibrated,
+            calibrated: &lw.calibrated,
             speeds: &speeds,
             gathered: vec![false; moe_layers],
             overlaps: Vec::new(),
@@ -547,22 +472,7 @@ impl FssdpModel<'_> {
             |g| optimizer_s(s, self.cost, updated[g]),
             &speeds,
         );
-        self.finish(
-            graph,
-            mbs,
-            Lowered {
-                tokens_received,
-                peak_layer_tokens,
-                activation_tokens,
-                routed,
-                copies: (materialized, peak_materialized),
-                spag: &spag,
-                sprs: &sprs,
-                calibrated: &calibrated,
-                reshard_bytes,
-                overlaps,
-            },
-        )
+        self.finish(graph, mbs, lw, overlaps)
     }
 
     /// Memory of the most loaded GPU of a pipelined run: each pipeline rank's dense parameters (ZeRO over
