@@ -71,6 +71,10 @@ pub struct IterationGraph {
     network_bytes: f64,
     phase_bytes: [f64; Phase::COUNT],
     deps: Vec<OpId>,
+    /// Per rank: compute and communication intervals of the last run, kept so that the next iteration
+    /// reuses their capacity (millions of intervals at DeepSeek-V3 scale).
+    compute_intervals: Vec<Vec<(SimTime, SimTime)>>,
+    comm_intervals: Vec<Vec<(SimTime, SimTime)>>,
 }
 
 /// The result of one simulated iteration.
@@ -248,8 +252,12 @@ impl IterationGraph {
                 (r, causes[ci])
             });
         // Per rank: compute intervals and communication intervals, each in start order.
-        let mut compute: Vec<Vec<(SimTime, SimTime)>> = vec![Vec::new(); self.ranks];
-        let mut comm: Vec<Vec<(SimTime, SimTime)>> = vec![Vec::new(); self.ranks];
+        let mut compute = std::mem::take(&mut self.compute_intervals);
+        let mut comm = std::mem::take(&mut self.comm_intervals);
+        for v in [&mut compute, &mut comm] {
+            v.iter_mut().for_each(Vec::clear);
+            v.resize_with(self.ranks, Vec::new);
+        }
         let mut comm_streams: Vec<u8> = vec![0; self.ranks];
         let mut busy = vec![0; self.ranks];
         for op in 0..self.info.len() as OpId {
@@ -279,6 +287,8 @@ impl IterationGraph {
             exposed += e as u128;
             hidden += h as u128;
         }
+        self.compute_intervals = compute;
+        self.comm_intervals = comm;
         let n = self.ranks.max(1) as u128;
         IterationOutcome {
             step,

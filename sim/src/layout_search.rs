@@ -67,6 +67,11 @@ impl Layout {
     pub fn scenario(&self, base: &Scenario) -> Scenario {
         let mut s = base.clone();
         s.workload.micro_batches = self.micro_batches;
+        // The scenario's routing draws, at most one per micro-batch (a valid scenario file again).
+        s.workload.routing_samples = base
+            .workload
+            .routing_samples
+            .map(|n| n.min(self.micro_batches));
         s.training.activation_checkpointing = self.recompute == Recompute::Full;
         s.training.recompute_modules = match self.recompute {
             Recompute::Selective => selective_modules(base),

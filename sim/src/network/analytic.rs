@@ -3,13 +3,13 @@
 
 use super::{CollectiveSpec, Network};
 use crate::engine::{CollectiveId, SimTime};
+use dary_heap::QuaternaryHeap;
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
 
 #[derive(Debug, Default)]
 pub struct AnalyticNetwork {
     /// Part finishes: key (time << 64 | issue sequence), unique, so one 128-bit comparison orders two.
-    pending: BinaryHeap<Reverse<(u128, CollectiveId, u32)>>,
+    pending: QuaternaryHeap<Reverse<(u128, CollectiveId, u32)>>,
     seq: u64,
 }
 

@@ -154,6 +154,9 @@ pub struct WorkloadSection {
     /// Predict the window after this iteration from the routing before it, and report the error against
     /// the simulated window (straggler prediction).
     pub plan_until: Option<usize>,
+    /// Independent routing draws per iteration for strategies with tensor or pipeline parallelism:
+    /// micro-batch `m` routes like draw `m mod routing_samples`. Default: one draw per micro-batch.
+    pub routing_samples: Option<usize>,
     /// `[workload.serving]`: the request stream of `mode = "serving"`.
     pub serving: Option<super::serving::RequestsSection>,
 }
@@ -169,6 +172,7 @@ impl Default for WorkloadSection {
             trace: None,
             dynamics: Default::default(),
             plan_until: None,
+            routing_samples: None,
             serving: None,
         }
     }

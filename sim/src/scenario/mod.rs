@@ -59,6 +59,11 @@ pub struct Workload {
     pub dynamics: moesim_traces::Dynamics,
     /// Straggler prediction: forecast the iterations from here on from those before.
     pub plan_until: Option<usize>,
+    /// Independent routing draws per iteration for the pipelined lowerings (strategies with tensor or
+    /// pipeline parallelism); micro-batch `m` routes like draw `m mod routing_samples`. `None`: one draw per
+    /// micro-batch. Fewer draws price fewer MoE cells, and simulate the same schedule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub routing_samples: Option<usize>,
     /// Serving: the batch one step lowers (set by [`crate::serving::step_cost`] on a per-step copy of the
     /// scenario; `None` in a scenario as parsed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -313,8 +318,28 @@ impl Resolver<'_> {
             trace: w.trace.clone(),
             dynamics: w.dynamics,
             plan_until: w.plan_until,
+            routing_samples: w.routing_samples,
             step: None,
         };
+        if let Some(n) = w.routing_samples {
+            if n == 0 || n > w.micro_batches {
+                return Err(self.error(
+                    "workload.routing_samples",
+                    format!(
+                        "must be between 1 and workload.micro_batches ({}), got {n}",
+                        w.micro_batches
+                    ),
+                    format!("expected 1..={}", w.micro_batches),
+                ));
+            }
+            if w.trace.is_some() {
+                return Err(self.error(
+                    "workload.routing_samples",
+                    "routing_samples draws synthetic routing; a trace replays its own".to_string(),
+                    "no routing_samples with workload.trace".to_string(),
+                ));
+            }
+        }
         if let Err((field, msg)) = w.dynamics.validate() {
             return Err(self.error(&format!("workload.dynamics.{field}"), msg.clone(), msg));
         }

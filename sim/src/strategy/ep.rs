@@ -242,6 +242,13 @@ impl<'a> EpModel<'a> {
                                     loads[e] += x as f64;
                                 }
                             }
+                            // Fewer routing draws than micro-batches (`workload.routing_samples`): each
+                            // draw stands for its share of them.
+                            let drawn = routing_it.shape.micro_batches;
+                            if drawn != s.workload.micro_batches {
+                                let k = s.workload.micro_batches as f64 / drawn as f64;
+                                loads.iter_mut().for_each(|x| *x *= k);
+                            }
                             loads
                         })
                         .collect()
@@ -558,6 +565,14 @@ impl<'a> EpModel<'a> {
         RoutingShape {
             ranks: p.unit(strategy.ep_size),
             tokens_per_rank: s.tokens_per_rank() / p.tp as u64,
+            // Micro-batch m routes like draw m mod samples (`workload.routing_samples`).
+            // (A layout or knob that lowers the micro-batches below the draws keeps one per micro-batch.)
+            micro_batches: s
+                .workload
+                .routing_samples
+                .map_or(s.workload.micro_batches, |n| {
+                    n.min(s.workload.micro_batches)
+                }),
             ..Self::routing_shape(s)
         }
     }

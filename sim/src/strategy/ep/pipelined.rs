@@ -415,20 +415,23 @@ struct Lowering<'m, 'a> {
     /// Per MoE layer: whether its routing counts are the same in every micro-batch (balanced routing,
     /// as the layout search's estimates use). Such a layer's cells are priced once.
     uniform: Vec<bool>,
-    /// Per (pipeline rank, uniform MoE layer): its cells and the routing facts one micro-batch adds
-    /// (DualPipe places a layer on two pipeline ranks).
-    uniform_cells: HashMap<(usize, usize), UniformCells>,
+    /// Micro-batches of the iteration (the routing may hold fewer draws, see `workload.routing_samples`).
+    micro_batches: usize,
+    /// Per (pipeline rank, MoE layer, routing draw) that several micro-batches share (every micro-batch of
+    /// a uniform layer; each draw of fewer draws than micro-batches): its cells and the routing facts one
+    /// micro-batch adds (DualPipe places a layer on two pipeline ranks).
+    shared_cells: HashMap<(usize, usize, usize), SharedCells>,
     graph_ranks: Vec<Vec<usize>>,
     /// Per graph rank: its last gradient-synchronisation op issued so far (each stage's as soon as its
     /// gradients are final).
     synced: Vec<Option<OpId>>,
 }
 
-/// A uniform layer's cells, priced once, and what each micro-batch adds to the routing facts.
-type UniformCells = (Rc<LayerCells>, FactsDelta);
+/// Cells that several micro-batches share, priced once, and what each micro-batch adds to the routing facts.
+type SharedCells = (Rc<LayerCells>, FactsDelta);
 
-/// What one micro-batch's cells of a layer add to the routing facts (replayed for the micro-batches of a
-/// uniform layer, whose cells are priced once).
+/// What one micro-batch's cells of a layer add to the routing facts (replayed for every micro-batch that
+/// shares the cells, which are priced once).
 struct FactsDelta {
     routed: u64,
     dropped: u64,
@@ -487,7 +490,8 @@ impl<'m, 'a> Lowering<'m, 'a> {
             speeds,
             cells: HashMap::new(),
             uniform,
-            uniform_cells: HashMap::new(),
+            micro_batches: model.scenario.workload.micro_batches,
+            shared_cells: HashMap::new(),
             synced: vec![None; n],
             graph_ranks: (0..pipe.par.pp)
                 .map(|r| (r * pipe.unit..(r + 1) * pipe.unit).collect())
@@ -512,9 +516,18 @@ impl<'m, 'a> Lowering<'m, 'a> {
     fn cells(&mut self, r: usize, mb: usize, layer: usize) -> Rc<LayerCells> {
         if !self.cells.contains_key(&(mb, layer)) {
             let moe_layer = layer - self.model.scenario.model.first_dense_layers;
-            let cells = if !self.uniform[moe_layer] {
-                Rc::new(self.build_cells(r, mb, layer))
-            } else if let Some((cells, delta)) = self.uniform_cells.get(&(r, moe_layer)) {
+            let draws = self.routing.shape.micro_batches;
+            // The routing draw this micro-batch routes like: its own, the first (a uniform layer), or one
+            // of fewer draws than micro-batches (`workload.routing_samples`).
+            let draw = if self.uniform[moe_layer] {
+                0
+            } else {
+                mb % draws
+            };
+            let own = !self.uniform[moe_layer] && draws == self.micro_batches;
+            let cells = if own {
+                Rc::new(self.build_cells(r, draw, layer))
+            } else if let Some((cells, delta)) = self.shared_cells.get(&(r, moe_layer, draw)) {
                 self.facts.routed += delta.routed;
                 self.facts.dropped += delta.dropped;
                 for &(g, t) in &delta.received {
@@ -524,8 +537,7 @@ impl<'m, 'a> Lowering<'m, 'a> {
             } else {
                 let (routed, dropped) = (self.facts.routed, self.facts.dropped);
                 let before = self.facts.tokens_received.clone();
-                // Micro-batch 0 routes like every other (a bound's routing holds only that one).
-                let cells = Rc::new(self.build_cells(r, 0, layer));
+                let cells = Rc::new(self.build_cells(r, draw, layer));
                 let delta = FactsDelta {
                     routed: self.facts.routed - routed,
                     dropped: self.facts.dropped - dropped,
@@ -535,8 +547,8 @@ impl<'m, 'a> Lowering<'m, 'a> {
                         .map(|(g, (a, b))| (g, a - b))
                         .collect(),
                 };
-                self.uniform_cells
-                    .insert((r, moe_layer), (cells.clone(), delta));
+                self.shared_cells
+                    .insert((r, moe_layer, draw), (cells.clone(), delta));
                 cells
             };
             self.cells.insert((mb, layer), cells);
