@@ -143,3 +143,60 @@ fn dsv3_2048s_eight_draws_give_the_step_of_one_draw_per_micro_batch() {
     assert_eq!(a.events, b.events);
     assert!(rel(b.network_bytes_per_iteration, a.network_bytes_per_iteration) < 1e-3);
 }
+
+#[test]
+fn fssdp_under_a_pipeline_draws_every_micro_batch_whatever_the_setting() {
+    // Hecate's scenario with FSSDP over PP 2 and 8 micro-batches: `routing_samples` is EP's; FSSDP's
+    // result is the same with and without it, and simulates every micro-batch.
+    let s = |extra: &[&str]| {
+        let mut o = vec![
+            "workload.micro_batches=8",
+            "workload.iterations=2",
+            "strategy.1.pp=2",
+        ];
+        o.extend_from_slice(extra);
+        let mut s = scenario("hecate-gpt-moe-s.toml", &o);
+        s.strategies = vec![s.strategies[1].clone()];
+        s
+    };
+    let with = run(&s(&["workload.routing_samples=2"]));
+    let without = run(&s(&[]));
+    assert_eq!(
+        serde_json::to_string(&with).unwrap(),
+        serde_json::to_string(&without).unwrap()
+    );
+}
+
+#[test]
+fn replicated_ep_under_a_pipeline_plans_from_the_draws_it_was_given() {
+    // Replicated EP over PP 4 with skewed routing and a re-plan every 2 iterations: with 2 draws for 8
+    // micro-batches every token is still routed, the re-plans still move copies, and the step stays near
+    // the step of one draw per micro-batch.
+    let strategy =
+        "pp = 4\nep_size = 2\nstage_layers = [2, 2, 2, 2]\nslots_per_gpu = 6\nreplan_interval = 2";
+    let build = |samples: Option<usize>| {
+        let mut s = common::skewed_over_slow_links(common::ideal_pipeline(
+            "ep-replicated",
+            strategy,
+            8,
+            "",
+        ));
+        s.workload.routing_samples = samples;
+        s
+    };
+    let (all, few) = (build(None), build(Some(2)));
+    let r = ep_iteration(&few);
+    let expected = (2 * few.tokens_per_rank())
+        * (few.model.top_k * few.model.moe_layers() * few.workload.micro_batches) as u64;
+    assert_eq!(r.routed, expected);
+    let (a, b) = (&run(&all)[0], &run(&few)[0]);
+    for x in [a, b] {
+        assert!(x.breakdown_ms["rebalance"] > 0.0, "{:?}", x.breakdown_ms);
+    }
+    assert!(
+        rel(b.step_time_ms.p50, a.step_time_ms.p50) < 0.05,
+        "{} ms with 2 draws against {} ms with 8",
+        b.step_time_ms.p50,
+        a.step_time_ms.p50
+    );
+}

@@ -31,7 +31,7 @@ use crate::placement::search::PlaceOptions;
 use crate::placement::{LayerPlacement, eplb::eplb};
 use crate::result::StrategyResult;
 use crate::scenario::file::Mode;
-use crate::scenario::file::{PlacementMethod, TokenSplit};
+use crate::scenario::file::{PlacementMethod, StrategyKind, TokenSplit};
 use crate::scenario::model::{Dtype, fp8_scaled_bytes};
 use crate::scenario::{Scenario, Strategy};
 use crate::strategy::blocks::{self, Speeds};
@@ -565,14 +565,15 @@ impl<'a> EpModel<'a> {
         RoutingShape {
             ranks: p.unit(strategy.ep_size),
             tokens_per_rank: s.tokens_per_rank() / p.tp as u64,
-            // Micro-batch m routes like draw m mod samples (`workload.routing_samples`).
-            // (A layout or knob that lowers the micro-batches below the draws keeps one per micro-batch.)
-            micro_batches: s
-                .workload
-                .routing_samples
-                .map_or(s.workload.micro_batches, |n| {
+            // EP's micro-batch m routes like draw m mod samples (`workload.routing_samples`); FSSDP draws
+            // every micro-batch. (A layout or knob that lowers the micro-batches below the draws keeps one
+            // per micro-batch.)
+            micro_batches: match (s.workload.routing_samples, strategy.kind) {
+                (Some(n), StrategyKind::Ep | StrategyKind::EpReplicated) => {
                     n.min(s.workload.micro_batches)
-                }),
+                }
+                _ => s.workload.micro_batches,
+            },
             ..Self::routing_shape(s)
         }
     }
