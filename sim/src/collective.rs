@@ -252,8 +252,12 @@ pub fn price_transfers_scaled(
             }
         }
     }
-    let (load, index) = (&s.load, &s.index);
-    let busy = |l: u32| load[l as usize] / topo.links[l as usize].capacity();
+    // Each loaded link's busy time, once (the walk below asks for it at every hop of every route).
+    for &l in &s.touched {
+        s.load[l as usize] /= topo.links[l as usize].capacity();
+    }
+    let (busy_s, index) = (&s.load, &s.index);
+    let busy = |l: u32| busy_s[l as usize];
     let unscaled_means = port_means(topo, ranks, busy);
     let index_of = |g: usize| {
         if consecutive {

@@ -24,17 +24,39 @@
 //!
 //! Time is integer picoseconds ([`SimTime`]) so that sums are exact and ties are real ties.
 
+use crate::event_queue::{self, EventQueue};
 use crate::network::{CollectiveSpec, Network};
-use dary_heap::QuaternaryHeap;
+use crate::stream_activity::{RankActivity, StreamActivity};
 use serde::{Deserialize, Serialize};
 use std::cmp::Reverse;
+use std::sync::Arc;
 
 /// Simulated time in picoseconds.
 pub type SimTime = u64;
 
 /// Converts seconds to [`SimTime`].
 pub fn ps(seconds: f64) -> SimTime {
-    (seconds * 1e12).round().max(0.0) as SimTime
+    round_to_time(seconds * 1e12)
+}
+
+/// `x.round().max(0.0) as SimTime`, without the call to the C library's `round` that `f64::round` is
+/// on the baseline x86-64 target (no SSE4.1): a few percent of a large run's time, two calls per
+/// operation. Exact: below 2^53 the fraction `x − ⌊x⌋` is computed without rounding, and halves round
+/// away from zero as `round` does; larger values are whole already.
+pub fn round_to_time(x: f64) -> SimTime {
+    if x >= 9.0e15 {
+        return x as SimTime;
+    }
+    // Zero, negatives and NaN clamp to zero.
+    if x.is_nan() || x <= 0.0 {
+        return 0;
+    }
+    let whole = x as SimTime;
+    if x - whole as f64 >= 0.5 {
+        whole + 1
+    } else {
+        whole
+    }
 }
 
 /// Converts [`SimTime`] to milliseconds.
@@ -198,8 +220,9 @@ enum OpKind {
 
 #[derive(Debug, Clone, Default)]
 struct CollectiveState {
-    /// Operations of the parts, in part order.
-    ops: Vec<OpId>,
+    /// Operations of the parts, in part order: `first..first + parts` (added together, so contiguous).
+    first: OpId,
+    parts: u32,
     arrived: u32,
     /// The part that started last.
     last: u32,
@@ -230,23 +253,23 @@ pub struct Engine {
     res_busy: Vec<bool>,
     res_last_run: Vec<u32>,
     collectives: Vec<CollectiveState>,
-    specs: Vec<CollectiveSpec>,
+    specs: Vec<Arc<CollectiveSpec>>,
     // SM sharing: per rank, communication kernels running and the compute operation running.
     comm_active: Vec<u32>,
     running_compute: Vec<u32>,
-    // Per running compute operation: work left (ps at full speed), since when, at what rate, and the
-    // version of its scheduled finish event (older events are stale).
+    // Per rank, of its running compute operation (at most one): work left (ps at full speed), since when,
+    // at what rate, and the sequence number of its scheduled finish event (any other is stale: the
+    // operation was re-timed after it was scheduled).
     work_left: Vec<f64>,
     since: Vec<SimTime>,
     rate: Vec<f64>,
-    version: Vec<u32>,
-    /// Scheduled finishes: key (time << 64 | issue sequence), unique, so ties run in issue order and one
-    /// 128-bit comparison orders two events; then the operation and the version it was scheduled at.
-    /// A four-ary heap: half the depth of a binary one, and a node's four children share cache lines.
-    heap: QuaternaryHeap<Reverse<(u128, OpId, u32)>>,
+    compute_seq: Vec<u32>,
+    /// Scheduled finishes, earliest first, ties in issue order: keys (time, issue sequence, operation).
+    heap: EventQueue,
     seq: u64,
     done_parts: Vec<(CollectiveId, u32)>,
     events: u64,
+    activity: StreamActivity,
 }
 
 impl Engine {
@@ -324,7 +347,11 @@ impl Engine {
 
     /// Adds a collective; returns one operation per part, in the spec's part order, each on its part's
     /// (rank, stream).
-    pub fn add_collective(&mut self, spec: CollectiveSpec) -> Vec<OpId> {
+    pub fn add_collective(
+        &mut self,
+        spec: impl Into<Arc<CollectiveSpec>>,
+    ) -> std::ops::Range<OpId> {
+        let spec = spec.into();
         debug_assert!(
             {
                 let mut r: Vec<_> = spec.parts.iter().map(|p| (p.rank, p.stream)).collect();
@@ -334,24 +361,22 @@ impl Engine {
             "a collective has two parts on one stream: it could never begin"
         );
         let c = self.collectives.len() as CollectiveId;
-        let ops: Vec<OpId> = spec
-            .parts
-            .iter()
-            .enumerate()
-            .map(|(i, p)| {
-                self.push_op(
-                    OpKind::Part(c, i as u32),
-                    Some(Resource::new(p.rank as usize, p.stream)),
-                )
-            })
-            .collect();
+        let first = self.kind.len() as OpId;
+        for (i, p) in spec.parts.iter().enumerate() {
+            self.push_op(
+                OpKind::Part(c, i as u32),
+                Some(Resource::new(p.rank as usize, p.stream)),
+            );
+        }
+        let parts = spec.parts.len() as u32;
         self.collectives.push(CollectiveState {
-            ops: ops.clone(),
+            first,
+            parts,
             arrived: 0,
             last: 0,
         });
         self.specs.push(spec);
-        ops
+        first..first + parts
     }
 
     /// `after` may start only once `before` has finished.
@@ -388,7 +413,7 @@ impl Engine {
         &self.specs[c as usize]
     }
 
-    pub fn collectives(&self) -> &[CollectiveSpec] {
+    pub fn collectives(&self) -> &[Arc<CollectiveSpec>] {
         &self.specs
     }
 
@@ -400,6 +425,12 @@ impl Engine {
     pub fn elapsed(&self, op: OpId) -> SimTime {
         let t = self.timing[op as usize];
         t.finish - t.start
+    }
+
+    /// Per rank, what its streams did in the last run: compute time, and communication exposed on or
+    /// hidden behind it.
+    pub fn activity(&self) -> &[RankActivity] {
+        self.activity.totals()
     }
 
     /// Events processed by the last run (one per operation finish).
@@ -420,13 +451,13 @@ impl Engine {
         self.ready.clear();
         self.ready.resize(n, false);
         self.work_left.clear();
-        self.work_left.resize(n, 0.0);
+        self.work_left.resize(self.ranks, 0.0);
         self.since.clear();
-        self.since.resize(n, 0);
+        self.since.resize(self.ranks, 0);
         self.rate.clear();
-        self.rate.resize(n, 1.0);
-        self.version.clear();
-        self.version.resize(n, 0);
+        self.rate.resize(self.ranks, 1.0);
+        self.compute_seq.clear();
+        self.compute_seq.resize(self.ranks, 0);
         let nr = self.ranks * Stream::COUNT;
         self.res_head.clear();
         self.res_head.extend_from_slice(&self.res_first);
@@ -436,6 +467,7 @@ impl Engine {
         self.res_last_run.resize(nr, NONE);
         self.comm_active.clear();
         self.comm_active.resize(self.ranks, 0);
+        self.activity.reset(self.ranks);
         self.running_compute.clear();
         self.running_compute.resize(self.ranks, NONE);
         for c in &mut self.collectives {
@@ -454,10 +486,7 @@ impl Engine {
         let mut finished = 0usize;
         let mut done = std::mem::take(&mut self.done_parts);
         loop {
-            let heap_t = self
-                .heap
-                .peek()
-                .map(|Reverse((key, ..))| (key >> 64) as SimTime);
+            let heap_t = self.heap.peek().map(event_queue::time_of);
             let net_t = net.next_time();
             let t = match (heap_t, net_t) {
                 (None, None) => break,
@@ -469,16 +498,16 @@ impl Engine {
                 done.clear();
                 net.complete(t, &mut done);
                 for &(c, p) in &done {
-                    let op = self.collectives[c as usize].ops[p as usize];
+                    let op = self.collectives[c as usize].first + p;
                     finished += 1;
                     makespan = makespan.max(t);
                     self.finish(op, t, net);
                 }
                 continue;
             }
-            let Reverse((key, op, version)) = self.heap.pop().expect("peeked");
-            let t = (key >> 64) as SimTime;
-            if version != self.version[op as usize] {
+            let event = self.heap.pop().expect("peeked");
+            let (t, op) = (event_queue::time_of(event), event_queue::payload_of(event));
+            if self.is_stale(event) {
                 continue;
             }
             finished += 1;
@@ -507,6 +536,7 @@ impl Engine {
             let stream = Stream::ALL[ri % Stream::COUNT];
             self.res_busy[ri] = false;
             self.res_last_run[ri] = op;
+            self.activity.finished(rank, stream, t);
             if stream == Stream::Compute {
                 self.running_compute[rank] = NONE;
             }
@@ -556,11 +586,29 @@ impl Engine {
         }
     }
 
-    fn schedule(&mut self, op: OpId, at: SimTime) {
-        let v = self.version[op as usize];
-        self.heap
-            .push(Reverse((((at as u128) << 64) | self.seq as u128, op, v)));
+    /// Schedules `op`'s finish at `at`; returns the event's sequence number.
+    fn schedule(&mut self, op: OpId, at: SimTime) -> u32 {
+        let seq = u32::try_from(self.seq)
+            .expect("more than 2^32 events scheduled in one run: the event key cannot order them");
+        self.heap.push(event_queue::key(at, seq, op));
         self.seq += 1;
+        seq
+    }
+
+    /// Whether `event` finishes a compute operation that was re-timed after it was scheduled (only
+    /// compute work under SM sharing is ever re-timed; its rank keeps the valid event's sequence).
+    fn is_stale(&self, event: u128) -> bool {
+        let op = event_queue::payload_of(event);
+        let o = op as usize;
+        if self.comm_sm_fraction <= 0.0 || !matches!(self.kind[o], OpKind::Work(_)) {
+            return false;
+        }
+        let ri = self.resource[o] as usize;
+        if Stream::ALL[ri % Stream::COUNT] != Stream::Compute {
+            return false;
+        }
+        let rank = ri / Stream::COUNT;
+        self.running_compute[rank] != op || self.compute_seq[rank] != event_queue::seq_of(event)
     }
 
     fn start(&mut self, op: OpId, t: SimTime, net: &mut dyn Network) {
@@ -579,21 +627,27 @@ impl Engine {
         }
         self.timing[o].start = t;
         match self.kind[o] {
-            OpKind::Barrier => self.schedule(op, t),
+            OpKind::Barrier => {
+                self.schedule(op, t);
+            }
             OpKind::Work(d) => {
                 let ri = r as usize;
                 let rank = ri / Stream::COUNT;
-                if Stream::ALL[ri % Stream::COUNT] == Stream::Compute && self.comm_sm_fraction > 0.0
-                {
+                let stream = Stream::ALL[ri % Stream::COUNT];
+                self.activity.started(rank, stream, t);
+                if stream == Stream::Compute && self.comm_sm_fraction > 0.0 {
                     self.running_compute[rank] = op;
-                    self.work_left[o] = d as f64;
-                    self.since[o] = t;
-                    self.rate[o] = 1.0;
-                    if self.comm_active[rank] > 0 {
-                        self.rate[o] = 1.0 - self.comm_sm_fraction;
-                    }
-                    let at = t + (d as f64 / self.rate[o]).round() as SimTime;
-                    self.schedule(op, at);
+                    self.work_left[rank] = d as f64;
+                    self.since[rank] = t;
+                    let at = if self.comm_active[rank] > 0 {
+                        self.rate[rank] = 1.0 - self.comm_sm_fraction;
+                        t + round_to_time(d as f64 / self.rate[rank])
+                    } else {
+                        // Full speed: exactly `d` (what dividing by 1 and rounding gives).
+                        self.rate[rank] = 1.0;
+                        t + d
+                    };
+                    self.compute_seq[rank] = self.schedule(op, at);
                 } else {
                     self.schedule(op, t + d);
                 }
@@ -612,16 +666,23 @@ impl Engine {
                 if let OpKind::Part(_, p) = self.kind[o] {
                     cs.last = p;
                 }
-                if cs.arrived as usize == cs.ops.len() {
+                if cs.arrived == cs.parts {
                     // Rendezvous: parts that waited for their peers start with the collective, held up by
                     // whatever held up the last one.
                     let last_pred = self.timing[o].critical_pred;
-                    for &p in &self.collectives[c as usize].ops {
+                    let cs = &self.collectives[c as usize];
+                    for p in cs.first..cs.first + cs.parts {
                         let pt = &mut self.timing[p as usize];
                         if pt.start < t {
                             pt.start = t;
                             pt.critical_pred = last_pred;
                         }
+                        let pr = self.resource[p as usize] as usize;
+                        self.activity.started(
+                            pr / Stream::COUNT,
+                            Stream::ALL[pr % Stream::COUNT],
+                            t,
+                        );
                     }
                     let stream = Stream::ALL[ri % Stream::COUNT];
                     net.begin(t, c, &self.specs[c as usize], self.priorities.of(stream));
@@ -639,19 +700,17 @@ impl Engine {
         if op == NONE {
             return;
         }
-        let o = op as usize;
         let rate = if self.comm_active[rank] > 0 {
             1.0 - self.comm_sm_fraction
         } else {
             1.0
         };
-        self.work_left[o] =
-            (self.work_left[o] - (t - self.since[o]) as f64 * self.rate[o]).max(0.0);
-        self.since[o] = t;
-        self.rate[o] = rate;
-        self.version[o] += 1;
-        let at = t + (self.work_left[o] / rate).round() as SimTime;
-        self.schedule(op, at);
+        self.work_left[rank] =
+            (self.work_left[rank] - (t - self.since[rank]) as f64 * self.rate[rank]).max(0.0);
+        self.since[rank] = t;
+        self.rate[rank] = rate;
+        let at = t + round_to_time(self.work_left[rank] / rate);
+        self.compute_seq[rank] = self.schedule(op, at);
     }
 
     /// The critical path ending at `last`, from its first operation to `last`.
@@ -679,6 +738,36 @@ mod tests {
 
     fn work(e: &mut Engine, rank: usize, stream: Stream, d: SimTime) -> OpId {
         e.add_work(Resource::new(rank, stream), d)
+    }
+
+    #[test]
+    fn round_to_time_is_round_then_clamp() {
+        let reference = |x: f64| x.round().max(0.0) as SimTime;
+        let mut cases = vec![
+            0.0,
+            -0.0,
+            -3.7,
+            0.49999999999999994,
+            0.5,
+            1.5,
+            2.5,
+            1e12 + 0.5,
+            4503599627370495.5,
+            9.0e15,
+            9.1e15,
+            1e30,
+            f64::INFINITY,
+            f64::NAN,
+        ];
+        let mut x = 0.37f64;
+        for _ in 0..100_000 {
+            x = (x * 1.618_033_988_75 + 0.123_456_7) % 1.0;
+            cases.push(x * 1e14);
+            cases.push(x * 10.0);
+        }
+        for c in cases {
+            assert_eq!(round_to_time(c), reference(c), "{c}");
+        }
     }
 
     #[test]
@@ -722,7 +811,7 @@ mod tests {
             PartSpec::new(0, Stream::Comm, 20),
             PartSpec::new(1, Stream::Comm, 30),
         ]);
-        let parts = e.add_collective(spec);
+        let parts: Vec<OpId> = e.add_collective(spec).collect();
         e.add_dep(slow, parts[1]);
         assert_eq!(e.run(&mut AnalyticNetwork::default()), 130);
         assert_eq!(e.timing(parts[0]).start, 100);
@@ -736,11 +825,13 @@ mod tests {
         let mut e = Engine::new();
         e.reset(1, 0.25);
         let c = work(&mut e, 0, Stream::Compute, 100);
-        let parts = e.add_collective(CollectiveSpec::analytic(vec![PartSpec::new(
-            0,
-            Stream::Comm,
-            40,
-        )]));
+        let parts: Vec<OpId> = e
+            .add_collective(CollectiveSpec::analytic(vec![PartSpec::new(
+                0,
+                Stream::Comm,
+                40,
+            )]))
+            .collect();
         e.run(&mut AnalyticNetwork::default());
         // 40 ps at 0.75 speed does 30 of work; the remaining 70 run at full speed: 110 in all.
         assert_eq!(e.timing(c).finish, 110);

@@ -17,10 +17,14 @@
 use crate::collective::Cause;
 pub use crate::engine::Stream;
 use crate::engine::{Engine, OpId, Resource, SimTime};
-use crate::network::{AnalyticNetwork, CollectiveSpec, FlowNetwork, FlowRecord, NetworkKind};
+use crate::network::{
+    AnalyticNetwork, CollectiveSpec, FlowNetwork, FlowRecord, NetworkKind, PartSpec,
+};
 use crate::phase::Phase;
 use crate::scenario::cluster::Cluster;
 use crate::topology::Topology;
+use std::ops::Range;
+use std::sync::Arc;
 
 /// What an operation is, for analysis.
 #[derive(Debug, Clone, Copy)]
@@ -71,10 +75,6 @@ pub struct IterationGraph {
     network_bytes: f64,
     phase_bytes: [f64; Phase::COUNT],
     deps: Vec<OpId>,
-    /// Per rank: compute and communication intervals of the last run, kept so that the next iteration
-    /// reuses their capacity (millions of intervals at DeepSeek-V3 scale).
-    compute_intervals: Vec<Vec<(SimTime, SimTime)>>,
-    comm_intervals: Vec<Vec<(SimTime, SimTime)>>,
 }
 
 /// The result of one simulated iteration.
@@ -165,30 +165,27 @@ impl IterationGraph {
         id
     }
 
-    /// Adds a collective of `phase`; part `i` starts after `deps(i)`. Returns the parts' operations.
-    pub fn collective<'d>(
+    /// Adds a collective of `phase`; part `i` (`spec.parts[i]`) starts after `deps(i, part)`. Returns the
+    /// parts' operations, in part order. A spec shared by several collectives (an `Arc`) is not copied.
+    pub fn collective<D: IntoIterator<Item = OpId>>(
         &mut self,
         phase: Phase,
-        spec: CollectiveSpec,
-        mut deps: impl FnMut(usize) -> &'d [OpId],
-    ) -> Vec<OpId> {
-        let infos: Vec<OpInfo> = spec
-            .parts
-            .iter()
-            .map(|p| OpInfo {
-                phase,
-                rank: p.rank,
-                holder: p.holder,
-                cause: p.cause,
-                excess: p.excess,
-            })
-            .collect();
+        spec: impl Into<Arc<CollectiveSpec>>,
+        mut deps: impl FnMut(usize, &PartSpec) -> D,
+    ) -> Range<OpId> {
+        let spec = spec.into();
+        self.info.extend(spec.parts.iter().map(|p| OpInfo {
+            phase,
+            rank: p.rank,
+            holder: p.holder,
+            cause: p.cause,
+            excess: p.excess,
+        }));
         self.network_bytes += spec.bytes;
         self.phase_bytes[phase.index()] += spec.bytes;
-        let ops = self.engine.add_collective(spec);
-        self.info.extend(infos);
-        for (i, &op) in ops.iter().enumerate() {
-            for &d in deps(i) {
+        let ops = self.engine.add_collective(Arc::clone(&spec));
+        for (op, (i, part)) in ops.clone().zip(spec.parts.iter().enumerate()) {
+            for d in deps(i, part) {
                 self.engine.add_dep(d, op);
             }
         }
@@ -251,44 +248,10 @@ impl IterationGraph {
                         .expect("4");
                 (r, causes[ci])
             });
-        // Per rank: compute intervals and communication intervals, each in start order.
-        let mut compute = std::mem::take(&mut self.compute_intervals);
-        let mut comm = std::mem::take(&mut self.comm_intervals);
-        for v in [&mut compute, &mut comm] {
-            v.iter_mut().for_each(Vec::clear);
-            v.resize_with(self.ranks, Vec::new);
-        }
-        let mut comm_streams: Vec<u8> = vec![0; self.ranks];
-        let mut busy = vec![0; self.ranks];
-        for op in 0..self.info.len() as OpId {
-            let Some(r) = self.engine.resource_of(op) else {
-                continue;
-            };
-            let t = self.engine.timing(op);
-            if t.finish <= t.start {
-                continue;
-            }
-            let rank = r.rank as usize;
-            if r.stream == Stream::Compute {
-                busy[rank] += t.finish - t.start;
-                compute[rank].push((t.start, t.finish));
-            } else if r.stream.is_communication() {
-                comm[rank].push((t.start, t.finish));
-                comm_streams[rank] |= 1 << r.stream.index();
-            }
-        }
-        let (mut exposed, mut hidden) = (0u128, 0u128);
-        for rank in 0..self.ranks {
-            let c = &mut comm[rank];
-            if comm_streams[rank].count_ones() > 1 {
-                c.sort_unstable();
-            }
-            let (e, h) = split_overlap(c, &compute[rank]);
-            exposed += e as u128;
-            hidden += h as u128;
-        }
-        self.compute_intervals = compute;
-        self.comm_intervals = comm;
+        let activity = self.engine.activity();
+        let busy: Vec<SimTime> = activity.iter().map(|a| a.compute).collect();
+        let exposed: u128 = activity.iter().map(|a| a.exposed as u128).sum();
+        let hidden: u128 = activity.iter().map(|a| a.hidden as u128).sum();
         let n = self.ranks.max(1) as u128;
         IterationOutcome {
             step,
@@ -302,55 +265,5 @@ impl IterationGraph {
             network_bytes: self.network_bytes,
             phase_bytes: self.phase_bytes,
         }
-    }
-}
-
-/// Measure of the union of `comm` (sorted by start) split into (outside, inside) the union of `compute`
-/// (sorted, disjoint).
-fn split_overlap(
-    comm: &[(SimTime, SimTime)],
-    compute: &[(SimTime, SimTime)],
-) -> (SimTime, SimTime) {
-    let (mut exposed, mut hidden) = (0, 0);
-    let mut k = 0;
-    let mut covered_to = 0;
-    for &(s0, f) in comm {
-        let s = s0.max(covered_to);
-        if f <= s {
-            continue;
-        }
-        covered_to = f;
-        while k < compute.len() && compute[k].1 <= s {
-            k += 1;
-        }
-        let mut inside = 0;
-        let mut j = k;
-        while j < compute.len() && compute[j].0 < f {
-            let a = compute[j].0.max(s);
-            let b = compute[j].1.min(f);
-            if b > a {
-                inside += b - a;
-            }
-            j += 1;
-        }
-        hidden += inside;
-        exposed += (f - s) - inside;
-    }
-    (exposed, hidden)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn overlap_split_counts_each_instant_once() {
-        let compute = [(0, 10), (20, 30)];
-        // [5,25) overlaps compute on [5,10) and [20,25): 10 hidden, 10 exposed; [24,40) adds [25,40): 5
-        // more hidden ([25,30)) and 10 exposed.
-        let comm = [(5, 25), (24, 40)];
-        assert_eq!(split_overlap(&comm, &compute), (20, 15));
-        assert_eq!(split_overlap(&[], &compute), (0, 0));
-        assert_eq!(split_overlap(&[(40, 50)], &compute), (10, 0));
     }
 }

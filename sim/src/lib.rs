@@ -29,6 +29,7 @@ pub mod activations;
 pub mod collective;
 pub mod collective_sparse;
 pub mod engine;
+pub mod event_queue;
 pub mod forecast;
 pub mod iteration;
 pub mod layout_search;
@@ -45,6 +46,7 @@ pub mod search;
 pub mod serving;
 pub mod stats;
 pub mod strategy;
+pub mod stream_activity;
 pub mod timeline;
 pub mod topology;
 

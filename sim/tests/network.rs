@@ -58,7 +58,10 @@ fn run_prioritised(
     let mut e = Engine::new();
     e.reset(topo.gpus(), 0.0);
     e.set_stream_priorities(priorities);
-    let ops: Vec<Vec<OpId>> = specs.into_iter().map(|s| e.add_collective(s)).collect();
+    let ops: Vec<Vec<OpId>> = specs
+        .into_iter()
+        .map(|s| e.add_collective(s).collect())
+        .collect();
     e.run(net);
     ops.iter()
         .map(|o| o.iter().map(|&op| e.timing(op).finish).collect())

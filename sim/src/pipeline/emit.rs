@@ -379,20 +379,15 @@ pub fn emit(
                 continue;
             };
             let ranks: Vec<usize> = spec.parts.iter().map(|part| part.rank as usize).collect();
-            let deps: Vec<Vec<OpId>> = ranks
-                .iter()
-                .enumerate()
-                .map(|(i, &g)| {
-                    if i < width {
-                        prev[g].into_iter().collect()
-                    } else {
-                        Vec::new()
-                    }
-                })
-                .collect();
-            let ops = graph.collective(Phase::PipelineSend, spec, |i| &deps[i]);
+            let ops = graph.collective(Phase::PipelineSend, spec, |i, part| {
+                if i < width {
+                    prev[part.rank as usize]
+                } else {
+                    None
+                }
+            });
             let mut recv = vec![None; n];
-            for (&g, &op) in ranks[width..].iter().zip(&ops[width..]) {
+            for (&g, op) in ranks[width..].iter().zip(ops.skip(width)) {
                 recv[g] = Some(op);
             }
             received.insert(key, recv);

@@ -13,6 +13,7 @@ use crate::network::CollectiveSpec;
 use crate::phase::Phase;
 use crate::scenario::Scenario;
 use crate::strategy::shared::rank_slowdown;
+use std::sync::Arc;
 
 /// Per-rank compute slowdowns of one iteration, and their mean.
 #[derive(Debug, Clone)]
@@ -57,23 +58,17 @@ pub fn collective(
     graph: &mut IterationGraph,
     prev: &mut [Option<OpId>],
     phase: Phase,
-    spec: CollectiveSpec,
+    spec: impl Into<Arc<CollectiveSpec>>,
     extra: &[OpId],
 ) {
-    let ranks: Vec<usize> = spec.parts.iter().map(|p| p.rank as usize).collect();
-    let deps: Vec<Vec<OpId>> = ranks
-        .iter()
-        .map(|&r| {
-            prev[r]
-                .iter()
-                .copied()
-                .chain(extra.iter().copied())
-                .collect()
-        })
-        .collect();
-    let ops = graph.collective(phase, spec, |i| &deps[i]);
-    for (r, op) in ranks.into_iter().zip(ops) {
-        prev[r] = Some(op);
+    let spec = spec.into();
+    let ops = graph.collective(phase, Arc::clone(&spec), |_, p| {
+        prev[p.rank as usize]
+            .into_iter()
+            .chain(extra.iter().copied())
+    });
+    for (p, op) in spec.parts.iter().zip(ops) {
+        prev[p.rank as usize] = Some(op);
     }
 }
 
@@ -167,7 +162,7 @@ pub fn grad_sync(
         .collect();
     for spec in specs {
         let parts: Vec<usize> = spec.parts.iter().map(|p| p.rank as usize).collect();
-        let ops = graph.collective(Phase::GradSync, spec, |i| &joined[parts[i]]);
+        let ops = graph.collective(Phase::GradSync, spec, |i, _| joined[parts[i]].clone());
         for (r, op) in parts.into_iter().zip(ops) {
             last[r] = Some(op);
             joined[r] = vec![op];

@@ -47,6 +47,7 @@ use crate::topology::Topology;
 use moesim_calibrate::CostModel;
 use moesim_traces::{IterationRouting, RoutingShape, RoutingSource};
 use rayon::prelude::*;
+use std::sync::Arc;
 
 pub mod pipelined;
 
@@ -88,10 +89,11 @@ pub struct EpModel<'a> {
 /// What one (micro-batch, layer, group, part) cell needs in the operation graph.
 struct MoeCell {
     /// The forward dispatch (FP8 tokens with their scales when the experts run in FP8, as DeepEP does).
-    dispatch: CollectiveSpec,
+    /// (Shared, not copied, by the micro-batches that route alike.)
+    dispatch: Arc<CollectiveSpec>,
     /// The backward's dispatch-direction all-to-all (the combine's gradient): always the model's dtype.
-    dispatch_grad: CollectiveSpec,
-    combine: CollectiveSpec,
+    dispatch_grad: Arc<CollectiveSpec>,
+    combine: Arc<CollectiveSpec>,
     /// Per group rank: routed-expert forward seconds at nominal speed.
     expert_s: Vec<f64>,
     /// Per group rank: tokens each of its expert slots received (kept only under expert tensor
@@ -149,7 +151,7 @@ fn moe_block(
             } else {
                 &cell.dispatch
             };
-            blocks::collective(graph, chain, first, spec.clone(), &[]);
+            blocks::collective(graph, chain, first, Arc::clone(spec), &[]);
         }
         for (chain, cell) in prev.iter_mut().zip(parts) {
             if backward && !cell.act_s.is_empty() {
@@ -158,7 +160,7 @@ fn moe_block(
             blocks::experts(graph, chain, ranks, &cell.expert_s, scale, speeds);
         }
         for (chain, cell) in prev.iter_mut().zip(parts) {
-            blocks::collective(graph, chain, second, cell.combine.clone(), &[]);
+            blocks::collective(graph, chain, second, Arc::clone(&cell.combine), &[]);
         }
     }
 }
@@ -938,9 +940,9 @@ impl<'a> EpModel<'a> {
             }
         }
         MoeCell {
-            dispatch,
-            dispatch_grad,
-            combine,
+            dispatch: Arc::new(dispatch),
+            dispatch_grad: Arc::new(dispatch_grad),
+            combine: Arc::new(combine),
             expert_s,
             slot_tokens,
             act_s,

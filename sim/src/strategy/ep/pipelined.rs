@@ -49,6 +49,7 @@ use moesim_calibrate::CostModel;
 use moesim_traces::IterationRouting;
 use std::collections::HashMap;
 use std::rc::Rc;
+use std::sync::Arc;
 
 pub mod bound;
 
@@ -80,7 +81,7 @@ pub(super) struct Pipelined {
     mtp_layer: usize,
     /// Per pipeline rank: one sequence-parallel all-gather (a reduce-scatter moves the same ring traffic)
     /// of a micro-batch's activations over every TP group of its unit; `None` without TP.
-    tp_ring: Vec<Option<CollectiveSpec>>,
+    tp_ring: Vec<Option<Arc<CollectiveSpec>>>,
     /// Per pipeline rank, per model stage it holds: (stage, its gradient synchronisation in issue order, on
     /// graph ranks); with replicated experts, the dense part only.
     grad_sync: blocks::StageGradSync,
@@ -172,7 +173,13 @@ impl Pipelined {
                 let rings: Vec<Vec<usize>> = (0..unit / tp)
                     .map(|k| (k * tp..(k + 1) * tp).map(gpu).collect())
                     .collect();
-                this.to_graph(comms.rings(&rings, act_bytes, 1.0, &mut scratch, Stream::Comm))
+                Arc::new(this.to_graph(comms.rings(
+                    &rings,
+                    act_bytes,
+                    1.0,
+                    &mut scratch,
+                    Stream::Comm,
+                )))
             });
             this.tp_ring.push(tp_ring);
             // Parameters of the rank's model stages (shared with the layout search's memory bound).
@@ -366,6 +373,11 @@ impl Pipelined {
         }
     }
 
+    /// [`Pipelined::to_graph`] of a freshly priced spec (moved out of its `Arc`: it has no other owner).
+    pub(super) fn to_graph_shared(&self, spec: Arc<CollectiveSpec>) -> Arc<CollectiveSpec> {
+        Arc::new(self.to_graph(Arc::unwrap_or_clone(spec)))
+    }
+
     /// Memory of the most loaded pipeline rank's GPU: its stages' parameters, gradients and optimizer
     /// state by ZeRO stage over their replicas, and the activations of the micro-batches the schedule keeps
     /// in flight on it (each a chunk of its layers over its sequence shard), plus routed tokens (see
@@ -383,7 +395,7 @@ struct LayerCells {
     /// Per GPU of the unit, in unit order: routed-expert forward seconds at nominal speed.
     expert_s: Vec<f64>,
     /// One all-gather ring per ETP group of the unit (empty with `etp = 1`).
-    etp_rings: Vec<CollectiveSpec>,
+    etp_rings: Vec<Arc<CollectiveSpec>>,
     /// Per GPU of the unit: the experts' activation run again in backward (`moe_act`); empty otherwise.
     act_s: Vec<f64>,
     /// Per GPU of the unit: the routed tokens its experts hold (their activations).
@@ -394,7 +406,7 @@ struct LayerCells {
 enum Step {
     Compute(f64, Phase),
     Experts(Vec<f64>, f64),
-    Collectives(Vec<CollectiveSpec>, Phase),
+    Collectives(Vec<Arc<CollectiveSpec>>, Phase),
 }
 
 /// The lowering the schedule's emitter drives for one iteration.
@@ -501,7 +513,10 @@ impl<'m, 'a> Lowering<'m, 'a> {
 
     fn tp_steps(&self, r: usize, out: &mut Vec<Step>) {
         if let Some(spec) = &self.pipe.tp_ring[r] {
-            out.push(Step::Collectives(vec![spec.clone()], Phase::TensorParallel));
+            out.push(Step::Collectives(
+                vec![Arc::clone(spec)],
+                Phase::TensorParallel,
+            ));
         }
     }
 
@@ -625,9 +640,9 @@ impl<'m, 'a> Lowering<'m, 'a> {
                     }
                 }
                 groups.push(MoeCell {
-                    dispatch: self.pipe.to_graph(cell.dispatch),
-                    dispatch_grad: self.pipe.to_graph(cell.dispatch_grad),
-                    combine: self.pipe.to_graph(cell.combine),
+                    dispatch: self.pipe.to_graph_shared(cell.dispatch),
+                    dispatch_grad: self.pipe.to_graph_shared(cell.dispatch_grad),
+                    combine: self.pipe.to_graph_shared(cell.combine),
                     expert_s: cell.expert_s,
                     slot_tokens: Vec::new(),
                     act_s: Vec::new(),
@@ -675,7 +690,7 @@ impl<'m, 'a> Lowering<'m, 'a> {
                         &mut AllToAllScratch::default(),
                         Stream::Comm,
                     );
-                    etp_rings.push(self.pipe.to_graph(spec));
+                    etp_rings.push(Arc::new(self.pipe.to_graph(spec)));
                 }
             }
         }
@@ -957,7 +972,7 @@ impl<'m, 'a> Lowering<'m, 'a> {
             }
             Step::Collectives(specs, phase) => {
                 for spec in specs {
-                    blocks::collective(graph, prev, *phase, spec.clone(), &[]);
+                    blocks::collective(graph, prev, *phase, Arc::clone(spec), &[]);
                 }
             }
         }

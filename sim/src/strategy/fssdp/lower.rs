@@ -53,12 +53,9 @@ pub(super) fn sparse_ops(
     if spec.parts.is_empty() {
         return Vec::new();
     }
-    let d: Vec<Vec<OpId>> = spec
-        .parts
-        .iter()
-        .map(|p| deps[p.rank as usize].into_iter().collect())
-        .collect();
-    graph.collective(phase, spec.clone(), |i| &d[i])
+    graph
+        .collective(phase, spec.clone(), |_, p| deps[p.rank as usize])
+        .collect()
 }
 
 impl FssdpModel<'_> {
