@@ -28,7 +28,6 @@ use crate::event_queue::{self, EventQueue};
 use crate::network::{CollectiveSpec, Network};
 use crate::stream_activity::{RankActivity, StreamActivity};
 use serde::{Deserialize, Serialize};
-use std::cmp::Reverse;
 use std::sync::Arc;
 
 /// Simulated time in picoseconds.
@@ -266,6 +265,8 @@ pub struct Engine {
     compute_seq: Vec<u32>,
     /// Scheduled finishes, earliest first, ties in issue order: keys (time, issue sequence, operation).
     heap: EventQueue,
+    /// The operation that finished last so far (lowest id among ties).
+    last_finished: Option<(SimTime, OpId)>,
     seq: u64,
     done_parts: Vec<(CollectiveId, u32)>,
     events: u64,
@@ -458,6 +459,7 @@ impl Engine {
         self.rate.resize(self.ranks, 1.0);
         self.compute_seq.clear();
         self.compute_seq.resize(self.ranks, 0);
+        self.last_finished = None;
         let nr = self.ranks * Stream::COUNT;
         self.res_head.clear();
         self.res_head.extend_from_slice(&self.res_first);
@@ -527,6 +529,10 @@ impl Engine {
 
     fn finish(&mut self, op: OpId, t: SimTime, net: &mut dyn Network) {
         self.events += 1;
+        // Events come in time order: a later one is last; at the same time, the lower id.
+        if self.last_finished.is_none_or(|(lt, lo)| t > lt || op < lo) {
+            self.last_finished = Some((t, op));
+        }
         let o = op as usize;
         self.timing[o].finish = t;
         let r = self.resource[o];
@@ -725,9 +731,9 @@ impl Engine {
         path
     }
 
-    /// The operation that finished last (lowest id among ties).
+    /// The operation that finished last in the last run (lowest id among ties).
     pub fn last_op(&self) -> Option<OpId> {
-        (0..self.timing.len() as OpId).max_by_key(|&o| (self.timing[o as usize].finish, Reverse(o)))
+        self.last_finished.map(|(_, op)| op)
     }
 }
 

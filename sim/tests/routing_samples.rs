@@ -123,10 +123,10 @@ fn draws_outside_one_to_the_micro_batches_or_with_a_trace_are_refused() {
 }
 
 #[test]
-fn dsv3_2048s_eight_draws_give_the_step_of_one_draw_per_micro_batch() {
-    // The scenario's own setting (8 draws for 120 micro-batches) against every micro-batch drawn.
+fn dsv3_2048s_few_draws_give_the_step_of_one_draw_per_micro_batch() {
+    // The scenario's own setting (4 draws for 120 micro-batches) against every micro-batch drawn.
     let few = scenario("dsv3-2048.toml", &["workload.iterations=1"]);
-    assert_eq!(few.workload.routing_samples, Some(8));
+    assert_eq!(few.workload.routing_samples, Some(4));
     let all = scenario(
         "dsv3-2048.toml",
         &["workload.iterations=1", "workload.routing_samples=120"],
@@ -135,7 +135,7 @@ fn dsv3_2048s_eight_draws_give_the_step_of_one_draw_per_micro_batch() {
     let d = rel(b.step_time_ms.p50, a.step_time_ms.p50);
     assert!(
         d < 1e-3,
-        "{} ms with 8 draws against {} ms with 120",
+        "{} ms with 4 draws against {} ms with 120",
         b.step_time_ms.p50,
         a.step_time_ms.p50
     );
