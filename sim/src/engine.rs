@@ -777,6 +777,72 @@ mod tests {
     }
 
     #[test]
+    fn stream_activity_equals_the_measure_of_the_run_s_intervals() {
+        // A random graph on 3 ranks: compute, communication work, host work and two-rank collectives
+        // (whose parts wait for each other), with SM sharing re-timing compute. Every rank's compute time,
+        // exposed and hidden communication, counted instant by instant from the operations' timings, must
+        // equal what the engine summed while it ran.
+        let mut x = 0.61f64;
+        let mut next = |n: u64| {
+            x = (x * 7.31 + 0.17) % 1.0;
+            (x * n as f64) as u64
+        };
+        for seed in 0..20 {
+            let ranks = 3;
+            let mut e = Engine::new();
+            e.reset(ranks, 0.3);
+            let mut ops: Vec<OpId> = Vec::new();
+            for _ in 0..40 + seed {
+                let kind = next(5);
+                let new: Vec<OpId> = if kind == 4 {
+                    let a = next(ranks as u64) as usize;
+                    let b = (a + 1 + next(ranks as u64 - 1) as usize) % ranks;
+                    let stream = [Stream::Comm, Stream::CommAux][next(2) as usize];
+                    e.add_collective(CollectiveSpec::analytic(vec![
+                        PartSpec::new(a, stream, 1 + next(30)),
+                        PartSpec::new(b, stream, 1 + next(30)),
+                    ]))
+                    .collect()
+                } else {
+                    let stream = [Stream::Compute, Stream::Comm, Stream::H2d, Stream::HostCpu]
+                        [kind as usize];
+                    vec![work(&mut e, next(ranks as u64) as usize, stream, next(25))]
+                };
+                for &op in &new {
+                    if !ops.is_empty() && next(2) == 0 {
+                        let before = ops[next(ops.len() as u64) as usize];
+                        e.add_dep(before, op);
+                    }
+                }
+                ops.extend(new);
+            }
+            let end = e.run(&mut AnalyticNetwork::default());
+            for rank in 0..ranks {
+                let on = |t: SimTime, pick: &dyn Fn(Stream) -> bool| {
+                    (0..e.op_count() as OpId).any(|o| {
+                        let timing = e.timing(o);
+                        e.resource_of(o).is_some_and(|r| {
+                            r.rank as usize == rank
+                                && pick(r.stream)
+                                && timing.start <= t
+                                && t < timing.finish
+                        })
+                    })
+                };
+                let mut want = RankActivity::default();
+                for t in 0..end {
+                    let computing = on(t, &|s| s == Stream::Compute);
+                    let communicating = on(t, &|s| s.is_communication());
+                    want.compute += computing as SimTime;
+                    want.hidden += (computing && communicating) as SimTime;
+                    want.exposed += (!computing && communicating) as SimTime;
+                }
+                assert_eq!(e.activity()[rank], want, "seed {seed}, rank {rank}");
+            }
+        }
+    }
+
+    #[test]
     fn chain_and_join() {
         let mut e = Engine::new();
         e.reset(2, 0.0);
