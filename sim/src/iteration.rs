@@ -248,10 +248,12 @@ impl IterationGraph {
                         .expect("4");
                 (r, causes[ci])
             });
-        let activity = self.engine.activity();
-        let busy: Vec<SimTime> = activity.iter().map(|a| a.compute).collect();
-        let exposed: u128 = activity.iter().map(|a| a.exposed as u128).sum();
-        let hidden: u128 = activity.iter().map(|a| a.hidden as u128).sum();
+        let (mut busy, mut exposed, mut hidden) = (Vec::with_capacity(self.ranks), 0u128, 0u128);
+        for a in self.engine.activity() {
+            busy.push(a.compute);
+            exposed += a.exposed as u128;
+            hidden += a.hidden as u128;
+        }
         let n = self.ranks.max(1) as u128;
         IterationOutcome {
             step,

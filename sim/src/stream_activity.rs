@@ -24,69 +24,67 @@ pub struct RankActivity {
 /// The running sums of every rank.
 #[derive(Debug, Default)]
 pub struct StreamActivity {
-    totals: Vec<RankActivity>,
-    /// Per rank: since when its state below has held.
-    since: Vec<SimTime>,
-    computing: Vec<bool>,
-    /// Per rank: communication operations in progress.
-    communicating: Vec<u32>,
+    /// Per rank, one record (an update touches all of it): its sums, since when its state has held, and
+    /// the state.
+    state: Vec<RankState>,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct RankState {
+    total: RankActivity,
+    since: SimTime,
+    /// Communication operations in progress.
+    communicating: u32,
+    computing: bool,
 }
 
 impl StreamActivity {
     /// Forgets everything: `ranks` idle ranks at time zero.
     pub fn reset(&mut self, ranks: usize) {
-        self.since.clear();
-        self.since.resize(ranks, 0);
-        self.totals.clear();
-        self.totals.resize(ranks, RankActivity::default());
-        self.computing.clear();
-        self.computing.resize(ranks, false);
-        self.communicating.clear();
-        self.communicating.resize(ranks, 0);
+        self.state.clear();
+        self.state.resize(ranks, RankState::default());
     }
 
     /// Credits `rank`'s state since its last change up to `t`.
-    fn advance(&mut self, rank: usize, t: SimTime) {
-        let dt = t - self.since[rank];
-        self.since[rank] = t;
-        let total = &mut self.totals[rank];
-        if self.computing[rank] {
+    fn advance(&mut self, rank: usize, t: SimTime) -> &mut RankState {
+        let state = &mut self.state[rank];
+        let dt = t - state.since;
+        state.since = t;
+        let total = &mut state.total;
+        if state.computing {
             total.compute += dt;
         }
-        if self.communicating[rank] > 0 {
-            if self.computing[rank] {
+        if state.communicating > 0 {
+            if state.computing {
                 total.hidden += dt;
             } else {
                 total.exposed += dt;
             }
         }
+        state
     }
 
     /// An operation on `rank`'s `stream` started at `t`.
     pub fn started(&mut self, rank: usize, stream: Stream, t: SimTime) {
         if stream == Stream::Compute {
-            self.advance(rank, t);
-            self.computing[rank] = true;
+            self.advance(rank, t).computing = true;
         } else if stream.is_communication() {
-            self.advance(rank, t);
-            self.communicating[rank] += 1;
+            self.advance(rank, t).communicating += 1;
         }
     }
 
     /// An operation on `rank`'s `stream` that [`StreamActivity::started`] finished at `t`.
     pub fn finished(&mut self, rank: usize, stream: Stream, t: SimTime) {
         if stream == Stream::Compute {
-            self.advance(rank, t);
-            self.computing[rank] = false;
+            self.advance(rank, t).computing = false;
         } else if stream.is_communication() {
-            self.advance(rank, t);
-            self.communicating[rank] -= 1;
+            self.advance(rank, t).communicating -= 1;
         }
     }
 
-    /// Every rank's sums (complete once every started operation has finished).
-    pub fn totals(&self) -> &[RankActivity] {
-        &self.totals
+    /// Every rank's sums, in rank order (complete once every started operation has finished).
+    pub fn totals(&self) -> impl ExactSizeIterator<Item = RankActivity> + '_ {
+        self.state.iter().map(|s| s.total)
     }
 }
 
@@ -112,7 +110,7 @@ mod tests {
         a.started(1, Stream::HostCpu, 0);
         a.finished(1, Stream::HostCpu, 50);
         assert_eq!(
-            a.totals(),
+            a.totals().collect::<Vec<_>>(),
             [
                 RankActivity {
                     compute: 20,
