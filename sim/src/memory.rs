@@ -132,8 +132,12 @@ pub fn rank_memory(s: &Scenario, p: ParamsOnRank, routed: RoutedTokens) -> Memor
         Mode::Training => {
             let t = &s.training;
             (out.params_gib, out.grads_gib, out.optimizer_gib) = training_state_gib(s, p);
+            // The loss over the vocabulary keeps its softmax until the backward; its transient buffer takes
+            // the place of a layer's working set while it runs.
+            let (kept, transient) =
+                crate::strategy::output_head::loss_memory_bytes(s, tokens as u64, 1);
             let act = if t.activation_checkpointing {
-                layers * tokens * 2.0 * d * dtype + layer_full
+                layers * tokens * 2.0 * d * dtype + kept + layer_full.max(transient)
             } else {
                 let dense_layers = m.first_dense_layers.min(m.layers) as f64;
                 stored_layers_bytes(
@@ -143,7 +147,8 @@ pub fn rank_memory(s: &Scenario, p: ParamsOnRank, routed: RoutedTokens) -> Memor
                     tokens,
                     routed.all_layers.max(peak_routed_tokens),
                     1,
-                )
+                ) + kept
+                    + transient
             };
             // Micro-batches run one after another: one micro-batch's activations are live at a time.
             out.activations_gib = act / GIB;

@@ -160,8 +160,8 @@ fn memory_per_rank_matches_the_formula() {
 #[test]
 fn hecate_speedup_over_ep_brackets_the_published_range() {
     // Hecate reports 1.26–1.78× over EP end to end. Here balanced routing gives the low end (all-to-all
-    // locality alone) and the scenario's skew a little above the top (EP overlaps nothing in this model; see
-    // docs/strategies.md).
+    // locality alone) and the scenario's skew lands inside the published range, near its top (EP overlaps
+    // nothing in this model; see docs/strategies.md).
     let speedup = |overrides: &[&str]| {
         let rs = run(&scenario(HECATE, overrides));
         by_name(&rs, "ep32").step_time_ms.mean / by_name(&rs, "fssdp").step_time_ms.mean
@@ -172,7 +172,7 @@ fn hecate_speedup_over_ep_brackets_the_published_range() {
         "workload.skew={distribution=\"uniform\"}",
     ]);
     assert!((1.0..=1.4).contains(&uniform), "uniform speedup {uniform}");
-    assert!((1.5..=2.0).contains(&skewed), "skewed speedup {skewed}");
+    assert!((1.26..=1.78).contains(&skewed), "skewed speedup {skewed}");
     // Re-materialization trades traffic for memory.
     let rs = run(&scenario(HECATE, &["workload.iterations=5"]));
     let (f, r) = (by_name(&rs, "fssdp"), by_name(&rs, "fssdp-remat"));

@@ -46,8 +46,9 @@ fn oom_is_flagged_against_the_memory_limit() {
     assert!(run(&s).iter().all(|r| !r.oom));
 }
 
-/// OLMoE cut to `layers` layers of two experts (top-1, 1,024 tokens per GPU) on an ideal node of `gpus`
-/// GPUs, nothing recomputed, with one `[[strategy]]` body.
+/// OLMoE cut to `layers` layers of two experts (top-1, 1,024 tokens per GPU) and an 8-word vocabulary (so
+/// that the loss's logits weigh nothing beside the routed tokens) on an ideal node of `gpus` GPUs, nothing
+/// recomputed, with one `[[strategy]]` body.
 fn two_experts(
     layers: usize,
     gpus: usize,
@@ -55,7 +56,7 @@ fn two_experts(
     strategy: &str,
 ) -> moesim_sim::scenario::Scenario {
     let text = format!(
-        "[model]\npreset = \"olmoe-1b-7b\"\nlayers = {layers}\nexperts = 2\ntop_k = 1\nseq_len = 1024\n\
+        "[model]\npreset = \"olmoe-1b-7b\"\nlayers = {layers}\nexperts = 2\ntop_k = 1\nvocab = 8\nseq_len = 1024\n\
          micro_batch = 1\n[cluster]\npreset = \"ideal\"\ngpus_per_node = {gpus}\n[workload]\n\
          iterations = 1\nmicro_batches = {micro_batches}\n[training]\nactivation_checkpointing = false\n\
          [[strategy]]\n{strategy}\n"
@@ -93,14 +94,16 @@ fn activation_memory_counts_each_ranks_own_tokens_per_layer() {
     // FP32 router logit per expert.
     let heads = m.attention.heads as f64;
     let dense = m.layers as f64 * tokens * (8.0 * d * dtype + heads * 4.0 + m.experts as f64 * 4.0);
-    let expect = (dense + 2.0 * tokens * per_routed) / GIB;
+    // The loss: its FP32 softmax kept for backward (4 bytes per logit) and the BF16 logits beside it (2).
+    let loss = 6.0 * tokens * m.vocab as f64;
+    let expect = (dense + 2.0 * tokens * per_routed + loss) / GIB;
     assert!(
         (r.memory.activations_gib - expect).abs() < 1e-9,
         "{} vs {expect}",
         r.memory.activations_gib
     );
     // The old count (worst layer × MoE layers) would have been this much higher.
-    let old = (dense + 2.0 * 2.0 * tokens * per_routed) / GIB;
+    let old = (dense + 2.0 * 2.0 * tokens * per_routed + loss) / GIB;
     assert!(old > expect);
 }
 

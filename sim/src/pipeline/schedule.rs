@@ -267,6 +267,24 @@ impl Schedule {
         peak
     }
 
+    /// [`Schedule::peak_in_flight`] counting only `model_stage`'s chunks: most micro-batches whose forward
+    /// of that stage has run on `rank` and whose backward of it has not.
+    pub fn peak_in_flight_of(&self, rank: usize, model_stage: usize) -> usize {
+        let (mut live, mut peak) = (0usize, 0usize);
+        let tasks = self.per_rank[rank].iter().flat_map(|s| s.tasks());
+        for task in tasks.filter(|t| t.model_stage == model_stage) {
+            match task.pass {
+                Pass::Forward => {
+                    live += 1;
+                    peak = peak.max(live);
+                }
+                Pass::Backward | Pass::BackwardInput => live = live.saturating_sub(1),
+                Pass::BackwardWeight => {}
+            }
+        }
+        peak
+    }
+
     /// Closed-form bubble of the schedule's own paper, as a fraction of ideal time, for uniform F, B (and
     /// W for DualPipe): used by tests.
     ///

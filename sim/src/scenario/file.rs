@@ -211,6 +211,21 @@ pub struct TrainingSection {
     /// (`layernorm`, `mla_up_proj`, `moe_act`, `core_attn`, `mlp`, `moe`; see `crate::activations`).
     #[serde(default)]
     pub recompute_modules: crate::scenario::recompute::RecomputeModules,
+    /// How the loss's softmax cross-entropy over the vocabulary runs: `fused` (Megatron-Core's
+    /// `--cross-entropy-loss-fusion`) or `unfused` (its default path); see `strategy::output_head`.
+    #[serde(default)]
+    pub cross_entropy: CrossEntropy,
+}
+
+/// Implementations of the training loss, which differ in how many times they pass over the logits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CrossEntropy {
+    /// Megatron-Core's native fusion: three forward kernels and one backward, 28 bytes per logit.
+    #[default]
+    Fused,
+    /// Megatron-Core without the fusion flag: six forward kernels and two backward, 52 bytes per logit.
+    Unfused,
 }
 
 impl Default for TrainingSection {
@@ -221,6 +236,7 @@ impl Default for TrainingSection {
             optimizer_bytes_per_param: default_optimizer_bytes(),
             grad_bytes_per_param: default_grad_bytes(),
             recompute_modules: Default::default(),
+            cross_entropy: CrossEntropy::default(),
         }
     }
 }

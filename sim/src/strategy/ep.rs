@@ -37,6 +37,7 @@ use crate::scenario::{Scenario, Strategy};
 use crate::strategy::blocks::{self, Speeds};
 use crate::strategy::layout::{LayerLayout, Layout};
 use crate::strategy::model::StrategyModel;
+use crate::strategy::output_head::OutputHead;
 use crate::strategy::reach;
 use crate::strategy::record::{IterationRecord, routed_tokens};
 use crate::strategy::shared::{
@@ -76,7 +77,8 @@ pub struct EpModel<'a> {
     selective_s: [f64; 2],
     /// What attention's backward adds beyond twice the forward (one part).
     attention_bwd_extra_s: f64,
-    lm_head_s: f64,
+    /// The output head of one part (projection and, in training, the loss).
+    head: OutputHead,
     /// A multi-token-prediction module's projection (one part).
     mtp_projection_s: f64,
     /// Per window: the gradient synchronisation's collectives, in the order every rank issues them.
@@ -442,7 +444,7 @@ impl<'a> EpModel<'a> {
         ];
         let attention_bwd_extra_s = attention_backward_extra_s(s, cost, part_tokens, 1);
         let selective_s = selective_recompute_s(s, cost, part_tokens, 1);
-        let lm_head_s = cost.gemm_s(part_tokens, m.vocab, m.d_model, m.dtype_bytes);
+        let head = OutputHead::new(s, cost, part_tokens, 1);
         let mtp_projection_s = mtp_projection_s(s, cost, part_tokens, 1);
         let p = params_on_rank(s, slots_per_gpu);
         let (grad_sync, optimizer_time) = if training && pipelined.is_none() {
@@ -506,7 +508,7 @@ impl<'a> EpModel<'a> {
             dense_fwd_s,
             selective_s,
             attention_bwd_extra_s,
-            lm_head_s,
+            head,
             mtp_projection_s,
             grad_sync,
             optimizer_s: optimizer_time,
@@ -1043,7 +1045,7 @@ impl<'a> EpModel<'a> {
                     );
                 }
             }
-            dense_all(graph, &mut prev, g, self.lm_head_s, &speeds);
+            dense_all(graph, &mut prev, g, self.head.forward_s(), &speeds);
             // Training runs the multi-token-prediction modules after the output head (DeepSeek-V3 §2.2):
             // a projection, one more MoE block (routed as the last MoE layer: traces have no routing for
             // it) and the shared head; their backward comes first.
@@ -1055,11 +1057,11 @@ impl<'a> EpModel<'a> {
                 if let Some(c) = mtp_cells {
                     moe_block(graph, &mut prev, c, &group_ranks, &speeds, false);
                 }
-                dense_all(graph, &mut prev, g, self.lm_head_s, &speeds);
+                dense_all(graph, &mut prev, g, self.head.forward_s(), &speeds);
             }
             if training {
                 for _ in 0..mtp {
-                    dense_all(graph, &mut prev, g, 2.0 * self.lm_head_s, &speeds);
+                    dense_all(graph, &mut prev, g, self.head.backward_s(), &speeds);
                     if recompute {
                         dense_all(graph, &mut prev, g, mtp_dense, &speeds);
                     }
@@ -1074,7 +1076,7 @@ impl<'a> EpModel<'a> {
                         + self.selective_s[mtp_cells.is_some() as usize];
                     dense_all(graph, &mut prev, g, secs, &speeds);
                 }
-                dense_all(graph, &mut prev, g, 2.0 * self.lm_head_s, &speeds);
+                dense_all(graph, &mut prev, g, self.head.backward_s(), &speeds);
                 for layer in (0..layers).rev() {
                     let moe = layer >= first_moe;
                     let dense_fwd = self.dense_fwd_s[moe as usize];

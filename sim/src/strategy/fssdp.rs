@@ -38,6 +38,7 @@ use crate::scenario::knobs::FssdpKnobs;
 use crate::scenario::{Scenario, Strategy};
 use crate::strategy::ep::EpModel;
 use crate::strategy::model::StrategyModel;
+use crate::strategy::output_head::OutputHead;
 use crate::strategy::record::{IterationRecord, routed_tokens};
 use crate::strategy::shared::{attention_backward_extra_s, dense_forward_s, dense_forward_tp_s};
 use crate::strategy::stage_memory::{StageParams, stage_memory};
@@ -80,7 +81,8 @@ pub struct FssdpModel<'a> {
     selective_s: [f64; 2],
     /// What attention's backward adds beyond twice the forward.
     attention_bwd_extra_s: f64,
-    lm_head_s: f64,
+    /// The output head of one micro-batch (projection and, in training, the loss).
+    head: OutputHead,
     /// The dense gradient all-reduce's stages.
     grad_sync: Vec<crate::network::CollectiveSpec>,
     expert_bytes: f64,
@@ -230,12 +232,7 @@ impl<'a> FssdpModel<'a> {
         let attention_bwd_extra_s = attention_backward_extra_s(s, cost, t, tp_size as u64);
         let selective_s =
             crate::strategy::shared::selective_recompute_s(s, cost, t, tp_size as u64);
-        let lm_head_s = cost.gemm_s(
-            t,
-            m.vocab.div_ceil(tp_size as u64),
-            m.d_model,
-            m.dtype_bytes,
-        );
+        let head = OutputHead::new(s, cost, t, tp_size as u64);
         let expert_bytes = m.expert_bytes() as f64;
         let grad_bytes = m.expert_params() as f64 * s.training.grad_bytes_per_param;
         // A copy travels between the GPUs of a layer's shard group: across nodes when it spans several.
@@ -300,7 +297,7 @@ impl<'a> FssdpModel<'a> {
             dense_fwd_s,
             selective_s,
             attention_bwd_extra_s,
-            lm_head_s,
+            head,
             grad_sync,
             expert_bytes,
             grad_bytes,

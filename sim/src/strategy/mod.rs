@@ -6,6 +6,7 @@ pub mod fssdp;
 pub mod layout;
 pub mod model;
 pub mod offload;
+pub mod output_head;
 pub mod reach;
 pub mod record;
 pub mod shared;

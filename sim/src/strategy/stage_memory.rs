@@ -197,7 +197,21 @@ pub fn stage_memory(
                 moe
             }
         };
-        let act = in_flight * stored_per_chunk + layer_full;
+        // The rank that ends the model runs the loss over the vocabulary: it keeps each in-flight
+        // micro-batch's softmax until that micro-batch's backward, and the loss's transient buffer takes the
+        // place of a layer's working set while it runs.
+        let last = par.model_stages() - 1;
+        let (kept, transient) = if schedule.stages_on(r).contains(&last) {
+            let (k, t) = crate::strategy::output_head::loss_memory_bytes(
+                s,
+                s.tokens_per_rank(),
+                par.tp as u64,
+            );
+            (schedule.peak_in_flight_of(r, last) as f64 * k, t)
+        } else {
+            (0.0, 0.0)
+        };
+        let act = in_flight * stored_per_chunk + kept + layer_full.max(transient);
         let (params_gib, grads_gib, optimizer_gib) = training_state_gib(s, p.on_rank());
         let mut out = MemoryBreakdown {
             params_gib,

@@ -37,6 +37,7 @@ use crate::scenario::parallel::Parallel;
 use crate::scenario::{Scenario, Strategy};
 use crate::strategy::blocks::{self, Speeds, join};
 use crate::strategy::layout::Layout;
+use crate::strategy::output_head::OutputHead;
 use crate::strategy::record::IterationRecord;
 use crate::strategy::shared::{
     activation_s, attention_backward_extra_s, dense_forward_tp_s, experts_forward_width_s,
@@ -73,7 +74,8 @@ pub(super) struct Pipelined {
     /// What selective recomputation adds to each [dense, MoE] layer's backward on one TP rank (norms,
     /// MLA's up-projections, core attention, a dense MLP, an MoE block's router and shared experts).
     selective_s: [f64; 2],
-    lm_head_s: f64,
+    /// The output head of one micro-batch on one TP rank (projection and, in training, the loss).
+    head: OutputHead,
     /// Multi-token-prediction modules on the last stage in training (0 otherwise), each with its
     /// projection's seconds and one more block routed as `mtp_layer` (the model's last layer).
     mtp_depth: usize,
@@ -135,7 +137,7 @@ impl Pipelined {
         ];
         let attention_bwd_extra_s = attention_backward_extra_s(s, cost, t, tp as u64);
         let selective_s = selective_recompute_s(s, cost, t, tp as u64);
-        let lm_head_s = cost.gemm_s(t, m.vocab.div_ceil(tp as u64), m.d_model, m.dtype_bytes);
+        let head = OutputHead::new(s, cost, t, tp as u64);
         let comms = Collectives::new(topo, s.cluster.network);
         let mut scratch = AllToAllScratch::default();
         let act_bytes = (t * m.d_model * m.dtype_bytes as u64) as f64;
@@ -149,7 +151,7 @@ impl Pipelined {
             dense,
             attention_bwd_extra_s,
             selective_s,
-            lm_head_s,
+            head,
             mtp_depth: if s.workload.mode == Mode::Training {
                 m.mtp_depth
             } else {
@@ -729,7 +731,10 @@ impl<'m, 'a> Lowering<'m, 'a> {
                 }
                 self.note_chunk_tokens(r, task.mb, layers, mtp);
                 if task.model_stage == last {
-                    out.push(Step::Compute(self.pipe.lm_head_s, Phase::DenseCompute));
+                    out.push(Step::Compute(
+                        self.pipe.head.forward_s(),
+                        Phase::DenseCompute,
+                    ));
                 }
                 // The multi-token-prediction modules follow the output head on the last stage (§2.2):
                 // projection, one more MoE block (routed as the last layer), the shared head.
@@ -739,7 +744,10 @@ impl<'m, 'a> Lowering<'m, 'a> {
                         Phase::DenseCompute,
                     ));
                     self.layer_forward(r, task.mb, self.pipe.mtp_layer, &mut out);
-                    out.push(Step::Compute(self.pipe.lm_head_s, Phase::DenseCompute));
+                    out.push(Step::Compute(
+                        self.pipe.head.forward_s(),
+                        Phase::DenseCompute,
+                    ));
                 }
             }
             Pass::Backward | Pass::BackwardInput => {
@@ -750,7 +758,7 @@ impl<'m, 'a> Lowering<'m, 'a> {
                     1.0
                 };
                 for _ in 0..mtp {
-                    let head = scale * self.pipe.lm_head_s;
+                    let head = self.head_backward_s(task.pass);
                     out.push(Step::Compute(head, Phase::DenseCompute));
                     self.layer_backward(r, task, self.pipe.mtp_layer, &mut out);
                     let proj = scale * self.pipe.mtp_projection_s;
@@ -758,7 +766,7 @@ impl<'m, 'a> Lowering<'m, 'a> {
                 }
                 if task.model_stage == last {
                     out.push(Step::Compute(
-                        scale * self.pipe.lm_head_s,
+                        self.head_backward_s(task.pass),
                         Phase::DenseCompute,
                     ));
                 }
@@ -791,7 +799,7 @@ impl<'m, 'a> Lowering<'m, 'a> {
                     self.cells.remove(&(task.mb, l));
                 }
                 if task.model_stage == last {
-                    dense_s += (1 + mtp) as f64 * self.pipe.lm_head_s
+                    dense_s += (1 + mtp) as f64 * self.pipe.head.backward_weight_s()
                         + mtp as f64 * self.pipe.mtp_projection_s;
                 }
                 out.push(Step::Compute(dense_s, Phase::DenseCompute));
@@ -821,6 +829,16 @@ impl<'m, 'a> Lowering<'m, 'a> {
 
     fn is_moe(&self, l: usize) -> bool {
         l >= self.model.scenario.model.first_dense_layers
+    }
+
+    /// The output head's backward in `pass`: whole, or its input-gradient half (the loss's gradient and
+    /// the projection's input gradient) where the schedule splits off the weight gradients.
+    fn head_backward_s(&self, pass: Pass) -> f64 {
+        if pass == Pass::Backward {
+            self.pipe.head.backward_s()
+        } else {
+            self.pipe.head.backward_input_s()
+        }
     }
 
     /// One layer's forward: attention, then the MLP or the MoE block (dispatch, experts, combine).

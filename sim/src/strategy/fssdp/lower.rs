@@ -576,7 +576,7 @@ impl FssdpModel<'_> {
                 graph,
                 &mut prev,
                 0..g,
-                self.lm_head_s,
+                self.head.forward_s(),
                 &speeds,
                 Phase::DenseCompute,
             );
@@ -585,7 +585,7 @@ impl FssdpModel<'_> {
                 graph,
                 &mut prev,
                 0..g,
-                2.0 * self.lm_head_s,
+                self.head.backward_s(),
                 &speeds,
                 Phase::DenseCompute,
             );

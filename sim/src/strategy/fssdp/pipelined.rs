@@ -282,7 +282,7 @@ impl Lowering<'_, '_> {
             before = prev.to_vec();
         }
         if task.model_stage + 1 == self.pipe.par.model_stages() {
-            self.dense(graph, prev, gpus, model.lm_head_s);
+            self.dense(graph, prev, gpus, model.head.forward_s());
         }
     }
 
@@ -303,7 +303,7 @@ impl Lowering<'_, '_> {
         // Gradients are final after this task: spRS each layer's copies back to their owners.
         let reduce = self.is_final(task);
         if task.model_stage + 1 == self.pipe.par.model_stages() {
-            self.dense(graph, prev, gpus, 2.0 * model.lm_head_s);
+            self.dense(graph, prev, gpus, model.head.backward_s());
         }
         let mut before = prev.to_vec();
         for layer in self.pipe.par.layers_of(task.model_stage).rev() {
