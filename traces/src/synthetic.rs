@@ -153,6 +153,16 @@ impl SyntheticRouting {
         &self.pick_probability[layer]
     }
 
+    /// Per layer at `iteration`: the probability that one token picks each expert, with that iteration's
+    /// drift, rotation and bursts (the static popularity when nothing varies over time). What the sampled
+    /// counts of that iteration scatter around: `tokens × q` is each expert's expected load.
+    pub fn pick_probability_at(&self, iteration: usize, layer: usize) -> &[f64] {
+        match &self.over_time {
+            Some(t) => &t[iteration.min(t.len().saturating_sub(1))][layer],
+            None => &self.pick_probability[layer],
+        }
+    }
+
     pub fn spec(&self) -> &SyntheticSpec {
         &self.spec
     }
@@ -353,10 +363,7 @@ impl RoutingSource for SyntheticRouting {
                     self.spec.seed,
                     &[STREAM_SAMPLING, iteration as u64, mb as u64, layer as u64],
                 );
-                let q = match &self.over_time {
-                    Some(t) => &t[iteration.min(t.len().saturating_sub(1))][layer],
-                    None => &self.pick_probability[layer],
-                };
+                let q = self.pick_probability_at(iteration, layer);
                 if self.spec.skew == Skew::Balanced {
                     for rank in 0..s.ranks {
                         balanced_rank(

@@ -9,8 +9,12 @@
 //! - the same placement with planned token shares ([`super::robust::plan_shares`]);
 //! - EPLB from the mean load of the same window, re-planned from scratch every time (as it works);
 //! - a hindsight plan: the robust planner given the very iterations it is judged on (no move costs). It is
-//!   not a bound, but it shows how much any plan made from the past could gain on a workload: where it is
-//!   itself close to EPLB (unforecastable bursts), no history-based plan can clear a margin over EPLB.
+//!   not a bound, but it shows how much any plan made from the past could gain on a workload;
+//! - on synthetic workloads, an exact-state plan: the robust planner given the generator's own expected
+//!   loads at the last iteration before the plan, bursts removed (no sampling noise, no transient spikes:
+//!   the best a forecast from the past could know about the present). Where even it does not clear a
+//!   margin over EPLB, a better forecast is not what is missing: the future moves in ways the present does
+//!   not show (a burst, a hot spot that moves on), and only hedging or foresight could close the gap.
 //!
 //! Iteration loads come from per-token traces by continuous batching ([`batch_iterations`]) or from the
 //! synthetic counts workload with drift, bursts and rotation ([`synthetic_history`]). The simulator core
@@ -92,6 +96,9 @@ pub struct Row {
     pub eplb: Judged,
     /// The robust planner with hindsight (planned on the judged iterations themselves).
     pub hindsight: Judged,
+    /// The robust planner given the exact, burst-free expected loads of the last iteration before each plan
+    /// (synthetic workloads only; NaN otherwise).
+    pub exact_state: Judged,
     /// Expert copies moved by re-plans (all layers).
     pub ours_moved: usize,
     pub eplb_moved: usize,
@@ -118,14 +125,16 @@ struct LayerResult {
     shares: Vec<f64>,
     eplb: Vec<f64>,
     hindsight: Vec<f64>,
+    exact_state: Vec<f64>,
     ours_moved: usize,
     eplb_moved: usize,
     ours_s: f64,
     eplb_s: f64,
 }
 
-/// Plans and judges every layer of `h` (see the module doc).
-pub fn evaluate(workload: &str, h: &LoadHistory, s: &Setup) -> Row {
+/// Plans and judges every layer of `h` (see the module doc); `state`, when given, holds the generator's
+/// exact burst-free expected loads of every iteration of `h` for the exact-state plan.
+pub fn evaluate(workload: &str, h: &LoadHistory, state: Option<&LoadHistory>, s: &Setup) -> Row {
     let start = s.history.min(h.iterations.len());
     let end = (start + s.judged).min(h.iterations.len());
     let mut place = PlaceOptions::new(s.gpus, s.slots_per_gpu, s.gpus_per_node);
@@ -143,6 +152,7 @@ pub fn evaluate(workload: &str, h: &LoadHistory, s: &Setup) -> Row {
                 shares: Vec::new(),
                 eplb: Vec::new(),
                 hindsight: Vec::new(),
+                exact_state: Vec::new(),
                 ours_moved: 0,
                 eplb_moved: 0,
                 ours_s: 0.0,
@@ -194,10 +204,19 @@ pub fn evaluate(workload: &str, h: &LoadHistory, s: &Setup) -> Row {
                     .then(|| Samples::new(&future, s.gpus, o.max_samples, o.half_life))
                     .flatten()
                     .map(|smp| fresh(&smp, &o).placement);
+                let exact = state
+                    .filter(|_| t > 0)
+                    .and_then(|st| {
+                        Samples::new(&[&st.iterations[t - 1][layer]], s.gpus, 1, f64::INFINITY)
+                    })
+                    .map(|smp| fresh(&smp, &o).placement);
                 for it in judged {
                     let loads = &it[layer];
                     if let Some(p) = &hindsight {
                         r.hindsight.push(balancedness(&p.gpu_loads(loads)));
+                    }
+                    if let Some(p) = &exact {
+                        r.exact_state.push(balancedness(&p.gpu_loads(loads)));
                     }
                     let b = balancedness(&ours.gpu_loads(loads));
                     r.ours.push(b);
@@ -226,6 +245,7 @@ pub fn evaluate(workload: &str, h: &LoadHistory, s: &Setup) -> Row {
         ours_shares: Judged::of(all(|l| &l.shares)),
         eplb: Judged::of(all(|l| &l.eplb)),
         hindsight: Judged::of(all(|l| &l.hindsight)),
+        exact_state: Judged::of(all(|l| &l.exact_state)),
         ours_moved: layers.iter().map(|l| l.ours_moved).sum(),
         eplb_moved: layers.iter().map(|l| l.eplb_moved).sum(),
         replans: plan_at.len().saturating_sub(1),
@@ -287,6 +307,61 @@ pub fn batch_iterations(t: &TokenTrace, concurrency: usize, tokens_per_step: usi
     }
 }
 
+/// The shape of a synthetic workload's iterations: `layers` layers of `experts` experts, top-`top_k`,
+/// `tokens` tokens per iteration and layer, `iterations` long.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SyntheticShape {
+    pub layers: usize,
+    pub experts: usize,
+    pub top_k: usize,
+    pub tokens: u64,
+    pub iterations: usize,
+}
+
+impl SyntheticShape {
+    fn routing(&self, spec: SyntheticSpec, dynamics: Dynamics) -> SyntheticRouting {
+        let shape = RoutingShape {
+            moe_layers: self.layers,
+            experts: self.experts,
+            top_k: self.top_k,
+            ranks: 1,
+            micro_batches: 1,
+            tokens_per_rank: self.tokens,
+        };
+        SyntheticRouting::with_dynamics(shape, self.iterations, spec, dynamics)
+    }
+}
+
+/// The generator's expected loads of a synthetic workload at every iteration, its bursts removed: the
+/// drifted and rotated popularity that the sampled counts of [`synthetic_history`] scatter around, without
+/// the sampling noise and without the one-iteration spikes (the bursts draw from their own random stream,
+/// so the drift is the same with or without them).
+pub fn synthetic_state(
+    shape: SyntheticShape,
+    spec: SyntheticSpec,
+    dynamics: Dynamics,
+) -> LoadHistory {
+    let calm = Dynamics {
+        burst_prob: 0.0,
+        ..dynamics
+    };
+    let routing = shape.routing(spec, calm);
+    LoadHistory {
+        layers: shape.layers,
+        experts: shape.experts,
+        iterations: (0..shape.iterations)
+            .map(|i| {
+                (0..shape.layers)
+                    .map(|l| {
+                        let q = routing.pick_probability_at(i, l);
+                        q.iter().map(|p| p * shape.tokens as f64).collect()
+                    })
+                    .collect()
+            })
+            .collect(),
+    }
+}
+
 /// A synthetic counts workload's iteration loads (`tokens` routed tokens per iteration and layer).
 pub fn synthetic_history(
     layers: usize,
@@ -297,15 +372,14 @@ pub fn synthetic_history(
     spec: SyntheticSpec,
     dynamics: Dynamics,
 ) -> LoadHistory {
-    let shape = RoutingShape {
-        moe_layers: layers,
+    let shape = SyntheticShape {
+        layers,
         experts,
         top_k,
-        ranks: 1,
-        micro_batches: 1,
-        tokens_per_rank: tokens,
+        tokens,
+        iterations,
     };
-    let routing = SyntheticRouting::with_dynamics(shape, iterations, spec, dynamics);
+    let routing = shape.routing(spec, dynamics);
     LoadHistory {
         layers,
         experts,
@@ -424,18 +498,22 @@ pub fn run_suite_scaled(
             case.gpus_per_node,
             training_price(case.expert, *top_k, case.gpus_per_node, 10),
         );
-        rows.push(evaluate(case.name, h, &scaled(setup)));
+        rows.push(evaluate(case.name, h, None, &scaled(setup)));
     }
-    for (name, h, gpus, slots, per_node) in synthetic_workloads() {
-        let top_k = if h.experts == 64 { 6 } else { 8 };
+    for w in synthetic_workloads() {
         let setup = setup_for(
-            h.iterations.len(),
-            gpus,
-            slots,
-            per_node,
-            training_price((2048, 1408), top_k, per_node, 10),
+            w.history.iterations.len(),
+            w.gpus,
+            w.slots_per_gpu,
+            w.gpus_per_node,
+            training_price((2048, 1408), w.top_k, w.gpus_per_node, 10),
         );
-        rows.push(evaluate(&name, &h, &scaled(setup)));
+        rows.push(evaluate(
+            &w.name,
+            &w.history,
+            Some(&w.state),
+            &scaled(setup),
+        ));
     }
     rows
 }
@@ -462,8 +540,22 @@ pub fn setup_for(
     }
 }
 
-/// The synthetic workloads with drift and bursts: (name, history, GPUs, slots, GPUs per node).
-pub fn synthetic_workloads() -> Vec<(String, LoadHistory, usize, usize, usize)> {
+/// A synthetic workload of the harness.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SyntheticWorkload {
+    pub name: String,
+    pub top_k: usize,
+    /// Its sampled iteration loads.
+    pub history: LoadHistory,
+    /// The generator's exact burst-free expected loads ([`synthetic_state`]).
+    pub state: LoadHistory,
+    pub gpus: usize,
+    pub slots_per_gpu: usize,
+    pub gpus_per_node: usize,
+}
+
+/// The synthetic workloads with drift and bursts.
+pub fn synthetic_workloads() -> Vec<SyntheticWorkload> {
     let spec = |seed| SyntheticSpec {
         skew: Skew::LogNormal { sigma: 1.0 },
         seed,
@@ -485,47 +577,84 @@ pub fn synthetic_workloads() -> Vec<(String, LoadHistory, usize, usize, usize)> 
         rotate_every: 20,
         ..Dynamics::default()
     };
-    vec![
+    let small = |top_k| SyntheticShape {
+        layers: 8,
+        experts: 64,
+        top_k,
+        tokens: 2048,
+        iterations: 150,
+    };
+    let large = SyntheticShape {
+        layers: 4,
+        experts: 256,
+        top_k: 8,
+        tokens: 16384,
+        iterations: 150,
+    };
+    let cases = [
         (
-            "synthetic drift (64 experts, top-6)".into(),
-            synthetic_history(8, 64, 6, 2048, 150, spec(1), drift),
+            "synthetic drift (64 experts, top-6)",
+            small(6),
+            1,
+            drift,
             16,
-            5,
-            8,
         ),
         (
-            "synthetic bursts (64 experts, top-6)".into(),
-            synthetic_history(8, 64, 6, 2048, 150, spec(2), bursts),
+            "synthetic bursts (64 experts, top-6)",
+            small(6),
+            2,
+            bursts,
             16,
-            5,
-            8,
         ),
         (
-            "synthetic rotation (64 experts, top-6)".into(),
-            synthetic_history(8, 64, 6, 2048, 150, spec(3), rotation),
+            "synthetic rotation (64 experts, top-6)",
+            small(6),
+            3,
+            rotation,
             16,
-            5,
-            8,
         ),
-        (
-            "synthetic drift (256 experts, top-8)".into(),
-            synthetic_history(4, 256, 8, 16384, 150, spec(4), drift),
-            64,
-            5,
-            8,
-        ),
-    ]
+        ("synthetic drift (256 experts, top-8)", large, 4, drift, 64),
+    ];
+    cases
+        .into_iter()
+        .map(|(name, shape, seed, dynamics, gpus)| SyntheticWorkload {
+            name: name.into(),
+            top_k: shape.top_k,
+            history: synthetic_history(
+                shape.layers,
+                shape.experts,
+                shape.top_k,
+                shape.tokens,
+                shape.iterations,
+                spec(seed),
+                dynamics,
+            ),
+            state: synthetic_state(shape, spec(seed), dynamics),
+            gpus,
+            slots_per_gpu: 5,
+            gpus_per_node: 8,
+        })
+        .collect()
+}
+
+/// A judged plan's "median / p10", or a dash where it was not judged.
+fn pair(j: &Judged) -> String {
+    if j.median.is_nan() {
+        "—".to_string()
+    } else {
+        format!("{:.3} / {:.3}", j.median, j.p10)
+    }
 }
 
 /// The harness table (Markdown).
 pub fn table(rows: &[Row], margin: f64) -> String {
     let mut s = String::from(
-        "| workload | GPUs × slots | judged | median moesim / shares / EPLB | p10 moesim / shares / EPLB | hindsight median / p10 | copies moved moesim / EPLB | priced seconds moesim / EPLB | beats EPLB by ≥ margin |\n\
-         | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n",
+        "| workload | GPUs × slots | judged | median moesim / shares / EPLB | p10 moesim / shares / EPLB | hindsight median / p10 | exact-state median / p10 | copies moved moesim / EPLB | priced seconds moesim / EPLB | beats EPLB by ≥ margin |\n\
+         | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n",
     );
     for r in rows {
         s.push_str(&format!(
-            "| {} | {} × {} | {} it × {} layers | {:.3} / {:.3} / {:.3} | {:.3} / {:.3} / {:.3} | {} | {} / {} | {:.3} / {:.3} | {} |\n",
+            "| {} | {} × {} | {} it × {} layers | {:.3} / {:.3} / {:.3} | {:.3} / {:.3} / {:.3} | {} | {} | {} / {} | {:.3} / {:.3} | {} |\n",
             r.workload,
             r.gpus,
             r.slots_per_gpu,
@@ -537,11 +666,8 @@ pub fn table(rows: &[Row], margin: f64) -> String {
             r.ours.p10,
             r.ours_shares.p10,
             r.eplb.p10,
-            if r.hindsight.median.is_nan() {
-                "—".to_string()
-            } else {
-                format!("{:.3} / {:.3}", r.hindsight.median, r.hindsight.p10)
-            },
+            pair(&r.hindsight),
+            pair(&r.exact_state),
             r.ours_moved,
             r.eplb_moved,
             r.ours_seconds,
@@ -578,6 +704,77 @@ mod tests {
         assert_eq!(h.iterations[0][0], vec![1.0, 0.0, 0.0, 1.0]);
         assert_eq!(h.iterations[1][0], vec![0.0, 2.0, 0.0, 0.0]);
         assert_eq!(h.iterations[2][0], vec![0.0, 1.0, 1.0, 0.0]);
+    }
+
+    #[test]
+    fn the_exact_state_is_what_sampled_counts_scatter_around_without_their_bursts() {
+        let shape = SyntheticShape {
+            layers: 2,
+            experts: 16,
+            top_k: 2,
+            tokens: 1_000_000,
+            iterations: 4,
+        };
+        let spec = SyntheticSpec {
+            skew: Skew::LogNormal { sigma: 1.0 },
+            seed: 5,
+            shuffle_per_layer: true,
+        };
+        let calm = Dynamics {
+            drift_sigma: 0.3,
+            ..Dynamics::default()
+        };
+        let state = synthetic_state(shape, spec, calm);
+        let sampled = |d| {
+            let SyntheticShape {
+                layers,
+                experts,
+                top_k,
+                tokens,
+                iterations,
+            } = shape;
+            synthetic_history(layers, experts, top_k, tokens, iterations, spec, d)
+        };
+        let calm_counts = sampled(calm);
+        // Binomial noise of a million tokens: every burst-free sampled count sits within 1 % of its expected
+        // load (plus 300 tokens for the coldest experts); the drift (σ 0.3) would move it far more.
+        for (it, (st, h)) in state
+            .iterations
+            .iter()
+            .zip(&calm_counts.iterations)
+            .enumerate()
+        {
+            for (l, (st, h)) in st.iter().zip(h).enumerate() {
+                let total: f64 = st.iter().sum();
+                assert!((total - 2e6).abs() < 1e-6, "it {it} layer {l}: {total}");
+                for (x, y) in st.iter().zip(h) {
+                    assert!(
+                        (x - y).abs() <= 0.01 * x + 300.0,
+                        "it {it} layer {l}: {x} vs {y}"
+                    );
+                }
+            }
+        }
+        // With a burst in every (iteration, layer), the state stays the same (the bursts have their own random
+        // stream) and exactly one expert's share of the sampled count rises well above its expected share.
+        let bursty = Dynamics {
+            burst_prob: 1.0,
+            burst_factor: 4.0,
+            ..calm
+        };
+        assert_eq!(synthetic_state(shape, spec, bursty), state);
+        let burst_counts = sampled(bursty);
+        for (st, h) in state.iterations.iter().zip(&burst_counts.iterations) {
+            for (st, h) in st.iter().zip(h) {
+                let (ts, th): (f64, f64) = (st.iter().sum(), h.iter().sum());
+                let risen = st
+                    .iter()
+                    .zip(h)
+                    .filter(|(x, y)| *y / th > 1.5 * *x / ts)
+                    .count();
+                assert_eq!(risen, 1);
+            }
+        }
     }
 
     #[test]
