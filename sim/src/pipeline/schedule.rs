@@ -634,6 +634,33 @@ mod tests {
     }
 
     #[test]
+    fn the_last_stage_holds_one_micro_batch_in_one_f_one_b_and_all_of_them_in_gpipe() {
+        // What the loss's softmax memory counts on the rank that ends the model.
+        for (p, m) in [(4, 8), (8, 16)] {
+            let s = Schedule::build(ScheduleKind::OneFOneB, p, 1, m).unwrap();
+            assert_eq!(s.peak_in_flight_of(p - 1, p - 1), 1);
+            let g = Schedule::build(ScheduleKind::Gpipe, p, 1, m).unwrap();
+            assert_eq!(g.peak_in_flight_of(p - 1, p - 1), m);
+            // A stage the rank does not run is never in flight there.
+            assert_eq!(s.peak_in_flight_of(p - 1, 0), 0);
+        }
+        // Every stage a rank holds has a micro-batch in flight at some point, and none more than the rank
+        // holds over all its stages (interleaved and DualPipe hold several).
+        for s in cases() {
+            for r in 0..s.ranks {
+                for k in s.stages_on(r) {
+                    let n = s.peak_in_flight_of(r, k);
+                    assert!(
+                        n >= 1 && n <= s.peak_in_flight(r),
+                        "{:?} rank {r} stage {k}: {n}",
+                        s.kind
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
     fn dual_pipe_follows_the_reference_steps() {
         // p=4, m=8, rank 0 (half_rank 0): direction 0 is stage 0 (mb 0..4), direction 1 stage 3 (mb 4..8).
         let s = Schedule::build(ScheduleKind::DualPipe, 4, 1, 8).unwrap();
