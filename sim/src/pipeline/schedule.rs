@@ -253,26 +253,20 @@ impl Schedule {
     /// activations are held from its forward until its [`Pass::Backward`] or [`Pass::BackwardInput`]; an
     /// overlapped slot counts its forward before its backward (both are live while they run).
     pub fn peak_in_flight(&self, rank: usize) -> usize {
-        let (mut live, mut peak) = (0usize, 0usize);
-        for task in self.per_rank[rank].iter().flat_map(|s| s.tasks()) {
-            match task.pass {
-                Pass::Forward => {
-                    live += 1;
-                    peak = peak.max(live);
-                }
-                Pass::Backward | Pass::BackwardInput => live = live.saturating_sub(1),
-                Pass::BackwardWeight => {}
-            }
-        }
-        peak
+        self.peak_live(rank, |_| true)
     }
 
     /// [`Schedule::peak_in_flight`] counting only `model_stage`'s chunks: most micro-batches whose forward
     /// of that stage has run on `rank` and whose backward of it has not.
     pub fn peak_in_flight_of(&self, rank: usize, model_stage: usize) -> usize {
+        self.peak_live(rank, |t| t.model_stage == model_stage)
+    }
+
+    /// Most chunks among those `counted` that are live at once on `rank`, in its task order.
+    fn peak_live(&self, rank: usize, counted: impl Fn(&Task) -> bool) -> usize {
         let (mut live, mut peak) = (0usize, 0usize);
         let tasks = self.per_rank[rank].iter().flat_map(|s| s.tasks());
-        for task in tasks.filter(|t| t.model_stage == model_stage) {
+        for task in tasks.filter(|t| counted(t)) {
             match task.pass {
                 Pass::Forward => {
                     live += 1;
