@@ -256,6 +256,77 @@ fn evaluation_on_later_iterations_is_reported() {
     assert_eq!(e["from_iteration"], 4);
     assert!(e["balancedness"].as_f64().unwrap() > 0.5);
     assert!(e["eplb_balancedness"].as_f64().unwrap() > 0.0);
+    // Two iterations × four layers judged: for moesim and for EPLB, 0 < 10th percentile ≤ median ≤ 1 and
+    // 0 < mean ≤ 1.
+    for who in ["", "eplb_"] {
+        let f = |k: &str| e[format!("{who}{k}")].as_f64().unwrap();
+        let (p10, med, mean) = (f("p10"), f("median"), f("balancedness"));
+        assert!(0.0 < p10 && p10 <= med && med <= 1.0, "{who}: {p10} {med}");
+        assert!(mean <= 1.0 && mean > 0.0);
+    }
+    // The text report prints the same three figures.
+    let out = moesim()
+        .args([
+            "place",
+            "--gpus",
+            "4",
+            "--slots-per-gpu",
+            "5",
+            "--evaluate-from",
+            "4",
+            "--loads",
+        ])
+        .arg(&loads)
+        .output()
+        .unwrap();
+    common::assert_ok(&out);
+    let text = String::from_utf8(out.stdout).unwrap();
+    for row in ["mean", "median", "p10"] {
+        assert!(
+            text.lines().any(|l| l.trim_start().starts_with(row)),
+            "no {row} row in:\n{text}"
+        );
+    }
+}
+
+/// A drifting history: 2 layers × 8 experts × 30 iterations; the hot expert moves from 0 to 5 at
+/// iteration 20, so how far back the planner looks (the horizon's half-life) changes the plan.
+fn drifting_history() -> String {
+    let mut s = String::from("iteration,layer,expert,tokens\n");
+    for it in 0..30 {
+        for layer in 0..2 {
+            for e in 0..8 {
+                let hot = if it < 20 { 0 } else { 5 };
+                let load = if e == (hot + layer) % 8 {
+                    500
+                } else {
+                    40 + (e * 13 + it * 7) % 17
+                };
+                s.push_str(&format!("{it},{layer},{e},{load}\n"));
+            }
+        }
+    }
+    s
+}
+
+#[test]
+fn the_default_horizon_is_the_iterations_the_plan_serves() {
+    // Without --horizon the plan is assumed to serve as many iterations as it was made from (or those
+    // --evaluate-from judges): the same plan as an explicit --horizon of that length, and not the plan
+    // for a short horizon (for which the backtest picks a short memory on this drifting history).
+    let dir = tempfile::tempdir().unwrap();
+    let loads = write(&dir, "drift.csv", &drifting_history());
+    let layers = |v: &serde_json::Value| v["layers"].clone();
+    let base = ["--gpus", "4", "--slots-per-gpu", "3"];
+    let with = |extra: &[&str]| place_json(&[&base[..], extra].concat(), &loads);
+    let default = with(&[]);
+    assert_eq!(layers(&default), layers(&with(&["--horizon", "30"])));
+    assert_ne!(layers(&default), layers(&with(&["--horizon", "2"])));
+    let judged = with(&["--evaluate-from", "24"]);
+    assert_eq!(
+        layers(&judged),
+        layers(&with(&["--evaluate-from", "24", "--horizon", "6"]))
+    );
 }
 
 #[test]

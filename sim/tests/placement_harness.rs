@@ -3,7 +3,9 @@
 //! plans made from a window of history, judged on each later iteration and layer, against EPLB given the
 //! same inputs. Without the traces the real-trace test is ignored (see `sim/build.rs`), not passed.
 
-use moesim_sim::placement::harness::{REAL_TRACES, RealTrace, batch_iterations, run_suite, table};
+use moesim_sim::placement::harness::{
+    REAL_TRACES, RealTrace, batch_iterations, one_plan_table, run_one_plan_suite, run_suite, table,
+};
 use moesim_sim::placement::plan_layers::LoadHistory;
 mod common;
 use common::real_traces_root as traces_root;
@@ -106,6 +108,44 @@ fn robust_plans_beat_eplb_on_later_iterations_of_every_workload() {
             r.workload,
             r.ours,
             r.eplb
+        );
+    }
+}
+
+#[test]
+#[cfg_attr(
+    moesim_real_traces_missing,
+    ignore = "needs ../shared/traces (or $MOESIM_SHARED_TRACES)"
+)]
+fn one_plan_kept_for_the_rest_of_the_run_is_planned_for_a_long_horizon() {
+    let real = load_real();
+    let rows = run_one_plan_suite(&real);
+    eprintln!("{}", one_plan_table(&rows));
+    assert_eq!(rows.len(), REAL_TRACES.len() + 4);
+    for r in &rows {
+        assert!(
+            r.judged_iterations >= 15 && r.history >= 15,
+            "{}",
+            r.workload
+        );
+        for j in [&r.ours, &r.short_horizon, &r.eplb] {
+            assert!(
+                0.0 < j.p10 && j.p10 <= j.median && j.median <= 1.0,
+                "{}: {j:?}",
+                r.workload
+            );
+        }
+    }
+    // On the drifting workloads a plan kept for 100 iterations is better off read for a horizon as long as
+    // its history than for the next ten iterations (whose backtest picks a short memory that drifts off):
+    // why `moesim place` defaults its horizon to the history's length (docs/placement.md).
+    for r in rows.iter().filter(|r| r.workload.contains("drift")) {
+        assert!(
+            r.ours.p10 > r.short_horizon.p10 && r.ours.median > r.short_horizon.median,
+            "{}: {:?} vs short horizon {:?}",
+            r.workload,
+            r.ours,
+            r.short_horizon
         );
     }
 }

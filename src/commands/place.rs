@@ -3,7 +3,10 @@
 use crate::output;
 use miette::miette;
 use moesim_sim::placement::forecast::Forecast;
-use moesim_sim::placement::harness::{REAL_TRACES, batch_iterations, run_suite_scaled, table};
+use moesim_sim::placement::harness::{
+    REAL_TRACES, SHORT_HORIZON, batch_iterations, one_plan_table, run_one_plan_suite,
+    run_suite_scaled, table,
+};
 use moesim_sim::placement::plan_layers::{
     LayerPlan, LoadHistory, ModelPlaceOptions, evaluate, plan_layers, plan_layers_robust,
 };
@@ -43,8 +46,10 @@ pub struct PlaceArgs {
     /// Iterations the plan will serve (until the next re-plan): the robust objective weighs the history with
     /// the half-life that best predicted this horizon in a backtest over the history itself; a history shorter
     /// than 2 × horizon + 2 iterations keeps the default half-life (32 iterations up to 64 GPUs, 8 above).
-    #[arg(long, default_value_t = 10)]
-    pub horizon: usize,
+    /// Default: the iterations --evaluate-from judges, else as many as the history holds (a plan is assumed
+    /// to serve about as long as the history it was made from).
+    #[arg(long)]
+    pub horizon: Option<usize>,
     /// Also plan token shares per copy (for runtimes that can split an expert's tokens unevenly over its
     /// copies); JSON gains `gpu_shares` per layer. Robust objective only.
     #[arg(long)]
@@ -87,7 +92,7 @@ pub fn run(a: &PlaceArgs) -> miette::Result<ExitCode> {
             a.move_price_scale
         ));
     }
-    if a.horizon == 0 {
+    if a.horizon == Some(0) {
         return Err(miette!(
             "--horizon 0: expected the number of iterations the plan serves (at least 1)"
         ));
@@ -194,8 +199,14 @@ fn place(a: &Resolved) -> miette::Result<ExitCode> {
                 o.max_samples = n.max(1);
             }
             // The plan serves the iterations after the history: read the half-life off the history for
-            // the iterations it will serve (default ten, the harness's re-plan interval).
-            o.horizon = a.horizon;
+            // the iterations it will serve. Unless told, those are the iterations --evaluate-from judges,
+            // or as many as the history holds: a short default horizon would pick a short memory that
+            // suits the next few iterations and drifts off over a plan's real service (measured in
+            // docs/placement.md).
+            o.horizon = a.horizon.unwrap_or(match a.evaluate_from {
+                Some(f) => h.iterations.len() - f,
+                None => h.iterations.len(),
+            });
             plan_layers_robust(&h, &o, a.evaluate_from, a.shares)
                 .into_iter()
                 .map(|p| (p.plan, p.shares))
@@ -227,7 +238,10 @@ fn place(a: &Resolved) -> miette::Result<ExitCode> {
         "eplb_balancedness": overall(|p| p.baseline_balancedness),
         "eplb_layers_with_duplicates": duplicates,
         "evaluation": later.map(|(ours, base)| serde_json::json!({
-            "from_iteration": a.evaluate_from, "balancedness": ours, "eplb_balancedness": base })),
+            "from_iteration": a.evaluate_from,
+            "balancedness": ours.mean, "eplb_balancedness": base.mean,
+            "median": ours.median, "eplb_median": base.median,
+            "p10": ours.p10, "eplb_p10": base.p10 })),
         "token_split": if a.shares {
             "planned shares: gpu_shares[g][i] of expert gpu_experts[g][i]'s tokens go to its copy on GPU g"
         } else {
@@ -287,10 +301,18 @@ fn place(a: &Resolved) -> miette::Result<ExitCode> {
     );
     if let Some((ours, base)) = later {
         println!(
-            "on iterations {}..{} (not seen when planning): moesim {ours:.3}, EPLB {base:.3}",
+            "on iterations {}..{} (not seen when planning), each (iteration, layer) judged on its own:",
             a.evaluate_from.unwrap_or(0),
             h.iterations.len()
         );
+        println!("{:>8}  {:>8}  {:>8}", "", "moesim", "EPLB");
+        for (what, o, b) in [
+            ("mean", ours.mean, base.mean),
+            ("median", ours.median, base.median),
+            ("p10", ours.p10, base.p10),
+        ] {
+            println!("{what:>8}  {o:>8.3}  {b:>8.3}");
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -324,10 +346,12 @@ fn harness(a: &PlaceArgs) -> miette::Result<ExitCode> {
         real.push((*case, h, t.meta.top_k));
     }
     let rows = run_suite_scaled(&real, a.move_price_scale, true);
+    let one_plan = run_one_plan_suite(&real);
     if a.json {
+        let json = serde_json::json!({ "replanned": rows, "one_plan": one_plan });
         println!(
             "{}",
-            serde_json::to_string_pretty(&rows).expect("serialisable")
+            serde_json::to_string_pretty(&json).expect("serialisable")
         );
     } else {
         println!(
@@ -336,6 +360,10 @@ fn harness(a: &PlaceArgs) -> miette::Result<ExitCode> {
             a.move_price_scale
         );
         print!("{}", table(&rows, MARGIN));
+        println!(
+            "\nOne plan, no re-plan: planned from the same first window, judged on each later iteration and layer; moesim as `moesim place` plans by default (horizon = the history's length) and planned for the next {SHORT_HORIZON} iterations only"
+        );
+        print!("{}", one_plan_table(&one_plan));
     }
     for dir in &missing {
         eprintln!("not run: {} not found", dir.display());

@@ -22,7 +22,8 @@
 
 use super::eplb::eplb;
 use super::forecast::{Forecast, forecast};
-use super::plan_layers::LoadHistory;
+pub use super::judged::Judged;
+use super::plan_layers::{LoadHistory, evaluate as evaluate_plans, plan_layers_robust};
 use super::priced::Price;
 use super::robust::{RobustOptions, Samples, fresh, plan_shares, replan_candidates};
 use super::search::PlaceOptions;
@@ -52,34 +53,6 @@ pub struct Setup {
     pub decision_move_scale: f64,
     /// Also judge a hindsight plan (one more plan per re-plan: off in the test suite).
     pub hindsight: bool,
-}
-
-/// A distribution of per-(iteration, layer) balancedness.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-pub struct Judged {
-    pub median: f64,
-    pub p10: f64,
-    pub mean: f64,
-}
-
-impl Judged {
-    fn of(mut v: Vec<f64>) -> Self {
-        v.sort_by(f64::total_cmp);
-        let q = |p: f64| {
-            if v.is_empty() {
-                return f64::NAN;
-            }
-            // Linear interpolation between order statistics.
-            let x = p * (v.len() - 1) as f64;
-            let (i, f) = (x.floor() as usize, x.fract());
-            v[i] + f * (v[(i + 1).min(v.len() - 1)] - v[i])
-        };
-        Judged {
-            median: q(0.5),
-            p10: q(0.1),
-            mean: v.iter().sum::<f64>() / v.len().max(1) as f64,
-        }
-    }
 }
 
 /// One workload's result.
@@ -635,6 +608,127 @@ pub fn synthetic_workloads() -> Vec<SyntheticWorkload> {
             gpus_per_node: 8,
         })
         .collect()
+}
+
+/// One workload under the one-plan protocol ([`evaluate_one_plan`]).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct OnePlanRow {
+    pub workload: String,
+    pub gpus: usize,
+    pub slots_per_gpu: usize,
+    /// Iterations the plan was made from.
+    pub history: usize,
+    /// Iterations judged (each on every layer).
+    pub judged_iterations: usize,
+    pub layers: usize,
+    /// moesim as `moesim place` plans by default: for a horizon as long as its history.
+    pub ours: Judged,
+    /// moesim planned for the next [`SHORT_HORIZON`] iterations only (the re-plan interval above).
+    pub short_horizon: Judged,
+    pub eplb: Judged,
+}
+
+/// The horizon of [`OnePlanRow::short_horizon`]: the harness's re-plan interval.
+pub const SHORT_HORIZON: usize = 10;
+
+/// The one-plan protocol: a single plan from the `s.history` iterations before iteration `s.history`,
+/// judged on each of the `s.judged` iterations after it with no re-plan, as a user who plans once and
+/// keeps the plan would see it. moesim plans as `moesim place` does (its default horizon: the history's
+/// length) and, beside it, for a short horizon; EPLB from the window's mean.
+pub fn evaluate_one_plan(workload: &str, h: &LoadHistory, s: &Setup) -> OnePlanRow {
+    let start = s.history.min(h.iterations.len());
+    let end = (start + s.judged).min(h.iterations.len());
+    let window = LoadHistory {
+        layers: h.layers,
+        experts: h.experts,
+        iterations: h.iterations[..end].to_vec(),
+    };
+    let options = |horizon: usize| {
+        let mut o = RobustOptions::new(PlaceOptions::new(s.gpus, s.slots_per_gpu, s.gpus_per_node));
+        o.horizon = horizon;
+        o
+    };
+    let judge = |plans: &[super::plan_layers::RobustLayerPlan]| {
+        let layer_plans: Vec<_> = plans.iter().map(|p| p.plan.clone()).collect();
+        evaluate_plans(&window, &layer_plans, start)
+            .unwrap_or((Judged::of(Vec::new()), Judged::of(Vec::new())))
+    };
+    let (ours, eplb) = judge(&plan_layers_robust(
+        &window,
+        &options(start),
+        Some(start),
+        false,
+    ));
+    let (short_horizon, _) = judge(&plan_layers_robust(
+        &window,
+        &options(SHORT_HORIZON),
+        Some(start),
+        false,
+    ));
+    OnePlanRow {
+        workload: workload.to_string(),
+        gpus: s.gpus,
+        slots_per_gpu: s.slots_per_gpu,
+        history: start,
+        judged_iterations: end - start,
+        layers: h.layers,
+        ours,
+        short_horizon,
+        eplb,
+    }
+}
+
+/// [`evaluate_one_plan`] on every real trace given and every synthetic workload, with the setups of
+/// [`run_suite`].
+pub fn run_one_plan_suite(real: &[(RealTrace, LoadHistory, usize)]) -> Vec<OnePlanRow> {
+    let mut rows = Vec::new();
+    for (case, h, top_k) in real {
+        let setup = setup_for(
+            h.iterations.len(),
+            case.gpus,
+            case.slots_per_gpu,
+            case.gpus_per_node,
+            training_price(case.expert, *top_k, case.gpus_per_node, 10),
+        );
+        rows.push(evaluate_one_plan(case.name, h, &setup));
+    }
+    for w in synthetic_workloads() {
+        let setup = setup_for(
+            w.history.iterations.len(),
+            w.gpus,
+            w.slots_per_gpu,
+            w.gpus_per_node,
+            training_price((2048, 1408), w.top_k, w.gpus_per_node, 10),
+        );
+        rows.push(evaluate_one_plan(&w.name, &w.history, &setup));
+    }
+    rows
+}
+
+/// The one-plan table (Markdown).
+pub fn one_plan_table(rows: &[OnePlanRow]) -> String {
+    let mut s = String::from(
+        "| workload | GPUs × slots | planned from | judged | median moesim / short horizon / EPLB | p10 moesim / short horizon / EPLB |\n\
+         | --- | --- | --- | --- | --- | --- |\n",
+    );
+    for r in rows {
+        s.push_str(&format!(
+            "| {} | {} × {} | {} it | {} it × {} layers | {:.3} / {:.3} / {:.3} | {:.3} / {:.3} / {:.3} |\n",
+            r.workload,
+            r.gpus,
+            r.slots_per_gpu,
+            r.history,
+            r.judged_iterations,
+            r.layers,
+            r.ours.median,
+            r.short_horizon.median,
+            r.eplb.median,
+            r.ours.p10,
+            r.short_horizon.p10,
+            r.eplb.p10,
+        ));
+    }
+    s
 }
 
 /// A judged plan's "median / p10", or a dash where it was not judged.

@@ -2,6 +2,7 @@
 
 use super::eplb::eplb;
 use super::forecast::{Forecast, forecast};
+use super::judged::Judged;
 use super::search::{PlaceOptions, place_with_history};
 use super::{LayerPlacement, balancedness};
 use rayon::prelude::*;
@@ -109,16 +110,16 @@ pub fn plan_layers_robust(
         .collect()
 }
 
-/// Mean balancedness of `plans` (ours, baseline) over the iterations `from..` of the history.
-pub fn evaluate(h: &LoadHistory, plans: &[LayerPlan], from: usize) -> Option<(f64, f64)> {
+/// Balancedness of `plans` (ours, baseline) on every (iteration, layer) of the iterations `from..` of the
+/// history: its median, 10th percentile and mean.
+pub fn evaluate(h: &LoadHistory, plans: &[LayerPlan], from: usize) -> Option<(Judged, Judged)> {
     let later = h.iterations.get(from..).filter(|l| !l.is_empty())?;
-    let (mut ours, mut base, mut n) = (0.0, 0.0, 0.0);
+    let (mut ours, mut base) = (Vec::new(), Vec::new());
     for it in later {
         for p in plans {
-            ours += balancedness(&p.placement.gpu_loads(&it[p.layer]));
-            base += balancedness(&p.baseline.gpu_loads(&it[p.layer]));
-            n += 1.0;
+            ours.push(balancedness(&p.placement.gpu_loads(&it[p.layer])));
+            base.push(balancedness(&p.baseline.gpu_loads(&it[p.layer])));
         }
     }
-    Some((ours / n, base / n))
+    Some((Judged::of(ours), Judged::of(base)))
 }
