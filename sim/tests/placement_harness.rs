@@ -4,7 +4,7 @@
 //! same inputs. Without the traces the real-trace test is ignored (see `sim/build.rs`), not passed.
 
 use moesim_sim::placement::harness::{
-    REAL_TRACES, RealTrace, batch_iterations, one_plan_table, run_one_plan_suite, run_suite, table,
+    REAL_TRACES, RealTrace, one_plan_table, run_one_plan_suite, run_suite, table,
 };
 use moesim_sim::placement::plan_layers::LoadHistory;
 mod common;
@@ -23,11 +23,7 @@ fn load_real() -> Vec<(RealTrace, LoadHistory, usize)> {
             else {
                 panic!("{}: a per-token trace", dir.display())
             };
-            (
-                *case,
-                batch_iterations(&t, case.concurrency, case.tokens_per_step),
-                t.meta.top_k,
-            )
+            (*case, case.batching.iterations(&t), t.meta.top_k)
         })
         .collect()
 }
@@ -136,6 +132,19 @@ fn one_plan_kept_for_the_rest_of_the_run_is_planned_for_a_long_horizon() {
             );
         }
     }
+    // Training batches (a training run's router trace, as the issue judged it): one plan from 50 iterations
+    // of some prompts, kept for 100 iterations of prompts it never saw, beats EPLB by the margin.
+    let training = rows
+        .iter()
+        .find(|r| r.workload.contains("training batches"))
+        .expect("a training-batches row");
+    assert!(
+        training.ours.median >= training.eplb.median + 0.03
+            && training.ours.p10 >= training.eplb.p10 + 0.03,
+        "{:?} vs EPLB {:?}",
+        training.ours,
+        training.eplb
+    );
     // On the drifting workloads a plan kept for 100 iterations is better off read for a horizon as long as
     // its history than for the next ten iterations (whose backtest picks a short memory that drifts off):
     // why `moesim place` defaults its horizon to the history's length (docs/placement.md).

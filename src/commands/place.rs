@@ -4,8 +4,7 @@ use crate::output;
 use miette::miette;
 use moesim_sim::placement::forecast::Forecast;
 use moesim_sim::placement::harness::{
-    REAL_TRACES, SHORT_HORIZON, batch_iterations, one_plan_table, run_one_plan_suite,
-    run_suite_scaled, table,
+    REAL_TRACES, SHORT_HORIZON, one_plan_table, run_one_plan_suite, run_suite_scaled, table,
 };
 use moesim_sim::placement::plan_layers::{
     LayerPlan, LoadHistory, ModelPlaceOptions, evaluate, plan_layers, plan_layers_robust,
@@ -342,7 +341,7 @@ fn harness(a: &PlaceArgs) -> miette::Result<ExitCode> {
         let moesim_traces::Trace::Tokens(t) = trace else {
             return Err(miette!("{}: expected a per-token trace", dir.display()));
         };
-        let h = batch_iterations(&t, case.concurrency, case.tokens_per_step);
+        let h = case.batching.iterations(&t);
         real.push((*case, h, t.meta.top_k));
     }
     let rows = run_suite_scaled(&real, a.move_price_scale, true);

@@ -16,21 +16,21 @@
 //!   margin over EPLB, a better forecast is not what is missing: the future moves in ways the present does
 //!   not show (a burst, a hot spot that moves on), and only hedging or foresight could close the gap.
 //!
-//! Iteration loads come from per-token traces by continuous batching ([`batch_iterations`]) or from the
+//! Iteration loads come from per-token traces by continuous batching ([`batch_iterations`]) or as training
+//! batches of whole documents ([`document_batches`]), or from the
 //! synthetic counts workload with drift, bursts and rotation ([`synthetic_history`]). The simulator core
 //! does no I/O: the caller loads the traces (see [`REAL_TRACES`] for the cases) and passes them in.
 
 use super::eplb::eplb;
 use super::forecast::{Forecast, forecast};
+pub use super::iterations::{Batching, batch_iterations, document_batches};
 pub use super::judged::Judged;
 use super::plan_layers::{LoadHistory, evaluate as evaluate_plans, plan_layers_robust};
 use super::priced::Price;
 use super::robust::{RobustOptions, Samples, fresh, plan_shares, replan_candidates};
 use super::search::PlaceOptions;
 use super::{LayerPlacement, balancedness, gpu_loads_with_shares};
-use moesim_traces::{
-    Dynamics, RoutingShape, RoutingSource, Skew, SyntheticRouting, SyntheticSpec, TokenTrace,
-};
+use moesim_traces::{Dynamics, RoutingShape, RoutingSource, Skew, SyntheticRouting, SyntheticSpec};
 use rayon::prelude::*;
 use serde::Serialize;
 
@@ -227,59 +227,6 @@ pub fn evaluate(workload: &str, h: &LoadHistory, state: Option<&LoadHistory>, s:
     }
 }
 
-/// Iteration loads from a per-token trace by continuous batching: `concurrency` requests (sequences, in
-/// trace order) are in flight; each iteration every one of them processes its next `tokens_per_step`
-/// tokens (chunked prefill; 1 for decode), and a finished request's place goes to the next one. Layers
-/// that no token routes through (numbering gaps) are dropped.
-pub fn batch_iterations(t: &TokenTrace, concurrency: usize, tokens_per_step: usize) -> LoadHistory {
-    let (layers, experts) = (t.meta.layers, t.meta.experts);
-    let (concurrency, step) = (concurrency.max(1), tokens_per_step.max(1));
-    let mut next_seq = 0;
-    let mut active: Vec<(usize, usize)> = Vec::new();
-    let mut iterations = Vec::new();
-    loop {
-        while active.len() < concurrency && next_seq < t.sequences.len() {
-            if t.sequences[next_seq].tokens > 0 {
-                active.push((next_seq, 0));
-            }
-            next_seq += 1;
-        }
-        if active.is_empty() {
-            break;
-        }
-        let mut loads = vec![vec![0.0; experts]; layers];
-        for (sq, pos) in active.iter_mut() {
-            let s = &t.sequences[*sq];
-            let until = (*pos + step).min(s.tokens);
-            for (layer, l) in loads.iter_mut().enumerate().take(s.layers()) {
-                for tok in *pos..until {
-                    for &e in s.row(layer, tok) {
-                        l[e as usize] += 1.0;
-                    }
-                }
-            }
-            *pos = until;
-        }
-        active.retain(|(sq, pos)| *pos < t.sequences[*sq].tokens);
-        iterations.push(loads);
-    }
-    let used: Vec<usize> = (0..layers)
-        .filter(|&l| {
-            iterations
-                .iter()
-                .any(|it: &Vec<Vec<f64>>| it[l].iter().any(|&x| x > 0.0))
-        })
-        .collect();
-    LoadHistory {
-        layers: used.len(),
-        experts,
-        iterations: iterations
-            .into_iter()
-            .map(|it| used.iter().map(|&l| it[l].clone()).collect())
-            .collect(),
-    }
-}
-
 /// The shape of a synthetic workload's iterations: `layers` layers of `experts` experts, top-`top_k`,
 /// `tokens` tokens per iteration and layer, `iterations` long.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -378,15 +325,17 @@ pub struct RealTrace {
     pub gpus: usize,
     pub slots_per_gpu: usize,
     pub gpus_per_node: usize,
-    pub concurrency: usize,
-    pub tokens_per_step: usize,
+    /// How its tokens become iterations.
+    pub batching: Batching,
     /// The model's expert shape (published configs), for the price of moves and imbalance.
     pub expert: (u64, u64),
 }
 
 /// Every per-token trace of `../shared/traces` (the OLMoE folder holds totals only, with no iterations to
-/// judge). Batching gives DeepSeek-V2-Lite 161 iterations of up to 128 tokens and Mixtral (5 sequences)
-/// 32 iterations of up to 40 tokens.
+/// judge), batched as serving does; DeepSeek-V2-Lite also as training does. Continuous batching gives
+/// DeepSeek-V2-Lite 161 iterations of up to 128 tokens and Mixtral (5 sequences) 32 iterations of up to 40
+/// tokens; training batches give DeepSeek-V2-Lite 150 iterations of 16 whole prompts (about 1,000 tokens),
+/// judged on prompts the plan never saw (Mixtral's 5 sequences are too few to split).
 pub const REAL_TRACES: &[RealTrace] = &[
     RealTrace {
         name: "deepseek-v2-lite (real)",
@@ -395,9 +344,28 @@ pub const REAL_TRACES: &[RealTrace] = &[
         gpus: 16,
         slots_per_gpu: 5,
         gpus_per_node: 8,
-        concurrency: 16,
-        tokens_per_step: 8,
+        batching: Batching::Continuous {
+            concurrency: 16,
+            tokens_per_step: 8,
+        },
         // hidden_size 2048, moe_intermediate_size 1408.
+        expert: (2048, 1408),
+    },
+    RealTrace {
+        name: "deepseek-v2-lite training batches (real)",
+        dir: "deepseek-v2-lite",
+        format: "csv-tokens",
+        gpus: 16,
+        slots_per_gpu: 5,
+        gpus_per_node: 8,
+        batching: Batching::Documents {
+            per_iteration: 16,
+            iterations: 150,
+            // The harness's first plan is made at iteration 50 (`setup_for`): everything it judges comes
+            // from the other half of the prompts.
+            unseen_from: 50,
+            seed: 17,
+        },
         expert: (2048, 1408),
     },
     RealTrace {
@@ -407,8 +375,10 @@ pub const REAL_TRACES: &[RealTrace] = &[
         gpus: 4,
         slots_per_gpu: 3,
         gpus_per_node: 4,
-        concurrency: 8,
-        tokens_per_step: 8,
+        batching: Batching::Continuous {
+            concurrency: 8,
+            tokens_per_step: 8,
+        },
         expert: (4096, 14336),
     },
 ];
@@ -775,30 +745,6 @@ pub fn table(rows: &[Row], margin: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use moesim_traces::{Sequence, TraceKind};
-
-    #[test]
-    fn continuous_batching_refills_finished_requests() {
-        // Three sequences of 3, 1 and 2 tokens, one layer, experts = token index.
-        let meta = moesim_traces::trace::meta(TraceKind::Tokens, 1, 4, 1, 1, Default::default());
-        let seq = |n: usize, tokens: &[u32]| {
-            let mut s = Sequence::with_capacity(format!("s{n}"), tokens.len(), 1, 1);
-            for t in tokens {
-                s.push_row(&[*t], None);
-            }
-            s
-        };
-        let t = TokenTrace {
-            meta,
-            sequences: vec![seq(0, &[0, 1, 2]), seq(1, &[3]), seq(2, &[1, 1])],
-        };
-        let h = batch_iterations(&t, 2, 1);
-        // it0: s0[0], s1[0]; it1: s0[1], s2[0]; it2: s0[2], s2[1].
-        assert_eq!(h.iterations.len(), 3);
-        assert_eq!(h.iterations[0][0], vec![1.0, 0.0, 0.0, 1.0]);
-        assert_eq!(h.iterations[1][0], vec![0.0, 2.0, 0.0, 0.0]);
-        assert_eq!(h.iterations[2][0], vec![0.0, 1.0, 1.0, 0.0]);
-    }
 
     #[test]
     fn the_exact_state_is_what_sampled_counts_scatter_around_without_their_bursts() {

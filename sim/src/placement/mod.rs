@@ -12,6 +12,7 @@
 pub mod eplb;
 pub mod forecast;
 pub mod harness;
+pub mod iterations;
 pub mod judged;
 pub mod milp;
 pub mod plan_layers;
