@@ -241,17 +241,15 @@ fn a_zero_horizon_is_refused_and_any_other_plans() {
 fn evaluation_on_later_iterations_is_reported() {
     let dir = tempfile::tempdir().unwrap();
     let loads = write(&dir, "loads.csv", &history());
-    let v = place_json(
-        &[
-            "--gpus",
-            "4",
-            "--slots-per-gpu",
-            "5",
-            "--evaluate-from",
-            "4",
-        ],
-        &loads,
-    );
+    let args = [
+        "--gpus",
+        "4",
+        "--slots-per-gpu",
+        "5",
+        "--evaluate-from",
+        "4",
+    ];
+    let v = place_json(&args, &loads);
     let e = &v["evaluation"];
     assert_eq!(e["from_iteration"], 4);
     assert!(e["balancedness"].as_f64().unwrap() > 0.5);
@@ -266,16 +264,9 @@ fn evaluation_on_later_iterations_is_reported() {
     }
     // The text report prints the same three figures.
     let out = moesim()
-        .args([
-            "place",
-            "--gpus",
-            "4",
-            "--slots-per-gpu",
-            "5",
-            "--evaluate-from",
-            "4",
-            "--loads",
-        ])
+        .arg("place")
+        .args(args)
+        .arg("--loads")
         .arg(&loads)
         .output()
         .unwrap();

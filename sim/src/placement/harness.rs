@@ -427,12 +427,20 @@ pub fn run_suite_scaled(
     move_scale: f64,
     hindsight: bool,
 ) -> Vec<Row> {
-    let mut rows = Vec::new();
-    let scaled = |mut s: Setup| {
+    each_workload(real, |name, h, state, mut s| {
         s.decision_move_scale = move_scale;
         s.hindsight = hindsight;
-        s
-    };
+        evaluate(name, h, state, &s)
+    })
+}
+
+/// `judge` on every workload of the suite with its setup: the real traces given (no exact state), then
+/// the synthetic workloads.
+fn each_workload<R>(
+    real: &[(RealTrace, LoadHistory, usize)],
+    mut judge: impl FnMut(&str, &LoadHistory, Option<&LoadHistory>, Setup) -> R,
+) -> Vec<R> {
+    let mut rows = Vec::new();
     for (case, h, top_k) in real {
         let setup = setup_for(
             h.iterations.len(),
@@ -441,7 +449,7 @@ pub fn run_suite_scaled(
             case.gpus_per_node,
             training_price(case.expert, *top_k, case.gpus_per_node, 10),
         );
-        rows.push(evaluate(case.name, h, None, &scaled(setup)));
+        rows.push(judge(case.name, h, None, setup));
     }
     for w in synthetic_workloads() {
         let setup = setup_for(
@@ -451,12 +459,7 @@ pub fn run_suite_scaled(
             w.gpus_per_node,
             training_price((2048, 1408), w.top_k, w.gpus_per_node, 10),
         );
-        rows.push(evaluate(
-            &w.name,
-            &w.history,
-            Some(&w.state),
-            &scaled(setup),
-        ));
+        rows.push(judge(&w.name, &w.history, Some(&w.state), setup));
     }
     rows
 }
@@ -651,28 +654,7 @@ pub fn evaluate_one_plan(workload: &str, h: &LoadHistory, s: &Setup) -> OnePlanR
 /// [`evaluate_one_plan`] on every real trace given and every synthetic workload, with the setups of
 /// [`run_suite`].
 pub fn run_one_plan_suite(real: &[(RealTrace, LoadHistory, usize)]) -> Vec<OnePlanRow> {
-    let mut rows = Vec::new();
-    for (case, h, top_k) in real {
-        let setup = setup_for(
-            h.iterations.len(),
-            case.gpus,
-            case.slots_per_gpu,
-            case.gpus_per_node,
-            training_price(case.expert, *top_k, case.gpus_per_node, 10),
-        );
-        rows.push(evaluate_one_plan(case.name, h, &setup));
-    }
-    for w in synthetic_workloads() {
-        let setup = setup_for(
-            w.history.iterations.len(),
-            w.gpus,
-            w.slots_per_gpu,
-            w.gpus_per_node,
-            training_price((2048, 1408), w.top_k, w.gpus_per_node, 10),
-        );
-        rows.push(evaluate_one_plan(&w.name, &w.history, &setup));
-    }
-    rows
+    each_workload(real, |name, h, _, s| evaluate_one_plan(name, h, &s))
 }
 
 /// The one-plan table (Markdown).
@@ -683,22 +665,24 @@ pub fn one_plan_table(rows: &[OnePlanRow]) -> String {
     );
     for r in rows {
         s.push_str(&format!(
-            "| {} | {} × {} | {} it | {} it × {} layers | {:.3} / {:.3} / {:.3} | {:.3} / {:.3} / {:.3} |\n",
+            "| {} | {} × {} | {} it | {} it × {} layers | {} | {} |\n",
             r.workload,
             r.gpus,
             r.slots_per_gpu,
             r.history,
             r.judged_iterations,
             r.layers,
-            r.ours.median,
-            r.short_horizon.median,
-            r.eplb.median,
-            r.ours.p10,
-            r.short_horizon.p10,
-            r.eplb.p10,
+            three([&r.ours, &r.short_horizon, &r.eplb], |j| j.median),
+            three([&r.ours, &r.short_horizon, &r.eplb], |j| j.p10),
         ));
     }
     s
+}
+
+/// One figure of three judged plans, "a / b / c".
+fn three(plans: [&Judged; 3], figure: fn(&Judged) -> f64) -> String {
+    let [a, b, c] = plans.map(figure);
+    format!("{a:.3} / {b:.3} / {c:.3}")
 }
 
 /// A judged plan's "median / p10", or a dash where it was not judged.
@@ -718,18 +702,14 @@ pub fn table(rows: &[Row], margin: f64) -> String {
     );
     for r in rows {
         s.push_str(&format!(
-            "| {} | {} × {} | {} it × {} layers | {:.3} / {:.3} / {:.3} | {:.3} / {:.3} / {:.3} | {} | {} | {} / {} | {:.3} / {:.3} | {} |\n",
+            "| {} | {} × {} | {} it × {} layers | {} | {} | {} | {} | {} / {} | {:.3} / {:.3} | {} |\n",
             r.workload,
             r.gpus,
             r.slots_per_gpu,
             r.judged_iterations,
             r.layers,
-            r.ours.median,
-            r.ours_shares.median,
-            r.eplb.median,
-            r.ours.p10,
-            r.ours_shares.p10,
-            r.eplb.p10,
+            three([&r.ours, &r.ours_shares, &r.eplb], |j| j.median),
+            three([&r.ours, &r.ours_shares, &r.eplb], |j| j.p10),
             pair(&r.hindsight),
             pair(&r.exact_state),
             r.ours_moved,
