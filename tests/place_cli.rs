@@ -311,9 +311,12 @@ fn the_default_horizon_is_the_iterations_the_plan_serves() {
     let base = ["--gpus", "4", "--slots-per-gpu", "3"];
     let with = |extra: &[&str]| place_json(&[&base[..], extra].concat(), &loads);
     let default = with(&[]);
+    assert_eq!(default["horizon"], 30);
     assert_eq!(layers(&default), layers(&with(&["--horizon", "30"])));
     assert_ne!(layers(&default), layers(&with(&["--horizon", "2"])));
     let judged = with(&["--evaluate-from", "24"]);
+    assert_eq!(judged["horizon"], 6);
+    assert!(with(&["--objective", "forecast"])["horizon"].is_null());
     assert_eq!(
         layers(&judged),
         layers(&with(&["--evaluate-from", "24", "--horizon", "6"]))

@@ -177,6 +177,13 @@ fn place(a: &Resolved) -> miette::Result<ExitCode> {
         return Err(miette!("--shares needs --objective robust"));
     }
     let place_options = PlaceOptions::new(a.gpus, a.slots_per_gpu, a.gpus / a.nodes);
+    // The iterations the plan serves (robust objective): unless told, those --evaluate-from judges, or as
+    // many as the history holds. A short default horizon would pick a short memory that suits the next few
+    // iterations and drifts off over a plan's real service (measured in docs/placement.md).
+    let horizon = a.horizon.unwrap_or(match a.evaluate_from {
+        Some(f) => h.iterations.len() - f,
+        None => h.iterations.len(),
+    });
     let (plans, shares): (Vec<LayerPlan>, Vec<Option<Shares>>) = match a.objective {
         Objective::Forecast => {
             let o = ModelPlaceOptions {
@@ -197,15 +204,8 @@ fn place(a: &Resolved) -> miette::Result<ExitCode> {
             if let Some(n) = a.history_samples.or(a.window) {
                 o.max_samples = n.max(1);
             }
-            // The plan serves the iterations after the history: read the half-life off the history for
-            // the iterations it will serve. Unless told, those are the iterations --evaluate-from judges,
-            // or as many as the history holds: a short default horizon would pick a short memory that
-            // suits the next few iterations and drifts off over a plan's real service (measured in
-            // docs/placement.md).
-            o.horizon = a.horizon.unwrap_or(match a.evaluate_from {
-                Some(f) => h.iterations.len() - f,
-                None => h.iterations.len(),
-            });
+            // The half-life is read off the history for the iterations the plan will serve.
+            o.horizon = horizon;
             plan_layers_robust(&h, &o, a.evaluate_from, a.shares)
                 .into_iter()
                 .map(|p| (p.plan, p.shares))
@@ -221,6 +221,7 @@ fn place(a: &Resolved) -> miette::Result<ExitCode> {
         "gpus": a.gpus,
         "slots_per_gpu": a.slots_per_gpu,
         "objective": match a.objective { Objective::Robust => "robust", Objective::Forecast => "forecast" },
+        "horizon": (a.objective == Objective::Robust).then_some(horizon),
         "layers": plans.iter().zip(&shares).map(|(p, sh)| {
             let mut l = serde_json::json!({
                 "layer": layer_ids.get(p.layer).copied().unwrap_or(p.layer),
@@ -260,6 +261,19 @@ fn place(a: &Resolved) -> miette::Result<ExitCode> {
          expert's tokens evenly over its copies):",
         h.layers, h.experts, a.gpus, a.slots_per_gpu, a.nodes
     );
+    // With one iteration (a totals file) there is no history to weigh, and nothing to say.
+    if a.objective == Objective::Robust && h.iterations.len() > 1 {
+        println!(
+            "(planned to serve {horizon} iteration(s){}; --horizon sets it)",
+            if a.horizon.is_some() {
+                ""
+            } else if a.evaluate_from.is_some() {
+                ": the ones --evaluate-from judges"
+            } else {
+                ": as many as the history holds"
+            }
+        );
+    }
     for p in &plans {
         let gpus: Vec<String> = p
             .placement
