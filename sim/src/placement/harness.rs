@@ -665,18 +665,25 @@ pub fn one_plan_table(rows: &[OnePlanRow]) -> String {
     );
     for r in rows {
         s.push_str(&format!(
-            "| {} | {} × {} | {} it | {} it × {} layers | {} | {} |\n",
-            r.workload,
-            r.gpus,
-            r.slots_per_gpu,
+            "{} {} it | {} | {} | {} |\n",
+            lead(&r.workload, r.gpus, r.slots_per_gpu),
             r.history,
-            r.judged_iterations,
-            r.layers,
+            judged_cell(r.judged_iterations, r.layers),
             three([&r.ours, &r.short_horizon, &r.eplb], |j| j.median),
             three([&r.ours, &r.short_horizon, &r.eplb], |j| j.p10),
         ));
     }
     s
+}
+
+/// A table row's first cells: "| workload | GPUs × slots |".
+fn lead(workload: &str, gpus: usize, slots_per_gpu: usize) -> String {
+    format!("| {workload} | {gpus} × {slots_per_gpu} |")
+}
+
+/// What a row judged: "N it × L layers".
+fn judged_cell(iterations: usize, layers: usize) -> String {
+    format!("{iterations} it × {layers} layers")
 }
 
 /// One figure of three judged plans, "a / b / c".
@@ -702,12 +709,9 @@ pub fn table(rows: &[Row], margin: f64) -> String {
     );
     for r in rows {
         s.push_str(&format!(
-            "| {} | {} × {} | {} it × {} layers | {} | {} | {} | {} | {} / {} | {:.3} / {:.3} | {} |\n",
-            r.workload,
-            r.gpus,
-            r.slots_per_gpu,
-            r.judged_iterations,
-            r.layers,
+            "{} {} | {} | {} | {} | {} | {} / {} | {:.3} / {:.3} | {} |\n",
+            lead(&r.workload, r.gpus, r.slots_per_gpu),
+            judged_cell(r.judged_iterations, r.layers),
             three([&r.ours, &r.ours_shares, &r.eplb], |j| j.median),
             three([&r.ours, &r.ours_shares, &r.eplb], |j| j.p10),
             pair(&r.hindsight),
