@@ -2,9 +2,11 @@
 
 use crate::output;
 use miette::miette;
+use moesim_sim::placement::burst_ceiling::burst_ceilings;
 use moesim_sim::placement::forecast::Forecast;
 use moesim_sim::placement::harness::{
-    REAL_TRACES, SHORT_HORIZON, one_plan_table, run_one_plan_suite, run_suite_scaled, table,
+    REAL_TRACES, SHORT_HORIZON, decision_window_table, one_plan_table, run_one_plan_suite,
+    run_persistence_suite, run_suite_scaled, table,
 };
 use moesim_sim::placement::plan_layers::{
     LayerPlan, LoadHistory, ModelPlaceOptions, evaluate, plan_layers, plan_layers_robust,
@@ -359,9 +361,16 @@ fn harness(a: &PlaceArgs) -> miette::Result<ExitCode> {
         real.push((*case, h, t.meta.top_k));
     }
     let rows = run_suite_scaled(&real, a.move_price_scale, true);
+    let persistence = run_persistence_suite(&real);
     let one_plan = run_one_plan_suite(&real);
+    let ceilings = burst_ceilings();
     if a.json {
-        let json = serde_json::json!({ "replanned": rows, "one_plan": one_plan });
+        let json = serde_json::json!({
+            "replanned": rows,
+            "replanned_persistence": persistence,
+            "one_plan": one_plan,
+            "burst_ceiling": ceilings,
+        });
         println!(
             "{}",
             serde_json::to_string_pretty(&json).expect("serialisable")
@@ -377,6 +386,22 @@ fn harness(a: &PlaceArgs) -> miette::Result<ExitCode> {
             "\nOne plan, no re-plan: planned from the same first window, judged on each later iteration and layer; moesim as `moesim place` plans by default (horizon = the history's length) and planned for the next {SHORT_HORIZON} iterations only"
         );
         print!("{}", one_plan_table(&one_plan));
+        println!(
+            "\nRe-plan decisions that count a move's gain over the rest of the run (as above) or only as long as the pattern it adapts to is expected to hold (persistence, from each layer's backtested half-life)"
+        );
+        print!("{}", decision_window_table(&rows, &persistence));
+        for c in &ceilings {
+            println!(
+                "\n{}: plans given the generator's exact burst-free state reach median / p10 {:.3} / {:.3}; given the state and the burst law itself {:.3} / {:.3}; EPLB from the history's mean {:.3} / {:.3} (fresh plans every 10 iterations, moves free)",
+                c.workload,
+                c.exact_state.median,
+                c.exact_state.p10,
+                c.burst_law.median,
+                c.burst_law.p10,
+                c.eplb.median,
+                c.eplb.p10
+            );
+        }
     }
     for dir in &missing {
         eprintln!("not run: {} not found", dir.display());

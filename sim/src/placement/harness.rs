@@ -26,7 +26,7 @@ use super::forecast::{Forecast, forecast};
 pub use super::iterations::{Batching, batch_iterations, document_batches};
 pub use super::judged::Judged;
 use super::plan_layers::{LoadHistory, evaluate as evaluate_plans, plan_layers_robust};
-use super::priced::Price;
+use super::priced::{DecisionWindow, Price};
 use super::robust::{RobustOptions, Samples, fresh, plan_shares, replan_candidates};
 use super::search::PlaceOptions;
 use super::{LayerPlacement, balancedness, gpu_loads_with_shares};
@@ -53,6 +53,8 @@ pub struct Setup {
     pub decision_move_scale: f64,
     /// Also judge a hindsight plan (one more plan per re-plan: off in the test suite).
     pub hindsight: bool,
+    /// Over how many iterations a re-plan's gain is counted when it is priced.
+    pub decision_window: DecisionWindow,
 }
 
 /// One workload's result.
@@ -143,9 +145,8 @@ pub fn evaluate(workload: &str, h: &LoadHistory, state: Option<&LoadHistory>, s:
                 let ours = match &prev {
                     None => fresh(&smp, &o).placement,
                     Some((p, _)) => {
-                        // A move pays over the rest of the run (the plan stays until a re-plan replaces it).
                         let price = Price {
-                            window: end - t,
+                            window: s.decision_window.iterations(end - t, &smp),
                             seconds_per_copy: s.price.seconds_per_copy * s.decision_move_scale,
                             seconds_per_copy_local: s.price.seconds_per_copy_local
                                 * s.decision_move_scale,
@@ -434,6 +435,15 @@ pub fn run_suite_scaled(
     })
 }
 
+/// [`run_suite`] with re-plan decisions that count a move's gain only as long as the pattern it adapts to
+/// is expected to hold ([`DecisionWindow::Persistence`]).
+pub fn run_persistence_suite(real: &[(RealTrace, LoadHistory, usize)]) -> Vec<Row> {
+    each_workload(real, |name, h, state, mut s| {
+        s.decision_window = DecisionWindow::Persistence;
+        evaluate(name, h, state, &s)
+    })
+}
+
 /// `judge` on every workload of the suite with its setup: the real traces given (no exact state), then
 /// the synthetic workloads.
 fn each_workload<R>(
@@ -452,14 +462,7 @@ fn each_workload<R>(
         rows.push(judge(case.name, h, None, setup));
     }
     for w in synthetic_workloads() {
-        let setup = setup_for(
-            w.history.iterations.len(),
-            w.gpus,
-            w.slots_per_gpu,
-            w.gpus_per_node,
-            training_price((2048, 1408), w.top_k, w.gpus_per_node, 10),
-        );
-        rows.push(judge(&w.name, &w.history, Some(&w.state), setup));
+        rows.push(judge(&w.name, &w.history, Some(&w.state), w.setup()));
     }
     rows
 }
@@ -483,6 +486,7 @@ pub fn setup_for(
         price,
         decision_move_scale: 1.0,
         hindsight: false,
+        decision_window: DecisionWindow::RestOfRun,
     }
 }
 
@@ -495,9 +499,24 @@ pub struct SyntheticWorkload {
     pub history: LoadHistory,
     /// The generator's exact burst-free expected loads ([`synthetic_state`]).
     pub state: LoadHistory,
+    /// The dynamics it was generated with.
+    pub dynamics: Dynamics,
     pub gpus: usize,
     pub slots_per_gpu: usize,
     pub gpus_per_node: usize,
+}
+
+impl SyntheticWorkload {
+    /// The harness's setup for this workload ([`setup_for`], priced for DeepSeek-V2-Lite-sized experts).
+    pub fn setup(&self) -> Setup {
+        setup_for(
+            self.history.iterations.len(),
+            self.gpus,
+            self.slots_per_gpu,
+            self.gpus_per_node,
+            training_price((2048, 1408), self.top_k, self.gpus_per_node, 10),
+        )
+    }
 }
 
 /// The synthetic workloads with drift and bursts.
@@ -576,6 +595,7 @@ pub fn synthetic_workloads() -> Vec<SyntheticWorkload> {
                 dynamics,
             ),
             state: synthetic_state(shape, spec(seed), dynamics),
+            dynamics,
             gpus,
             slots_per_gpu: 5,
             gpus_per_node: 8,
@@ -721,6 +741,30 @@ pub fn table(rows: &[Row], margin: f64) -> String {
             r.ours_seconds,
             r.eplb_seconds,
             if r.beats_eplb(margin) { "yes" } else { "no" },
+        ));
+    }
+    s
+}
+
+/// The two decision windows side by side (Markdown): `rest` as [`run_suite`] decides, `persistence` as
+/// [`run_persistence_suite`] does, on the same workloads in the same order; EPLB from the first.
+pub fn decision_window_table(rest: &[Row], persistence: &[Row]) -> String {
+    let mut s = String::from(
+        "| workload | GPUs × slots | median rest of run / persistence / EPLB | p10 rest of run / persistence / EPLB | copies moved rest of run / persistence / EPLB | priced seconds rest of run / persistence / EPLB |\n\
+         | --- | --- | --- | --- | --- | --- |\n",
+    );
+    for (r, p) in rest.iter().zip(persistence) {
+        s.push_str(&format!(
+            "{} {} | {} | {} / {} / {} | {:.3} / {:.3} / {:.3} |\n",
+            lead(&r.workload, r.gpus, r.slots_per_gpu),
+            three([&r.ours, &p.ours, &r.eplb], |j| j.median),
+            three([&r.ours, &p.ours, &r.eplb], |j| j.p10),
+            r.ours_moved,
+            p.ours_moved,
+            r.eplb_moved,
+            r.ours_seconds,
+            p.ours_seconds,
+            r.eplb_seconds,
         ));
     }
     s

@@ -9,6 +9,7 @@
 //!   past iterations, incremental re-planning that keeps experts where they are unless moving pays); small
 //!   fresh instances are also solved exactly by [`milp::assign`] and the better plan kept.
 
+pub mod burst_ceiling;
 pub mod eplb;
 pub mod forecast;
 pub mod harness;

@@ -9,7 +9,7 @@
 //! simulator can instead pass closures that price moves on its topology and savings with its step model.
 
 use super::LayerPlacement;
-use super::robust::{Candidate, CandidateKind};
+use super::robust::{Candidate, CandidateKind, Samples};
 use crate::scenario::cluster::Cluster;
 use crate::scenario::model::Model;
 use moesim_calibrate::CostModel;
@@ -35,6 +35,28 @@ pub fn choose(
         })
         .max_by(|a, b| a.0.total_cmp(&b.0))
         .map(|(_, c)| c)
+}
+
+/// Over how many iterations the seconds a re-plan saves are counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DecisionWindow {
+    /// Every iteration left in the run: the plan stays until a re-plan replaces it, and its gain is taken to
+    /// hold as long.
+    RestOfRun,
+    /// As long as the pattern the plan adapts to is expected to hold ([`Samples::persistence`], from the
+    /// layer's backtested half-life), at most the rest of the run: under drift the present that a move
+    /// adapts to fades, and with it what the move gains.
+    Persistence,
+}
+
+impl DecisionWindow {
+    /// The window's iterations when `left` iterations remain and the plan is made from `smp`.
+    pub fn iterations(self, left: usize, smp: &Samples) -> usize {
+        match self {
+            DecisionWindow::RestOfRun => left,
+            DecisionWindow::Persistence => (left as f64).min(smp.persistence().ceil()) as usize,
+        }
+    }
 }
 
 /// The simple price of moves and of imbalance.

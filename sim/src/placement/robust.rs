@@ -157,6 +157,8 @@ pub struct Samples {
     /// Weighted mean and standard deviation of each expert's normalised load.
     pub mean: Vec<f64>,
     pub sd: Vec<f64>,
+    /// Half-life (iterations of age) of the sample weights; infinite when all weigh alike.
+    pub half_life: f64,
 }
 
 impl Samples {
@@ -183,6 +185,26 @@ impl Samples {
                 1.0
             });
         }
+        Self::weighted(experts, w, weight, half_life)
+    }
+
+    /// Scenarios given outright: `loads[s]` with probability `weight[s]` (normalised here), each scaled to
+    /// a mean GPU load of 1; `None` when none has any load.
+    pub fn from_scenarios(loads: &[Vec<f64>], weight: &[f64], gpus: usize) -> Option<Self> {
+        let experts = loads.first()?.len();
+        let (mut w, mut kept) = (Vec::new(), Vec::new());
+        for (l, &p) in loads.iter().zip(weight) {
+            let total: f64 = l.iter().sum();
+            if total > 0.0 && total.is_finite() && p > 0.0 {
+                w.extend(l.iter().map(|x| x * gpus as f64 / total));
+                kept.push(p);
+            }
+        }
+        Self::weighted(experts, w, kept, f64::INFINITY)
+    }
+
+    /// Samples `w` (already normalised) with weights `weight` (normalised here); `None` when empty.
+    fn weighted(experts: usize, w: Vec<f64>, mut weight: Vec<f64>, half_life: f64) -> Option<Self> {
         let n = weight.len();
         if n == 0 {
             return None;
@@ -208,6 +230,7 @@ impl Samples {
             weight,
             mean,
             sd: var.into_iter().map(f64::sqrt).collect(),
+            half_life,
         })
     }
 
@@ -220,6 +243,19 @@ impl Samples {
             weight: vec![1.0],
             mean: vec![gpus as f64 / experts as f64; experts],
             sd: vec![0.0; experts],
+            half_life: f64::INFINITY,
+        }
+    }
+
+    /// Iterations a pattern read off these samples is expected to hold: the sum of the weights a plan's
+    /// future iterations keep under the same decay (`Σ_k 2^(−k/h)`, infinite for an infinite half-life).
+    /// What a re-plan gains by adapting to the present decays as fast as the present is forgotten, so this
+    /// bounds the window over which a move pays.
+    pub fn persistence(&self) -> f64 {
+        if self.half_life.is_finite() && self.half_life > 0.0 {
+            1.0 / (1.0 - 0.5f64.powf(1.0 / self.half_life))
+        } else {
+            f64::INFINITY
         }
     }
 
