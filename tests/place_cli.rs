@@ -386,3 +386,22 @@ fn shares_need_the_robust_objective() {
         "--shares needs --objective robust",
     );
 }
+
+#[test]
+fn harness_protocol_knobs_are_checked() {
+    for (args, message) in [
+        (&["--harness", "--replan-every", "0"][..], "--replan-every"),
+        (
+            &["--harness", "--decision-window", "forever"][..],
+            "--decision-window",
+        ),
+        (&["--decision-window", "persistence"][..], "--harness"),
+    ] {
+        moesim()
+            .arg("place")
+            .args(args)
+            .assert()
+            .failure()
+            .stderr(predicate::str::contains(message));
+    }
+}

@@ -5,12 +5,13 @@ use miette::miette;
 use moesim_sim::placement::burst_ceiling::burst_ceilings;
 use moesim_sim::placement::forecast::Forecast;
 use moesim_sim::placement::harness::{
-    REAL_TRACES, SHORT_HORIZON, decision_window_table, one_plan_table, run_one_plan_suite,
-    run_persistence_suite, run_suite_scaled, table,
+    REAL_TRACES, SHORT_HORIZON, SuiteOptions, decision_window_table, one_plan_table,
+    run_one_plan_suite, run_suite_with, table,
 };
 use moesim_sim::placement::plan_layers::{
     LayerPlan, LoadHistory, ModelPlaceOptions, evaluate, plan_layers, plan_layers_robust,
 };
+use moesim_sim::placement::priced::DecisionWindow;
 use moesim_sim::placement::robust::RobustOptions;
 use moesim_sim::placement::search::PlaceOptions;
 use std::path::{Path, PathBuf};
@@ -63,6 +64,13 @@ pub struct PlaceArgs {
     /// seconds keep the full price.
     #[arg(long, requires = "harness", default_value_t = 1.0)]
     pub move_price_scale: f64,
+    /// --harness: iterations between re-plans (moesim and EPLB alike).
+    #[arg(long, requires = "harness", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=1000))]
+    pub replan_every: u64,
+    /// --harness: over how many iterations moesim counts what a re-plan saves (the first table; the
+    /// last table shows both).
+    #[arg(long, requires = "harness", value_enum, default_value_t = GainWindow::RestOfRun)]
+    pub decision_window: GainWindow,
     /// Traces folder for --harness (default: $MOESIM_SHARED_TRACES, else ../shared/traces).
     #[arg(long, requires = "harness")]
     pub traces: Option<PathBuf>,
@@ -72,6 +80,31 @@ pub struct PlaceArgs {
     /// Also write the JSON here.
     #[arg(long)]
     pub out: Option<PathBuf>,
+}
+
+/// `--decision-window`: [`DecisionWindow`] on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum GainWindow {
+    /// Every iteration left in the run.
+    RestOfRun,
+    /// As long as the layer's pattern is expected to hold (its backtested half-life).
+    Persistence,
+}
+
+impl GainWindow {
+    fn window(self) -> DecisionWindow {
+        match self {
+            GainWindow::RestOfRun => DecisionWindow::RestOfRun,
+            GainWindow::Persistence => DecisionWindow::Persistence,
+        }
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            GainWindow::RestOfRun => "the rest of the run",
+            GainWindow::Persistence => "as long as the layer's pattern persists",
+        }
+    }
 }
 
 /// Planned token shares of one layer: `shares[g][i]` for the copy in GPU g's slot i.
@@ -360,13 +393,33 @@ fn harness(a: &PlaceArgs) -> miette::Result<ExitCode> {
         let h = case.batching.iterations(&t);
         real.push((*case, h, t.meta.top_k));
     }
-    let rows = run_suite_scaled(&real, a.move_price_scale, true);
-    let persistence = run_persistence_suite(&real);
+    let chosen = SuiteOptions {
+        move_scale: a.move_price_scale,
+        hindsight: true,
+        replan_every: a.replan_every as usize,
+        decision_window: a.decision_window.window(),
+    };
+    let rows = run_suite_with(&real, &chosen);
+    // The same protocol with the other decision window, for the comparison table.
+    let other = SuiteOptions {
+        hindsight: false,
+        decision_window: match a.decision_window {
+            GainWindow::RestOfRun => DecisionWindow::Persistence,
+            GainWindow::Persistence => DecisionWindow::RestOfRun,
+        },
+        ..chosen
+    };
+    let other_rows = run_suite_with(&real, &other);
+    let (rest, persistence) = match a.decision_window {
+        GainWindow::RestOfRun => (&rows, &other_rows),
+        GainWindow::Persistence => (&other_rows, &rows),
+    };
     let one_plan = run_one_plan_suite(&real);
     let ceilings = burst_ceilings();
     if a.json {
         let json = serde_json::json!({
             "replanned": rows,
+            "replanned_rest_of_run": rest,
             "replanned_persistence": persistence,
             "one_plan": one_plan,
             "burst_ceiling": ceilings,
@@ -377,9 +430,11 @@ fn harness(a: &PlaceArgs) -> miette::Result<ExitCode> {
         );
     } else {
         println!(
-            "Plan from up to 50 iterations of history, judge each later iteration and layer (balancedness = mean / max GPU load); re-plan every 10 iterations, moves priced in seconds (training on DGX H100, {} tokens per GPU; move seconds × {} in decisions)",
+            "Plan from up to 50 iterations of history, judge each later iteration and layer (balancedness = mean / max GPU load); re-plan every {} iterations, moves priced in seconds (training on DGX H100, {} tokens per GPU; move seconds × {} in decisions), a re-plan's gain counted over {}",
+            a.replan_every,
             moesim_sim::placement::harness::PRICE_TOKENS_PER_GPU,
-            a.move_price_scale
+            a.move_price_scale,
+            a.decision_window.describe()
         );
         print!("{}", table(&rows, MARGIN));
         println!(
@@ -387,9 +442,10 @@ fn harness(a: &PlaceArgs) -> miette::Result<ExitCode> {
         );
         print!("{}", one_plan_table(&one_plan));
         println!(
-            "\nRe-plan decisions that count a move's gain over the rest of the run (as above) or only as long as the pattern it adapts to is expected to hold (persistence, from each layer's backtested half-life)"
+            "\nThe same re-plans (every {} iterations) with a move's gain counted over the rest of the run or only as long as the pattern it adapts to is expected to hold (persistence, from each layer's backtested half-life); EPLB as above",
+            a.replan_every
         );
-        print!("{}", decision_window_table(&rows, &persistence));
+        print!("{}", decision_window_table(rest, persistence));
         for c in &ceilings {
             println!(
                 "\n{}: plans given the generator's exact burst-free state reach median / p10 {:.3} / {:.3}; given the state and the burst law itself {:.3} / {:.3}; EPLB from the history's mean {:.3} / {:.3} (fresh plans every 10 iterations, moves free)",

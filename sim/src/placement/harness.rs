@@ -415,22 +415,45 @@ pub fn training_price(
     )
 }
 
-/// Runs the harness on every synthetic workload, and on `real` (case, history, top-k) loaded by the caller.
-pub fn run_suite(real: &[(RealTrace, LoadHistory, usize)]) -> Vec<Row> {
-    run_suite_scaled(real, 1.0, false)
+/// How the suite re-plans: the knobs `moesim place --harness` exposes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SuiteOptions {
+    /// Factor on the seconds of a moved copy when deciding re-plans (0: moves are free, so every re-plan
+    /// adopts the best candidate); the reported seconds keep the full price.
+    pub move_scale: f64,
+    /// Also judge the hindsight plan (one more plan per re-plan).
+    pub hindsight: bool,
+    /// Iterations between re-plans, for moesim and EPLB alike.
+    pub replan_every: usize,
+    /// Over how many iterations moesim counts what a re-plan saves.
+    pub decision_window: DecisionWindow,
 }
 
-/// [`run_suite`] with the seconds of a moved copy scaled by `move_scale` when deciding re-plans (0: moves
-/// are free, so every re-plan adopts the best candidate); the reported seconds keep the full price. With
-/// `hindsight`, each row also judges the hindsight plan.
-pub fn run_suite_scaled(
-    real: &[(RealTrace, LoadHistory, usize)],
-    move_scale: f64,
-    hindsight: bool,
-) -> Vec<Row> {
+impl Default for SuiteOptions {
+    /// The harness's protocol ([`setup_for`]): full price, no hindsight, re-plans every 10 iterations whose
+    /// gain counts over the rest of the run.
+    fn default() -> Self {
+        SuiteOptions {
+            move_scale: 1.0,
+            hindsight: false,
+            replan_every: 10,
+            decision_window: DecisionWindow::RestOfRun,
+        }
+    }
+}
+
+/// Runs the harness on every synthetic workload, and on `real` (case, history, top-k) loaded by the caller.
+pub fn run_suite(real: &[(RealTrace, LoadHistory, usize)]) -> Vec<Row> {
+    run_suite_with(real, &SuiteOptions::default())
+}
+
+/// [`run_suite`] re-planned as `o` says.
+pub fn run_suite_with(real: &[(RealTrace, LoadHistory, usize)], o: &SuiteOptions) -> Vec<Row> {
     each_workload(real, |name, h, state, mut s| {
-        s.decision_move_scale = move_scale;
-        s.hindsight = hindsight;
+        s.decision_move_scale = o.move_scale;
+        s.hindsight = o.hindsight;
+        s.replan_every = o.replan_every.max(1);
+        s.decision_window = o.decision_window;
         evaluate(name, h, state, &s)
     })
 }
@@ -438,10 +461,13 @@ pub fn run_suite_scaled(
 /// [`run_suite`] with re-plan decisions that count a move's gain only as long as the pattern it adapts to
 /// is expected to hold ([`DecisionWindow::Persistence`]).
 pub fn run_persistence_suite(real: &[(RealTrace, LoadHistory, usize)]) -> Vec<Row> {
-    each_workload(real, |name, h, state, mut s| {
-        s.decision_window = DecisionWindow::Persistence;
-        evaluate(name, h, state, &s)
-    })
+    run_suite_with(
+        real,
+        &SuiteOptions {
+            decision_window: DecisionWindow::Persistence,
+            ..SuiteOptions::default()
+        },
+    )
 }
 
 /// `judge` on every workload of the suite with its setup: the real traces given (no exact state), then
