@@ -120,6 +120,7 @@ fn families(s: &Scenario) -> Vec<Strategy> {
                                                 forecast_window: (window != usize::MAX).then_some(window),
                                                 method,
                                                 token_split: split,
+                                                replan_gain: Default::default(),
                                             }),
                                             fssdp: None,
                                             offload: None,

@@ -184,3 +184,39 @@ fn warm_up_before_the_first_plan_is_reported_apart() {
     assert_eq!(ep.warmup_iterations, 0);
     assert!(ep.steady_step_time_ms.is_none());
 }
+
+/// `replan_gain = "persistence"`: under drift the saving of a move is counted only while the layer's pattern
+/// holds, so moesim's re-plans move fewer copies than when it is counted over the rest of the run. The knob
+/// belongs to ep-replicated only.
+#[test]
+fn a_moves_gain_counted_while_the_pattern_holds_moves_fewer_copies_under_drift() {
+    let drift = "workload.dynamics={ drift_sigma = 0.5, drift_persistence = 0.9 }";
+    let moved = |gain: &str| {
+        let r = replicated(&[
+            drift,
+            "strategy.3.replan_interval=2",
+            &format!("strategy.3.replan_gain={gain}"),
+        ]);
+        let rep = r.replication.as_ref().unwrap();
+        let moved = rep.moved_copies_per_replan.iter().sum::<usize>();
+        eprintln!(
+            "{gain}: {moved} copies moved, mean step {:.3} ms, rebalance {:.3} ms",
+            r.step_time_ms.mean, r.breakdown_ms["rebalance"]
+        );
+        moved
+    };
+    let (rest, persistence) = (moved("rest-of-run"), moved("persistence"));
+    assert!(persistence < rest, "{persistence} vs {rest}");
+    let path = format!(
+        "{}/../scenarios/quickstart.toml",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let text = std::fs::read_to_string(&path).unwrap();
+    let e = moesim_sim::scenario::parse_scenario(
+        &path,
+        &text,
+        &["strategy.0.replan_gain=persistence".into()],
+    )
+    .unwrap_err();
+    assert!(e.message.contains("applies only to kind"), "{}", e.message);
+}

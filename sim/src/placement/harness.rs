@@ -79,8 +79,8 @@ pub struct Row {
     pub eplb_moved: usize,
     /// Re-plans after the first plan.
     pub replans: usize,
-    /// Seconds under the harness's price: expert work of the most loaded GPU on every judged (iteration,
-    /// layer) plus the seconds of every re-plan's moves (even split for moesim).
+    /// Seconds under the harness's price: expert work and exchange of the most loaded GPU on every judged
+    /// (iteration, layer) plus the seconds of every re-plan's moves (even split for moesim).
     pub ours_seconds: f64,
     pub eplb_seconds: f64,
 }
@@ -389,11 +389,12 @@ pub const REAL_TRACES: &[RealTrace] = &[
 pub const PRICE_TOKENS_PER_GPU: u64 = 4096;
 
 /// The harness's price: training (weights and 12 bytes of optimizer state per parameter move, the
-/// scenario default) on DGX H100 nodes (datasheet roofline), `PRICE_TOKENS_PER_GPU × top_k` routed tokens
-/// per GPU and layer, a window of `window` iterations.
+/// scenario default) on DGX H100 nodes (datasheet roofline) for an EP group of `gpus` GPUs,
+/// `PRICE_TOKENS_PER_GPU × top_k` routed tokens per GPU and layer, a window of `window` iterations.
 pub fn training_price(
     expert: (u64, u64),
     top_k: usize,
+    gpus: usize,
     gpus_per_node: usize,
     window: usize,
 ) -> Price {
@@ -408,6 +409,7 @@ pub fn training_price(
         shape,
         &cluster,
         &cluster.roofline(),
+        gpus,
         gpus_per_node,
         PRICE_TOKENS_PER_GPU * top_k as u64,
         Some(12.0),
@@ -483,7 +485,7 @@ fn each_workload<R>(
             case.gpus,
             case.slots_per_gpu,
             case.gpus_per_node,
-            training_price(case.expert, *top_k, case.gpus_per_node, 10),
+            training_price(case.expert, *top_k, case.gpus, case.gpus_per_node, 10),
         );
         rows.push(judge(case.name, h, None, setup));
     }
@@ -540,7 +542,7 @@ impl SyntheticWorkload {
             self.gpus,
             self.slots_per_gpu,
             self.gpus_per_node,
-            training_price((2048, 1408), self.top_k, self.gpus_per_node, 10),
+            training_price((2048, 1408), self.top_k, self.gpus, self.gpus_per_node, 10),
         )
     }
 }

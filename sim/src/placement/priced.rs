@@ -5,7 +5,8 @@
 //! seconds it saves, however those are computed. [`Price`] is the simple model the `place` command and the
 //! evaluation harness use: a moved copy costs its bytes (weights, and in training the optimizer state) over
 //! the link that carries it, GPUs receiving in parallel; one unit of the expected maximum GPU load (in
-//! mean GPU loads) costs the expert work of a mean GPU's tokens, every iteration of the window. The
+//! mean GPU loads) costs the expert work and the dispatch/combine of a mean GPU's tokens (the most loaded GPU
+//! computes, receives and sends in proportion to its load), every iteration of the window. The
 //! simulator can instead pass closures that price moves on its topology and savings with its step model.
 
 use super::LayerPlacement;
@@ -128,14 +129,20 @@ impl Price {
         )
     }
 
-    /// The price for experts of `shape` on `cluster` with `gpus_per_node` GPUs of the EP group per node: a
-    /// copy's weights (plus `optimizer_bytes_per_param` per parameter in training) over one GPU's NIC from
-    /// another node, or over NVLink inside the node, and expert work for `tokens_per_gpu` routed tokens per GPU and layer (forward, or
-    /// forward and backward in training: 3×), priced by `cost`.
+    /// The price for experts of `shape` on `cluster`, an EP group of `ep_gpus` GPUs with `gpus_per_node` of
+    /// them per node: a copy's weights (plus `optimizer_bytes_per_param` per parameter in training) over
+    /// one GPU's NIC from another node, or over NVLink inside the node. One unit of maximum GPU load costs
+    /// what a mean GPU's `tokens_per_gpu` routed tokens per layer cost on the slowest GPU: their expert work
+    /// (forward, or forward and backward in training: 3×, priced by `cost`) and their dispatch and combine
+    /// (forward, and their gradients in training: 2×), which the most loaded GPU receives and sends in
+    /// proportion to its load — over its NIC for the share that comes from other nodes, over NVLink for
+    /// the rest (tokens routed uniformly over the group's GPUs).
+    #[allow(clippy::too_many_arguments)]
     pub fn for_experts(
         shape: ExpertShape,
         cluster: &Cluster,
         cost: &dyn CostModel,
+        ep_gpus: usize,
         gpus_per_node: usize,
         tokens_per_gpu: u64,
         optimizer_bytes_per_param: Option<f64>,
@@ -156,11 +163,32 @@ impl Price {
         } else {
             1.0
         };
+        // Dispatch and combine: each routed token's activations once each way.
+        let ep = ep_gpus.max(1) as f64;
+        let per_node = (gpus_per_node.max(1) as f64).min(ep);
+        let remote = (ep - per_node) / ep;
+        let local = (per_node - 1.0) / ep;
+        let token_bytes = tokens_per_gpu as f64 * (shape.d_model * dt as u64) as f64;
+        // A share that uses no link costs nothing, whatever that link's bandwidth (a single node may have
+        // no NIC).
+        let over = |share: f64, bytes_per_s: f64| {
+            if share > 0.0 {
+                share * token_bytes / bytes_per_s
+            } else {
+                0.0
+            }
+        };
+        let exchange = 2.0 * (over(remote, link) + over(local, cluster.nvlink_gbytes_per_s * 1e9));
+        let comm_passes = if optimizer_bytes_per_param.is_some() {
+            2.0
+        } else {
+            1.0
+        };
         Price {
             seconds_per_copy,
             seconds_per_copy_local,
             gpus_per_node,
-            seconds_per_unit: forward * passes,
+            seconds_per_unit: forward * passes + exchange * comm_passes,
             window,
         }
     }
@@ -271,5 +299,47 @@ mod tests {
             window: 10,
         };
         assert_eq!(dear.choose(&p, &c).unwrap().kind, CandidateKind::Adjusted);
+    }
+
+    #[test]
+    fn a_unit_of_imbalance_costs_the_expert_work_and_the_exchange_of_a_mean_gpus_tokens() {
+        let cluster = crate::scenario::cluster::cluster_preset("dgx-h100").expect("preset");
+        let cost = cluster.roofline();
+        let shape = ExpertShape {
+            d_model: 2048,
+            d_ff: 1408,
+            matrices: 3,
+            dtype_bytes: 2,
+        };
+        let tokens = 4096 * 6;
+        let price = |ep, training: bool| {
+            Price::for_experts(
+                shape,
+                &cluster,
+                &cost,
+                ep,
+                8,
+                tokens,
+                training.then_some(12.0),
+                10,
+            )
+            .seconds_per_unit
+        };
+        let gemms = 2.0 * cost.gemm_s(tokens, 1408, 2048, 2) + cost.gemm_s(tokens, 2048, 1408, 2);
+        let bytes = tokens as f64 * 2048.0 * 2.0;
+        let nic = moesim_calibrate::datasheet::gbits_to_bytes_per_s(cluster.nic_gbits_per_s);
+        let nvlink = cluster.nvlink_gbytes_per_s * 1e9;
+        // 16 GPUs, 8 per node: half of a GPU's tokens cross nodes, 7/16 stay on other GPUs of its node.
+        let exchange = 2.0 * (0.5 * bytes / nic + 7.0 / 16.0 * bytes / nvlink);
+        let close = |a: f64, b: f64| (a - b).abs() <= 1e-12 * b;
+        assert!(close(price(16, false), gemms + exchange));
+        assert!(close(price(16, true), 3.0 * gemms + 2.0 * exchange));
+        // One node: nothing crosses a NIC, and a node without one does not make the price undefined.
+        let one_node = 2.0 * (7.0 / 8.0 * bytes / nvlink);
+        assert!(close(price(8, false), gemms + one_node));
+        let mut no_nic = cluster.clone();
+        no_nic.nic_gbits_per_s = 0.0;
+        let p = Price::for_experts(shape, &no_nic, &cost, 8, 8, tokens, None, 10);
+        assert!(close(p.seconds_per_unit, gemms + one_node));
     }
 }

@@ -287,6 +287,29 @@ pub enum TokenSplit {
     LocalFirst,
 }
 
+/// Over how many iterations an `ep-replicated` re-plan counts the seconds a move saves (moesim's planner).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ReplanGain {
+    /// Every iteration left in the run.
+    #[default]
+    RestOfRun,
+    /// As long as each layer's load pattern is expected to hold (its backtested half-life), at most the
+    /// rest of the run: under drift, fewer moves (docs/placement.md).
+    Persistence,
+}
+
+impl ReplanGain {
+    /// The planner's decision window.
+    pub fn window(self) -> crate::placement::priced::DecisionWindow {
+        use crate::placement::priced::DecisionWindow;
+        match self {
+            ReplanGain::RestOfRun => DecisionWindow::RestOfRun,
+            ReplanGain::Persistence => DecisionWindow::Persistence,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct StrategySection {
@@ -326,6 +349,8 @@ pub struct StrategySection {
     pub replan_interval: Option<usize>,
     pub placement: Option<PlacementMethod>,
     pub token_split: Option<TokenSplit>,
+    /// Over how many iterations a re-plan counts what a move saves (default `rest-of-run`).
+    pub replan_gain: Option<ReplanGain>,
 
     /// Iterations in the moving-average load forecast (fssdp: default 5; ep-replicated: default all seen).
     pub forecast_window: Option<usize>,

@@ -155,6 +155,8 @@ pub struct Replication {
     pub forecast_window: Option<usize>,
     pub method: file::PlacementMethod,
     pub token_split: file::TokenSplit,
+    #[serde(default)]
+    pub replan_gain: file::ReplanGain,
 }
 
 /// What `plan` optimises, under which memory limit and quality constraint.
@@ -1016,6 +1018,7 @@ impl Resolver<'_> {
                 ),
                 ("placement", s.placement.is_some()),
                 ("token_split", s.token_split.is_some()),
+                ("replan_gain", s.replan_gain.is_some()),
             ];
             if !replicated && let Some((knob, _)) = replication_knobs.iter().find(|(_, set)| *set) {
                 return Err(self.error(
@@ -1057,6 +1060,7 @@ impl Resolver<'_> {
                     forecast_window: s.forecast_window,
                     method: s.placement.unwrap_or_default(),
                     token_split: s.token_split.unwrap_or_default(),
+                    replan_gain: s.replan_gain.unwrap_or_default(),
                 })
             } else {
                 None

@@ -264,7 +264,8 @@ impl<'a> EpModel<'a> {
             // Deterministic output: no deadline-bounded exact solve inside the simulator.
             o.exact_limit_s = 0.0;
             // Plans good across the history's iterations (not only for its mean); a re-plan moves copies
-            // only when the seconds it saves until the run ends exceed the seconds the move costs.
+            // only when the seconds it saves (until the run ends, or while the layer's pattern holds:
+            // `replan_gain`) exceed the seconds the move costs.
             let mut ro = RobustOptions::new(o);
             // Each plan serves one window: the half-life is read off the history for that horizon.
             ro.horizon = window;
@@ -273,6 +274,7 @@ impl<'a> EpModel<'a> {
                 ExpertShape::from(m),
                 &s.cluster,
                 cost,
+                ep_size,
                 gpus_per_node,
                 s.tokens_per_rank() * s.workload.micro_batches as u64 * m.top_k as u64,
                 training.then_some(s.training.optimizer_bytes_per_param),
@@ -306,7 +308,10 @@ impl<'a> EpModel<'a> {
                                     None => fresh(&smp, &ro).placement,
                                     Some(prev) => {
                                         let price = Price {
-                                            window: iterations - w * window,
+                                            window: r
+                                                .replan_gain
+                                                .window()
+                                                .iterations(iterations - w * window, &smp),
                                             ..price
                                         };
                                         let cands =
