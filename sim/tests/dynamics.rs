@@ -31,16 +31,9 @@ fn drifting_popularity_changes_the_hot_experts_between_iterations() {
 
 #[test]
 fn invalid_dynamics_point_at_the_field() {
-    let path = format!(
-        "{}/../scenarios/quickstart.toml",
-        env!("CARGO_MANIFEST_DIR")
+    let e = common::scenario_error(
+        "quickstart.toml",
+        "workload.dynamics={ drift_persistence = 2.0 }",
     );
-    let text = std::fs::read_to_string(&path).unwrap();
-    let e = moesim_sim::scenario::parse_scenario(
-        &path,
-        &text,
-        &["workload.dynamics={ drift_persistence = 2.0 }".into()],
-    )
-    .unwrap_err();
-    assert!(e.message.contains("workload.dynamics"), "{}", e.message);
+    assert!(e.contains("workload.dynamics"), "{e}");
 }

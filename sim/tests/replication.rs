@@ -118,28 +118,13 @@ fn every_routed_token_reaches_a_copy() {
 
 #[test]
 fn replication_knobs_are_rejected_on_plain_ep() {
-    let path = format!(
-        "{}/../scenarios/quickstart.toml",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    let text = std::fs::read_to_string(&path).unwrap();
-    let e =
-        moesim_sim::scenario::parse_scenario(&path, &text, &["strategy.0.slots_per_gpu=5".into()])
-            .unwrap_err();
+    let e = common::scenario_error("quickstart.toml", "strategy.0.slots_per_gpu=5");
     assert!(
-        e.message
-            .contains("applies only to kind = \"ep-replicated\""),
-        "{}",
-        e.message
+        e.contains("applies only to kind = \"ep-replicated\""),
+        "{e}"
     );
-    let e =
-        moesim_sim::scenario::parse_scenario(&path, &text, &["strategy.3.slots_per_gpu=3".into()])
-            .unwrap_err();
-    assert!(
-        e.message.contains("cannot hold 64 experts"),
-        "{}",
-        e.message
-    );
+    let e = common::scenario_error("quickstart.toml", "strategy.3.slots_per_gpu=3");
+    assert!(e.contains("cannot hold 64 experts"), "{e}");
 }
 
 #[test]
@@ -207,16 +192,6 @@ fn a_moves_gain_counted_while_the_pattern_holds_moves_fewer_copies_under_drift()
     };
     let (rest, persistence) = (moved("rest-of-run"), moved("persistence"));
     assert!(persistence < rest, "{persistence} vs {rest}");
-    let path = format!(
-        "{}/../scenarios/quickstart.toml",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    let text = std::fs::read_to_string(&path).unwrap();
-    let e = moesim_sim::scenario::parse_scenario(
-        &path,
-        &text,
-        &["strategy.0.replan_gain=persistence".into()],
-    )
-    .unwrap_err();
-    assert!(e.message.contains("applies only to kind"), "{}", e.message);
+    let e = common::scenario_error("quickstart.toml", "strategy.0.replan_gain=persistence");
+    assert!(e.contains("applies only to kind"), "{e}");
 }

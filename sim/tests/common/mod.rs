@@ -15,6 +15,16 @@ pub fn scenario(name: &str, overrides: &[&str]) -> Scenario {
     parse_scenario(&path, &text, &o).unwrap_or_else(|e| panic!("{e:?}"))
 }
 
+/// The error message `scenarios/NAME` with one `--set` override must be rejected with.
+pub fn scenario_error(name: &str, set: &str) -> String {
+    let path = format!("{}/../scenarios/{name}", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(&path).expect("scenario file");
+    match parse_scenario(&path, &text, &[set.to_string()]) {
+        Ok(_) => panic!("{path} with {set}: accepted"),
+        Err(e) => e.message,
+    }
+}
+
 /// Simulates a scenario on its synthetic workload without wall-clock fields.
 pub fn run(s: &Scenario) -> Vec<StrategyResult> {
     simulate_scenario(
