@@ -8,6 +8,7 @@ use moesim_sim::placement::harness::{
     REAL_TRACES, RealTrace, decision_window_table, one_plan_table, run_one_plan_suite,
     run_persistence_suite, run_suite, table,
 };
+use moesim_sim::placement::judged::Judged;
 use moesim_sim::placement::plan_layers::LoadHistory;
 mod common;
 use common::real_traces_root as traces_root;
@@ -28,6 +29,22 @@ fn load_real() -> Vec<(RealTrace, LoadHistory, usize)> {
             (*case, case.batching.iterations(&t), t.meta.top_k)
         })
         .collect()
+}
+
+/// `plan`'s 10th percentile stays below EPLB's plus the 0.03 margin.
+fn p10_short_of_the_margin(workload: &str, what: &str, plan: &Judged, eplb: &Judged) {
+    assert!(
+        plan.p10 < eplb.p10 + 0.03,
+        "{workload}: {what} {plan:?} vs EPLB {eplb:?}"
+    );
+}
+
+/// `fewer` copies moved, times `factor`, stay below `more`.
+fn fewer_moves(workload: &str, fewer: usize, more: usize, factor: usize) {
+    assert!(
+        fewer * factor < more,
+        "{workload}: moved {fewer} vs {more} (expected fewer than 1/{factor})"
+    );
 }
 
 #[test]
@@ -52,13 +69,7 @@ fn robust_plans_beat_eplb_on_later_iterations_of_every_workload() {
         assert!(r.judged_iterations >= 15, "{}", r.workload);
         // Re-plans priced in seconds move far fewer copies than EPLB's fresh re-plans, and the expert work
         // of the most loaded GPU plus the moves takes less time under the same price.
-        assert!(
-            r.ours_moved < r.eplb_moved,
-            "{}: moved {} vs {}",
-            r.workload,
-            r.ours_moved,
-            r.eplb_moved
-        );
+        fewer_moves(&r.workload, r.ours_moved, r.eplb_moved, 1);
         assert!(
             r.ours_seconds < r.eplb_seconds,
             "{}: {} s vs {} s",
@@ -74,13 +85,7 @@ fn robust_plans_beat_eplb_on_later_iterations_of_every_workload() {
         .iter()
         .filter(|r| r.workload.contains("bursts") || r.workload.contains("rotation"))
     {
-        assert!(
-            r.exact_state.p10 < r.eplb.p10 + 0.03,
-            "{}: exact state {:?} vs EPLB {:?}",
-            r.workload,
-            r.exact_state,
-            r.eplb
-        );
+        p10_short_of_the_margin(&r.workload, "exact state", &r.exact_state, &r.eplb);
     }
     // Only synthetic workloads have an exact state.
     for (i, r) in rows.iter().enumerate() {
@@ -174,13 +179,7 @@ fn a_moves_gain_counted_while_its_pattern_holds_moves_fewer_copies_for_fewer_sec
     for (r, p) in rest.iter().zip(&persistence) {
         assert_eq!(r.workload, p.workload);
         assert_eq!(r.eplb, p.eplb, "{}: EPLB does not price moves", r.workload);
-        assert!(
-            p.ours_moved < r.ours_moved,
-            "{}: moved {} vs {}",
-            r.workload,
-            p.ours_moved,
-            r.ours_moved
-        );
+        fewer_moves(&r.workload, p.ours_moved, r.ours_moved, 1);
     }
     let seconds = |rows: &[moesim_sim::placement::harness::Row]| {
         rows.iter().map(|r| r.ours_seconds).sum::<f64>()
@@ -210,13 +209,7 @@ fn even_the_burst_law_itself_does_not_lift_the_tail_a_margin_above_eplb() {
             c.burst_law,
             c.exact_state
         );
-        assert!(
-            c.burst_law.p10 < c.eplb.p10 + 0.03,
-            "{}: hedged {:?} vs EPLB {:?}",
-            c.workload,
-            c.burst_law,
-            c.eplb
-        );
+        p10_short_of_the_margin(&c.workload, "hedged", &c.burst_law, &c.eplb);
     }
 }
 
@@ -247,12 +240,6 @@ fn checked_every_iteration_rotation_and_drift_clear_the_margin() {
             r.ours_moved,
             r.eplb_moved
         );
-        assert!(
-            r.ours_moved * 10 < r.eplb_moved,
-            "{}: moved {} vs {}",
-            r.workload,
-            r.ours_moved,
-            r.eplb_moved
-        );
+        fewer_moves(&r.workload, r.ours_moved, r.eplb_moved, 10);
     }
 }
