@@ -6,7 +6,7 @@
 use moesim_sim::placement::burst_ceiling::burst_ceilings;
 use moesim_sim::placement::harness::{
     REAL_TRACES, RealTrace, decision_window_table, one_plan_table, run_one_plan_suite,
-    run_persistence_suite, run_suite, table,
+    run_rest_of_run_suite, run_suite, table,
 };
 use moesim_sim::placement::judged::Judged;
 use moesim_sim::placement::plan_layers::LoadHistory;
@@ -172,8 +172,8 @@ fn one_plan_kept_for_the_rest_of_the_run_is_planned_for_a_long_horizon() {
 /// adapting to a drifting present fades, so the rest-of-run window over-moves).
 #[test]
 fn a_moves_gain_counted_while_its_pattern_holds_moves_fewer_copies_for_fewer_seconds() {
-    let rest = run_suite(&[]);
-    let persistence = run_persistence_suite(&[]);
+    let rest = run_rest_of_run_suite(&[]);
+    let persistence = run_suite(&[]);
     eprintln!("{}", decision_window_table(&rest, &persistence));
     assert_eq!(rest.len(), 4);
     for (r, p) in rest.iter().zip(&persistence) {

@@ -69,7 +69,7 @@ pub struct PlaceArgs {
     pub replan_every: u64,
     /// --harness: over how many iterations moesim counts what a re-plan saves (the first table; the
     /// last table shows both).
-    #[arg(long, requires = "harness", value_enum, default_value_t = GainWindow::RestOfRun)]
+    #[arg(long, requires = "harness", value_enum, default_value_t = GainWindow::Persistence)]
     pub decision_window: GainWindow,
     /// Traces folder for --harness (default: $MOESIM_SHARED_TRACES, else ../shared/traces).
     #[arg(long, requires = "harness")]

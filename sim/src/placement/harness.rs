@@ -433,13 +433,13 @@ pub struct SuiteOptions {
 
 impl Default for SuiteOptions {
     /// The harness's protocol ([`setup_for`]): full price, no hindsight, re-plans every 10 iterations whose
-    /// gain counts over the rest of the run.
+    /// gain counts as long as the layer's pattern is expected to hold.
     fn default() -> Self {
         SuiteOptions {
             move_scale: 1.0,
             hindsight: false,
             replan_every: 10,
-            decision_window: DecisionWindow::RestOfRun,
+            decision_window: DecisionWindow::Persistence,
         }
     }
 }
@@ -460,13 +460,13 @@ pub fn run_suite_with(real: &[(RealTrace, LoadHistory, usize)], o: &SuiteOptions
     })
 }
 
-/// [`run_suite`] with re-plan decisions that count a move's gain only as long as the pattern it adapts to
-/// is expected to hold ([`DecisionWindow::Persistence`]).
-pub fn run_persistence_suite(real: &[(RealTrace, LoadHistory, usize)]) -> Vec<Row> {
+/// [`run_suite`] with re-plan decisions that count a move's gain over every iteration left in the run
+/// ([`DecisionWindow::RestOfRun`]), as if adapting to the present lasted as long as the plan.
+pub fn run_rest_of_run_suite(real: &[(RealTrace, LoadHistory, usize)]) -> Vec<Row> {
     run_suite_with(
         real,
         &SuiteOptions {
-            decision_window: DecisionWindow::Persistence,
+            decision_window: DecisionWindow::RestOfRun,
             ..SuiteOptions::default()
         },
     )
@@ -514,7 +514,7 @@ pub fn setup_for(
         price,
         decision_move_scale: 1.0,
         hindsight: false,
-        decision_window: DecisionWindow::RestOfRun,
+        decision_window: DecisionWindow::Persistence,
     }
 }
 
@@ -774,8 +774,8 @@ pub fn table(rows: &[Row], margin: f64) -> String {
     s
 }
 
-/// The two decision windows side by side (Markdown): `rest` as [`run_suite`] decides, `persistence` as
-/// [`run_persistence_suite`] does, on the same workloads in the same order; EPLB from the first.
+/// The two decision windows side by side (Markdown): `rest` as [`run_rest_of_run_suite`] decides,
+/// `persistence` as [`run_suite`] does, on the same workloads in the same order; EPLB from the first.
 pub fn decision_window_table(rest: &[Row], persistence: &[Row]) -> String {
     let mut s = String::from(
         "| workload | GPUs × slots | median rest of run / persistence / EPLB | p10 rest of run / persistence / EPLB | copies moved rest of run / persistence / EPLB | priced seconds rest of run / persistence / EPLB |\n\

@@ -291,11 +291,12 @@ pub enum TokenSplit {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ReplanGain {
-    /// Every iteration left in the run.
-    #[default]
+    /// Every iteration left in the run: takes the gain of adapting to the present to last as long as the
+    /// plan does, which over-moves under drift.
     RestOfRun,
     /// As long as each layer's load pattern is expected to hold (its backtested half-life), at most the
-    /// rest of the run: under drift, fewer moves (docs/placement.md).
+    /// rest of the run: under drift, fewer moves and fewer seconds (docs/placement.md). The default.
+    #[default]
     Persistence,
 }
 
@@ -349,7 +350,7 @@ pub struct StrategySection {
     pub replan_interval: Option<usize>,
     pub placement: Option<PlacementMethod>,
     pub token_split: Option<TokenSplit>,
-    /// Over how many iterations a re-plan counts what a move saves (default `rest-of-run`).
+    /// Over how many iterations a re-plan counts what a move saves (default `persistence`).
     pub replan_gain: Option<ReplanGain>,
 
     /// Iterations in the moving-average load forecast (fssdp: default 5; ep-replicated: default all seen).
