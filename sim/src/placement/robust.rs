@@ -415,6 +415,51 @@ fn node(g: usize, o: &PlaceOptions) -> usize {
     g / o.gpus_per_node
 }
 
+/// The GPUs with a free slot in order of mean load (then id), kept sorted as copies land, so that the
+/// lightest feasible GPUs are a prefix instead of a selection over all GPUs for every copy.
+struct OpenGpus {
+    /// Mean load of every GPU, open or not.
+    load: Vec<f64>,
+    order: Vec<usize>,
+    is_open: Vec<bool>,
+}
+
+impl OpenGpus {
+    fn new(gpus: usize) -> Self {
+        OpenGpus {
+            load: vec![0.0; gpus],
+            order: (0..gpus).collect(),
+            is_open: vec![true; gpus],
+        }
+    }
+
+    /// Where open GPU k sits in (or would go into) `order`.
+    fn position(&self, k: usize) -> usize {
+        let (load, key) = (&self.load, self.load[k]);
+        self.order
+            .partition_point(|&x| load[x].total_cmp(&key).then(x.cmp(&k)).is_lt())
+    }
+
+    fn add(&mut self, k: usize, delta: f64) {
+        if !self.is_open[k] {
+            self.load[k] += delta;
+            return;
+        }
+        let i = self.position(k);
+        self.order.remove(i);
+        self.load[k] += delta;
+        let j = self.position(k);
+        self.order.insert(j, k);
+    }
+
+    fn close(&mut self, k: usize) {
+        if std::mem::replace(&mut self.is_open[k], false) {
+            let i = self.position(k);
+            self.order.remove(i);
+        }
+    }
+}
+
 /// Sample-aware longest-first packing of `counts` copies (see the module doc).
 fn pack(counts: &[usize], smp: &Samples, o: &PlaceOptions) -> Vec<Vec<usize>> {
     let (e_n, g_n, n) = (counts.len(), o.gpus, smp.n);
@@ -426,8 +471,10 @@ fn pack(counts: &[usize], smp: &Samples, o: &PlaceOptions) -> Vec<Vec<usize>> {
         .collect();
     let mut gl = vec![0.0f64; g_n * n];
     let mut we = vec![0.0f64; n];
-    let mut open: Vec<usize> = (0..g_n).collect();
-    let (mut feas, mut pool_best, mut pool_spread) = (Vec::new(), Vec::new(), Vec::new());
+    let node_of: Vec<usize> = (0..g_n).map(|k| node(k, o)).collect();
+    // GPUs with a free slot, lightest first (mean load, then id): the pools below are prefixes of it.
+    let mut open = OpenGpus::new(g_n);
+    let (mut pool_best, mut pool_spread) = (Vec::new(), Vec::new());
     let size: Vec<f64> = (0..e_n)
         .map(|e| (smp.mean[e] + smp.sd[e]) / counts[e].max(1) as f64)
         .collect();
@@ -438,55 +485,47 @@ fn pack(counts: &[usize], smp: &Samples, o: &PlaceOptions) -> Vec<Vec<usize>> {
     let nodes = g_n.div_ceil(o.gpus_per_node);
     let mut has = vec![false; g_n * e_n];
     let mut node_copies = vec![0u32; nodes * e_n];
-    let mut mean_load = vec![0.0f64; g_n];
     for e in replicas {
         for (s, x) in we.iter_mut().enumerate() {
             *x = smp.weight[s] * vt[e * n + s];
         }
-        // Cheapest feasible GPU overall and within the nodes holding the fewest copies of e. Only GPUs
-        // whose mean load is within one copy's size of the lightest are priced sample by sample (the rest
-        // cannot be cheaper by much), which keeps 256-GPU layers fast.
-        feas.clear();
-        feas.extend(open.iter().copied().filter(|&k| !has[k * e_n + e]));
-        let (mut min_all, mut fewest, mut min_spread) = (f64::INFINITY, u32::MAX, f64::INFINITY);
-        for &k in &feas {
-            min_all = min_all.min(mean_load[k]);
-            let nc = node_copies[node(k, o) * e_n + e];
-            if nc < fewest {
-                fewest = nc;
-                min_spread = mean_load[k];
-            } else if nc == fewest {
-                min_spread = min_spread.min(mean_load[k]);
-            }
-        }
+        // Cheapest feasible GPU overall and within the nodes holding the fewest copies of e. Only the
+        // lightest GPUs whose mean load is within one copy's size of the lightest are priced sample by
+        // sample (the rest cannot be cheaper by much), which keeps 256-GPU layers fast.
+        let feasible = |k: &&usize| !has[**k * e_n + e];
+        let fewest = open
+            .order
+            .iter()
+            .filter(feasible)
+            .map(|&k| node_copies[node_of[k] * e_n + e])
+            .try_fold(u32::MAX, |m, c| if c == 0 { Err(0) } else { Ok(m.min(c)) })
+            .unwrap_or_else(|zero| zero);
         let slack = size[e] + 1e-12;
         // At most `PRICED` GPUs of each kind, the lightest.
         const PRICED: usize = 24;
-        pool_best.clear();
-        pool_spread.clear();
-        for &k in &feas {
-            if mean_load[k] <= min_all + slack {
-                pool_best.push((mean_load[k], k));
+        let lightest_within_slack = |pool: &mut Vec<(f64, usize)>, keep: &dyn Fn(usize) -> bool| {
+            pool.clear();
+            let mut bar = f64::INFINITY;
+            for &k in open.order.iter().filter(feasible).filter(|&&k| keep(k)) {
+                if pool.is_empty() {
+                    bar = open.load[k] + slack;
+                } else if open.load[k] > bar || pool.len() == PRICED {
+                    break;
+                }
+                pool.push((open.load[k], k));
             }
-            if node_copies[node(k, o) * e_n + e] == fewest && mean_load[k] <= min_spread + slack {
-                pool_spread.push((mean_load[k], k));
-            }
-        }
-        for pool in [&mut pool_best, &mut pool_spread] {
-            if pool.len() > PRICED {
-                pool.select_nth_unstable_by(PRICED - 1, |a, b| {
-                    a.0.total_cmp(&b.0).then(a.1.cmp(&b.1))
-                });
-                pool.truncate(PRICED);
-            }
-        }
+        };
+        lightest_within_slack(&mut pool_best, &|_| true);
+        lightest_within_slack(&mut pool_spread, &|k| {
+            node_copies[node_of[k] * e_n + e] == fewest
+        });
         let price = |k: usize| -> f64 {
             gl[k * n..(k + 1) * n]
                 .iter()
                 .zip(&we)
                 .map(|(l, w)| l * w)
                 .sum::<f64>()
-                + 1e-12 * mean_load[k]
+                + 1e-12 * open.load[k]
         };
         let cheapest = |pool: &[(f64, usize)]| {
             pool.iter()
@@ -498,7 +537,7 @@ fn pack(counts: &[usize], smp: &Samples, o: &PlaceOptions) -> Vec<Vec<usize>> {
         let choice = match (best, spread) {
             (Some((_, b)), Some((_, sp))) => {
                 if o.node_balanced
-                    || mean_load[sp] <= mean_load[b] + 0.5 * smp.mean[e] / counts[e] as f64
+                    || open.load[sp] <= open.load[b] + 0.5 * smp.mean[e] / counts[e] as f64
                 {
                     Some(sp)
                 } else {
@@ -511,14 +550,14 @@ fn pack(counts: &[usize], smp: &Samples, o: &PlaceOptions) -> Vec<Vec<usize>> {
             Some(k) => {
                 gpu[k].push(e);
                 has[k * e_n + e] = true;
-                node_copies[node(k, o) * e_n + e] += 1;
+                node_copies[node_of[k] * e_n + e] += 1;
                 for s in 0..n {
                     gl[k * n + s] += vt[e * n + s];
                 }
                 if gpu[k].len() == o.slots_per_gpu {
-                    open.retain(|&g| g != k);
+                    open.close(k);
                 }
-                mean_load[k] += smp.mean[e] / counts[e] as f64;
+                open.add(k, smp.mean[e] / counts[e] as f64);
             }
             None => {
                 // Every GPU with a free slot holds e: move some z from the lightest GPU k without e into
@@ -535,8 +574,8 @@ fn pack(counts: &[usize], smp: &Samples, o: &PlaceOptions) -> Vec<Vec<usize>> {
                             .map(|i| (k, i))
                     })
                     .min_by(|a, b| {
-                        mean_load[a.0]
-                            .total_cmp(&mean_load[b.0])
+                        open.load[a.0]
+                            .total_cmp(&open.load[b.0])
                             .then(a.0.cmp(&b.0))
                     })
                     .expect("capped copy counts leave a GPU without e");
@@ -544,17 +583,17 @@ fn pack(counts: &[usize], smp: &Samples, o: &PlaceOptions) -> Vec<Vec<usize>> {
                 gpu[h].push(z);
                 gpu[k].push(e);
                 if gpu[h].len() == o.slots_per_gpu {
-                    open.retain(|&g| g != h);
+                    open.close(h);
                 }
                 for (g, x, add) in [(k, z, false), (h, z, true), (k, e, true)] {
                     let sign = if add { 1.0 } else { -1.0 };
                     has[g * e_n + x] = add;
                     if add {
-                        node_copies[node(g, o) * e_n + x] += 1;
+                        node_copies[node_of[g] * e_n + x] += 1;
                     } else {
-                        node_copies[node(g, o) * e_n + x] -= 1;
+                        node_copies[node_of[g] * e_n + x] -= 1;
                     }
-                    mean_load[g] += sign * smp.mean[x] / counts[x] as f64;
+                    open.add(g, sign * smp.mean[x] / counts[x] as f64);
                     for s in 0..n {
                         gl[g * n + s] += sign * vt[x * n + s];
                     }
@@ -620,11 +659,17 @@ fn refine_with(
                             continue;
                         }
                         let vy = &vt[y * n..(y + 1) * n];
+                        // Every term is ≥ 0, so a partial sum already at the bar to beat settles it.
+                        let bar = best.map_or(current - need, |(v, ..)| v.min(current - need));
                         let mut total = 0.0;
-                        for s in 0..n {
-                            total += st.omega[s] * (ax[s] + vy[s]).max(bx[s] - vy[s]).max(rest[s]);
+                        let terms = st.omega.iter().zip(&ax).zip(&bx).zip(&rest).zip(vy);
+                        for ((((w, a), b), r), v) in terms {
+                            total += w * (a + v).max(b - v).max(*r);
+                            if total >= bar {
+                                break;
+                            }
                         }
-                        if total < current - need && best.is_none_or(|(v, ..)| total < v) {
+                        if total < bar {
                             best = Some((total, i, b, j));
                         }
                     }
@@ -1066,6 +1111,39 @@ mod tests {
         assert_eq!(&s.w[2..], &[1.0, 3.0]);
         assert!(s.weight[0] > s.weight[1]);
         assert!((s.weight.iter().sum::<f64>() - 1.0).abs() < 1e-12);
+    }
+
+    /// The open GPUs stay sorted by (mean load, id) through adds (some negative, some ties) and closes,
+    /// and hold exactly the GPUs not closed: pack's pools are prefixes of this order.
+    #[test]
+    fn open_gpus_stay_in_load_order_through_adds_and_closes() {
+        let mut open = OpenGpus::new(12);
+        let mut closed = vec![false; 12];
+        for step in 0..200usize {
+            let k = (step * 7 + step / 5) % 12;
+            let delta = [0.5, 1.0, -0.25, 0.0, 2.0][step % 5];
+            open.add(k, delta);
+            if step % 23 == 22 {
+                open.close(k);
+                closed[k] = true;
+            }
+            let want: Vec<usize> = (0..12).filter(|&g| !closed[g]).collect();
+            let mut got = open.order.clone();
+            got.sort_unstable();
+            assert_eq!(got, want, "step {step}");
+            for w in open.order.windows(2) {
+                let (a, b) = (w[0], w[1]);
+                assert!(
+                    open.load[a]
+                        .total_cmp(&open.load[b])
+                        .then(a.cmp(&b))
+                        .is_lt(),
+                    "step {step}: {:?}",
+                    open.order
+                );
+            }
+        }
+        assert!(closed.iter().any(|&c| c) && !open.order.is_empty());
     }
 
     #[test]
