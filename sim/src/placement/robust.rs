@@ -1118,7 +1118,7 @@ mod tests {
     #[test]
     fn open_gpus_stay_in_load_order_through_adds_and_closes() {
         let mut open = OpenGpus::new(12);
-        let mut closed = vec![false; 12];
+        let mut closed = [false; 12];
         for step in 0..200usize {
             let k = (step * 7 + step / 5) % 12;
             let delta = [0.5, 1.0, -0.25, 0.0, 2.0][step % 5];
