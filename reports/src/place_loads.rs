@@ -63,8 +63,10 @@ pub fn read_loads(path: &Path) -> Result<(LoadHistory, Vec<usize>)> {
             col("tokens")?,
         );
         let mut rows = Vec::new();
+        let mut f: Vec<&str> = Vec::with_capacity(header.len());
         for (no, line) in lines {
-            let f: Vec<&str> = line.split(',').collect();
+            f.clear();
+            f.extend(line.split(','));
             if f.len() != header.len() {
                 return Err(err(
                     no,
@@ -98,8 +100,13 @@ pub fn read_loads(path: &Path) -> Result<(LoadHistory, Vec<usize>)> {
         }
         // Layers are the distinct ids in the file, in order (a file numbering them 1..=26 has 26 layers,
         // not 27 with an empty layer 0); experts are ids 0..=max, bounded before anything is allocated.
-        let iters: std::collections::BTreeSet<usize> = rows.iter().map(|r| r.0).collect();
-        let ids: std::collections::BTreeSet<usize> = rows.iter().map(|r| r.1).collect();
+        let distinct = |id: fn(&(usize, usize, usize, f64)) -> usize| {
+            let mut v: Vec<usize> = rows.iter().map(id).collect();
+            v.sort_unstable();
+            v.dedup();
+            v
+        };
+        let (iters, ids) = (distinct(|r| r.0), distinct(|r| r.1));
         let max_e = rows.iter().map(|r| r.2).max().unwrap_or(0);
         if max_e >= MAX_EXPERTS {
             let no = rows.iter().position(|r| r.2 == max_e).unwrap_or(0);
@@ -123,13 +130,11 @@ pub fn read_loads(path: &Path) -> Result<(LoadHistory, Vec<usize>)> {
                 ids.len()
             ));
         }
-        let index: std::collections::BTreeMap<usize, usize> =
-            iters.iter().enumerate().map(|(i, &it)| (it, i)).collect();
-        let layer_of: std::collections::BTreeMap<usize, usize> =
-            ids.iter().enumerate().map(|(i, &l)| (l, i)).collect();
+        // Both lists are sorted and hold every id of the rows.
+        let rank = |sorted: &[usize], id: usize| sorted.binary_search(&id).expect("a listed id");
         let mut iterations = vec![vec![vec![0.0; experts]; ids.len()]; iters.len()];
         for (it, l, e, t) in rows {
-            iterations[index[&it]][layer_of[&l]][e] += t;
+            iterations[rank(&iters, it)][rank(&ids, l)][e] += t;
         }
         Ok((
             LoadHistory {
