@@ -33,10 +33,13 @@ pub struct PlaceArgs {
     /// Nodes the GPUs are spread over (copies of an expert are spread over nodes).
     #[arg(long, default_value_t = 1)]
     pub nodes: usize,
-    /// Forecast window in iterations (moving average; default: the whole history).
+    /// Iterations of history the plan is made from (the last ones; default: the whole history): the
+    /// forecast objective's moving average, the robust objective's memory.
     #[arg(long)]
     pub window: Option<usize>,
-    /// Past iterations the refinement replays (default 16 up to 64 GPUs, else 0).
+    /// Past iterations the planner replays one by one (forecast objective: default 16 up to 64 GPUs,
+    /// else 0; robust objective: default 64 up to 64 GPUs, else 8, the older ones setting each expert's
+    /// level only).
     #[arg(long)]
     pub history_samples: Option<usize>,
     /// Plan on iterations before this one and report balancedness on the rest.
@@ -47,7 +50,7 @@ pub struct PlaceArgs {
     pub objective: Objective,
     /// Iterations the plan will serve (until the next re-plan): the robust objective weighs the history with
     /// the half-life that best predicted this horizon in a backtest over the history itself; a history shorter
-    /// than 2 × horizon + 2 iterations keeps the default half-life (32 iterations up to 64 GPUs, 8 above).
+    /// than 2 × horizon + 2 iterations keeps the default half-life (32 iterations).
     /// Default: the iterations --evaluate-from judges, else as many as the history holds (a plan is assumed
     /// to serve about as long as the history it was made from).
     #[arg(long)]
@@ -236,8 +239,11 @@ fn place(a: &Resolved) -> miette::Result<ExitCode> {
         }
         Objective::Robust => {
             let mut o = RobustOptions::new(place_options);
-            if let Some(n) = a.history_samples.or(a.window) {
+            if let Some(n) = a.history_samples {
                 o.max_samples = n.max(1);
+            }
+            if let Some(n) = a.window {
+                o.window = n.max(1);
             }
             // The half-life is read off the history for the iterations the plan will serve.
             o.horizon = horizon;

@@ -584,6 +584,8 @@ pub fn synthetic_workloads() -> Vec<SyntheticWorkload> {
         tokens: 16384,
         iterations: 150,
     };
+    // (name, shape, seed, dynamics, GPUs, slots per GPU). The 256-expert drift is also planned on 128
+    // GPUs, above the 64 where the planner switches to its large-scale budget (8 samples, one κ).
     let cases = [
         (
             "synthetic drift (64 experts, top-6)",
@@ -591,6 +593,7 @@ pub fn synthetic_workloads() -> Vec<SyntheticWorkload> {
             1,
             drift,
             16,
+            5,
         ),
         (
             "synthetic bursts (64 experts, top-6)",
@@ -598,6 +601,7 @@ pub fn synthetic_workloads() -> Vec<SyntheticWorkload> {
             2,
             bursts,
             16,
+            5,
         ),
         (
             "synthetic rotation (64 experts, top-6)",
@@ -605,28 +609,61 @@ pub fn synthetic_workloads() -> Vec<SyntheticWorkload> {
             3,
             rotation,
             16,
+            5,
         ),
-        ("synthetic drift (256 experts, top-8)", large, 4, drift, 64),
+        (
+            "synthetic drift (256 experts, top-8)",
+            large,
+            4,
+            drift,
+            64,
+            5,
+        ),
+        (
+            "synthetic drift (256 experts, top-8)",
+            large,
+            4,
+            drift,
+            128,
+            3,
+        ),
     ];
+    type Generated = ((SyntheticShape, u64, Dynamics), (LoadHistory, LoadHistory));
+    let mut generated: Vec<Generated> = Vec::new();
     cases
         .into_iter()
-        .map(|(name, shape, seed, dynamics, gpus)| SyntheticWorkload {
-            name: name.into(),
-            top_k: shape.top_k,
-            history: synthetic_history(
-                shape.layers,
-                shape.experts,
-                shape.top_k,
-                shape.tokens,
-                shape.iterations,
-                spec(seed),
+        .map(|(name, shape, seed, dynamics, gpus, slots_per_gpu)| {
+            // Rows that share a workload share its (costly) generation.
+            let key = (shape, seed, dynamics);
+            let (history, state) = match generated.iter().find(|(k, _)| *k == key) {
+                Some((_, g)) => g.clone(),
+                None => {
+                    let g = (
+                        synthetic_history(
+                            shape.layers,
+                            shape.experts,
+                            shape.top_k,
+                            shape.tokens,
+                            shape.iterations,
+                            spec(seed),
+                            dynamics,
+                        ),
+                        synthetic_state(shape, spec(seed), dynamics),
+                    );
+                    generated.push((key, g.clone()));
+                    g
+                }
+            };
+            SyntheticWorkload {
+                name: name.into(),
+                top_k: shape.top_k,
+                history,
+                state,
                 dynamics,
-            ),
-            state: synthetic_state(shape, spec(seed), dynamics),
-            dynamics,
-            gpus,
-            slots_per_gpu: 5,
-            gpus_per_node: 8,
+                gpus,
+                slots_per_gpu,
+                gpus_per_node: 8,
+            }
         })
         .collect()
 }

@@ -28,8 +28,12 @@ use super::search::{PlaceOptions, adjust, place};
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RobustOptions {
     pub place: PlaceOptions,
-    /// Most recent history iterations the planner looks at (older ones are dropped).
+    /// Most recent history iterations the planner replays one by one (a speed knob: older iterations
+    /// still set each expert's level, see [`Samples::new`]).
     pub max_samples: usize,
+    /// Most recent history iterations the planner remembers at all (older ones are dropped; `usize::MAX`:
+    /// the whole history).
+    pub window: usize,
     /// A past iteration's weight halves every `half_life` iterations of age (infinite: all alike); used
     /// as it is only when `horizon` is 0.
     pub half_life: f64,
@@ -56,7 +60,8 @@ impl RobustOptions {
         RobustOptions {
             place,
             max_samples: if small { 64 } else { 8 },
-            half_life: if small { 32.0 } else { 8.0 },
+            window: usize::MAX,
+            half_life: 32.0,
             horizon: 0,
             kappas: if small { &[0.0, 0.5, 1.0] } else { &[0.5] },
             partners: 32,
@@ -75,6 +80,7 @@ impl RobustOptions {
     /// The planner's view of a layer's history, with the half-life this history calls for (see
     /// [`RobustOptions::horizon`]); `None` for an empty history.
     pub fn samples(&self, history: &[&[f64]], gpus: usize) -> Option<Samples> {
+        let history = &history[history.len().saturating_sub(self.window.max(1))..];
         let half_life = if self.horizon > 0 {
             backtest_half_life(history, self.horizon).unwrap_or(self.half_life)
         } else {
@@ -162,7 +168,16 @@ pub struct Samples {
 }
 
 impl Samples {
-    /// The last `max_samples` iterations of `history` (oldest first) with any load; `None` when none has.
+    /// The last `max_samples` iterations of `history` (newest first) with any load, weighted by age under
+    /// `half_life`; `None` when none has.
+    ///
+    /// When the history is longer than `max_samples`, the older iterations still set the level: each
+    /// expert's load in every sample is scaled by the ratio of its weighted mean over the whole history to
+    /// its weighted mean over the samples (an expert with no load in the samples gets the whole history's
+    /// mean added), then each sample is scaled back to a mean GPU load of 1. The samples then carry the
+    /// iteration-to-iteration spread of the recent past around the whole history's weighted level, so a
+    /// sample budget kept small for speed (above 64 GPUs) does not also shorten the planner's memory.
+    /// With the whole history in the samples the ratio is 1 and nothing changes.
     pub fn new(
         history: &[&[f64]],
         gpus: usize,
@@ -170,20 +185,55 @@ impl Samples {
         half_life: f64,
     ) -> Option<Self> {
         let experts = history.first()?.len();
-        let recent = &history[history.len().saturating_sub(max_samples.max(1))..];
-        let mut w = Vec::with_capacity(recent.len() * experts);
-        let mut weight = Vec::with_capacity(recent.len());
-        for (age, h) in recent.iter().rev().enumerate() {
+        let kept = max_samples.max(1);
+        let (mut level, mut level_weight) = (vec![0.0f64; experts], 0.0f64);
+        let (mut recent_level, mut recent_weight) = (vec![0.0f64; experts], 0.0f64);
+        let mut w = Vec::with_capacity(kept.min(history.len()) * experts);
+        let mut weight = Vec::with_capacity(kept.min(history.len()));
+        for (age, h) in history.iter().rev().enumerate() {
             let total: f64 = h.iter().sum();
             if total <= 0.0 || !total.is_finite() {
                 continue;
             }
-            w.extend(h.iter().map(|x| x * gpus as f64 / total));
-            weight.push(if half_life.is_finite() {
+            let scale = gpus as f64 / total;
+            let omega = if half_life.is_finite() {
                 0.5f64.powf(age as f64 / half_life)
             } else {
                 1.0
-            });
+            };
+            for (m, x) in level.iter_mut().zip(h.iter()) {
+                *m += omega * x * scale;
+            }
+            level_weight += omega;
+            if age < kept {
+                for (m, x) in recent_level.iter_mut().zip(h.iter()) {
+                    *m += omega * x * scale;
+                }
+                recent_weight += omega;
+                w.extend(h.iter().map(|x| x * gpus as f64 / total));
+                weight.push(omega);
+            }
+        }
+        if weight.is_empty() {
+            return None;
+        }
+        let n = weight.len();
+        if level_weight > recent_weight {
+            for e in 0..experts {
+                let (whole, recent) = (level[e] / level_weight, recent_level[e] / recent_weight);
+                for s in 0..n {
+                    let x = &mut w[s * experts + e];
+                    *x = if recent > 0.0 {
+                        *x * whole / recent
+                    } else {
+                        *x + whole
+                    };
+                }
+            }
+            for sample in w.chunks_mut(experts) {
+                let total: f64 = sample.iter().sum();
+                sample.iter_mut().for_each(|x| *x *= gpus as f64 / total);
+            }
         }
         Self::weighted(experts, w, weight, half_life)
     }
@@ -1111,6 +1161,79 @@ mod tests {
         assert_eq!(&s.w[2..], &[1.0, 3.0]);
         assert!(s.weight[0] > s.weight[1]);
         assert!((s.weight.iter().sum::<f64>() - 1.0).abs() < 1e-12);
+    }
+
+    /// A history longer than the sample budget: the samples are the newest iterations, but each expert's
+    /// level is the whole history's (the old popularity is not forgotten), and the spread of the newest
+    /// iterations is kept. An expert silent in the samples gets the whole history's mean.
+    #[test]
+    fn older_iterations_set_the_level_of_a_small_sample_budget() {
+        let mut h = vec![vec![3.0, 1.0, 0.0]; 12];
+        h.extend((0..8).map(|i| {
+            if i % 2 == 0 {
+                vec![1.0, 3.0, 0.0]
+            } else {
+                vec![0.5, 3.5, 0.0]
+            }
+        }));
+        h[0][2] = 2.0;
+        h[0][0] = 1.0;
+        let whole = Samples::new(&refs(&h), 4, 64, f64::INFINITY).unwrap();
+        let kept = Samples::new(&refs(&h), 4, 8, f64::INFINITY).unwrap();
+        assert_eq!((whole.n, kept.n), (20, 8));
+        for e in 0..3 {
+            assert!(
+                (kept.mean[e] - whole.mean[e]).abs() < 0.1,
+                "expert {e}: level {} against the whole history's {}",
+                kept.mean[e],
+                whole.mean[e]
+            );
+        }
+        assert!(kept.mean[2] > 0.0, "the silent expert keeps its old level");
+        // The spread of the newest iterations survives (the two alternating loads stay apart).
+        assert!(kept.sd[0] > 0.1 && kept.sd[1] > 0.1, "{:?}", kept.sd);
+        for sample in kept.w.chunks(3) {
+            assert!((sample.iter().sum::<f64>() - 4.0).abs() < 1e-9);
+        }
+        // The newest eight alone would forget that expert 0 was the hot one.
+        let last8: Vec<Vec<f64>> = h[12..].to_vec();
+        let forgetful = Samples::new(&refs(&last8), 4, 8, f64::INFINITY).unwrap();
+        assert!(
+            forgetful.mean[0] < 1.0 && kept.mean[0] > 1.8,
+            "{:?}",
+            kept.mean
+        );
+        // With the whole history in the budget nothing is rescaled.
+        let all = Samples::new(&refs(&h), 4, 20, f64::INFINITY).unwrap();
+        assert_eq!(all, whole);
+    }
+
+    /// `window` bounds the memory (what `place --window` sets); `max_samples` only the replayed iterations.
+    #[test]
+    fn the_window_forgets_older_iterations_and_the_sample_budget_does_not() {
+        let h: Vec<Vec<f64>> = (0..20)
+            .map(|i| {
+                if i < 12 {
+                    vec![3.0, 1.0]
+                } else {
+                    vec![1.0, 3.0]
+                }
+            })
+            .collect();
+        let mut o = RobustOptions::new(PlaceOptions::new(4, 1, 1));
+        o.half_life = f64::INFINITY;
+        o.max_samples = 8;
+        let remembered = o.samples(&refs(&h), 4).unwrap();
+        o.window = 8;
+        let forgotten = o.samples(&refs(&h), 4).unwrap();
+        assert_eq!(
+            forgotten,
+            Samples::new(&refs(&h[12..]), 4, 8, f64::INFINITY).unwrap()
+        );
+        assert!(
+            forgotten.mean[0] < 1.01 && remembered.mean[0] > 1.5,
+            "{remembered:?}"
+        );
     }
 
     /// The open GPUs stay sorted by (mean load, id) through adds (some negative, some ties) and closes,
