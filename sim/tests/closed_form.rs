@@ -1,6 +1,6 @@
 //! Closed-form checks on the ideal switch: the simulator must reproduce α–β and FLOPs/peak exactly.
 
-mod common;
+use crate::common;
 use common::{run, scenario};
 
 fn rel(a: f64, b: f64) -> f64 {

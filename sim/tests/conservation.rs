@@ -1,7 +1,7 @@
 //! Conservation: every routed token is received (or dropped, when a capacity factor says so), and bytes on
 //! the wire add up.
 
-mod common;
+use crate::common;
 use common::{run, scenario};
 
 #[test]

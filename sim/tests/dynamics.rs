@@ -1,6 +1,6 @@
 //! `workload.dynamics`: synthetic popularity that drifts and rotates over iterations reaches the simulator.
 
-mod common;
+use crate::common;
 use common::{run, scenario};
 use moesim_sim::runner::synthetic_routing;
 use moesim_traces::RoutingSource;

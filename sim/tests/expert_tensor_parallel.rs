@@ -3,7 +3,7 @@
 //! strategy against closed forms: the gather/scatter traffic, the conservation of expert FLOPs, the
 //! parameters per GPU, replicated copies' slices, and the refusals.
 
-mod common;
+use crate::common;
 
 use common::{ep_iteration as iteration, rel};
 use moesim_sim::Scenario;

@@ -1,6 +1,6 @@
 //! Straggler prediction: the window after `plan_until`, predicted from the routing before it.
 
-mod common;
+use crate::common;
 use common::{run, scenario};
 use moesim_sim::stats::percentile;
 

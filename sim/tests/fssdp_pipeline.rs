@@ -4,7 +4,7 @@
 //! gradient all-reduce, Megatron's sequence-parallel traffic per stage, determinism, and the layouts it
 //! refuses.
 
-mod common;
+use crate::common;
 
 use common::{ideal_pipeline, rel};
 use moesim_sim::Scenario;

@@ -2,7 +2,7 @@
 //! engine): Megatron's sequence-parallel traffic, each GPU's sequence shard routed to the expert copies,
 //! dense weights and work split over the TP group, and TP 1 as plain FSSDP.
 
-mod common;
+use crate::common;
 
 use common::rel;
 use moesim_sim::Scenario;

@@ -1,7 +1,7 @@
 //! Group-limited routing (`model.routing_groups`, `model.max_groups_per_token`) in the hierarchical
 //! all-to-all, and its validation.
 
-mod common;
+use crate::common;
 
 use common::run;
 use moesim_sim::scenario::parse_scenario;

@@ -1,6 +1,6 @@
 //! Inference steps: prefill and decode run forward only, with KV cache memory and no gradient work.
 
-mod common;
+use crate::common;
 use common::{run, scenario};
 
 #[test]

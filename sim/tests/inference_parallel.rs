@@ -2,7 +2,7 @@
 //! forward pipeline's fill and drain, Megatron's tensor-parallel traffic without a backward, the KV cache
 //! split over a TP group by its KV heads (and MLA's latent, which is not split), and the refusals.
 
-mod common;
+use crate::common;
 
 use common::{ep_iteration as iteration, rel};
 use moesim_calibrate::CostModel;

@@ -1,6 +1,6 @@
 //! Regressions found by issue 13 (a new user's pass over the documented commands).
 
-mod common;
+use crate::common;
 
 /// Pre-gating predicted an expert that a short run never requested, and the cache replay indexed past its
 /// table (a panic in `moesim plan` on a 2-step decode).

@@ -1,6 +1,6 @@
 //! Memory per rank against the formula in `memory.rs`.
 
-mod common;
+use crate::common;
 use common::{run, scenario};
 use moesim_sim::memory::GIB;
 

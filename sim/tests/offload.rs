@@ -14,7 +14,7 @@ use moesim_traces::{TokenTrace, Trace};
 use std::collections::HashMap;
 use std::path::Path;
 
-mod common;
+use crate::common;
 
 const OPTS: RunOptions = RunOptions {
     timing: false,

@@ -2,7 +2,7 @@
 //! → lowering → engine) against closed forms: pipeline bubbles, Megatron's tensor-parallel traffic, the
 //! activations a schedule keeps in flight.
 
-mod common;
+use crate::common;
 
 use common::{ep_iteration as iteration, rel};
 use moesim_sim::Scenario;

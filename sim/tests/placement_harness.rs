@@ -3,6 +3,8 @@
 //! plans made from a window of history, judged on each later iteration and layer, against EPLB given the
 //! same inputs. Without the traces the real-trace test is ignored (see `sim/build.rs`), not passed.
 
+use crate::common;
+use common::real_traces_root as traces_root;
 use moesim_sim::placement::burst_ceiling::burst_ceilings;
 use moesim_sim::placement::harness::{
     REAL_TRACES, RealTrace, decision_window_table, one_plan_table, run_one_plan_suite,
@@ -10,8 +12,6 @@ use moesim_sim::placement::harness::{
 };
 use moesim_sim::placement::judged::Judged;
 use moesim_sim::placement::plan_layers::LoadHistory;
-mod common;
-use common::real_traces_root as traces_root;
 
 fn load_real() -> Vec<(RealTrace, LoadHistory, usize)> {
     let root = traces_root();

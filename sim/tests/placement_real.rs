@@ -9,7 +9,7 @@ use moesim_sim::placement::search::{PlaceOptions, place_with_history};
 use moesim_sim::placement::{LayerPlacement, placement_balancedness};
 use std::path::PathBuf;
 
-mod common;
+use crate::common;
 
 const LAYERS: usize = 26;
 const EXPERTS: usize = 64;

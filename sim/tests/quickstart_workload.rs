@@ -8,7 +8,7 @@ use moesim_traces::import::{Format, ImportOptions, import};
 use moesim_traces::stats::skew;
 use moesim_traces::{RoutingSource, Skew, Trace};
 
-mod common;
+use crate::common;
 
 fn olmoe_counts() -> moesim_traces::CountsTrace {
     let path = concat!(

@@ -3,7 +3,7 @@
 //! sends activations between stages over the network once a stage fills a node; `tp-ep-pp-dp` puts pipeline
 //! neighbours on adjacent GPUs.
 
-mod common;
+use crate::common;
 
 use moesim_sim::Scenario;
 use moesim_sim::runner::synthetic_routing_shaped;

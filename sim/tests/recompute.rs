@@ -5,7 +5,7 @@
 //! (`training.recompute_modules`, Megatron-Core's modules) against the shapes it drops and the forwards it
 //! reruns, the checkpointed MoE block (`moe`) with its all-to-alls.
 
-mod common;
+use crate::common;
 
 use common::rel;
 use moesim_sim::Scenario;

@@ -1,7 +1,7 @@
 //! EP with replicated experts in the simulator: plans are scored by simulated step time, copies follow the
 //! load, re-plans move few experts, and every routed token still reaches a copy.
 
-mod common;
+use crate::common;
 use common::{run, scenario};
 use moesim_sim::result::StrategyResult;
 

@@ -2,7 +2,7 @@
 //! lowerings. Micro-batch `m` routes like draw `m mod routing_samples`; the schedule, the tokens and the
 //! bytes stay those of every micro-batch.
 
-mod common;
+use crate::common;
 
 use common::{ep_iteration, rel, run, scenario};
 use moesim_sim::scenario::parse_scenario;

@@ -1,6 +1,6 @@
 //! Stragglers from per-rank speed, and the step-time distribution.
 
-mod common;
+use crate::common;
 use common::{run, scenario};
 use moesim_sim::collective::Cause;
 

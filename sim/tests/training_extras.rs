@@ -1,7 +1,7 @@
 //! Training work beyond "twice the forward": attention's backward (five matrix products to the forward's
 //! two) and DeepSeek-V3's multi-token-prediction modules, checked as FLOPs over peak on the ideal roofline.
 
-mod common;
+use crate::common;
 use common::{run, scenario};
 use moesim_sim::Scenario;
 use moesim_sim::scenario::model::{Attention, model_preset};
