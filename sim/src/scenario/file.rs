@@ -353,7 +353,8 @@ pub struct StrategySection {
     /// Over how many iterations a re-plan counts what a move saves (default `persistence`).
     pub replan_gain: Option<ReplanGain>,
 
-    /// Iterations in the moving-average load forecast (fssdp: default 5; ep-replicated: default all seen).
+    /// Iterations in the moving-average load forecast (fssdp: default 5; ep-replicated: default all seen,
+    /// and with `placement = "moesim"` the iterations its planner remembers).
     pub forecast_window: Option<usize>,
 
     // FSSDP knobs (kind = "fssdp").

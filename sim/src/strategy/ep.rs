@@ -269,6 +269,8 @@ impl<'a> EpModel<'a> {
             let mut ro = RobustOptions::new(o);
             // Each plan serves one window: the half-life is read off the history for that horizon.
             ro.horizon = window;
+            // The forecast window is the planner's memory too (older iterations are forgotten).
+            ro.window = r.forecast_window.unwrap_or(usize::MAX);
             let training = s.workload.mode == Mode::Training;
             let price = Price::for_experts(
                 ExpertShape::from(m),
