@@ -1,6 +1,7 @@
 //! The simulator's integration tests, one module per file beside this one, built as one test binary. As 29
-//! binaries each compiled and linked the simulator's generics on its own: about 110 CPU-seconds in the
-//! test profile (cargo `--timings`, 2026-12-04), against about 33 for this one. `autotests = false` in
+//! binaries each compiled and linked the simulator's generics on its own: their times in the test profile
+//! summed to about 110 s (cargo `--timings`, 2026-12-04, two shared cores), against about 20 s (33 s of
+//! CPU) for this one. `autotests = false` in
 //! `sim/Cargo.toml` makes this the only test target, so a new file here must be declared below;
 //! [`every_test_file_is_a_module_of_this_binary`] fails until it is.
 
