@@ -405,3 +405,36 @@ fn harness_protocol_knobs_are_checked() {
             .stderr(predicate::str::contains(message));
     }
 }
+
+/// `--window N` is the robust planner's memory: 30 iterations with expert 0 hot, then 10 with expert 5
+/// hot. Planned from all 40, expert 0 keeps a second copy (the older iterations set its level), also
+/// when only the newest 10 are replayed (`--history-samples`); planned from the last 10 only, it is one
+/// cold expert among five and gets one copy.
+#[test]
+fn window_makes_the_robust_planner_forget_older_iterations() {
+    let mut s = String::from("iteration,layer,expert,tokens\n");
+    for it in 0..40 {
+        let hot = if it < 30 { 0 } else { 5 };
+        for e in 0..6 {
+            let tokens = if e == hot { 3000 } else { 100 } + (e * 7 + it * 3) % 11;
+            s.push_str(&format!("{it},0,{e},{tokens}\n"));
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let loads = write(&dir, "shift.csv", &s);
+    let copies_of_expert_0 = |extra: &[&str]| {
+        let mut args = vec!["--gpus", "4", "--slots-per-gpu", "2"];
+        args.extend_from_slice(extra);
+        let v = place_json(&args, &loads);
+        v["layers"][0]["gpu_experts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|g| g.as_array().unwrap().iter().any(|e| e == 0))
+            .count()
+    };
+    assert!(copies_of_expert_0(&[]) >= 2);
+    assert_eq!(copies_of_expert_0(&["--window", "10"]), 1);
+    // Replaying only the newest 10 one by one keeps the older ones' level: expert 0 is still hot.
+    assert!(copies_of_expert_0(&["--history-samples", "10"]) >= 2);
+}
