@@ -1,6 +1,6 @@
 //! `moesim calibrate` and `moesim validate` without a GPU, and scenarios priced by a GPU profile.
 
-mod common;
+use crate::common;
 
 use assert_cmd::Command;
 use std::path::{Path, PathBuf};

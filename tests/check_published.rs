@@ -1,10 +1,10 @@
 //! `moesim check-published`: the validation suite runs, covers what issue 14 asks for, and its median
 //! |error| stays within the bound the project claims in the README's Accuracy section.
 
-mod common;
+use crate::common;
 
+use crate::common::{check_or_update, repo};
 use assert_cmd::Command;
-use common::{check_or_update, repo};
 use std::path::Path;
 use std::sync::OnceLock;
 

@@ -1,6 +1,6 @@
 //! The `moesim` binary end to end: the JSON interface, plan files, determinism and bad input.
 
-mod common;
+use crate::common;
 
 use assert_cmd::Command;
 use predicates::prelude::*;

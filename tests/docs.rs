@@ -2,13 +2,13 @@
 //! the repository that parses and plans, and the figures the docs quote (the README's `plan` output, the
 //! Hecate and offloading tables of docs/strategies.md) are what moesim prints today.
 //!
-//! When a figure changes on purpose, `MOESIM_UPDATE_DOCS=1 cargo test --test docs` rewrites the docs
+//! When a figure changes on purpose, `MOESIM_UPDATE_DOCS=1 cargo test --test integration docs::` rewrites the docs
 //! instead of failing; review the diff. (The README's Accuracy table is `tests/check_published.rs`'s.)
 
-mod common;
+use crate::common;
 
+use crate::common::{check_or_update, repo};
 use assert_cmd::Command;
-use common::{check_or_update, repo};
 use moesim_reports::inputs::Inputs;
 use moesim_reports::numbers::rate;
 use moesim_sim::runner::RunOptions;

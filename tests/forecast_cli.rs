@@ -3,7 +3,7 @@
 
 use assert_cmd::Command;
 
-mod common;
+use crate::common;
 
 #[test]
 #[cfg_attr(

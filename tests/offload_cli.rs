@@ -4,7 +4,7 @@
 use assert_cmd::Command;
 use std::path::{Path, PathBuf};
 
-mod common;
+use crate::common;
 
 fn moesim() -> Command {
     Command::cargo_bin("moesim").expect("binary built")

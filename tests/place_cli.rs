@@ -1,6 +1,6 @@
 //! `moesim place`: the JSON interface, the constraints, and clear errors for bad load files.
 
-mod common;
+use crate::common;
 
 use assert_cmd::Command;
 use predicates::prelude::*;

@@ -1,10 +1,10 @@
 //! `moesim report` on a serving scenario end to end: the serving section's files, `--check` on them, the
 //! deployments named in the figures, and the Pareto table docs/serving.md quotes.
 //!
-//! When the figures change on purpose, `MOESIM_UPDATE_DOCS=1 cargo test --test report_serving` rewrites
+//! When the figures change on purpose, `MOESIM_UPDATE_DOCS=1 cargo test --test integration report_serving` rewrites
 //! the quoted table instead of failing; review the diff.
 
-mod common;
+use crate::common;
 
 use assert_cmd::Command;
 use std::path::{Path, PathBuf};

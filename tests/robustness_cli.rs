@@ -1,7 +1,7 @@
 //! Issue 18: every input a mutation fuzzer found to panic, abort, hang or be accepted as nonsense now gets a
 //! clear error (exit 1, file/key/value named) within seconds. Each test feeds the offending input.
 
-mod common;
+use crate::common;
 
 use assert_cmd::Command;
 use std::path::{Path, PathBuf};

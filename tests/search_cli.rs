@@ -1,6 +1,6 @@
 //! `moesim plan --search`: every strategy family expanded over its knobs, the best chosen by simulation.
 
-mod common;
+use crate::common;
 
 use assert_cmd::Command;
 use std::path::Path;

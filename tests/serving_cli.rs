@@ -1,7 +1,7 @@
 //! `moesim plan` and `moesim simulate` on serving scenarios end to end: the capacity search's table,
 //! JSON and capacity.json, its errors, and the disaggregated DeepSeek-V3 scenario.
 
-mod common;
+use crate::common;
 
 use assert_cmd::Command;
 use predicates::prelude::*;

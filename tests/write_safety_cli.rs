@@ -2,7 +2,7 @@
 //! output either as it was or complete, never half-written or mixed, and (unless SIGKILLed) no temporary
 //! files.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

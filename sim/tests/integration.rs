@@ -2,8 +2,8 @@
 //! binaries each compiled and linked the simulator's generics on its own: their times in the test profile
 //! summed to about 110 s (cargo `--timings`, 2026-12-04, two shared cores), against about 20 s (33 s of
 //! CPU) for this one. `autotests = false` in
-//! `sim/Cargo.toml` makes this the only test target, so a new file here must be declared below;
-//! [`every_test_file_is_a_module_of_this_binary`] fails until it is.
+//! `sim/Cargo.toml` makes this the only test target, so a new file here must be declared below; the root
+//! crate's `every_test_file_is_built` (`tests/integration.rs`) fails until it is.
 
 mod common;
 
@@ -36,28 +36,3 @@ mod routing_samples;
 mod scenario_props;
 mod stragglers;
 mod training_extras;
-
-/// A test file not declared as a module above would never be compiled, and its tests would silently not
-/// run.
-#[test]
-fn every_test_file_is_a_module_of_this_binary() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests");
-    let this = std::fs::read_to_string(dir.join("integration.rs")).expect("tests/integration.rs");
-    let mut missing = Vec::new();
-    for entry in std::fs::read_dir(&dir).expect("tests/") {
-        let path = entry.expect("a tests/ entry").path();
-        let Some(stem) = path.file_stem().and_then(|s| s.to_str()) else {
-            continue;
-        };
-        if path.extension().is_some_and(|e| e == "rs")
-            && stem != "integration"
-            && !this.lines().any(|l| l == format!("mod {stem};"))
-        {
-            missing.push(stem.to_string());
-        }
-    }
-    assert!(
-        missing.is_empty(),
-        "tests/*.rs not declared in tests/integration.rs (never built, never run): {missing:?}"
-    );
-}

@@ -44,6 +44,9 @@ pub fn repo(path: &str) -> PathBuf {
 /// Checks that the text of `file` between `begin` and the next `end` is `expected`; with
 /// MOESIM_UPDATE_DOCS set, rewrites it instead.
 pub fn check_or_update(file: &Path, begin: &str, end: &str, expected: &str) {
+    // Tests of several files run in one binary and may rewrite the same document: one at a time.
+    static REWRITE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one_at_a_time = REWRITE.lock().unwrap_or_else(|e| e.into_inner());
     let text = std::fs::read_to_string(file).unwrap();
     let body = text
         .find(begin)

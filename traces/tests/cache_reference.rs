@@ -1,7 +1,7 @@
 //! Cache replay against an independent, deliberately naive reference implementation, on the real
 //! DeepSeek-V2-Lite traces and on random request sequences.
 
-mod common;
+use crate::common;
 
 use moesim_traces::cache::{CachePolicy, RequestSeq, replay_cache};
 use proptest::prelude::*;

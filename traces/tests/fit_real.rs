@@ -1,6 +1,6 @@
 //! `fit` then generation reproduces a real trace's skew, locality and drift within stated tolerances.
 
-mod common;
+use crate::common;
 
 use moesim_traces::Trace;
 use moesim_traces::fit::{FitOptions, fit_tokens, measure};

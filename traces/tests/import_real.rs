@@ -1,7 +1,7 @@
 //! Importers on the real shared traces and on small hand-written inputs with known answers; native format
 //! round trips and bad-input errors.
 
-mod common;
+use crate::common;
 
 use moesim_traces::import::{Format, ImportOptions, Incomplete, import, write_npy};
 use moesim_traces::native::{read_native, write_native};
