@@ -13,6 +13,7 @@ use moesim_sim::placement::plan_layers::{
 };
 use moesim_sim::placement::priced::DecisionWindow;
 use moesim_sim::placement::robust::RobustOptions;
+use moesim_sim::placement::rotation_ceiling::rotation_ceilings;
 use moesim_sim::placement::search::PlaceOptions;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -422,6 +423,7 @@ fn harness(a: &PlaceArgs) -> miette::Result<ExitCode> {
     };
     let one_plan = run_one_plan_suite(&real);
     let ceilings = burst_ceilings();
+    let rotation = rotation_ceilings();
     if a.json {
         let json = serde_json::json!({
             "replanned": rows,
@@ -429,6 +431,7 @@ fn harness(a: &PlaceArgs) -> miette::Result<ExitCode> {
             "replanned_persistence": persistence,
             "one_plan": one_plan,
             "burst_ceiling": ceilings,
+            "rotation_ceiling": rotation,
         });
         println!(
             "{}",
@@ -454,14 +457,30 @@ fn harness(a: &PlaceArgs) -> miette::Result<ExitCode> {
         print!("{}", decision_window_table(rest, persistence));
         for c in &ceilings {
             println!(
-                "\n{}: plans given the generator's exact burst-free state reach median / p10 {:.3} / {:.3}; given the state and the burst law itself {:.3} / {:.3}; EPLB from the history's mean {:.3} / {:.3} (fresh plans every 10 iterations, moves free)",
+                "\n{}: plans given the generator's exact burst-free state reach median / p10 {:.3} / {:.3}; given the state and the burst law itself {:.3} / {:.3}; EPLB from the history's mean {:.3} / {:.3} (fresh plans every {} iterations, moves free)",
                 c.workload,
                 c.exact_state.median,
                 c.exact_state.p10,
                 c.burst_law.median,
                 c.burst_law.p10,
                 c.eplb.median,
-                c.eplb.p10
+                c.eplb.p10,
+                c.replan_every
+            );
+        }
+        for c in &rotation {
+            println!(
+                "\n{}: plans given the generator's exact state reach median / p10 {:.3} / {:.3}; given the state, when the hot spot moves next and that it moves to an unknown place {:.3} / {:.3}; told where it moves {:.3} / {:.3}; EPLB from the history's mean {:.3} / {:.3} (fresh plans every {} iterations, moves free)",
+                c.workload,
+                c.exact_state.median,
+                c.exact_state.p10,
+                c.unknown_place.median,
+                c.unknown_place.p10,
+                c.known_place.median,
+                c.known_place.p10,
+                c.eplb.median,
+                c.eplb.p10,
+                c.replan_every
             );
         }
     }

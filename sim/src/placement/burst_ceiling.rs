@@ -2,28 +2,27 @@
 //!
 //! On a synthetic workload with bursts (`Dynamics::burst_prob`: one expert, drawn at random, multiplies its
 //! load for one iteration), a plan made from the past cannot know which expert bursts next. The most it can
-//! know is the present burst-free state and the burst law itself. This module plans with exactly that, as
-//! the harness's re-plan points do: the robust planner ([`super::robust`]) given, as its scenarios, the
+//! know is the present burst-free state and the burst law itself. This module plans with exactly that at
+//! the harness's re-plan points ([`super::ceiling`]): the robust planner ([`super::robust`]) given, as its scenarios, the
 //! generator's exact state at the last iteration before the plan (probability `1 − p`) and that state with
 //! each expert in turn burst (probability `p / experts` each), so its objective is the expected maximum GPU
 //! load under the true law. Judged like the harness (each later iteration and layer on its own, a fresh plan
 //! every `replan_every` iterations, moves free), it shows the ceiling of hedging: where it does not clear a
 //! margin over EPLB, no plan made from the past will.
 
-use super::balancedness;
-use super::eplb::eplb;
-use super::forecast::{Forecast, forecast};
+use super::ceiling::judge_at_replans;
 use super::harness::{Setup, SyntheticWorkload};
 use super::judged::Judged;
 use super::robust::{RobustOptions, Samples, fresh};
 use super::search::PlaceOptions;
-use rayon::prelude::*;
 use serde::Serialize;
 
 /// One bursty workload judged with plans that know the present and the burst law.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct BurstCeiling {
     pub workload: String,
+    /// Iterations between the re-plan points (the harness setup's).
+    pub replan_every: usize,
     /// Plans given the exact burst-free state only.
     pub exact_state: Judged,
     /// Plans given the exact state and the burst law (see the module doc).
@@ -53,48 +52,25 @@ pub fn burst_ceiling(w: &SyntheticWorkload, s: &Setup) -> Option<BurstCeiling> {
     if d.burst_prob <= 0.0 {
         return None;
     }
-    let h = &w.history;
-    let start = s.history.min(h.iterations.len()).max(1);
-    let end = (start + s.judged).min(h.iterations.len());
-    let every = s.replan_every.max(1);
     let o = RobustOptions::new(PlaceOptions::new(s.gpus, s.slots_per_gpu, s.gpus_per_node));
-    let per_layer: Vec<[Vec<f64>; 3]> = (0..h.layers)
-        .into_par_iter()
-        .map(|layer| {
-            let mut out: [Vec<f64>; 3] = Default::default();
-            for t in (start..end).step_by(every) {
-                let state = &w.state.iterations[t - 1][layer];
-                let exact = Samples::new(&[state], s.gpus, 1, f64::INFINITY);
-                let (loads, weight) = burst_scenarios(state, d.burst_prob, d.burst_factor);
-                let law = Samples::from_scenarios(&loads, &weight, s.gpus);
-                let (Some(exact), Some(law)) = (exact, law) else {
-                    continue;
-                };
-                let past: Vec<&[f64]> = h.iterations[t.saturating_sub(s.history)..t]
-                    .iter()
-                    .map(|it| it[layer].as_slice())
-                    .collect();
-                let mean = forecast(&past, Forecast::MovingAverage { window: usize::MAX }).0;
-                let plans = [
-                    fresh(&exact, &o).placement,
-                    fresh(&law, &o).placement,
-                    eplb(&mean, s.gpus, s.slots_per_gpu),
-                ];
-                for it in &h.iterations[t..(t + every).min(end)] {
-                    for (v, p) in out.iter_mut().zip(&plans) {
-                        v.push(balancedness(&p.gpu_loads(&it[layer])));
-                    }
-                }
+    let judged = judge_at_replans(w, s, |p| {
+        let exact = Samples::new(&[p.state], s.gpus, 1, f64::INFINITY);
+        let (loads, weight) = burst_scenarios(p.state, d.burst_prob, d.burst_factor);
+        let law = Samples::from_scenarios(&loads, &weight, s.gpus);
+        match (exact, law) {
+            (Some(exact), Some(law)) => {
+                vec![fresh(&exact, &o).placement, fresh(&law, &o).placement]
             }
-            out
-        })
-        .collect();
-    let all = |i: usize| Judged::of(per_layer.iter().flat_map(|l| l[i].clone()).collect());
+            _ => Vec::new(),
+        }
+    });
+    let [exact_state, burst_law, eplb] = <[Judged; 3]>::try_from(judged).ok()?;
     Some(BurstCeiling {
         workload: w.name.clone(),
-        exact_state: all(0),
-        burst_law: all(1),
-        eplb: all(2),
+        replan_every: s.replan_every.max(1),
+        exact_state,
+        burst_law,
+        eplb,
     })
 }
 

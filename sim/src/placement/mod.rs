@@ -10,6 +10,7 @@
 //!   fresh instances are also solved exactly by [`milp::assign`] and the better plan kept.
 
 pub mod burst_ceiling;
+pub mod ceiling;
 pub mod eplb;
 pub mod forecast;
 pub mod harness;
@@ -19,6 +20,7 @@ pub mod milp;
 pub mod plan_layers;
 pub mod priced;
 pub mod robust;
+pub mod rotation_ceiling;
 pub mod search;
 
 use serde::{Deserialize, Serialize};
