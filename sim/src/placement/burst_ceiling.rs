@@ -10,7 +10,7 @@
 //! every `replan_every` iterations, moves free), it shows the ceiling of hedging: where it does not clear a
 //! margin over EPLB, no plan made from the past will.
 
-use super::ceiling::judge_at_replans;
+use super::ceiling::{judge_at_replans, of_synthetic_workloads};
 use super::harness::{Setup, SyntheticWorkload};
 use super::judged::Judged;
 use super::robust::{RobustOptions, Samples, fresh};
@@ -76,10 +76,7 @@ pub fn burst_ceiling(w: &SyntheticWorkload, s: &Setup) -> Option<BurstCeiling> {
 
 /// [`burst_ceiling`] of every synthetic workload of the harness that has bursts, with its setup.
 pub fn burst_ceilings() -> Vec<BurstCeiling> {
-    super::harness::synthetic_workloads()
-        .iter()
-        .filter_map(|w| burst_ceiling(w, &w.setup()))
-        .collect()
+    of_synthetic_workloads(burst_ceiling)
 }
 
 #[cfg(test)]

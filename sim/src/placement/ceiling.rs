@@ -76,3 +76,14 @@ where
         })
         .collect()
 }
+
+/// `ceiling` of every synthetic workload of the harness it applies to (`None`: it does not), each with its
+/// harness setup.
+pub fn of_synthetic_workloads<T>(
+    ceiling: impl Fn(&SyntheticWorkload, &Setup) -> Option<T>,
+) -> Vec<T> {
+    super::harness::synthetic_workloads()
+        .iter()
+        .filter_map(|w| ceiling(w, &w.setup()))
+        .collect()
+}

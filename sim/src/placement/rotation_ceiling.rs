@@ -17,7 +17,7 @@
 //! margin over EPLB, no plan made from the past will, except one that reads the direction off the
 //! generator's id order.
 
-use super::ceiling::judge_at_replans;
+use super::ceiling::{judge_at_replans, of_synthetic_workloads};
 use super::harness::{Setup, SyntheticWorkload};
 use super::judged::Judged;
 use super::robust::{RobustOptions, Samples, fresh};
@@ -124,10 +124,7 @@ pub fn rotation_ceiling(w: &SyntheticWorkload, s: &Setup) -> Option<RotationCeil
 
 /// [`rotation_ceiling`] of every synthetic workload of the harness that rotates, with its setup.
 pub fn rotation_ceilings() -> Vec<RotationCeiling> {
-    super::harness::synthetic_workloads()
-        .iter()
-        .filter_map(|w| rotation_ceiling(w, &w.setup()))
-        .collect()
+    of_synthetic_workloads(rotation_ceiling)
 }
 
 #[cfg(test)]
